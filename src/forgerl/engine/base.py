@@ -1,0 +1,94 @@
+"""The engine protocol: token ids in, token ids + logprobs + policy version out.
+
+Everything above the engine (agent loop, server, gateway, trainer) talks to this protocol only,
+so the built-in engine, a scripted fake and a vLLM adapter are interchangeable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from forgerl.errors import ConfigError
+from forgerl.types import FinishReason, Timings
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+
+@dataclass
+class SamplingParams:
+    """Sampling settings. M2 samples at temperature 1.0, top-p 0.95, top-k 40 (M2_NOTES §6).
+
+    The logprob returned for each sampled token is the raw model's log-softmax (no temperature, no
+    top-p/top-k truncation): that is the probability the trainer recomputes for the CISPO ratio, so
+    the two sides compare like with like. At temperature 1 without truncation it is also exactly the
+    sampling probability.
+    """
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    seed: int | None = None
+
+    def validate(self) -> SamplingParams:
+        if self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
+        return self
+
+
+@dataclass
+class GenerationResult:
+    completion_ids: list[int]
+    logprobs: list[float]
+    finish_reason: FinishReason
+    policy_version: int
+    prompt_tokens: int
+    cached_tokens: int = 0  # prompt tokens whose KV was reused instead of recomputed
+    stop_reason: str | int | None = None  # the stop string or token id that ended generation
+    timings: Timings = field(default_factory=Timings)
+
+
+@dataclass
+class TokenEvent:
+    """One sampled token, streamed as it is produced."""
+
+    token_id: int
+    logprob: float
+
+
+@runtime_checkable
+class Engine(Protocol):
+    model_name: str
+    tokenizer: PreTrainedTokenizerBase
+    max_context: int
+    policy_version: int
+
+    async def generate(
+        self, prompt_ids: list[int], params: SamplingParams, session_id: str | None = None
+    ) -> GenerationResult: ...
+
+    def stream(
+        self, prompt_ids: list[int], params: SamplingParams, session_id: str | None = None
+    ) -> AsyncIterator[TokenEvent | GenerationResult]:
+        """Yields TokenEvents as tokens are sampled, then the final GenerationResult."""
+        ...
+
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def engine_info(engine: Engine) -> dict[str, Any]:
+    return {"model": engine.model_name, "max_context": engine.max_context, "policy_version": engine.policy_version}
