@@ -1,0 +1,338 @@
+"""The built-in inference engine: continuous batching and prefix reuse on any transformers causal LM.
+
+Why not `model.generate`: an agentic RL workload is many sessions, each sending a request that
+extends its previous context by a tool result. `generate` recomputes the whole context every turn
+and cannot let requests join a running batch. Here one scheduler thread owns the model:
+
+    loop:  admit waiting requests into free KV slots (reusing the longest cached prefix, so only
+           the new tokens are prefilled) -> one decode step for every running request -> stream
+           each sampled token (id + raw logprob) back to its caller -> free finished slots
+
+Every result carries the policy version of the weights that sampled it (the oldest one, if a
+weight update landed mid-request); `update_weights` swaps weights between two steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from forgerl.engine.base import GenerationResult, SamplingParams, TokenEvent
+from forgerl.engine.kv import SlotKVCache, WritePlan
+from forgerl.engine.sampling import sample_rows
+from forgerl.errors import ContextLengthError, EngineError
+from forgerl.types import Timings
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    params: SamplingParams
+    session_id: str | None
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    generator: torch.Generator
+    stop_ids: frozenset[int]
+    created: float = field(default_factory=time.perf_counter)
+    completion: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    version: int = 0
+    cached_tokens: int = 0
+    prefill_s: float = 0.0
+    started: float = 0.0
+    cancelled: bool = False
+
+    def emit(self, item: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the caller's event loop is gone: nobody is listening any more
+            self.cancelled = True
+
+
+@dataclass
+class _Slot:
+    index: int
+    tokens: list[int] = field(default_factory=list)  # ids whose keys/values are cached, in order
+    request: _Request | None = None
+    session_id: str | None = None
+    last_used: float = 0.0
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class LLMEngine:
+    """Token-in/token-out generation with continuous batching and per-slot prefix reuse."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_name: str = "model",
+        max_context: int = 2048,
+        num_slots: int = 32,
+        stop_token_ids: tuple[int, ...] = (),
+        fp32_lm_head: bool = True,
+        policy_version: int = 0,
+    ) -> None:
+        cfg = model.config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.max_context = max_context
+        self.policy_version = policy_version
+        self.fp32_lm_head = fp32_lm_head
+        self.default_stop_ids = frozenset(stop_token_ids)
+        self.device = next(model.parameters()).device
+        self._decoder = model.base_model
+        self._lm_head = model.get_output_embeddings()
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        dtype = next(model.parameters()).dtype
+        # one extra position per slot is scratch space for idle rows inside a decode batch
+        self.kv = SlotKVCache(cfg.num_hidden_layers, num_slots, kv_heads, max_context + 1, head_dim, dtype, self.device)
+        self.slots = [_Slot(i) for i in range(num_slots)]
+        self._waiting: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._model_lock = threading.Lock()
+        self._closed = False
+        self.stats = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "decode_steps": 0}
+        self._thread = threading.Thread(target=self._run, name="forgerl-engine", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public API
+    async def generate(self, prompt_ids: list[int], params: SamplingParams, session_id: str | None = None) -> GenerationResult:
+        result = None
+        async for event in self.stream(prompt_ids, params, session_id):
+            if isinstance(event, GenerationResult):
+                result = event
+        assert result is not None
+        return result
+
+    async def stream(
+        self, prompt_ids: list[int], params: SamplingParams, session_id: str | None = None
+    ) -> AsyncIterator[TokenEvent | GenerationResult]:
+        request = self._make_request(list(prompt_ids), params.validate(), session_id)
+        with self._cond:
+            if self._closed:
+                raise EngineError("the engine is closed")
+            self._waiting.append(request)
+            self._cond.notify()
+        try:
+            while True:
+                item = await request.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, GenerationResult):
+                    return
+        finally:
+            request.cancelled = True  # a caller that stops listening frees its slot at the next step
+
+    def update_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+        """Load new weights in place between two steps; cached prefixes of idle slots are dropped
+        (their keys/values came from the old weights). Running requests continue on the new weights."""
+        with self._model_lock:
+            missing, unexpected = self._check_keys(state_dict)
+            if unexpected:
+                raise EngineError(f"update_weights: unknown parameter names {sorted(unexpected)[:5]} ...")
+            with torch.no_grad():
+                params = dict(self.model.named_parameters())
+                for name, tensor in state_dict.items():
+                    params[name].copy_(tensor.to(device=params[name].device, dtype=params[name].dtype))
+            self.policy_version = version
+            for slot in self.slots:
+                if slot.request is None:
+                    slot.tokens, slot.session_id = [], None
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    # ------------------------------------------------------------------ scheduler
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._waiting and not self._running():
+                    self._cond.wait()
+                if self._closed:
+                    self._fail_all(EngineError("the engine was closed while the request was running"))
+                    return
+            try:
+                with self._model_lock, torch.inference_mode():
+                    self._admit()
+                    if self._running():
+                        self._decode_step()
+            except Exception as exc:  # an engine bug must not hang callers: fail what is in flight
+                self._fail_all(EngineError(f"engine step failed: {type(exc).__name__}: {exc}"))
+
+    def _running(self) -> list[_Slot]:
+        return [s for s in self.slots if s.request is not None]
+
+    def _admit(self) -> None:
+        while True:
+            with self._cond:
+                if not self._waiting:
+                    return
+                slot = self._pick_slot(self._waiting[0])
+                if slot is None:
+                    return
+                request = self._waiting.popleft()
+            if request.cancelled:
+                continue
+            self._prefill(slot, request)
+
+    def _pick_slot(self, request: _Request) -> _Slot | None:
+        """The free slot whose cached tokens share the longest prefix with the prompt (a slot last
+        used by the same session wins ties); otherwise the least recently used free slot."""
+        free = [s for s in self.slots if s.request is None]
+        if not free:
+            return None
+
+        def score(s: _Slot) -> tuple[int, int, float]:
+            return (common_prefix_len(s.tokens, request.prompt_ids), int(s.session_id == request.session_id), -s.last_used)
+
+        best = max(free, key=score)
+        shared = common_prefix_len(best.tokens, request.prompt_ids)
+        lru = min(free, key=lambda s: (len(s.tokens) > 0, s.last_used, s.index))
+        if shared == 0:
+            return lru
+        if shared < len(best.tokens) and best.session_id != request.session_id and lru is not best:
+            # `best` holds another session's longer context: copy the shared prefix (e.g. the
+            # prompt of a group) into a spare slot instead of evicting that context.
+            self.kv.copy_slot(best.index, lru.index, shared)
+            lru.tokens, lru.session_id = best.tokens[:shared], None
+            return lru
+        return best
+
+    def _prefill(self, slot: _Slot, request: _Request) -> None:
+        t0 = time.perf_counter()
+        prompt = request.prompt_ids
+        reuse = min(common_prefix_len(slot.tokens, prompt), len(prompt) - 1)
+        new = prompt[reuse:]
+        slot.request, slot.session_id, slot.tokens = request, request.session_id, prompt[:reuse]
+        request.cached_tokens, request.version, request.started = reuse, self.policy_version, t0
+        self.kv.set_plan(WritePlan("prefill", slot=slot.index, start=reuse, length=len(new), kv_len=reuse + len(new)))
+        ids = torch.tensor([new], device=self.device)
+        positions = torch.arange(reuse, len(prompt), device=self.device).unsqueeze(0)
+        q = torch.arange(len(new), device=self.device).unsqueeze(1) + reuse
+        mask = (torch.arange(len(prompt), device=self.device).unsqueeze(0) <= q)[None, None]
+        logits = self._forward(ids, positions, mask, last_only=True)
+        slot.tokens = list(prompt)
+        request.prefill_s = time.perf_counter() - t0
+        self.stats["prompt_tokens"] += len(prompt)
+        self.stats["cached_tokens"] += reuse
+        self._accept_tokens([slot], logits)
+
+    def _decode_step(self) -> None:
+        running = self._running()
+        num_rows = max(s.index for s in running) + 1
+        scratch = self.kv.max_len - 1
+        tokens, positions = [0] * num_rows, [scratch] * num_rows
+        for s in running:
+            tokens[s.index], positions[s.index] = s.request.completion[-1], len(s.tokens)
+        kv_len = max(len(s.tokens) for s in running) + 1
+        pos = torch.tensor(positions, device=self.device)
+        self.kv.set_plan(WritePlan("decode", num_rows=num_rows, positions=pos, kv_len=kv_len))
+        mask = torch.arange(kv_len, device=self.device).unsqueeze(0) <= pos.clamp(max=kv_len - 1).unsqueeze(1)
+        idle = pos == scratch
+        mask[idle] = False
+        mask[idle, 0] = True  # idle rows attend to one position so softmax stays finite; output unused
+        logits = self._forward(torch.tensor([tokens], device=self.device).T, pos.unsqueeze(1), mask[:, None, None, :], last_only=True)
+        for s in running:
+            s.tokens.append(s.request.completion[-1])
+        self.stats["decode_steps"] += 1
+        self._accept_tokens(running, logits[[s.index for s in running]])
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, last_only: bool) -> torch.Tensor:
+        out = self._decoder(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=self.kv, use_cache=True)
+        hidden = out.last_hidden_state[:, -1] if last_only else out.last_hidden_state
+        if self.fp32_lm_head:  # M1 found train/inference mismatch until the head ran in FP32 (M2_NOTES §1)
+            weight = self._lm_head.weight.float()
+            bias = None if self._lm_head.bias is None else self._lm_head.bias.float()
+            return torch.nn.functional.linear(hidden.float(), weight, bias)
+        return self._lm_head(hidden)
+
+    def _accept_tokens(self, slots: list[_Slot], logits: torch.Tensor) -> None:
+        requests = [s.request for s in slots]
+        toks, lps = sample_rows(logits, [r.params for r in requests], [r.generator for r in requests])
+        for slot, req, tok, lp in zip(slots, requests, toks, lps):
+            req.completion.append(tok)
+            req.logprobs.append(lp)
+            self.stats["generated_tokens"] += 1
+            req.emit(TokenEvent(tok, lp))
+            finish = self._finish_reason(req, slot)
+            if finish is not None or req.cancelled:
+                self._complete(slot, req, finish or "abort")
+
+    def _finish_reason(self, req: _Request, slot: _Slot) -> tuple[str, str | int | None] | None:
+        tok = req.completion[-1]
+        if tok in req.stop_ids:
+            return ("stop", tok)
+        if req.params.stop:
+            tail = self.tokenizer.decode(req.completion[-16:], skip_special_tokens=False)
+            for s in req.params.stop:
+                if s in tail:
+                    return ("stop", s)
+        if len(req.completion) >= req.params.max_tokens or len(slot.tokens) + 1 >= self.max_context:
+            return ("length", None)
+        return None
+
+    def _complete(self, slot: _Slot, req: _Request, finish: tuple[str, str | int | None] | str) -> None:
+        reason, stop_reason = finish if isinstance(finish, tuple) else (finish, None)
+        now = time.perf_counter()
+        timings = Timings(queued_s=req.started - req.created, prefill_s=req.prefill_s,
+                          decode_s=now - req.started - req.prefill_s, total_s=now - req.created)
+        req.emit(GenerationResult(
+            completion_ids=list(req.completion), logprobs=list(req.logprobs), finish_reason=reason,
+            policy_version=req.version, prompt_tokens=len(req.prompt_ids), cached_tokens=req.cached_tokens,
+            stop_reason=stop_reason, timings=timings))
+        slot.request, slot.last_used = None, now
+
+    # ------------------------------------------------------------------ helpers
+    def _make_request(self, prompt_ids: list[int], params: SamplingParams, session_id: str | None) -> _Request:
+        if not prompt_ids:
+            raise EngineError("empty prompt: at least one token is needed")
+        if len(prompt_ids) >= self.max_context:
+            raise ContextLengthError(
+                f"prompt has {len(prompt_ids)} tokens but the context limit is {self.max_context} "
+                "(shorten the prompt or start the engine with a larger max_context)")
+        vocab = self._lm_head.weight.shape[0]
+        if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
+            raise EngineError(f"prompt token ids must lie in [0, {vocab}); got min {min(prompt_ids)}, max {max(prompt_ids)}")
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,))))
+        return _Request(prompt_ids=prompt_ids, params=params, session_id=session_id, loop=asyncio.get_running_loop(),
+                        queue=asyncio.Queue(), generator=gen, stop_ids=self.default_stop_ids | frozenset(params.stop_token_ids))
+
+    def _check_keys(self, state_dict: Mapping[str, torch.Tensor]) -> tuple[set[str], set[str]]:
+        names = {n for n, _ in self.model.named_parameters()}
+        return names - set(state_dict), set(state_dict) - names
+
+    def _fail_all(self, exc: EngineError) -> None:
+        with self._cond:
+            waiting, self._waiting = list(self._waiting), deque()
+        for req in waiting:
+            req.emit(exc)
+        for slot in self.slots:
+            if slot.request is not None:
+                slot.request.emit(exc)
+                slot.request, slot.tokens = None, []

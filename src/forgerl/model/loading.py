@@ -1,0 +1,136 @@
+"""Loading policies: the built-in `tiny-random` M2-style MoE, or any Hugging Face causal-LM directory.
+
+The tiny model uses transformers' own `minimax_m2` architecture (QK-norm, partial RoPE, sigmoid
+router with a selection bias, SwiGLU experts) at a size a 2-core laptop trains in minutes, with
+the project's small tokenizer so the vocabulary does not dominate the cost (RESOURCES.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from forgerl.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+BUILTIN_MODELS = ("tiny-random",)
+
+
+@dataclass(frozen=True)
+class TinyMoEShape:
+    """Dimensions of the embedded default policy (a few million parameters)."""
+
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 32
+    rotary_dim: int = 16  # partial RoPE, as in M2 (64 of 128 dims)
+    intermediate_size: int = 192  # per-expert SwiGLU width
+    num_local_experts: int = 8
+    num_experts_per_tok: int = 2
+    max_position_embeddings: int = 4096
+
+
+def tiny_config(vocab_size: int, pad_token_id: int | None, eos_token_id: int | None, shape: TinyMoEShape = TinyMoEShape()) -> Any:
+    from transformers import MiniMaxM2Config
+
+    return MiniMaxM2Config(
+        vocab_size=vocab_size,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads,
+        head_dim=shape.head_dim,
+        rotary_dim=shape.rotary_dim,
+        num_local_experts=shape.num_local_experts,
+        num_experts_per_tok=shape.num_experts_per_tok,
+        max_position_embeddings=shape.max_position_embeddings,
+        pad_token_id=pad_token_id,
+        bos_token_id=None,
+        eos_token_id=eos_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise ConfigError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def load_policy(
+    name_or_dir: str,
+    *,
+    device: str = "cpu",
+    dtype: str = "auto",
+    chat_format: str | None = "minimax_m2",
+    seed: int = 0,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model and its tokenizer, with the chat format's markers as single tokens.
+
+    `tiny-random` is built from a config with a fixed seed (no download). A directory is loaded with
+    `AutoModelForCausalLM`; when the format's markers had to be added to its tokenizer, the
+    embedding matrix is resized to match.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer
+
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    fmt = None
+    if chat_format is not None:
+        from forgerl.chat import get_format
+
+        fmt = get_format(chat_format)
+
+    if name_or_dir == "tiny-random":
+        tokenizer = load_default_tokenizer()
+        if fmt is not None:
+            tokenizer = prepare_tokenizer(tokenizer, fmt)
+        eos = tokenizer.convert_tokens_to_ids(fmt.end_of_message) if fmt is not None else tokenizer.eos_token_id
+        config = tiny_config(len(tokenizer), tokenizer.pad_token_id, eos)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = model.to(device=device, dtype=torch_dtype)
+    else:
+        path = Path(name_or_dir)
+        if not path.is_dir():
+            raise ConfigError(
+                f"model {name_or_dir!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor a directory "
+                "holding a Hugging Face checkpoint (config.json + weights); forgerl never downloads from a hub"
+            )
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{path} has no config.json: point --model at a Hugging Face checkpoint directory")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if fmt is not None:
+            tokenizer = prepare_tokenizer(tokenizer, fmt)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer))
+    model.eval()
+    return model, tokenizer
