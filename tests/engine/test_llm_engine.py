@@ -57,6 +57,7 @@ def test_greedy_matches_hf_generate_and_logprobs_match_full_forward(engine, tiny
         return await asyncio.gather(*(engine.generate(prompt(i, 5 + 7 * i), greedy) for i in range(5)))
 
     results = run(main())
+    assert engine.stats["prefill_forwards"] < len(results)  # simultaneous arrivals share a prefill forward
     for i, res in enumerate(results):
         p = prompt(i, 5 + 7 * i)
         assert res.completion_ids == reference_greedy(tiny_model, p, 12)

@@ -21,15 +21,18 @@ class WritePlan:
     """Where the next forward's new keys/values go.
 
     prefill: one slot, `length` new tokens starting at `start`.
+    prefill_many: slots `slots[r]`, row r's tokens at `positions[r, :]` (padding at the scratch
+        position); keys/values come back gathered (a copy), which prefill amortises.
     decode: slots `0..num_rows`, one token each, at `positions[row]`.
     """
 
-    kind: str  # "prefill" | "decode"
+    kind: str  # "prefill" | "prefill_many" | "decode"
     slot: int = 0
     start: int = 0
     length: int = 0
     num_rows: int = 0
-    positions: torch.Tensor | None = None  # [num_rows] long
+    positions: torch.Tensor | None = None  # decode: [num_rows]; prefill_many: [rows, q_len]
+    slots: torch.Tensor | None = None  # prefill_many: [rows]
     kv_len: int = 0  # how many positions the returned keys/values cover
 
 
@@ -59,6 +62,11 @@ class SlotKVCache(Cache):
             k_buf[plan.slot, :, plan.start:end] = key_states[0]
             v_buf[plan.slot, :, plan.start:end] = value_states[0]
             return k_buf[plan.slot:plan.slot + 1, :, :end], v_buf[plan.slot:plan.slot + 1, :, :end]
+        if plan.kind == "prefill_many":
+            rows = plan.slots.unsqueeze(1).expand_as(plan.positions)
+            k_buf[rows, :, plan.positions] = key_states.transpose(1, 2)
+            v_buf[rows, :, plan.positions] = value_states.transpose(1, 2)
+            return k_buf[plan.slots, :, :plan.kv_len], v_buf[plan.slots, :, :plan.kv_len]
         # decode: row r writes its single new token at positions[r]
         k_buf[self._rows, :, plan.positions] = key_states[:, :, 0]
         v_buf[self._rows, :, plan.positions] = value_states[:, :, 0]

@@ -84,6 +84,7 @@ class LLMEngine:
         model_name: str = "model",
         max_context: int = 2048,
         num_slots: int = 32,
+        max_prefill_batch: int = 8,
         stop_token_ids: tuple[int, ...] = (),
         fp32_lm_head: bool = True,
         policy_version: int = 0,
@@ -96,6 +97,7 @@ class LLMEngine:
         self.policy_version = policy_version
         self.fp32_lm_head = fp32_lm_head
         self.default_stop_ids = frozenset(stop_token_ids)
+        self.max_prefill_batch = max_prefill_batch
         self.device = next(model.parameters()).device
         self._decoder = model.base_model
         self._lm_head = model.get_output_embeddings()
@@ -109,7 +111,8 @@ class LLMEngine:
         self._cond = threading.Condition()
         self._model_lock = threading.Lock()
         self._closed = False
-        self.stats = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "decode_steps": 0}
+        self.stats = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "decode_steps": 0,
+                      "prefill_forwards": 0}
         self._thread = threading.Thread(target=self._run, name="forgerl-engine", daemon=True)
         self._thread.start()
 
@@ -188,17 +191,20 @@ class LLMEngine:
         return [s for s in self.slots if s.request is not None]
 
     def _admit(self) -> None:
-        while True:
-            with self._cond:
-                if not self._waiting:
-                    return
+        """Move waiting requests into free slots and prefill them together in one forward."""
+        admitted: list[_Slot] = []
+        with self._cond:
+            while self._waiting:
+                if self._waiting[0].cancelled:
+                    self._waiting.popleft()
+                    continue
                 slot = self._pick_slot(self._waiting[0])
                 if slot is None:
-                    return
-                request = self._waiting.popleft()
-            if request.cancelled:
-                continue
-            self._prefill(slot, request)
+                    break
+                self._claim(slot, self._waiting.popleft())
+                admitted.append(slot)
+        for start in range(0, len(admitted), self.max_prefill_batch):
+            self._prefill(admitted[start:start + self.max_prefill_batch])
 
     def _pick_slot(self, request: _Request) -> _Slot | None:
         """The free slot whose cached tokens share the longest prefix with the prompt (a slot last
@@ -223,24 +229,44 @@ class LLMEngine:
             return lru
         return best
 
-    def _prefill(self, slot: _Slot, request: _Request) -> None:
+    def _claim(self, slot: _Slot, request: _Request) -> None:
+        """Give `slot` to `request`, keeping the cached prefix they share (all but the last prompt
+        token at most: the last one must be fed to get the next token's logits)."""
+        reuse = min(common_prefix_len(slot.tokens, request.prompt_ids), len(request.prompt_ids) - 1)
+        slot.request, slot.session_id, slot.tokens = request, request.session_id, request.prompt_ids[:reuse]
+        request.cached_tokens, request.version, request.started = reuse, self.policy_version, time.perf_counter()
+
+    def _prefill(self, slots: list[_Slot]) -> None:
+        """Compute the uncached prompt tokens of `slots` and sample each one's first token."""
         t0 = time.perf_counter()
-        prompt = request.prompt_ids
-        reuse = min(common_prefix_len(slot.tokens, prompt), len(prompt) - 1)
-        new = prompt[reuse:]
-        slot.request, slot.session_id, slot.tokens = request, request.session_id, prompt[:reuse]
-        request.cached_tokens, request.version, request.started = reuse, self.policy_version, t0
-        self.kv.set_plan(WritePlan("prefill", slot=slot.index, start=reuse, length=len(new), kv_len=reuse + len(new)))
-        ids = torch.tensor([new], device=self.device)
-        positions = torch.arange(reuse, len(prompt), device=self.device).unsqueeze(0)
-        q = torch.arange(len(new), device=self.device).unsqueeze(1) + reuse
-        mask = (torch.arange(len(prompt), device=self.device).unsqueeze(0) <= q)[None, None]
-        logits = self._forward(ids, positions, mask, last_only=True)
-        slot.tokens = list(prompt)
-        request.prefill_s = time.perf_counter() - t0
-        self.stats["prompt_tokens"] += len(prompt)
-        self.stats["cached_tokens"] += reuse
-        self._accept_tokens([slot], logits)
+        news = [s.request.prompt_ids[len(s.tokens):] for s in slots]
+        width = max(len(n) for n in news)
+        kv_len = max(len(s.request.prompt_ids) for s in slots)
+        scratch = self.kv.max_len - 1
+        positions = torch.full((len(slots), width), scratch, dtype=torch.long)
+        ids = torch.zeros((len(slots), width), dtype=torch.long)
+        for r, (s, new) in enumerate(zip(slots, news)):
+            positions[r, :len(new)] = torch.arange(len(s.tokens), len(s.tokens) + len(new))
+            ids[r, :len(new)] = torch.tensor(new)
+        positions, ids = positions.to(self.device), ids.to(self.device)
+        if len(slots) == 1:  # one row: cache views, no gather
+            s = slots[0]
+            self.kv.set_plan(WritePlan("prefill", slot=s.index, start=len(s.tokens), length=width, kv_len=kv_len))
+        else:
+            index = torch.tensor([s.index for s in slots], device=self.device)
+            self.kv.set_plan(WritePlan("prefill_many", slots=index, positions=positions, kv_len=kv_len))
+        mask = torch.arange(kv_len, device=self.device)[None, None, :] <= positions[:, :, None]  # [rows, q, kv]
+        mask[:, :, 0] |= positions == scratch  # padding queries attend one position; output unused
+        last = torch.tensor([len(n) - 1 for n in news], device=self.device)
+        logits = self._forward(ids, positions.clamp(max=kv_len), mask[:, None], last_index=last)
+        elapsed = time.perf_counter() - t0
+        self.stats["prefill_forwards"] += 1
+        for s in slots:
+            s.tokens = list(s.request.prompt_ids)
+            s.request.prefill_s = elapsed
+            self.stats["prompt_tokens"] += len(s.request.prompt_ids)
+            self.stats["cached_tokens"] += s.request.cached_tokens
+        self._accept_tokens(slots, logits)
 
     def _decode_step(self) -> None:
         running = self._running()
@@ -256,15 +282,19 @@ class LLMEngine:
         idle = pos == scratch
         mask[idle] = False
         mask[idle, 0] = True  # idle rows attend to one position so softmax stays finite; output unused
-        logits = self._forward(torch.tensor([tokens], device=self.device).T, pos.unsqueeze(1), mask[:, None, None, :], last_only=True)
+        ids = torch.tensor(tokens, device=self.device).unsqueeze(1)
+        logits = self._forward(ids, pos.unsqueeze(1), mask[:, None, None, :], last_index=None)
         for s in running:
             s.tokens.append(s.request.completion[-1])
         self.stats["decode_steps"] += 1
         self._accept_tokens(running, logits[[s.index for s in running]])
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, last_only: bool) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+                 last_index: torch.Tensor | None) -> torch.Tensor:
+        """Logits [rows, vocab] at `last_index[row]` (default: the last position) of each row."""
         out = self._decoder(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=self.kv, use_cache=True)
-        hidden = out.last_hidden_state[:, -1] if last_only else out.last_hidden_state
+        hidden = out.last_hidden_state
+        hidden = hidden[:, -1] if last_index is None else hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index]
         if self.fp32_lm_head:  # M1 found train/inference mismatch until the head ran in FP32 (M2_NOTES §1)
             weight = self._lm_head.weight.float()
             bias = None if self._lm_head.bias is None else self._lm_head.bias.float()
