@@ -57,6 +57,13 @@ class ChatFormat(ABC):
     end_of_message: ClassVar[str]
     # True when rendering the whole history gives the same ids as incremental appends inside a turn.
     incremental_exact: ClassVar[bool] = True
+    # Streaming needs to know, without parsing, where thinking and tool calls start and end:
+    # the thinking markers, whether the generation prompt already opened the thinking block (M2:
+    # the model never writes the opening marker), and the marker that begins the tool-call block.
+    think_start: ClassVar[str]
+    think_end: ClassVar[str]
+    prompt_opens_think: ClassVar[bool]
+    tool_call_start: ClassVar[str]
 
     @abstractmethod
     def render(
