@@ -18,11 +18,13 @@ def rollout(
     chat_format: str = typer.Option("minimax_m2", "--format", help="Chat format the agent is rendered in."),
     max_turns: int = typer.Option(4, help="Maximum LLM calls in the episode."),
     max_tokens: int = typer.Option(96, help="Maximum new tokens per LLM call."),
+    save: str | None = typer.Option(None, help="Write the trajectory (exact token ids, logprobs, reward) as JSON here."),
 ) -> None:
     """Run one episode of the default agent on a task and print the transcript and reward."""
     from forgerl.agent.demo import run_demo
 
-    run_demo(model=model, env=env, seed=seed, chat_format=chat_format, max_turns=max_turns, max_tokens=max_tokens)
+    run_demo(model=model, env=env, seed=seed, chat_format=chat_format, max_turns=max_turns, max_tokens=max_tokens,
+             save_path=save)
 
 
 @app.command()
