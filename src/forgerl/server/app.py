@@ -1,0 +1,509 @@
+"""An OpenAI-compatible HTTP server over any forgerl Engine.
+
+Why it exists: black-box agent programs (and people with `curl`) speak the OpenAI chat API; this
+lets them use a forgerl engine, and — with the `return_token_ids` extension — get back the exact
+prompt and completion ids, logprobs and policy version that RL training needs (DESIGN contract 1).
+
+Request path: OpenAI messages -> forgerl Messages (convert.py) -> `chat_format.render` ->
+`encode_segments` -> `engine.generate`/`engine.stream` -> decode -> `chat_format.parse` ->
+`reasoning_content` / `content` / `tool_calls`.
+
+What is and is not honoured:
+* `tool_choice`: "auto" (default) and "none" (tools are not rendered and no tool calls are
+  returned). "required" and a named function are rejected with 400: forgerl has no constrained
+  decoding, so it could not guarantee the model calls a tool, and pretending would be dishonest.
+* `n` must be 1; `presence_penalty`/`frequency_penalty` must be 0; `logit_bias` empty;
+  `response_format` "text"; `top_logprobs` 0. Anything else is a 400, not silently ignored.
+* `logprobs` are the engine's logprobs of the sampled tokens (the raw model log-softmax, see
+  SamplingParams); `top_logprobs` lists are empty. `bytes` are the UTF-8 bytes of the decoded token
+  text, which for a token holding half a multi-byte character is the replacement character.
+* A completion the chat format cannot parse comes back as raw text in `content` with
+  finish_reason "stop" (or "length"), never as a server error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from forgerl.chat.base import ChatFormat, ParsedCompletion, encode_segments
+from forgerl.engine.base import Engine, GenerationResult, SamplingParams, TokenEvent
+from forgerl.errors import ConfigError, ContextLengthError, ParseError
+from forgerl.server.convert import RequestError, to_messages, to_tool_specs
+from forgerl.server.protocol import ChatCompletionRequest, NamedToolChoice, error_body
+from forgerl.server.streaming import Channel, DeltaSplitter, IncrementalDecoder, cut_at_markers
+from forgerl.types import ToolCall, ToolSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_app", "serve"]
+
+
+def _err(status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
+         code: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, type_, param, code), status_code=status)
+
+
+# pydantic puts the union member it tried into `loc` ('str', "literal['auto',...]", a class name);
+# those are not fields, so they are left out of the `param` the client sees.
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "bytes"}
+
+
+def _is_type_tag(part: Any) -> bool:
+    return isinstance(part, str) and (not part.isidentifier() or part in _TYPE_TAGS or part[:1].isupper())
+
+
+def _loc_to_param(loc: tuple[Any, ...]) -> str:
+    """('body', 'messages', 0, 'role') -> 'messages[0].role' (the OpenAI `param` spelling)."""
+    out = ""
+    for part in loc:
+        if part == "body" or _is_type_tag(part):
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _validation_message(exc: ValidationError) -> tuple[str, str]:
+    """(param, message) for the first invalid field, merging the alternatives a union reported."""
+    errors = exc.errors()
+    param = _loc_to_param(tuple(errors[0]["loc"]))
+    msgs: list[str] = []
+    for e in errors:
+        if _loc_to_param(tuple(e["loc"])) == param and e["msg"] not in msgs:
+            msgs.append(e["msg"])
+    return param, f"invalid field {param!r}: {'; or '.join(msgs)}"
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE (GPT-2 style) spells each byte as one printable character; this inverts it."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+_UNICODE_TO_BYTE = _byte_level_alphabet()
+
+
+class _Server:
+    """Per-app state: the engine, the chat format and what derives from them once."""
+
+    def __init__(self, engine: Engine, fmt: ChatFormat, served_model_name: str | None) -> None:
+        self.engine = engine
+        self.fmt = fmt
+        self.model_name = served_model_name or engine.model_name
+        self.created = int(time.time())
+        tok = engine.tokenizer
+        self.think_start: str = getattr(fmt, "think_start", None) or ""
+        self.think_end: str = getattr(fmt, "think_end", None) or ""
+        self.tool_call_start: str = getattr(fmt, "tool_call_start", None) or ""
+        self.prompt_opens_think: bool = bool(getattr(fmt, "prompt_opens_think", False))
+        # Whitespace the format's parse drops around the think markers (TurnFormat attributes);
+        # streaming drops the same so streamed deltas match the non-streamed message.
+        self.think_pad: str = getattr(fmt, "think_pad", "") or ""
+        self.think_sep: str = getattr(fmt, "think_sep", "") or ""
+        # The engine stops on the end-of-message token; when it is not one token (a tokenizer not
+        # prepared for the format) it stops on the marker as a stop string instead.
+        self.stop_token_ids: list[int] = []
+        self.extra_stop: list[str] = []
+        eom = fmt.end_of_message
+        eom_ids = tok.encode(eom, add_special_tokens=False)
+        if len(eom_ids) == 1:
+            self.stop_token_ids.append(eom_ids[0])
+        else:
+            self.extra_stop.append(eom)
+        eos = getattr(tok, "eos_token_id", None)
+        if isinstance(eos, int) and eos not in self.stop_token_ids:
+            self.stop_token_ids.append(eos)
+        eos_text = getattr(tok, "eos_token", None)
+        self.end_markers = [m for m in (eom, eos_text if isinstance(eos_text, str) else None) if m]
+        backend = getattr(tok, "backend_tokenizer", None)
+        self._byte_level = type(getattr(backend, "decoder", None)).__name__ == "ByteLevel"
+        self._added_ids = set(tok.get_added_vocab().values()) if hasattr(tok, "get_added_vocab") else set()
+
+    def decode(self, ids: list[int]) -> str:
+        return self.engine.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def token_logprobs(self, ids: list[int], logprobs: list[float]) -> list[dict[str, Any]]:
+        out = []
+        for tid, lp in zip(ids, logprobs, strict=True):
+            text = self.decode([tid])
+            raw = self._byte_level_bytes(tid) if self._byte_level else None
+            out.append({"token": text, "logprob": lp, "bytes": list(raw if raw is not None else text.encode("utf-8")),
+                        "top_logprobs": []})
+        return out
+
+    def _byte_level_bytes(self, tid: int) -> bytes | None:
+        """The exact bytes of a byte-level BPE token, also when it holds half a UTF-8 character
+        (its decoded text is then U+FFFD, which is why OpenAI's `bytes` field exists)."""
+        tok = self.engine.tokenizer
+        if tid in self._added_ids:
+            return None
+        piece = tok.convert_ids_to_tokens(tid)
+        try:
+            return bytes(_UNICODE_TO_BYTE[ch] for ch in piece)
+        except (KeyError, TypeError):
+            return None
+
+
+@dataclass
+class _Prepared:
+    """A validated request: prompt ids, sampling params and what the response needs to know."""
+
+    req: ChatCompletionRequest
+    tools: list[ToolSpec]
+    prompt_ids: list[int]
+    params: SamplingParams
+    stops: list[str]
+    tools_enabled: bool
+
+
+def _prepare(srv: _Server, req: ChatCompletionRequest) -> _Prepared:
+    """All request checks and the render; raises RequestError with the field at fault."""
+    if req.model is not None and req.model != srv.model_name:
+        raise RequestError(
+            f"model {req.model!r} does not exist; available models: {srv.model_name!r}",
+            param="model", status=404, code="model_not_found",
+        )
+    if req.n not in (None, 1):
+        raise RequestError(f"only n=1 is supported, got n={req.n}", param="n")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(req, name):
+            raise RequestError(f"{name} is not supported (must be 0 or absent)", param=name)
+    if req.logit_bias:
+        raise RequestError("logit_bias is not supported", param="logit_bias")
+    if req.response_format and req.response_format.get("type", "text") != "text":
+        raise RequestError("only response_format type 'text' is supported", param="response_format")
+    if req.top_logprobs:
+        raise RequestError("top_logprobs is not supported (only the sampled token's logprob)", param="top_logprobs")
+    if req.tool_choice == "required" or isinstance(req.tool_choice, NamedToolChoice):
+        raise RequestError(
+            "tool_choice 'required' or a named function cannot be enforced by this server (no constrained "
+            "decoding); use 'auto' or 'none'", param="tool_choice",
+        )
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    if max_tokens is not None and max_tokens < 1:
+        param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+        raise RequestError(f"{param} must be at least 1, got {max_tokens}", param=param)
+
+    tools = to_tool_specs(req.tools)
+    tools_enabled = req.tool_choice != "none"
+    messages = to_messages(req.messages, srv.think_start, srv.think_end)
+    try:
+        segments = srv.fmt.render(messages, tools if tools_enabled else [], add_generation_prompt=True)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RequestError(f"the conversation cannot be rendered in this chat format: {exc}", param="messages") from None
+    prompt_ids = encode_segments(srv.engine.tokenizer, segments).ids
+    limit = srv.engine.max_context
+    if len(prompt_ids) >= limit:
+        raise RequestError(
+            f"the prompt has {len(prompt_ids)} tokens but the model's context limit is {limit} tokens "
+            "(at least one token must be left to generate)",
+            param="messages", code="context_length_exceeded",
+        )
+    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if any(s == "" for s in stops):
+        raise RequestError("stop strings must not be empty", param="stop")
+    params = SamplingParams(
+        max_tokens=max_tokens if max_tokens is not None else limit - len(prompt_ids),
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=req.top_k or 0,
+        stop=stops + srv.extra_stop,
+        stop_token_ids=list(srv.stop_token_ids),
+        seed=req.seed,
+    )
+    try:
+        params.validate()
+    except ConfigError as exc:
+        raise RequestError(str(exc), param=str(exc).split()[0]) from None
+    return _Prepared(req, tools, prompt_ids, params, stops, tools_enabled)
+
+
+def _completion_text(srv: _Server, prep: _Prepared, ids: list[int]) -> str:
+    """Decoded completion with the end-of-message marker and stop strings (and what follows) removed."""
+    return cut_at_markers(srv.decode(ids), [*srv.end_markers, *prep.stops])
+
+
+def _parse(srv: _Server, prep: _Prepared, text: str) -> ParsedCompletion | None:
+    """The format's parse, or None when the completion does not follow the format."""
+    try:
+        parsed = srv.fmt.parse(text, prep.tools if prep.tools_enabled else [])
+    except ParseError as exc:
+        log.info("completion did not parse, returning raw text: %s", exc)
+        return None
+    except ValueError as exc:  # a format should raise only ParseError; a bug there must not 500 the request
+        log.warning("chat format %s raised %r while parsing; returning raw text", type(srv.fmt).__name__, exc)
+        return None
+    if parsed.tool_calls and not prep.tools_enabled:
+        return None  # tool_choice "none": a call the client did not allow is returned as text
+    return parsed
+
+
+def _finish_reason(result: GenerationResult, parsed: ParsedCompletion | None) -> str:
+    if parsed is not None and parsed.tool_calls:
+        return "tool_calls"
+    return {"stop": "stop", "length": "length"}.get(result.finish_reason, result.finish_reason)
+
+
+def _tool_calls_json(calls: list[ToolCall], with_index: bool = False) -> list[dict[str, Any]]:
+    out = []
+    for i, c in enumerate(calls):
+        item: dict[str, Any] = {
+            "id": c.id, "type": "function",
+            "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
+        }
+        if with_index:
+            item = {"index": i, **item}
+        out.append(item)
+    return out
+
+
+def _usage(prep: _Prepared, result: GenerationResult) -> dict[str, Any]:
+    n_prompt, n_completion = len(prep.prompt_ids), len(result.completion_ids)
+    return {
+        "prompt_tokens": n_prompt, "completion_tokens": n_completion, "total_tokens": n_prompt + n_completion,
+        "prompt_tokens_details": {"cached_tokens": result.cached_tokens},
+    }
+
+
+def _forgerl_extension(prep: _Prepared, result: GenerationResult) -> dict[str, Any]:
+    return {
+        "prompt_ids": prep.prompt_ids, "completion_ids": result.completion_ids,
+        "completion_logprobs": result.logprobs, "policy_version": result.policy_version,
+    }
+
+
+def _response(srv: _Server, prep: _Prepared, result: GenerationResult, rid: str) -> dict[str, Any]:
+    text = _completion_text(srv, prep, result.completion_ids)
+    parsed = _parse(srv, prep, text)
+    message: dict[str, Any] = {"role": "assistant"}
+    if parsed is None:
+        message.update(content=text, reasoning_content=None, tool_calls=None)
+    else:
+        message.update(
+            content=parsed.content if (parsed.content or not parsed.tool_calls) else None,
+            reasoning_content=parsed.reasoning,
+            tool_calls=_tool_calls_json(parsed.tool_calls) or None,
+        )
+    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": _finish_reason(result, parsed),
+                              "logprobs": None}
+    if prep.req.logprobs:
+        choice["logprobs"] = {"content": srv.token_logprobs(result.completion_ids, result.logprobs)}
+    body: dict[str, Any] = {
+        "id": rid, "object": "chat.completion", "created": int(time.time()), "model": srv.model_name,
+        "choices": [choice], "usage": _usage(prep, result),
+    }
+    if prep.req.return_token_ids:
+        choice["token_ids"] = result.completion_ids
+        body["prompt_token_ids"] = prep.prompt_ids
+        body["forgerl"] = _forgerl_extension(prep, result)
+    return body
+
+
+def _sse(obj: dict[str, Any] | str) -> bytes:
+    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+async def _stream_body(
+    srv: _Server, prep: _Prepared, events: AsyncIterator[TokenEvent | GenerationResult],
+    first: TokenEvent | GenerationResult, rid: str,
+) -> AsyncIterator[bytes]:
+    """SSE chunks: role, reasoning/content deltas, tool calls at the end, finish, usage, [DONE]."""
+    created = int(time.time())
+    include_usage = bool(prep.req.stream_options and prep.req.stream_options.include_usage)
+    want_lp = prep.req.logprobs
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: list[dict[str, Any]] | None = None,
+              choice_extra: dict[str, Any] | None = None, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": {"content": logprobs} if want_lp and logprobs is not None else None,
+                  "finish_reason": finish, **(choice_extra or {})}
+        body: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": created,
+                                "model": srv.model_name, "choices": [choice], **extra}
+        if include_usage:
+            body.setdefault("usage", None)
+        return _sse(body)
+
+    splitter = DeltaSplitter(
+        think_start=srv.think_start or None, think_end=srv.think_end or None,
+        tool_call_start=srv.tool_call_start or None, stop_markers=[*srv.end_markers, *prep.stops],
+        in_think=srv.prompt_opens_think, think_pad=srv.think_pad, think_sep=srv.think_sep,
+    )
+    first_extra = {"prompt_token_ids": prep.prompt_ids} if prep.req.return_token_ids else {}
+    yield chunk({"role": "assistant", "content": ""}, **first_extra)
+    decoder = IncrementalDecoder(srv.decode)
+    pending_lp: list[dict[str, Any]] = []
+    result: GenerationResult | None = None
+    try:
+        event: TokenEvent | GenerationResult | None = first
+        while event is not None:
+            if isinstance(event, GenerationResult):
+                result = event
+                break
+            decoder.push(event.token_id)
+            if want_lp:
+                pending_lp.extend(srv.token_logprobs([event.token_id], [event.logprob]))
+            for channel, text in splitter.feed(decoder.text):
+                yield chunk(_delta(channel, text), logprobs=pending_lp)
+                pending_lp = []
+            event = await anext(events, None)
+    except Exception as exc:  # noqa: BLE001 — a failing engine ends this stream, not the server
+        log.exception("engine failed during a streamed completion")
+        yield _sse(error_body(f"engine error: {exc}", "server_error", None, "engine_error"))
+        yield _sse("[DONE]")
+        return
+    finally:
+        await _aclose(events)
+    if result is None or result.finish_reason == "error":
+        why = "engine stream ended without a result" if result is None else "the engine reported an error"
+        yield _sse(error_body(why, "server_error", None, "engine_error"))
+        yield _sse("[DONE]")
+        return
+    # The final ids are authoritative (an engine may not have streamed its last tokens as events).
+    text = _completion_text(srv, prep, result.completion_ids)
+    parsed = _parse(srv, prep, text)
+    for channel, piece in [*splitter.feed(text), *splitter.finish(parsed)]:
+        yield chunk(_delta(channel, piece), logprobs=pending_lp)
+        pending_lp = []
+    if parsed is not None and parsed.tool_calls:
+        yield chunk({"tool_calls": _tool_calls_json(parsed.tool_calls, with_index=True)}, logprobs=pending_lp)
+        pending_lp = []
+    final_extra: dict[str, Any] = {}
+    choice_extra: dict[str, Any] = {}
+    if prep.req.return_token_ids:
+        final_extra["forgerl"] = _forgerl_extension(prep, result)
+        choice_extra["token_ids"] = result.completion_ids
+    yield chunk({}, _finish_reason(result, parsed), logprobs=pending_lp, choice_extra=choice_extra, **final_extra)
+    if include_usage:
+        yield _sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": srv.model_name,
+                    "choices": [], "usage": _usage(prep, result)})
+    yield _sse("[DONE]")
+
+
+def _delta(channel: Channel, text: str) -> dict[str, Any]:
+    return {"reasoning_content": text} if channel == "reasoning" else {"content": text}
+
+
+async def _aclose(events: AsyncIterator[Any]) -> None:
+    close = getattr(events, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:  # noqa: BLE001 — closing a broken engine stream must not mask the real error
+            log.debug("error while closing the engine stream", exc_info=True)
+
+
+def _engine_failure(exc: Exception) -> JSONResponse:
+    if isinstance(exc, ContextLengthError):
+        return _err(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, ConfigError):
+        return _err(400, str(exc))
+    log.exception("engine failed", exc_info=exc)
+    return _err(500, f"engine error: {exc}", type_="server_error", code="engine_error")
+
+
+def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: str | None = None) -> FastAPI:
+    """A FastAPI app serving `engine` under `served_model_name` (default: the engine's model name)."""
+    srv = _Server(engine, chat_format, served_model_name)
+    app = FastAPI(title="forgerl", description="OpenAI-compatible API over a forgerl engine")
+    app.state.forgerl = srv
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return _err(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", type_=kind)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _err(500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": srv.model_name, "policy_version": srv.engine.policy_version}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{
+            "id": srv.model_name, "object": "model", "created": srv.created, "owned_by": "forgerl",
+            "max_model_len": srv.engine.max_context,
+        }]}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
+        raw = await request.body()
+        try:
+            payload = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _err(400, f"the request body is not valid JSON: {exc}", code="invalid_json")
+        if not isinstance(payload, dict):
+            return _err(400, f"the request body must be a JSON object, got {type(payload).__name__}")
+        try:
+            req = ChatCompletionRequest.model_validate(payload)
+        except ValidationError as exc:
+            param, message = _validation_message(exc)
+            return _err(400, message, param=param)
+        try:
+            prep = _prepare(srv, req)
+        except RequestError as exc:
+            return _err(exc.status, exc.message, type_="not_found_error" if exc.status == 404 else exc.type,
+                        param=exc.param, code=exc.code)
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        if not req.stream:
+            try:
+                result = await srv.engine.generate(prep.prompt_ids, prep.params)
+            except Exception as exc:  # noqa: BLE001 — engine failures become 4xx/5xx, never a crash
+                return _engine_failure(exc)
+            if result.finish_reason == "error":
+                return _err(500, "the engine reported an error for this completion", type_="server_error",
+                            code="engine_error")
+            return JSONResponse(_response(srv, prep, result, rid))
+        # Pull the first event before answering, so errors raised up front get a real status code.
+        try:
+            events = aiter(srv.engine.stream(prep.prompt_ids, prep.params))
+            first_event = await anext(events)
+        except StopAsyncIteration:
+            return _err(500, "engine stream ended without a result", type_="server_error", code="engine_error")
+        except Exception as exc:  # noqa: BLE001
+            return _engine_failure(exc)
+        return StreamingResponse(
+            _stream_body(srv, prep, events, first_event, rid), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return app
+
+
+def serve(
+    model: str = "tiny-random", host: str = "127.0.0.1", port: int = 8000, chat_format: str = "minimax_m2",
+    *, served_model_name: str | None = None, log_level: str = "info",
+) -> None:
+    """Load `model` with the built-in engine and serve it until interrupted (loopback by default)."""
+    import uvicorn
+
+    from forgerl.chat.base import get_format
+    from forgerl.engine import load_engine  # type: ignore[attr-defined]
+
+    engine = load_engine(model, chat_format=chat_format)
+    app = create_app(engine, get_format(chat_format), served_model_name=served_model_name)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
