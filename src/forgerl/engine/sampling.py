@@ -20,6 +20,8 @@ def filter_logits(logits: torch.Tensor, params: list[SamplingParams]) -> torch.T
     device = logits.device
     temps = torch.tensor([p.temperature if p.temperature > 0 else 1.0 for p in params], device=device)
     logits = logits / temps.unsqueeze(1)
+    if all(not 0 < p.top_k < vocab and p.top_p >= 1.0 for p in params):
+        return logits  # nothing to truncate: skip the sort
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     rank = torch.arange(vocab, device=device).unsqueeze(0)
     top_k = torch.tensor([p.top_k if 0 < p.top_k < vocab else vocab for p in params], device=device)
@@ -39,12 +41,14 @@ def sample_rows(
     """logits: [rows, V] in any dtype. Returns the sampled token and its raw logprob per row."""
     logits = logits.float()
     raw_logprobs = torch.log_softmax(logits, dim=-1)  # [rows, V]
-    probs = torch.softmax(filter_logits(logits, params), dim=-1)
-    greedy = torch.argmax(logits, dim=-1).tolist()
-    tokens = [
-        greedy[row] if p.temperature == 0 else int(torch.multinomial(probs[row], 1, generator=gen))
-        for row, (p, gen) in enumerate(zip(params, generators))
-    ]
-    index = torch.tensor(tokens, device=logits.device).unsqueeze(-1)
+    # inverse-CDF sampling: one uniform draw per row from that row's own generator, then one
+    # batched search (a multinomial call per row cost more than the rest of the step on CPU)
+    cdf = torch.cumsum(torch.softmax(filter_logits(logits, params), dim=-1), dim=-1)
+    uniform = torch.stack([torch.rand((), generator=g, device=logits.device) for g in generators])
+    sampled = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+    greedy = torch.tensor([p.temperature == 0 for p in params], device=logits.device)
+    index = torch.where(greedy, torch.argmax(logits, dim=-1), sampled.clamp(max=logits.shape[1] - 1))
+    tokens = index.tolist()
+    index = index.unsqueeze(-1)
     lps = raw_logprobs.gather(-1, index).squeeze(-1).tolist()
     return tokens, lps
