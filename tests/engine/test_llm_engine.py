@@ -173,7 +173,12 @@ def test_update_weights_changes_outputs_and_stamps_version(engine, tiny_model):
     other = build_tiny_model(seed=99)
     original = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     try:
-        engine.update_weights(dict(other.named_parameters()), version=7)
+        new_weights = other.state_dict()
+        bias = next(k for k in new_weights if k.endswith("e_score_correction_bias"))
+        new_weights[bias] = torch.linspace(-1, 1, new_weights[bias].numel())  # a buffer, not a parameter
+        other.load_state_dict(new_weights)
+        engine.update_weights(new_weights, version=7)
+        assert torch.equal(tiny_model.state_dict()[bias], new_weights[bias])
         res = run(engine.generate(p, greedy))
         assert res.policy_version == 7
         assert res.completion_ids == reference_greedy(other, p, 10)

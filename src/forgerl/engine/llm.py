@@ -166,9 +166,9 @@ class LLMEngine:
             if unexpected:
                 raise EngineError(f"update_weights: unknown parameter names {sorted(unexpected)[:5]} ...")
             with torch.no_grad():
-                params = dict(self.model.named_parameters())
+                targets = self._weight_tensors()
                 for name, tensor in state_dict.items():
-                    params[name].copy_(tensor.to(device=params[name].device, dtype=params[name].dtype))
+                    targets[name].copy_(tensor.to(device=targets[name].device, dtype=targets[name].dtype))
             self.policy_version = version
             for slot in self.slots:
                 if slot.request is None:
@@ -386,8 +386,13 @@ class LLMEngine:
         return _Request(prompt_ids=prompt_ids, params=params, session_id=session_id, loop=asyncio.get_running_loop(),
                         queue=asyncio.Queue(), generator=gen, stop_ids=self.default_stop_ids | frozenset(params.stop_token_ids))
 
+    def _weight_tensors(self) -> dict[str, torch.Tensor]:
+        """Parameters and buffers by state-dict name (buffers such as an MoE router's selection
+        bias change during training too)."""
+        return {**dict(self.model.named_buffers()), **dict(self.model.named_parameters())}
+
     def _check_keys(self, state_dict: Mapping[str, torch.Tensor]) -> tuple[set[str], set[str]]:
-        names = {n for n, _ in self.model.named_parameters()}
+        names = set(self._weight_tensors())
         return names - set(state_dict), set(state_dict) - names
 
     def _fail_all(self, exc: EngineError) -> None:
