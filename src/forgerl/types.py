@@ -154,3 +154,60 @@ class Trajectory(_Model):
     @property
     def num_completion_tokens(self) -> int:
         return sum(len(c.completion_ids) for c in self.calls)
+
+
+class TrainingSample(_Model):
+    """One token sequence ready for the loss, built from the exact recorded token ids.
+
+    Per position t of `input_ids` (the target token, predicted from position t-1): `loss_mask[t]`
+    is 1 where the loss applies (a sampled token), `old_logprobs[t]` is the behaviour policy's
+    logprob of it and `advantages[t]` its advantage. A sample is one LLM call (M2: one sample per
+    (state, action)), or a *chain* of calls of one trajectory where each call's prompt extends the
+    previous call's prompt + completion: causal attention makes the chain's logprobs at every
+    position equal to the per-call ones, so token-level losses see the same terms at a fraction
+    of the compute (`segments` keeps the call boundaries for sequence-level losses).
+    """
+
+    input_ids: list[int]
+    loss_mask: list[int]
+    old_logprobs: list[float]
+    advantages: list[float]
+    trajectory_id: str
+    calls: list[int]  # indices of the trajectory's calls this sample holds
+    policy_versions: list[int]
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> TrainingSample:
+        n = len(self.input_ids)
+        if not (len(self.loss_mask) == len(self.old_logprobs) == len(self.advantages) == n):
+            raise ValueError("input_ids, loss_mask, old_logprobs and advantages must have the same length")
+        return self
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.loss_mask)
+
+
+def chain_samples(trajectory: Trajectory, call_advantages: list[float], *, merge: bool = True) -> list[TrainingSample]:
+    """Training samples of a trajectory's calls; consecutive calls that extend each other are
+    merged into one sample when `merge` (a context-manager rewrite starts a new one)."""
+    samples: list[TrainingSample] = []
+    current: TrainingSample | None = None
+    for i, (call, adv) in enumerate(zip(trajectory.calls, call_advantages)):
+        if not call.completion_ids:
+            continue
+        extends = (current is not None and merge and len(call.prompt_ids) >= len(current.input_ids)
+                   and call.prompt_ids[: len(current.input_ids)] == current.input_ids)
+        if not extends:
+            current = TrainingSample(input_ids=list(call.prompt_ids), loss_mask=[0] * len(call.prompt_ids),
+                                     old_logprobs=[0.0] * len(call.prompt_ids), advantages=[0.0] * len(call.prompt_ids),
+                                     trajectory_id=trajectory.id, calls=[], policy_versions=[])
+            samples.append(current)
+        gap = call.prompt_ids[len(current.input_ids):]
+        current.input_ids += gap + call.completion_ids
+        current.loss_mask += [0] * len(gap) + list(call.loss_mask)
+        current.old_logprobs += [0.0] * len(gap) + list(call.completion_logprobs)
+        current.advantages += [0.0] * len(gap) + [adv] * len(call.completion_ids)
+        current.calls.append(i)
+        current.policy_versions.append(call.policy_version)
+    return [s for s in samples if s.num_tokens > 0]

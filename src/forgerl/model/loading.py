@@ -17,7 +17,16 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-BUILTIN_MODELS = ("tiny-random",)
+BUILTIN_MODELS = ("default", "tiny-random")
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "assets" / "policy"
+
+
+def default_policy_dir() -> Path:
+    """The shipped SFT-bootstrapped policy (`forgerl sft` rebuilds it)."""
+    if not (DEFAULT_POLICY_DIR / "config.json").is_file():
+        raise ConfigError(f"the default policy is missing from {DEFAULT_POLICY_DIR}; build it with `forgerl sft` "
+                          "(a few minutes on CPU) or pass --model tiny-random / a checkpoint directory")
+    return DEFAULT_POLICY_DIR
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,8 @@ def load_policy(
 
         fmt = get_format(chat_format)
 
+    if name_or_dir == "default":
+        name_or_dir = str(default_policy_dir())
     if name_or_dir == "tiny-random":
         tokenizer = load_default_tokenizer()
         if fmt is not None:

@@ -1,0 +1,89 @@
+"""What `forgerl train` and `forgerl sft` do, with a live rich display (kept out of the loop itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from forgerl.train.config import TrainConfig, load_config
+
+LIVE_COLUMNS = (("rollout/reward", "reward"), ("rollout/pass_rate", "pass"), ("eval/reward", "eval"),
+                ("train/loss", "loss"), ("train/entropy", "entropy"), ("mismatch/mean_abs_logprob", "|Δlogp|"),
+                ("time/rollout_s", "rollout s"), ("time/train_s", "train s"))
+
+
+def run_train(config_path: str | None = None, *, resume: bool = False, **overrides: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from forgerl.train.loop import train
+    from forgerl.train.report import write_report
+
+    console = Console()
+    config = load_config(config_path, **overrides)
+    if resume and config_path is None and overrides.get("run_dir") is None:
+        console.print("[red]--resume needs --run-dir (the run directory to continue)[/]")
+        raise SystemExit(2)
+    console.print(f"[bold]forgerl train[/]: model={config.model} env={config.env} difficulty={config.difficulty} "
+                  f"loss={config.loss.name} steps={config.steps} groups={config.groups_per_step}x{config.group_size} "
+                  f"run_dir={config.run_dir}{' (resume)' if resume else ''}")
+    header = Table(show_header=True, header_style="bold", box=None)
+    header.add_column("step", justify="right")
+    for _, label in LIVE_COLUMNS:
+        header.add_column(label, justify="right")
+    console.print(header)
+    start = time.perf_counter()
+
+    def show(step: int, metrics: dict[str, float]) -> None:
+        row = Table(show_header=False, box=None)
+        row.add_column(justify="right")
+        for _ in LIVE_COLUMNS:
+            row.add_column(justify="right")
+        row.add_row(str(step), *(f"{metrics[k]:.3f}" if k in metrics else "" for k, _ in LIVE_COLUMNS))
+        console.print(row)
+
+    result = train(config, resume=resume, on_step=show)
+    report = write_report(config.run_dir)
+    evals = ", ".join(f"step {s}: {r:.3f}" for s, r in result.eval_rewards)
+    console.print(f"held-out reward: {evals}")
+    console.print(f"done in {time.perf_counter() - start:.0f} s; report: {report}")
+
+
+def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples: int = 1500, steps: int = 600,
+            batch_size: int = 16, lr: float = 2e-3, seed: int = 0, chat_format: str = "minimax_m2",
+            difficulty: list[int] | None = None) -> Path:
+    """Build the default policy: verified scripted-solver conversations -> SFT of tiny-random."""
+    from rich.console import Console
+
+    from forgerl.chat import get_format
+    from forgerl.model.loading import DEFAULT_POLICY_DIR, load_policy
+    from forgerl.train.rollouts import make_task
+    from forgerl.train.sft import save_policy, train_sft, verified_conversations
+
+    console = Console()
+    levels = difficulty or [1, 2, 3]
+    t0 = time.perf_counter()
+    convs, rejected = asyncio.run(verified_conversations(
+        family, range(seed, seed + examples), make_task=lambda s: make_task(family, s, levels[s % len(levels)])[1]))
+    console.print(f"SFT data: {len(convs)} verified conversations from the {family} scripted solver "
+                  f"({rejected} rejected by the verifier) in {time.perf_counter() - t0:.1f} s")
+    model, tokenizer = load_policy("tiny-random", device="cpu", chat_format=chat_format, seed=seed)
+    fmt = get_format(chat_format)
+
+    def log(step: int, loss: float) -> None:
+        if step % 50 == 0 or step == steps - 1:
+            console.print(f"sft step {step:4d}  loss {loss:.4f}  ({time.perf_counter() - t0:.0f} s)")
+
+    losses = train_sft(model, tokenizer, fmt, convs, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log=log)
+    target = Path(out) if out else DEFAULT_POLICY_DIR
+    save_policy(model, tokenizer, target, {
+        "made_by": "forgerl sft", "family": family, "difficulty": levels, "examples": len(convs), "rejected": rejected,
+        "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "chat_format": chat_format,
+        "final_loss": losses[-1] if losses else None, "seconds": time.perf_counter() - t0})
+    console.print(f"saved the policy to {target} in {time.perf_counter() - t0:.0f} s")
+    return target
+
+
+__all__ = ["TrainConfig", "run_sft", "run_train"]

@@ -1,0 +1,151 @@
+"""Typed training configuration, stored as TOML. Every field has a docstring; unknown fields and
+no-op combinations are rejected when the file is loaded, not silently ignored."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from forgerl.errors import ConfigError
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class LossConfig(_Config):
+    name: Literal["cispo", "grpo", "ppo", "dapo", "gspo"] = "cispo"
+    """Policy-gradient objective. CISPO (MiniMax-M1 §3.1) is the default: a clipped, detached
+    importance weight times log-prob, so no token loses its gradient."""
+    eps_low: float | None = None
+    """Lower clip of the importance ratio; None = the loss's own default (CISPO: no lower bound, as in M2)."""
+    eps_high: float | None = None
+    """Upper clip of the importance ratio; None = the loss's own default."""
+    trust_region_mask: bool = False
+    """CISPO only: drop tokens outside PPO's trust region (M2_NOTES §1)."""
+
+
+class TrainConfig(_Config):
+    """One RL run. `forgerl train` with no config uses these defaults: the embedded default policy
+    on the tool-reasoning family, on CPU."""
+
+    model: str = "default"
+    """`default` (the shipped SFT-bootstrapped tiny M2 MoE), `tiny-random`, or a Hugging Face causal-LM directory."""
+    chat_format: str = "minimax_m2"
+    """Chat format the agent is rendered in (`forgerl.chat.list_formats()`)."""
+    env: str = "tool-reasoning"
+    """Task family to train on."""
+    difficulty: list[int] = Field(default_factory=lambda: [1, 2])
+    """Difficulty levels to sample training (and held-out evaluation) tasks from."""
+    steps: int = 40
+    """Optimizer steps (each consumes one batch of freshly collected rollouts)."""
+    groups_per_step: int = 8
+    """Tasks per step; each task is rolled out `group_size` times (a GRPO group)."""
+    group_size: int = 4
+    """Rollouts per task. Advantages are normalised within a group, so it must be >= 2."""
+    max_turns: int = 8
+    """LLM calls per episode."""
+    max_tokens: int = 96
+    """New tokens per LLM call."""
+    max_context: int = 1536
+    """Context limit (prompt + completion) of any call."""
+    temperature: float = 1.0
+    """Sampling temperature of rollouts (M2 samples at 1.0)."""
+    top_p: float = 1.0
+    """Nucleus sampling of rollouts. 1.0 keeps the sampling distribution equal to the policy, so the
+    recorded logprobs are exactly the behaviour policy's."""
+    loss: LossConfig = Field(default_factory=LossConfig)
+    """The objective and its clipping."""
+    lr: float = 2e-4
+    """AdamW learning rate."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas (M1 used (0.9, 0.95))."""
+    adam_eps: float = 1e-15
+    """AdamW epsilon (M1: 1e-15; larger values blunt updates of rarely-seen tokens)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Max global gradient norm (0 disables clipping)."""
+    micro_batch_tokens: int = 8192
+    """Padded tokens per micro-batch; gradients accumulate across micro-batches."""
+    fp32_lm_head: bool = True
+    """Compute the LM head in FP32 on both the trainer and the engine (M1's mismatch fix)."""
+    moe_bias_step: float = 1e-3
+    """Aux-loss-free load balancing: step of the sign rule on the router's selection bias (0 disables)."""
+    eval_every: int = 5
+    """Evaluate on held-out tasks every N steps (and before the first and after the last)."""
+    eval_tasks: int = 48
+    """Held-out tasks per evaluation (seeds disjoint from training)."""
+    eval_temperature: float = 0.0
+    """Sampling temperature for evaluation (0 = greedy: a less noisy estimate of the policy)."""
+    checkpoint_every: int = 10
+    """Save a resumable checkpoint every N steps (and at the end)."""
+    seed: int = 0
+    """Seeds task sampling, rollouts and initialisation."""
+    device: str = "auto"
+    """cpu, cuda or auto."""
+    dtype: str = "auto"
+    """float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU)."""
+    run_dir: str = "runs/latest"
+    """Where the store, checkpoints, metrics and report go."""
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.group_size < 2:
+            raise ValueError("group_size must be >= 2: group-normalised advantages of a single rollout are always 0")
+        if self.steps < 1 or self.groups_per_step < 1:
+            raise ValueError("steps and groups_per_step must be >= 1")
+        if self.max_tokens >= self.max_context:
+            raise ValueError(f"max_tokens ({self.max_tokens}) must be smaller than max_context ({self.max_context})")
+        if self.loss.trust_region_mask and self.loss.name != "cispo":
+            raise ValueError("loss.trust_region_mask only applies to cispo (the other losses clip by construction)")
+        if not self.difficulty:
+            raise ValueError("difficulty must list at least one level")
+        return self
+
+
+def load_config(path: str | Path | None = None, **overrides: object) -> TrainConfig:
+    """Defaults <- TOML file <- keyword overrides (None values are ignored)."""
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid training config ({path or 'defaults'}): {problems}") from None
+
+
+def dump_config(config: TrainConfig) -> str:
+    """TOML text of a config (written into every run directory)."""
+    lines, tables = [], []
+    for key, value in config.model_dump().items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, table in tables:
+        lines.append(f"\n[{key}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)

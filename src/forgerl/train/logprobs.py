@@ -1,0 +1,80 @@
+"""Current-policy logprobs of recorded tokens, computed from the exact recorded token ids.
+
+The LM head runs in FP32 (M1's fix for train/inference probability mismatch, M2_NOTES §1) and
+only on the positions that predict a trainable token: in agent episodes most tokens are prompt,
+tool schemas and observations, so this saves most of the head's cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from forgerl.types import TrainingSample
+
+
+@dataclass
+class MicroBatch:
+    samples: list[TrainingSample]
+    input_ids: torch.Tensor  # [B, L] right-padded
+    attention_mask: torch.Tensor  # [B, L]
+    loss_mask: torch.Tensor  # [B, L] float: 1 where position t's token is a trainable target
+    old_logprobs: torch.Tensor  # [B, L]
+    advantages: torch.Tensor  # [B, L]
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.loss_mask.sum())
+
+
+def pack_micro_batches(samples: Sequence[TrainingSample], token_budget: int) -> list[list[TrainingSample]]:
+    """Group samples (longest first) so each micro-batch's padded size B * L_max stays within the
+    budget; a sample longer than the budget gets a micro-batch of its own."""
+    order = sorted(samples, key=lambda s: len(s.input_ids), reverse=True)
+    batches: list[list[TrainingSample]] = []
+    for s in order:
+        if batches and len(batches[-1][0].input_ids) * (len(batches[-1]) + 1) <= token_budget:
+            batches[-1].append(s)
+        else:
+            batches.append([s])
+    return batches
+
+
+def collate(samples: Sequence[TrainingSample], device: torch.device | str, pad_id: int = 0) -> MicroBatch:
+    width = max(len(s.input_ids) for s in samples)
+    shape = (len(samples), width)
+    ids = torch.full(shape, pad_id, dtype=torch.long)
+    attn = torch.zeros(shape, dtype=torch.long)
+    mask, old, adv = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
+    for i, s in enumerate(samples):
+        n = len(s.input_ids)
+        ids[i, :n] = torch.tensor(s.input_ids)
+        attn[i, :n] = 1
+        mask[i, :n] = torch.tensor(s.loss_mask, dtype=torch.float)
+        old[i, :n] = torch.tensor(s.old_logprobs)
+        adv[i, :n] = torch.tensor(s.advantages)
+    mask[:, 0] = 0  # the first token has nothing to be predicted from
+    return MicroBatch(list(samples), ids.to(device), attn.to(device), mask.to(device), old.to(device), adv.to(device))
+
+
+def token_logprobs(model: torch.nn.Module, mb: MicroBatch, fp32_head: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """logp [B, L] of each trainable target token under `model` (differentiable) and the policy's
+    entropy [B, L] at the predicting position (detached); both 0 where `loss_mask` is 0."""
+    hidden = model.base_model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
+    rows, cols = mb.loss_mask.nonzero(as_tuple=True)  # target positions
+    picked = hidden[rows, cols - 1]  # [N, H]: the hidden state that predicts each target
+    head = model.get_output_embeddings()
+    if fp32_head:
+        bias = None if head.bias is None else head.bias.float()
+        logits = torch.nn.functional.linear(picked.float(), head.weight.float(), bias)
+    else:
+        logits = head(picked).float()
+    logp_all = torch.log_softmax(logits, dim=-1)  # [N, V]
+    flat = logp_all.gather(-1, mb.input_ids[rows, cols].unsqueeze(-1)).squeeze(-1)  # [N]
+    logp = torch.zeros(mb.loss_mask.shape, dtype=flat.dtype, device=flat.device).index_put((rows, cols), flat)
+    with torch.no_grad():
+        ent = -(logp_all.exp() * logp_all).sum(-1)
+        entropy = torch.zeros_like(logp).index_put((rows, cols), ent)
+    return logp, entropy

@@ -1,0 +1,78 @@
+"""Rollout collection for the trainer: groups of episodes on the same task, and held-out evaluation.
+
+Task and sampling seeds derive from (run seed, step, group, index), so a resumed run redoes a step
+with the same tasks; held-out evaluation tasks use a seed range training never draws from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import TYPE_CHECKING
+
+from forgerl.agent.loop import run_episode
+from forgerl.engine.base import SamplingParams
+from forgerl.envs.base import Environment, Task, make_env, sample_task
+from forgerl.types import Trajectory, TrajectoryStatus
+
+if TYPE_CHECKING:
+    from forgerl.train.run import Run
+
+HELD_OUT_SEED_BASE = 10_000_000  # evaluation tasks: seeds from here on, never used for training
+
+
+def training_seed(run_seed: int, step: int, group: int) -> int:
+    return (run_seed * 1_000_003 + step * 1_009 + group) % HELD_OUT_SEED_BASE
+
+
+def make_task(family: str, seed: int, difficulty: int | None) -> tuple[Environment, Task]:
+    """A fresh environment and its task; families with a difficulty dial get the level asked for."""
+    env = make_env(family, seed)
+    try:
+        task = sample_task(family, seed, difficulty=difficulty) if difficulty is not None else sample_task(family, seed)
+    except TypeError:  # a family without a difficulty dial
+        task = sample_task(family, seed)
+    return env, task
+
+
+async def _episode(run: Run, seed: int, difficulty: int | None, sampling: SamplingParams, group_id: str | None) -> Trajectory:
+    cfg = run.config
+    env, task = make_task(cfg.env, seed, difficulty)
+    trajectory = Trajectory(group_id=group_id)
+    try:
+        trajectory = await run_episode(run.engine, run.fmt, env, task, sampling=sampling, max_turns=cfg.max_turns,
+                                       max_total_tokens=cfg.max_context, trajectory=trajectory)
+    finally:
+        close = getattr(env, "close", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+    trajectory.metadata.update(step=run.step, difficulty=difficulty if difficulty is not None else getattr(task, "difficulty", None))
+    return trajectory
+
+
+async def collect_groups(run: Run) -> list[list[Trajectory]]:
+    """`groups_per_step` tasks x `group_size` rollouts, all concurrent on the engine."""
+    cfg = run.config
+    base = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    jobs = []
+    for g in range(cfg.groups_per_step):
+        seed = training_seed(cfg.seed, run.step, g)
+        difficulty = cfg.difficulty[seed % len(cfg.difficulty)]
+        for i in range(cfg.group_size):
+            sampling = dataclasses.replace(base, seed=seed * 101 + i)
+            jobs.append(_episode(run, seed, difficulty, sampling, group_id=f"step{run.step}-g{g}"))
+    flat = await asyncio.gather(*jobs)
+    return [list(flat[g * cfg.group_size:(g + 1) * cfg.group_size]) for g in range(cfg.groups_per_step)]
+
+
+async def evaluate(run: Run) -> float:
+    """Mean reward over `eval_tasks` held-out tasks (one rollout each; infra failures excluded)."""
+    cfg = run.config
+    sampling = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.eval_temperature, seed=cfg.seed)
+    jobs = [_episode(run, HELD_OUT_SEED_BASE + i, cfg.difficulty[i % len(cfg.difficulty)], sampling, None)
+            for i in range(cfg.eval_tasks)]
+    results = await asyncio.gather(*jobs)
+    scored = [t.reward for t in results if t.status != TrajectoryStatus.FAILED and t.reward is not None]
+    return sum(scored) / len(scored) if scored else 0.0

@@ -1,0 +1,157 @@
+"""A training run's state on disk and in memory: run directory, store, policy, engine, optimizer,
+checkpoints and metric sinks.
+
+Checkpoints are written to a temporary directory and renamed into place before the store records
+them, so a recorded checkpoint is always complete. Resuming loads the latest recorded checkpoint
+(weights incl. buffers such as the MoE selection bias, optimizer state, step, policy version, RNG);
+rollout seeds derive from (seed, step), so the steps redone after a crash sample the same tasks.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from forgerl.chat import get_format
+from forgerl.chat.base import ChatFormat
+from forgerl.errors import ConfigError
+from forgerl.model.moe import ExpertLoadTracker
+from forgerl.store import TrajectoryStore
+from forgerl.train.config import TrainConfig, dump_config, load_config
+
+
+@dataclass
+class Run:
+    config: TrainConfig
+    run_dir: Path
+    store: TrajectoryStore
+    run_id: str
+    policy: torch.nn.Module
+    tokenizer: Any
+    fmt: ChatFormat
+    engine: Any
+    optimizer: torch.optim.Optimizer
+    tracker: ExpertLoadTracker
+    step: int = 0
+    version: int = 0
+    sinks: list[Any] = field(default_factory=list)
+
+    def push_weights(self) -> None:
+        """New weights to the engine with the next policy version (in process: a state-dict copy)."""
+        self.version += 1
+        self.engine.update_weights(self.policy.state_dict(), self.version)
+
+    def log(self, metrics: dict[str, float]) -> None:
+        self.store.log_metrics(self.run_id, self.step, metrics)
+        for sink in self.sinks:
+            sink(self.step, metrics)
+
+
+def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
+    from forgerl.engine.llm import LLMEngine
+    from forgerl.model.loading import load_policy, resolve_device
+
+    run_dir = Path(config.run_dir)
+    if resume:
+        if not (run_dir / "config.toml").is_file():
+            raise ConfigError(f"cannot resume: {run_dir} has no config.toml (was it created by `forgerl train`?)")
+        config = load_config(run_dir / "config.toml", steps=config.steps if config.steps != TrainConfig().steps else None)
+    elif (run_dir / "store.sqlite").exists():
+        raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(dump_config(config))
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    policy, tokenizer = load_policy(config.model, device=device, dtype=config.dtype, chat_format=config.chat_format,
+                                    seed=config.seed)
+    engine_model = copy.deepcopy(policy).eval()
+    fmt = get_format(config.chat_format)
+    stop = (tokenizer.convert_tokens_to_ids(fmt.end_of_message),)
+    engine = LLMEngine(engine_model, tokenizer, model_name=config.model, max_context=config.max_context,
+                       num_slots=max(8, config.groups_per_step * config.group_size), stop_token_ids=stop,
+                       fp32_lm_head=config.fp32_lm_head)
+    policy.train()
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, betas=config.betas, eps=config.adam_eps,
+                                  weight_decay=config.weight_decay)
+    store = TrajectoryStore(run_dir)
+    runs = store.runs()
+    run_id = runs[-1].id if (resume and runs) else store.add_run(config.model_dump(mode="json"))
+    run = Run(config, run_dir, store, run_id, policy, tokenizer, fmt, engine, optimizer, ExpertLoadTracker(policy))
+    run.sinks.append(_tensorboard_sink(run_dir))
+    if resume:
+        _load_latest_checkpoint(run)
+    return run
+
+
+def save_checkpoint(run: Run) -> Path:
+    from safetensors.torch import save_file
+
+    final = run.run_dir / "checkpoints" / f"step_{run.step:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in run.policy.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": run.step, "version": run.version, "time": time.time()}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    run.store.add_checkpoint(run.run_id, run.step, final, policy_version=run.version)
+    return final
+
+
+def _load_latest_checkpoint(run: Run) -> None:
+    from safetensors.torch import load_file
+
+    record = run.store.latest_checkpoint(run.run_id)
+    if record is None:
+        return
+    path = Path(record.path)
+    run.policy.load_state_dict(load_file(str(path / "model.safetensors")))
+    run.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
+    state = json.loads((path / "state.json").read_text())
+    run.step, run.version = state["step"], state["version"]
+    run.engine.update_weights(run.policy.state_dict(), run.version)
+
+
+def close_run(run: Run) -> None:
+    run.engine.close()
+    run.tracker.close()
+    for sink in run.sinks:
+        close = getattr(sink, "close", None)
+        if close is not None:
+            close()
+    run.store.close()
+
+
+class _TensorBoardSink:
+    def __init__(self, log_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _tensorboard_sink(run_dir: Path) -> Any:
+    """TensorBoard event files when the optional `tensorboard` package is installed; else nothing."""
+    try:
+        return _TensorBoardSink(run_dir / "tensorboard")
+    except ImportError:
+        return lambda step, metrics: None

@@ -1,0 +1,164 @@
+"""Supervised bootstrap: teach a policy the chat format and the tool-use moves before RL.
+
+Data comes from scripted solver agents (each family's gold path; with interleaved thinking where
+the family provides `gold_messages`), rejection-sampled by the family's own verifier: only
+conversations that score 1.0 are kept. Each conversation is rendered with the same chat format and
+the same `encode_segments` the agent loop uses, so SFT trains exactly the token sequences the
+policy will later sample (assistant bodies trainable, everything else masked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from forgerl.chat.base import ChatFormat, encode_segments
+from forgerl.envs.base import Environment, Task, make_env, sample_task
+from forgerl.errors import ToolError
+from forgerl.types import Message, ToolSpec, Trajectory
+
+
+@dataclass
+class Conversation:
+    messages: list[Message]
+    tools: list[ToolSpec]
+    task_id: str
+
+
+async def gold_conversation(env: Environment, task: Task, *, inject_error: bool = False, seed: int = 0) -> Conversation:
+    """The family's scripted solver on `task`.
+
+    Environments that define `gold_messages(task, inject_error=, seed=)` (whole conversations with
+    interleaved thinking, tool results from really running the tools, optionally recovering from an
+    injected tool error) are used as they are; otherwise the gold tool-call rounds are executed on
+    `env`, one round per assistant message, with empty thinking."""
+    messages = env.reset(task)
+    tools = env.tools()
+    scripted = getattr(env, "gold_messages", None)
+    if scripted is not None:
+        return Conversation(list(scripted(task, inject_error=inject_error, seed=seed)), tools, task.id)
+    for round_calls in env.gold_solution(task):
+        messages.append(Message(role="assistant", tool_calls=round_calls, reasoning=""))
+        results = await asyncio.gather(*(env.execute(c) for c in round_calls))
+        messages.extend(Message(role="tool", content=r, tool_call_id=c.id, name=c.name) for c, r in zip(round_calls, results))
+    return Conversation(messages, tools, task.id)
+
+
+async def replay_score(env: Environment, task: Task, conv: Conversation) -> float:
+    """Rejection sampling's judge: replay the conversation's tool calls on a fresh environment and
+    let the family's verifier score the end state."""
+    env.reset(task)
+    for message in conv.messages:
+        for call in message.tool_calls:
+            try:
+                await env.execute(call)
+            except ToolError:
+                pass  # the conversation saw this error too (e.g. an injected transient failure)
+    return env.reward(Trajectory(task_id=task.id, messages=conv.messages, tools=conv.tools)).score
+
+
+async def verified_conversations(family: str, seeds: Iterable[int], make_task: Callable[[int], Task] | None = None,
+                                 *, error_every: int = 0) -> tuple[list[Conversation], int]:
+    """Gold conversations that the family's verifier scores 1.0, and how many were rejected.
+    With `error_every=k`, every k-th conversation recovers from an injected tool error."""
+    kept, rejected = [], 0
+    for n, seed in enumerate(seeds):
+        task = make_task(seed) if make_task else sample_task(family, seed)
+        inject = error_every > 0 and n % error_every == error_every - 1
+        conv = await gold_conversation(make_env(family, seed), task, inject_error=inject, seed=seed)
+        judge = make_env(family, seed)
+        try:
+            score = await replay_score(judge, task, conv)
+        finally:
+            close = getattr(judge, "close", None)
+            if close is not None and asyncio.iscoroutine(result := close()):
+                await result
+        if score == 1.0:
+            kept.append(conv)
+        else:
+            rejected += 1
+    return kept, rejected
+
+
+def encode_conversation(tokenizer: Any, fmt: ChatFormat, conv: Conversation) -> tuple[list[int], list[int]]:
+    rendered = encode_segments(tokenizer, fmt.render(conv.messages, conv.tools, add_generation_prompt=False))
+    return rendered.ids, rendered.mask
+
+
+def sft_loss(model: torch.nn.Module, batch: Sequence[tuple[list[int], list[int]]], device: Any) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over trainable target tokens, and their count. The LM head
+    (in FP32) runs only on the positions that predict a trainable token: in agent conversations
+    most tokens are prompt, tools and observations, so this is most of the head's cost saved."""
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.zeros((len(batch), width), dtype=torch.long)
+    attn = torch.zeros((len(batch), width), dtype=torch.long)
+    rows, cols, targets = [], [], []
+    for i, (seq, mask) in enumerate(batch):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        attn[i, : len(seq)] = 1
+        for t in range(1, len(seq)):
+            if mask[t]:
+                rows.append(i)
+                cols.append(t - 1)
+                targets.append(seq[t])
+    ids, attn = ids.to(device), attn.to(device)
+    hidden = model.base_model(input_ids=ids, attention_mask=attn).last_hidden_state
+    picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]  # [N, H]
+    head = model.get_output_embeddings()
+    logits = torch.nn.functional.linear(picked.float(), head.weight.float(), None if head.bias is None else head.bias.float())
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=device), reduction="sum")
+    return loss, len(targets)
+
+
+@dataclass
+class SFTResult:
+    losses: list[float]
+    examples: int
+    rejected: int
+    seconds: float
+
+
+def train_sft(model: torch.nn.Module, tokenizer: Any, fmt: ChatFormat, conversations: Sequence[Conversation], *,
+              steps: int, batch_size: int = 16, lr: float = 2e-3, warmup: int = 20, seed: int = 0,
+              device: Any = "cpu", log: Callable[[int, float], None] | None = None) -> list[float]:
+    """AdamW on the conversations' assistant tokens; cosine decay after a linear warm-up."""
+    encoded = [encode_conversation(tokenizer, fmt, c) for c in conversations]
+    rng = random.Random(seed)
+    optim = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
+    model.train()
+    losses = []
+    for step in range(steps):
+        batch = rng.sample(encoded, min(batch_size, len(encoded)))
+        loss_sum, n = sft_loss(model, batch, device)
+        loss = loss_sum / max(1, n)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if log is not None:
+            log(step, float(loss))
+    model.eval()
+    return losses
+
+
+def save_policy(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, metadata: dict[str, Any]) -> Path:
+    """A Hugging Face checkpoint directory (safetensors) + the tokenizer + how it was made."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "forgerl.json").write_text(json.dumps({**metadata, "created_at": time.time()}, indent=2))
+    return out

@@ -1,0 +1,113 @@
+"""One RL step: advantages -> training samples -> one optimizer step over micro-batches.
+
+Samples come from the recorded token ids of every LLM call (M2: one sample per (state, action)).
+For token-level losses (CISPO, DAPO) the calls of a trajectory that extend each other are merged
+into one chain (`chain_samples`): the same loss terms, computed once per shared prefix.
+Groups whose rollouts all scored the same carry no learning signal under group-normalised
+advantages and are dropped (DAPO's dynamic sampling); infrastructure failures are dropped before
+normalisation, so they never become fake zero rewards (DESIGN contract 4). The loss is normalised
+by the trainable tokens of the whole batch, so accumulating micro-batches gives the full-batch
+gradient.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from forgerl.rl import get_loss
+from forgerl.rl.advantages import group_normalized
+from forgerl.train.config import TrainConfig
+from forgerl.train.logprobs import collate, pack_micro_batches, token_logprobs
+from forgerl.types import TrainingSample, Trajectory, TrajectoryStatus, chain_samples
+
+if TYPE_CHECKING:
+    from forgerl.train.run import Run
+
+
+TOKEN_LEVEL_LOSSES = ("cispo", "dapo")
+
+
+def build_samples(groups: list[list[Trajectory]], config: TrainConfig) -> list[TrainingSample]:
+    merge = config.loss.name in TOKEN_LEVEL_LOSSES
+    samples: list[TrainingSample] = []
+    for group in groups:
+        valid = [t for t in group if t.status != TrajectoryStatus.FAILED and t.reward is not None]
+        if len(valid) < 2 or len({t.reward for t in valid}) == 1:
+            continue
+        advantages = group_normalized(torch.tensor([float(t.reward) for t in valid], dtype=torch.float64))
+        for traj, adv in zip(valid, advantages.tolist()):
+            samples.extend(chain_samples(traj, [adv] * len(traj.calls), merge=merge))
+    return samples
+
+
+def _loss_kwargs(config: TrainConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if config.loss.eps_low is not None:
+        kwargs["eps_low"] = config.loss.eps_low
+    if config.loss.eps_high is not None:
+        kwargs["eps_high"] = config.loss.eps_high
+    if config.loss.trust_region_mask:
+        kwargs["trust_region_mask"] = True
+    return kwargs
+
+
+def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
+    """Gradient over all samples (micro-batched), clip, AdamW step, MoE bias update; metrics."""
+    cfg, policy = run.config, run.policy
+    if not samples:
+        return {"train/samples": 0.0}
+    start = time.perf_counter()
+    loss_fn = get_loss(cfg.loss.name)
+    total_tokens = sum(s.num_tokens for s in samples)
+    device = next(policy.parameters()).device
+    policy.train()
+    run.optimizer.zero_grad(set_to_none=True)
+    weighted: dict[str, float] = {}
+    new_lp, old_lp, entropies = [], [], []
+    loss_total = 0.0
+    for chunk in pack_micro_batches(samples, cfg.micro_batch_tokens):
+        mb = collate(chunk, device, pad_id=run.tokenizer.pad_token_id or 0)
+        logp, entropy = token_logprobs(policy, mb, cfg.fp32_lm_head)
+        out = loss_fn(logp, mb.old_logprobs, mb.advantages, mb.loss_mask, num_tokens=total_tokens,
+                      num_sequences=len(samples), entropy=entropy, **_loss_kwargs(cfg))
+        out.loss.backward()
+        loss_total += float(out.loss.detach())
+        share = mb.num_tokens / total_tokens
+        for name, value in out.metrics.items():
+            if isinstance(value, (int, float)) and math.isfinite(value) and name not in ("tokens", "sequences", "loss"):
+                weighted[name] = weighted.get(name, 0.0) + share * float(value)
+        keep = mb.loss_mask.bool()
+        new_lp.append(logp.detach()[keep])
+        old_lp.append(mb.old_logprobs[keep])
+        entropies.append(entropy[keep])
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    run.optimizer.step()
+    moe = run.tracker.metrics()
+    if cfg.moe_bias_step > 0 and run.tracker.is_moe:
+        run.tracker.update_bias(cfg.moe_bias_step)
+    new, old = torch.cat(new_lp), torch.cat(old_lp)
+    metrics = {f"loss/{k}": v for k, v in weighted.items()}
+    metrics.update({
+        "train/loss": loss_total,
+        "train/samples": float(len(samples)),
+        "train/tokens": float(total_tokens),
+        "train/grad_norm": float(grad_norm),
+        "train/entropy": float(torch.cat(entropies).mean()),
+        "train/tokens_per_s": total_tokens / max(1e-9, time.perf_counter() - start),
+        "mismatch/mean_abs_logprob": float((new - old).abs().mean()),
+        "mismatch/prob_corr": _corr(new.exp(), old.exp()),
+        **moe,
+    })
+    return metrics
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of trainer vs engine token probabilities (M1 reports 0.987 -> 0.997
+    after moving the LM head to FP32)."""
+    if a.numel() < 2 or float(a.std()) == 0 or float(b.std()) == 0:
+        return 1.0
+    return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])

@@ -1,0 +1,50 @@
+"""Training config: TOML round trip, unknown fields and no-op combinations rejected with clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from forgerl.errors import ConfigError
+from forgerl.train.config import TrainConfig, dump_config, load_config
+
+
+def test_defaults_round_trip_through_toml(tmp_path):
+    cfg = TrainConfig(steps=3, loss={"name": "dapo", "eps_high": 0.28})
+    path = tmp_path / "run.toml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+
+
+def test_overrides_win_and_none_is_ignored(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("steps = 7\nlr = 1e-3\n")
+    cfg = load_config(path, steps=9, lr=None)
+    assert cfg.steps == 9 and cfg.lr == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("stepz = 3", "stepz"),
+        ("group_size = 1", "group_size must be >= 2"),
+        ("max_tokens = 4000", "must be smaller than max_context"),
+        ("[loss]\nname = \"grpo\"\ntrust_region_mask = true", "only applies to cispo"),
+        ("[loss]\nname = \"nope\"", "loss.name"),
+        ("steps = ", "not valid TOML"),
+    ],
+)
+def test_bad_configs_say_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("/nonexistent/run.toml")
+
+
+def test_every_field_is_documented():
+    for name, field in TrainConfig.model_fields.items():
+        assert field.description, f"TrainConfig.{name} has no docstring"
