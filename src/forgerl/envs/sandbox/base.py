@@ -1,0 +1,235 @@
+"""The per-rollout `Sandbox` (workspace + backend) and the `Backend` protocol each isolation
+method implements.
+
+A Sandbox owns one host directory: `<base>/workspace` is what commands see as their working
+directory (and the only place they may write); `<base>` itself may hold backend scratch (the
+`unshare` backend builds its new root there). `close()` kills whatever is left and deletes `<base>`.
+
+When the host runs as root, each sandbox gets its own throw-away uid: RLIMIT_NPROC then counts
+only that sandbox's processes, the sandbox cannot signal host processes, and leftovers can be
+found and killed by uid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from forgerl.envs.sandbox.limits import ExecResult, Limits
+from forgerl.envs.sandbox.process import MARKER_ENV, RUN_ENV, Spawn, inside, run_spawn
+from forgerl.errors import SandboxError
+
+log = logging.getLogger("forgerl.sandbox")
+
+TMP_DIRNAME = ".tmp"
+"""TMPDIR inside the workspace (list_files hides it)."""
+
+_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def python_roots() -> list[str]:
+    """Host directories holding the running interpreter and its venv: bound read-only into a
+    sandbox so `python3` there can import what is pip-installed here."""
+    roots = []
+    for prefix in (sys.base_prefix, sys.prefix):
+        path = os.path.realpath(prefix)
+        if path not in roots and not path.startswith("/usr/") and path != "/usr":
+            roots.append(path)
+    return roots
+
+
+def python_bin_dirs() -> list[str]:
+    """PATH entries that put this interpreter's `python3` first (venv bin, then base bin)."""
+    dirs = []
+    for prefix in (sys.prefix, sys.base_prefix):
+        d = os.path.join(prefix, "bin")
+        if d not in dirs:
+            dirs.append(d)
+    return dirs
+
+
+def sandbox_env(home: str, sandbox_id: str, run_id: str = "") -> dict[str, str]:
+    """A clean environment: nothing from the host leaks in (tokens, proxies, paths)."""
+    path = ":".join([*python_bin_dirs(), "/usr/local/bin", "/usr/bin", "/bin"])
+    return {
+        "PATH": path, "HOME": home, "TMPDIR": f"{home}/{TMP_DIRNAME}", "LANG": "C.UTF-8",
+        "USER": "sandbox", "LOGNAME": "sandbox", "PYTHONUNBUFFERED": "1", MARKER_ENV: sandbox_id, RUN_ENV: run_id,
+        **_THREAD_ENV,
+    }
+
+
+def shell_argv(cmd: str | list[str]) -> list[str]:
+    if isinstance(cmd, str):
+        if not cmd.strip():
+            raise SandboxError("empty command: give a shell command string or an argv list")
+        return ["/bin/sh", "-c", cmd]
+    if not cmd or not all(isinstance(a, str) for a in cmd):
+        raise SandboxError(f"invalid command {cmd!r}: give a shell string or a non-empty list of strings")
+    return list(cmd)
+
+
+class Backend(ABC):
+    """One way of isolating a command. Builds the argv; the runner does the rest."""
+
+    name: str
+    isolated: bool = True
+
+    def __init__(self, base: Path, workspace: Path, uid: int | None, sandbox_id: str) -> None:
+        self.base, self.workspace, self.uid, self.sandbox_id = base, workspace, uid, sandbox_id
+
+    @property
+    @abstractmethod
+    def inner_workspace(self) -> str:
+        """The workspace's path as the command sees it."""
+
+    @abstractmethod
+    def spawn(self, argv: list[str], cwd_rel: str, limits: Limits, run_id: str = "") -> Spawn:
+        """The host-side process to start to run `argv` in `cwd_rel` under `limits`; `run_id`
+        goes into the environment so `sweep(run_id)` can find that run's leftovers."""
+
+    def sweep(self, run_id: str | None = None) -> None:
+        """Kill leftovers of one run (after it returned or timed out), or of the whole sandbox
+        (`run_id=None`, at close). Namespaced backends need little: the PID namespace dies with
+        its init."""
+
+    def inner_cwd(self, cwd_rel: str) -> str:
+        rel = os.path.relpath(inside(self.workspace, cwd_rel), self.workspace.resolve())
+        return self.inner_workspace if rel == "." else f"{self.inner_workspace}/{rel}"
+
+
+def new_sandbox_uid() -> int | None:
+    """A throw-away uid for one sandbox when we are root (None otherwise)."""
+    if os.geteuid() != 0:
+        return None
+    return 1_000_000_000 + secrets.randbelow(1_000_000_000)
+
+
+class Sandbox:
+    """An isolated per-rollout workspace. Use as `async with create_sandbox(...) as sb:`."""
+
+    def __init__(self, backend_cls: type[Backend], limits: Limits) -> None:
+        self.sandbox_id = secrets.token_hex(8)
+        self.base = Path(os.path.realpath(_make_base_dir()))
+        self.workspace = self.base / "workspace"
+        self.limits = limits
+        self.uid = new_sandbox_uid()
+        self._closed = False
+        self._runs = 0
+        try:
+            self.workspace.mkdir(mode=0o700)
+            (self.workspace / TMP_DIRNAME).mkdir(mode=0o700)
+            self._chown(self.workspace)
+            self._chown(self.workspace / TMP_DIRNAME)
+            self._backend = backend_cls(self.base, self.workspace, self.uid, self.sandbox_id)
+        except BaseException:
+            shutil.rmtree(self.base, ignore_errors=True)
+            raise
+        self.backend: str = self._backend.name
+        self.isolated: bool = self._backend.isolated
+
+    def _chown(self, path: Path) -> None:
+        if self.uid is not None:
+            os.chown(path, self.uid, self.uid, follow_symlinks=False)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SandboxError("this sandbox is closed: create a new one with create_sandbox()")
+        if not self.workspace.is_dir():
+            raise SandboxError(f"the sandbox workspace {self.workspace} is missing (deleted from outside?)")
+
+    async def run(self, cmd: str | list[str], *, limits: Limits | None = None, stdin: str | None = None,
+                  cwd: str = ".") -> ExecResult:
+        """Run `cmd` (a string goes through /bin/sh -c) in the workspace. Failures and limits are
+        reported in the ExecResult; SandboxError only when the sandbox itself cannot run it."""
+        self._check_open()
+        limits = limits or self.limits
+        argv = shell_argv(cmd)
+        if not inside(self.workspace, cwd).is_dir():
+            raise SandboxError(f"cwd {cwd!r} is not a directory in the workspace: create it first")
+        self._runs += 1
+        run_id = f"{self.sandbox_id}-{self._runs}"
+        spawn = self._backend.spawn(argv, cwd, limits, run_id)
+        return await run_spawn(spawn, limits, stdin=stdin, isolated=self.isolated,
+                               sweep=lambda: self._backend.sweep(run_id))
+
+    def write_file(self, rel_path: str, text: str) -> None:
+        """Write a text file into the workspace from the host (parents created)."""
+        self._check_open()
+        target = inside(self.workspace, rel_path)
+        if target == self.workspace.resolve():
+            raise SandboxError(f"path {rel_path!r} is the workspace itself: name a file inside it")
+        root = self.workspace.resolve()
+        missing = [p for p in reversed(target.parents) if root in p.parents and not p.exists()]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for p in missing:
+            self._chown(p)
+        if target.is_dir():
+            raise SandboxError(f"path {rel_path!r} is a directory: give a file path")
+        target.write_text(text, encoding="utf-8")
+        self._chown(target)
+
+    def read_file(self, rel_path: str, max_bytes: int = 1_000_000) -> str:
+        """Read a workspace file as text; beyond `max_bytes` the rest is cut with a note.
+        FileNotFoundError if it does not exist."""
+        self._check_open()
+        target = inside(self.workspace, rel_path)
+        if not target.exists():
+            raise FileNotFoundError(f"no file {rel_path!r} in the sandbox workspace")
+        if not target.is_file():
+            raise SandboxError(f"path {rel_path!r} is not a regular file")
+        size = target.stat().st_size
+        with open(target, "rb") as fh:
+            data = fh.read(max_bytes)
+        text = data.decode("utf-8", errors="replace")
+        if size > max_bytes:
+            text += f"\n[... truncated: the file has {size} bytes, showing the first {max_bytes} ...]"
+        return text
+
+    def list_files(self) -> list[str]:
+        """Every regular file in the workspace, relative and sorted (TMPDIR's content excluded)."""
+        self._check_open()
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.workspace):
+            rel_dir = os.path.relpath(dirpath, self.workspace)
+            if rel_dir == ".":
+                dirnames[:] = [d for d in dirnames if d != TMP_DIRNAME]
+            for name in filenames:
+                rel = os.path.normpath(os.path.join(rel_dir, name))
+                if os.path.isfile(os.path.join(dirpath, name)) and not os.path.islink(os.path.join(dirpath, name)):
+                    found.append(rel)
+        return sorted(found)
+
+    async def close(self) -> None:
+        """Kill leftover processes and delete the workspace. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._backend.sweep()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+            if self.base.exists():
+                log.error("could not delete sandbox directory %s", self.base)
+
+    async def __aenter__(self) -> Sandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else str(self.workspace)
+        return f"Sandbox(backend={self.backend!r}, isolated={self.isolated}, workspace={state})"
+
+
+def _make_base_dir() -> str:
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="forgerl-sandbox-")
+    os.chmod(base, 0o711)  # a sandbox uid may traverse to its workspace, but not list siblings
+    return base
