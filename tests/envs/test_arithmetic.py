@@ -25,7 +25,7 @@ def test_gold_path_scores_one(seed):
     task = sample_task("arithmetic", seed)
     trajectory, result = asyncio.run(run_gold(make_env("arithmetic", seed), task))
     assert result.score == 1.0 and trajectory.reward == 1.0
-    assert result.breakdown["correct"] == 1.0 and result.evidence["submitted"] == task.answer
+    assert result.breakdown["correct"] == 1.0 and result.evidence["verifier"]["submitted"] == task.answer
     assert isinstance(task.answer, int) and task.answer > 0
 
 

@@ -1,1 +1,24 @@
+"""Environments: the protocol (base.py), rewards (rewards.py), noise (noise.py), task sets
+(tasks.py) and the task families (arithmetic.py, tool_reasoning.py), registered by name."""
 
+from forgerl.envs.base import (
+    Environment,
+    Family,
+    RewardResult,
+    RewardWeights,
+    Task,
+    Verdict,
+    list_families,
+    make_env,
+    register_family,
+    run_gold,
+    sample_task,
+)
+from forgerl.envs.noise import NoiseConfig, NoisyEnvironment
+from forgerl.envs.tasks import generate_tasks, load_tasks, save_tasks
+
+__all__ = [
+    "Environment", "Family", "NoiseConfig", "NoisyEnvironment", "RewardResult", "RewardWeights", "Task", "Verdict",
+    "generate_tasks", "list_families", "load_tasks", "make_env", "register_family", "run_gold", "sample_task",
+    "save_tasks",
+]

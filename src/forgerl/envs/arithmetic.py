@@ -15,9 +15,10 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from forgerl.envs.base import Environment, Family, RewardResult, Task, register_family
+from forgerl.envs.base import Environment, Family, Task, register_family
+from forgerl.envs.rewards import Verdict, verify_number
 from forgerl.errors import ToolError, VerifierError
-from forgerl.types import Boundary, Message, ToolCall, ToolSpec, Trajectory
+from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
 FAMILY = "arithmetic"
 MAX_EXPRESSION_CHARS = 200
@@ -179,14 +180,12 @@ def sample_task(seed: int) -> Task:
         prompt=f"{text} Use the calculator, then submit the final number with submit_answer.",
         data={"template": template.__name__.lstrip("_"), "steps": steps, "expression": expression},
         answer=answer,
+        tools=[CALCULATOR.name, SUBMIT_ANSWER.name],
+        verifier={"type": "exact_number", "tolerance": 1e-9},
     )
 
 
 # --- environment -----------------------------------------------------------------------------
-
-
-def _matches(submitted: float, gold: float) -> bool:
-    return math.isclose(submitted, gold, rel_tol=1e-9, abs_tol=1e-9)
 
 
 class ArithmeticEnv(Environment):
@@ -194,7 +193,7 @@ class ArithmeticEnv(Environment):
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
-        self._task: Task | None = None
+        self.task: Task | None = None
         self._submitted: float | None = None
         self._calculator_calls = 0
 
@@ -206,7 +205,7 @@ class ArithmeticEnv(Environment):
         return [CALCULATOR, SUBMIT_ANSWER]
 
     def reset(self, task: Task) -> list[Message]:
-        self._task, self._submitted, self._calculator_calls = task, None, 0
+        self.task, self._submitted, self._calculator_calls = task, None, 0
         return [Message(role="system", content=SYSTEM_PROMPT), Message(role="user", content=task.prompt)]
 
     async def execute(self, call: ToolCall) -> str:
@@ -228,23 +227,13 @@ class ArithmeticEnv(Environment):
         self._submitted = answer
         return f"Answer {format_number(answer)} submitted."
 
-    def reward(self, trajectory: Trajectory) -> RewardResult:
-        if self._task is None:
+    def verify(self, trajectory: Trajectory) -> Verdict:
+        if self.task is None:
             raise VerifierError("reward() called before reset(): no task to verify against")
-        gold = self._task.answer
-        correct = self._submitted is not None and _matches(self._submitted, gold)
-        count = lambda boundary: float(sum(1 for e in trajectory.errors if e.boundary == boundary))  # noqa: E731
-        return RewardResult(
-            score=1.0 if correct else 0.0,
-            breakdown={
-                "correct": float(correct),
-                "submitted": float(self._submitted is not None),
-                "format_errors": count(Boundary.PARSE),
-                "tool_errors": count(Boundary.TOOL),
-                "calculator_calls": float(self._calculator_calls),
-            },
-            evidence={"submitted": self._submitted, "gold": gold, "expression": self._task.data.get("expression")},
-        )
+        verdict = verify_number(self.task.verifier, self._submitted, self.task.answer)
+        verdict.parts["calculator_calls"] = float(self._calculator_calls)
+        verdict.evidence["expression"] = self.task.data.get("expression")
+        return verdict
 
     def gold_solution(self, task: Task) -> list[list[ToolCall]]:
         steps = [ToolCall(name="calculator", arguments={"expression": s}) for s in task.data["steps"]]
@@ -255,4 +244,7 @@ class ArithmeticEnv(Environment):
         ]
 
 
-register_family(Family(name=FAMILY, make_env=ArithmeticEnv, sample_task=sample_task))
+register_family(Family(
+    name=FAMILY, make_env=ArithmeticEnv, sample_task=sample_task,
+    description="Arithmetic word problems: two parallel calculator calls, one combining call, submit.",
+))

@@ -1,9 +1,17 @@
 """The environment protocol: tools the agent may call, the task's opening messages, and a verifier.
 
 Kept deliberately small: an environment is per episode (made by `make_env`, then `reset` with one
-task), executes tool calls asynchronously (a later sandbox backend runs them in a container, so the
+task), executes tool calls asynchronously (a sandbox backend runs them in a container, so the
 interface is async from the start) and scores the finished trajectory. Tools and verifier are part
 of the environment, as in Forge (M2_NOTES §4): the agent loop knows nothing about a task family.
+
+Resources: an environment may hold things that must be released (a sandbox container, a
+subprocess). `close()` is async and idempotent; whoever made the environment closes it when the
+episode is over (`async with make_env(...) as env:` does that). The default is a no-op.
+
+Scoring: a family implements `verify` (the artifact check, returning a `Verdict`); `reward`
+composes it with the trajectory's process signals under `reward_weights` (envs/rewards.py). A
+verifier crash raises VerifierError, never a silent zero.
 
 Every family registers a task generator and an environment class by name, and ships a gold
 solution path (`gold_solution`) so a test can show the gold scores 1.0 and a no-op scores 0
@@ -12,18 +20,34 @@ solution path (`gold_solution`) so a test can show the gold scores 1.0 and a no-
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from forgerl.envs.rewards import RewardResult, RewardWeights, Verdict, compose_reward, run_verifier
+from forgerl.errors import ForgerlError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
+
+if TYPE_CHECKING:
+    from forgerl.envs.noise import NoiseConfig
+
+__all__ = [
+    "Environment", "Family", "RewardResult", "RewardWeights", "Task", "Verdict", "family_info", "list_families",
+    "make_env", "register_family", "run_gold", "sample_task",
+]
+
+# Modules that register the built-in families when first needed (a new family adds its module here).
+BUILTIN_FAMILY_MODULES = ("forgerl.envs.arithmetic", "forgerl.envs.tool_reasoning", "forgerl.envs.cowork")
 
 
 class Task(BaseModel):
-    """One problem instance. `answer` is the gold answer the verifier compares against."""
+    """One problem instance, serializable as one JSONL line (envs/tasks.py).
+
+    Every field past `answer` is optional, so a task written before they existed still loads."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,17 +55,20 @@ class Task(BaseModel):
     family: str
     prompt: str
     data: dict[str, Any] = Field(default_factory=dict)
+    """Family-specific problem data (e.g. the small database a tool-reasoning task looks things up in)."""
     answer: Any = None
-
-
-class RewardResult(BaseModel):
-    """A verifier's verdict: the scalar reward, its named parts, and what it was based on."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    score: float
-    breakdown: dict[str, float] = Field(default_factory=dict)
-    evidence: dict[str, Any] = Field(default_factory=dict)
+    """The gold answer the verifier compares against (None where the verifier needs none)."""
+    files: dict[str, str] = Field(default_factory=dict)
+    """The workspace: relative path -> text, written into the sandbox/workspace at reset."""
+    tools: list[str] = Field(default_factory=list)
+    """Names of the tools this task offers; empty = all of the family's tools."""
+    verifier: dict[str, Any] = Field(default_factory=dict)
+    """How the outcome is checked, e.g. {"type": "exact_number", "tolerance": 1e-9}."""
+    difficulty: int = Field(1, ge=1)
+    """The family's difficulty dial (1 = easiest)."""
+    gold: list[list[ToolCall]] | None = None
+    """A gold solution path (rounds of tool calls, each round parallel), when stored with the task;
+    otherwise the family computes it (`Environment.gold_solution`)."""
 
 
 class Environment(ABC):
@@ -52,6 +79,10 @@ class Environment(ABC):
     """
 
     family: ClassVar[str]
+    reward_weights: RewardWeights = RewardWeights()
+    """How `reward` combines outcome and process signals; `make_env(weights=...)` sets it."""
+    task: Task | None = None
+    """The task of the current episode (set by `reset`)."""
 
     @property
     @abstractmethod
@@ -71,21 +102,69 @@ class Environment(ABC):
         """Run one tool call and return the observation text; raise ToolError on tool failure."""
 
     @abstractmethod
-    def reward(self, trajectory: Trajectory) -> RewardResult:
-        """Score the finished episode (environment state + the trajectory's process record)."""
+    def verify(self, trajectory: Trajectory) -> Verdict:
+        """Check the artifact (the submitted answer, the workspace) and say what was checked.
+        Raise VerifierError when the check itself cannot run."""
 
     @abstractmethod
     def gold_solution(self, task: Task) -> list[list[ToolCall]]:
         """A scripted path that solves `task`: rounds of tool calls, each round run in parallel."""
 
+    def gold_calls(self) -> int | None:
+        """Sequential LLM calls of the current task's gold path: the speed reward's baseline.
+        None (no speed term; recorded as such in the evidence) when the task has no gold path."""
+        if self.task is None:
+            return None
+        if self.task.gold is not None:
+            return len(self.task.gold)
+        try:
+            return len(self.gold_solution(self.task))
+        except (ForgerlError, NotImplementedError):
+            return None
+
+    def reward(self, trajectory: Trajectory, *, excused_tool_errors: int = 0) -> RewardResult:
+        """Score the finished episode: the verifier's outcome plus process signals (envs/rewards.py)."""
+        verdict = run_verifier(self.verify, trajectory)
+        return compose_reward(verdict, trajectory, self.reward_weights, gold_calls=self.gold_calls(),
+                              excused_tool_errors=excused_tool_errors)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Environment events worth keeping on the trajectory (injected noise, sandbox restarts)."""
+        return []
+
+    async def close(self) -> None:
+        """Release what the episode holds (a sandbox, a subprocess). Idempotent; default no-op."""
+        return None
+
+    async def __aenter__(self) -> Environment:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
 
 @dataclass(frozen=True)
 class Family:
-    """A task family: how to draw a task and how to build its environment, both from a seed."""
+    """A task family: how to draw a task and how to build its environment, both from a seed.
+
+    `generate(seed, difficulty)` draws a task at a difficulty in `difficulties`; families without a
+    dial leave it None and `sample_task(seed)` is used at difficulty 1."""
 
     name: str
     make_env: Callable[[int], Environment]
     sample_task: Callable[[int], Task]
+    description: str = ""
+    difficulties: tuple[int, ...] = (1,)
+    generate: Callable[[int, int], Task] | None = None
+
+    def task(self, seed: int, difficulty: int | None = None) -> Task:
+        if difficulty is None:
+            return self.sample_task(seed)
+        if difficulty not in self.difficulties:
+            raise ValueError(f"family {self.name!r} has difficulties {list(self.difficulties)}, got {difficulty}")
+        if self.generate is None:
+            return self.sample_task(seed)
+        return self.generate(seed, difficulty)
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -96,9 +175,13 @@ def register_family(family: Family) -> Family:
     return family
 
 
-def _family(name: str) -> Family:
-    from forgerl.envs import arithmetic  # noqa: F401  (registers the built-in families)
+def _load_builtins() -> None:
+    for module in BUILTIN_FAMILY_MODULES:
+        importlib.import_module(module)
 
+
+def family_info(name: str) -> Family:
+    _load_builtins()
     try:
         return _FAMILIES[name]
     except KeyError:
@@ -106,26 +189,38 @@ def _family(name: str) -> Family:
         raise KeyError(f"unknown task family {name!r}; registered families: {known}") from None
 
 
-def make_env(name: str, seed: int = 0) -> Environment:
-    return _family(name).make_env(seed)
+def make_env(
+    name: str, seed: int = 0, *, noise: NoiseConfig | None = None, weights: RewardWeights | None = None
+) -> Environment:
+    """A fresh environment of family `name`; `noise` wraps it in seeded noise (envs/noise.py),
+    `weights` sets how its reward is composed. The caller closes it (`await env.close()`)."""
+    env = family_info(name).make_env(seed)
+    if weights is not None:
+        env.reward_weights = weights
+    if noise is not None:
+        from forgerl.envs.noise import NoisyEnvironment
+
+        env = NoisyEnvironment(env, noise)
+    return env
 
 
-def sample_task(name: str, seed: int = 0) -> Task:
-    return _family(name).sample_task(seed)
+def sample_task(name: str, seed: int = 0, difficulty: int | None = None) -> Task:
+    return family_info(name).task(seed, difficulty)
 
 
 def list_families() -> list[str]:
-    from forgerl.envs import arithmetic  # noqa: F401
-
+    _load_builtins()
     return sorted(_FAMILIES)
 
 
 async def run_gold(env: Environment, task: Task) -> tuple[Trajectory, RewardResult]:
     """Play the family's gold path without a model (contract 5): reset, run each round of calls,
-    record the messages, then score. A verifier that does not give this 1.0 is broken."""
+    record the messages, then score. A verifier that does not give this 1.0 is broken.
+    Uses `task.gold` when the task carries its own path."""
     tools = env.tools()
     messages = env.reset(task)
-    for round_ in env.gold_solution(task):
+    rounds = task.gold if task.gold is not None else env.gold_solution(task)
+    for round_ in rounds:
         messages.append(Message(role="assistant", tool_calls=round_))
         for call in round_:
             result = await env.execute(call)

@@ -1,0 +1,262 @@
+"""What `forgerl envs list`, `forgerl envs validate` and `forgerl rollout -n K --out DIR` do.
+
+Kept out of cli/main.py so the commands stay thin and these functions can be tested (and called
+from scripts) without a command line. Nothing here imports torch at module level.
+
+`validate` is contract 5 (DESIGN.md) as a command: for every family and difficulty it plays the
+gold path on generated tasks (each must score 1.0) and scores two no-ops (nothing submitted, an
+empty answer: each must score <= 0). A family that fails either is not to be trained on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from forgerl.envs.base import Environment, Task, family_info, list_families, make_env, run_gold
+from forgerl.envs.tasks import generate_tasks
+from forgerl.errors import ConfigError, ForgerlError
+from forgerl.types import ToolCall, Trajectory, TrajectoryStatus
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from forgerl.engine.base import Engine
+    from forgerl.envs.noise import NoiseConfig
+
+
+def family_rows() -> list[tuple[str, str, str]]:
+    """(name, difficulties, description) of every registered family."""
+    rows = []
+    for name in list_families():
+        fam = family_info(name)
+        levels = ", ".join(map(str, fam.difficulties))
+        rows.append((name, levels, fam.description or "-"))
+    return rows
+
+
+def print_families(console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title="task families")
+    for column in ("family", "difficulties", "description"):
+        table.add_column(column)
+    for row in family_rows():
+        table.add_row(*row)
+    console.print(table)
+
+
+# --- validate ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ValidationRow:
+    family: str
+    difficulty: int
+    tasks: int = 0
+    gold_passed: int = 0
+    noop_zero: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.gold_passed == self.tasks and self.noop_zero == self.tasks
+
+
+async def _gold_score(env: Environment, task: Task) -> float:
+    try:
+        _, result = await run_gold(env, task)
+        return result.score
+    finally:
+        await env.close()
+
+
+async def _noop_scores(family: str, seed: int, task: Task) -> list[float]:
+    """The two no-ops: nothing submitted, and an empty answer (refused or accepted, never right)."""
+    scores = []
+    for submit_empty in (False, True):
+        env = make_env(family, seed)
+        try:
+            env.reset(task)
+            if submit_empty:
+                try:
+                    await env.execute(ToolCall(name="submit_answer", arguments={"answer": ""}))
+                except ForgerlError:
+                    pass  # refused: the episode simply has no answer
+            scores.append(env.reward(Trajectory(task_id=task.id)).score)
+        finally:
+            await env.close()
+    return scores
+
+
+async def _validate_level(family: str, difficulty: int | None, n: int, seed: int) -> ValidationRow:
+    level = difficulty if difficulty is not None else 1
+    row = ValidationRow(family=family, difficulty=level)
+    for index, task in enumerate(generate_tasks(family, n, seed=seed, difficulty=difficulty)):
+        row.tasks += 1
+        try:
+            gold = await _gold_score(make_env(family, index), task)
+            noop = await _noop_scores(family, index, task)
+        except Exception as exc:  # a crashing family is a failed validation, reported with the task
+            row.problems.append(f"{task.id}: {type(exc).__name__}: {exc}")
+            continue
+        if math.isclose(gold, 1.0, abs_tol=1e-9):
+            row.gold_passed += 1
+        else:
+            row.problems.append(f"{task.id}: gold scored {gold:g}, expected 1")
+        if all(score <= 0 for score in noop):
+            row.noop_zero += 1
+        else:
+            row.problems.append(f"{task.id}: a no-op scored {max(noop):g}, expected <= 0")
+    return row
+
+
+def validate_families(names: list[str] | None = None, per_difficulty: int = 20, seed: int = 0) -> list[ValidationRow]:
+    """One row per (family, difficulty): how many gold paths scored 1 and no-ops scored <= 0."""
+    if per_difficulty < 1:
+        raise ConfigError(f"--n must be >= 1, got {per_difficulty}")
+    families = names or list_families()
+    rows = []
+    for name in families:
+        fam = family_info(name)
+        levels: list[int | None] = list(fam.difficulties) if fam.generate is not None else [None]
+        for level in levels:
+            rows.append(asyncio.run(_validate_level(name, level, per_difficulty, seed)))
+    return rows
+
+
+def print_validation(console: Console, rows: list[ValidationRow], max_problems: int = 5) -> bool:
+    """The pass-count table and the first problems; returns True when every row passed."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="environment validation (gold must score 1, no-ops <= 0)")
+    for column in ("family", "difficulty", "tasks", "gold = 1", "no-op <= 0", "ok"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.family, str(row.difficulty), str(row.tasks), str(row.gold_passed), str(row.noop_zero),
+                      Text("yes", style="green") if row.ok else Text("NO", style="red"))
+    console.print(table)
+    problems = [p for row in rows for p in row.problems]
+    for problem in problems[:max_problems]:
+        console.print(Text(problem, style="red"))
+    if len(problems) > max_problems:
+        console.print(Text(f"... and {len(problems) - max_problems} more problems", style="red"))
+    return all(row.ok for row in rows)
+
+
+# --- rollout -n K --out DIR --------------------------------------------------------------------
+
+
+@dataclass
+class RolloutSummary:
+    episodes: int
+    reward_mean: float | None  # over scored episodes (FAILED ones have no reward)
+    statuses: dict[str, int]
+    llm_calls_mean: float
+    elapsed_s: float
+
+
+def summarize(trajectories: list[Trajectory], elapsed_s: float) -> RolloutSummary:
+    rewards = [t.reward for t in trajectories if t.reward is not None]
+    return RolloutSummary(
+        episodes=len(trajectories),
+        reward_mean=sum(rewards) / len(rewards) if rewards else None,
+        statuses=dict(Counter(t.status.value for t in trajectories)),
+        llm_calls_mean=sum(len(t.calls) for t in trajectories) / max(1, len(trajectories)),
+        elapsed_s=elapsed_s,
+    )
+
+
+def run_rollouts(
+    model: str = "tiny-random",
+    env: str = "arithmetic",
+    n: int = 1,
+    seed: int = 0,
+    chat_format: str = "minimax_m2",
+    max_turns: int = 4,
+    max_tokens: int = 96,
+    out_dir: str | Path | None = None,
+    *,
+    difficulty: int | None = None,
+    noise: NoiseConfig | None = None,
+    engine: Engine | None = None,
+    console: Console | None = None,
+) -> list[Trajectory]:
+    """K episodes of the white-box agent on tasks seed, seed+1, ..., sharing one engine and running
+    concurrently; writes `episode-0000.json`... (plus `summary.json`) into `out_dir` and prints a
+    summary table. `engine` replaces the built-in one (tests inject a fake)."""
+    from rich.console import Console
+
+    from forgerl.agent.loop import run_episode
+    from forgerl.chat import get_format
+    from forgerl.engine.base import SamplingParams
+    from forgerl.envs.base import sample_task
+
+    if n < 1:
+        raise ConfigError(f"-n must be >= 1, got {n}")
+    console = console or Console()
+    fmt = get_format(chat_format)
+    family_info(env)  # fail fast on an unknown family, before loading a model
+    if engine is None:
+        from forgerl.engine import load_engine
+
+        with console.status(f"loading {model} ..."):
+            engine = load_engine(model, chat_format=chat_format, seed=seed)
+    tasks = [sample_task(env, seed + i, difficulty) for i in range(n)]
+    envs = [make_env(env, seed + i, noise=noise.model_copy(update={"seed": noise.seed + i}) if noise else None)
+            for i in range(n)]
+
+    async def one(i: int) -> Trajectory:
+        sampling = SamplingParams(max_tokens=max_tokens, temperature=1.0, top_p=0.95, top_k=40, seed=(seed + i) * 1000)
+        try:
+            traj = await run_episode(engine, fmt, envs[i], tasks[i], sampling=sampling, max_turns=max_turns,
+                                     max_total_tokens=engine.max_context)
+            traj.metadata["env_events"] = envs[i].events()
+            return traj
+        finally:
+            await envs[i].close()
+
+    async def all_episodes() -> list[Trajectory]:
+        try:
+            return list(await asyncio.gather(*(one(i) for i in range(n))))
+        finally:
+            await engine.aclose()
+
+    start = time.perf_counter()
+    trajectories = asyncio.run(all_episodes())
+    summary = summarize(trajectories, time.perf_counter() - start)
+    if out_dir is not None:
+        _write(Path(out_dir), trajectories, summary)
+    print_summary(console, summary, out_dir)
+    return trajectories
+
+
+def _write(out: Path, trajectories: list[Trajectory], summary: RolloutSummary) -> None:
+    import dataclasses
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    for i, traj in enumerate(trajectories):
+        (out / f"episode-{i:04d}.json").write_text(traj.model_dump_json(indent=2), encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2), encoding="utf-8")
+
+
+def print_summary(console: Console, summary: RolloutSummary, out_dir: str | Path | None) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, title="rollout summary")
+    table.add_row("episodes", str(summary.episodes))
+    table.add_row("reward mean", "none (all failed)" if summary.reward_mean is None else f"{summary.reward_mean:.4g}")
+    for status in TrajectoryStatus:
+        table.add_row(f"  {status.value}", str(summary.statuses.get(status.value, 0)))
+    table.add_row("llm calls / episode", f"{summary.llm_calls_mean:.2f}")
+    table.add_row("wall time", f"{summary.elapsed_s:.2f} s")
+    if out_dir is not None:
+        table.add_row("written to", str(out_dir))
+    console.print(table)
