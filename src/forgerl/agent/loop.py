@@ -60,8 +60,8 @@ async def run_episode(
     traj.task_id, traj.chat_format = task.id, chat_format.name
     traj.metadata.update(family=task.family, new_roots=[])
     try:
+        traj.messages = env.reset(task)  # first: a task may restrict the tool set
         tools = traj.tools = env.tools()
-        traj.messages = env.reset(task)
         ctx = _Context(_render_fresh(engine, chat_format, traj.messages, tools), list(traj.messages))
         for turn in range(max_turns):
             params = _params_for_call(sampling, turn, len(ctx.prompt_ids), min(max_total_tokens, engine.max_context))
@@ -83,9 +83,11 @@ async def run_episode(
     except ContextLengthError as exc:
         return _finish(traj, env, Status.TRUNCATED, f"context budget: {exc}")
     except asyncio.CancelledError:
+        _record_env_events(traj, env)
         _fail(traj, Boundary.TIMEOUT, "episode cancelled")
         raise
     except Exception as exc:  # engine failures, and any bug: the record so far is kept
+        _record_env_events(traj, env)
         boundary = exc.boundary if isinstance(exc, ForgerlError) else Boundary.AGENT
         return _fail(traj, boundary, f"{type(exc).__name__}: {exc}")
 
@@ -185,6 +187,7 @@ def _finish(traj: Trajectory, env: Environment, status: TrajectoryStatus, reason
     """Set the status and score the episode; a verifier crash makes it FAILED (Boundary.VERIFIER)."""
     traj.status = status
     traj.metadata["end_reason"] = reason
+    _record_env_events(traj, env)
     try:
         verdict = env.reward(traj)
     except Exception as exc:
@@ -192,6 +195,16 @@ def _finish(traj: Trajectory, env: Environment, status: TrajectoryStatus, reason
     traj.reward, traj.reward_breakdown = verdict.score, dict(verdict.breakdown)
     traj.metadata["reward_evidence"] = verdict.evidence
     return traj
+
+
+def _record_env_events(traj: Trajectory, env: Environment) -> None:
+    """What the environment injected or noticed (noise events, retries), kept even on failure."""
+    try:
+        events = env.events()
+    except Exception:  # a broken environment must not hide the episode's own failure
+        return
+    if events:
+        traj.metadata["env_events"] = events
 
 
 def _fail(traj: Trajectory, boundary: Boundary, message: str) -> Trajectory:

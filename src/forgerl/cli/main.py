@@ -12,6 +12,15 @@ envs_app = typer.Typer(help="Task families: list them, validate their gold paths
 app.add_typer(envs_app, name="envs")
 
 
+def _store_app() -> typer.Typer:
+    from forgerl.store.cli import store_app
+
+    return store_app
+
+
+app.add_typer(_store_app(), name="store")
+
+
 @app.command()
 def rollout(
     model: str = typer.Option("tiny-random", help="Built-in model name or a Hugging Face model directory."),
@@ -82,6 +91,57 @@ def serve(
     from forgerl.server.app import serve as _serve
 
     _serve(model=model, host=host, port=port, chat_format=chat_format)
+
+
+@app.command()
+def train(
+    config: str | None = typer.Argument(None, help="TOML config (see forgerl.train.config.TrainConfig); defaults otherwise."),
+    model: str | None = typer.Option(None, help="`default`, `tiny-random` or a Hugging Face model directory."),
+    env: str | None = typer.Option(None, help="Task family to train on."),
+    steps: int | None = typer.Option(None, help="Optimizer steps."),
+    loss: str | None = typer.Option(None, help="cispo (default), grpo, ppo, dapo or gspo."),
+    seed: int | None = typer.Option(None, help="Run seed."),
+    device: str | None = typer.Option(None, help="cpu, cuda or auto."),
+    run_dir: str | None = typer.Option(None, help="Run directory (store, checkpoints, report)."),
+    resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
+) -> None:
+    """RL-train the agent (the main job). With no arguments: the embedded default policy on the
+    tool-reasoning family, on CPU, with the reward shown live and a report at the end."""
+    from forgerl.train.cli import run_train
+
+    overrides = {"model": model, "env": env, "steps": steps, "seed": seed, "device": device, "run_dir": run_dir}
+    if loss is not None:
+        overrides["loss"] = {"name": loss}
+    run_train(config, resume=resume, **overrides)
+
+
+@app.command()
+def sft(
+    out: str | None = typer.Option(None, help="Output directory (default: the shipped default policy's place)."),
+    examples: int = typer.Option(1200, help="Scripted-solver conversations to generate (verified by the env)."),
+    steps: int = typer.Option(400, help="Optimizer steps."),
+    batch_size: int = typer.Option(8, help="Conversations per step."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (cosine decay after warm-up)."),
+    seed: int = typer.Option(0, help="Seed for data and initialisation."),
+) -> None:
+    """Build the default policy: SFT of `tiny-random` on verified scripted-solver trajectories with
+    interleaved thinking (the reproducible bootstrap of the embedded default)."""
+    from forgerl.train.cli import run_sft
+
+    run_sft(out, examples=examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+
+
+@bench_app.command("sandbox")
+def bench_sandbox(
+    calls: int = typer.Option(200, help="Sequential tool calls per method."),
+    concurrent: int = typer.Option(32, help="Concurrent sandboxes (rollouts)."),
+    calls_per_rollout: int = typer.Option(5, help="Tool calls each concurrent rollout makes."),
+    backend: str = typer.Option("auto", help="auto, bwrap, unshare or subprocess."),
+) -> None:
+    """Tool calls/s through the sandbox vs a bare subprocess, and rollouts/s of concurrent sandboxes."""
+    from forgerl.envs.sandbox.bench import run_sandbox_bench
+
+    run_sandbox_bench(calls=calls, concurrent=concurrent, calls_per_rollout=calls_per_rollout, backend=backend)
 
 
 @bench_app.command("engine")

@@ -468,6 +468,10 @@ class ToolReasoningEnv(Environment):
         verdict.evidence["question"] = self.task.prompt
         return verdict
 
+    def gold_messages(self, task: Task, *, inject_error: bool = False, seed: int = 0) -> list[Message]:
+        """The scripted solver's whole conversation with interleaved thinking (module function)."""
+        return gold_messages(task, inject_error=inject_error, seed=seed)
+
     def gold_solution(self, task: Task) -> list[list[ToolCall]]:
         rounds: list[list[ToolCall]] = []
         solver = solve(task)

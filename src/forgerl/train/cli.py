@@ -22,10 +22,15 @@ def run_train(config_path: str | None = None, *, resume: bool = False, **overrid
     from forgerl.train.report import write_report
 
     console = Console()
-    config = load_config(config_path, **overrides)
-    if resume and config_path is None and overrides.get("run_dir") is None:
-        console.print("[red]--resume needs --run-dir (the run directory to continue)[/]")
-        raise SystemExit(2)
+    if resume:  # the run's own config; only --steps may change (to extend the run)
+        if config_path is not None or overrides.get("run_dir") is None:
+            console.print("[red]--resume takes --run-dir (the run to continue) and no config file: "
+                          "the run keeps the config stored in its directory[/]")
+            raise SystemExit(2)
+        stored = Path(overrides["run_dir"]) / "config.toml"
+        config = load_config(stored, steps=overrides.get("steps"))
+    else:
+        config = load_config(config_path, **overrides)
     console.print(f"[bold]forgerl train[/]: model={config.model} env={config.env} difficulty={config.difficulty} "
                   f"loss={config.loss.name} steps={config.steps} groups={config.groups_per_step}x{config.group_size} "
                   f"run_dir={config.run_dir}{' (resume)' if resume else ''}")
@@ -66,7 +71,8 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
     levels = difficulty or [1, 2, 3]
     t0 = time.perf_counter()
     convs, rejected = asyncio.run(verified_conversations(
-        family, range(seed, seed + examples), make_task=lambda s: make_task(family, s, levels[s % len(levels)])[1]))
+        family, range(seed, seed + examples), make_task=lambda s: make_task(family, s, levels[s % len(levels)])[1],
+        error_every=5))
     console.print(f"SFT data: {len(convs)} verified conversations from the {family} scripted solver "
                   f"({rejected} rejected by the verifier) in {time.perf_counter() - t0:.1f} s")
     model, tokenizer = load_policy("tiny-random", device="cpu", chat_format=chat_format, seed=seed)

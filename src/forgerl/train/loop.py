@@ -37,6 +37,7 @@ class TrainResult:
 def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     start = time.perf_counter()
     run = open_run(config, resume=resume)
+    config = run.config
     result = TrainResult(run_dir=str(run.run_dir))
     try:
         if run.step == 0:

@@ -25,7 +25,7 @@ from forgerl.chat.base import ChatFormat
 from forgerl.errors import ConfigError
 from forgerl.model.moe import ExpertLoadTracker
 from forgerl.store import TrajectoryStore
-from forgerl.train.config import TrainConfig, dump_config, load_config
+from forgerl.train.config import TrainConfig, dump_config
 
 
 @dataclass
@@ -61,9 +61,8 @@ def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
 
     run_dir = Path(config.run_dir)
     if resume:
-        if not (run_dir / "config.toml").is_file():
-            raise ConfigError(f"cannot resume: {run_dir} has no config.toml (was it created by `forgerl train`?)")
-        config = load_config(run_dir / "config.toml", steps=config.steps if config.steps != TrainConfig().steps else None)
+        if not (run_dir / "store.sqlite").is_file():
+            raise ConfigError(f"cannot resume: {run_dir} holds no run (no store.sqlite)")
     elif (run_dir / "store.sqlite").exists():
         raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -149,7 +149,7 @@ def train_sft(model: torch.nn.Module, tokenizer: Any, fmt: ChatFormat, conversat
         sched.step()
         losses.append(float(loss.detach()))
         if log is not None:
-            log(step, float(loss))
+            log(step, losses[-1])
     model.eval()
     return losses
 
