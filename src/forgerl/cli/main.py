@@ -144,6 +144,21 @@ def bench_sandbox(
     run_sandbox_bench(calls=calls, concurrent=concurrent, calls_per_rollout=calls_per_rollout, backend=backend)
 
 
+@bench_app.command("losses")
+def bench_losses(
+    losses: str = typer.Option("cispo,grpo,dapo", help="Comma-separated losses to compare."),
+    seeds: str = typer.Option("0", help="Comma-separated run seeds (each loss runs every seed)."),
+    steps: int = typer.Option(20, help="Training steps per run (the shared budget)."),
+    target_gain: float = typer.Option(0.15, help="Target = starting held-out reward + this gain."),
+    eval_every: int = typer.Option(2, help="Held-out evaluation interval (resolution of steps-to-target)."),
+) -> None:
+    """Train with each loss on the default task, same budget and seeds; print steps to target reward."""
+    from forgerl.train.bench import run_loss_bench
+
+    run_loss_bench(tuple(losses.split(",")), tuple(int(s) for s in seeds.split(",")), steps=steps,
+                   target_gain=target_gain, eval_every=eval_every)
+
+
 @bench_app.command("engine")
 def bench_engine(
     model: str = typer.Option("tiny-random", help="Built-in model name or a Hugging Face model directory."),

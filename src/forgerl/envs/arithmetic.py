@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from forgerl.envs.base import Environment, Family, Task, register_family
-from forgerl.envs.rewards import Verdict, verify_number
+from forgerl.envs.rewards import Verdict, submit_number, verify_number
 from forgerl.errors import ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
@@ -220,12 +220,8 @@ class ArithmeticEnv(Environment):
         raise ToolError(f"unknown tool {call.name!r}; available: calculator, submit_answer")
 
     def _submit(self, answer: Any) -> str:
-        if self._submitted is not None:
-            raise ToolError("an answer was already submitted; only the first submission counts")
-        if isinstance(answer, bool) or not isinstance(answer, int | float):
-            raise ToolError(f"answer must be a number, got {answer!r}")
-        self._submitted = answer
-        return f"Answer {format_number(answer)} submitted."
+        self._submitted, observation = submit_number(self._submitted, answer)
+        return observation
 
     def verify(self, trajectory: Trajectory) -> Verdict:
         if self.task is None:
