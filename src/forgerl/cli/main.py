@@ -123,12 +123,13 @@ def sft(
     batch_size: int = typer.Option(8, help="Conversations per step."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (cosine decay after warm-up)."),
     seed: int = typer.Option(0, help="Seed for data and initialisation."),
+    init: str = typer.Option("tiny-random", help="Model to start from (`tiny-random` or a checkpoint directory)."),
 ) -> None:
     """Build the default policy: SFT of `tiny-random` on verified scripted-solver trajectories with
     interleaved thinking (the reproducible bootstrap of the embedded default)."""
     from forgerl.train.cli import run_sft
 
-    run_sft(out, examples=examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    run_sft(out, examples=examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=init)
 
 
 @bench_app.command("sandbox")

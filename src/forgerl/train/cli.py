@@ -58,7 +58,7 @@ def run_train(config_path: str | None = None, *, resume: bool = False, **overrid
 
 def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples: int = 1500, steps: int = 600,
             batch_size: int = 16, lr: float = 2e-3, seed: int = 0, chat_format: str = "minimax_m2",
-            difficulty: list[int] | None = None) -> Path:
+            difficulty: list[int] | None = None, init: str = "tiny-random") -> Path:
     """Build the default policy: verified scripted-solver conversations -> SFT of tiny-random."""
     from rich.console import Console
 
@@ -75,7 +75,7 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
         error_every=5))
     console.print(f"SFT data: {len(convs)} verified conversations from the {family} scripted solver "
                   f"({rejected} rejected by the verifier) in {time.perf_counter() - t0:.1f} s")
-    model, tokenizer = load_policy("tiny-random", device="cpu", chat_format=chat_format, seed=seed)
+    model, tokenizer = load_policy(init, device="cpu", chat_format=chat_format, seed=seed)
     fmt = get_format(chat_format)
 
     def log(step: int, loss: float) -> None:
@@ -85,7 +85,7 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
     losses = train_sft(model, tokenizer, fmt, convs, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log=log)
     target = Path(out) if out else DEFAULT_POLICY_DIR
     save_policy(model, tokenizer, target, {
-        "made_by": "forgerl sft", "family": family, "difficulty": levels, "examples": len(convs), "rejected": rejected,
+        "made_by": "forgerl sft", "init": init, "family": family, "difficulty": levels, "examples": len(convs), "rejected": rejected,
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "chat_format": chat_format,
         "final_loss": losses[-1] if losses else None, "seconds": time.perf_counter() - t0})
     console.print(f"saved the policy to {target} in {time.perf_counter() - t0:.0f} s")
