@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml scripts/install_system_deps.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[cpu,server,report,dev]"
+	$(BIN)/pip install -q -e ".[cpu,server,report,swe,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)

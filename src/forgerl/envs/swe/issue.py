@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from forgerl.envs.swe.verify import TestResult, suite_header
+from forgerl.envs.swe.verify import CaseResult, suite_header
 
 MAX_EXAMPLES = 2
 
@@ -26,7 +26,7 @@ _OPENINGS = (
 )
 _CLOSINGS = (
     "Could you take a look?",
-    "Is this a regression? The documented behaviour is the expected value above.",
+    "Is this a regression?",
     "Thanks!",
     "",
 )
@@ -36,10 +36,12 @@ def _code(text: str) -> str:
     return f"```python\n{text.strip()}\n```"
 
 
-def describe_failure(result: TestResult) -> str | None:
+def describe_failure(result: CaseResult) -> str | None:
     """One paragraph about one failing test, or None when the failure carries too little detail."""
     d = result.detail
     call = (d.get("call") or "").strip()
+    if call and (d.get("setup") or "").strip():
+        call = d["setup"].strip() + "\n" + call
     exc = d.get("exception", "")
     if "expected" in d and "actual" in d and call:
         return f"{_code(call)}\nreturns `{d['actual']}`, but I expected `{d['expected']}`."
@@ -58,13 +60,16 @@ def describe_failure(result: TestResult) -> str | None:
     return None
 
 
-def write_issue(function: str, module: str, failures: list[TestResult], suite_source: str, rng: random.Random) -> str:
+def write_issue(function: str, module: str, failures: list[CaseResult], suite_source: str, rng: random.Random) -> str:
     """Markdown issue text for a bug in `module.function` that makes `failures` fail."""
     paragraphs = [p for p in (describe_failure(f) for f in failures) if p]
     if not paragraphs:
         raise ValueError(f"no failure of {function} carries enough detail to write an issue")
     shown = paragraphs[:MAX_EXAMPLES]
-    calls = "\n".join(str(f.detail.get("call") or f.detail.get("statement") or "") for f in failures[:MAX_EXAMPLES])
+    calls = "\n".join(
+        f"{f.detail.get('setup') or ''}\n{f.detail.get('call') or f.detail.get('statement') or ''}"
+        for f in failures[:MAX_EXAMPLES]
+    )
     header = suite_header(suite_source, calls)
     fmt = {"func": function, "module": module}
     parts = [

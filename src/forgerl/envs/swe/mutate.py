@@ -350,6 +350,7 @@ def _docstring_node(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST | Non
 def _function_body_nodes(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[ast.AST]:
     """Nodes of the function body (not its signature, decorators or docstring), in source order."""
     doc = _docstring_node(fn)
+    yield fn  # itself (not walked): drop_guard looks at its body block
     for stmt in fn.body:
         if stmt is doc:
             continue

@@ -3,7 +3,7 @@
 For every function a suite tests: propose mutations (mutate.py), try them in a seeded,
 operator-diverse order, and keep a mutant only when
   * it still compiles                                   (else "syntax error"),
-  * the suite finishes in time                          (else "timeout"),
+  * the suite finishes within its time and memory       (else "timeout"),
   * at least one test fails                             (else "no test fails": an equivalent mutant),
   * every failing test is a test of the mutated function (else "breaks pass-to-pass": the bug
     leaks into other functions or breaks the import, so the issue would not describe it),
@@ -26,7 +26,7 @@ from forgerl.envs.base import Task
 from forgerl.envs.swe.issue import write_issue
 from forgerl.envs.swe.mutate import Candidate, Source, candidates_for_function, to_mutation
 from forgerl.envs.swe.packages import TARGETS, TargetModule, installed_sources, sha256, suite_text
-from forgerl.envs.swe.verify import COLLECT, SuiteRun, function_of_test, run_tests, test_names
+from forgerl.envs.swe.verify import COLLECT, SuiteRun, function_of_test, run_tests, suite_test_names
 from forgerl.errors import ConfigError
 
 FAMILY = "swe-bugfix"
@@ -45,6 +45,7 @@ class GenerationConfig:
     write_test_variants: bool = True
     wall_s: float = 60.0
     targets: tuple[TargetModule, ...] = TARGETS
+    only_functions: frozenset[str] | None = None  # restrict to these function names (tests, debugging)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def test_path(target: TargetModule) -> str:
 def classify(run: SuiteRun, function: str) -> str | None:
     """The rejection reason for a mutant's suite run, or None when the mutant is a good bug."""
     if run.any_timeout or run.problem:
-        return "timeout"
+        return "timeout"  # hung, ran out of memory, or the test process died: all resource runaways
     failing = run.failing()
     if not failing:
         return "no test fails"
@@ -160,7 +161,8 @@ async def _try_function(
             attempts.append(Attempt(**row, status="rejected", reason="syntax error"))
             continue
         async with limiter:
-            run = await run_tests({**files, target.module: buggy, test_path(target): suite}, [test_path(target)], wall_s=config.wall_s)
+            mutant_files = {**files, target.module: buggy, test_path(target): suite}
+            run = await run_tests(mutant_files, [test_path(target)], wall_s=config.wall_s)
         reason = classify(run, function)
         failing = tuple(sorted(run.failing())) if not run.problem else ()
         if reason is None:
@@ -203,14 +205,17 @@ def _make_tasks(
         "suite": target.suite,
         "test_file": test_path(target),
         "f2p": list(failing),
-        "p2p": [n for n in test_names(suite) if n not in failing],
+        "p2p": [n for n in suite_test_names(suite) if n not in failing],
         "issue": issue,
     }
     base_id = f"{FAMILY}/{target.key}/{function}/{mutation['operator']}-{index}"
-    tasks = [Task(id=base_id, family=FAMILY, prompt=bugfix_prompt(data), data=data)]
+    hidden = {"type": "hidden_tests", "fail_to_pass": len(failing), "pass_to_pass": len(data["p2p"])}
+    tasks = [Task(id=base_id, family=FAMILY, prompt=bugfix_prompt(data), data=data, verifier=hidden)]
     if config.write_test_variants:
         variant = {**data, "kind": "write_test"}
-        tasks.append(Task(id=base_id + "/write-test", family=FAMILY, prompt=write_test_prompt(variant), data=variant))
+        inversion = {"type": "test_inversion", "test_file": ISSUE_TEST_FILE}
+        tasks.append(Task(id=base_id + "/write-test", family=FAMILY, prompt=write_test_prompt(variant), data=variant,
+                          verifier=inversion))
     return tasks
 
 
@@ -223,7 +228,7 @@ async def _baseline(target: TargetModule, files: dict[str, str], suite: str, wal
 
 
 def functions_of_suite(suite: str) -> list[str]:
-    return list(dict.fromkeys(function_of_test(n) for n in test_names(suite)))
+    return list(dict.fromkeys(function_of_test(n) for n in suite_test_names(suite)))
 
 
 async def generate(config: GenerationConfig = GenerationConfig()) -> GenerationResult:
@@ -237,8 +242,14 @@ async def generate(config: GenerationConfig = GenerationConfig()) -> GenerationR
             raise ConfigError(f"{target.module} is not among the workspace files of {target.package.dist}")
         suite = suite_text(target.suite)
         result.baseline_tests[target.module] = await _baseline(target, files, suite, config.wall_s)
-        jobs += [_try_function(target, fn, files, suite, config, limiter) for fn in functions_of_suite(suite)]
-    for tasks, attempts in await asyncio.gather(*jobs):
+        functions = [f for f in functions_of_suite(suite) if config.only_functions is None or f in config.only_functions]
+        jobs += [_try_function(target, fn, files, suite, config, limiter) for fn in functions]
+    # return_exceptions: let every job finish rather than cancel sandboxes mid-run, then re-raise
+    outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    for tasks, attempts in outcomes:  # type: ignore[misc]
         result.tasks.extend(tasks)
         result.attempts.extend(attempts)
     return result
@@ -309,9 +320,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"from {totals['kept']} kept mutants out of {totals['mutants_tried']} tried. Rejected: {rejected}.",
         "",
         "Reasons: *no test fails* = equivalent mutant or untested code; *breaks pass-to-pass* = tests of "
-        "other functions fail too (or the module no longer imports); *timeout* = the suite hung or ran "
-        "past its limit; *syntax error* = the mutant does not compile; *duplicate* = same buggy source as "
-        "an earlier mutant; *no issue detail* = the failure says too little to write an issue.",
+        "other functions fail too (or the module no longer imports); *timeout* = the suite hung, ran "
+        "out of memory or its process died; *syntax error* = the mutant does not compile; "
+        "*duplicate* = same buggy source as an earlier mutant; *no issue detail* = the failure says too "
+        "little to write an issue.",
         "",
         _md_table("By package", report["by_package"]),
         "",

@@ -26,7 +26,7 @@ COLLECT = "<collect>"
 
 
 @dataclass(frozen=True)
-class TestResult:
+class CaseResult:
     name: str
     outcome: str  # passed / failed / error / timeout
     message: str = ""
@@ -41,7 +41,7 @@ class TestResult:
 class SuiteRun:
     """Per-test results of one run; `problem` says why there are none (timeout, crash)."""
 
-    results: dict[str, TestResult]
+    results: dict[str, CaseResult]
     timed_out: bool = False
     problem: str | None = None
 
@@ -67,7 +67,9 @@ def _parse_results(stdout: str, nonce: str) -> list[dict[str, Any]] | None:
     return None
 
 
-async def run_tests(files: dict[str, str], test_files: list[str], *, wall_s: float = 60.0) -> SuiteRun:
+async def run_tests(
+    files: dict[str, str], test_files: list[str], *, wall_s: float = 60.0, per_test_timeout_s: float = 5.0
+) -> SuiteRun:
     """Copy `files` into a fresh sandbox and run `test_files` (paths among them) with the runner."""
     missing = [t for t in test_files if t not in files]
     if missing:
@@ -75,7 +77,9 @@ async def run_tests(files: dict[str, str], test_files: list[str], *, wall_s: flo
     nonce = secrets.token_hex(12)
     sandbox = new_sandbox({**files, RUNNER_NAME: RUNNER_SOURCE}, wall_s)
     try:
-        res = await sandbox.run([sys.executable, RUNNER_NAME, *test_files], stdin=nonce + "\n")
+        # a fixed hash seed: set/dict-of-str reprs in failure details are the same on every run
+        argv = ["env", "PYTHONHASHSEED=0", sys.executable, RUNNER_NAME, f"--timeout={per_test_timeout_s}", *test_files]
+        res = await sandbox.run(argv, stdin=nonce + "\n")
     finally:
         await sandbox.close()
     if res.timed_out:
@@ -85,7 +89,7 @@ async def run_tests(files: dict[str, str], test_files: list[str], *, wall_s: flo
         tail = (res.stderr or res.stdout)[-500:]
         return SuiteRun({}, problem=f"the test run crashed (exit code {res.exit_code}): {tail}")
     results = {
-        r["name"]: TestResult(r["name"], r["outcome"], r.get("message", ""), r.get("detail") or {}) for r in raw
+        r["name"]: CaseResult(r["name"], r["outcome"], r.get("message", ""), r.get("detail") or {}) for r in raw
     }
     return SuiteRun(results)
 
@@ -100,7 +104,7 @@ def function_of_test(test_name: str) -> str:
     return test_name[5:].split("__", 1)[0].replace("_DOT_", ".")
 
 
-def test_names(suite_source: str) -> list[str]:
+def suite_test_names(suite_source: str) -> list[str]:
     tree = ast.parse(suite_source)
     return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test")]
 
@@ -108,7 +112,7 @@ def test_names(suite_source: str) -> list[str]:
 def select_tests(suite_source: str, keep: set[str] | list[str]) -> str:
     """The suite with only the named test functions left (imports and helpers stay)."""
     keep = set(keep)
-    unknown = keep - set(test_names(suite_source))
+    unknown = keep - set(suite_test_names(suite_source))
     if unknown:
         raise ConfigError(f"tests {sorted(unknown)} are not in the suite")
     lines = suite_source.splitlines(keepends=True)
@@ -132,9 +136,8 @@ def suite_header(suite_source: str, names_used: str) -> str:
     for node in tree.body:
         if isinstance(node, ast.Import | ast.ImportFrom):
             bound = [a.asname or a.name.split(".")[0] for a in node.names]
-            if node.module == "pytest" or any(b == "pytest" for b in bound):
-                if not re.search(r"\bpytest\b", names_used):
-                    continue
+            if not any(re.search(rf"\b{re.escape(b)}\b", names_used) for b in bound):
+                continue  # an import the snippet does not use
             parts.append(ast.get_source_segment(suite_source, node) or "")
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and not node.name.startswith("test"):

@@ -1,0 +1,387 @@
+"""The swe-bugfix environment: a sandboxed copy of a real package with an injected bug, file tools,
+a shell, and hidden tests as the verifier (M2_NOTES §5).
+
+Two kinds of task share the environment:
+  * `bugfix`: fix the bug the issue describes; outcome 1 when every hidden test (fail-to-pass and
+    pass-to-pass) passes on the agent's package source;
+  * `write_test` (test inversion): write `tests/test_issue.py` reproducing the bug; outcome 1 when
+    that file fails on the buggy package and passes on the fixed one.
+Scoring happens at `submit`, in fresh sandboxes holding only the files the verifier names, so
+nothing else the agent left in its workspace (a conftest.py, edited tests) reaches the hidden tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import re
+from typing import Any
+
+from forgerl.envs.base import Environment, Task, Verdict
+from forgerl.envs.swe._sandbox import make_limits, new_sandbox
+from forgerl.envs.swe.pipeline import FAMILY, ISSUE_TEST_FILE
+from forgerl.envs.swe.verify import COLLECT, SuiteRun, run_tests, select_tests
+from forgerl.envs.swe.workspace import agent_workspace, buggy_files, check_task, hidden_tests, mutation_of, original_files
+from forgerl.envs.swe.packages import package_by_dist, suite_text
+from forgerl.errors import SandboxError, ToolError, VerifierError
+from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
+
+MAX_READ_LINES = 400
+MAX_SEARCH_RESULTS = 60
+MAX_OBSERVATION_CHARS = 12_000
+SHELL_WALL_S = 60.0
+VERIFY_WALL_S = 120.0
+
+SYSTEM_PROMPT = (
+    "You are a software engineer working in a sandboxed repository. Use the tools to read, search "
+    "and edit files and to run shell commands. Paths are relative to the repository root. When the "
+    "work is done, call submit exactly once."
+)
+
+
+def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required}
+
+
+_PATH = {"type": "string", "description": "file path relative to the repository root"}
+READ_FILE = ToolSpec(
+    name="read_file",
+    description=f"Show a file with line numbers (at most {MAX_READ_LINES} lines per call).",
+    parameters=_schema(
+        {"path": _PATH, "start_line": {"type": "integer", "description": "first line, 1-based (default 1)"},
+         "end_line": {"type": "integer", "description": "last line, inclusive"}},
+        ["path"],
+    ),
+)  # fmt: skip
+SEARCH = ToolSpec(
+    name="search",
+    description="Search files for a regular expression (Python syntax), like grep -rn.",
+    parameters=_schema(
+        {"pattern": {"type": "string"}, "path": {"type": "string", "description": "file or directory (default: all)"}},
+        ["pattern"],
+    ),
+)
+EDIT_FILE = ToolSpec(
+    name="edit_file",
+    description=(
+        "Edit a file. Either give old_text (must occur exactly once) and new_text to replace it, or "
+        "give start_line and end_line (inclusive, 1-based) and new_text to replace those lines."
+    ),
+    parameters=_schema(
+        {"path": _PATH, "old_text": {"type": "string"}, "new_text": {"type": "string"},
+         "start_line": {"type": "integer"}, "end_line": {"type": "integer"}},
+        ["path", "new_text"],
+    ),
+)  # fmt: skip
+WRITE_FILE = ToolSpec(
+    name="write_file",
+    description="Create a file, or overwrite it, with the given content.",
+    parameters=_schema({"path": _PATH, "content": {"type": "string"}}, ["path", "content"]),
+)
+RUN_SHELL = ToolSpec(
+    name="run_shell",
+    description=(
+        f"Run a shell command in the repository root (time limit {SHELL_WALL_S:.0f} s), "
+        "e.g. python -m pytest tests -q."
+    ),
+    parameters=_schema({"command": {"type": "string"}}, ["command"]),
+)
+SUBMIT = ToolSpec(
+    name="submit",
+    description="Finish the task: the hidden tests are run on the workspace. Only the first submission counts.",
+    parameters=_schema({}, []),
+)
+TOOLS = [READ_FILE, SEARCH, EDIT_FILE, WRITE_FILE, RUN_SHELL, SUBMIT]
+
+
+def _clip(text: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit // 2] + f"\n[... {len(text) - limit} characters cut ...]\n" + text[-limit // 2 :]
+
+
+def _int_arg(args: dict[str, Any], name: str) -> int | None:
+    value = args.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ToolError(f"{name} must be an integer line number, got {value!r}")
+    return value
+
+
+def _str_arg(args: dict[str, Any], name: str, required: bool = True) -> str | None:
+    value = args.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise ToolError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+class SweEnv(Environment):
+    family = FAMILY
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.task: Task | None = None
+        self._sandbox: Any = None
+        self._verdict: Verdict | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # --- protocol --------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._verdict is not None
+
+    def tools(self) -> list[ToolSpec]:
+        return list(TOOLS)
+
+    def reset(self, task: Task) -> list[Message]:
+        check_task(task)
+        files = agent_workspace(task)  # raises ConfigError on a wrong package version
+        self._discard_sandbox()
+        self.task, self._verdict = task, None
+        self._sandbox = new_sandbox(files, SHELL_WALL_S)
+        return [Message(role="system", content=SYSTEM_PROMPT), Message(role="user", content=task.prompt)]
+
+    async def execute(self, call: ToolCall) -> str:
+        if self.task is None or self._sandbox is None:
+            raise ToolError("the environment has no task: reset() it first")
+        handlers = {
+            "read_file": self._read_file, "search": self._search, "edit_file": self._edit_file,
+            "write_file": self._write_file, "run_shell": self._run_shell, "submit": self._submit,
+        }  # fmt: skip
+        handler = handlers.get(call.name)
+        if handler is None:
+            raise ToolError(f"unknown tool {call.name!r}; available: {', '.join(handlers)}")
+        if self.done:
+            raise ToolError("the task was already submitted; the episode is over")
+        return await handler(call.arguments)
+
+    def verify(self, trajectory: Trajectory) -> Verdict:
+        if self.task is None:
+            raise VerifierError("verify() called before reset(): no task to verify against")
+        if self._verdict is None:
+            return Verdict(outcome=0.0, parts={"submitted": 0.0}, evidence={"reason": "the agent never called submit"})
+        return self._verdict
+
+    def gold_solution(self, task: Task) -> list[list[ToolCall]]:
+        data = check_task(task)
+        if data["kind"] == "write_test":
+            content = select_tests(suite_text(data["suite"]), data["f2p"])
+            return [
+                [ToolCall(name="write_file", arguments={"path": ISSUE_TEST_FILE, "content": content})],
+                [ToolCall(name="submit", arguments={})],
+            ]
+        mutation = mutation_of(task)
+        buggy_source = buggy_files(task)[data["module"]]
+        if buggy_source.count(mutation.buggy) == 1:
+            edit = {"path": data["module"], "old_text": mutation.buggy, "new_text": mutation.original}
+        else:
+            edit = {"path": data["module"], "start_line": mutation.line_start, "end_line": mutation.buggy_line_end,
+                    "new_text": mutation.original}  # fmt: skip
+        return [[ToolCall(name="edit_file", arguments=edit)], [ToolCall(name="submit", arguments={})]]
+
+    async def close(self) -> None:
+        if self._sandbox is not None:
+            sandbox, self._sandbox = self._sandbox, None
+            await sandbox.close()
+
+    def _discard_sandbox(self) -> None:
+        """reset() is synchronous: close a previous episode's sandbox on the running loop if there
+        is one (kept referenced until done), else right here."""
+        if self._sandbox is None:
+            return
+        sandbox, self._sandbox = self._sandbox, None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(sandbox.close())
+            return
+        closing = loop.create_task(sandbox.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    # --- paths -----------------------------------------------------------------------------
+
+    def _rel(self, path: Any) -> str:
+        """A normalised workspace-relative path; refuses anything that leaves the workspace."""
+        if not isinstance(path, str) or not path.strip():
+            raise ToolError(f"path must be a non-empty string relative to the repository root, got {path!r}")
+        if "\x00" in path:
+            raise ToolError("path contains a NUL byte")
+        if path.startswith(("/", "~")):
+            raise ToolError(f"path {path!r} is absolute; give a path relative to the repository root")
+        rel = posixpath.normpath(path)
+        if rel == ".." or rel.startswith("../"):
+            raise ToolError(f"path {path!r} is outside the repository; give a path inside it")
+        root = self._sandbox.workspace.resolve()
+        if not (root / rel).resolve().is_relative_to(root):
+            raise ToolError(f"path {path!r} leads outside the repository (through a symlink); refused")
+        return rel
+
+    def _read_text(self, rel: str) -> str:
+        try:
+            return self._sandbox.read_file(rel)
+        except FileNotFoundError:
+            raise ToolError(f"no file {rel!r}; use search or run_shell `ls` to find files") from None
+        except (SandboxError, UnicodeDecodeError, IsADirectoryError) as exc:
+            raise ToolError(f"cannot read {rel!r}: {exc}") from None
+
+    # --- tools -----------------------------------------------------------------------------
+
+    async def _read_file(self, args: dict[str, Any]) -> str:
+        rel = self._rel(args.get("path"))
+        lines = self._read_text(rel).splitlines()
+        start = _int_arg(args, "start_line") or 1
+        end = _int_arg(args, "end_line") or min(len(lines), start + MAX_READ_LINES - 1)
+        if start < 1 or end < start:
+            raise ToolError(f"need 1 <= start_line <= end_line, got {start}..{end}")
+        if lines and start > len(lines):
+            raise ToolError(f"{rel} has {len(lines)} lines; start_line {start} is past the end")
+        end = min(end, len(lines), start + MAX_READ_LINES - 1)
+        body = "\n".join(f"{n:>5}  {lines[n - 1]}" for n in range(start, end + 1))
+        more = f"\n[lines {end + 1}-{len(lines)} not shown; use start_line]" if end < len(lines) else ""
+        return f"{rel} (lines {start}-{end} of {len(lines)}):\n{body}{more}"
+
+    async def _search(self, args: dict[str, Any]) -> str:
+        pattern = _str_arg(args, "pattern")
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ToolError(f"invalid regular expression {pattern!r}: {exc}") from None
+        scope = self._rel(args["path"]) if args.get("path") not in (None, "", ".") else "."
+        files = [f for f in self._sandbox.list_files() if scope == "." or f == scope or f.startswith(scope + "/")]
+        hits: list[str] = []
+        for rel in files:
+            try:
+                text = self._sandbox.read_file(rel)
+            except (SandboxError, UnicodeDecodeError, OSError):
+                continue
+            for n, line in enumerate(text.splitlines(), start=1):
+                if regex.search(line):
+                    hits.append(f"{rel}:{n}: {line.strip()[:200]}")
+                    if len(hits) >= MAX_SEARCH_RESULTS:
+                        note = f"[stopped after {MAX_SEARCH_RESULTS} matches; narrow the pattern or path]"
+                        return "\n".join(hits) + "\n" + note
+        return "\n".join(hits) if hits else f"no matches for {pattern!r}"
+
+    async def _edit_file(self, args: dict[str, Any]) -> str:
+        rel = self._rel(args.get("path"))
+        new_text = _str_arg(args, "new_text")
+        old_text = _str_arg(args, "old_text", required=False)
+        start, end = _int_arg(args, "start_line"), _int_arg(args, "end_line")
+        text = self._read_text(rel)
+        if old_text is not None and (start is not None or end is not None):
+            raise ToolError("give either old_text or start_line/end_line, not both")
+        if old_text is not None:
+            if not old_text:
+                raise ToolError("old_text is empty; to create a file use write_file")
+            count = text.count(old_text)
+            if count == 0:
+                raise ToolError(
+                    f"old_text was not found in {rel}; it must match the file exactly (including "
+                    "indentation and whitespace). Read the file again and copy the exact lines."
+                )
+            if count > 1:
+                raise ToolError(
+                    f"old_text occurs {count} times in {rel}; include more surrounding lines to make it "
+                    "unique, or use start_line/end_line"
+                )
+            at = text.index(old_text)
+            updated = text[:at] + new_text + text[at + len(old_text) :]
+            first_line = text[:at].count("\n") + 1
+        elif start is not None and end is not None:
+            lines = text.splitlines(keepends=True)
+            if not (1 <= start <= end <= len(lines)):
+                raise ToolError(f"line range {start}-{end} is not within {rel} (1-{len(lines)})")
+            replacement = new_text if not new_text or new_text.endswith("\n") else new_text + "\n"
+            updated = "".join(lines[: start - 1]) + replacement + "".join(lines[end:])
+            first_line = start
+        else:
+            raise ToolError("give old_text (exact text to replace) or both start_line and end_line")
+        self._sandbox.write_file(rel, updated)
+        shown = updated.splitlines()[max(0, first_line - 3) : first_line + new_text.count("\n") + 3]
+        snippet = "\n".join(f"{n:>5}  {line}" for n, line in enumerate(shown, start=max(1, first_line - 2)))
+        return f"edited {rel}; the region now reads:\n{snippet}"
+
+    async def _write_file(self, args: dict[str, Any]) -> str:
+        rel = self._rel(args.get("path"))
+        content = _str_arg(args, "content")
+        try:
+            self._sandbox.write_file(rel, content)
+        except SandboxError as exc:
+            raise ToolError(f"cannot write {rel!r}: {exc}") from None
+        return f"wrote {rel} ({len(content.splitlines())} lines)"
+
+    async def _run_shell(self, args: dict[str, Any]) -> str:
+        command = _str_arg(args, "command")
+        if not command.strip():
+            raise ToolError("command is empty")
+        result = await self._sandbox.run(command, limits=make_limits(SHELL_WALL_S))
+        return _clip(result.observation())
+
+    async def _submit(self, args: dict[str, Any]) -> str:
+        assert self.task is not None
+        if self.task.data["kind"] == "write_test":
+            self._verdict = await self._verify_written_test()
+        else:
+            self._verdict = await self._verify_fix()
+        return "Submitted. The episode is over."
+
+    # --- verification ----------------------------------------------------------------------
+
+    async def _verify_fix(self) -> Verdict:
+        task = self.task
+        assert task is not None
+        package = package_by_dist(task.data["package"])
+        files: dict[str, str] = {}
+        for rel in package.workspace_files():
+            try:
+                files[rel] = self._sandbox.read_file(rel)
+            except FileNotFoundError:
+                continue  # a deleted file simply fails the import
+        hidden = hidden_tests(task)
+        run = await run_tests({**files, **hidden}, list(hidden), wall_s=VERIFY_WALL_S)
+        f2p, p2p = task.data["f2p"], task.data["p2p"]
+        f2p_ok = [n for n in f2p if run.passed(n)]
+        p2p_ok = [n for n in p2p if run.passed(n)]
+        solved = len(f2p_ok) == len(f2p) and len(p2p_ok) == len(p2p)
+        return Verdict(
+            outcome=1.0 if solved else 0.0,
+            parts={
+                "submitted": 1.0,
+                "f2p_passed": len(f2p_ok) / len(f2p),
+                "p2p_passed": len(p2p_ok) / len(p2p) if p2p else 1.0,
+            },
+            evidence={"failing": sorted(set(f2p + p2p) - set(f2p_ok) - set(p2p_ok)), "problem": run.problem},
+        )
+
+    async def _verify_written_test(self) -> Verdict:
+        task = self.task
+        assert task is not None
+        try:
+            test_source = self._sandbox.read_file(ISSUE_TEST_FILE)
+        except FileNotFoundError:
+            return Verdict(outcome=0.0, parts={"submitted": 1.0}, evidence={"reason": f"no {ISSUE_TEST_FILE} was written"})
+        test_file = {ISSUE_TEST_FILE: test_source}
+        on_fixed = await run_tests({**original_files(task), **test_file}, [ISSUE_TEST_FILE], wall_s=VERIFY_WALL_S)
+        on_buggy = await run_tests({**buggy_files(task), **test_file}, [ISSUE_TEST_FILE], wall_s=VERIFY_WALL_S)
+        passes_fixed = _all_pass(on_fixed)
+        fails_buggy = bool(on_buggy.failing()) or on_buggy.timed_out
+        return Verdict(
+            outcome=1.0 if passes_fixed and fails_buggy else 0.0,
+            parts={"submitted": 1.0, "passes_on_fixed": float(passes_fixed), "fails_on_buggy": float(fails_buggy)},
+            evidence={
+                "tests": sorted(on_fixed.results),
+                "failing_on_fixed": on_fixed.failing(),
+                "failing_on_buggy": on_buggy.failing(),
+                "problem": on_fixed.problem or on_buggy.problem,
+            },
+        )
+
+
+def _all_pass(run: SuiteRun) -> bool:
+    """At least one test ran, and every test passed (a file that fails to import does not)."""
+    return bool(run.results) and COLLECT not in run.results and not run.failing() and not run.problem

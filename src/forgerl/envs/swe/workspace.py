@@ -1,0 +1,72 @@
+"""Rebuilding a task's files from the installed package: the original, the buggy copy, the
+visible tests and the hidden tests. A task stores only the mutation hunk and the file's hash."""
+
+from __future__ import annotations
+
+from forgerl.envs.base import Task
+from forgerl.envs.swe.mutate import Mutation
+from forgerl.envs.swe.packages import installed_sources, package_by_dist, sha256, suite_text
+from forgerl.envs.swe.verify import select_tests
+from forgerl.errors import ConfigError
+
+PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
+REQUIRED_KEYS = ("kind", "package", "version", "module", "source_sha256", "function", "mutation", "suite",
+                 "test_file", "f2p", "p2p", "issue")  # fmt: skip
+
+
+def check_task(task: Task) -> dict:
+    """The task's data, after checking it has what an swe-bugfix task needs."""
+    missing = [k for k in REQUIRED_KEYS if k not in task.data]
+    if missing:
+        raise ConfigError(f"task {task.id!r} is not an swe-bugfix task: data lacks {missing}")
+    if task.data["kind"] not in ("bugfix", "write_test"):
+        raise ConfigError(f"task {task.id!r} has unknown kind {task.data['kind']!r}; expected bugfix or write_test")
+    if not task.data["f2p"]:
+        raise ConfigError(f"task {task.id!r} has no fail-to-pass tests")
+    return task.data
+
+
+def mutation_of(task: Task) -> Mutation:
+    return Mutation(**check_task(task)["mutation"])
+
+
+def original_files(task: Task) -> dict[str, str]:
+    """The package's workspace files, bug-free, checked against the hash the task was made from."""
+    data = check_task(task)
+    package = package_by_dist(data["package"])
+    if package.version != data["version"]:
+        raise ConfigError(
+            f"task {task.id!r} was generated from {data['package']}=={data['version']}, but this forgerl "
+            f"pins {package.version}; regenerate the task set (python -m forgerl.envs.swe.build)"
+        )
+    files = dict(installed_sources(package))
+    if sha256(files.get(data["module"], "")) != data["source_sha256"]:
+        raise ConfigError(
+            f"{data['module']} of the installed {data['package']} differs from the file task {task.id!r} was "
+            f"generated from; reinstall {data['package']}=={data['version']}"
+        )
+    return files
+
+
+def buggy_files(task: Task) -> dict[str, str]:
+    files = original_files(task)
+    module = task.data["module"]
+    files[module] = mutation_of(task).apply(files[module])
+    return files
+
+
+def visible_tests(task: Task) -> dict[str, str]:
+    """The pass-to-pass tests the agent may see and run (the fail-to-pass ones are hidden)."""
+    data = check_task(task)
+    return {data["test_file"]: select_tests(suite_text(data["suite"]), data["p2p"])}
+
+
+def hidden_tests(task: Task) -> dict[str, str]:
+    """The full suite (fail-to-pass + pass-to-pass), copied in only at scoring time."""
+    data = check_task(task)
+    return {data["test_file"]: suite_text(data["suite"])}
+
+
+def agent_workspace(task: Task) -> dict[str, str]:
+    """What the agent starts with: the buggy package, the visible tests, a pytest config."""
+    return {**buggy_files(task), **visible_tests(task), "pytest.ini": PYTEST_INI}
