@@ -89,3 +89,23 @@ async def test_empty_command_is_refused():
 def test_an_isolated_backend_works_here():
     assert available_backend() in ("bwrap", "unshare"), (
         "no isolating sandbox backend works on this machine: run scripts/install_system_deps.sh")
+
+
+async def test_an_interpreter_under_the_hosts_tmp_stays_visible(isolated_backend, monkeypatch, tmp_path_factory):
+    """A CI clone may keep its venv under /tmp: the sandbox's private /tmp must not hide it."""
+    import forgerl.envs.sandbox.base as base
+    import forgerl.envs.sandbox.bwrap as bwrap
+    import forgerl.envs.sandbox.unshare_backend as unshare_backend
+
+    fake_root = tmp_path_factory.mktemp("venv-under-tmp")
+    assert str(fake_root).startswith("/tmp/")
+    (fake_root / "marker.txt").write_text("visible")
+    fake_root.chmod(0o755)
+    for parent in list(fake_root.parents)[:-2]:  # keep the path walkable by the sandbox uid
+        parent.chmod(parent.stat().st_mode | 0o755)
+    roots = base.python_roots() + [str(fake_root)]
+    for module in (bwrap, unshare_backend):
+        monkeypatch.setattr(module, "python_roots", lambda: roots)
+    async with create_sandbox(backend=isolated_backend) as sb:
+        res = await sb.run(f"cat {fake_root}/marker.txt")
+        assert res.stdout == "visible", res.observation()

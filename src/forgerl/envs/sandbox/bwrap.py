@@ -81,8 +81,10 @@ class BwrapBackend(Backend):
 
     def spawn(self, argv: list[str], cwd_rel: str, limits: Limits, run_id: str = "") -> Spawn:
         env = sandbox_env(INNER_WORKSPACE, self.sandbox_id, run_id)
-        cmd = [bwrap_path() or "bwrap", *self.namespace_args(limits), *system_mounts(),
-               "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+        # the private /tmp first: the interpreter or venv may live under the host's /tmp (a CI
+        # clone), and a later tmpfs would hide its bind mount
+        cmd = [bwrap_path() or "bwrap", *self.namespace_args(limits),
+               "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", *system_mounts(),
                "--bind", str(self.workspace), INNER_WORKSPACE, "--chdir", "/", "--clearenv"]
         for key, value in env.items():
             cmd += ["--setenv", key, value]

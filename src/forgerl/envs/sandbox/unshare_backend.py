@@ -33,7 +33,10 @@ def setup_script(root: str, workspace: str) -> str:
     """Shell lines (run as root of the new namespaces) that build the sandbox root at `root`."""
     q = shlex.quote
     r = q(root)
-    lines = ["set -e", f"mount -t tmpfs -o mode=755 sandbox-root {r}"]
+    lines = ["set -e", f"mount -t tmpfs -o mode=755 sandbox-root {r}",
+             # the private /tmp before any bind: the interpreter or venv may live under the host's
+             # /tmp (a CI clone), and a tmpfs mounted later would hide it
+             f"mkdir -p {r}/tmp", f"mount -t tmpfs -o size=64m,mode=1777 sandbox-tmp {r}/tmp"]
     lines += _bind_ro("/usr", f"{r}/usr")
     for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         host = f"/{top}"
@@ -46,9 +49,8 @@ def setup_script(root: str, workspace: str) -> str:
             lines += _bind_ro(f"/etc/{name}", f"{r}/etc/{name}")
     for path in python_roots():
         lines += _bind_ro(q(path), f"{r}{q(path)}")
-    lines += [f"mkdir -p {r}/proc {r}/dev {r}/tmp {r}{INNER_WORKSPACE}",
+    lines += [f"mkdir -p {r}/proc {r}/dev {r}{INNER_WORKSPACE}",
               f"mount -t proc proc {r}/proc",
-              f"mount -t tmpfs -o size=64m,mode=1777 sandbox-tmp {r}/tmp",
               f"ln -s /proc/self/fd {r}/dev/fd"]
     for dev in _DEVICES:
         lines += [f"touch {r}/dev/{dev}", f"mount --bind /dev/{dev} {r}/dev/{dev}"]
