@@ -73,6 +73,12 @@ class TrainConfig(_Config):
     """Padded tokens per micro-batch; gradients accumulate across micro-batches."""
     fp32_lm_head: bool = True
     """Compute the LM head in FP32 on both the trainer and the engine (M1's mismatch fix)."""
+    lora_rank: int = 0
+    """LoRA rank for the policy's attention projections (0 = full fine-tuning). Needs `peft`."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_rank)."""
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module names that get adapters."""
     moe_bias_step: float = 1e-3
     """Aux-loss-free load balancing: step of the sign rule on the router's selection bias (0 disables)."""
     eval_every: int = 5

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from forgerl.train.lora import decoder_and_head
 from forgerl.types import TrainingSample
 
 
@@ -62,10 +63,10 @@ def collate(samples: Sequence[TrainingSample], device: torch.device | str, pad_i
 def token_logprobs(model: torch.nn.Module, mb: MicroBatch, fp32_head: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """logp [B, L] of each trainable target token under `model` (differentiable) and the policy's
     entropy [B, L] at the predicting position (detached); both 0 where `loss_mask` is 0."""
-    hidden = model.base_model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
+    decoder, head = decoder_and_head(model)
+    hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
     rows, cols = mb.loss_mask.nonzero(as_tuple=True)  # target positions
     picked = hidden[rows, cols - 1]  # [N, H]: the hidden state that predicts each target
-    head = model.get_output_embeddings()
     if fp32_head:
         bias = None if head.bias is None else head.bias.float()
         logits = torch.nn.functional.linear(picked.float(), head.weight.float(), bias)

@@ -26,6 +26,7 @@ from forgerl.errors import ConfigError
 from forgerl.model.moe import ExpertLoadTracker
 from forgerl.store import TrajectoryStore
 from forgerl.train.config import TrainConfig, dump_config
+from forgerl.train.lora import add_lora, inference_weights
 
 
 @dataclass
@@ -45,9 +46,10 @@ class Run:
     sinks: list[Any] = field(default_factory=list)
 
     def push_weights(self) -> None:
-        """New weights to the engine with the next policy version (in process: a state-dict copy)."""
+        """New weights to the engine with the next policy version (in process: a state-dict copy;
+        LoRA adapters merged in)."""
         self.version += 1
-        self.engine.update_weights(self.policy.state_dict(), self.version)
+        self.engine.update_weights(inference_weights(self.policy), self.version)
 
     def log(self, metrics: dict[str, float]) -> None:
         self.store.log_metrics(self.run_id, self.step, metrics)
@@ -72,13 +74,15 @@ def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
     policy, tokenizer = load_policy(config.model, device=device, dtype=config.dtype, chat_format=config.chat_format,
                                     seed=config.seed)
     engine_model = copy.deepcopy(policy).eval()
+    if config.lora_rank > 0:
+        policy = add_lora(policy, config.lora_rank, config.lora_alpha, config.lora_targets)
     fmt = get_format(config.chat_format)
     stop = (tokenizer.convert_tokens_to_ids(fmt.end_of_message),)
     engine = LLMEngine(engine_model, tokenizer, model_name=config.model, max_context=config.max_context,
                        num_slots=max(8, config.groups_per_step * config.group_size), stop_token_ids=stop,
                        fp32_lm_head=config.fp32_lm_head)
     policy.train()
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, betas=config.betas, eps=config.adam_eps,
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr, betas=config.betas, eps=config.adam_eps,
                                   weight_decay=config.weight_decay)
     store = TrajectoryStore(run_dir)
     runs = store.runs()
@@ -120,7 +124,7 @@ def _load_latest_checkpoint(run: Run) -> None:
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
     state = json.loads((path / "state.json").read_text())
     run.step, run.version = state["step"], state["version"]
-    run.engine.update_weights(run.policy.state_dict(), run.version)
+    run.engine.update_weights(inference_weights(run.policy), run.version)
 
 
 def close_run(run: Run) -> None:

@@ -84,7 +84,8 @@ def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
         new_lp.append(logp.detach()[keep])
         old_lp.append(mb.old_logprobs[keep])
         entropies.append(entropy[keep])
-    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     run.optimizer.step()
     moe = run.tracker.metrics()
     if cfg.moe_bias_step > 0 and run.tracker.is_moe:
