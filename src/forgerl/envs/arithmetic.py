@@ -15,10 +15,11 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from forgerl.envs.base import Environment, Family, Task, register_family
-from forgerl.envs.rewards import Verdict, submit_number, verify_number
-from forgerl.errors import ToolError, VerifierError
-from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
+from forgerl.envs.base import Family, Task, register_family
+from forgerl.envs.numeric import NumericAnswerEnv
+from forgerl.envs.rewards import Verdict
+from forgerl.errors import ToolError
+from forgerl.types import Message, ToolCall, ToolSpec
 
 FAMILY = "arithmetic"
 MAX_EXPRESSION_CHARS = 200
@@ -188,24 +189,19 @@ def sample_task(seed: int) -> Task:
 # --- environment -----------------------------------------------------------------------------
 
 
-class ArithmeticEnv(Environment):
+class ArithmeticEnv(NumericAnswerEnv):
     family = FAMILY
 
     def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self.task: Task | None = None
-        self._submitted: float | None = None
+        super().__init__(seed)
         self._calculator_calls = 0
-
-    @property
-    def done(self) -> bool:
-        return self._submitted is not None
 
     def tools(self) -> list[ToolSpec]:
         return [CALCULATOR, SUBMIT_ANSWER]
 
     def reset(self, task: Task) -> list[Message]:
-        self.task, self._submitted, self._calculator_calls = task, None, 0
+        self._start(task)
+        self._calculator_calls = 0
         return [Message(role="system", content=SYSTEM_PROMPT), Message(role="user", content=task.prompt)]
 
     async def execute(self, call: ToolCall) -> str:
@@ -219,17 +215,9 @@ class ArithmeticEnv(Environment):
             return self._submit(call.arguments.get("answer"))
         raise ToolError(f"unknown tool {call.name!r}; available: calculator, submit_answer")
 
-    def _submit(self, answer: Any) -> str:
-        self._submitted, observation = submit_number(self._submitted, answer)
-        return observation
-
-    def verify(self, trajectory: Trajectory) -> Verdict:
-        if self.task is None:
-            raise VerifierError("reward() called before reset(): no task to verify against")
-        verdict = verify_number(self.task.verifier, self._submitted, self.task.answer)
+    def describe(self, verdict: Verdict) -> None:
         verdict.parts["calculator_calls"] = float(self._calculator_calls)
         verdict.evidence["expression"] = self.task.data.get("expression")
-        return verdict
 
     def gold_solution(self, task: Task) -> list[list[ToolCall]]:
         steps = [ToolCall(name="calculator", arguments={"expression": s}) for s in task.data["steps"]]

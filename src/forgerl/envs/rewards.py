@@ -40,7 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from forgerl.errors import SandboxError, ToolError, VerifierError
+from forgerl.errors import SandboxError, VerifierError
 from forgerl.types import Boundary, Trajectory
 
 
@@ -207,14 +207,3 @@ def verify_number(spec: dict[str, Any], submitted: Any, gold: Any) -> Verdict:
         },
     )
 
-
-def submit_number(already: int | float | None, answer: Any) -> tuple[int | float, str]:
-    """The `submit_answer` tool of numeric families: only the first submission counts and it must
-    be a number. Returns the accepted answer and the observation text; raises ToolError otherwise."""
-    from forgerl.envs.arithmetic import format_number
-
-    if already is not None:
-        raise ToolError("an answer was already submitted; only the first submission counts")
-    if isinstance(answer, bool) or not isinstance(answer, int | float):
-        raise ToolError(f"answer must be a number, got {answer!r}")
-    return answer, f"Answer {format_number(answer)} submitted."

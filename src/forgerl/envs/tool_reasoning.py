@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from forgerl.envs.arithmetic import calculate, format_number
-from forgerl.envs.base import Environment, Family, Task, register_family
-from forgerl.envs.rewards import Verdict, submit_number, verify_number
+from forgerl.envs.base import Family, Task, register_family
+from forgerl.envs.numeric import NumericAnswerEnv
+from forgerl.envs.rewards import Verdict
 from forgerl.errors import ToolError, VerifierError
-from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
+from forgerl.types import Message, ToolCall, ToolSpec
 
 FAMILY = "tool-reasoning"
 DIFFICULTIES = (1, 2, 3, 4, 5)
@@ -413,18 +414,12 @@ def solve(task: Task) -> Solver:
 # --- environment -------------------------------------------------------------------------------
 
 
-class ToolReasoningEnv(Environment):
+class ToolReasoningEnv(NumericAnswerEnv):
     family = FAMILY
 
     def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self.task: Task | None = None
-        self._submitted: int | float | None = None
+        super().__init__(seed)
         self._calls: dict[str, int] = {}
-
-    @property
-    def done(self) -> bool:
-        return self._submitted is not None
 
     def tools(self) -> list[ToolSpec]:
         names = self.task.tools if self.task is not None and self.task.tools else list(TOOL_SPECS)
@@ -434,7 +429,8 @@ class ToolReasoningEnv(Environment):
         if task.family != FAMILY or "db" not in task.data or "question" not in task.data:
             raise ValueError(f"task {task.id!r} is not a {FAMILY} task (family {task.family!r}, data keys "
                              f"{sorted(task.data)}); make it with generate_task or load a {FAMILY} task set")
-        self.task, self._submitted, self._calls = task, None, {}
+        self._start(task)
+        self._calls = {}
         return [Message(role="system", content=SYSTEM_PROMPT), Message(role="user", content=task.prompt)]
 
     def run(self, call: ToolCall) -> str:
@@ -452,17 +448,9 @@ class ToolReasoningEnv(Environment):
     async def execute(self, call: ToolCall) -> str:
         return self.run(call)
 
-    def _submit(self, answer: Any) -> str:
-        self._submitted, observation = submit_number(self._submitted, answer)
-        return observation
-
-    def verify(self, trajectory: Trajectory) -> Verdict:
-        if self.task is None:
-            raise VerifierError("reward() called before reset(): no task to verify against")
-        verdict = verify_number(self.task.verifier, self._submitted, self.task.answer)
+    def describe(self, verdict: Verdict) -> None:
         verdict.parts.update({f"{name}_calls": float(n) for name, n in sorted(self._calls.items())})
         verdict.evidence["question"] = self.task.prompt
-        return verdict
 
     def gold_messages(self, task: Task, *, inject_error: bool = False, seed: int = 0) -> list[Message]:
         """The scripted solver's whole conversation with interleaved thinking (module function)."""

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from forgerl.envs.swe.packages import INFLECTION, TARGETS, installed_sources, suite_text
+from forgerl.envs.swe.packages import INFLECTION, TARGETS, installed_sources
 from forgerl.envs.swe.pipeline import GenerationConfig, build_report, generate, report_markdown
 from forgerl.envs.swe.verify import function_of_test, run_tests
 from forgerl.envs.swe.workspace import buggy_files, hidden_tests
