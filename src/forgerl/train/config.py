@@ -38,9 +38,9 @@ class TrainConfig(_Config):
     """Chat format the agent is rendered in (`forgerl.chat.list_formats()`)."""
     env: str = "tool-reasoning"
     """Task family to train on."""
-    difficulty: list[int] = Field(default_factory=lambda: [1, 2])
+    difficulty: list[int] = Field(default_factory=lambda: [1])
     """Difficulty levels to sample training (and held-out evaluation) tasks from."""
-    steps: int = 40
+    steps: int = 20
     """Optimizer steps (each consumes one batch of freshly collected rollouts)."""
     groups_per_step: int = 8
     """Tasks per step; each task is rolled out `group_size` times (a GRPO group)."""
@@ -83,7 +83,7 @@ class TrainConfig(_Config):
     """Aux-loss-free load balancing: step of the sign rule on the router's selection bias (0 disables)."""
     eval_every: int = 5
     """Evaluate on held-out tasks every N steps (and before the first and after the last)."""
-    eval_tasks: int = 48
+    eval_tasks: int = 32
     """Held-out tasks per evaluation (seeds disjoint from training)."""
     eval_temperature: float = 0.0
     """Sampling temperature for evaluation (0 = greedy: a less noisy estimate of the policy)."""
