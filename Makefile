@@ -1,11 +1,11 @@
-# The two quick-start commands (`make demo`, `make test`) create .venv on first use.
+# The two quick-start commands (`make train`, `make test`) create .venv on first use.
 # CPU install path: torch is pinned to the 2.13.0 CPU build; never a CUDA wheel.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.forgerl-installed
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup train demo test test-slow bench clean
 
 $(STAMP): pyproject.toml scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml scripts/install_system_deps.sh
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/forgerl train --run-dir runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 
 demo: $(STAMP)
 	$(BIN)/forgerl rollout

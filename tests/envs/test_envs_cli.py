@@ -120,5 +120,5 @@ def test_rollout_without_n_keeps_the_single_episode_demo(monkeypatch):
     monkeypatch.setattr(forgerl.agent.demo, "run_demo", lambda **kwargs: seen.update(kwargs))
     result = cli("rollout", "--seed", "4", "--save", "t.json")
     assert result.exit_code == 0, result.output
-    assert seen["seed"] == 4 and seen["save_path"] == "t.json" and seen["env"] == "arithmetic"
+    assert seen["seed"] == 4 and seen["save_path"] == "t.json" and seen["env"] == "tool-reasoning"
     assert cli("rollout", "-n", "2", "--save", "t.json").exit_code == 2  # --save is for one episode

@@ -23,12 +23,12 @@ app.add_typer(_store_app(), name="store")
 
 @app.command()
 def rollout(
-    model: str = typer.Option("tiny-random", help="Built-in model name or a Hugging Face model directory."),
-    env: str = typer.Option("arithmetic", help="Task family to draw the task from."),
+    model: str = typer.Option("default", help="`default` (the shipped policy), `tiny-random` or a Hugging Face model directory."),
+    env: str = typer.Option("tool-reasoning", help="Task family to draw the task from."),
     seed: int = typer.Option(0, help="Seed for the task and for sampling."),
     chat_format: str = typer.Option("minimax_m2", "--format", help="Chat format the agent is rendered in."),
     max_turns: int = typer.Option(4, help="Maximum LLM calls in the episode."),
-    max_tokens: int = typer.Option(96, help="Maximum new tokens per LLM call."),
+    max_tokens: int = typer.Option(128, help="Maximum new tokens per LLM call."),
     save: str | None = typer.Option(None, help="Write the trajectory (exact token ids, logprobs, reward) as JSON here."),
     episodes: int | None = typer.Option(
         None, "-n", "--episodes", help="Run K episodes (tasks seed..seed+K-1) concurrently and print a summary table."),
