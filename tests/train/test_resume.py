@@ -67,6 +67,6 @@ def test_kill_9_then_resume(tmp_path):
         assert acknowledged <= set(rows)  # nothing acknowledged was lost
         assert store.latest_checkpoint(run_id).step == 4
         steps = {s for s, _, _ in store.metrics(run_id)}
-        assert steps == {1, 2, 3, 4}
+        assert steps == {0, 1, 2, 3, 4}  # 0: the evaluation before training
         assert {r["step"] for r in rows.values() if r["step"] is not None} >= {3, 4}
     assert (run_dir / "report.md").is_file()

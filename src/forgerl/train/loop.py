@@ -40,8 +40,9 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[int, 
     config = run.config
     result = TrainResult(run_dir=str(run.run_dir))
     try:
-        if run.step == 0:
+        if run.step == 0:  # the starting point, logged as step 0
             result.eval_rewards.append((0, _evaluate(run)))
+            run.log({"eval/reward": result.eval_rewards[0][1]})
         while run.step < config.steps:
             t0 = time.perf_counter()
             groups = asyncio.run(collect_groups(run))
