@@ -105,8 +105,11 @@ def load_policy(
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer
+
+    hf_logging.disable_progress_bar()  # a local checkpoint loads in well under a second
 
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
