@@ -27,12 +27,7 @@ def training_seed(run_seed: int, step: int, group: int) -> int:
 
 def make_task(family: str, seed: int, difficulty: int | None) -> tuple[Environment, Task]:
     """A fresh environment and its task; families with a difficulty dial get the level asked for."""
-    env = make_env(family, seed)
-    try:
-        task = sample_task(family, seed, difficulty=difficulty) if difficulty is not None else sample_task(family, seed)
-    except TypeError:  # a family without a difficulty dial
-        task = sample_task(family, seed)
-    return env, task
+    return make_env(family, seed), sample_task(family, seed, difficulty=difficulty)
 
 
 async def _episode(run: Run, seed: int, difficulty: int | None, sampling: SamplingParams, group_id: str | None) -> Trajectory:

@@ -24,7 +24,8 @@ import torch
 from forgerl.chat.base import ChatFormat, encode_segments
 from forgerl.envs.base import Environment, Task, make_env, sample_task
 from forgerl.errors import ToolError
-from forgerl.types import Message, ToolSpec, Trajectory
+from forgerl.train.logprobs import collate, token_logprobs
+from forgerl.types import Message, ToolSpec, TrainingSample, Trajectory
 
 
 @dataclass
@@ -95,28 +96,14 @@ def encode_conversation(tokenizer: Any, fmt: ChatFormat, conv: Conversation) -> 
 
 
 def sft_loss(model: torch.nn.Module, batch: Sequence[tuple[list[int], list[int]]], device: Any) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over trainable target tokens, and their count. The LM head
-    (in FP32) runs only on the positions that predict a trainable token: in agent conversations
-    most tokens are prompt, tools and observations, so this is most of the head's cost saved."""
-    width = max(len(ids) for ids, _ in batch)
-    ids = torch.zeros((len(batch), width), dtype=torch.long)
-    attn = torch.zeros((len(batch), width), dtype=torch.long)
-    rows, cols, targets = [], [], []
-    for i, (seq, mask) in enumerate(batch):
-        ids[i, : len(seq)] = torch.tensor(seq)
-        attn[i, : len(seq)] = 1
-        for t in range(1, len(seq)):
-            if mask[t]:
-                rows.append(i)
-                cols.append(t - 1)
-                targets.append(seq[t])
-    ids, attn = ids.to(device), attn.to(device)
-    hidden = model.base_model(input_ids=ids, attention_mask=attn).last_hidden_state
-    picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]  # [N, H]
-    head = model.get_output_embeddings()
-    logits = torch.nn.functional.linear(picked.float(), head.weight.float(), None if head.bias is None else head.bias.float())
-    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=device), reduction="sum")
-    return loss, len(targets)
+    """Summed next-token cross-entropy over trainable target tokens, and their count. Uses the
+    trainer's `token_logprobs`, so the LM head runs (in FP32) only where a trainable token is
+    predicted: in agent conversations most tokens are prompt, tools and observations."""
+    samples = [TrainingSample(input_ids=ids, loss_mask=mask, old_logprobs=[0.0] * len(ids), advantages=[0.0] * len(ids),
+                              trajectory_id="sft", calls=[], policy_versions=[]) for ids, mask in batch]
+    mb = collate(samples, device)
+    logp, _ = token_logprobs(model, mb)
+    return -(logp * mb.loss_mask).sum(), mb.num_tokens
 
 
 @dataclass
