@@ -174,5 +174,10 @@ def bench_engine(
     run_engine_bench(model=model, sessions=sessions, turns=turns, max_tokens=max_tokens, device=device)
 
 
+from forgerl.gateway.cli import gateway as _gateway_command  # noqa: E402  (light: typer + os)
+
+app.command("gateway")(_gateway_command)
+
+
 if __name__ == "__main__":
     app()

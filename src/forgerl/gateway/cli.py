@@ -1,0 +1,32 @@
+"""`forgerl gateway`: the command function (registered in cli/main.py)."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+
+def gateway(
+    model: str = typer.Option("tiny-random", help="`default`, `tiny-random` or a Hugging Face model directory."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8100, help="TCP port."),
+    chat_format: str = typer.Option("minimax_m2", "--format", help="Chat format requests are rendered in."),
+    run_dir: str | None = typer.Option(None, help="Store finished session trajectories in this run directory."),
+    session_ttl_s: float = typer.Option(3600.0, help="Seconds before an un-ended session expires (then FAILED)."),
+    served_model_name: str | None = typer.Option(None, help="Model id clients send (default: the model name)."),
+    upstream: str | None = typer.Option(
+        None, help="Instead of loading --model: forward to this OpenAI-compatible server that returns token ids "
+                   "(`forgerl serve`, vLLM), e.g. http://127.0.0.1:8000. Its key: FORGERL_UPSTREAM_API_KEY."),
+) -> None:
+    """Serve the recording gateway: an OpenAI-compatible endpoint per rollout session for black-box
+    agents; every call is recorded with exact token ids. Open sessions with POST /sessions. Set
+    FORGERL_GATEWAY_ADMIN_KEY to require that key for the admin API (needed off loopback)."""
+    admin_key = os.environ.get("FORGERL_GATEWAY_ADMIN_KEY") or None
+    if host not in ("127.0.0.1", "localhost", "::1") and admin_key is None:
+        raise typer.BadParameter("binding beyond loopback needs FORGERL_GATEWAY_ADMIN_KEY set", param_hint="--host")
+    from forgerl.gateway.serve import serve_gateway
+
+    serve_gateway(model=model, host=host, port=port, chat_format=chat_format, run_dir=run_dir, admin_key=admin_key,
+                  session_ttl_s=session_ttl_s, served_model_name=served_model_name, upstream=upstream,
+                  upstream_api_key=os.environ.get("FORGERL_UPSTREAM_API_KEY") or None)
