@@ -86,11 +86,13 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, help="TCP port."),
     chat_format: str = typer.Option("minimax_m2", "--format", help="Chat format used to render requests."),
+    admin_token: str | None = typer.Option(None, envvar="FORGERL_ADMIN_TOKEN",
+                                           help="Enable /admin/weights (versioned weight pushes) for this bearer token."),
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models)."""
     from forgerl.server.app import serve as _serve
 
-    _serve(model=model, host=host, port=port, chat_format=chat_format)
+    _serve(model=model, host=host, port=port, chat_format=chat_format, admin_token=admin_token)
 
 
 @app.command()
@@ -172,6 +174,32 @@ def bench_engine(
     from forgerl.engine.bench import run_engine_bench
 
     run_engine_bench(model=model, sessions=sessions, turns=turns, max_tokens=max_tokens, device=device)
+
+
+@bench_app.command("scheduler")
+def bench_scheduler(
+    tasks: int = typer.Option(256, help="Rollouts per mode (same seeded tasks in every mode)."),
+    batch_size: int = typer.Option(16, help="Rollouts per training batch."),
+    capacity: int = typer.Option(64, help="N: rollouts open at once (running or finished, not yet taken)."),
+    window: int | None = typer.Option(None, help="W of the windowed mode (default ceil(0.3 N))."),
+    max_staleness: int = typer.Option(8, help="Staleness bound in policy versions."),
+    train_s: float = typer.Option(0.12, help="Simulated trainer step in seconds."),
+    seed: int = typer.Option(0, help="Workload seed."),
+    modes: str = typer.Option("sync,fifo,greedy,windowed", help="Comma-separated modes."),
+) -> None:
+    """Synchronous vs strict-FIFO vs greedy vs windowed-FIFO rollouts on one long-tailed workload."""
+    from forgerl.rollout.bench import Workload, run_scheduler_bench
+
+    run_scheduler_bench(Workload(tasks=tasks, batch_size=batch_size, capacity=capacity, max_staleness=max_staleness,
+                                 train_s=train_s, seed=seed), modes=tuple(modes.split(",")), window=window)
+
+
+@bench_app.command("weightsync")
+def bench_weightsync(repeats: int = typer.Option(3, help="Pushes per model size and transport.")) -> None:
+    """Weight push time vs model size: trainer -> `forgerl serve` through /dev/shm or a disk file."""
+    from forgerl.rollout.weights_bench import run_weight_sync_bench
+
+    run_weight_sync_bench(repeats=repeats)
 
 
 from forgerl.gateway.cli import gateway as _gateway_command  # noqa: E402  (light: typer + os)

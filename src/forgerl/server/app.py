@@ -19,6 +19,11 @@ What is and is not honoured:
   text, which for a token holding half a multi-byte character is the replacement character.
 * A completion the chat format cannot parse comes back as raw text in `content` with
   finish_reason "stop" (or "length"), never as a server error.
+
+Weight sync (admin.py): with an admin token, `POST /admin/weights` loads a safetensors file as
+policy version N. By default new requests wait while in-flight ones drain, so every completion is
+sampled by exactly one version; each response carries it in the `x-forgerl-policy-version` header
+(and in the `forgerl` body extension).
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from forgerl.chat.base import ChatFormat, ParsedCompletion, encode_segments
 from forgerl.engine.base import Engine, GenerationResult, SamplingParams, TokenEvent
 from forgerl.errors import ConfigError, ContextLengthError, ParseError
+from forgerl.server.admin import VERSION_HEADER, AdmissionGate, add_admin_routes
 from forgerl.server.convert import RequestError, to_messages, to_tool_specs
 from forgerl.server.protocol import ChatCompletionRequest, NamedToolChoice, error_body
 from forgerl.server.streaming import Channel, DeltaSplitter, IncrementalDecoder, cut_at_markers
@@ -327,6 +334,19 @@ def _sse(obj: dict[str, Any] | str) -> bytes:
 
 async def _stream_body(
     srv: _Server, prep: _Prepared, events: AsyncIterator[TokenEvent | GenerationResult],
+    first: TokenEvent | GenerationResult, rid: str, release: Any = None,
+) -> AsyncIterator[bytes]:
+    """SSE chunks (then `release()`, the request's admission slot, however the stream ends)."""
+    try:
+        async for part in _stream_chunks(srv, prep, events, first, rid):
+            yield part
+    finally:
+        if release is not None:
+            release()
+
+
+async def _stream_chunks(
+    srv: _Server, prep: _Prepared, events: AsyncIterator[TokenEvent | GenerationResult],
     first: TokenEvent | GenerationResult, rid: str,
 ) -> AsyncIterator[bytes]:
     """SSE chunks: role, reasoning/content deltas, tool calls at the end, finish, usage, [DONE]."""
@@ -422,11 +442,18 @@ def _engine_failure(exc: Exception) -> JSONResponse:
     return _err(500, f"engine error: {exc}", type_="server_error", code="engine_error")
 
 
-def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: str | None = None) -> FastAPI:
-    """A FastAPI app serving `engine` under `served_model_name` (default: the engine's model name)."""
+def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: str | None = None,
+               admin_token: str | None = None) -> FastAPI:
+    """A FastAPI app serving `engine` under `served_model_name` (default: the engine's model name).
+
+    `admin_token` enables the weight-sync routes (`/admin/weights`) for callers presenting it as a
+    bearer token; without one they answer 404 and say how to enable them."""
     srv = _Server(engine, chat_format, served_model_name)
+    gate = AdmissionGate()
     app = FastAPI(title="forgerl", description="OpenAI-compatible API over a forgerl engine")
     app.state.forgerl = srv
+    app.state.gate = gate
+    add_admin_routes(app, engine, gate, admin_token)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -469,26 +496,36 @@ def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: st
             return _err(exc.status, exc.message, type_="not_found_error" if exc.status == 404 else exc.type,
                         param=exc.param, code=exc.code)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
+        await gate.enter()  # waits while a weight update drains the engine
         if not req.stream:
             try:
                 result = await srv.engine.generate(prep.prompt_ids, prep.params)
             except Exception as exc:  # noqa: BLE001 — engine failures become 4xx/5xx, never a crash
                 return _engine_failure(exc)
+            finally:
+                gate.exit()
             if result.finish_reason == "error":
                 return _err(500, "the engine reported an error for this completion", type_="server_error",
                             code="engine_error")
-            return JSONResponse(_response(srv, prep, result, rid))
+            return JSONResponse(_response(srv, prep, result, rid),
+                                headers={VERSION_HEADER: str(result.policy_version)})
         # Pull the first event before answering, so errors raised up front get a real status code.
+        version = srv.engine.policy_version  # fixed for the request: updates wait for it to drain
+        release = gate.releaser()
         try:
             events = aiter(srv.engine.stream(prep.prompt_ids, prep.params))
             first_event = await anext(events)
         except StopAsyncIteration:
+            release()
             return _err(500, "engine stream ended without a result", type_="server_error", code="engine_error")
         except Exception as exc:  # noqa: BLE001
+            release()
             return _engine_failure(exc)
+        # released when the body ends, or by the background task if the client left before it began
         return StreamingResponse(
-            _stream_body(srv, prep, events, first_event, rid), media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            _stream_body(srv, prep, events, first_event, rid, release=release), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", VERSION_HEADER: str(version)},
+            background=BackgroundTask(release),
         )
 
     return app
@@ -496,14 +533,19 @@ def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: st
 
 def serve(
     model: str = "tiny-random", host: str = "127.0.0.1", port: int = 8000, chat_format: str = "minimax_m2",
-    *, served_model_name: str | None = None, log_level: str = "info",
+    *, served_model_name: str | None = None, log_level: str = "info", admin_token: str | None = None,
 ) -> None:
-    """Load `model` with the built-in engine and serve it until interrupted (loopback by default)."""
+    """Load `model` with the built-in engine and serve it until interrupted (loopback by default).
+
+    The weight-sync admin routes are enabled by `admin_token` or the FORGERL_ADMIN_TOKEN variable."""
+    import os
+
     import uvicorn
 
     from forgerl.chat.base import get_format
     from forgerl.engine import load_engine  # type: ignore[attr-defined]
 
     engine = load_engine(model, chat_format=chat_format)
-    app = create_app(engine, get_format(chat_format), served_model_name=served_model_name)
+    token = admin_token or os.environ.get("FORGERL_ADMIN_TOKEN") or None
+    app = create_app(engine, get_format(chat_format), served_model_name=served_model_name, admin_token=token)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,0 +1,192 @@
+"""The trainer's side of cross-process weight sync, and the stale-weights alarm.
+
+    pusher = WeightPusher("http://127.0.0.1:8000", admin_token=token)
+    ...after each optimizer step:
+    result = pusher.push(inference_weights(policy), version)   # also feeds pusher.alarm
+
+`push` writes the state dict as one safetensors file into a shared directory (`/dev/shm` when it
+exists: shared memory, no disk I/O), renamed into place so the server never sees a partial file,
+then posts its path and version to the server's `/admin/weights` (server/admin.py), which drains
+in-flight requests and swaps the weights. Old files are removed once a newer version is loaded.
+
+Why an alarm: with trainer and engine in separate processes a failed push (engine restarted,
+drain timed out, disk full) does not stop training — it silently turns on-policy RL into
+ever-more-off-policy RL. `StaleWeightsAlarm` compares the version the trainer pushed with the one
+the engine reports and logs loudly (and optionally raises) when the engine stops following.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forgerl.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+
+class StaleWeightsError(EngineError):
+    """The inference engine kept serving old weights for too long."""
+
+
+class StaleWeightsAlarm:
+    """Call `check(trainer_version, engine_version)` after every push.
+
+    The alarm fires when the engine lags the trainer by more than `max_lag` versions (or cannot
+    be reached: engine_version None) for `patience` checks in a row; it then logs at ERROR on
+    every check until the engine catches up (and says so), calls `on_alarm`, and raises
+    StaleWeightsError once the streak reaches `raise_after` (None: never raise). An engine
+    *ahead* of the trainer (another trainer pushing to it?) fires at once.
+    """
+
+    def __init__(self, *, max_lag: int = 0, patience: int = 2, raise_after: int | None = None,
+                 on_alarm: Callable[[str], None] | None = None, logger: logging.Logger | None = None) -> None:
+        if max_lag < 0 or patience < 1 or (raise_after is not None and raise_after < patience):
+            raise ValueError("need max_lag >= 0, patience >= 1 and raise_after >= patience (or None)")
+        self.max_lag, self.patience, self.raise_after = max_lag, patience, raise_after
+        self.on_alarm = on_alarm
+        self.log = logger or log
+        self.streak = 0
+        self.alarms = 0
+        self.firing = False
+
+    def check(self, trainer_version: int, engine_version: int | None) -> bool:
+        """True while the alarm is firing."""
+        if engine_version is not None and engine_version > trainer_version:
+            return self._fire(f"inference engine reports policy version {engine_version}, AHEAD of the trainer's "
+                              f"{trainer_version}: another trainer may be pushing to it")
+        lag = None if engine_version is None else trainer_version - engine_version
+        if lag is not None and lag <= self.max_lag:
+            if self.firing:
+                self.log.warning("stale-weights alarm cleared: the engine is at version %d (trainer %d)",
+                                 engine_version, trainer_version)
+            self.streak, self.firing = 0, False
+            return False
+        self.streak += 1
+        if self.streak < self.patience:
+            return False
+        what = "cannot be reached" if lag is None else f"is at policy version {engine_version}, {lag} behind"
+        message = (f"STALE WEIGHTS: the inference engine {what} the trainer's version {trainer_version} for "
+                   f"{self.streak} checks in a row; rollouts are being sampled by old weights (off-policy). "
+                   "Check the weight pushes and the engine's /admin/weights.")
+        fired = self._fire(message)
+        if self.raise_after is not None and self.streak >= self.raise_after:
+            raise StaleWeightsError(message)
+        return fired
+
+    def _fire(self, message: str) -> bool:
+        banner = "!" * 100
+        self.log.error("\n%s\n%s\n%s", banner, message, banner)
+        self.alarms += 1
+        self.firing = True
+        if self.on_alarm is not None:
+            self.on_alarm(message)
+        return True
+
+
+@dataclass
+class PushResult:
+    version: int
+    ok: bool
+    engine_version: int | None  # what the engine reports after the push (None: unreachable)
+    bytes: int = 0
+    save_s: float = 0.0  # writing the safetensors file
+    request_s: float = 0.0  # the server loading, draining and applying it
+    total_s: float = 0.0
+    server: dict[str, Any] | None = None  # the server's timings
+    error: str | None = None
+
+
+def default_shared_dir() -> Path:
+    """Shared memory where the OS has it (a tmpfs: the file never touches a disk); else the temp dir."""
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    return base / f"forgerl-weights-{os.getpid()}"
+
+
+class WeightPusher:
+    """Pushes new weights with a version to a `forgerl serve` process (see the module docstring)."""
+
+    def __init__(self, base_url: str, *, admin_token: str, shared_dir: str | os.PathLike[str] | None = None,
+                 mode: str = "drain", drain_timeout_s: float = 60.0, timeout_s: float = 300.0,
+                 alarm: StaleWeightsAlarm | None = None) -> None:
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self.shared_dir = Path(shared_dir) if shared_dir is not None else default_shared_dir()
+        self.shared_dir.mkdir(parents=True, exist_ok=True)
+        self.mode, self.drain_timeout_s = mode, drain_timeout_s
+        self.alarm = alarm if alarm is not None else StaleWeightsAlarm()
+        self._http = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {admin_token}"})
+        self._files: list[Path] = []
+
+    def push(self, state_dict: Mapping[str, Any], version: int) -> PushResult:
+        """Write, post, verify; never raises for a failed push (the alarm does the shouting),
+        except StaleWeightsError when the alarm is set to raise."""
+        import httpx
+        from safetensors.torch import save_file
+
+        t0 = time.perf_counter()
+        path = self.shared_dir / f"policy_v{version:08d}.safetensors"
+        tmp = path.with_suffix(".tmp")
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
+        size = path.stat().st_size
+        t1 = time.perf_counter()
+        result = PushResult(version=version, ok=False, engine_version=None, bytes=size, save_s=t1 - t0)
+        try:
+            resp = self._http.post(f"{self.base_url}/admin/weights", json={
+                "path": str(path.resolve()), "version": version, "mode": self.mode,
+                "drain_timeout_s": self.drain_timeout_s})
+            result.request_s = time.perf_counter() - t1
+            body = resp.json()
+            if resp.status_code == 200:
+                result.ok, result.server, result.engine_version = True, body, body["policy_version"]
+            else:
+                result.error = f"HTTP {resp.status_code}: {body.get('error', {}).get('message', body)}"
+                result.engine_version = self.engine_version()
+        except (httpx.HTTPError, ValueError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+        result.total_s = time.perf_counter() - t0
+        if result.ok:
+            self._files.append(path)
+            for old in self._files[:-1]:  # the engine holds the newest; earlier files are done with
+                old.unlink(missing_ok=True)
+            self._files = self._files[-1:]
+        else:
+            if path not in self._files:  # never delete the file of the version the engine holds
+                path.unlink(missing_ok=True)
+            log.error("weight push of version %d failed: %s", version, result.error)
+        self.alarm.check(version, result.engine_version)
+        return result
+
+    def engine_version(self) -> int | None:
+        """The engine's policy version, or None when it cannot be reached."""
+        import httpx
+
+        try:
+            resp = self._http.get(f"{self.base_url}/admin/weights")
+            return int(resp.json()["policy_version"]) if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
+
+    def close(self) -> None:
+        self._http.close()
+        for f in self._files:
+            f.unlink(missing_ok=True)
+        try:
+            self.shared_dir.rmdir()
+        except OSError:
+            pass
+
+    def __enter__(self) -> WeightPusher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
