@@ -202,8 +202,10 @@ def bench_weightsync(repeats: int = typer.Option(3, help="Pushes per model size 
     run_weight_sync_bench(repeats=repeats)
 
 
+from forgerl.eval.cli import eval_command as _eval_command  # noqa: E402  (light: typer only)
 from forgerl.gateway.cli import gateway as _gateway_command  # noqa: E402  (light: typer + os)
 
+app.command("eval")(_eval_command)
 app.command("gateway")(_gateway_command)
 
 

@@ -43,6 +43,7 @@ __all__ = [
 # Modules that register the built-in families when first needed (a new family adds its module here).
 BUILTIN_FAMILY_MODULES = (
     "forgerl.envs.arithmetic", "forgerl.envs.tool_reasoning", "forgerl.envs.cowork", "forgerl.envs.swe",
+    "forgerl.envs.reasoning_gym", "forgerl.envs.bfcl", "forgerl.rollout.multiagent",
 )
 
 

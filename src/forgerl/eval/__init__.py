@@ -1,0 +1,17 @@
+"""Evaluation of a model on held-out tasks: pass rates with Wilson intervals per group, trajectories
+in a store (run.py: the pure parts; cli.py: `forgerl eval`). Names are loaded on first use, so
+the command line can import `forgerl.eval.cli` without the environment stack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["EvalReport", "GroupStats", "held_out_tasks", "run_tasks", "summarize", "wilson_interval"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from forgerl.eval import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'forgerl.eval' has no attribute {name!r}")

@@ -1,0 +1,190 @@
+"""Evaluation: run the white-box agent on held-out tasks of a family and report pass rates with
+Wilson confidence intervals, overall and per group, keeping every trajectory in a store.
+
+Episodes go through the same agent loop as training (agent/loop.py `run_episode`) and held-out
+tasks come from the same seed range the trainer evaluates on (train/rollouts.py
+HELD_OUT_SEED_BASE), except where a family lists its eval split itself (bfcl: `make_tasks`).
+
+A pass is a scored episode whose verifier outcome is 1.0 (reward shaping does not change it).
+Infrastructure failures (status FAILED: engine, verifier crash) have no outcome and are kept out
+of the denominator, counted apart (DESIGN.md contract 4).
+
+Grouping is by a key of `trajectory.metadata` (`group_by`): `category` (a BFCL category, a
+reasoning-gym generator, else the family) and `difficulty` are stamped on every trajectory here;
+another dimension (e.g. the scaffold an episode ran in) only needs to be stamped into the metadata
+by whoever runs the episode, and `summarize(trajectories, group_by="scaffold")` reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from forgerl.envs.base import Task, family_info, make_env, sample_task
+from forgerl.errors import ConfigError
+from forgerl.types import Trajectory, TrajectoryStatus
+
+if TYPE_CHECKING:
+    from forgerl.chat.base import ChatFormat
+    from forgerl.engine.base import Engine, SamplingParams
+
+Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
+
+
+def wilson_interval(passed: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson 1927): unlike the normal
+    approximation it stays inside [0, 1] and is not degenerate at 0/n or n/n, which is where a
+    small model's pass rates live. (0, 1) when n is 0."""
+    if n < 0 or not 0 <= passed <= n:
+        raise ValueError(f"need 0 <= passed <= n, got passed={passed}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = passed / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if passed == 0 else max(0.0, centre - half)  # exact ends where rounding would miss them
+    high = 1.0 if passed == n else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass
+class GroupStats:
+    group: str
+    episodes: int = 0  # scored episodes (the denominator)
+    passed: int = 0
+    failed_infra: int = 0  # FAILED episodes, not in the denominator
+    reward_sum: float = 0.0
+
+    @property
+    def pass_rate(self) -> float:
+        return self.passed / self.episodes if self.episodes else 0.0
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return wilson_interval(self.passed, self.episodes)
+
+    @property
+    def reward_mean(self) -> float:
+        return self.reward_sum / self.episodes if self.episodes else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        low, high = self.ci
+        return {**asdict(self), "pass_rate": self.pass_rate, "ci_low": low, "ci_high": high,
+                "reward_mean": self.reward_mean}
+
+
+@dataclass
+class EvalReport:
+    env: str
+    model: str
+    group_by: str
+    overall: GroupStats
+    groups: list[GroupStats] = field(default_factory=list)
+    store: str | None = None
+    run_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"env": self.env, "model": self.model, "group_by": self.group_by, "overall": self.overall.as_dict(),
+                "groups": [g.as_dict() for g in self.groups], "store": self.store, "run_id": self.run_id}
+
+
+def passed(trajectory: Trajectory) -> bool:
+    return trajectory.status != TrajectoryStatus.FAILED and trajectory.reward_breakdown.get("outcome") == 1.0
+
+
+def summarize(trajectories: Sequence[Trajectory], group_by: str = "category", *, env: str = "", model: str = "") -> EvalReport:
+    """Pass rates overall and per value of `trajectory.metadata[group_by]` (missing: "-")."""
+    overall, groups = GroupStats("all"), {}
+    for traj in trajectories:
+        key = str(traj.metadata.get(group_by, "-"))
+        for stats in (overall, groups.setdefault(key, GroupStats(key))):
+            if traj.status == TrajectoryStatus.FAILED:
+                stats.failed_infra += 1
+                continue
+            stats.episodes += 1
+            stats.passed += passed(traj)
+            stats.reward_sum += traj.reward or 0.0
+    return EvalReport(env=env, model=model, group_by=group_by, overall=overall,
+                      groups=[groups[k] for k in sorted(groups)])
+
+
+def resolve_env(name: str) -> str:
+    """A registered family name; `reasoning-gym:SPEC` (or `reasoning-gym-tools:SPEC`, which adds a
+    calculator) registers that mix first. SPEC = generator[:difficulty][*weight],..."""
+    prefix, _, spec = name.partition(":")
+    if spec and prefix in ("reasoning-gym", "reasoning-gym-tools"):
+        from forgerl.envs.reasoning_gym import parse_mix, register_mix
+
+        register_mix(name, parse_mix(spec, tools=("calculator",) if prefix.endswith("-tools") else ()))
+    return name
+
+
+def held_out_tasks(env: str, n: int, *, seed: int = 0, difficulty: int | None = None, split: str = "eval") -> list[Task]:
+    """`n` evaluation tasks of family `env`. bfcl lists its eval split (cycled through the
+    difficulty's categories in turn, so every category is represented); other families draw from
+    the held-out seed range the trainer evaluates on."""
+    from forgerl.train.rollouts import HELD_OUT_SEED_BASE
+
+    if n < 1:
+        raise ConfigError(f"-n must be >= 1, got {n}")
+    fam = family_info(resolve_env(env))
+    if env == "bfcl":
+        return _bfcl_tasks(n, seed, difficulty, split)
+    if split != "eval":
+        raise ConfigError(f"--split applies to bfcl only; {env} draws eval tasks from the held-out seed range")
+    levels = [difficulty] if difficulty is not None else list(fam.difficulties)
+    return [sample_task(env, HELD_OUT_SEED_BASE + seed * 100_003 + i, levels[i % len(levels)] if fam.generate else None)
+            for i in range(n)]
+
+
+def _bfcl_tasks(n: int, seed: int, difficulty: int | None, split: str) -> list[Task]:
+    import random
+
+    from forgerl.envs.bfcl import data, make_tasks
+
+    categories = [c for c, level in data.CATEGORIES.items() if difficulty is None or level == difficulty]
+    per_category = [make_tasks(split, [c]) for c in categories]
+    for tasks in per_category:
+        random.Random(f"bfcl-eval:{seed}").shuffle(tasks)
+    chosen: list[Task] = []
+    while len(chosen) < n and any(per_category):
+        for tasks in per_category:
+            if tasks and len(chosen) < n:
+                chosen.append(tasks.pop(0))
+    return chosen
+
+
+def _category(task: Task) -> str:
+    return str(task.data.get("category") or task.family)
+
+
+async def run_tasks(
+    engine: Engine, chat_format: ChatFormat, env: str, tasks: Sequence[Task], *, sampling: SamplingParams,
+    max_turns: int, max_total_tokens: int, concurrency: int = 16, metadata: dict[str, Any] | None = None,
+) -> list[Trajectory]:
+    """One episode per task through the agent loop, `concurrency` at a time on the shared engine.
+    Each trajectory gets `category`, `difficulty`, `eval_index` and `metadata` in its metadata."""
+    import dataclasses
+
+    from forgerl.agent.loop import run_episode
+
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(index: int, task: Task) -> Trajectory:
+        async with gate:
+            environment = make_env(env, index)
+            params = sampling if sampling.seed is None else dataclasses.replace(sampling, seed=sampling.seed + 7919 * index)
+            try:
+                traj = await run_episode(engine, chat_format, environment, task, sampling=params, max_turns=max_turns,
+                                         max_total_tokens=max_total_tokens)
+            finally:
+                await environment.close()
+        traj.metadata.update(metadata or {})
+        traj.metadata.update(category=_category(task), difficulty=task.difficulty, eval_index=index)
+        return traj
+
+    return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks))))
