@@ -28,6 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
+	$(BIN)/pip install -q -e ".[agents]"  # mini-swe-agent, driven through the gateway
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
