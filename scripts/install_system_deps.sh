@@ -1,28 +1,28 @@
 #!/usr/bin/env sh
-# Installs the system tools forgerl's sandbox uses (bubblewrap). Idempotent: does nothing when
-# bwrap is already there. Never fails the caller: when it cannot install (not root, no apt-get),
-# it says so and exits 0 — the sandbox then falls back to `unshare` or an unisolated subprocess,
-# and warns loudly about it.
+# Installs the system tools forgerl uses: bubblewrap (the sandbox) and chromium (the review app's
+# browser tests, driven headless by Playwright; no browser download). Idempotent: installs only what
+# is missing. Never fails the caller: when it cannot install (not root, no apt-get), it says so and
+# exits 0 — the sandbox then falls back to `unshare` or an unisolated subprocess (and warns loudly),
+# and the browser tests are skipped with a reason.
 set -u
-if command -v bwrap >/dev/null 2>&1; then
-    echo "install_system_deps: bubblewrap already installed ($(command -v bwrap)); nothing to do"
+missing=""
+command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+if [ -z "$missing" ]; then
+    echo "install_system_deps: bubblewrap and chromium already installed; nothing to do"
     exit 0
 fi
-if [ "$(id -u)" != "0" ]; then
-    echo "install_system_deps: bubblewrap missing and not running as root; NOT installed." >&2
-    echo "  install it yourself: sudo apt-get install -y bubblewrap (or your distro's package)" >&2
+if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "install_system_deps: missing:$missing; NOT installed (needs root and apt-get)." >&2
+    echo "  install them yourself: sudo apt-get install -y$missing (or your distro's packages)" >&2
     exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install_system_deps: bubblewrap missing and apt-get not available; NOT installed." >&2
-    echo "  install the 'bubblewrap' package with your system's package manager" >&2
-    exit 0
-fi
-echo "install_system_deps: installing bubblewrap with apt-get"
+echo "install_system_deps: installing$missing with apt-get"
+# shellcheck disable=SC2086
 if DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap; then
-    echo "install_system_deps: installed $(bwrap --version)"
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing; then
+    echo "install_system_deps: installed$missing"
 else
-    echo "install_system_deps: apt-get could not install bubblewrap; NOT installed (see errors above)" >&2
+    echo "install_system_deps: apt-get could not install$missing; NOT installed (see errors above)" >&2
 fi
 exit 0

@@ -9,9 +9,11 @@ from forgerl.store.aio import AsyncTrajectoryStore
 from forgerl.store.errors import DuplicateTrajectoryError, SchemaVersionError, StoreError, UnknownRecordError
 from forgerl.store.migrations import LATEST_VERSION
 from forgerl.store.sqlite import (
+    LABEL_KINDS,
     STORE_FILENAME,
     SUMMARY_COLUMNS,
     CheckpointRecord,
+    ExpertRecord,
     LabelRecord,
     RunRecord,
     TrajectoryStore,
@@ -25,6 +27,8 @@ __all__ = [
     "AsyncTrajectoryStore",
     "CheckpointRecord",
     "DuplicateTrajectoryError",
+    "ExpertRecord",
+    "LABEL_KINDS",
     "LabelRecord",
     "RunRecord",
     "SchemaVersionError",

@@ -134,11 +134,34 @@ _V3_LABELS_INDEXES_AND_GUARDS = (
     BEGIN SELECT RAISE(ABORT, 'labels are append-only: they are never deleted'); END""",
 )
 
+_V4_EXPERT_LABELS = (
+    # What a label is (a rubric score, an A/B preference, a step comment) and, for a preference, the
+    # other trajectory of the pair. Labels written before v4 keep kind 'other'.
+    "ALTER TABLE labels ADD COLUMN kind TEXT NOT NULL DEFAULT 'other'",
+    "ALTER TABLE labels ADD COLUMN other_trajectory_id TEXT REFERENCES trajectories(id)",
+    # Re-labelling appends a new label that names the one it replaces; the file refuses a label
+    # that supersedes another expert's label, so no code path can change someone else's judgement.
+    "ALTER TABLE labels ADD COLUMN supersedes INTEGER REFERENCES labels(id)",
+    "CREATE INDEX labels_by_expert ON labels(expert, kind)",
+    "CREATE INDEX labels_by_other ON labels(other_trajectory_id)",
+    "CREATE UNIQUE INDEX labels_superseded_once ON labels(supersedes) WHERE supersedes IS NOT NULL",
+    """CREATE TRIGGER labels_supersede_own_only BEFORE INSERT ON labels
+    WHEN NEW.supersedes IS NOT NULL AND (SELECT expert FROM labels WHERE id = NEW.supersedes) IS NOT NEW.expert
+    BEGIN SELECT RAISE(ABORT, 'an expert can only supersede their own labels'); END""",
+    # Accounts of the experts who may sign in to the review app (password hashes only).
+    """CREATE TABLE experts (
+        name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, trajectories, metrics, checkpoints", _V1_CORE),
     Migration(2, "trajectories.difficulty, backfilled from metadata",
               ("ALTER TABLE trajectories ADD COLUMN difficulty REAL", _backfill_difficulty)),
     Migration(3, "labels table, query indexes, append-only triggers", _V3_LABELS_INDEXES_AND_GUARDS),
+    Migration(4, "label kinds, preference pairs, own-only superseding; expert accounts", _V4_EXPERT_LABELS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -45,6 +45,7 @@ STORE_FILENAME = "store.sqlite"
 _FILE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 _ID_CHUNK = 500  # ids per `IN (...)` query: far below SQLite's bound-parameter limit
 
+LABEL_KINDS: tuple[str, ...] = ("rubric", "preference", "comment", "other")
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 RUN_STATUSES: tuple[str, ...] = ("running", "completed", "failed", "interrupted")
 Order = Literal["created", "-created", "stored", "reward", "-reward", "step"]
@@ -91,6 +92,16 @@ class LabelRecord:
     expert: str
     rubric_version: str
     payload: dict[str, Any]
+    created_at: float
+    kind: str = "other"  # one of LABEL_KINDS
+    other_trajectory_id: str | None = None  # a preference's second trajectory (payload says which won)
+    supersedes: int | None = None  # the same expert's earlier label this one replaces
+
+
+@dataclass(frozen=True)
+class ExpertRecord:
+    name: str
+    password_hash: str
     created_at: float
 
 
@@ -403,25 +414,104 @@ class TrajectoryStore:
     # -- labels (expert feedback; the review UI fills these) ---------------------------------
 
     def add_label(self, trajectory_id: str, expert: str, payload: Mapping[str, Any], *,
-                  rubric_version: str) -> int:
-        """Append an expert's label for a trajectory; labels are never edited, only superseded."""
+                  rubric_version: str, kind: str = "other", other_trajectory_id: str | None = None,
+                  supersedes: int | None = None) -> int:
+        """Append an expert's label for a trajectory; labels are never edited, only superseded.
+
+        `kind` is "rubric", "preference" (then `other_trajectory_id` is the pair's second
+        trajectory), "comment" or "other". `supersedes` names the same expert's earlier label that
+        this one replaces; superseding another expert's label is refused (and the file's trigger
+        refuses it too), so no expert can change someone else's judgement.
+        """
         _check_text("expert", expert)
         _check_text("rubric_version", rubric_version)
+        if kind not in LABEL_KINDS:
+            raise StoreError(f"unknown label kind {kind!r}; use one of {', '.join(LABEL_KINDS)}")
+        if (kind == "preference") != (other_trajectory_id is not None):
+            raise StoreError("a preference label needs other_trajectory_id (the pair's second trajectory), "
+                             "and only a preference label takes one")
+        if other_trajectory_id is not None and other_trajectory_id == trajectory_id:
+            raise StoreError(f"a preference compares two different trajectories, got {trajectory_id!r} twice")
         payload_json = _json_text("label payload", dict(payload))
         with self._write() as conn:
-            if conn.execute("SELECT 1 FROM trajectories WHERE id = ?", (trajectory_id,)).fetchone() is None:
-                raise UnknownRecordError(f"no stored trajectory with id {trajectory_id!r} to label")
+            for tid in (trajectory_id, other_trajectory_id):
+                if tid is None:
+                    continue
+                if conn.execute("SELECT 1 FROM trajectories WHERE id = ?", (tid,)).fetchone() is None:
+                    raise UnknownRecordError(f"no stored trajectory with id {tid!r} to label")
+            if supersedes is not None:
+                row = conn.execute("SELECT expert FROM labels WHERE id = ?", (supersedes,)).fetchone()
+                if row is None:
+                    raise UnknownRecordError(f"no label with id {supersedes!r} to supersede")
+                if row[0] != expert:
+                    raise StoreError(f"label {supersedes} belongs to expert {row[0]!r}; {expert!r} can only "
+                                     "supersede their own labels (add a new label instead)")
+                if conn.execute("SELECT 1 FROM labels WHERE supersedes = ?", (supersedes,)).fetchone() is not None:
+                    raise StoreError(f"label {supersedes} was already superseded; supersede its latest "
+                                     "replacement instead")
             cur = conn.execute(
-                "INSERT INTO labels (trajectory_id, expert, rubric_version, payload, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (trajectory_id, expert, rubric_version, payload_json, time.time()))
+                "INSERT INTO labels (trajectory_id, expert, rubric_version, payload, created_at, kind, "
+                "other_trajectory_id, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (trajectory_id, expert, rubric_version, payload_json, time.time(), kind, other_trajectory_id,
+                 supersedes))
             return int(cur.lastrowid)
 
-    def labels(self, trajectory_id: str) -> list[LabelRecord]:
-        rows = self._conn().execute(
-            "SELECT id, trajectory_id, expert, rubric_version, payload, created_at FROM labels "
-            "WHERE trajectory_id = ? ORDER BY id", (trajectory_id,))
-        return [LabelRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+    def labels(self, trajectory_id: str | None = None, *, expert: str | None = None, kind: str | None = None,
+               current_only: bool = False) -> list[LabelRecord]:
+        """Labels in the order they were added. `trajectory_id` matches either side of a preference.
+        `current_only` drops labels a later label of the same expert superseded."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if trajectory_id is not None:
+            clauses.append("(l.trajectory_id = ? OR l.other_trajectory_id = ?)")
+            params += [trajectory_id, trajectory_id]
+        if expert is not None:
+            clauses.append("l.expert = ?")
+            params.append(expert)
+        if kind is not None:
+            if kind not in LABEL_KINDS:
+                raise StoreError(f"unknown label kind {kind!r}; use one of {', '.join(LABEL_KINDS)}")
+            clauses.append("l.kind = ?")
+            params.append(kind)
+        if current_only:
+            clauses.append("NOT EXISTS (SELECT 1 FROM labels s WHERE s.supersedes = l.id)")
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self._conn().execute(f"SELECT {_LABEL_COLUMNS} FROM labels l{where} ORDER BY l.id", params)
+        return [_label(r) for r in rows]
+
+    def get_label(self, label_id: int) -> LabelRecord:
+        row = self._conn().execute(f"SELECT {_LABEL_COLUMNS} FROM labels l WHERE l.id = ?", (label_id,)).fetchone()
+        if row is None:
+            raise UnknownRecordError(f"no label with id {label_id!r}")
+        return _label(row)
+
+    # -- expert accounts (the review app's sign-in) --------------------------------------------
+
+    def add_expert(self, name: str, password_hash: str) -> None:
+        """Create an expert account. The store keeps the hash only; hashing is the caller's job
+        (forgerl.review.auth). An existing name raises."""
+        _check_text("expert name", name)
+        _check_text("password hash", password_hash)
+        with self._write() as conn:
+            try:
+                conn.execute("INSERT INTO experts (name, password_hash, created_at) VALUES (?, ?, ?)",
+                             (name, password_hash, time.time()))
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"expert {name!r} already exists; pick another name") from exc
+
+    def set_expert_password(self, name: str, password_hash: str) -> None:
+        _check_text("password hash", password_hash)
+        with self._write() as conn:
+            if conn.execute("UPDATE experts SET password_hash = ? WHERE name = ?", (password_hash, name)).rowcount == 0:
+                raise UnknownRecordError(f"no expert named {name!r}; create one with add_expert")
+
+    def get_expert(self, name: str) -> ExpertRecord | None:
+        row = self._conn().execute("SELECT name, password_hash, created_at FROM experts WHERE name = ?",
+                                   (name,)).fetchone()
+        return None if row is None else ExpertRecord(*row)
+
+    def experts(self) -> list[str]:
+        return [r[0] for r in self._conn().execute("SELECT name FROM experts ORDER BY name")]
 
     # -- export ------------------------------------------------------------------------------
 
@@ -470,6 +560,14 @@ class _WriteTransaction:
     def _rollback(self) -> None:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+
+
+_LABEL_COLUMNS = ("l.id, l.trajectory_id, l.expert, l.rubric_version, l.payload, l.created_at, l.kind, "
+                  "l.other_trajectory_id, l.supersedes")
+
+
+def _label(row: tuple[Any, ...]) -> LabelRecord:
+    return LabelRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6], row[7], row[8])
 
 
 _CHECKPOINT_COLUMNS = "id, run_id, step, path, policy_version, created_at, metadata"

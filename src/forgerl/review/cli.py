@@ -1,0 +1,191 @@
+"""`forgerl review ...` and `forgerl rm ...`, ready for the main CLI:
+
+    app.add_typer(review_app, name="review")
+    app.add_typer(rm_app, name="rm")
+
+Heavy imports (fastapi, uvicorn, torch, transformers) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+
+import typer
+
+review_app = typer.Typer(help="Expert review web app: browse trajectories, label them, compare A/B.",
+                         invoke_without_command=True)
+rm_app = typer.Typer(help="Reward model trained on expert labels (Bradley–Terry + rubric regression).",
+                     no_args_is_help=True)
+
+_RUN = typer.Option(..., "--run", help="run directory (holds store.sqlite) or a .sqlite file")
+_RUBRIC = typer.Option(None, "--rubric", help="rubric TOML (version, scale_min, scale_max, items); "
+                                              "default: the built-in forgerl-default-v1")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg="red")
+    raise typer.Exit(2)
+
+
+def _existing_store(run: Path) -> Path:
+    from forgerl.store import STORE_FILENAME
+
+    path = run / STORE_FILENAME if run.is_dir() else run
+    if not path.is_file():
+        _fail(f"no store at {run}: expected a run directory containing {STORE_FILENAME}")
+    return path
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@review_app.callback()
+def review(ctx: typer.Context,
+           run: Path = typer.Option(None, "--run", help="run directory (holds store.sqlite) to review"),
+           host: str = typer.Option("127.0.0.1", help="address to bind; loopback only unless --allow-remote"),
+           port: int = typer.Option(8765, help="port"),
+           rubric: Path = _RUBRIC,
+           rm: Path = typer.Option(None, "--rm", help="a trained reward model: its scores feed the label queue"),
+           session_hours: float = typer.Option(8.0, help="sessions expire this many hours after sign-in"),
+           allow_remote: bool = typer.Option(False, help="allow binding a non-loopback address (put TLS in front)"),
+           ) -> None:
+    """Serve the review app for a run: `forgerl review --run DIR` (then open http://127.0.0.1:8765)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if run is None:
+        _fail("pass --run DIR (the run directory to review)")
+    if not _is_loopback(host) and not allow_remote:
+        _fail(f"{host} is not a loopback address; the app shows model output and labels to anyone who can "
+              "reach it: pass --allow-remote (behind TLS) if you mean it")
+    import uvicorn
+
+    from forgerl.review.app import create_app
+    from forgerl.review.rubric import load_rubric
+
+    store_path = _existing_store(run)
+    try:
+        rubric_config = load_rubric(rubric)
+    except ValueError as exc:
+        _fail(str(exc))
+    rm_scores = _rm_scores(store_path, rm) if rm is not None else None
+    app = create_app(store_path, rubric=rubric_config, session_ttl_s=session_hours * 3600, rm_scores=rm_scores)
+    typer.echo(f"reviewing {store_path} on http://{host}:{port}  (rubric {rubric_config.version})")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _rm_scores(store_path: Path, rm_dir: Path) -> dict[str, float]:
+    from forgerl.review.rm import RewardModel
+    from forgerl.store import TrajectoryStore
+
+    model = RewardModel.load(rm_dir)
+    with TrajectoryStore(store_path) as store:
+        trajectories = store.query()
+    return dict(zip([t.id for t in trajectories], model.score(trajectories), strict=True))
+
+
+@review_app.command("add-expert")
+def add_expert(name: str = typer.Argument(..., help="the expert's sign-in name"), run: Path = _RUN,
+               password_stdin: bool = typer.Option(False, help="read the password from stdin (for scripts)"),
+               reset: bool = typer.Option(False, help="set a new password for an existing expert")) -> None:
+    """Create an expert account in the run's store (the password is stored as an argon2id hash)."""
+    from forgerl.review.auth import hash_password
+    from forgerl.store import StoreError, TrajectoryStore, UnknownRecordError
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        hashed = hash_password(password)
+    except ValueError as exc:
+        _fail(str(exc))
+    with TrajectoryStore(_existing_store(run)) as store:
+        try:
+            if reset:
+                store.set_expert_password(name, hashed)
+            else:
+                store.add_expert(name, hashed)
+        except (StoreError, UnknownRecordError) as exc:
+            _fail(str(exc))
+    typer.echo(f"expert {name!r} {'updated' if reset else 'created'}")
+
+
+@review_app.command("demo")
+def demo(run: Path = typer.Option(..., "--run", help="run directory to create or add to"),
+         tasks: int = typer.Option(12, min=1), rollouts: int = typer.Option(4, min=2),
+         seed: int = typer.Option(0), label: bool = typer.Option(False, help="also label with the scripted expert"),
+         malicious: bool = typer.Option(False, help="add the XSS test trajectory")) -> None:
+    """Store a synthetic run (ops tasks, a known scripted expert; see forgerl.review.demo)."""
+    from forgerl.review.demo import label_with_scripted_expert, make_demo_run
+    from forgerl.store import StoreError, TrajectoryStore
+
+    with TrajectoryStore(run) as store:
+        try:
+            trajs = make_demo_run(store, n_tasks=tasks, rollouts=rollouts, seed=seed, run_id=f"demo-{seed}",
+                                  with_malicious=malicious)
+        except StoreError as exc:
+            _fail(str(exc))
+        typer.echo(f"stored {len(trajs)} trajectories in run demo-{seed} at {store.path}")
+        if label:
+            n_rubric, n_pref = label_with_scripted_expert(store, trajs, seed=seed)
+            typer.echo(f"scripted expert: {n_rubric} rubric labels, {n_pref} preferences")
+
+
+@rm_app.command("train")
+def rm_train(run: Path = _RUN, out: Path = typer.Option(None, help="where to save (default RUN/reward_model)"),
+             rubric: Path = _RUBRIC, encoder: str = typer.Option("all-MiniLM-L6-v2", help="encoder name or HF dir"),
+             holdout: float = typer.Option(0.25, help="fraction of tasks held out for evaluation"),
+             epochs: int = typer.Option(None), hidden: int = typer.Option(None), seed: int = typer.Option(0)) -> None:
+    """Train the reward model on the run's labels; print train and held-out accuracy and calibration."""
+    from forgerl.review.rm import RewardModelConfig, load_label_data, result_dict, train_reward_model
+    from forgerl.review.rubric import load_rubric
+    from forgerl.store import TrajectoryStore
+
+    store_path = _existing_store(run)
+    try:
+        rubric_config = load_rubric(rubric)
+        overrides = {k: v for k, v in {"epochs": epochs, "hidden": hidden}.items() if v is not None}
+        config = RewardModelConfig(encoder=encoder, holdout=holdout, seed=seed, **overrides)
+        with TrajectoryStore(store_path) as store:
+            data = load_label_data(store, rubric_config)
+        model, result = train_reward_model(data, config, rubric_version=rubric_config.version)
+    except ValueError as exc:
+        _fail(str(exc))
+    target = out or store_path.parent / "reward_model"
+    model.save(target, result_dict(result))
+    typer.echo(f"tasks: {result.n_train_tasks} train, {result.n_held_out_tasks} held out")
+    for name, ev in (("train", result.train), ("held-out", result.held_out)):
+        typer.echo(f"[{name}]")
+        for line in ev.lines():
+            typer.echo(f"  {line}")
+    typer.echo(f"saved to {target}")
+
+
+@rm_app.command("eval")
+def rm_eval(run: Path = _RUN, model: Path = typer.Option(..., "--model", help="a directory from `forgerl rm train`"),
+            rubric: Path = _RUBRIC) -> None:
+    """Evaluate a trained reward model on every current label of a run (use a run it was not trained on,
+    or the held-out figures of `rm train`)."""
+    from forgerl.review.rm import RewardModel, evaluate, load_label_data
+    from forgerl.review.rubric import load_rubric
+    from forgerl.store import TrajectoryStore
+
+    try:
+        rubric_config = load_rubric(rubric)
+        rm = RewardModel.load(model)
+        with TrajectoryStore(_existing_store(run)) as store:
+            data = load_label_data(store, rubric_config)
+    except ValueError as exc:
+        _fail(str(exc))
+    ids = sorted(data.texts)
+    scores = dict(zip(ids, rm.raw_scores([data.texts[i] for i in ids]), strict=True))
+    for line in evaluate(scores, data, data.preferences, list(data.ratings)).lines():
+        typer.echo(line)

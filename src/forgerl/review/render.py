@@ -1,0 +1,105 @@
+"""A stored trajectory turned into what the review pages show: steps in order, each with its
+thinking, tool calls (arguments pretty-printed) and observations, the final reply, the reward
+breakdown, the verifier's evidence and (optionally) per-token data of every LLM call.
+
+Everything here stays plain text: escaping happens once, in the templates (Jinja2 autoescape), and
+nothing is ever rendered as Markdown or HTML — model output is untrusted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from forgerl.types import Trajectory
+
+
+@dataclass
+class ToolCallView:
+    id: str
+    name: str
+    arguments: str  # pretty JSON
+    observation: str | None = None
+
+
+@dataclass
+class StepView:
+    index: int  # position in trajectory.messages (what comments refer to)
+    role: str
+    content: str
+    reasoning: str | None
+    tool_calls: list[ToolCallView] = field(default_factory=list)
+
+
+@dataclass
+class TrajectoryView:
+    id: str
+    task_id: str
+    family: str | None
+    status: str
+    reward: float | None
+    breakdown: dict[str, float]
+    steps: list[StepView]
+    final_reply: str | None
+    diff: str | None
+    evidence: str | None
+    failure: str | None
+    errors: list[str]
+    perturbation: str | None
+    calls: list[dict[str, Any]]  # per LLM call: policy_version, tokens [(id, logprob, mask)]
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _find_diff(*sources: Any) -> str | None:
+    """A unified diff the environment recorded (key `diff` or `patch`), if any."""
+    for source in sources:
+        if isinstance(source, dict):
+            for key in ("diff", "patch"):
+                if isinstance(source.get(key), str) and source[key].strip():
+                    return source[key]
+    return None
+
+
+def trajectory_view(traj: Trajectory) -> TrajectoryView:
+    observations = {m.tool_call_id: m.content for m in traj.messages if m.role == "tool" and m.tool_call_id}
+    steps: list[StepView] = []
+    for index, msg in enumerate(traj.messages):
+        if msg.role == "tool" and msg.tool_call_id in observations and any(
+                tc.id == msg.tool_call_id for s in steps for tc in s.tool_calls):
+            continue  # shown under the call that produced it
+        calls = [ToolCallView(tc.id, tc.name, _pretty(tc.arguments), observations.get(tc.id)) for tc in msg.tool_calls]
+        steps.append(StepView(index, msg.role, msg.content, msg.reasoning, calls))
+    final = next((m.content for m in reversed(traj.messages) if m.role == "assistant" and not m.tool_calls), None)
+    evidence = traj.metadata.get("reward_evidence")
+    calls = [{"policy_version": c.policy_version, "finish_reason": c.finish_reason,
+              "tokens": list(zip(c.completion_ids, c.completion_logprobs, c.loss_mask, strict=False))}
+             for c in traj.calls]
+    return TrajectoryView(
+        id=traj.id, task_id=traj.task_id, family=traj.metadata.get("family"), status=traj.status.value,
+        reward=traj.reward, breakdown=dict(traj.reward_breakdown), steps=steps, final_reply=final,
+        diff=_find_diff(evidence, traj.metadata), evidence=None if evidence is None else _pretty(evidence),
+        failure=None if traj.failure is None else f"{traj.failure.boundary.value}: {traj.failure.message}",
+        errors=[f"{e.boundary.value}: {e.message}" for e in traj.errors],
+        perturbation=None if traj.perturbation is None else _pretty(traj.perturbation), calls=calls)
+
+
+@dataclass(frozen=True)
+class Segments:
+    """What the reward model's encoder reads, one short text per part an expert judges: the
+    verifier's verdict with the final reply, and each tool call (name and arguments). Short parts
+    embed sharply; one long text would blur a single destructive call into the rest."""
+
+    reply: str
+    calls: tuple[str, ...]
+
+
+def trajectory_segments(traj: Trajectory) -> Segments:
+    final = next((m.content for m in reversed(traj.messages) if m.role == "assistant" and not m.tool_calls), "")
+    verdict = "unscored" if traj.reward is None else ("passed" if traj.reward >= 0.5 else "failed")
+    calls = tuple(f"{tc.name}: {json.dumps(tc.arguments, ensure_ascii=False)[:400]}"
+                  for m in traj.messages for tc in m.tool_calls)
+    return Segments(f"verifier {verdict}. reply: {final[:1000]}", calls)
