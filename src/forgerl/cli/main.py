@@ -204,10 +204,12 @@ def bench_weightsync(repeats: int = typer.Option(3, help="Pushes per model size 
 
 from forgerl.eval.cli import eval_command as _eval_command  # noqa: E402  (light: typer only)
 from forgerl.gateway.cli import gateway as _gateway_command  # noqa: E402  (light: typer + os)
+from forgerl.perturb.cli import perturb_app  # noqa: E402  (light: typer only)
 from forgerl.review.cli import review_app, rm_app  # noqa: E402  (light: typer only)
 
 app.command("eval")(_eval_command)
 app.command("gateway")(_gateway_command)
+app.add_typer(perturb_app, name="perturb")
 app.add_typer(review_app, name="review")
 app.add_typer(rm_app, name="rm")
 

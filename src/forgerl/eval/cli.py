@@ -112,10 +112,20 @@ def eval_command(
     temperature: float = typer.Option(1.0, help="Sampling temperature (0 = greedy)."),
     group_by: str = typer.Option("category", help="Trajectory metadata key to break pass rates down by."),
     out: str | None = typer.Option(None, "--out", help="Directory for the trajectory store and eval_report.json."),
+    scaffolds: str | None = typer.Option(None, help="default, heldout or all: instead, success per perturbation "
+                                                   "scaffold (perturb/: held-out chat format, naming, responses)."),
+    spec: str | None = typer.Option(None, help="With --scaffolds: TOML whose \\[perturb] table declares held-out settings."),
 ) -> None:
     """Evaluate a model on held-out tasks: pass rate with a 95% Wilson interval, per category or
-    generator, trajectories written to a store."""
+    generator, trajectories written to a store. With --scaffolds: per perturbation scaffold."""
     from forgerl.errors import ConfigError
+
+    if scaffolds is not None:
+        from forgerl.perturb.cli import eval_command as scaffold_eval
+
+        scaffold_eval(model=model, env=env, scaffolds=scaffolds, n=n, difficulty=difficulty or 1, spec=spec,
+                      chat_format=chat_format, max_turns=max_turns, max_tokens=max_tokens)
+        return
 
     try:
         run_eval(env, model, n, difficulty=difficulty, split=split, seed=seed, chat_format=chat_format,

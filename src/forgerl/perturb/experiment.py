@@ -1,0 +1,207 @@
+"""The generalization experiment (issue 7): train the default policy on tool-reasoning (a) without
+and (b) with perturbation, same budget, seeds and tasks; evaluate both on the default scaffold (in
+distribution) and on held-out scaffolds; write a table and a plot.
+
+The generalization gap of an arm is its default-scaffold success rate minus its mean over the
+held-out scaffolds. The goal stated in the issue: (b)'s gap at most a third of (a)'s, with (b)
+losing at most 0.05 in distribution. Whatever the numbers say is written down as measured.
+
+Until `TrainConfig` has a `perturb` field (see the hook in perturb/__init__.py), arm (b) perturbs
+training rollouts by wrapping `train.rollouts.run_episode` for the duration of its run — the same
+agent loop, with `apply_perturbations` in front.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgerl.perturb.evaluate import ScaffoldResult, wilson_interval
+from forgerl.perturb.spec import PerturbSpec, Scaffold, scaffold_set
+
+
+@dataclass
+class ExperimentConfig:
+    steps: int = 36
+    seeds: tuple[int, ...] = (0, 1, 2)
+    eval_n: int = 64
+    """Held-out tasks per scaffold per trained policy."""
+    probability: float = 0.5
+    strength: float = 0.5
+    groups_per_step: int = 8
+    group_size: int = 4
+    max_context: int = 2560
+    """Both arms: perturbed prompts are longer (distractor tools, longer system prompts)."""
+    train_eval_tasks: int = 8
+    """The trainer's own periodic held-out evaluation (not the measurement; kept small)."""
+    out: str = "runs/perturb-experiment"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Extra TrainConfig fields (e.g. {"max_turns": 3} for a smoke run)."""
+
+
+@contextlib.contextmanager
+def perturbed_training(spec: PerturbSpec, run_seed: int) -> Iterator[None]:
+    """Training rollouts of runs started inside perturb with `spec` (held-out evaluation does not)."""
+    from forgerl.perturb.apply import perturbing
+    from forgerl.train import rollouts
+
+    original = rollouts.run_episode
+    rollouts.run_episode = perturbing(original, spec, run_seed=run_seed)
+    try:
+        yield
+    finally:
+        rollouts.run_episode = original
+
+
+def _engine(cfg: Any, checkpoint: Path | None) -> Any:
+    from forgerl.engine import load_engine
+
+    engine = load_engine(cfg.model, chat_format=cfg.chat_format, max_context=cfg.max_context, seed=cfg.seed)
+    if checkpoint is not None:
+        from safetensors.torch import load_file
+
+        engine.update_weights(load_file(str(checkpoint / "model.safetensors")), cfg.steps)
+    return engine
+
+
+def _evaluate(cfg: Any, checkpoint: Path | None, scaffolds: list[Scaffold], n: int) -> list[ScaffoldResult]:
+    from forgerl.perturb.evaluate import evaluate_scaffolds
+
+    engine = _engine(cfg, checkpoint)
+    try:
+        return evaluate_scaffolds(engine, cfg.env, scaffolds, n, chat_format=cfg.chat_format,
+                                  difficulty=tuple(cfg.difficulty), max_turns=cfg.max_turns, max_tokens=cfg.max_tokens,
+                                  max_context=cfg.max_context, temperature=0.0, seed=cfg.seed)
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+
+
+def run_experiment(exp: ExperimentConfig, log: Any = print) -> dict[str, Any]:
+    from forgerl.train.config import TrainConfig
+    from forgerl.train.loop import train
+
+    out = Path(exp.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = PerturbSpec.uniform(exp.probability, exp.strength)
+    scaffolds = scaffold_set("all", spec)
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for seed in exp.seeds:
+        base = TrainConfig(steps=exp.steps, seed=seed, groups_per_step=exp.groups_per_step, group_size=exp.group_size,
+                           max_context=exp.max_context, eval_tasks=exp.train_eval_tasks, eval_every=exp.steps,
+                           checkpoint_every=exp.steps, **exp.overrides)
+        if seed == exp.seeds[0]:  # the shared starting policy, evaluated once (greedy: seed-independent)
+            log("evaluating the starting policy ...")
+            rows += [{"arm": "start", "seed": seed, **r.as_dict()} for r in _evaluate(base, None, scaffolds, exp.eval_n)]
+        for arm in ("baseline", "perturbed"):
+            cfg = base.model_copy(update={"run_dir": str(out / f"{arm}-seed{seed}")})
+            log(f"{arm}, seed {seed}: training {exp.steps} steps ...")
+            t0 = time.perf_counter()
+            hook: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            if arm == "perturbed" and "perturb" in TrainConfig.model_fields:  # the config hook has landed
+                cfg = cfg.model_copy(update={"perturb": spec})
+            elif arm == "perturbed":
+                hook = perturbed_training(spec, seed)
+            with hook:
+                train(cfg)
+            seconds = time.perf_counter() - t0
+            checkpoint = Path(cfg.run_dir) / "checkpoints" / f"step_{cfg.steps:06d}"
+            log(f"{arm}, seed {seed}: trained in {seconds:.0f} s; evaluating {len(scaffolds)} scaffolds x {exp.eval_n} ...")
+            rows += [{"arm": arm, "seed": seed, "train_s": seconds, **r.as_dict()}
+                     for r in _evaluate(cfg, checkpoint, scaffolds, exp.eval_n)]
+    summary = summarize(rows)
+    report = {"config": {**exp.__dict__, "seeds": list(exp.seeds)}, "spec": spec.model_dump(mode="json"),
+              "rows": rows, "summary": summary, "seconds": time.perf_counter() - started}
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    (out / "table.md").write_text(markdown_table(summary))
+    plot(summary, out / "scaffolds.png")
+    return report
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per arm and scaffold: successes pooled over seeds (Wilson CI) and mean reward; per arm the
+    in-distribution rate, the held-out mean and the gap."""
+    arms: dict[str, Any] = {}
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        scaffolds: dict[str, Any] = {}
+        for name in dict.fromkeys(r["scaffold"] for r in rows if r["arm"] == arm):
+            mine = [r for r in rows if r["arm"] == arm and r["scaffold"] == name]
+            k, n = sum(r["successes"] for r in mine), sum(r["n"] for r in mine)
+            low, high = wilson_interval(k, n)
+            scaffolds[name] = {"held_out": mine[0]["held_out"], "successes": k, "n": n,
+                               "success_rate": k / n if n else 0.0, "ci_low": low, "ci_high": high,
+                               "mean_reward": sum(r["mean_reward"] * r["n"] for r in mine) / n if n else 0.0}
+        held = [s["success_rate"] for s in scaffolds.values() if s["held_out"]]
+        in_dist = scaffolds.get("default", {}).get("success_rate", 0.0)
+        held_mean = sum(held) / len(held) if held else 0.0
+        arms[arm] = {"scaffolds": scaffolds, "in_distribution": in_dist, "held_out_mean": held_mean,
+                     "gap": in_dist - held_mean}
+    verdict = None
+    if "baseline" in arms and "perturbed" in arms:
+        a, b = arms["baseline"], arms["perturbed"]
+        verdict = {"gap_ratio": (b["gap"] / a["gap"]) if a["gap"] > 0 else None,
+                   "in_distribution_loss": a["in_distribution"] - b["in_distribution"],
+                   "goal_met": a["gap"] > 0 and b["gap"] <= a["gap"] / 3
+                   and a["in_distribution"] - b["in_distribution"] <= 0.05}
+    return {"arms": arms, "verdict": verdict}
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    arms = summary["arms"]
+    names = list(dict.fromkeys(s for arm in arms.values() for s in arm["scaffolds"]))
+    lines = ["| scaffold | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for name in names:
+        cells = []
+        for arm in arms.values():
+            s = arm["scaffolds"].get(name)
+            cells.append("—" if s is None else f"{s['success_rate']:.3f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}] (n={s['n']})")
+        held = " (held out)" if any(arm["scaffolds"].get(name, {}).get("held_out") for arm in arms.values()) else ""
+        lines.append(f"| {name}{held} | " + " | ".join(cells) + " |")
+    for key in ("in_distribution", "held_out_mean", "gap"):
+        lines.append(f"| **{key.replace('_', ' ')}** | " + " | ".join(f"{a[key]:+.3f}" if key == "gap" else f"{a[key]:.3f}"
+                                                                for a in arms.values()) + " |")
+    text = "Success rate per scaffold (successes pooled over seeds, Wilson 95% CI)\n\n" + "\n".join(lines) + "\n"
+    if summary["verdict"] is not None:
+        v = summary["verdict"]
+        ratio = "n/a (baseline gap <= 0)" if v["gap_ratio"] is None else f"{v['gap_ratio']:.2f}"
+        text += (f"\nGap ratio perturbed/baseline: {ratio}; in-distribution loss: {v['in_distribution_loss']:+.3f}; "
+                 f"goal (ratio <= 1/3, loss <= 0.05) met: {v['goal_met']}\n")
+    return text
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = summary["arms"]
+    names = list(dict.fromkeys(s for arm in arms.values() for s in arm["scaffolds"]))
+    width = 0.8 / max(1, len(arms))
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 4))
+    for i, (arm, data) in enumerate(arms.items()):
+        xs, ys, lows, highs = [], [], [], []
+        for j, name in enumerate(names):
+            s = data["scaffolds"].get(name)
+            if s is None:
+                continue
+            xs.append(j + (i - (len(arms) - 1) / 2) * width)
+            ys.append(s["success_rate"])
+            lows.append(s["success_rate"] - s["ci_low"])
+            highs.append(s["ci_high"] - s["success_rate"])
+        ax.bar(xs, ys, width, yerr=[lows, highs], capsize=3, label=arm)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_ylabel("success rate (Wilson 95% CI)")
+    ax.set_ylim(0, 1)
+    ax.set_title("tool-reasoning: in distribution (default) vs held-out scaffolds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
