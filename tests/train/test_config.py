@@ -31,6 +31,9 @@ def test_overrides_win_and_none_is_ignored(tmp_path):
         ("[loss]\nname = \"grpo\"\ntrust_region_mask = true", "only applies to cispo"),
         ("[loss]\nname = \"nope\"", "loss.name"),
         ("steps = ", "not valid TOML"),
+        ("batch_mode = \"chain\"\n[loss]\nname = \"gspo\"", "changes the sequence-level loss 'gspo'"),
+        ("batch_mode = \"trie\"", "batch_mode"),
+        ("micro_batch_tokens = 0", "micro_batch_tokens must be >= 1"),
     ],
 )
 def test_bad_configs_say_what_is_wrong(tmp_path, text, message):
@@ -48,3 +51,11 @@ def test_missing_file():
 def test_every_field_is_documented():
     for name, field in TrainConfig.model_fields.items():
         assert field.description, f"TrainConfig.{name} has no docstring"
+
+
+def test_batch_mode_defaults_to_the_prefix_tree_and_keeps_the_references():
+    assert TrainConfig().batch_mode == "tree"
+    for mode in ("tree", "chain", "call"):
+        assert TrainConfig(batch_mode=mode).batch_mode == mode
+    for loss in ("grpo", "gspo", "ppo"):  # tree and call stay exact for sequence-level losses
+        assert TrainConfig(batch_mode="tree", loss={"name": loss}).batch_mode == "tree"

@@ -7,6 +7,7 @@ import copy
 import random
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from forgerl.model.moe import ExpertLoadTracker
@@ -53,16 +54,19 @@ def test_build_samples_drops_failures_and_groups_without_signal():
     assert advantages[mixed[0].id] > 0 > advantages[mixed[1].id]
     grpo = build_samples([mixed], TrainConfig(loss={"name": "grpo"}))
     assert len(grpo) == 4  # sequence-level loss: one sample per call
+    assert len(build_samples([mixed], TrainConfig(batch_mode="call"))) == 4  # the per-call reference
+    assert len(build_samples([mixed], TrainConfig(batch_mode="chain"))) == 2
 
 
-def test_optimizer_step_is_independent_of_micro_batching_and_moves_toward_the_advantage():
+@pytest.mark.parametrize("batch_mode", ["tree", "chain", "call"])
+def test_optimizer_step_is_independent_of_micro_batching_and_moves_toward_the_advantage(batch_mode):
     rng = random.Random(1)
     base = build_micro_moe()
     groups = [[trajectory(base, rng, 1.0), trajectory(base, rng, 0.0)], [trajectory(base, rng, 0.0), trajectory(base, rng, 1.0)]]
     results = []
     for budget in (10_000, 30):  # one micro-batch vs one sample per micro-batch
         model = copy.deepcopy(base)
-        cfg = TrainConfig(micro_batch_tokens=budget, lr=1e-3, moe_bias_step=0.0)
+        cfg = TrainConfig(micro_batch_tokens=budget, lr=1e-3, moe_bias_step=0.0, batch_mode=batch_mode)
         samples = build_samples(groups, cfg)
         metrics = optimize(fake_run(model, cfg), samples)
         results.append((model, metrics, samples))
@@ -112,3 +116,18 @@ def test_chain_merging_is_exact_for_token_level_losses():
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
     for g1, g2 in zip(*grads):
         assert torch.allclose(g1, g2, atol=1e-6)
+
+
+def test_tree_mode_reports_the_token_reduction():
+    rng = random.Random(4)
+    model = build_micro_moe()
+    prompt_rng = random.Random(5)
+    groups = [[trajectory(model, rng, 1.0, turns=3), trajectory(model, rng, 0.0, turns=3)]]
+    shared = [prompt_rng.randrange(1, 300) for _ in range(6)]
+    for traj in groups[0]:  # a group shares its prompt
+        for call in traj.calls:
+            call.prompt_ids = shared + call.prompt_ids[6:]
+    cfg = TrainConfig(moe_bias_step=0.0)
+    metrics = optimize(fake_run(model, cfg), build_samples(groups, cfg))
+    assert metrics["batch/processed_tokens"] == metrics["batch/sample_tokens"] - 6
+    assert metrics["batch/tree_reduction"] > 1.0 and metrics["batch/micro_batches"] == 1.0

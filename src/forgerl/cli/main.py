@@ -162,6 +162,24 @@ def bench_losses(
                    target_gain=target_gain, eval_every=eval_every)
 
 
+@bench_app.command("prefix-tree")
+def bench_prefix_tree(
+    model: str = typer.Option("default", help="Built-in model, checkpoint dir, or qwen-0.5b (~0.5B Qwen2-style config, random weights; for GPU)."),
+    turns: str = typer.Option("4,16", help="Comma-separated turns per trajectory (T); 64 is a GPU option."),
+    group_size: int = typer.Option(8, help="Rollouts per group (G)."),
+    budget: int = typer.Option(16384, help="Tokens per micro-batch (all modes)."),
+    call_subset: int = typer.Option(1, help="Time per-call mode on this many trajectories and scale by G/subset (0 = all)."),
+    system_tokens: int = typer.Option(1000, help="Shared system prompt + tools tokens."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    dtype: str = typer.Option("auto", help="float32, bfloat16 or auto."),
+) -> None:
+    """Per-call vs per-trajectory vs prefix-tree training: tokens, fwd+bwd time, peak memory."""
+    from forgerl.batching.bench import run_prefix_tree_bench
+
+    run_prefix_tree_bench(model=model, turns=tuple(int(t) for t in turns.split(",")), group_size=group_size,
+                          budget=budget, call_subset=call_subset, system_tokens=system_tokens, device=device, dtype=dtype)
+
+
 @bench_app.command("engine")
 def bench_engine(
     model: str = typer.Option("tiny-random", help="Built-in model name or a Hugging Face model directory."),

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from forgerl.errors import ConfigError
+from forgerl.perturb.spec import PerturbSpec  # pydantic only
 
 
 class _Config(BaseModel):
@@ -70,7 +71,13 @@ class TrainConfig(_Config):
     grad_clip: float = 1.0
     """Max global gradient norm (0 disables clipping)."""
     micro_batch_tokens: int = 8192
-    """Padded tokens per micro-batch; gradients accumulate across micro-batches."""
+    """Tokens per micro-batch (padded B x L in `call`/`chain` mode, packed tokens in `tree` mode);
+    gradients accumulate across micro-batches."""
+    batch_mode: Literal["tree", "chain", "call"] = "tree"
+    """How samples are batched (all exact: same loss and gradients). `tree` merges every call of the
+    batch into one prefix tree whose shared prefixes are computed once (M2 "Forge", M2_NOTES §4);
+    `chain` trains each trajectory's calls as one concatenated sequence; `call` trains every LLM
+    call as its own padded sequence (the reference)."""
     fp32_lm_head: bool = True
     """Compute the LM head in FP32 on both the trainer and the engine (M1's mismatch fix)."""
     lora_rank: int = 0
@@ -97,6 +104,8 @@ class TrainConfig(_Config):
     """float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU)."""
     run_dir: str = "runs/latest"
     """Where the store, checkpoints, metrics and report go."""
+    perturb: PerturbSpec = Field(default_factory=PerturbSpec)
+    """Perturbation of the agent's operational space in training rollouts (M2_NOTES §5); off by default."""
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -108,6 +117,11 @@ class TrainConfig(_Config):
             raise ValueError(f"max_tokens ({self.max_tokens}) must be smaller than max_context ({self.max_context})")
         if self.loss.trust_region_mask and self.loss.name != "cispo":
             raise ValueError("loss.trust_region_mask only applies to cispo (the other losses clip by construction)")
+        if self.batch_mode == "chain" and self.loss.name not in ("cispo", "dapo"):
+            raise ValueError(f"batch_mode 'chain' merges a trajectory's calls into one sequence, which changes the "
+                             f"sequence-level loss {self.loss.name!r}; use batch_mode 'tree' or 'call'")
+        if self.micro_batch_tokens < 1:
+            raise ValueError("micro_batch_tokens must be >= 1")
         if not self.difficulty:
             raise ValueError("difficulty must list at least one level")
         return self
@@ -154,4 +168,6 @@ def _toml_value(value: object) -> str:
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, str):
         return json.dumps(value)
+    if isinstance(value, dict):  # an inline table (nested tables such as [perturb]'s dimensions)
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None) + "}"
     return repr(value)

@@ -33,9 +33,17 @@ def make_task(family: str, seed: int, difficulty: int | None) -> tuple[Environme
 async def _episode(run: Run, seed: int, difficulty: int | None, sampling: SamplingParams, group_id: str | None) -> Trajectory:
     cfg = run.config
     env, task = make_task(cfg.env, seed, difficulty)
+    fmt = run.fmt
     trajectory = Trajectory(group_id=group_id)
+    if group_id is not None and cfg.perturb.active:  # training rollouts only; held-out evaluation stays unperturbed
+        from forgerl.perturb import apply_perturbations, episode_seed
+
+        perturbed = apply_perturbations(task, env, cfg.perturb, episode_seed(task, cfg.seed))
+        env, task, fmt = perturbed.env, perturbed.task, perturbed.format(run.fmt)
+        sampling = perturbed.sampling(sampling, run.engine.tokenizer)  # the format's own end-of-message stop
+        trajectory.metadata["perturbations"] = perturbed.record
     try:
-        trajectory = await run_episode(run.engine, run.fmt, env, task, sampling=sampling, max_turns=cfg.max_turns,
+        trajectory = await run_episode(run.engine, fmt, env, task, sampling=sampling, max_turns=cfg.max_turns,
                                        max_total_tokens=cfg.max_context, trajectory=trajectory)
     finally:
         close = getattr(env, "close", None)

@@ -2,7 +2,10 @@
 
 Samples come from the recorded token ids of every LLM call (M2: one sample per (state, action)).
 For token-level losses (CISPO, DAPO) the calls of a trajectory that extend each other are merged
-into one chain (`chain_samples`): the same loss terms, computed once per shared prefix.
+into one chain (`chain_samples`): the same loss terms, computed once per shared prefix. By default
+(`batch_mode = "tree"`) all samples of the batch are then merged into one prefix tree
+(`forgerl.batching`), so the prompt a group shares is computed once too; `chain` and `call` modes
+train padded rows of chains or of single calls (the references).
 Groups whose rollouts all scored the same carry no learning signal under group-normalised
 advantages and are dropped (DAPO's dynamic sampling); infrastructure failures are dropped before
 normalisation, so they never become fake zero rewards (DESIGN contract 4). The loss is normalised
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,7 +25,12 @@ import torch
 from forgerl.rl import get_loss
 from forgerl.rl.advantages import group_normalized
 from forgerl.train.config import TrainConfig
-from forgerl.train.logprobs import collate, pack_micro_batches, token_logprobs
+from forgerl.train.logprobs import (
+    MicroBatch,
+    collate,
+    pack_micro_batches,
+    token_logprobs,
+)
 from forgerl.types import TrainingSample, Trajectory, TrajectoryStatus, chain_samples
 
 if TYPE_CHECKING:
@@ -32,7 +41,9 @@ TOKEN_LEVEL_LOSSES = ("cispo", "dapo")
 
 
 def build_samples(groups: list[list[Trajectory]], config: TrainConfig) -> list[TrainingSample]:
-    merge = config.loss.name in TOKEN_LEVEL_LOSSES
+    """Samples of the groups with a learning signal: chains for token-level losses (except in
+    `call` mode), single calls for sequence-level losses (a chain would change their sequences)."""
+    merge = config.loss.name in TOKEN_LEVEL_LOSSES and config.batch_mode != "call"
     samples: list[TrainingSample] = []
     for group in groups:
         valid = [t for t in group if t.status != TrajectoryStatus.FAILED and t.reward is not None]
@@ -69,9 +80,14 @@ def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
     weighted: dict[str, float] = {}
     new_lp, old_lp, entropies = [], [], []
     loss_total = 0.0
-    for chunk in pack_micro_batches(samples, cfg.micro_batch_tokens):
-        mb = collate(chunk, device, pad_id=run.tokenizer.pad_token_id or 0)
-        logp, entropy = token_logprobs(policy, mb, cfg.fp32_lm_head)
+    batch_metrics: dict[str, float] = {}
+    for mb in _micro_batches(samples, cfg, device, run.tokenizer.pad_token_id or 0, batch_metrics):
+        if isinstance(mb, MicroBatch):
+            logp, entropy = token_logprobs(policy, mb, cfg.fp32_lm_head)
+        else:
+            from forgerl.batching import tree_token_logprobs
+
+            logp, entropy = tree_token_logprobs(policy, mb, cfg.fp32_lm_head)
         out = loss_fn(logp, mb.old_logprobs, mb.advantages, mb.loss_mask, num_tokens=total_tokens,
                       num_sequences=len(samples), entropy=entropy, **_loss_kwargs(cfg))
         out.loss.backward()
@@ -99,11 +115,35 @@ def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
         "train/grad_norm": float(grad_norm),
         "train/entropy": float(torch.cat(entropies).mean()),
         "train/tokens_per_s": total_tokens / max(1e-9, time.perf_counter() - start),
+        **batch_metrics,
         "mismatch/mean_abs_logprob": float((new - old).abs().mean()),
         "mismatch/prob_corr": _corr(new.exp(), old.exp()),
         **moe,
     })
     return metrics
+
+
+def _micro_batches(samples: list[TrainingSample], cfg: TrainConfig, device: torch.device, pad_id: int,
+                   metrics: dict[str, float]) -> Iterator[Any]:
+    """Micro-batches of the configured batch mode; fills `metrics` with the tokens each mode runs."""
+    if cfg.batch_mode == "tree":
+        from forgerl.batching import build_tree_batch
+
+        batch = build_tree_batch(samples, cfg.micro_batch_tokens, pad_to_multiple=128 if device.type == "cuda" else 1,
+                                 pad_id=pad_id)
+        metrics.update({"batch/sample_tokens": float(batch.stats.sample_tokens),
+                        "batch/processed_tokens": float(batch.stats.packed_tokens),
+                        "batch/tree_reduction": batch.stats.reduction,
+                        "batch/micro_batches": float(batch.stats.micro_batches)})
+        for mb in batch.micro_batches:
+            yield mb.to(device)
+        return
+    chunks = pack_micro_batches(samples, cfg.micro_batch_tokens)
+    metrics.update({"batch/sample_tokens": float(sum(len(s.input_ids) for s in samples)),
+                    "batch/processed_tokens": float(sum(len(c) * max(len(s.input_ids) for s in c) for c in chunks)),
+                    "batch/micro_batches": float(len(chunks))})
+    for chunk in chunks:
+        yield collate(chunk, device, pad_id=pad_id)
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
