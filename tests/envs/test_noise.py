@@ -149,19 +149,26 @@ def test_gold_under_noise_still_scores_one_with_run_gold():
 def test_the_agent_loop_survives_all_noise(family, tokenizer):
     """Every registered family, wrapped in loud noise, played by the gold path with retries."""
     fmt = get_format("minimax_m2")
-    retried = 0
+    retried = noisy_calls = 0
     for seed in range(6):
         task = sample_task(family, seed, difficulty=max(family_info(family).difficulties))
         env = make_env(family, seed, noise=NoiseConfig(seed=seed, **LOUD))
-        replay = GoldReplayWithRetries(env, env.gold_solution(task), fmt.render_assistant_body)
-        traj = asyncio.run(run_episode(ScriptedEngine(tokenizer, [replay] * 60), fmt, env, task,
-                                       sampling=SamplingParams(max_tokens=600), max_turns=60, max_total_tokens=16000))
+        gold = env.gold_solution(task)
+        noisy_calls += sum(c.name not in env.config.exempt_tools for round_ in gold for c in round_)
+        replay = GoldReplayWithRetries(env, gold, fmt.render_assistant_body)
+        engine = ScriptedEngine(tokenizer, [replay] * 60, max_context=32768)  # BFCL long-context items exceed 8k
+        traj = asyncio.run(run_episode(engine, fmt, env, task, sampling=SamplingParams(max_tokens=600), max_turns=60,
+                                       max_total_tokens=32768))
         assert traj.status == TrajectoryStatus.COMPLETED and traj.reward == 1.0, (traj.failure, traj.metadata)
         events = traj.metadata["reward_evidence"]["noise"]["events"]
         failures = [e for e in events if e["kind"] == "failure"]
         tool_errors = [e for e in traj.errors if e.boundary == Boundary.TOOL]
         assert len(tool_errors) == len(failures) == traj.reward_breakdown["excused_tool_errors"]
-        assert len(traj.calls) == len(env.gold_solution(task)) + replay.retries
+        extra = len(traj.calls) - len(gold) - replay.retries
+        final_reply = traj.messages[-1].role == "assistant" and not traj.messages[-1].tool_calls
+        assert extra == 0 or (extra == 1 and final_reply)  # bfcl turns end with a plain reply, not a submit
         retried += replay.retries
         asyncio.run(env.close())
-    assert retried > 0
+    # Noise never fails an exempt call (submit_answer): families whose gold path is only a submit
+    # (reasoning-gym without tools) have nothing to retry; every other family must have retried.
+    assert retried > 0 or noisy_calls == 0

@@ -39,7 +39,7 @@ class TrainConfig(_Config):
     """Chat format the agent is rendered in (`forgerl.chat.list_formats()`)."""
     env: str = "tool-reasoning"
     """Task family to train on."""
-    difficulty: list[int] = Field(default_factory=lambda: [1])
+    difficulty: list[int] = Field(default_factory=lambda: [2])
     """Difficulty levels to sample training (and held-out evaluation) tasks from."""
     steps: int = 20
     """Optimizer steps (each consumes one batch of freshly collected rollouts)."""
@@ -49,9 +49,9 @@ class TrainConfig(_Config):
     """Rollouts per task. Advantages are normalised within a group, so it must be >= 2."""
     max_turns: int = 8
     """LLM calls per episode."""
-    max_tokens: int = 96
+    max_tokens: int = 192
     """New tokens per LLM call."""
-    max_context: int = 1536
+    max_context: int = 2048
     """Context limit (prompt + completion) of any call."""
     temperature: float = 1.0
     """Sampling temperature of rollouts (M2 samples at 1.0)."""
