@@ -17,6 +17,11 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
 
+# Where RL starts per family when the config names no difficulty: the shipped default policy solves
+# tool-reasoning difficulty 1 (greedy held-out 0.97) but not 2 (0.16), so the main job trains there.
+FRONTIER_DIFFICULTY: dict[str, list[int]] = {"tool-reasoning": [2]}
+
+
 class LossConfig(_Config):
     name: Literal["cispo", "grpo", "ppo", "dapo", "gspo"] = "cispo"
     """Policy-gradient objective. CISPO (MiniMax-M1 §3.1) is the default: a clipped, detached
@@ -39,8 +44,9 @@ class TrainConfig(_Config):
     """Chat format the agent is rendered in (`forgerl.chat.list_formats()`)."""
     env: str = "tool-reasoning"
     """Task family to train on."""
-    difficulty: list[int] = Field(default_factory=lambda: [2])
-    """Difficulty levels to sample training (and held-out evaluation) tasks from."""
+    difficulty: list[int] = Field(default_factory=lambda: [1])
+    """Difficulty levels to sample training (and held-out evaluation) tasks from. Default: the
+    family's entry in FRONTIER_DIFFICULTY (where the shipped policy still has room), else [1]."""
     steps: int = 20
     """Optimizer steps (each consumes one batch of freshly collected rollouts)."""
     groups_per_step: int = 8
@@ -106,6 +112,13 @@ class TrainConfig(_Config):
     """Where the store, checkpoints, metrics and report go."""
     perturb: PerturbSpec = Field(default_factory=PerturbSpec)
     """Perturbation of the agent's operational space in training rollouts (M2_NOTES §5); off by default."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_difficulty(cls, data: object) -> object:
+        if isinstance(data, dict) and "difficulty" not in data:
+            data = {**data, "difficulty": FRONTIER_DIFFICULTY.get(str(data.get("env", "tool-reasoning")), [1])}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
