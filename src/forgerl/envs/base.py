@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from forgerl.envs.noise import NoiseConfig
 
 __all__ = [
-    "Environment", "Family", "RewardResult", "RewardWeights", "Task", "Verdict", "family_info", "list_families",
+    "Environment", "EnvironmentWrapper", "Family", "RewardResult", "RewardWeights", "Task", "Verdict", "family_info", "list_families",
     "make_env", "register_family", "run_gold", "sample_task",
 ]
 
@@ -144,6 +144,31 @@ class Environment(ABC):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+class EnvironmentWrapper(Environment):
+    """An environment around `inner` that shares its state (task, reward weights, done): wrappers
+    such as NoisyEnvironment and perturb's PerturbedEnvironment override only what they change."""
+
+    def __init__(self, inner: Environment) -> None:
+        self.inner = inner
+        self.family = inner.family  # type: ignore[misc]
+
+    @property
+    def task(self) -> Task | None:  # type: ignore[override]
+        return self.inner.task
+
+    @property
+    def reward_weights(self) -> RewardWeights:  # type: ignore[override]
+        return self.inner.reward_weights
+
+    @reward_weights.setter
+    def reward_weights(self, weights: RewardWeights) -> None:
+        self.inner.reward_weights = weights
+
+    @property
+    def done(self) -> bool:
+        return self.inner.done
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from forgerl.envs.base import Environment, RewardResult, Task
+from forgerl.envs.base import Environment, EnvironmentWrapper, RewardResult, Task
 from forgerl.envs.rewards import RewardWeights, Verdict
 from forgerl.errors import ToolError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
@@ -98,33 +98,15 @@ def call_key(name: str, arguments: dict[str, Any]) -> str:
     return f"{name}|{json.dumps(_canonical(arguments), sort_keys=True, default=str)}"
 
 
-class NoisyEnvironment(Environment):
+class NoisyEnvironment(EnvironmentWrapper):
     """Any environment, with seeded noise on its tool calls (see the module docstring)."""
 
     def __init__(self, inner: Environment, config: NoiseConfig) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.config = config
-        self.family = inner.family  # type: ignore[misc]
         self._events: list[dict[str, Any]] = []
         self._occurrences: dict[str, int] = {}
         self._failed_last: set[str] = set()
-
-    # --- delegation ---
-    @property
-    def task(self) -> Task | None:  # type: ignore[override]
-        return self.inner.task
-
-    @property
-    def reward_weights(self) -> RewardWeights:  # type: ignore[override]
-        return self.inner.reward_weights
-
-    @reward_weights.setter
-    def reward_weights(self, weights: RewardWeights) -> None:
-        self.inner.reward_weights = weights
-
-    @property
-    def done(self) -> bool:
-        return self.inner.done
 
     def tools(self) -> list[ToolSpec]:
         return self.inner.tools()

@@ -18,7 +18,7 @@ import json
 import random
 from typing import Any
 
-from forgerl.envs.base import Environment, RewardResult, Task
+from forgerl.envs.base import Environment, EnvironmentWrapper, RewardResult, Task
 from forgerl.envs.noise import call_key
 from forgerl.envs.rewards import RewardWeights, Verdict
 from forgerl.errors import ToolError
@@ -33,38 +33,20 @@ def rate_limit_message(limit: int) -> str:
             "Make this call again.")
 
 
-class PerturbedEnvironment(Environment):
+class PerturbedEnvironment(EnvironmentWrapper):
     """The wrapped environment `inner`, perturbed by `draws` (a dict made by perturb/apply.py)."""
 
     def __init__(self, inner: Environment, draws: dict[str, Any], record: dict[str, Any],
                  original_gold: list[list[ToolCall]] | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.draws = draws
         self.record = record
-        self.family = inner.family  # type: ignore[misc]
         self._original_gold = original_gold
         self._plan: ToolPlan | None = None
         self._plan_key: tuple[str, ...] | None = None
         self._events: list[dict[str, Any]] = []
         self._occurrences: dict[str, int] = {}
         self._in_flight = 0
-
-    # --- delegation ---
-    @property
-    def task(self) -> Task | None:  # type: ignore[override]
-        return self.inner.task
-
-    @property
-    def reward_weights(self) -> RewardWeights:  # type: ignore[override]
-        return self.inner.reward_weights
-
-    @reward_weights.setter
-    def reward_weights(self, weights: RewardWeights) -> None:
-        self.inner.reward_weights = weights
-
-    @property
-    def done(self) -> bool:
-        return self.inner.done
 
     def verify(self, trajectory: Trajectory) -> Verdict:
         return self.inner.verify(trajectory)

@@ -11,7 +11,6 @@ reward (outcome plus process terms) is reported beside it.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,23 +21,9 @@ from forgerl.engine.base import SamplingParams
 from forgerl.envs.base import make_env, sample_task
 from forgerl.perturb.apply import apply_perturbations
 from forgerl.perturb.spec import Scaffold
+from forgerl.eval.run import wilson_interval  # the one Wilson interval (re-exported here)
 from forgerl.train.rollouts import HELD_OUT_SEED_BASE
 from forgerl.types import Trajectory, TrajectoryStatus
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (default 95%); (0, 1) when n = 0."""
-    if n < 0 or not 0 <= successes <= n:
-        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends (no rounding residue)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high
 
 
 @dataclass

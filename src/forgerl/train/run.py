@@ -78,9 +78,17 @@ def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
         policy = add_lora(policy, config.lora_rank, config.lora_alpha, config.lora_targets)
     fmt = get_format(config.chat_format)
     stop = (tokenizer.convert_tokens_to_ids(fmt.end_of_message),)
-    engine = LLMEngine(engine_model, tokenizer, model_name=config.model, max_context=config.max_context,
-                       num_slots=max(8, config.groups_per_step * config.group_size), stop_token_ids=stop,
-                       fp32_lm_head=config.fp32_lm_head)
+    slots = max(8, config.groups_per_step * config.group_size)
+    if config.engine == "vllm":  # a supervised vLLM server in its own venv (engine/vllm; scripts/install_vllm.sh)
+        from forgerl.engine.vllm import open_vllm_engine
+
+        engine = open_vllm_engine(engine_model, tokenizer, work_dir=run_dir / "vllm", model_name=config.model,
+                                  stop_token_ids=stop, max_context=config.max_context,
+                                  server={"threads": config.vllm_threads, "kv_cache_gib": config.vllm_kv_cache_gib,
+                                          "max_num_seqs": slots})
+    else:
+        engine = LLMEngine(engine_model, tokenizer, model_name=config.model, max_context=config.max_context,
+                           num_slots=slots, stop_token_ids=stop, fp32_lm_head=config.fp32_lm_head)
     policy.train()
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr, betas=config.betas, eps=config.adam_eps,
                                   weight_decay=config.weight_decay)

