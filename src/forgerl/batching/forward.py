@@ -70,11 +70,9 @@ def tree_token_logprobs(model: torch.nn.Module, mb: TreeMicroBatch, fp32_head: b
         zero = hidden.sum() * 0.0
         return torch.zeros_like(mb.loss_mask) + zero.float(), torch.zeros_like(mb.loss_mask)
     picked = hidden[mb.source_index]  # [N, H]
-    if fp32_head:
-        bias = None if head.bias is None else head.bias.float()
-        logits = torch.nn.functional.linear(picked.float(), head.weight.float(), bias)
-    else:
-        logits = head(picked).float()
+    from forgerl.train.logprobs import head_logits  # lazy, like _decoder_and_head (train/ imports batching/)
+
+    logits = head_logits(head, picked, fp32_head)
     logp_all = torch.log_softmax(logits, dim=-1)  # [N, V]
     flat = logp_all.gather(-1, mb.input_ids[0, mb.target_index].unsqueeze(-1)).squeeze(-1)  # [N]
     keep = mb.loss_mask > 0

@@ -60,6 +60,16 @@ def collate(samples: Sequence[TrainingSample], device: torch.device | str, pad_i
     return MicroBatch(list(samples), ids.to(device), attn.to(device), mask.to(device), old.to(device), adv.to(device))
 
 
+def head_logits(head: torch.nn.Module, hidden: torch.Tensor, fp32: bool = True) -> torch.Tensor:
+    """FP32 logits [N, V] of the LM head on the picked hidden states [N, H]: with `fp32`, the head's
+    matmul itself runs in FP32 (M1's fix for the train/inference probability mismatch), not only
+    its output; every trainer-side logprob (chains, trees, SFT) goes through here."""
+    if not fp32:
+        return head(hidden).float()
+    bias = None if head.bias is None else head.bias.float()
+    return torch.nn.functional.linear(hidden.float(), head.weight.float(), bias)
+
+
 def token_logprobs(model: torch.nn.Module, mb: MicroBatch, fp32_head: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """logp [B, L] of each trainable target token under `model` (differentiable) and the policy's
     entropy [B, L] at the predicting position (detached); both 0 where `loss_mask` is 0."""
@@ -67,11 +77,7 @@ def token_logprobs(model: torch.nn.Module, mb: MicroBatch, fp32_head: bool = Tru
     hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
     rows, cols = mb.loss_mask.nonzero(as_tuple=True)  # target positions
     picked = hidden[rows, cols - 1]  # [N, H]: the hidden state that predicts each target
-    if fp32_head:
-        bias = None if head.bias is None else head.bias.float()
-        logits = torch.nn.functional.linear(picked.float(), head.weight.float(), bias)
-    else:
-        logits = head(picked).float()
+    logits = head_logits(head, picked, fp32_head)
     logp_all = torch.log_softmax(logits, dim=-1)  # [N, V]
     flat = logp_all.gather(-1, mb.input_ids[rows, cols].unsqueeze(-1)).squeeze(-1)  # [N]
     logp = torch.zeros(mb.loss_mask.shape, dtype=flat.dtype, device=flat.device).index_put((rows, cols), flat)

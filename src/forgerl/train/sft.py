@@ -24,7 +24,7 @@ import torch
 from forgerl.chat.base import ChatFormat, encode_segments
 from forgerl.envs.base import Environment, Task, make_env, sample_task
 from forgerl.errors import ToolError
-from forgerl.train.logprobs import collate, token_logprobs
+from forgerl.train.logprobs import collate, head_logits, token_logprobs
 from forgerl.train.lora import causal_lm, decoder_and_head
 from forgerl.types import Message, ToolSpec, TrainingSample, Trajectory
 
@@ -142,8 +142,7 @@ def _shared_prefix_logprobs(model: torch.nn.Module, batch: Sequence[tuple[list[i
     hidden = decoder(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache,
                      use_cache=True).last_hidden_state  # [B, W, H]
     rows, cols = mask.nonzero(as_tuple=True)
-    logits = torch.nn.functional.linear(hidden[rows, cols - 1].float(), head.weight.float(),
-                                        None if head.bias is None else head.bias.float())
+    logits = head_logits(head, hidden[rows, cols - 1])
     logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[rows, cols].unsqueeze(-1)).squeeze(-1)
     return logp.sum(), int(rows.numel())
 
