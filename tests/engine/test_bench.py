@@ -1,9 +1,16 @@
-"""The engine benchmark runs all three methods on the same workload (no timing assertions here:
-speed is judged by the ratio the benchmark prints, not by a unit test)."""
+"""The engine benchmark runs every method on the same workload (no timing assertions here: speed is
+judged by the ratio the benchmark prints, not by a unit test)."""
 
 from __future__ import annotations
 
-from forgerl.engine.bench import make_workload, run_engine_bench
+from forgerl.engine.bench import (
+    BUILTIN,
+    HF_BATCHED,
+    VLLM,
+    make_workload,
+    run_engine_bench,
+    run_engine_bench_models,
+)
 
 
 def test_workload_contexts_extend_turn_by_turn():
@@ -19,3 +26,14 @@ def test_bench_reports_every_method(capsys):
     assert "hf generate, per request" in out and "prefix reuse" in out
     assert ratios["forgerl_tokens_per_s"] > 0
     assert all(r > 0 for k, r in ratios.items())
+    assert ratios[BUILTIN] == 1.0 and ratios[f"{BUILTIN} tokens/s"] == ratios["forgerl_tokens_per_s"]
+
+
+def test_vllm_column_is_skipped_with_the_reason_when_vllm_is_missing(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("FORGERL_VLLM_VENV", str(tmp_path / "no-such-venv"))
+    results = run_engine_bench_models(["tiny-random", "tiny-random"], sessions=2, turns=1, max_tokens=2,
+                                      device="cpu", skip_per_request=True, vllm=True)
+    out = capsys.readouterr().out
+    assert "vLLM column skipped" in out and "forgerl engine install-vllm" in out  # says how to install it
+    assert all(VLLM not in r and HF_BATCHED in r for r in results.values())
+    assert "summary" in out  # several models: one side-by-side table at the end

@@ -16,12 +16,15 @@ from forgerl.engine.scripted import ScriptedEngine
 from forgerl.envs.base import make_env, run_gold, sample_task
 from forgerl.envs.tool_reasoning import (
     DIFFICULTIES,
+    GOLD_STYLE,
     ITEMS,
     PEOPLE,
+    SolverStyle,
     ToolReasoningEnv,
     convert,
     gold_messages,
     generate_task,
+    sample_style,
 )
 from forgerl.errors import ToolError, VerifierError
 from forgerl.types import ToolCall, Trajectory, TrajectoryStatus
@@ -195,3 +198,39 @@ def test_gold_messages_replayed_through_the_agent_loop_score_one(tokenizer):
         ]
         # the injected error existed only in the SFT data; the live env answered every call
         assert [m.content for m in traj.messages if m.role == "tool"][-1] == f"Answer {task.answer} submitted."
+
+
+STYLES = [SolverStyle(max_parallel=k, terse=t) for k in (None, 2, 1) for t in (False, True)]
+
+
+@pytest.mark.parametrize("style", STYLES, ids=str)
+def test_every_solver_style_solves_the_task_through_the_agent_loop(style, tokenizer):
+    """SFT's varied styles are all correct paths: replayed through the real agent loop (with an
+    injected error) they score 1.0, and no lookup round makes more lookups than the style allows."""
+    fmt = get_format("minimax_m2")
+    for seed, difficulty in [(0, 2), (1, 3), (2, 4), (3, 5)]:
+        task = generate_task(seed, difficulty)
+        messages = gold_messages(task, inject_error=True, seed=seed, style=style)
+        lookups = [len(m.tool_calls) for m in messages if m.role == "assistant" and m.tool_calls[0].name == "lookup"]
+        assert max(lookups) <= (style.max_parallel or 99)
+        looked_up = [c.arguments["item"] for m in messages if m.role == "assistant" for c in m.tool_calls if c.name == "lookup"]
+        gold = [c.arguments["item"] for r in ToolReasoningEnv().gold_solution(task) for c in r if c.name == "lookup"]
+        assert sorted(set(looked_up)) == sorted(gold)  # same lookups (retries aside), differently grouped
+        replies = [fmt.render_assistant_body(m) for m in messages if m.role == "assistant"]
+        traj = asyncio.run(run_episode(ScriptedEngine(tokenizer, replies), fmt, make_env(FAMILY), task,
+                                       sampling=SamplingParams(max_tokens=600), max_turns=len(replies),
+                                       max_total_tokens=8000))
+        assert traj.status == TrajectoryStatus.COMPLETED and traj.reward == 1.0, (style, traj.failure)
+
+
+def test_sampled_styles_are_seeded_and_cover_every_style():
+    assert [sample_style(s) for s in range(50)] == [sample_style(s) for s in range(50)]
+    drawn = [sample_style(s) for s in range(600)]
+    assert set(drawn) == set(STYLES)
+    assert 0.35 < sum(d.max_parallel is None for d in drawn) / len(drawn) < 0.65  # half keep one parallel round
+    task = generate_task(4, 3)
+    assert [m.reasoning for m in ToolReasoningEnv().gold_messages(task, seed=4)] == [
+        m.reasoning for m in gold_messages(task, seed=4, style=GOLD_STYLE)]
+    varied = ToolReasoningEnv().gold_messages(task, seed=4, varied=True)
+    styled = gold_messages(task, seed=4, style=sample_style(4))
+    assert [m.reasoning for m in varied] == [m.reasoning for m in styled]

@@ -70,7 +70,7 @@ def _reply(fmt, thought: str, command: str) -> str:
     return fmt.render_assistant_body(Message(role="assistant", content=content, reasoning=thought))
 
 
-def test_mini_swe_agent_fixes_a_bug_through_the_gateway(live_gateway, m2_format, monkeypatch):
+def test_mini_swe_agent_fixes_a_bug_through_the_gateway(live_gateway, m2_format, monkeypatch, tmp_path):
     pytest.importorskip("minisweagent")
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     monkeypatch.setenv("MSWEA_MODEL_RETRY_STOP_AFTER_ATTEMPT", "1")
@@ -102,3 +102,27 @@ def test_mini_swe_agent_fixes_a_bug_through_the_gateway(live_gateway, m2_format,
     assert all(chain_samples(t, [1.0] * len(t.calls)) for t in group)
     samples = build_samples([group], TrainConfig())
     assert samples and sum(s.num_tokens for s in samples) == sum(t.num_completion_tokens for t in group)
+    _train_on(samples, tmp_path)
+
+
+def _train_on(samples, tmp_path: Path) -> None:
+    """The trainer takes two optimizer steps on the agent's recorded samples (tiny-random shares the
+    project tokenizer the gateway recorded with; the scripted engine's logprobs are a constant, so
+    this checks the plumbing, not the importance ratio)."""
+    import math
+
+    import torch
+
+    from forgerl.train.run import close_run, open_run
+    from forgerl.train.step import optimize
+
+    run = open_run(TrainConfig(model="tiny-random", run_dir=str(tmp_path / "run"), steps=2))
+    try:
+        before = [p.detach().clone() for p in run.policy.parameters()]
+        for _ in range(2):
+            metrics = optimize(run, samples)
+            assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["train/grad_norm"])
+            assert metrics["train/tokens"] == sum(s.num_tokens for s in samples)
+        assert any(not torch.equal(a, b) for a, b in zip(before, run.policy.parameters(), strict=True))
+    finally:
+        close_run(run)

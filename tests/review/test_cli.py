@@ -39,3 +39,25 @@ def test_rm_train_without_labels_says_what_to_do(tmp_path):
     runner.invoke(review_app, ["demo", "--run", str(run), "--tasks", "1", "--rollouts", "2"])
     result = runner.invoke(rm_app, ["train", "--run", str(run)])
     assert result.exit_code == 2 and "no labels to train on" in result.output
+
+
+def test_scripted_label_on_a_tool_reasoning_run(tmp_path):
+    from forgerl.types import Message, ToolCall, Trajectory
+
+    def episode(tid: str, expression: str, reward: float) -> Trajectory:
+        return Trajectory(id=tid, task_id="t", reward=reward, messages=[
+            Message(role="user", content="What is the price of 2 figs?"),
+            Message(role="assistant", tool_calls=[ToolCall(id="l", name="lookup", arguments={"table": "price", "item": "fig"})]),
+            Message(role="tool", tool_call_id="l", name="lookup", content="4"),
+            Message(role="assistant", tool_calls=[ToolCall(id="c", name="calculator", arguments={"expression": expression})]),
+            Message(role="tool", tool_call_id="c", name="calculator", content="8")])
+
+    run = tmp_path / "run"
+    with TrajectoryStore(run) as store:
+        store.add_run({}, run_id="r")
+        store.add_trajectories([episode("a", "2*4", 1.0), episode("b", "3*4", 0.0)], "r")
+    result = runner.invoke(review_app, ["scripted-label", "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "2 rubric labels, 1 preferences; 0.50 of the trajectories are grounded" in result.output
+    again = runner.invoke(review_app, ["scripted-label", "--run", str(run)])
+    assert again.exit_code == 2 and "already holds labels" in again.output

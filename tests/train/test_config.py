@@ -59,3 +59,13 @@ def test_batch_mode_defaults_to_the_prefix_tree_and_keeps_the_references():
         assert TrainConfig(batch_mode=mode).batch_mode == mode
     for loss in ("grpo", "gspo", "ppo"):  # tree and call stay exact for sequence-level losses
         assert TrainConfig(batch_mode="tree", loss={"name": loss}).batch_mode == "tree"
+
+
+def test_reward_model_needs_the_synchronous_loop(tmp_path):
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "reward_model.json").write_text("{}")
+    (rm / "head.safetensors").write_bytes(b"")
+    assert load_config(None, reward_model={"path": str(rm)}).reward_model.path == str(rm)
+    with pytest.raises(ConfigError, match="synchronous loop only"):
+        load_config(None, reward_model={"path": str(rm)}, rollout={"mode": "windowed"})

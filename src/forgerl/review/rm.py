@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from forgerl.review.features import PROCESS_FEATURES, verifier_reward
 from forgerl.review.render import Segments, trajectory_segments
 from forgerl.review.rubric import DEFAULT_RUBRIC, Rubric
 from forgerl.store import TrajectoryStore
@@ -50,6 +51,14 @@ class RewardModelConfig(BaseModel):
     weight_decay: float = Field(1e-2, ge=0)
     rubric_weight: float = Field(1.0, ge=0)
     """Weight of the rubric-regression loss next to the Bradley–Terry loss."""
+    process_features: bool = True
+    """Append the trajectory's process statistics (forgerl.review.features: calls, parallelism,
+    thinking length, errors, numbers passed to tools that were never seen) to the text embeddings.
+    Relations across an episode that a frozen encoder cannot see; on the tool-reasoning expert
+    (forgerl.review.tool_expert) text alone reaches far lower held-out accuracy (README)."""
+    process_scale: float = Field(4.0, gt=0)
+    """Multiplier of the process features: next to 3 unit-norm embeddings (hundreds of dimensions
+    a linear head can memorise training tasks with) they need the larger scale to be used."""
     holdout: float = Field(0.25, ge=0, lt=1)
     """Fraction of tasks held out for evaluation."""
     seed: int = 0
@@ -97,9 +106,14 @@ class Encoder:
         return torch.cat(out) if out else torch.zeros(0, self.dim)
 
 
-def featurize(encoder: Encoder, segments: Sequence[Segments]):
-    """[N, 3·dim] features: the reply's embedding, and the mean and the max over the tool calls'
-    embeddings (zeros without calls). Max-pooling lets one bad call stand out among many good ones."""
+def feature_dim(encoder_dim: int, config: RewardModelConfig) -> int:
+    return 3 * encoder_dim + (len(PROCESS_FEATURES) if config.process_features else 0)
+
+
+def featurize(encoder: Encoder, segments: Sequence[Segments], process: bool = False, process_scale: float = 1.0):
+    """[N, 3·dim (+ P)] features: the reply's embedding, and the mean and the max over the tool
+    calls' embeddings (zeros without calls) — max-pooling lets one bad call stand out among many
+    good ones — then, with `process`, the P process features (zeros where a Segments has none)."""
     import torch
 
     texts = [s.reply for s in segments] + [c for s in segments for c in s.calls]
@@ -113,7 +127,12 @@ def featurize(encoder: Encoder, segments: Sequence[Segments]):
             block = calls[start:start + len(s.calls)]
             mean[i], top[i] = block.mean(0), block.max(0).values
             start += len(s.calls)
-    return torch.cat([reply, mean, top], dim=-1)
+    parts = [reply, mean, top]
+    if process:
+        zeros = (0.0,) * len(PROCESS_FEATURES)
+        parts.append(process_scale * torch.tensor([list(s.process or zeros) for s in segments], dtype=torch.float32)
+                     .reshape(len(segments), len(PROCESS_FEATURES)))
+    return torch.cat(parts, dim=-1)
 
 
 def _head(dim: int, hidden: int):
@@ -154,7 +173,7 @@ def load_label_data(store: TrajectoryStore, rubric: Rubric = DEFAULT_RUBRIC) -> 
     texts, tasks, verifier = {}, {}, {}
     for tid in sorted(ids):
         traj = store.get_trajectory(tid)
-        texts[tid], tasks[tid], verifier[tid] = trajectory_segments(traj), traj.task_id, traj.reward
+        texts[tid], tasks[tid], verifier[tid] = trajectory_segments(traj), traj.task_id, verifier_reward(traj)
     return LabelData(texts, tasks, preferences, {k: statistics.fmean(v) for k, v in per_traj.items()}, verifier)
 
 
@@ -249,7 +268,8 @@ class RewardModel:
         import torch
 
         with torch.inference_mode():
-            return self.head(featurize(self.encoder, segments)).squeeze(-1).tolist()
+            features = featurize(self.encoder, segments, self.config.process_features, self.config.process_scale)
+            return self.head(features).squeeze(-1).tolist()
 
     def score(self, trajectories: Sequence[Trajectory]) -> list[float]:
         raw = self.raw_scores([trajectory_segments(t) for t in trajectories])
@@ -275,9 +295,9 @@ class RewardModel:
             raise ValueError(f"{directory} is not a reward model directory (no reward_model.json); "
                              "train one with `forgerl rm train`")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        config = RewardModelConfig.model_validate(meta["config"])
+        config = RewardModelConfig.model_validate({"process_features": False, **meta["config"]})  # older: text only
         enc = encoder or Encoder(config.encoder, config.max_tokens)
-        head = _head(3 * enc.dim, config.hidden)
+        head = _head(feature_dim(enc.dim, config), config.hidden)
         head.load_state_dict(load_file(directory / "head.safetensors"))
         return cls(config, head.eval(), enc, meta.get("rubric_version", DEFAULT_RUBRIC.version))
 
@@ -295,7 +315,7 @@ def train_reward_model(data: LabelData, config: RewardModelConfig = RewardModelC
     encoder = encoder or Encoder(config.encoder, config.max_tokens)
     ids = sorted(data.texts)
     index = {tid: i for i, tid in enumerate(ids)}
-    emb = featurize(encoder, [data.texts[t] for t in ids])
+    emb = featurize(encoder, [data.texts[t] for t in ids], config.process_features, config.process_scale)
     held = {t for t in ids if held_out_task(data.tasks[t], config.holdout, config.seed)}
     train_pairs = [p for p in data.preferences if p[0] not in held and p[1] not in held]
     test_pairs = [p for p in data.preferences if p[0] in held and p[1] in held]

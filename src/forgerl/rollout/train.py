@@ -8,7 +8,8 @@
         push weights (version + 1), ack the batch in the store, log, checkpoint when due
 
 The ticket is a *group* (`group_size` rollouts of one task), so group-normalised advantages see
-whole groups; `batch_size` is `groups_per_step`. The trainer's step, evaluation, checkpoints and
+whole groups; `batch_size` is `groups_per_step`. The scheduler comes from the config's `[rollout]`
+table (`mode = "windowed"`; `run_training` picks this loop or train/loop.py's by that mode). The trainer's step, evaluation, checkpoints and
 metrics are `train/`'s own; only the collection differs.
 """
 
@@ -73,9 +74,29 @@ async def rollout_group(run: Run, spec: dict[str, Any]) -> list[Trajectory]:
     return list(await asyncio.gather(*(one(i) for i in range(cfg.group_size))))
 
 
+def scheduler_config(config: TrainConfig) -> SchedulerConfig:
+    """The scheduler the config's `[rollout]` table asks for (a ticket is one group, so a batch is
+    `groups_per_step` tickets); the default for a `sync` config is the windowed FIFO's defaults."""
+    fields = config.rollout.model_dump()
+    if fields["mode"] == "sync":
+        fields["mode"] = "windowed"
+    return SchedulerConfig(batch_size=config.groups_per_step, **fields)
+
+
+def run_training(config: TrainConfig, *, resume: bool = False,
+                 on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """The training loop the config asks for: `rollout.mode = "sync"` is the on-policy loop of
+    train/loop.py; windowed, fifo and greedy run asynchronously here (`forgerl train` uses this)."""
+    if config.rollout.mode == "sync":
+        from forgerl.train.loop import train
+
+        return train(config, resume=resume, on_step=on_step)
+    return run_async_training(config, resume=resume, on_step=on_step)
+
+
 def run_async_training(config: TrainConfig, scheduler: SchedulerConfig | None = None, *, resume: bool = False,
                        on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    scheduler = scheduler or SchedulerConfig(batch_size=config.groups_per_step)
+    scheduler = scheduler or scheduler_config(config)
     if scheduler.batch_size != config.groups_per_step:
         raise ValueError(f"scheduler.batch_size ({scheduler.batch_size}) must equal groups_per_step "
                          f"({config.groups_per_step}): a batch is one step's groups")
@@ -141,4 +162,5 @@ def _batch_metrics(batch: Batch, run: Run, scheduler: RolloutScheduler) -> dict[
     return out
 
 
-__all__ = ["advantage_groups", "group_specs", "rollout_group", "run_async_training"]
+__all__ = ["advantage_groups", "group_specs", "rollout_group", "run_async_training", "run_training",
+           "scheduler_config"]

@@ -9,6 +9,10 @@ exists: shared memory, no disk I/O), renamed into place so the server never sees
 then posts its path and version to the server's `/admin/weights` (server/admin.py), which drains
 in-flight requests and swaps the weights. Old files are removed once a newer version is loaded.
 
+A restarted server starts from its own initial weights: `restore()` (called by the engine
+client's ServerWatch when the server is back, engine/remote.py) sees the new process in the
+server's instance header and posts the newest loaded file again, with its version.
+
 Why an alarm: with trainer and engine in separate processes a failed push (engine restarted,
 drain timed out, disk full) does not stop training — it silently turns on-policy RL into
 ever-more-off-policy RL. `StaleWeightsAlarm` compares the version the trainer pushed with the one
@@ -29,6 +33,9 @@ from typing import Any
 from forgerl.errors import EngineError
 
 log = logging.getLogger(__name__)
+
+# The server's process id header (server/admin.py; not imported, to keep FastAPI out of the trainer).
+INSTANCE_HEADER = "x-forgerl-server-instance"
 
 
 class StaleWeightsError(EngineError):
@@ -114,7 +121,7 @@ class WeightPusher:
 
     def __init__(self, base_url: str, *, admin_token: str, shared_dir: str | os.PathLike[str] | None = None,
                  mode: str = "drain", drain_timeout_s: float = 60.0, timeout_s: float = 300.0,
-                 alarm: StaleWeightsAlarm | None = None) -> None:
+                 alarm: StaleWeightsAlarm | None = None, transport: Any = None) -> None:
         import httpx
 
         self.base_url = base_url.rstrip("/")
@@ -122,13 +129,15 @@ class WeightPusher:
         self.shared_dir.mkdir(parents=True, exist_ok=True)
         self.mode, self.drain_timeout_s = mode, drain_timeout_s
         self.alarm = alarm if alarm is not None else StaleWeightsAlarm()
-        self._http = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {admin_token}"})
+        self._http = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {admin_token}"},
+                                  transport=transport)
         self._files: list[Path] = []
+        self.loaded: tuple[int, str | None] | None = None  # (version, server instance) of the newest push that landed
 
-    def push(self, state_dict: Mapping[str, Any], version: int) -> PushResult:
+    def push(self, state_dict: Mapping[str, Any], version: int, *, force: bool = False) -> PushResult:
         """Write, post, verify; never raises for a failed push (the alarm does the shouting),
-        except StaleWeightsError when the alarm is set to raise."""
-        import httpx
+        except StaleWeightsError when the alarm is set to raise. `force` loads the weights even if
+        the server holds a newer version (a trainer attaching to a server it did not start)."""
         from safetensors.torch import save_file
 
         t0 = time.perf_counter()
@@ -140,22 +149,12 @@ class WeightPusher:
         size = path.stat().st_size
         t1 = time.perf_counter()
         result = PushResult(version=version, ok=False, engine_version=None, bytes=size, save_s=t1 - t0)
-        try:
-            resp = self._http.post(f"{self.base_url}/admin/weights", json={
-                "path": str(path.resolve()), "version": version, "mode": self.mode,
-                "drain_timeout_s": self.drain_timeout_s})
-            result.request_s = time.perf_counter() - t1
-            body = resp.json()
-            if resp.status_code == 200:
-                result.ok, result.server, result.engine_version = True, body, body["policy_version"]
-            else:
-                result.error = f"HTTP {resp.status_code}: {body.get('error', {}).get('message', body)}"
-                result.engine_version = self.engine_version()
-        except (httpx.HTTPError, ValueError) as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
+        self._post(path, version, force, result)
+        result.request_s = time.perf_counter() - t1
         result.total_s = time.perf_counter() - t0
         if result.ok:
-            self._files.append(path)
+            if path not in self._files:
+                self._files.append(path)
             for old in self._files[:-1]:  # the engine holds the newest; earlier files are done with
                 old.unlink(missing_ok=True)
             self._files = self._files[-1:]
@@ -166,15 +165,59 @@ class WeightPusher:
         self.alarm.check(version, result.engine_version)
         return result
 
+    def _post(self, path: Path, version: int, force: bool, result: PushResult) -> None:
+        import httpx
+
+        try:
+            resp = self._http.post(f"{self.base_url}/admin/weights", json={
+                "path": str(path.resolve()), "version": version, "mode": self.mode,
+                "drain_timeout_s": self.drain_timeout_s, "force": force})
+            body = resp.json()
+            if resp.status_code == 200:
+                result.ok, result.server, result.engine_version = True, body, body["policy_version"]
+                self.loaded = (version, resp.headers.get(INSTANCE_HEADER))
+            else:
+                result.error = f"HTTP {resp.status_code}: {body.get('error', {}).get('message', body)}"
+                result.engine_version = self.engine_version()
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+
     def engine_version(self) -> int | None:
         """The engine's policy version, or None when it cannot be reached."""
+        info = self.engine_info()
+        return None if info is None else info[0]
+
+    def engine_info(self) -> tuple[int, str | None] | None:
+        """(policy version, server instance id), or None when the engine cannot be reached."""
         import httpx
 
         try:
             resp = self._http.get(f"{self.base_url}/admin/weights")
-            return int(resp.json()["policy_version"]) if resp.status_code == 200 else None
+            if resp.status_code != 200:
+                return None
+            return int(resp.json()["policy_version"]), resp.headers.get(INSTANCE_HEADER)
         except (httpx.HTTPError, ValueError, KeyError):
             return None
+
+    def restore(self) -> PushResult | None:
+        """After the server came back: if it is another process than the one that loaded our
+        newest weights (a restart: it started from its own initial weights), post that file again,
+        with its version. None when there is nothing to do (same process, or nothing pushed yet)."""
+        if self.loaded is None or not self._files:
+            return None
+        version, instance = self.loaded
+        info = self.engine_info()
+        if info is not None and info[1] == instance and info[0] >= version:
+            return None
+        log.warning("the inference server restarted (it reports %s); pushing policy version %d again",
+                    "nothing" if info is None else f"version {info[0]}", version)
+        t0 = time.perf_counter()
+        result = PushResult(version=version, ok=False, engine_version=None, bytes=self._files[-1].stat().st_size)
+        self._post(self._files[-1], version, True, result)
+        result.request_s = result.total_s = time.perf_counter() - t0
+        if not result.ok:
+            log.error("restoring policy version %d on the restarted server failed: %s", version, result.error)
+        return result
 
     def close(self) -> None:
         self._http.close()

@@ -10,6 +10,12 @@ admission gate, requests in flight finish on the old weights, the weights are sw
 reopens. If the in-flight requests do not finish within the drain timeout, nothing is loaded and
 the push answers 503 (the trainer may retry or alarm). "immediate" swaps between two engine steps
 instead; running requests then carry the oldest version that sampled any of their tokens.
+
+Versions must increase, so a second trainer cannot silently mix its weights in (409). A trainer
+that attaches to a server it did not start pushes its initial weights with `force` (they replace
+whatever the server was started with); every admin answer names the server process in the
+`x-forgerl-server-instance` header, so a trainer can tell that the server restarted (and lost the
+pushed weights) and push the newest ones again (rollout/weights.py `WeightPusher.restore`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import hmac
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +37,7 @@ from forgerl.server.protocol import error_body
 log = logging.getLogger(__name__)
 
 VERSION_HEADER = "x-forgerl-policy-version"
+INSTANCE_HEADER = "x-forgerl-server-instance"  # changes when the server process restarts
 
 
 class AdmissionGate:
@@ -105,6 +113,10 @@ class WeightUpdate(BaseModel):
     """The new policy version; must be greater than the engine's."""
     mode: Literal["drain", "immediate"] = "drain"
     drain_timeout_s: float = Field(60.0, gt=0)
+    force: bool = False
+    """Load even when `version` is not newer: a trainer attaching to a running server (its own
+    initial weights as its version 0) or restoring a restarted one. Normal pushes leave it off, so
+    a second trainer pushing to the same server is refused (409) instead of mixing weights."""
 
 
 def _err(status: int, message: str, code: str) -> JSONResponse:
@@ -114,6 +126,9 @@ def _err(status: int, message: str, code: str) -> JSONResponse:
 
 def add_admin_routes(app: FastAPI, engine: Any, gate: AdmissionGate, admin_token: str | None) -> None:
     lock = asyncio.Lock()  # one weight update at a time
+    # Identifies this server process: a trainer that sees it change knows the server restarted
+    # (and lost the weights it pushed), so it pushes them again (rollout/weights.py restore).
+    instance = uuid.uuid4().hex
 
     def denied(request: Request) -> JSONResponse | None:
         if admin_token is None:
@@ -128,7 +143,8 @@ def add_admin_routes(app: FastAPI, engine: Any, gate: AdmissionGate, admin_token
     async def weights_info(request: Request) -> JSONResponse | dict[str, Any]:
         if (refusal := denied(request)) is not None:
             return refusal
-        return {"policy_version": engine.policy_version, "in_flight": gate.in_flight, "paused": gate.paused}
+        return JSONResponse({"policy_version": engine.policy_version, "in_flight": gate.in_flight,
+                             "paused": gate.paused}, headers={INSTANCE_HEADER: instance})
 
     @app.post("/admin/weights", response_model=None)
     async def load_weights(request: Request) -> JSONResponse | dict[str, Any]:
@@ -146,9 +162,9 @@ def add_admin_routes(app: FastAPI, engine: Any, gate: AdmissionGate, admin_token
                              "(the trainer and server must share the directory)", "weights_not_found")
         async with lock:
             current = engine.policy_version
-            if update.version <= current:
+            if update.version <= current and not update.force:
                 return _err(409, f"version {update.version} is not newer than the engine's {current}; "
-                                 "versions must increase", "stale_version")
+                                 "versions must increase (force: true replaces them anyway)", "stale_version")
             t0 = time.perf_counter()
             try:
                 state = await asyncio.to_thread(_load, path)
@@ -171,9 +187,9 @@ def add_admin_routes(app: FastAPI, engine: Any, gate: AdmissionGate, admin_token
             t3 = time.perf_counter()
         log.info("policy version %d -> %d (%s, load %.3fs, drain %.3fs, apply %.3fs)", current, update.version,
                  path.name, t1 - t0, t2 - t1, t3 - t2)
-        return {"policy_version": engine.policy_version, "previous_version": current, "load_s": t1 - t0,
-                "drain_s": t2 - t1, "apply_s": t3 - t2, "drained_requests": waited,
-                "tensors": len(state), "bytes": path.stat().st_size}
+        return JSONResponse({"policy_version": engine.policy_version, "previous_version": current, "load_s": t1 - t0,
+                             "drain_s": t2 - t1, "apply_s": t3 - t2, "drained_requests": waited,
+                             "tensors": len(state), "bytes": path.stat().st_size}, headers={INSTANCE_HEADER: instance})
 
 
 def _load(path: Path) -> dict[str, Any]:

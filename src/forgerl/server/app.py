@@ -24,6 +24,10 @@ Weight sync (admin.py): with an admin token, `POST /admin/weights` loads a safet
 policy version N. By default new requests wait while in-flight ones drain, so every completion is
 sampled by exactly one version; each response carries it in the `x-forgerl-policy-version` header
 (and in the `forgerl` body extension).
+
+Token-id completions (completions.py): `POST /v1/completions` takes the prompt as token ids and
+answers in vLLM's shape, so a trainer in another process drives this server with the same client
+as a vLLM server (engine/remote.py).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from forgerl.chat.base import ChatFormat, ParsedCompletion, encode_segments
 from forgerl.engine.base import Engine, GenerationResult, SamplingParams, TokenEvent
 from forgerl.errors import ConfigError, ContextLengthError, ParseError
 from forgerl.server.admin import VERSION_HEADER, AdmissionGate, add_admin_routes
+from forgerl.server.completions import add_completion_routes
 from forgerl.server.convert import RequestError, to_messages, to_tool_specs
 from forgerl.server.protocol import ChatCompletionRequest, NamedToolChoice, error_body
 from forgerl.server.streaming import Channel, DeltaSplitter, IncrementalDecoder, cut_at_markers
@@ -454,6 +459,7 @@ def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: st
     app.state.forgerl = srv
     app.state.gate = gate
     add_admin_routes(app, engine, gate, admin_token)
+    add_completion_routes(app, engine, gate, srv.model_name)  # token-id prompts: the trainer's route
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

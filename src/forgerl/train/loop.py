@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from forgerl.review.features import verifier_reward
+from forgerl.review.train_hook import apply_reward_model
 from forgerl.train.config import TrainConfig
-from forgerl.train.run import Run, close_run, open_run, save_checkpoint
 from forgerl.train.rollouts import collect_groups, evaluate
+from forgerl.train.run import Run, close_run, open_run, save_checkpoint
 from forgerl.train.step import build_samples, optimize
 from forgerl.types import Trajectory
 
@@ -46,6 +48,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[int, 
         while run.step < config.steps:
             t0 = time.perf_counter()
             groups = asyncio.run(collect_groups(run))
+            rm_metrics = apply_reward_model(groups, run.reward_model, config.reward_model)  # {} when off
             trajectories = [t for g in groups for t in g]
             run.store.add_trajectories(trajectories, run.run_id)
             t1 = time.perf_counter()
@@ -56,6 +59,7 @@ def train(config: TrainConfig, *, resume: bool = False, on_step: Callable[[int, 
             run.step += 1
             run.store.mark_consumed([t.id for t in trajectories], run.step)
             metrics.update(rollout_metrics(trajectories, run.version))
+            metrics.update(rm_metrics)
             metrics.update({"time/rollout_s": t1 - t0, "time/train_s": t2 - t1, "time/sync_s": time.perf_counter() - t2})
             if run.step % config.eval_every == 0 or run.step == config.steps:
                 metrics["eval/reward"] = _evaluate(run)
@@ -80,7 +84,7 @@ def rollout_metrics(trajectories: list[Trajectory], version: int) -> dict[str, f
     scored = [t for t in trajectories if t.reward is not None]
     out: dict[str, float] = {
         "rollout/reward": _mean([t.reward for t in scored]),
-        "rollout/pass_rate": _mean([float(t.reward == 1.0) for t in scored]),
+        "rollout/pass_rate": _mean([float(verifier_reward(t) == 1.0) for t in scored]),  # the verifier's, even when blended
         "rollout/failed_frac": _mean([float(t.status.value == "failed") for t in trajectories]),
         "rollout/truncated_frac": _mean([float(t.status.value == "truncated") for t in trajectories]),
         "rollout/calls": _mean([len(t.calls) for t in trajectories]),

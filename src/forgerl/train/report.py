@@ -7,7 +7,7 @@ from pathlib import Path
 
 from forgerl.store import TrajectoryStore
 
-COLUMNS = ("rollout/reward", "rollout/pass_rate", "eval/reward", "train/loss", "train/entropy",
+COLUMNS = ("rollout/reward", "rollout/pass_rate", "rollout/verifier_reward", "rollout/rm_score", "eval/reward", "train/loss", "train/entropy",
            "mismatch/mean_abs_logprob", "loss/clip_frac_high", "time/rollout_s", "time/train_s")
 
 

