@@ -28,3 +28,33 @@ def build_micro_moe(vocab_size: int = 300, seed: int = 0) -> Any:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(tiny_config(vocab_size, None, None, MICRO_SHAPE), dtype=torch.float32)
     return model.eval()
+
+
+def start_cli_server(args: list[str], port: int, log: Any, started: list[Any], *, env: dict[str, str] | None = None,
+                     start_timeout_s: float = 300.0) -> Any:
+    """`python -m forgerl.cli.main ARGS` (serve, gateway, ...) in its own process, returned once its
+    `/health` answers on 127.0.0.1:`port`. Output goes to the file `log` (a pipe nobody reads would
+    block the server when full); the process is appended to `started` before waiting, so a test can
+    kill whatever it started however it ends. The timeout is generous: on a crowded 2-core machine
+    a start takes minutes."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    with open(log, "a") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "forgerl.cli.main", *args], stdout=out,
+                                stderr=subprocess.STDOUT, env=env)
+    started.append(proc)
+    deadline = time.monotonic() + start_timeout_s
+    while True:
+        assert proc.poll() is None, Path(log).read_text()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"`forgerl {args[0]}` did not start within {start_timeout_s:.0f} s"
+        time.sleep(0.2)

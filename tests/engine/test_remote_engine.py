@@ -10,7 +10,6 @@ import copy
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +25,7 @@ from forgerl.engine.vllm import VLLMEngine
 from forgerl.errors import ConfigError, ContextLengthError, EngineError
 from forgerl.rollout.weights import INSTANCE_HEADER, WeightPusher
 from forgerl.server.app import create_app
+from forgerl.testing import start_cli_server
 
 TOKEN = "remote-test-token"
 
@@ -277,23 +277,8 @@ def test_train_config_remote_fields():
 # ------------------------------------------------------------------ the trainer against a real process
 def start_serve(port: int, log: Any, started: list[Any]):
     """`forgerl serve --model tiny-random --admin-token ...` in its own process, once healthy."""
-    import subprocess
-    import sys
-
-    with open(log, "a") as out:  # a file, not a pipe nobody reads (a full pipe would block the server)
-        proc = subprocess.Popen([sys.executable, "-m", "forgerl.cli.main", "serve", "--model", "tiny-random",
-                                 "--port", str(port), "--admin-token", TOKEN], stdout=out, stderr=subprocess.STDOUT)
-    started.append(proc)  # the test kills whatever it started, however it ends
-    deadline = time.monotonic() + 300  # minutes when other jobs crowd the cores
-    while True:
-        assert proc.poll() is None, Path(log).read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "forgerl serve did not start"
-        time.sleep(0.3)
+    return start_cli_server(["serve", "--model", "tiny-random", "--port", str(port), "--admin-token", TOKEN],
+                            port, log, started)
 
 
 def recomputed_logprobs(model: Any, call: Any) -> torch.Tensor:

@@ -13,13 +13,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from forgerl.testing import start_cli_server
 
 
 def free_port() -> int:
@@ -29,22 +29,9 @@ def free_port() -> int:
 
 
 def start_gateway(port: int, run_dir: Path, log: Path, started: list[subprocess.Popen]) -> subprocess.Popen:
-    with open(log, "a") as out:  # a file, not a pipe nobody reads (the child keeps its own handle)
-        env = {k: v for k, v in os.environ.items() if k != "FORGERL_GATEWAY_ADMIN_KEY"}
-        proc = subprocess.Popen([sys.executable, "-m", "forgerl.cli.main", "gateway", "--model", "tiny-random",
-                                 "--port", str(port), "--run-dir", str(run_dir)], stdout=out, stderr=subprocess.STDOUT,
-                                env=env)
-    started.append(proc)  # the test kills whatever it started, however it ends
-    deadline = time.monotonic() + 300  # minutes when other jobs crowd the cores
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "forgerl gateway did not start"
-        time.sleep(0.2)
+    env = {k: v for k, v in os.environ.items() if k != "FORGERL_GATEWAY_ADMIN_KEY"}
+    return start_cli_server(["gateway", "--model", "tiny-random", "--port", str(port), "--run-dir", str(run_dir)],
+                            port, log, started, env=env)
 
 
 def open_session(url: str, seed: int) -> dict[str, Any]:

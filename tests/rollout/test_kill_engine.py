@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from forgerl.testing import start_cli_server
+
 TOKEN = "kill-engine-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -32,20 +34,8 @@ def free_port() -> int:
 
 
 def start_serve(port: int, log: Path, started: list[subprocess.Popen]) -> subprocess.Popen:
-    with open(log, "a") as out:  # a file, not a pipe nobody reads (the child keeps its own handle)
-        proc = subprocess.Popen([sys.executable, "-m", "forgerl.cli.main", "serve", "--model", "tiny-random",
-                                 "--port", str(port), "--admin-token", TOKEN], stdout=out, stderr=subprocess.STDOUT)
-    started.append(proc)  # the test kills whatever it started, however it ends
-    deadline = time.monotonic() + 300  # minutes when other jobs crowd the cores
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "forgerl serve did not start"
-        time.sleep(0.2)
+    return start_cli_server(["serve", "--model", "tiny-random", "--port", str(port), "--admin-token", TOKEN],
+                            port, log, started)
 
 
 def admin(http: httpx.Client, url: str) -> dict[str, Any] | None:
