@@ -148,7 +148,14 @@ def test_admission_keeps_staleness_within_the_bound_without_requeues(latencies, 
     except ValidationError:
         return  # a combination the config rightly refuses (window wider than the bound allows)
     sched, batches = _drive(config, {i: ms / 1000 for i, ms in enumerate(latencies)}, train_s=0.002)
-    assert sorted(t for b in batches for t in b.tickets) == list(range(len(latencies)))
+    consumed = [t for b in batches for t in b.tickets]
+    assert len(set(consumed)) == len(consumed) and set(consumed) <= set(range(len(latencies)))
+    if mode == "greedy":
+        # greedy keeps the bound by re-queueing stale rollouts; under a tight bound a slow one can use
+        # up its max_attempts (the wall clock decides) and is then dropped — counted, never lost silently
+        assert len(consumed) + sched.counts["dropped"] == len(latencies)
+    else:
+        assert sorted(consumed) == list(range(len(latencies)))
     assert max(s for b in batches for s in b.staleness) <= staleness
     if mode != "greedy":  # a window makes the bound hold by construction; greedy needs the re-queues
         assert sched.counts["stale_requeued"] == 0
