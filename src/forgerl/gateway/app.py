@@ -47,7 +47,6 @@ from forgerl.gateway.core import Gateway, GatewayError
 from forgerl.gateway.sessions import Plan, Session
 from forgerl.server.app import (  # the server's request/response path, reused as is
     _completion_text,
-    _engine_failure,
     _prepare,
     _Prepared,
     _response,
@@ -56,7 +55,7 @@ from forgerl.server.app import (  # the server's request/response path, reused a
     _validation_message,
 )
 from forgerl.server.convert import RequestError, to_messages
-from forgerl.server.protocol import ChatCompletionRequest, error_body
+from forgerl.server.protocol import ChatCompletionRequest, engine_failure, error_body
 from forgerl.types import Boundary, Failure, Message, TrajectoryStatus
 
 log = logging.getLogger(__name__)
@@ -168,7 +167,7 @@ class _Handlers:
                 result = await engine.generate(prep.prompt_ids, prep.params, session_id=session.id)
             except Exception as exc:  # noqa: BLE001 — one failed call, not a failed gateway
                 self._engine_error(session, exc)
-                return _engine_failure(exc)
+                return engine_failure(exc, "messages")
             if result.finish_reason == "error":
                 self._engine_error(session, RuntimeError("the engine reported an error"))
                 return JSONResponse(error_body("the engine reported an error for this completion", "server_error",
@@ -183,7 +182,7 @@ class _Handlers:
                                            "engine_error"), status_code=500)
         except Exception as exc:  # noqa: BLE001
             self._engine_error(session, exc)
-            return _engine_failure(exc)
+            return engine_failure(exc, "messages")
         if isinstance(first, GenerationResult):
             self._record(session, plan, prep, messages, first)
         recorded = self._recording(session, plan, prep, messages, events)

@@ -42,28 +42,36 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.background import BackgroundTask
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from forgerl.chat.base import ChatFormat, ParsedCompletion, encode_segments
 from forgerl.engine.base import Engine, GenerationResult, SamplingParams, TokenEvent
-from forgerl.errors import ConfigError, ContextLengthError, ParseError
+from forgerl.errors import ConfigError, ParseError
 from forgerl.server.admin import VERSION_HEADER, AdmissionGate, add_admin_routes
 from forgerl.server.completions import add_completion_routes
 from forgerl.server.convert import RequestError, to_messages, to_tool_specs
-from forgerl.server.protocol import ChatCompletionRequest, NamedToolChoice, error_body
-from forgerl.server.streaming import Channel, DeltaSplitter, IncrementalDecoder, cut_at_markers
+from forgerl.server.protocol import (
+    ChatCompletionRequest,
+    NamedToolChoice,
+    aclose_quietly,
+    engine_failure,
+    error_body,
+    error_response,
+    sse,
+)
+from forgerl.server.streaming import (
+    Channel,
+    DeltaSplitter,
+    IncrementalDecoder,
+    cut_at_markers,
+)
 from forgerl.types import ToolCall, ToolSpec
 
 log = logging.getLogger(__name__)
 
 __all__ = ["create_app", "serve"]
-
-
-def _err(status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
-         code: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, type_, param, code), status_code=status)
 
 
 # pydantic puts the union member it tried into `loc` ('str', "literal['auto',...]", a class name);
@@ -332,11 +340,6 @@ def _response(srv: _Server, prep: _Prepared, result: GenerationResult, rid: str)
     return body
 
 
-def _sse(obj: dict[str, Any] | str) -> bytes:
-    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
-    return f"data: {data}\n\n".encode()
-
-
 async def _stream_body(
     srv: _Server, prep: _Prepared, events: AsyncIterator[TokenEvent | GenerationResult],
     first: TokenEvent | GenerationResult, rid: str, release: Any = None,
@@ -367,7 +370,7 @@ async def _stream_chunks(
                                 "model": srv.model_name, "choices": [choice], **extra}
         if include_usage:
             body.setdefault("usage", None)
-        return _sse(body)
+        return sse(body)
 
     splitter = DeltaSplitter(
         think_start=srv.think_start or None, think_end=srv.think_end or None,
@@ -394,15 +397,15 @@ async def _stream_chunks(
             event = await anext(events, None)
     except Exception as exc:  # noqa: BLE001 — a failing engine ends this stream, not the server
         log.exception("engine failed during a streamed completion")
-        yield _sse(error_body(f"engine error: {exc}", "server_error", None, "engine_error"))
-        yield _sse("[DONE]")
+        yield sse(error_body(f"engine error: {exc}", "server_error", None, "engine_error"))
+        yield sse("[DONE]")
         return
     finally:
-        await _aclose(events)
+        await aclose_quietly(events)
     if result is None or result.finish_reason == "error":
         why = "engine stream ended without a result" if result is None else "the engine reported an error"
-        yield _sse(error_body(why, "server_error", None, "engine_error"))
-        yield _sse("[DONE]")
+        yield sse(error_body(why, "server_error", None, "engine_error"))
+        yield sse("[DONE]")
         return
     # The final ids are authoritative (an engine may not have streamed its last tokens as events).
     text = _completion_text(srv, prep, result.completion_ids)
@@ -420,31 +423,13 @@ async def _stream_chunks(
         choice_extra["token_ids"] = result.completion_ids
     yield chunk({}, _finish_reason(result, parsed), logprobs=pending_lp, choice_extra=choice_extra, **final_extra)
     if include_usage:
-        yield _sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": srv.model_name,
+        yield sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": srv.model_name,
                     "choices": [], "usage": _usage(prep, result)})
-    yield _sse("[DONE]")
+    yield sse("[DONE]")
 
 
 def _delta(channel: Channel, text: str) -> dict[str, Any]:
     return {"reasoning_content": text} if channel == "reasoning" else {"content": text}
-
-
-async def _aclose(events: AsyncIterator[Any]) -> None:
-    close = getattr(events, "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except Exception:  # noqa: BLE001 — closing a broken engine stream must not mask the real error
-            log.debug("error while closing the engine stream", exc_info=True)
-
-
-def _engine_failure(exc: Exception) -> JSONResponse:
-    if isinstance(exc, ContextLengthError):
-        return _err(400, str(exc), param="messages", code="context_length_exceeded")
-    if isinstance(exc, ConfigError):
-        return _err(400, str(exc))
-    log.exception("engine failed", exc_info=exc)
-    return _err(500, f"engine error: {exc}", type_="server_error", code="engine_error")
 
 
 def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: str | None = None,
@@ -464,12 +449,12 @@ def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: st
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return _err(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", type_=kind)
+        return error_response(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", type_=kind)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return _err(500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error")
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error")
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -488,18 +473,18 @@ def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: st
         try:
             payload = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _err(400, f"the request body is not valid JSON: {exc}", code="invalid_json")
+            return error_response(400, f"the request body is not valid JSON: {exc}", code="invalid_json")
         if not isinstance(payload, dict):
-            return _err(400, f"the request body must be a JSON object, got {type(payload).__name__}")
+            return error_response(400, f"the request body must be a JSON object, got {type(payload).__name__}")
         try:
             req = ChatCompletionRequest.model_validate(payload)
         except ValidationError as exc:
             param, message = _validation_message(exc)
-            return _err(400, message, param=param)
+            return error_response(400, message, param=param)
         try:
             prep = _prepare(srv, req)
         except RequestError as exc:
-            return _err(exc.status, exc.message, type_="not_found_error" if exc.status == 404 else exc.type,
+            return error_response(exc.status, exc.message, type_="not_found_error" if exc.status == 404 else exc.type,
                         param=exc.param, code=exc.code)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         await gate.enter()  # waits while a weight update drains the engine
@@ -507,11 +492,11 @@ def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: st
             try:
                 result = await srv.engine.generate(prep.prompt_ids, prep.params)
             except Exception as exc:  # noqa: BLE001 — engine failures become 4xx/5xx, never a crash
-                return _engine_failure(exc)
+                return engine_failure(exc, "messages")
             finally:
                 gate.exit()
             if result.finish_reason == "error":
-                return _err(500, "the engine reported an error for this completion", type_="server_error",
+                return error_response(500, "the engine reported an error for this completion", type_="server_error",
                             code="engine_error")
             return JSONResponse(_response(srv, prep, result, rid),
                                 headers={VERSION_HEADER: str(result.policy_version)})
@@ -523,10 +508,10 @@ def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: st
             first_event = await anext(events)
         except StopAsyncIteration:
             release()
-            return _err(500, "engine stream ended without a result", type_="server_error", code="engine_error")
+            return error_response(500, "engine stream ended without a result", type_="server_error", code="engine_error")
         except Exception as exc:  # noqa: BLE001
             release()
-            return _engine_failure(exc)
+            return engine_failure(exc, "messages")
         # released when the body ends, or by the background task if the client left before it began
         return StreamingResponse(
             _stream_body(srv, prep, events, first_event, rid, release=release), media_type="text/event-stream",

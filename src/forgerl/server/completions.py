@@ -39,10 +39,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.background import BackgroundTask
 
 from forgerl.engine.base import Engine, GenerationResult, SamplingParams, TokenEvent
-from forgerl.errors import ConfigError, ContextLengthError
+from forgerl.errors import ConfigError
 from forgerl.server.admin import VERSION_HEADER, AdmissionGate
 from forgerl.server.convert import RequestError
-from forgerl.server.protocol import StreamOptions, error_body
+from forgerl.server.protocol import (
+    StreamOptions,
+    aclose_quietly,
+    engine_failure,
+    error_body,
+    error_response,
+    sse,
+)
 from forgerl.server.streaming import IncrementalDecoder, cut_at_markers
 
 log = logging.getLogger(__name__)
@@ -212,10 +219,6 @@ def _response(model_name: str, texts: _Texts, result: GenerationResult, rid: str
             "forgerl": {"policy_version": result.policy_version}}
 
 
-def _sse(obj: dict[str, Any] | str) -> bytes:
-    return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n".encode()
-
-
 async def _stream_chunks(model_name: str, texts: _Texts, events: AsyncIterator[TokenEvent | GenerationResult],
                          first: TokenEvent | GenerationResult, rid: str, release: Callable[[], None]) -> AsyncIterator[bytes]:
     """One chunk per sampled token (its id, logprob and the text that became safe to send), then a
@@ -239,7 +242,7 @@ async def _stream_chunks(model_name: str, texts: _Texts, events: AsyncIterator[T
             choice["token_ids"] = ids
         body = {"id": rid, "object": "text_completion", "created": created, "model": model_name,
                 "choices": [choice], **extra}
-        return _sse(body)
+        return sse(body)
 
     try:
         event: TokenEvent | GenerationResult | None = first
@@ -255,8 +258,8 @@ async def _stream_chunks(model_name: str, texts: _Texts, events: AsyncIterator[T
             event = await anext(events, None)
         if result is None or result.finish_reason in ("error", "abort"):
             why = "engine stream ended without a result" if result is None else "the engine reported an error"
-            yield _sse(error_body(why, "server_error", None, "engine_error"))
-            yield _sse("[DONE]")
+            yield sse(error_body(why, "server_error", None, "engine_error"))
+            yield sse("[DONE]")
             return
         final = texts.final_text(result)  # authoritative: an engine may not stream its last tokens
         rest_ids = result.completion_ids[sent_ids:]
@@ -264,52 +267,33 @@ async def _stream_chunks(model_name: str, texts: _Texts, events: AsyncIterator[T
                     finish_reason=result.finish_reason, stop_reason=result.stop_reason,
                     forgerl={"policy_version": result.policy_version})
         if prep.req.stream_options and prep.req.stream_options.include_usage:
-            yield _sse({"id": rid, "object": "text_completion", "created": created, "model": model_name,
+            yield sse({"id": rid, "object": "text_completion", "created": created, "model": model_name,
                         "choices": [], "usage": _usage(prep, result)})
-        yield _sse("[DONE]")
+        yield sse("[DONE]")
     except Exception as exc:  # a failing engine ends this stream, not the server
         log.exception("engine failed during a streamed completion")
-        yield _sse(error_body(f"engine error: {exc}", "server_error", None, "engine_error"))
-        yield _sse("[DONE]")
+        yield sse(error_body(f"engine error: {exc}", "server_error", None, "engine_error"))
+        yield sse("[DONE]")
     finally:
-        close = getattr(events, "aclose", None)
-        if close is not None:
-            try:
-                await close()
-            except Exception:  # closing a broken engine stream must not mask the real error
-                log.debug("error while closing the engine stream", exc_info=True)
+        await aclose_quietly(events)
         release()
-
-
-def _err(status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
-         code: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, type_, param, code), status_code=status)
-
-
-def _engine_failure(exc: Exception) -> JSONResponse:
-    if isinstance(exc, ContextLengthError):
-        return _err(400, str(exc), param="prompt", code="context_length_exceeded")
-    if isinstance(exc, ConfigError):
-        return _err(400, str(exc))
-    log.exception("engine failed", exc_info=exc)
-    return _err(500, f"engine error: {exc}", type_="server_error", code="engine_error")
 
 
 async def _parse_request(request: Request) -> CompletionRequest | JSONResponse:
     try:
         payload = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return _err(400, f"the request body is not valid JSON: {exc}", code="invalid_json")
+        return error_response(400, f"the request body is not valid JSON: {exc}", code="invalid_json")
     if not isinstance(payload, dict):
-        return _err(400, f"the request body must be a JSON object, got {type(payload).__name__}")
+        return error_response(400, f"the request body must be a JSON object, got {type(payload).__name__}")
     if "prompt" not in payload:
-        return _err(400, "missing field 'prompt' (a list of token ids, or a string)", param="prompt")
+        return error_response(400, "missing field 'prompt' (a list of token ids, or a string)", param="prompt")
     try:
         return CompletionRequest.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p[:1].isupper()))
-        return _err(400, f"invalid field {param!r}: {first['msg']}", param=param)
+        return error_response(400, f"invalid field {param!r}: {first['msg']}", param=param)
 
 
 def add_completion_routes(app: FastAPI, engine: Engine, gate: AdmissionGate, model_name: str) -> None:
@@ -323,7 +307,7 @@ def add_completion_routes(app: FastAPI, engine: Engine, gate: AdmissionGate, mod
         try:
             prep = _prepare(engine, model_name, req)
         except RequestError as exc:
-            return _err(exc.status, exc.message, type_="not_found_error" if exc.status == 404 else exc.type,
+            return error_response(exc.status, exc.message, type_="not_found_error" if exc.status == 404 else exc.type,
                         param=exc.param, code=exc.code)
         texts = _Texts(engine.tokenizer, prep)
         rid = f"cmpl-{uuid.uuid4().hex}"
@@ -332,11 +316,11 @@ def add_completion_routes(app: FastAPI, engine: Engine, gate: AdmissionGate, mod
             try:
                 result = await engine.generate(prep.prompt_ids, prep.params)
             except Exception as exc:  # noqa: BLE001 — engine failures become 4xx/5xx, never a crash
-                return _engine_failure(exc)
+                return engine_failure(exc, "prompt")
             finally:
                 gate.exit()
             if result.finish_reason in ("error", "abort"):
-                return _err(500, f"the engine ended the completion with {result.finish_reason!r}",
+                return error_response(500, f"the engine ended the completion with {result.finish_reason!r}",
                             type_="server_error", code="engine_error")
             return JSONResponse(_response(model_name, texts, result, rid),
                                 headers={VERSION_HEADER: str(result.policy_version)})
@@ -347,10 +331,10 @@ def add_completion_routes(app: FastAPI, engine: Engine, gate: AdmissionGate, mod
             first_event = await anext(events)
         except StopAsyncIteration:
             release()
-            return _err(500, "engine stream ended without a result", type_="server_error", code="engine_error")
+            return error_response(500, "engine stream ended without a result", type_="server_error", code="engine_error")
         except Exception as exc:  # noqa: BLE001 — as above
             release()
-            return _engine_failure(exc)
+            return engine_failure(exc, "prompt")
         return StreamingResponse(
             _stream_chunks(model_name, texts, events, first_event, rid, release), media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", VERSION_HEADER: str(version)},

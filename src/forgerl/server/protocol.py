@@ -10,9 +10,13 @@ many optional fields and a dict keeps exactly what we send visible.
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
 
 
 class _Lenient(BaseModel):
@@ -96,3 +100,39 @@ class ChatCompletionRequest(_Lenient):
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     """The OpenAI error envelope: clients (the `openai` package) read `error.message`."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
+                   code: str | None = None) -> Any:
+    """An OpenAI-style error as a JSON response (both completion routes answer errors this way)."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(error_body(message, type_, param, code), status_code=status)
+
+
+def engine_failure(exc: Exception, prompt_param: str) -> Any:
+    """The response to an engine error before any output: a prompt over the context limit or a bad
+    setting is the caller's 400 (naming `prompt_param`), anything else a logged 500."""
+    from forgerl.errors import ConfigError, ContextLengthError
+
+    if isinstance(exc, ContextLengthError):
+        return error_response(400, str(exc), param=prompt_param, code="context_length_exceeded")
+    if isinstance(exc, ConfigError):
+        return error_response(400, str(exc))
+    log.exception("engine failed", exc_info=exc)
+    return error_response(500, f"engine error: {exc}", type_="server_error", code="engine_error")
+
+
+def sse(obj: dict[str, Any] | str) -> bytes:
+    """One server-sent event (`data: ...`), JSON unless it is the literal `[DONE]`."""
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n".encode()
+
+
+async def aclose_quietly(events: Any) -> None:
+    """Close an engine's event stream; closing a broken stream must not mask the real error."""
+    close = getattr(events, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:  # noqa: BLE001
+            log.debug("error while closing the engine stream", exc_info=True)
