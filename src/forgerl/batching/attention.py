@@ -106,7 +106,11 @@ def _flex(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, block_mas
     from torch.nn.attention.flex_attention import flex_attention
 
     if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+        # dynamic=None: the first row length compiles static, the first new length recompiles once with
+        # symbolic lengths, and later lengths reuse it. dynamic=False would recompile for every new
+        # length (every micro-batch of a run) and, past dynamo's recompile limit, silently fall back
+        # to eager flex_attention, which materialises the whole [L, L] score matrix.
+        _compiled_flex = torch.compile(flex_attention, dynamic=None)
     enable_gqa = query.shape[1] != key.shape[1]
     return _compiled_flex(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=enable_gqa)
 

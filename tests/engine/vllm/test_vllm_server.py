@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 
 import pytest
@@ -191,6 +190,23 @@ def test_trainer_path_push_after_an_optimizer_step(served):
     assert second.policy_version == version + 1 and second.logprobs != first.logprobs
 
 
+async def _until_requests_running(base_url: str, timeout_s: float = 60.0) -> None:
+    """Wait until the server reports requests in generation (its `vllm:num_requests_running` gauge),
+    so the kill below lands mid-generation however fast the machine is."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            text = (await client.get(f"{base_url}/metrics")).text
+            running = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("vllm:num_requests_running")]
+            if running and max(running) > 0:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"no request was running on {base_url} within {timeout_s:.0f} s")
+
+
 def test_server_crash_mid_run_is_survived(served):
     """Last on purpose: it kills the shared server (the supervisor restarts it once)."""
     _, _, engine, _ = served
@@ -199,10 +215,11 @@ def test_server_crash_mid_run_is_survived(served):
     restarts = server.restarts
 
     async def run():
-        tasks = [asyncio.create_task(engine.generate([11 + i] * 16, SamplingParams(max_tokens=200, temperature=1.0)))
+        # long completions (the context is 512): the kill must find them still generating
+        tasks = [asyncio.create_task(engine.generate([11 + i] * 16, SamplingParams(max_tokens=480, temperature=1.0)))
                  for i in range(3)]
-        await asyncio.sleep(0.5)
-        threading.Thread(target=server.kill).start()  # SIGKILL the whole server mid-generation
+        await _until_requests_running(server.base_url)
+        await asyncio.to_thread(server.kill)  # SIGKILL the whole server mid-generation
         return await asyncio.gather(*tasks)
 
     t0 = time.perf_counter()
