@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU checks of the prefix-tree work (issue 5), as one script for a lent CUDA machine:
+#   1. tests/batching/test_gpu.py (FlexAttention tree vs per-call: fp32 logprobs, loss, gradients,
+#      MoE routing, many row lengths; bf16 within rounding noise),
+#   2. `forgerl bench prefix-tree` with the ~0.5B Qwen2-style model in bf16, G=8, T=64 (per-call timed
+#      on 2 of the 8 trajectories, scaled x4), then T=4,16 (per-call timed in full).
+# Runs with whatever python has CUDA torch + transformers (PYTHON=...); a machine without the
+# project's pure-Python deps can be given wheels: WHEELS=dir (installed into a private target dir).
+# Output: $OUT (default ./gpu-out) holds tests.log and bench.log.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if [ -n "${WHEELS:-}" ]; then
+  "$PY" -m pip install -q --no-index --no-deps --target /tmp/forgerl-extra "$WHEELS"/*.whl
+  export PYTHONPATH="$PYTHONPATH:/tmp/forgerl-extra"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+"$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
+timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest -q -s -m gpu tests/batching/test_gpu.py -p no:randomly -p no:cacheprovider \
+  2>&1 | tee "$OUT/tests.log"
+export COLUMNS=200
+timeout "${BENCH_TIMEOUT:-420}" bash -c "
+  '$PY' -m forgerl.cli.main bench prefix-tree --model qwen-0.5b --device cuda --dtype bfloat16 --turns 64 --call-subset 2 &&
+  '$PY' -m forgerl.cli.main bench prefix-tree --model qwen-0.5b --device cuda --dtype bfloat16 --turns 4,16 --call-subset 0
+" 2>&1 | tee "$OUT/bench.log"
