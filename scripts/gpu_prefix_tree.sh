@@ -19,10 +19,16 @@ if [ -n "${WHEELS:-}" ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
-timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest -q -s -m gpu tests/batching/test_gpu.py -p no:randomly -p no:cacheprovider \
-  2>&1 | tee "$OUT/tests.log"
-export COLUMNS=200
-timeout "${BENCH_TIMEOUT:-420}" bash -c "
-  '$PY' -m forgerl.cli.main bench prefix-tree --model qwen-0.5b --device cuda --dtype bfloat16 --turns 64 --call-subset 2 &&
-  '$PY' -m forgerl.cli.main bench prefix-tree --model qwen-0.5b --device cuda --dtype bfloat16 --turns 4,16 --call-subset 0
-" 2>&1 | tee "$OUT/bench.log"
+run_tests() {
+  timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest -q -s -m gpu tests/batching/test_gpu.py -p no:randomly -p no:cacheprovider \
+    2>&1 | tee "$OUT/tests.log"
+}
+run_bench() {
+  export COLUMNS=200
+  timeout "${BENCH_TIMEOUT:-420}" bash -c "
+    '$PY' -m forgerl.cli.main bench prefix-tree --model qwen-0.5b --device cuda --dtype bfloat16 --turns 64 --call-subset 2 &&
+    '$PY' -m forgerl.cli.main bench prefix-tree --model qwen-0.5b --device cuda --dtype bfloat16 --turns 4,16 --call-subset 0
+  " 2>&1 | tee "$OUT/bench.log"
+}
+# STEPS: which parts, in order (default: tests then bench)
+for step in ${STEPS:-tests bench}; do "run_$step"; done

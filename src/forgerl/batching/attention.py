@@ -106,11 +106,15 @@ def _flex(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, block_mas
     from torch.nn.attention.flex_attention import flex_attention
 
     if _compiled_flex is None:
-        # dynamic=None: the first row length compiles static, the first new length recompiles once with
-        # symbolic lengths, and later lengths reuse it. dynamic=False would recompile for every new
-        # length (every micro-batch of a run) and, past dynamo's recompile limit, silently fall back
-        # to eager flex_attention, which materialises the whole [L, L] score matrix.
-        _compiled_flex = torch.compile(flex_attention, dynamic=None)
+        # dynamic=True: one kernel for every row length (a run's micro-batches all differ). With
+        # static shapes each new length recompiles, and past dynamo's recompile limit torch silently
+        # falls back to eager flex_attention, which materialises the whole [L, L] score matrix.
+        # Grad mode, dtype and head layout still key separate graphs, hence the higher limit.
+        import torch._dynamo.config as dynamo_config
+
+        if getattr(dynamo_config, "recompile_limit", 64) < 64:
+            dynamo_config.recompile_limit = 64
+        _compiled_flex = torch.compile(flex_attention, dynamic=True)
     enable_gqa = query.shape[1] != key.shape[1]
     return _compiled_flex(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=enable_gqa)
 
