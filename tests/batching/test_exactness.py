@@ -248,3 +248,30 @@ def test_optimizer_step_is_the_same_in_every_batch_mode():
     tree_metrics = results["tree"][1]
     assert tree_metrics["batch/processed_tokens"] < ref_metrics["batch/processed_tokens"]
     assert tree_metrics["batch/tree_reduction"] > 1.0
+
+
+def test_a_chain_row_runs_as_plain_causal_attention(monkeypatch):
+    """A micro-batch that is one unbranched chain (one long trajectory per row) skips the tree
+    kernels (the model's fused causal attention is exact for it); a branched row still uses them."""
+    import forgerl.batching.forward as forward
+
+    planned = []
+    real_plan = forward.sparse_plan
+    monkeypatch.setattr(forward, "sparse_plan", lambda *a, **k: planned.append(1) or real_plan(*a, **k))
+    chain = samples_of(random_batch(7, Shape(groups=1, group_size=1, turns=4, rewrite_prob=0.0, subagents=0)), merge=True)
+    assert len(chain) == 1
+    for name in ("minimax_m2", "llama"):
+        model = MODELS[name]
+        for pad in (1, 128):  # end padding is never seen by a real token
+            mb = build_tree_batch(chain, 10_000, pad_to_multiple=pad).micro_batches[0]
+            assert mb.is_chain and mb.length >= mb.real_length
+            with torch.no_grad():
+                logp, _ = tree_token_logprobs(model, mb, mode="sparse")
+                ref = per_call_logprobs(model, chain[0])
+            assert torch.allclose(logp[0][mb.loss_mask[0] > 0], ref, atol=LOGP_ATOL, rtol=0)
+    assert planned == []
+    branched = build_tree_batch(samples_of(random_batch(7, Shape()), merge=False), 10_000).micro_batches[0]
+    assert not branched.is_chain
+    with torch.no_grad():
+        tree_token_logprobs(MODELS["llama"], branched, mode="sparse")
+    assert planned == [1]

@@ -36,7 +36,9 @@ def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn
 
 def tree_hidden_states(decoder: torch.nn.Module, mb: TreeMicroBatch, mode: TreeAttentionMode = "auto",
                        block: int = 256) -> torch.Tensor:
-    """Last hidden states [L, H] of the packed row under tree attention."""
+    """Last hidden states [L, H] of the packed row under tree attention. `dense` always applies the
+    explicit mask (the reference); otherwise a row that is a single chain runs as plain causal
+    attention (the model's own kernel: flash/SDPA), and a branched row through `sparse`/`flex`."""
     device = mb.input_ids.device
     resolved = resolve_mode(mode, device)
     config = decoder.config
@@ -48,6 +50,9 @@ def tree_hidden_states(decoder: torch.nn.Module, mb: TreeMicroBatch, mode: TreeA
         dtype = next(decoder.parameters()).dtype
         mask = dense_mask_for(config, mb.subtree_end, dtype)
         out = decoder(input_ids=mb.input_ids, attention_mask=mask, position_ids=mb.position_ids, use_cache=False)
+        return out.last_hidden_state[0]
+    if mb.is_chain:  # e.g. one long trajectory per micro-batch: FlexAttention would only be slower
+        out = decoder(input_ids=mb.input_ids, position_ids=mb.position_ids, use_cache=False)
         return out.last_hidden_state[0]
     register()
     if resolved == "flex":
@@ -70,7 +75,8 @@ def tree_token_logprobs(model: torch.nn.Module, mb: TreeMicroBatch, fp32_head: b
         zero = hidden.sum() * 0.0
         return torch.zeros_like(mb.loss_mask) + zero.float(), torch.zeros_like(mb.loss_mask)
     picked = hidden[mb.source_index]  # [N, H]
-    from forgerl.train.logprobs import head_logits  # lazy, like _decoder_and_head (train/ imports batching/)
+    # lazy, like _decoder_and_head (train/ imports batching/)
+    from forgerl.train.logprobs import head_logits
 
     logits = head_logits(head, picked, fp32_head)
     logp_all = torch.log_softmax(logits, dim=-1)  # [N, V]

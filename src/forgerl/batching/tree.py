@@ -154,6 +154,17 @@ class TreeMicroBatch:
     def length(self) -> int:
         return int(self.input_ids.shape[1])
 
+    @property
+    def is_chain(self) -> bool:
+        """The row is one unbranched sequence (plus end padding, which no real token sees): tree
+        attention on it is plain causal attention, so the model's own fused causal kernel is exact."""
+        if "is_chain" not in self._cache:
+            n = self.real_length
+            pos = self.position_ids[0, :n]
+            self._cache["is_chain"] = bool((self.subtree_end[:n] == n).all()) and bool(
+                (pos == torch.arange(n, device=pos.device)).all())
+        return self._cache["is_chain"]
+
     def to(self, device: torch.device | str) -> TreeMicroBatch:
         moved = {name: getattr(self, name).to(device) for name in
                  ("input_ids", "position_ids", "subtree_end", "target_index", "source_index", "row_target", "row_packed",
