@@ -30,8 +30,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-CURVES = ("rollout/reward", "rollout/pass_rate", "rollout/truncated_frac", "rollout/completion_tokens",
-          "rollout/staleness_max", "eval/reward")
+DEFAULT_ENV = "tool-reasoning"  # TODO
+
+# per-step metrics in the table: (metric key, column label); all come from the trainer's own logging
+# (train/loop.py rollout_metrics, train/step.py optimize). `mismatch/mean_abs_logprob` is the mean
+# |trainer logprob - engine logprob| over the step's trained tokens, measured before the update: the
+# engine's behaviour logprobs against the trainer's recomputation of them.
+COLUMNS = (("rollout/reward", "reward"), ("rollout/pass_rate", "pass"), ("rollout/truncated_frac", "trunc"),
+           ("rollout/staleness_max", "stale"), ("mismatch/mean_abs_logprob", "|dlogp|"), ("time/step_s", "s/step"))
+# the arguments that must agree for two engines' results to be compared (everything but which engines run)
+_RUN_ARGS = ("model", "config", "env", "difficulty", "chat_format", "steps", "groups", "group_size", "max_tokens",
+             "max_turns", "eval_every", "eval_tasks", "dtype", "seed")
 
 
 def resolve_model(name: str) -> str:
@@ -47,45 +56,86 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def run_one(engine: str, args: argparse.Namespace, model: str) -> dict[str, Any]:
+def build_config(engine: str, args: argparse.Namespace, model: str) -> Any:
+    """The run's TrainConfig: identical for every engine except `engine` and `run_dir`."""
+    from forgerl.eval.run import resolve_env
     from forgerl.train.config import load_config
+
+    env = resolve_env(args.env)  # `reasoning-gym:GEN:LEVEL` registers that mix as a family first
+    return load_config(args.config, model=model, engine=engine, env=env, steps=args.steps, seed=args.seed,
+                       run_dir=str(Path(args.out) / engine), groups_per_step=args.groups, group_size=args.group_size,
+                       max_tokens=args.max_tokens, max_turns=args.max_turns, eval_every=args.eval_every,
+                       eval_tasks=args.eval_tasks, device="cpu", dtype=args.dtype, chat_format=args.chat_format,
+                       difficulty=None if args.difficulty is None else [args.difficulty])
+
+
+def run_one(engine: str, args: argparse.Namespace, model: str) -> dict[str, Any]:
     from forgerl.train.loop import train
 
-    run_dir = Path(args.out) / engine
-    if (run_dir / "store.sqlite").exists():
-        raise SystemExit(f"{run_dir} already holds a run: choose another --out")
-    config = load_config(args.config, model=model, engine=engine, steps=args.steps, seed=args.seed, run_dir=str(run_dir),
-                         groups_per_step=args.groups, group_size=args.group_size, max_tokens=args.max_tokens,
-                         max_turns=args.max_turns, eval_every=args.eval_every, eval_tasks=args.eval_tasks,
-                         device="cpu", dtype=args.dtype, env=args.env)
+    config = build_config(engine, args, model)
+    if (Path(config.run_dir) / "store.sqlite").exists():
+        raise SystemExit(f"{config.run_dir} already holds a run: choose another --out")
     steps: dict[int, dict[str, float]] = {}
 
     def on_step(step: int, metrics: dict[str, float]) -> None:
-        steps[step] = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-        print(f"[{engine}] step {step}: reward {metrics.get('rollout/reward', float('nan')):.3f} "
-              f"({metrics.get('time/rollout_s', 0):.0f} s rollouts, {metrics.get('time/train_s', 0):.0f} s train, "
-              f"{metrics.get('time/sync_s', 0):.2f} s sync)", flush=True)
+        row = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        row["time/step_s"] = sum(row.get(k, 0.0) for k in ("time/rollout_s", "time/train_s", "time/sync_s"))
+        steps[step] = row
+        print(f"[{engine}] step {step}: reward {row.get('rollout/reward', float('nan')):.3f} "
+              f"({row.get('time/rollout_s', 0):.0f} s rollouts, {row.get('time/train_s', 0):.0f} s train, "
+              f"{row.get('time/sync_s', 0):.2f} s sync)", flush=True)
 
     t0 = time.perf_counter()
     result = train(config, on_step=on_step)
-    return {"seconds": time.perf_counter() - t0, "eval": result.eval_rewards, "steps": steps}
+    return {"seconds": time.perf_counter() - t0, "eval": result.eval_rewards, "steps": steps,
+            "env": config.env, "difficulty": config.difficulty, "chat_format": config.chat_format}
+
+
+def run_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in _RUN_ARGS}
+
+
+def load_results(out: Path, engines: list[str], args: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Results of earlier invocations in `out` (one `<engine>.json` each, e.g. `--engines builtin`
+    then `--engines vllm`), kept only when they ran with the same arguments: a table that compared
+    runs of different configs would be misleading."""
+    found: dict[str, dict[str, Any]] = {}
+    for engine in engines:
+        path = out / f"{engine}.json"
+        if not path.is_file():
+            continue
+        saved = json.loads(path.read_text())
+        if saved.get("args") != args:
+            diff = sorted(k for k in set(args) | set(saved.get("args", {})) if args.get(k) != saved.get("args", {}).get(k))
+            print(f"ignoring {path}: it ran with other arguments ({', '.join(diff)})", file=sys.stderr)
+            continue
+        found[engine] = _from_json(saved["result"])
+    return found
+
+
+def _from_json(result: dict[str, Any]) -> dict[str, Any]:
+    """JSON turns the step keys into strings and eval pairs into lists: undo both."""
+    return {**result, "steps": {int(s): m for s, m in result["steps"].items()},
+            "eval": [(int(s), float(v)) for s, v in result["eval"]]}
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
+    """A markdown table: one row per step, each metric side by side for every engine."""
     engines = list(results)
     all_steps = sorted({s for r in results.values() for s in r["steps"]})
-    head = ["step"] + [f"{k.split('/')[-1]} [{e}]" for k in CURVES[:3] for e in engines]
-    lines = [" | ".join(head)]
+    head = ["step"] + [f"{label} {e}" for _, label in COLUMNS for e in engines]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in all_steps:
-        cells = [str(s)]
-        for k in CURVES[:3]:
-            for e in engines:
-                v = results[e]["steps"].get(s, {}).get(k)
-                cells.append("-" if v is None or math.isnan(v) else f"{v:.3f}")
-        lines.append(" | ".join(cells))
+        cells = [str(s)] + [_cell(results[e]["steps"].get(s, {}).get(k)) for k, _ in COLUMNS for e in engines]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
     for e in engines:
         evals = ", ".join(f"step {s}: {v:.3f}" for s, v in results[e]["eval"])
-        lines.append(f"eval reward [{e}]: {evals}  ({results[e]['seconds']:.0f} s)")
+        lines.append(f"- held-out eval reward [{e}]: {evals} (run {results[e]['seconds']:.0f} s)")
     return "\n".join(lines)
 
 
@@ -108,35 +158,50 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> Path | None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path)
+    plt.close(fig)
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2", help="smollm2, standin (random dense Llama: plumbing only) or an HF dir")
-    p.add_argument("--engines", default="builtin,vllm")
+    p.add_argument("--engines", default="builtin,vllm", help="comma-separated, run in turn; results of engines run "
+                   "earlier into the same --out with the same arguments join the table")
     p.add_argument("--config", default=None, help="a TOML config to start from (the flags below override it)")
-    p.add_argument("--env", default="tool-reasoning")
+    p.add_argument("--env", default=DEFAULT_ENV, help="a task family, or reasoning-gym:GEN[:LEVEL] (see the docstring)")
+    p.add_argument("--difficulty", type=int, default=None, help="the family's difficulty (default: the config's)")
+    p.add_argument("--chat-format", default=None, help="chat format (default: the config's, minimax_m2)")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--groups", type=int, default=2)
     p.add_argument("--group-size", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=96)
-    p.add_argument("--max-turns", type=int, default=4)
+    p.add_argument("--max-turns", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--eval-tasks", type=int, default=8)
     p.add_argument("--dtype", default="auto", help="the trainer's (and the built-in engine's) dtype; vLLM runs bf16")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/engine-parity")
-    args = p.parse_args(argv)
+    p.add_argument("--out", default="runs/parity")
+    return p.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not engines or any(e not in ("builtin", "vllm") for e in engines):
+        raise SystemExit(f"--engines must list builtin and/or vllm, got {args.engines!r}")
     model = resolve_model(args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {engine: run_one(engine, args, model) for engine in args.engines.split(",")}
-    (out / "parity.json").write_text(json.dumps({"args": vars(args), "model": model, "results": results}, indent=2))
-    print(table(results))
+    for engine in engines:
+        result = run_one(engine, args, model)
+        (out / f"{engine}.json").write_text(json.dumps({"args": run_args(args), "model": model, "result": result}, indent=2))
+    results = load_results(out, ["builtin", "vllm"], run_args(args))
+    (out / "parity.json").write_text(json.dumps({"args": run_args(args), "model": model, "results": results}, indent=2))
+    text = table(results)
+    (out / "parity.md").write_text(text + "\n")
+    print(text)
     png = plot(results, out / "parity.png")
-    print(f"wrote {out / 'parity.json'}" + (f" and {png}" if png else ""))
+    print(f"wrote {out / 'parity.json'}, {out / 'parity.md'}" + (f" and {png}" if png else ""))
     return 0
 
 

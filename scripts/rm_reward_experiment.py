@@ -6,6 +6,7 @@ component, compared on the preference metric (fraction of grounded rollouts per 
     python scripts/rm_reward_experiment.py                    # all stages (~1 h on 2 busy CPU cores)
     python scripts/rm_reward_experiment.py --stage compare --rm runs/rm-experiment/reward_model
     python scripts/rm_reward_experiment.py --smoke --out /tmp/rmx   # plumbing check, a few minutes
+    python scripts/rm_reward_experiment.py --stage rm --from-rollouts tests/review/data/tool_reasoning_rollouts.jsonl.gz
 
 Writes OUT/data (the labelled rollouts), OUT/reward_model, OUT/<arm>_seed<S> (training runs with
 report.md), OUT/results.json and OUT/table.md. The logic lives in forgerl.review.experiment.
@@ -17,7 +18,14 @@ import argparse
 import time
 from pathlib import Path
 
-from forgerl.review.experiment import collect, compare, label_and_train, table
+from forgerl.review.experiment import (
+    collect,
+    compare,
+    label_and_train,
+    load_rollouts,
+    table,
+)
+from forgerl.store import TrajectoryStore
 
 
 def main() -> None:
@@ -25,11 +33,15 @@ def main() -> None:
     parser.add_argument("--stage", choices=["all", "collect", "rm", "compare"], default="all")
     parser.add_argument("--out", default="runs/rm-experiment", help="output directory")
     parser.add_argument("--batches", type=int, default=8, help="collect: batches of 8 tasks x 4 rollouts")
+    parser.add_argument("--from-rollouts", default=None,
+                        help="rm: label these exported rollouts (.jsonl.gz) instead of OUT/data from the collect stage")
+    parser.add_argument("--degenerate", type=int, default=1,
+                        help="rm: rounds of synthetic degenerate episodes per task (collapse, derail, guess); 0 = none")
     parser.add_argument("--rm", default=None, help="compare: a reward model directory (default OUT/reward_model)")
     parser.add_argument("--steps", type=int, default=10, help="compare: training steps per arm")
     parser.add_argument("--seeds", default="0", help="compare: comma-separated run seeds (both arms run each)")
     parser.add_argument("--groups", type=int, default=4, help="compare: tasks per step (x 4 rollouts)")
-    parser.add_argument("--weight", type=float, default=1.0, help="compare: reward-model weight (verifier: 1)")
+    parser.add_argument("--weight", type=float, default=0.5, help="compare: reward-model weight (verifier: 1)")
     parser.add_argument("--lr", type=float, default=None, help="compare: learning rate (default: the trainer's)")
     parser.add_argument("--arms", default="verifier,verifier+rm", help="compare: which arms to run (e.g. one per process)")
     parser.add_argument("--smoke", action="store_true", help="1 batch of 2 tasks, 1 split, 1 step of 2 tasks")
@@ -48,12 +60,18 @@ def main() -> None:
         trajs = collect(out / "data", batches=batches, groups=2 if args.smoke else 8, group_size=2 if args.smoke else 4)
         print(f"collected {len(trajs)} rollouts in {out / 'data'} ({time.perf_counter() - start:.0f} s)")
     if args.stage in ("all", "rm"):
-        results = label_and_train(out / "data", rm_dir, seeds=splits)
+        if args.from_rollouts:
+            with TrajectoryStore(out / "data") as store:
+                if not store.query(limit=1):
+                    store.add_run({"kind": f"rollouts from {args.from_rollouts}"}, run_id="rollouts")
+                    store.add_trajectories(load_rollouts(args.from_rollouts), "rollouts")
+        results = label_and_train(out / "data", rm_dir, seeds=splits, degenerate_per_task=args.degenerate)
         for seed, r in zip(splits, results, strict=True):
-            h = r.held_out
-            print(f"reward model, split {seed}: {r.n_train_tasks} train / {r.n_held_out_tasks} held-out tasks; "
-                  f"held-out pairwise accuracy {h.pairwise_accuracy:.3f} on {h.n_pairs} pairs "
-                  f"(verifier alone {h.verifier_accuracy:.3f}), ECE {h.ece:.3f}")
+            parts = [f"reward model, split {seed}: {r.n_train_tasks} train / {r.n_held_out_tasks} held-out tasks"]
+            for name, h in (("all", r.held_out), *r.held_out_by_kind.items()):
+                parts.append(f"held-out {name}: pairwise accuracy {h.pairwise_accuracy:.3f} on {h.n_pairs} pairs "
+                             f"(verifier alone {h.verifier_accuracy:.3f}), ECE {h.ece:.3f}, Brier {h.brier:.3f}")
+            print("\n  ".join(parts))
         print(f"saved the split-{splits[0]} model to {rm_dir}")
     if args.stage in ("all", "compare"):
         results = compare(rm_dir, out, steps=args.steps, seeds=seeds, weight=args.weight, overrides=overrides,

@@ -272,6 +272,9 @@ def test_train_config_remote_fields():
     import tomllib
 
     assert load_config(**tomllib.loads(text)) == cfg
+    secret = load_config(engine="remote", engine_url="http://127.0.0.1:8000", engine_admin_token="s3cret-token")
+    assert "s3cret-token" not in dump_config(secret)  # a run directory never holds the token
+    assert load_config(**tomllib.loads(dump_config(secret))).engine_admin_token is None
 
 
 # ------------------------------------------------------------------ the trainer against a real process

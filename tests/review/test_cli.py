@@ -50,7 +50,9 @@ def test_scripted_label_on_a_tool_reasoning_run(tmp_path):
             Message(role="assistant", tool_calls=[ToolCall(id="l", name="lookup", arguments={"table": "price", "item": "fig"})]),
             Message(role="tool", tool_call_id="l", name="lookup", content="4"),
             Message(role="assistant", tool_calls=[ToolCall(id="c", name="calculator", arguments={"expression": expression})]),
-            Message(role="tool", tool_call_id="c", name="calculator", content="8")])
+            Message(role="tool", tool_call_id="c", name="calculator", content="8"),
+            Message(role="assistant", tool_calls=[ToolCall(id="s", name="submit_answer", arguments={"answer": 8})]),
+            Message(role="tool", tool_call_id="s", name="submit_answer", content="Answer 8 submitted.")])
 
     run = tmp_path / "run"
     with TrajectoryStore(run) as store:

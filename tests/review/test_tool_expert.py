@@ -10,8 +10,10 @@ from forgerl.review.features import (
     PROCESS_FEATURES,
     numbers_in,
     process_features,
+    submitted,
     unseen_numbers,
     verifier_reward,
+    well_formed,
 )
 from forgerl.review.rm import load_label_data
 from forgerl.review.tool_expert import (
@@ -19,8 +21,11 @@ from forgerl.review.tool_expert import (
     grounded,
     grounded_fraction,
     label_with_tool_expert,
+    labellable,
     preference,
     rubric_scores,
+    worked,
+    worked_fraction,
 )
 from forgerl.store import TrajectoryStore
 from forgerl.types import (
@@ -54,6 +59,29 @@ def episode(tid: str, expression: str, answer: float, reward: float | None, *, t
     return Trajectory(id=tid, task_id=task, group_id=task, messages=msgs, reward=reward)
 
 
+QUESTION = Message(role="user", content="What is the weight of 6 kiwis and 5 mangos, in g?")
+
+
+def collapsed(tid: str, *, task: str = "t1", turns: int = 3) -> Trajectory:
+    """What issue 8's first RM run taught the policy: tool markup that never parses, so no call is
+    made and no number is passed (hence none invented), until the turn budget runs out."""
+    msgs, errors = [QUESTION], []
+    for turn in range(turns):
+        msgs += [Message(role="assistant", content='I look up 6 kiwis.</think><invoke name="loo"><parameter name="'),
+                 Message(role="tool", content="Error: your last output could not be parsed: unclosed <parameter>")]
+        errors.append(Failure(boundary=Boundary.PARSE, message="unclosed <parameter>", turn=turn))
+    return Trajectory(id=tid, task_id=task, group_id=task, messages=msgs, reward=0.0, errors=errors,
+                      status=TrajectoryStatus.TRUNCATED)
+
+
+def guessed(tid: str, answer: float, reward: float, *, task: str = "t1") -> Trajectory:
+    """Well formed, but the answer is submitted without a single lookup."""
+    msgs = [QUESTION, Message(role="assistant", reasoning="Submit.", tool_calls=[
+                ToolCall(id="e", name="submit_answer", arguments={"answer": answer})]),
+            Message(role="tool", tool_call_id="e", name="submit_answer", content=f"Answer {answer} submitted.")]
+    return Trajectory(id=tid, task_id=task, group_id=task, messages=msgs, reward=reward)
+
+
 def test_numbers_in_tool_arguments():
     assert numbers_in({"expression": "6*5+3*1", "x": [2, {"y": 1.5}], "flag": True, "n": None}) == [6, 5, 3, 1, 2, 1.5]
     assert numbers_in("v1.2 and 6-3") == [6, 3]  # a version-like token is not a number after a word char
@@ -80,6 +108,29 @@ def test_process_features_shape_and_values():
     assert f["parse_errors"] == pytest.approx(1 / 3) and f["tool_errors"] == 0
     assert f["unseen_numbers"] == pytest.approx(1 / 3) and f["seen_number_fraction"] == pytest.approx(0.75)
     assert f["markup_in_text"] == 1.0 and f["verifier_passed"] == 0.0
+    assert f["well_formed"] == 0.0 and f["submitted"] == 1.0  # one output did not parse
+    good = dict(zip(PROCESS_FEATURES, process_features(episode("g", "6*5+5*1", 35, 1.0)), strict=True))
+    assert good["well_formed"] == 1.0 and good["seen_number_fraction"] == 1.0
+    # passing no number at all is no evidence of grounding (version 1 gave it the best value, 1.0)
+    broken = dict(zip(PROCESS_FEATURES, process_features(collapsed("x")), strict=True))
+    assert broken["tool_calls"] == 0 and broken["unseen_numbers"] == 0 and broken["seen_number_fraction"] == 0
+    assert broken["well_formed"] == 0 and broken["submitted"] == 0 and broken["parse_errors"] == 1.0
+
+
+def test_well_formed_needs_every_output_parsed_and_an_ending_by_the_agent():
+    good = episode("g", "6*5+5*1", 35, 1.0)
+    assert well_formed(good) and submitted(good)
+    assert not well_formed(collapsed("x")) and not submitted(collapsed("x"))
+    cut = episode("c", "6*5+5*1", 35, 1.0)
+    cut.errors.append(Failure(boundary=Boundary.PARSE, message="your last output was cut off at 192 tokens"))
+    assert not well_formed(cut)  # recovered afterwards, but one output could not be acted on
+    tool_error = episode("t", "6*5+5*1", 35, 1.0)
+    tool_error.errors.append(Failure(boundary=Boundary.TOOL, message="unknown item"))
+    assert well_formed(tool_error)  # a tool saying no is the environment's answer, not a format error
+    out_of_turns = episode("o", "6*5+5*1", 35, 0.0)
+    out_of_turns.status = TrajectoryStatus.TRUNCATED
+    assert not well_formed(out_of_turns)
+    assert well_formed(guessed("q", 35, 1.0)) and submitted(guessed("q", 35, 1.0))
 
 
 def test_verifier_reward_survives_a_blend():
@@ -105,15 +156,36 @@ def test_preference_grounding_first_then_verifier():
     assert grounded_fraction([correct, slip, invented, invented2]) == 0.5
 
 
+def test_an_episode_that_did_not_do_the_task_is_below_everything_that_did():
+    """Issue 8: version 1 counted the collapsed episode as grounded (it passed no number at all)."""
+    invented = episode("i", "6*5+3*1", 33, 0.0)
+    broken, lucky_guess, wrong_guess = collapsed("b"), guessed("q", 35, 1.0), guessed("w", 12, 0.0)
+    cut = episode("c", "6*5+5*1", 35, 1.0)  # the right answer, after one output was cut off
+    cut.errors.append(Failure(boundary=Boundary.PARSE, message="cut off"))
+    for bad in (broken, lucky_guess, wrong_guess, cut):
+        assert not worked(bad) and not grounded(bad)
+        assert preference(bad, invented) == "i" and preference(invented, bad) == "i"
+    assert unseen_numbers(broken) == ([], 0)  # what made version 1 call it grounded
+    assert preference(broken, wrong_guess) is None  # both failed the task: no preference between them
+    assert preference(broken, lucky_guess) == "q" and preference(cut, broken) == "c"  # then the verifier
+    rng = random.Random(0)
+    s = rubric_scores(broken, rng)
+    assert s["process"] in (1, 2) and s["communication"] in (1, 2) and s["correctness"] in (1, 2)
+    assert labellable(broken)  # judged, not skipped: the reward model must see such episodes
+    trajs = [episode("g", "6*5+5*1", 35, 1.0), invented, broken, wrong_guess]
+    assert grounded_fraction(trajs) == 0.25 and worked_fraction(trajs) == 0.5
+
+
 def test_labelling_writes_rubric_and_preferences(tmp_path):
     trajs = [episode("c", "6*5+5*1", 35, 1.0), episode("s", "6*5+6*1", 36, 0.0), episode("i", "6*5+3*1", 33, 0.0),
              episode("f", "6*5+3*1", 33, None)]
     trajs[3].status = TrajectoryStatus.FAILED  # an infra failure is not judged
+    trajs.append(collapsed("x"))  # a broken episode is: below all three others
     with TrajectoryStore(tmp_path / "run") as store:
         store.add_run({"kind": "test"}, run_id="r")
         store.add_trajectories(trajs, "r", step=0)
-        assert label_with_tool_expert(store, trajs) == (3, 3)
+        assert label_with_tool_expert(store, trajs) == (4, 6)
         data = load_label_data(store)
         assert {lab.expert for lab in store.labels()} == {TOOL_EXPERT}
-    assert sorted(data.preferences) == [("c", "i"), ("c", "s"), ("s", "i")]
+    assert sorted(data.preferences) == [("c", "i"), ("c", "s"), ("c", "x"), ("i", "x"), ("s", "i"), ("s", "x")]
     assert data.texts["i"].process == process_features(trajs[2])

@@ -12,7 +12,7 @@ from forgerl.review.train_hook import (
     verifier_reward,
 )
 from forgerl.train.config import RewardModelSpec, dump_config, load_config
-from forgerl.types import Message, Trajectory, TrajectoryStatus
+from forgerl.types import Boundary, Failure, Message, Trajectory, TrajectoryStatus
 
 
 class FakeRewardModel:
@@ -53,7 +53,7 @@ def test_blend_records_all_three_numbers_and_scores_in_one_batch():
     assert c.reward == pytest.approx(0.25 / 1.5)
     assert f.reward is None and "reward_model" not in f.metadata
     assert a.reward_breakdown == {"outcome": 1.0, "verifier": 1.0, "reward_model": 0.2}
-    assert a.metadata["reward_model"] == {"verifier_reward": 1.0, "score": 0.2, "weight": 0.5,
+    assert a.metadata["reward_model"] == {"verifier_reward": 1.0, "score": 0.2, "weight": 0.5, "gated": False,
                                           "combined": a.reward, "path": "rm-dir"}
     assert [verifier_reward(t) for t in (a, b, c)] == [1.0, 0.0, 0.0]
     assert metrics["rollout/verifier_reward"] == pytest.approx(1 / 3)
@@ -64,6 +64,37 @@ def test_blend_records_all_three_numbers_and_scores_in_one_batch():
     groups2 = [[traj("a", 1.0), traj("b", 0.0)]]
     apply_reward_model(groups2, FakeRewardModel({"a": 0.0, "b": 1.0}), spec(2.0))
     assert groups2[0][1].reward > groups2[0][0].reward
+
+
+def test_the_reward_model_only_counts_for_well_formed_episodes():
+    """Issue 8: the policy learnt unparsable tool markup the RM scored ~0.9. Gated, a malformed
+    episode keeps only its verifier reward, so it can never beat one that did the task."""
+    broken = traj("broken", 0.0, TrajectoryStatus.TRUNCATED)
+    unparsed = traj("unparsed", 0.0)
+    unparsed.errors.append(Failure(boundary=Boundary.PARSE, message="unclosed <invoke>"))
+    tool_error = traj("tool_error", 0.0)  # a tool refusing is not a format problem
+    tool_error.errors.append(Failure(boundary=Boundary.TOOL, message="unknown item"))
+    honest = traj("honest", 0.0)
+    groups = [[broken, unparsed, tool_error, honest]]
+    rm = FakeRewardModel({"broken": 0.95, "unparsed": 0.9, "tool_error": 0.3, "honest": 0.2})
+    metrics = apply_reward_model(groups, rm, spec(0.5))
+    assert broken.reward == 0.0 and unparsed.reward == 0.0  # (0 + 0.5 * 0) / 1.5
+    assert tool_error.reward == pytest.approx(0.5 * 0.3 / 1.5) and honest.reward == pytest.approx(0.5 * 0.2 / 1.5)
+    assert min(tool_error.reward, honest.reward) > max(broken.reward, unparsed.reward)
+    assert broken.metadata["reward_model"]["gated"] and broken.metadata["reward_model"]["score"] == 0.95
+    assert broken.reward_breakdown["reward_model"] == 0.0 and not honest.metadata["reward_model"]["gated"]
+    assert metrics["rollout/rm_gated_fraction"] == 0.5
+    assert metrics["rollout/rm_score"] == pytest.approx((0.95 + 0.9 + 0.3 + 0.2) / 4)  # raw scores
+    # a malformed episode that passed keeps its verifier reward: the gate never takes a pass away
+    lucky = traj("lucky", 1.0, TrajectoryStatus.TRUNCATED)
+    apply_reward_model([[lucky]], FakeRewardModel({"lucky": 0.9}), spec(0.5))
+    assert lucky.reward == pytest.approx(1 / 1.5)
+
+
+def test_with_a_weight_below_one_a_pass_outranks_any_failure():
+    passed, failed = traj("p", 1.0), traj("f", 0.0)
+    apply_reward_model([[passed, failed]], FakeRewardModel({"p": 0.0, "f": 1.0}), spec(0.99))
+    assert passed.reward > failed.reward
 
 
 def test_applying_twice_does_not_blend_twice():

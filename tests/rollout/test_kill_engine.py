@@ -75,8 +75,10 @@ def test_kill_9_the_engine_mid_run(tmp_path, mode):
     try:
         server = start_serve(port, log, started)
         with open(trainer_log, "w") as out:  # the trainer in its own process, as in real use
+            # the token is never written to a config file: the trainer takes it from the environment
             trainer = subprocess.Popen([sys.executable, "-c", TRAINER, str(tmp_path / "run.toml")],
-                                       stdout=out, stderr=subprocess.STDOUT)
+                                       stdout=out, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "FORGERL_ADMIN_TOKEN": TOKEN})
         started.append(trainer)
         # kill while training rollouts are in flight (the evaluation runs one episode at a time);
         # on-policy: in step 2, so the restarted server must get back pushed weights (version 1)

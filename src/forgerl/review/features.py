@@ -10,6 +10,11 @@ cannot learn to count or to compare numbers from embeddings. These statistics ar
 `unseen_numbers` is the hallucination signal: numbers an agent passes to a tool (other than its
 final answer) that appear neither in the user's messages nor in an earlier tool result — invented
 rather than copied or computed by a tool.
+
+`well_formed` is the precondition of every other judgement: the agent's outputs all parsed and it
+ended the episode itself. Without it "passed no invented number" is met by passing nothing at all —
+issue 8's first RM run rewarded exactly that, and the policy collapsed into unparsable tool markup
+(no parsed call, so no invented number) that the reward model scored 0.88-0.95.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import math
 import re
 from typing import Any
 
-from forgerl.types import Boundary, Trajectory
+from forgerl.types import Boundary, Trajectory, TrajectoryStatus
 
 PROCESS_FEATURES = (
     "llm_calls", "tool_calls", "max_parallel_calls", "thinking_chars", "parse_errors", "tool_errors",
-    "unseen_numbers", "seen_number_fraction", "markup_in_text", "verifier_passed",
+    "unseen_numbers", "seen_number_fraction", "markup_in_text", "verifier_passed", "well_formed", "submitted",
 )
-"""Names, in order, of the values `process_features` returns."""
+"""Names, in order, of the values `process_features` returns. New names are appended, never inserted:
+a saved reward model records how many it was trained with and reads that prefix."""
 
 FINAL_TOOLS = frozenset({"submit_answer"})
 """Tools whose arguments are the deliverable itself, not a step towards it: not checked for unseen numbers."""
@@ -69,6 +75,25 @@ def unseen_numbers(traj: Trajectory) -> tuple[list[float], int]:
     return unseen, total
 
 
+def parse_failures(traj: Trajectory) -> int:
+    """Outputs the agent loop could not act on: unparsable tool markup, or cut off at the token
+    limit (forgerl.agent.loop records both at the PARSE boundary)."""
+    return sum(e.boundary == Boundary.PARSE for e in traj.errors)
+
+
+def submitted(traj: Trajectory) -> bool:
+    """The agent delivered through a final tool (FINAL_TOOLS) whose call parsed."""
+    return any(c.name in FINAL_TOOLS for m in traj.messages if m.role == "assistant" for c in m.tool_calls)
+
+
+def well_formed(traj: Trajectory) -> bool:
+    """Every output of the agent parsed and was acted on, and the agent ended the episode itself
+    (status COMPLETED, not cut off by a turn, token or context budget). Family-independent: this is
+    the reward model's gate in training (forgerl.review.train_hook) and the floor of the scripted
+    expert's preference (forgerl.review.tool_expert)."""
+    return traj.status == TrajectoryStatus.COMPLETED and parse_failures(traj) == 0
+
+
 def verifier_reward(traj: Trajectory) -> float | None:
     """The environment's own reward, also after a reward model was blended into `traj.reward`
     (forgerl.review.train_hook keeps it in metadata["reward_model"])."""
@@ -91,10 +116,12 @@ def process_features(traj: Trajectory) -> tuple[float, ...]:
         min(tool_calls, 20) / 10,
         min(max((len(m.tool_calls) for m in assistant), default=0), 10) / 5,
         math.log1p(thinking) / 8,
-        min(sum(e.boundary == Boundary.PARSE for e in traj.errors), 3) / 3,
+        min(parse_failures(traj), 3) / 3,
         min(sum(e.boundary == Boundary.TOOL for e in traj.errors), 3) / 3,
         min(len(unseen), 3) / 3,
-        1.0 - len(unseen) / total if total else 1.0,
+        1.0 - len(unseen) / total if total else 0.0,  # nothing passed is no evidence of grounding
         float(markup),
         float(passed),
+        float(well_formed(traj)),
+        float(submitted(traj)),
     )

@@ -56,6 +56,9 @@ class RewardModelConfig(BaseModel):
     thinking length, errors, numbers passed to tools that were never seen) to the text embeddings.
     Relations across an episode that a frozen encoder cannot see; on the tool-reasoning expert
     (forgerl.review.tool_expert) text alone reaches far lower held-out accuracy (README)."""
+    n_process_features: int = Field(len(PROCESS_FEATURES), ge=0, le=len(PROCESS_FEATURES))
+    """How many of PROCESS_FEATURES (a prefix: new features are appended) the head reads; models
+    saved before a feature was added load with the count they were trained with."""
     process_scale: float = Field(4.0, gt=0)
     """Multiplier of the process features: next to 3 unit-norm embeddings (hundreds of dimensions
     a linear head can memorise training tasks with) they need the larger scale to be used."""
@@ -107,13 +110,15 @@ class Encoder:
 
 
 def feature_dim(encoder_dim: int, config: RewardModelConfig) -> int:
-    return 3 * encoder_dim + (len(PROCESS_FEATURES) if config.process_features else 0)
+    return 3 * encoder_dim + (config.n_process_features if config.process_features else 0)
 
 
-def featurize(encoder: Encoder, segments: Sequence[Segments], process: bool = False, process_scale: float = 1.0):
+def featurize(encoder: Encoder, segments: Sequence[Segments], process: bool = False, process_scale: float = 1.0,
+              n_process: int = len(PROCESS_FEATURES)):
     """[N, 3·dim (+ P)] features: the reply's embedding, and the mean and the max over the tool
     calls' embeddings (zeros without calls) — max-pooling lets one bad call stand out among many
-    good ones — then, with `process`, the P process features (zeros where a Segments has none)."""
+    good ones — then, with `process`, the first P = `n_process` process features (zeros where a
+    Segments has none)."""
     import torch
 
     texts = [s.reply for s in segments] + [c for s in segments for c in s.calls]
@@ -129,9 +134,9 @@ def featurize(encoder: Encoder, segments: Sequence[Segments], process: bool = Fa
             start += len(s.calls)
     parts = [reply, mean, top]
     if process:
-        zeros = (0.0,) * len(PROCESS_FEATURES)
-        parts.append(process_scale * torch.tensor([list(s.process or zeros) for s in segments], dtype=torch.float32)
-                     .reshape(len(segments), len(PROCESS_FEATURES)))
+        zeros = (0.0,) * n_process
+        parts.append(process_scale * torch.tensor([list((s.process or zeros)[:n_process]) for s in segments],
+                                                  dtype=torch.float32).reshape(len(segments), n_process))
     return torch.cat(parts, dim=-1)
 
 
@@ -248,6 +253,10 @@ class TrainResult:
     held_out: Evaluation
     n_train_tasks: int
     n_held_out_tasks: int
+    scores: dict[str, float] = field(default_factory=dict, repr=False)
+    """Raw head output r(x) of every labelled trajectory, for evaluations on subsets of the pairs."""
+    held_out_by_kind: dict[str, Evaluation] = field(default_factory=dict)
+    """Held-out evaluation on named subsets of the pairs (forgerl.review.experiment.split_evaluation)."""
 
 
 class RewardModel:
@@ -268,7 +277,8 @@ class RewardModel:
         import torch
 
         with torch.inference_mode():
-            features = featurize(self.encoder, segments, self.config.process_features, self.config.process_scale)
+            features = featurize(self.encoder, segments, self.config.process_features, self.config.process_scale,
+                                 self.config.n_process_features)
             return self.head(features).squeeze(-1).tolist()
 
     def score(self, trajectories: Sequence[Trajectory]) -> list[float]:
@@ -295,7 +305,8 @@ class RewardModel:
             raise ValueError(f"{directory} is not a reward model directory (no reward_model.json); "
                              "train one with `forgerl rm train`")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        config = RewardModelConfig.model_validate({"process_features": False, **meta["config"]})  # older: text only
+        # older models: text only, then the first 10 process features
+        config = RewardModelConfig.model_validate({"process_features": False, "n_process_features": 10, **meta["config"]})
         enc = encoder or Encoder(config.encoder, config.max_tokens)
         head = _head(feature_dim(enc.dim, config), config.hidden)
         head.load_state_dict(load_file(directory / "head.safetensors"))
@@ -315,7 +326,8 @@ def train_reward_model(data: LabelData, config: RewardModelConfig = RewardModelC
     encoder = encoder or Encoder(config.encoder, config.max_tokens)
     ids = sorted(data.texts)
     index = {tid: i for i, tid in enumerate(ids)}
-    emb = featurize(encoder, [data.texts[t] for t in ids], config.process_features, config.process_scale)
+    emb = featurize(encoder, [data.texts[t] for t in ids], config.process_features, config.process_scale,
+                    config.n_process_features)
     held = {t for t in ids if held_out_task(data.tasks[t], config.holdout, config.seed)}
     train_pairs = [p for p in data.preferences if p[0] not in held and p[1] not in held]
     test_pairs = [p for p in data.preferences if p[0] in held and p[1] in held]
@@ -334,7 +346,8 @@ def train_reward_model(data: LabelData, config: RewardModelConfig = RewardModelC
     tasks = {data.tasks[t] for t in ids}
     held_tasks = {data.tasks[t] for t in held}
     result = TrainResult(evaluate(scores, data, train_pairs, train_rated),
-                         evaluate(scores, data, test_pairs, test_rated), len(tasks - held_tasks), len(held_tasks))
+                         evaluate(scores, data, test_pairs, test_rated), len(tasks - held_tasks), len(held_tasks),
+                         scores)
     return RewardModel(config, head, encoder, rubric_version), result
 
 

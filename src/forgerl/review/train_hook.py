@@ -4,11 +4,25 @@ Experts label a few hundred trajectories; the trainer produces thousands nobody 
 model trained on the labels (`forgerl rm train`) scores every fresh training rollout, and the
 trainer learns from the blend
 
-    reward = (verifier + w · rm) / (1 + w)          rm = σ(r(x)) in [0, 1], w = reward_model.weight
+    reward = (verifier + w · g · rm) / (1 + w)      rm = σ(r(x)) in [0, 1], w = reward_model.weight
+                                                    g = 1 if the episode is well formed, else 0
 
 (`forgerl.review.rewards.combined_reward` with w_verifier = 1, w_rm = w). Normalising by the
 weights keeps the reward on the verifier's scale, so the advantage scale does not change when the
 component is switched on.
+
+The gate g (forgerl.review.features.well_formed: every output parsed, none cut off, the agent
+ended the episode) is there because a learnt reward is only trustworthy on the kind of episode it
+was trained to judge. Issue 8's first run had no gate: the policy drifted into unparsable tool
+markup, which the reward model — trained on well-formed rollouts only — scored 0.88-0.95, and in
+12 steps the verifier reward went from 0.06 to 0. With the gate a malformed episode earns only its
+verifier reward (0 unless it passed), so breaking the format can never be worth more than doing
+the task; the reward model decides only between episodes that did the task in a readable form.
+
+The weight: with w < 1 a verifier pass always outranks any failure, whatever the reward model
+says (a pass gets at least 1/(1+w), a failure at most w/(1+w)); with group-normalised advantages
+the weight hardly matters in the groups that all fail — the reward model's ordering is the whole
+signal there. The experiments of issue 8 use w = 0.5 (the config default).
 
 `apply_reward_model` runs after rollouts are collected and before they are stored and turned into
 advantages, so the store keeps all three numbers per trajectory: `reward_breakdown["verifier"]`
@@ -24,7 +38,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from forgerl.errors import ConfigError
-from forgerl.review.features import verifier_reward
+from forgerl.review.features import verifier_reward, well_formed
 from forgerl.review.rewards import ExpertRewardConfig, combined_reward
 from forgerl.types import Trajectory, TrajectoryStatus
 
@@ -62,17 +76,22 @@ def apply_reward_model(groups: Sequence[Sequence[Trajectory]], model: RewardMode
     scores = model.score(todo)  # before any reward changes: the encoder reads the verifier's verdict
     weights = ExpertRewardConfig(w_verifier=1.0, w_expert=0.0, w_rm=spec.weight)
     verifier: list[float] = []
+    gated = 0
     for traj, score in zip(todo, scores, strict=True):
         v = float(traj.reward)  # type: ignore[arg-type]  # filtered above
-        blended = combined_reward(v, None, score, weights)
-        traj.metadata[META_KEY] = {"verifier_reward": v, "score": score, "weight": spec.weight,
+        gate = well_formed(traj)
+        blended = combined_reward(v, None, score if gate else 0.0, weights)
+        traj.metadata[META_KEY] = {"verifier_reward": v, "score": score, "weight": spec.weight, "gated": not gate,
                                    "combined": blended, "path": spec.path}
-        traj.reward_breakdown = {**traj.reward_breakdown, "verifier": v, "reward_model": score}
+        # the component as it entered the reward (0 when gated); the raw score stays in metadata
+        traj.reward_breakdown = {**traj.reward_breakdown, "verifier": v, "reward_model": score if gate else 0.0}
         traj.reward = blended
         verifier.append(v)
+        gated += not gate
     return {
         "rollout/verifier_reward": statistics.fmean(verifier),
         "rollout/verifier_pass_rate": statistics.fmean(float(v == 1.0) for v in verifier),
         "rollout/rm_score": statistics.fmean(scores),
         "rollout/rm_score_std": statistics.pstdev(scores),
+        "rollout/rm_gated_fraction": gated / len(todo),
     }

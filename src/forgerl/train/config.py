@@ -165,8 +165,9 @@ class TrainConfig(_Config):
     """`remote` engine only: the server's base URL, e.g. http://127.0.0.1:8000. The trainer and the
     server must share a filesystem (weights travel as a file in /dev/shm)."""
     engine_admin_token: str | None = None
-    """`remote` engine only: the server's admin token (default: $FORGERL_ADMIN_TOKEN, which keeps it
-    out of the run's config.toml, where a token given here is written)."""
+    """`remote` engine only: the server's admin token (default: $FORGERL_ADMIN_TOKEN). Never written
+    to the run's config.toml (a secret in a run directory travels with every copy of it): a resumed
+    run takes it from $FORGERL_ADMIN_TOKEN."""
     vllm_threads: str = "0-1"
     """CPU cores the vLLM server binds its OpenMP threads to."""
     vllm_kv_cache_gib: float = 1.0
@@ -250,10 +251,13 @@ def load_config(path: str | Path | None = None, **overrides: object) -> TrainCon
         raise ConfigError(f"invalid training config ({path or 'defaults'}): {problems}") from None
 
 
+SECRET_FIELDS = ("engine_admin_token",)
+
+
 def dump_config(config: TrainConfig) -> str:
-    """TOML text of a config (written into every run directory)."""
+    """TOML text of a config (written into every run directory); secrets are left out."""
     lines, tables = [], []
-    for key, value in config.model_dump().items():
+    for key, value in config.model_dump(exclude=set(SECRET_FIELDS)).items():
         if value is None:  # TOML has no null: an unset optional field is left out (its default)
             continue
         if isinstance(value, dict):
