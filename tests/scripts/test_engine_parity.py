@@ -89,3 +89,80 @@ def test_separate_invocations_join_only_with_equal_arguments(parity: Any, tmp_pa
 def test_unknown_engine_is_refused(parity: Any, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--engines must list builtin and/or vllm"):
         parity.main(["--engines", "sglang", "--out", str(tmp_path)])
+
+
+def _tied_llama(seed: int) -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, max_position_embeddings=128, tie_word_embeddings=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(config).eval()
+
+
+def test_builtin_engine_takes_weights_of_a_model_with_tied_embeddings() -> None:
+    """The parity run's first push on SmolLM2 (tied embeddings) failed: the trainer's state dict names
+    the shared matrix twice (embed_tokens.weight, lm_head.weight) and the engine knew only one name."""
+    import asyncio
+
+    import torch
+
+    from forgerl.engine.base import SamplingParams
+    from forgerl.engine.llm import LLMEngine
+    from forgerl.testing import CharTokenizer
+
+    served, trained = _tied_llama(0), _tied_llama(1)
+    new = trained.state_dict()
+    assert "lm_head.weight" in new and "model.embed_tokens.weight" in new
+    engine = LLMEngine(served, CharTokenizer(), max_context=64, num_slots=2)
+    try:
+        engine.update_weights(new, version=3)
+        for name, tensor in served.state_dict().items():
+            assert torch.equal(tensor, new[name]), name
+        assert served.lm_head.weight.data_ptr() == served.model.embed_tokens.weight.data_ptr()  # still tied
+        prompt = [1, 2, 3, 4]
+        result = asyncio.run(engine.generate(prompt, SamplingParams(max_tokens=6, temperature=0)))
+        ids = torch.tensor([prompt])
+        with torch.no_grad():
+            for _ in range(6):
+                ids = torch.cat([ids, trained(ids).logits[:, -1:].argmax(-1)], dim=1)
+        assert result.completion_ids == ids[0, len(prompt):].tolist() and result.policy_version == 3
+    finally:
+        engine.close()
+
+
+def test_table_only_runs_nothing(parity: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parity, "run_one", lambda *a: pytest.fail("--table-only must not train"))
+    monkeypatch.setattr(parity, "plot", lambda results, path: None)
+    common = ["--model", "tiny-random", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit, match="no results"):
+        parity.main(common + ["--table-only"])
+    args = parity.parse_args(common)
+    (tmp_path / "builtin.json").write_text(json.dumps({"args": parity.run_args(args), "model": "m",
+                                                       "result": _fake_result("builtin", [0.5])}))
+    assert parity.main(common + ["--table-only"]) == 0
+    assert "| 1 | 0.500 |" in (tmp_path / "parity.md").read_text()
+
+
+def test_a_run_without_its_json_is_read_back_from_its_store(parity: Any, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that crashed after logging its steps (no <engine>.json) still joins the table, but
+    only when its stored config is the one these arguments give."""
+    from forgerl.store import TrajectoryStore
+
+    monkeypatch.setattr(parity, "plot", lambda results, path: None)
+    common = ["--model", "tiny-random", "--out", str(tmp_path), "--steps", "2"]
+    args = parity.parse_args(common)
+    with TrajectoryStore(tmp_path / "vllm") as store:
+        run_id = store.add_run(parity.build_config("vllm", args, "tiny-random").model_dump(mode="json"))
+        store.log_metrics(run_id, 0, {"eval/reward": 0.25})
+        for step, reward in ((1, 0.5), (2, 0.75)):
+            store.log_metrics(run_id, step, {"rollout/reward": reward, "time/rollout_s": 3.0, "time/train_s": 1.0})
+    assert parity.main(common + ["--table-only"]) == 0
+    text = (tmp_path / "parity.md").read_text()
+    assert "| 1 | 0.500 |" in text and "| 2 | 0.750 |" in text and "| 4.000 |" in text  # s/step = rollout + train
+    assert "step 0: 0.250 (8 s, steps only, read from its store)" in text
+    with pytest.raises(SystemExit, match="no results"):  # another seed: another config, so not this run
+        parity.main(common + ["--seed", "1", "--table-only"])

@@ -388,8 +388,11 @@ class LLMEngine:
 
     def _weight_tensors(self) -> dict[str, torch.Tensor]:
         """Parameters and buffers by state-dict name (buffers such as an MoE router's selection
-        bias change during training too)."""
-        return {**dict(self.model.named_buffers()), **dict(self.model.named_parameters())}
+        bias change during training too). Tied weights answer to every name they have: a state
+        dict of a model with tied embeddings (SmolLM2) holds both `embed_tokens.weight` and
+        `lm_head.weight`, and both must be accepted."""
+        return {**dict(self.model.named_buffers(remove_duplicate=False)),
+                **dict(self.model.named_parameters(remove_duplicate=False))}
 
     def _check_keys(self, state_dict: Mapping[str, torch.Tensor]) -> tuple[set[str], set[str]]:
         names = set(self._weight_tensors())

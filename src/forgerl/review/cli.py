@@ -142,7 +142,8 @@ def demo(run: Path = typer.Option(..., "--run", help="run directory to create or
 @review_app.command("scripted-label")
 def scripted_label(run: Path = _RUN, seed: int = typer.Option(0, help="seeds the rubric-score noise")) -> None:
     """Label every trajectory of a tool-reasoning run with the scripted grounding expert (prefers
-    tool calls without invented numbers, then the verified answer; see forgerl.review.tool_expert)."""
+    episodes that did the task through parsed tool calls, then tool calls without invented numbers,
+    then the verified answer; see forgerl.review.tool_expert)."""
     from forgerl.review.tool_expert import TOOL_EXPERT, grounded_fraction, label_with_tool_expert
     from forgerl.store import TrajectoryStore
 

@@ -36,13 +36,16 @@ class LossConfig(_Config):
 
 class RewardModelSpec(_Config):
     """A reward model trained on expert labels (`forgerl rm train`) as a reward component: every
-    training rollout's reward becomes (verifier + weight · σ(r)) / (1 + weight) before advantages
+    training rollout's reward becomes (verifier + weight · g · σ(r)) / (1 + weight) before advantages,
+    where g = 1 for a well-formed episode (every output parsed, ended by the agent;
+    forgerl.review.features.well_formed) and 0 otherwise, so broken output cannot earn the RM term
     (forgerl.review.train_hook). Off unless `path` is set."""
 
     path: str | None = None
     """Directory written by `forgerl rm train` (holds reward_model.json and head.safetensors); None = off."""
     weight: float = Field(0.5, ge=0)
-    """Weight of the reward model's score in [0, 1] next to the verifier reward's weight of 1."""
+    """Weight of the reward model's score in [0, 1] next to the verifier reward's weight of 1. Below 1,
+    a verifier pass always outranks any failure."""
 
     @model_validator(mode="after")
     def _check_dir(self) -> RewardModelSpec:

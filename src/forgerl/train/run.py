@@ -113,14 +113,15 @@ def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
 
 
 def save_checkpoint(run: Run) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     final = run.run_dir / "checkpoints" / f"step_{run.step:06d}"
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in run.policy.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
+    # save_model, not save_file(state_dict()): tied weights (SmolLM2's embedding = LM head) are one
+    # tensor under two names, which save_file refuses; save_model stores it once, load_model re-ties
+    save_model(run.policy, str(tmp / "model.safetensors"))
     torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({"step": run.step, "version": run.version, "time": time.time()}))
@@ -131,13 +132,13 @@ def save_checkpoint(run: Run) -> Path:
 
 
 def _load_latest_checkpoint(run: Run) -> None:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     record = run.store.latest_checkpoint(run.run_id)
     if record is None:
         return
     path = Path(record.path)
-    run.policy.load_state_dict(load_file(str(path / "model.safetensors")))
+    load_model(run.policy, str(path / "model.safetensors"))
     run.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
     state = json.loads((path / "state.json").read_text())
