@@ -153,6 +153,32 @@ def test_push_changes_outputs_and_restore_is_bit_exact(served):
     assert restored.policy_version == v0 + 2
 
 
+def test_a_push_resets_the_prefix_cache(served):
+    """KV blocks cached under the old weights must not serve a request after a push: a long shared
+    prompt (the system prompt of every rollout) is cached, weights are pushed, and the same prompt's
+    logprobs must then match the NEW weights (a stale cache would mix old keys/values in)."""
+    _, _, engine, model_dir = served
+    original = _weights(model_dir)
+    v0 = engine.policy_version
+    prompt = list(range(3, 259)) + [300]  # whole KV blocks
+    params = SamplingParams(max_tokens=8, temperature=0.0)
+    asyncio.run(engine.generate(prompt, params))
+    warm = asyncio.run(engine.generate(prompt, params))
+    assert warm.cached_tokens >= 240, warm.cached_tokens
+    gen = torch.Generator().manual_seed(2)
+    perturbed = {k: (v.float() + 0.5 * v.float().std() * torch.randn(v.shape, generator=gen)).bfloat16()
+                 if v.dim() == 2 else v for k, v in original.items()}
+    engine.update_weights(perturbed, v0 + 1)
+    assert engine.last_push.ok, engine.last_push.error
+    after = asyncio.run(engine.generate(prompt, params))
+    ref = _hf_logprobs(model_dir, perturbed, prompt, after.completion_ids)
+    diff = (torch.tensor(after.logprobs) - ref).abs().mean()
+    print(f"after a push: cached {after.cached_tokens} tokens, mean |dlogp| vs the new weights {float(diff):.4f}")
+    assert after.cached_tokens == 0 and diff < 0.05, (after.cached_tokens, diff)
+    engine.update_weights(original, v0 + 2)  # leave the original weights for the tests after this one
+    assert engine.last_push.ok, engine.last_push.error
+
+
 def test_requests_in_flight_during_a_push_finish_and_are_stamped(served):
     _, _, engine, model_dir = served
     weights = _weights(model_dir)
