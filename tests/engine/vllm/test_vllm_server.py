@@ -65,6 +65,14 @@ def _weights(model_dir) -> dict[str, torch.Tensor]:
     return load_file(str(model_dir / "model.safetensors"))
 
 
+def _perturbed(weights: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Noise at half of each matrix's own scale: outputs change a lot, activations stay in a range
+    where bf16 rounding is noise (absolute noise of 0.5 blows activations up and bf16 with them)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {k: (v.float() + 0.5 * v.float().std() * torch.randn(v.shape, generator=gen)).bfloat16()
+            if v.dim() == 2 else v for k, v in weights.items()}
+
+
 def _hf_logprobs(model_dir, weights, prompt, completion) -> torch.Tensor:
     """The trainer's recomputation: fp32 forward of the same (bf16) weights, raw log-softmax."""
     from transformers import AutoModelForCausalLM
@@ -131,11 +139,7 @@ def test_push_changes_outputs_and_restore_is_bit_exact(served):
     prompt = list(range(10, 30))
     params = SamplingParams(max_tokens=12, temperature=0.0)
     before = asyncio.run(engine.generate(prompt, params))
-    gen = torch.Generator().manual_seed(0)
-    # noise at half of each matrix's own scale: outputs change a lot, activations stay in a range
-    # where bf16 rounding is noise (absolute noise of 0.5 blows activations up and bf16 with them)
-    perturbed = {k: (v.float() + 0.5 * v.float().std() * torch.randn(v.shape, generator=gen)).bfloat16()
-                 if v.dim() == 2 else v for k, v in original.items()}
+    perturbed = _perturbed(original, seed=0)
     engine.update_weights(perturbed, v0 + 1)
     assert engine.last_push.ok, engine.last_push.error
     after = asyncio.run(engine.generate(prompt, params))
@@ -165,9 +169,7 @@ def test_a_push_resets_the_prefix_cache(served):
     asyncio.run(engine.generate(prompt, params))
     warm = asyncio.run(engine.generate(prompt, params))
     assert warm.cached_tokens >= 240, warm.cached_tokens
-    gen = torch.Generator().manual_seed(2)
-    perturbed = {k: (v.float() + 0.5 * v.float().std() * torch.randn(v.shape, generator=gen)).bfloat16()
-                 if v.dim() == 2 else v for k, v in original.items()}
+    perturbed = _perturbed(original, seed=2)
     engine.update_weights(perturbed, v0 + 1)
     assert engine.last_push.ok, engine.last_push.error
     after = asyncio.run(engine.generate(prompt, params))
