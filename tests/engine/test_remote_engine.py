@@ -274,6 +274,9 @@ def test_train_config_remote_fields():
     assert load_config(**tomllib.loads(text)) == cfg
     secret = load_config(engine="remote", engine_url="http://127.0.0.1:8000", engine_admin_token="s3cret-token")
     assert "s3cret-token" not in dump_config(secret)  # a run directory never holds the token
+    from forgerl.train.config import public_config
+
+    assert "engine_admin_token" not in public_config(secret)  # nor does the run's record in the store
     assert load_config(**tomllib.loads(dump_config(secret))).engine_admin_token is None
 
 

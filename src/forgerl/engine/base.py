@@ -90,5 +90,16 @@ class Engine(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def final_result(events: AsyncIterator[TokenEvent | GenerationResult]) -> GenerationResult:
+    """The `GenerationResult` that ends an engine's event stream (what `generate` returns)."""
+    result = None
+    async for event in events:
+        if isinstance(event, GenerationResult):
+            result = event
+    if result is None:
+        raise RuntimeError("the engine's stream ended without a GenerationResult")
+    return result
+
+
 def engine_info(engine: Engine) -> dict[str, Any]:
     return {"model": engine.model_name, "max_context": engine.max_context, "policy_version": engine.policy_version}

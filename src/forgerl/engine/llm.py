@@ -25,7 +25,12 @@ from typing import Any
 
 import torch
 
-from forgerl.engine.base import GenerationResult, SamplingParams, TokenEvent
+from forgerl.engine.base import (
+    GenerationResult,
+    SamplingParams,
+    TokenEvent,
+    final_result,
+)
 from forgerl.engine.kv import SlotKVCache, WritePlan
 from forgerl.engine.sampling import sample_rows
 from forgerl.errors import ContextLengthError, EngineError
@@ -129,12 +134,7 @@ class LLMEngine:
 
     # ------------------------------------------------------------------ public API
     async def generate(self, prompt_ids: list[int], params: SamplingParams, session_id: str | None = None) -> GenerationResult:
-        result = None
-        async for event in self.stream(prompt_ids, params, session_id, _tokens=False):
-            if isinstance(event, GenerationResult):
-                result = event
-        assert result is not None
-        return result
+        return await final_result(self.stream(prompt_ids, params, session_id, _tokens=False))
 
     async def stream(
         self, prompt_ids: list[int], params: SamplingParams, session_id: str | None = None, *, _tokens: bool = True

@@ -38,7 +38,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from forgerl.engine.base import GenerationResult, SamplingParams, TokenEvent
+from forgerl.engine.base import (
+    GenerationResult,
+    SamplingParams,
+    TokenEvent,
+    final_result,
+)
 from forgerl.errors import ConfigError, ContextLengthError, EngineError
 from forgerl.types import Timings
 
@@ -209,12 +214,7 @@ class RemoteEngine:
 
     # ------------------------------------------------------------------ protocol
     async def generate(self, prompt_ids: list[int], params: SamplingParams, session_id: str | None = None) -> GenerationResult:
-        result = None
-        async for event in self._run(prompt_ids, params, session_id, stream=False):
-            if isinstance(event, GenerationResult):
-                result = event
-        assert result is not None
-        return result
+        return await final_result(self._run(prompt_ids, params, session_id, stream=False))
 
     async def stream(self, prompt_ids: list[int], params: SamplingParams, session_id: str | None = None
                      ) -> AsyncIterator[TokenEvent | GenerationResult]:

@@ -257,10 +257,15 @@ def load_config(path: str | Path | None = None, **overrides: object) -> TrainCon
 SECRET_FIELDS = ("engine_admin_token",)
 
 
+def public_config(config: TrainConfig) -> dict[str, object]:
+    """The config as JSON-able data without its secrets: what a run directory and its store keep."""
+    return config.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+
+
 def dump_config(config: TrainConfig) -> str:
     """TOML text of a config (written into every run directory); secrets are left out."""
     lines, tables = [], []
-    for key, value in config.model_dump(exclude=set(SECRET_FIELDS)).items():
+    for key, value in public_config(config).items():
         if value is None:  # TOML has no null: an unset optional field is left out (its default)
             continue
         if isinstance(value, dict):

@@ -25,7 +25,7 @@ from forgerl.chat.base import ChatFormat
 from forgerl.errors import ConfigError
 from forgerl.model.moe import ExpertLoadTracker
 from forgerl.store import TrajectoryStore
-from forgerl.train.config import TrainConfig, dump_config
+from forgerl.train.config import TrainConfig, dump_config, public_config
 from forgerl.train.lora import add_lora, inference_weights
 
 
@@ -103,7 +103,7 @@ def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
                                   weight_decay=config.weight_decay)
     store = TrajectoryStore(run_dir)
     runs = store.runs()
-    run_id = runs[-1].id if (resume and runs) else store.add_run(config.model_dump(mode="json"))
+    run_id = runs[-1].id if (resume and runs) else store.add_run(public_config(config))
     run = Run(config, run_dir, store, run_id, policy, tokenizer, fmt, engine, optimizer, ExpertLoadTracker(policy))
     run.reward_model = reward_model
     run.sinks.append(_tensorboard_sink(run_dir))
