@@ -235,7 +235,7 @@ def test_optimizer_step_is_the_same_in_every_batch_mode():
         cfg = TrainConfig(batch_mode=mode, micro_batch_tokens=120, lr=1e-3, moe_bias_step=0.0)
         run = SimpleNamespace(config=cfg, policy=model, tracker=ExpertLoadTracker(model),
                               optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps),
-                              tokenizer=SimpleNamespace(pad_token_id=0))
+                              tokenizer=SimpleNamespace(pad_token_id=0), compute_dtype=torch.float32)
         metrics = optimize(run, build_samples(groups, cfg))
         results[mode] = (model, metrics)
     ref_model, ref_metrics = results["call"]
@@ -270,6 +270,21 @@ def test_a_chain_row_runs_as_plain_causal_attention(monkeypatch):
                 ref = per_call_logprobs(model, chain[0])
             assert torch.allclose(logp[0][mb.loss_mask[0] > 0], ref, atol=LOGP_ATOL, rtol=0)
     assert planned == []
+    # and it reaches the fused kernel: SDPA with is_causal and no materialised mask, padding or not
+    masks = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        masks.append((kwargs.get("attn_mask") is None, bool(kwargs.get("is_causal"))))
+        return real_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    llama = MODELS["llama"]
+    assert llama.config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        tree_token_logprobs(llama, build_tree_batch(chain, 10_000, pad_to_multiple=128).micro_batches[0], mode="sparse")
+    assert masks and all(m == (True, True) for m in masks), masks
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", real_sdpa)
     branched = build_tree_batch(samples_of(random_batch(7, Shape()), merge=False), 10_000).micro_batches[0]
     assert not branched.is_chain
     with torch.no_grad():

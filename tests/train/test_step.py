@@ -38,7 +38,7 @@ def trajectory(model, rng: random.Random, reward: float | None, status=Trajector
 def fake_run(model, config: TrainConfig):
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.adam_eps)
     return SimpleNamespace(config=config, policy=model, optimizer=optimizer, tracker=ExpertLoadTracker(model),
-                           tokenizer=SimpleNamespace(pad_token_id=0))
+                           tokenizer=SimpleNamespace(pad_token_id=0), compute_dtype=torch.float32)
 
 
 def test_build_samples_drops_failures_and_groups_without_signal():

@@ -52,8 +52,12 @@ def tree_hidden_states(decoder: torch.nn.Module, mb: TreeMicroBatch, mode: TreeA
         out = decoder(input_ids=mb.input_ids, attention_mask=mask, position_ids=mb.position_ids, use_cache=False)
         return out.last_hidden_state[0]
     if mb.is_chain:  # e.g. one long trajectory per micro-batch: FlexAttention would only be slower
-        out = decoder(input_ids=mb.input_ids, position_ids=mb.position_ids, use_cache=False)
-        return out.last_hidden_state[0]
+        # Only the real tokens, and no position_ids (they are 0..n-1 anyway): the end padding's
+        # positions restart at 0, which transformers reads as packed sequences and answers with a
+        # materialised [L, L] mask instead of the fused causal kernel (seen on an H200: 121 GiB).
+        n = mb.real_length
+        hidden = decoder(input_ids=mb.input_ids[:, :n], use_cache=False).last_hidden_state[0]
+        return torch.nn.functional.pad(hidden, (0, 0, 0, mb.length - n))
     register()
     if resolved == "flex":
         plan = TreeAttention("flex", block_mask=flex_block_mask(mb.subtree_end))

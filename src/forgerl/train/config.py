@@ -157,7 +157,9 @@ class TrainConfig(_Config):
     device: str = "auto"
     """cpu, cuda or auto."""
     dtype: str = "auto"
-    """float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU)."""
+    """Compute dtype: float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU). The trainer keeps FP32 master
+    weights and optimizer state and runs its forward under autocast to this dtype (the LM head stays
+    FP32 with `fp32_lm_head`); the built-in engine serves a copy of the weights in it."""
     run_dir: str = "runs/latest"
     """Where the store, checkpoints, metrics and report go."""
     engine: Literal["builtin", "vllm", "remote"] = "builtin"

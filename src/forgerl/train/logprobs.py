@@ -7,6 +7,7 @@ tool schemas and observations, so this saves most of the head's cost.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,7 +68,17 @@ def head_logits(head: torch.nn.Module, hidden: torch.Tensor, fp32: bool = True) 
     if not fp32:
         return head(hidden).float()
     bias = None if head.bias is None else head.bias.float()
-    return torch.nn.functional.linear(hidden.float(), head.weight.float(), bias)
+    with torch.autocast(hidden.device.type, enabled=False):  # autocast would run the matmul in bf16
+        return torch.nn.functional.linear(hidden.float(), head.weight.float(), bias)
+
+
+def mixed_precision(device: torch.device | str, dtype: torch.dtype) -> contextlib.AbstractContextManager[object]:
+    """Autocast to `dtype` for the trainer's forward (FP32 master weights, bf16 matmuls); nothing
+    to do for FP32. The FP32 LM head opts out of it (head_logits)."""
+    device_type = torch.device(device).type
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=dtype)
 
 
 def token_logprobs(model: torch.nn.Module, mb: MicroBatch, fp32_head: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,6 +45,9 @@ class Run:
     version: int = 0
     sinks: list[Any] = field(default_factory=list)
     reward_model: Any = None  # forgerl.review.rm.RewardModel when config.reward_model.path is set
+    compute_dtype: torch.dtype = torch.float32
+    """What the trainer's forward runs in (under autocast) and the engine's weights are stored in; the
+    trainer's own weights and optimizer state stay FP32 (master weights) whatever this is."""
 
     def push_weights(self) -> None:
         """New weights to the engine with the next policy version (in process: a state-dict copy;
@@ -60,7 +63,7 @@ class Run:
 
 def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
     from forgerl.engine.llm import LLMEngine
-    from forgerl.model.loading import load_policy, resolve_device
+    from forgerl.model.loading import load_policy, resolve_device, resolve_dtype
     from forgerl.review.train_hook import load_training_reward_model
 
     run_dir = Path(config.run_dir)
@@ -74,9 +77,12 @@ def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
     torch.manual_seed(config.seed)
     reward_model = load_training_reward_model(config.reward_model)  # before the store: a bad RM leaves no run
     device = resolve_device(config.device)
-    policy, tokenizer = load_policy(config.model, device=device, dtype=config.dtype, chat_format=config.chat_format,
+    compute_dtype = resolve_dtype(config.dtype, device)
+    # FP32 master weights for the trainer (AdamW updates smaller than a bf16 weight's rounding step
+    # would vanish in bf16 weights); the engine serves a copy in the compute dtype.
+    policy, tokenizer = load_policy(config.model, device=device, dtype="float32", chat_format=config.chat_format,
                                     seed=config.seed)
-    engine_model = copy.deepcopy(policy).eval()
+    engine_model = copy.deepcopy(policy).to(compute_dtype).eval()
     if config.lora_rank > 0:
         policy = add_lora(policy, config.lora_rank, config.lora_alpha, config.lora_targets)
     fmt = get_format(config.chat_format)
@@ -106,6 +112,7 @@ def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
     run_id = runs[-1].id if (resume and runs) else store.add_run(public_config(config))
     run = Run(config, run_dir, store, run_id, policy, tokenizer, fmt, engine, optimizer, ExpertLoadTracker(policy))
     run.reward_model = reward_model
+    run.compute_dtype = compute_dtype
     run.sinks.append(_tensorboard_sink(run_dir))
     if resume:
         _load_latest_checkpoint(run)

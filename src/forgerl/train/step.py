@@ -28,6 +28,7 @@ from forgerl.train.config import TrainConfig
 from forgerl.train.logprobs import (
     MicroBatch,
     collate,
+    mixed_precision,
     pack_micro_batches,
     token_logprobs,
 )
@@ -82,12 +83,13 @@ def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
     loss_total = 0.0
     batch_metrics: dict[str, float] = {}
     for mb in _micro_batches(samples, cfg, device, run.tokenizer.pad_token_id or 0, batch_metrics):
-        if isinstance(mb, MicroBatch):
-            logp, entropy = token_logprobs(policy, mb, cfg.fp32_lm_head)
-        else:
-            from forgerl.batching import tree_token_logprobs
+        with mixed_precision(device, run.compute_dtype):
+            if isinstance(mb, MicroBatch):
+                logp, entropy = token_logprobs(policy, mb, cfg.fp32_lm_head)
+            else:
+                from forgerl.batching import tree_token_logprobs
 
-            logp, entropy = tree_token_logprobs(policy, mb, cfg.fp32_lm_head)
+                logp, entropy = tree_token_logprobs(policy, mb, cfg.fp32_lm_head)
         out = loss_fn(logp, mb.old_logprobs, mb.advantages, mb.loss_mask, num_tokens=total_tokens,
                       num_sequences=len(samples), entropy=entropy, **_loss_kwargs(cfg))
         out.loss.backward()

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The GPU checks of the prefix-tree work (issue 5), as one script for a lent CUDA machine:
-#   1. tests/batching/test_gpu.py (FlexAttention tree vs per-call: fp32 logprobs, loss, gradients,
-#      MoE routing, many row lengths; bf16 within rounding noise),
-#   2. `forgerl bench prefix-tree` with the ~0.5B Qwen2-style model in bf16, G=8, T=64 (per-call timed
-#      on 2 of the 8 trajectories, scaled x4), then T=4,16 (per-call timed in full).
+# The GPU checks, as one script for a lent CUDA machine (STEPS picks and orders them):
+#   tests: every gpu-marked test — tests/batching/test_gpu.py (FlexAttention tree vs per-call: fp32
+#      logprobs, loss, gradients, MoE routing, many row lengths; bf16 within rounding noise) and
+#      tests/train/test_gpu.py (`forgerl train` on CUDA: bf16 autocast over FP32 master weights, full
+#      fine-tuning and LoRA, printing step times);
+#   bench: `forgerl bench prefix-tree` with the ~0.5B Qwen2-style model in bf16, G=8, T=64 (per-call
+#      timed on 2 of the 8 trajectories, scaled x4), then T=4,16 (per-call timed in full);
+#   bench64: the T=64 part alone.
 # Runs with whatever python has CUDA torch + transformers (PYTHON=...); a machine without the
 # project's pure-Python deps can be given wheels: WHEELS=dir (installed into a private target dir).
 # Output: $OUT (default ./gpu-out) holds tests.log and bench.log.
@@ -20,7 +23,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
 run_tests() {
-  timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest -q -s -m gpu tests/batching/test_gpu.py -p no:randomly -p no:cacheprovider \
+  timeout "${TEST_TIMEOUT:-300}" "$PY" -m pytest -q -s -m gpu tests/batching/test_gpu.py tests/train/test_gpu.py -p no:randomly -p no:cacheprovider \
     2>&1 | tee "$OUT/tests.log"
 }
 run_bench() {
@@ -29,6 +32,11 @@ run_bench() {
     '$PY' -m forgerl.cli.main bench prefix-tree --model qwen-0.5b --device cuda --dtype bfloat16 --turns 64 --call-subset 2 &&
     '$PY' -m forgerl.cli.main bench prefix-tree --model qwen-0.5b --device cuda --dtype bfloat16 --turns 4,16 --call-subset 0
   " 2>&1 | tee "$OUT/bench.log"
+}
+run_bench64() {
+  export COLUMNS=200
+  timeout "${BENCH_TIMEOUT:-300}" "$PY" -m forgerl.cli.main bench prefix-tree --model qwen-0.5b --device cuda --dtype bfloat16 \
+    --turns 64 --call-subset 2 2>&1 | tee "$OUT/bench64.log"
 }
 # STEPS: which parts, in order (default: tests then bench)
 for step in ${STEPS:-tests bench}; do "run_$step"; done
