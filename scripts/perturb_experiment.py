@@ -18,7 +18,7 @@ from forgerl.perturb.experiment import ExperimentConfig, run_experiment
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=36, help="training steps per run (the shared budget)")
+    parser.add_argument("--steps", type=int, default=15, help="training steps per run (the shared budget)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds (both arms run each)")
     parser.add_argument("--eval-n", type=int, default=64, help="held-out tasks per scaffold per trained policy")
     parser.add_argument("--probability", type=float, default=0.5, help="arm (b): chance each dimension fires")

@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("--rm", default=None, help="compare: a reward model directory (default OUT/reward_model)")
     parser.add_argument("--steps", type=int, default=10, help="compare: training steps per arm")
     parser.add_argument("--seeds", default="0", help="compare: comma-separated run seeds (both arms run each)")
-    parser.add_argument("--groups", type=int, default=4, help="compare: tasks per step (x 4 rollouts)")
+    parser.add_argument("--groups", type=int, default=4, help="compare: tasks per step")
+    parser.add_argument("--group-size", type=int, default=8, help="compare: rollouts per task (the main job's 8)")
     parser.add_argument("--weight", type=float, default=0.5, help="compare: reward-model weight (verifier: 1)")
     parser.add_argument("--lr", type=float, default=None, help="compare: learning rate (default: the trainer's)")
     parser.add_argument("--arms", default="verifier,verifier+rm", help="compare: which arms to run (e.g. one per process)")
@@ -48,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     rm_dir = Path(args.rm) if args.rm else out / "reward_model"
-    overrides = {"groups_per_step": args.groups, "group_size": 4, "eval_tasks": 8}
+    overrides = {"groups_per_step": args.groups, "group_size": args.group_size, "eval_tasks": 8}
     if args.lr is not None:
         overrides["lr"] = args.lr
     batches, seeds, splits = args.batches, tuple(int(s) for s in args.seeds.split(",")), (0, 1, 2)
