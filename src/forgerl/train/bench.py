@@ -29,6 +29,7 @@ def run_loss_bench(losses: tuple[str, ...] = ("cispo", "grpo", "dapo"), seeds: t
     base = base or TrainConfig()
     results: dict[str, list[int | None]] = {}
     finals: dict[str, list[float]] = {}
+    curves: dict[str, list[str]] = {}
     starts: list[float] = []
     with tempfile.TemporaryDirectory(prefix="forgerl-bench-losses-") as tmp:
         for seed in seeds:
@@ -43,12 +44,14 @@ def run_loss_bench(losses: tuple[str, ...] = ("cispo", "grpo", "dapo"), seeds: t
                 target = start + target_gain
                 results.setdefault(name, []).append(steps_to_target(result.eval_rewards[1:], target))
                 finals.setdefault(name, []).append(result.eval_rewards[-1][1])
+                curves.setdefault(name, []).append(" ".join(f"{r:.2f}" for _, r in result.eval_rewards))
     table = Table(title=f"steps to reach held-out reward start+{target_gain} (budget {steps} steps, seeds {list(seeds)})")
-    for col in ("loss", "steps to target (per seed)", "final held-out reward (per seed)"):
+    for col in ("loss", "steps to target (per seed)", "final held-out reward (per seed)",
+                f"held-out every {eval_every} steps (per seed)"):
         table.add_column(col)
     for name in losses:
         table.add_row(name, ", ".join("—" if s is None else str(s) for s in results[name]),
-                      ", ".join(f"{r:.3f}" for r in finals[name]))
+                      ", ".join(f"{r:.3f}" for r in finals[name]), "; ".join(curves[name]))
     console.print(table)
     console.print(f"starting held-out reward: {', '.join(f'{s:.3f}' for s in starts)} ('—' = target not reached)")
     return results
