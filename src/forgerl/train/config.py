@@ -109,7 +109,7 @@ class TrainConfig(_Config):
     """LLM calls per episode."""
     max_tokens: int = 128
     """New tokens per LLM call: the turn budget the agent must plan within. At 128 a tool-reasoning round
-    of one lookup fits with its thinking, three in parallel (~180 tokens) do not."""
+    of one lookup fits with its thinking (<= 117 tokens), two or three in one round (140-240) do not."""
     max_context: int = 2048
     """Context limit (prompt + completion) of any call."""
     temperature: float = 1.0
