@@ -284,7 +284,6 @@ def test_a_chain_row_runs_as_plain_causal_attention(monkeypatch):
     with torch.no_grad():
         tree_token_logprobs(llama, build_tree_batch(chain, 10_000, pad_to_multiple=128).micro_batches[0], mode="sparse")
     assert masks and all(m == (True, True) for m in masks), masks
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", real_sdpa)
     branched = build_tree_batch(samples_of(random_batch(7, Shape()), merge=False), 10_000).micro_batches[0]
     assert not branched.is_chain
     with torch.no_grad():
