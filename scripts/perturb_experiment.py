@@ -3,6 +3,7 @@
 
     python scripts/perturb_experiment.py                       # the full run (hours on 2 CPU cores)
     python scripts/perturb_experiment.py --smoke --out /tmp/p  # 1 step, 2 tasks: checks the plumbing
+    python scripts/perturb_experiment.py --sft-steps 150       # each arm: SFT (perturbed data in arm b), then RL
 
 Writes OUT/results.json (every evaluation), OUT/table.md and OUT/scaffolds.png. The logic lives in
 forgerl.perturb.experiment.
@@ -23,15 +24,22 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=64, help="held-out tasks per scaffold per trained policy")
     parser.add_argument("--probability", type=float, default=0.5, help="arm (b): chance each dimension fires")
     parser.add_argument("--strength", type=float, default=0.5, help="arm (b): how much each dimension changes")
+    parser.add_argument("--sft-steps", type=int, default=0,
+                        help="SFT steps before RL in each arm: (a) default-scaffold data, (b) perturbed data (0: no SFT stage)")
+    parser.add_argument("--sft-examples", type=int, default=1200, help="scripted-solver conversations per SFT stage")
+    parser.add_argument("--sft-lr", type=float, default=5e-4, help="peak learning rate of the SFT stage")
     parser.add_argument("--out", default="runs/perturb-experiment", help="output directory")
     parser.add_argument("--smoke", action="store_true", help="plumbing check: 1 step, 2 groups of 2, 1 eval task, 2 turns")
     args = parser.parse_args()
     exp = ExperimentConfig(steps=args.steps, seeds=tuple(int(s) for s in args.seeds.split(",")), eval_n=args.eval_n,
-                           probability=args.probability, strength=args.strength, out=args.out)
+                           probability=args.probability, strength=args.strength, out=args.out,
+                           sft_steps=args.sft_steps, sft_examples=args.sft_examples,
+                           sft_lr=args.sft_lr)
     if args.smoke:
         exp.steps, exp.seeds, exp.eval_n, exp.groups_per_step, exp.group_size = 1, exp.seeds[:1], 1, 2, 2
         exp.train_eval_tasks = 1
         exp.overrides = {"max_turns": 2, "max_tokens": 32}
+        exp.sft_steps, exp.sft_examples, exp.sft_batch_size = min(exp.sft_steps, 1), 4, 2
     report = run_experiment(exp)
     print(Path(exp.out, "table.md").read_text())
     print(f"done in {report['seconds']:.0f} s; results in {exp.out}")

@@ -6,6 +6,7 @@ component, compared on the preference metric (fraction of grounded rollouts per 
     python scripts/rm_reward_experiment.py                    # all stages (~1 h on 2 busy CPU cores)
     python scripts/rm_reward_experiment.py --stage compare --rm runs/rm-experiment/reward_model
     python scripts/rm_reward_experiment.py --smoke --out /tmp/rmx   # plumbing check, a few minutes
+    python scripts/rm_reward_experiment.py --stage transfer --rm OUT/reward_model OUT/verifier_seed0 OUT/verifier_rm_seed0
     python scripts/rm_reward_experiment.py --stage rm --from-rollouts tests/review/data/tool_reasoning_rollouts.jsonl.gz
 
 Writes OUT/data (the labelled rollouts), OUT/reward_model, OUT/<arm>_seed<S> (training runs with
@@ -22,6 +23,7 @@ from forgerl.review.experiment import (
     collect,
     compare,
     label_and_train,
+    transfer_evaluation,
     load_rollouts,
     table,
 )
@@ -30,7 +32,8 @@ from forgerl.store import TrajectoryStore
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=["all", "collect", "rm", "compare"], default="all")
+    parser.add_argument("--stage", choices=["all", "collect", "rm", "compare", "transfer"], default="all")
+    parser.add_argument("runs", nargs="*", help="transfer: run directories (default: OUT/*_seed*)")
     parser.add_argument("--out", default="runs/rm-experiment", help="output directory")
     parser.add_argument("--batches", type=int, default=8, help="collect: batches of 8 tasks x 4 rollouts")
     parser.add_argument("--from-rollouts", default=None,
@@ -80,6 +83,11 @@ def main() -> None:
         text = table(results, window=min(3, args.steps))
         (out / "table.md").write_text(text + "\n")
         print(text)
+    if args.stage in ("all", "transfer"):
+        runs = [Path(r) for r in args.runs] or sorted(p for p in out.glob("*_seed*") if p.is_dir())
+        for name, ev in transfer_evaluation(rm_dir, runs, out).items():
+            print(f"transfer, {name}: pairwise accuracy {ev.pairwise_accuracy:.3f} on {ev.n_pairs} pairs "
+                  f"(verifier alone {ev.verifier_accuracy:.3f}), ECE {ev.ece:.3f}, Brier {ev.brier:.3f}")
     print(f"done in {time.perf_counter() - start:.0f} s; results in {out}")
 
 

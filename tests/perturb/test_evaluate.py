@@ -15,7 +15,7 @@ from forgerl.chat import get_format
 from forgerl.engine.base import SamplingParams
 from forgerl.engine.scripted import ScriptedEngine
 from forgerl.envs.base import make_env, sample_task
-from forgerl.perturb import perturbing, scaffold_set
+from forgerl.perturb import PerturbSpec, perturbing, scaffold_set
 from forgerl.perturb.cli import perturb_app
 from forgerl.perturb.evaluate import (
     ScaffoldResult,
@@ -150,26 +150,26 @@ def test_show_escapes_untrusted_text():
 
 
 def test_training_rollouts_are_perturbed_through_the_real_rollout_code(tokenizer):
-    """`collect_groups` (train/rollouts.py) with the experiment's hook: every training trajectory
-    carries its record, a group shares one scaffold, and held-out `evaluate` stays unperturbed."""
+    """`collect_groups` (train/rollouts.py) with `[perturb]` in the run config: every training
+    trajectory carries its record, a group shares one scaffold, and held-out `evaluate` stays
+    unperturbed; without it, nothing is perturbed."""
     from types import SimpleNamespace
 
-    from forgerl.perturb.experiment import perturbed_training
     from forgerl.train.config import TrainConfig
     from forgerl.train.rollouts import collect_groups, evaluate
 
     cfg = TrainConfig(env="arithmetic", difficulty=[1], groups_per_step=2, group_size=2, max_turns=2, max_tokens=16, eval_tasks=2,
-                      max_context=4096)
+                      max_context=4096, perturb=everything())
     engine = ScriptedEngine(tokenizer, ["Done."], cycle=True, max_context=4096)
     run = SimpleNamespace(config=cfg, engine=engine, fmt=get_format("minimax_m2"), step=0)
-    with perturbed_training(everything(), run_seed=0):
-        groups = asyncio.run(collect_groups(run))
-        asyncio.run(evaluate(run))
+    groups = asyncio.run(collect_groups(run))
+    asyncio.run(evaluate(run))
     evaluated = engine.prompts[len(engine.prompts) - 2:]
     for group in groups:
         records = [t.metadata["perturbations"] for t in group]
         assert records[0]["applied"] and all(r == records[0] for r in records)
         assert group[0].calls[0].prompt_ids == group[1].calls[0].prompt_ids
-    plain = asyncio.run(collect_groups(run))  # outside the context: the hook is gone
+    run.config = cfg.model_copy(update={"perturb": PerturbSpec()})
+    plain = asyncio.run(collect_groups(run))
     assert all("perturbations" not in t.metadata for g in plain for t in g)
     assert all("]~!b[" in tokenizer.decode(p[:3], skip_special_tokens=False) for p in evaluated)

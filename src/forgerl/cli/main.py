@@ -137,14 +137,25 @@ def sft(
     difficulty: str = typer.Option("1,2,3", help="Comma-separated difficulty levels the conversations are drawn from."),
     varied_styles: bool = typer.Option(False, "--varied-styles", help="Draw each conversation's solver style (lookups per "
                                        "round, terse or full thinking) from its seed, so the policy learns several ways to work."),
+    perturb_probability: float = typer.Option(0.0, min=0.0, max=1.0, help="Play each conversation under perturbed scaffolds: "
+                                              "the chance each perturbation dimension fires (0 = off; held-out scaffolds are never drawn)."),
+    perturb_strength: float = typer.Option(0.5, min=0.0, max=1.0, help="How much each fired dimension changes (0..1)."),
+    max_length: int = typer.Option(3072, min=64, help="Leave out conversations longer than this many tokens."),
 ) -> None:
     """Build the default policy: SFT of `tiny-random` on verified scripted-solver trajectories with
     interleaved thinking (the reproducible bootstrap of the embedded default)."""
     from forgerl.train.cli import run_sft
 
+    from forgerl.perturb.spec import PerturbSpec
+
     levels = [int(x) for x in difficulty.split(",") if x.strip()]
-    run_sft(out, examples=examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=init,
-            difficulty=levels, varied=varied_styles)
+    spec = PerturbSpec.uniform(perturb_probability, perturb_strength) if perturb_probability > 0 else None
+    try:
+        run_sft(out, examples=examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=init,
+                difficulty=levels, varied=varied_styles, perturb=spec, max_length=max_length)
+    except ValueError as exc:  # bad settings (e.g. every conversation over --max-length): say so, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 @bench_app.command("sandbox")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -45,6 +45,28 @@ BUILTIN_FAMILY_MODULES = (
     "forgerl.envs.arithmetic", "forgerl.envs.tool_reasoning", "forgerl.envs.cowork", "forgerl.envs.swe",
     "forgerl.envs.reasoning_gym", "forgerl.envs.bfcl", "forgerl.rollout.multiagent",
 )
+
+
+@dataclass
+class Step:
+    """One assistant turn of a scripted solver: what it thinks, then the calls it makes (in parallel)."""
+
+    reasoning: str
+    calls: list[ToolCall]
+
+
+@dataclass
+class Observation:
+    """A tool's answer to one of a solver's calls: the text, or the error message when the call failed."""
+
+    text: str
+    error: bool = False
+
+
+Solver = Generator[Step, list[Observation], None]
+"""A scripted solver as a dialogue: yields Steps, receives the observations of each Step's calls.
+A family that has one offers it as `env.solver(task, seed=, varied=)`; drivers decide where the calls
+run (tool_reasoning.gold_messages: the plain environment; perturb/gold.py: a perturbed one)."""
 
 
 class Task(BaseModel):

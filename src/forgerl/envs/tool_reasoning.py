@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forgerl.envs.arithmetic import calculate, format_number
-from forgerl.envs.base import Family, Task, register_family
+from forgerl.envs.base import Family, Observation, Solver, Step, Task, register_family
 from forgerl.envs.numeric import NumericAnswerEnv
 from forgerl.envs.rewards import Verdict
 from forgerl.errors import ToolError, VerifierError
@@ -299,23 +299,6 @@ def sample_task(seed: int) -> Task:
 # --- the scripted solver -----------------------------------------------------------------------
 
 
-@dataclass
-class Step:
-    """One assistant turn of the solver: what it thinks, then the calls it makes (in parallel)."""
-
-    reasoning: str
-    calls: list[ToolCall]
-
-
-@dataclass
-class Observation:
-    """A tool's answer to one call: the text, or the error message when the call failed."""
-
-    text: str
-    error: bool = False
-
-
-Solver = Generator[Step, list[Observation], None]
 
 
 def _first_number(text: str) -> int | float:
@@ -492,6 +475,11 @@ class ToolReasoningEnv(NumericAnswerEnv):
         """The scripted solver's whole conversation with interleaved thinking (module function);
         `varied` draws the solver's style from `seed` (`sample_style`)."""
         return gold_messages(task, inject_error=inject_error, seed=seed, style=sample_style(seed) if varied else GOLD_STYLE)
+
+    def solver(self, task: Task, *, seed: int = 0, varied: bool = False) -> Solver:
+        """The scripted solver as a dialogue (`solve`), for drivers that run its calls elsewhere
+        (perturb/gold.py plays it through a perturbed environment)."""
+        return solve(task, sample_style(seed) if varied else GOLD_STYLE)
 
     def gold_solution(self, task: Task, style: SolverStyle = GOLD_STYLE) -> list[list[ToolCall]]:
         rounds: list[list[ToolCall]] = []

@@ -112,6 +112,12 @@ class PerturbedEnvironment(EnvironmentWrapper):
 
     # --- the calls ---
     async def execute(self, call: ToolCall) -> str:
+        return (await self.execute_traced(call))[1]
+
+    async def execute_traced(self, call: ToolCall) -> tuple[str, str]:
+        """`execute`, returning (the wrapped environment's own output, the output as shown). A scripted
+        solver reads the first and writes the second into its conversation (perturb/gold.py), so it
+        never has to parse a perturbed rendering."""
         responses = self.draws.get("tool_responses")
         error_style = responses["error_style"] if responses else "plain"
         key = call_key(call.name, call.arguments)
@@ -132,14 +138,14 @@ class PerturbedEnvironment(EnvironmentWrapper):
         finally:
             self._in_flight -= 1
         if responses is None:
-            return output
+            return output, output
         rng = random.Random(f"{responses['seed']}|{key}|{occurrence}")
         noise = responses["noise_fields"] if rng.random() < responses["noise_rate"] else 0
         text, done = render_response(output, responses["style"], noise=noise, reorder=responses["reorder"],
                                      truncate_at=responses["truncate_at"], rng=rng)
         if "truncated_at" in done:
             self._event("truncate", call, occurrence, kept_chars=done["truncated_at"])
-        return text
+        return output, text
 
     async def _run(self, call: ToolCall, occurrence: int) -> str:
         plan = self.plan()

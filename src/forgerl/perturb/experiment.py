@@ -2,21 +2,21 @@
 and (b) with perturbation, same budget, seeds and tasks; evaluate both on the default scaffold (in
 distribution) and on held-out scaffolds; write a table and a plot.
 
+Training is optionally two-stage, as M2's pipeline perturbs its data as well as its rollouts: with
+`sft_steps > 0` each arm first continues SFT from the default policy on scripted-solver
+conversations (arm (a): the default scaffold; arm (b): played under the same perturbation spec,
+perturb/gold.py), same examples and steps; then RL, arm (b) with `TrainConfig.perturb` set.
+Both stages are evaluated on every scaffold.
+
 The generalization gap of an arm is its default-scaffold success rate minus its mean over the
 held-out scaffolds. The goal stated in the issue: (b)'s gap at most a third of (a)'s, with (b)
 losing at most 0.05 in distribution. Whatever the numbers say is written down as measured.
-
-Until `TrainConfig` has a `perturb` field (see the hook in perturb/__init__.py), arm (b) perturbs
-training rollouts by wrapping `train.rollouts.run_episode` for the duration of its run — the same
-agent loop, with `apply_perturbations` in front.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,23 +40,28 @@ class ExperimentConfig:
     """Both arms: perturbed prompts are longer (distractor tools, longer system prompts)."""
     train_eval_tasks: int = 8
     """The trainer's own periodic held-out evaluation (not the measurement; kept small)."""
+    sft_steps: int = 0
+    """SFT steps before RL in each arm (0: RL starts from the default policy)."""
+    sft_examples: int = 1200
+    sft_batch_size: int = 8
+    sft_lr: float = 5e-4
+    sft_difficulty: tuple[int, ...] = (1, 2, 3, 4)
+    """As the default policy's last SFT stage."""
     out: str = "runs/perturb-experiment"
     overrides: dict[str, Any] = field(default_factory=dict)
     """Extra TrainConfig fields (e.g. {"max_turns": 3} for a smoke run)."""
 
 
-@contextlib.contextmanager
-def perturbed_training(spec: PerturbSpec, run_seed: int) -> Iterator[None]:
-    """Training rollouts of runs started inside perturb with `spec` (held-out evaluation does not)."""
-    from forgerl.perturb.apply import perturbing
-    from forgerl.train import rollouts
+def _sft(exp: ExperimentConfig, cfg: Any, spec: PerturbSpec | None, out: Path, log: Any) -> Path:
+    """One arm's SFT stage from the run's starting model: (a) `spec` None, (b) perturbed by `spec`."""
+    from forgerl.train.cli import run_sft
 
-    original = rollouts.run_episode
-    rollouts.run_episode = perturbing(original, spec, run_seed=run_seed)
-    try:
-        yield
-    finally:
-        rollouts.run_episode = original
+    t0 = time.perf_counter()
+    policy = run_sft(str(out), examples=exp.sft_examples, steps=exp.sft_steps, batch_size=exp.sft_batch_size,
+                     lr=exp.sft_lr, seed=cfg.seed, chat_format=cfg.chat_format, difficulty=list(exp.sft_difficulty),
+                     init=cfg.model, varied=True, perturb=spec, max_length=cfg.max_context)
+    log(f"SFT ({'perturbed' if spec is not None else 'default scaffold'}) in {time.perf_counter() - t0:.0f} s -> {policy}")
+    return policy
 
 
 def _engine(cfg: Any, checkpoint: Path | None) -> Any:
@@ -103,15 +108,16 @@ def run_experiment(exp: ExperimentConfig, log: Any = print) -> dict[str, Any]:
             rows += [{"arm": "start", "seed": seed, **r.as_dict()} for r in _evaluate(base, None, scaffolds, exp.eval_n)]
         for arm in ("baseline", "perturbed"):
             cfg = base.model_copy(update={"run_dir": str(out / f"{arm}-seed{seed}")})
+            if arm == "perturbed":
+                cfg = cfg.model_copy(update={"perturb": spec})
+            if exp.sft_steps > 0:
+                policy = _sft(exp, cfg, spec if arm == "perturbed" else None, out / f"{arm}-seed{seed}-sft", log)
+                cfg = cfg.model_copy(update={"model": str(policy)})
+                log(f"{arm}, seed {seed}: evaluating the SFT policy on {len(scaffolds)} scaffolds x {exp.eval_n} ...")
+                rows += [{"arm": f"{arm}-sft", "seed": seed, **r.as_dict()} for r in _evaluate(cfg, None, scaffolds, exp.eval_n)]
             log(f"{arm}, seed {seed}: training {exp.steps} steps ...")
             t0 = time.perf_counter()
-            hook: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-            if arm == "perturbed" and "perturb" in TrainConfig.model_fields:  # the config hook has landed
-                cfg = cfg.model_copy(update={"perturb": spec})
-            elif arm == "perturbed":
-                hook = perturbed_training(spec, seed)
-            with hook:
-                train(cfg)
+            train(cfg)
             seconds = time.perf_counter() - t0
             checkpoint = Path(cfg.run_dir) / "checkpoints" / f"step_{cfg.steps:06d}"
             log(f"{arm}, seed {seed}: trained in {seconds:.0f} s; evaluating {len(scaffolds)} scaffolds x {exp.eval_n} ...")
@@ -144,14 +150,17 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         held_mean = sum(held) / len(held) if held else 0.0
         arms[arm] = {"scaffolds": scaffolds, "in_distribution": in_dist, "held_out_mean": held_mean,
                      "gap": in_dist - held_mean}
-    verdict = None
-    if "baseline" in arms and "perturbed" in arms:
-        a, b = arms["baseline"], arms["perturbed"]
-        verdict = {"gap_ratio": (b["gap"] / a["gap"]) if a["gap"] > 0 else None,
-                   "in_distribution_loss": a["in_distribution"] - b["in_distribution"],
-                   "goal_met": a["gap"] > 0 and b["gap"] <= a["gap"] / 3
-                   and a["in_distribution"] - b["in_distribution"] <= 0.05}
-    return {"arms": arms, "verdict": verdict}
+    return {"arms": arms, "verdict": _verdict(arms, ""), "verdict_sft": _verdict(arms, "-sft")}
+
+
+def _verdict(arms: dict[str, Any], stage: str) -> dict[str, Any] | None:
+    """The issue's goal for one stage ("" after RL, "-sft" after the SFT stage), when both arms have it."""
+    a, b = arms.get(f"baseline{stage}"), arms.get(f"perturbed{stage}")
+    if a is None or b is None:
+        return None
+    return {"gap_ratio": (b["gap"] / a["gap"]) if a["gap"] > 0 else None,
+            "in_distribution_loss": a["in_distribution"] - b["in_distribution"],
+            "goal_met": a["gap"] > 0 and b["gap"] <= a["gap"] / 3 and a["in_distribution"] - b["in_distribution"] <= 0.05}
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -169,10 +178,12 @@ def markdown_table(summary: dict[str, Any]) -> str:
         lines.append(f"| **{key.replace('_', ' ')}** | " + " | ".join(f"{a[key]:+.3f}" if key == "gap" else f"{a[key]:.3f}"
                                                                 for a in arms.values()) + " |")
     text = "Success rate per scaffold (successes pooled over seeds, Wilson 95% CI)\n\n" + "\n".join(lines) + "\n"
-    if summary["verdict"] is not None:
-        v = summary["verdict"]
+    for key, stage in (("verdict_sft", "after SFT"), ("verdict", "after RL")):
+        v = summary.get(key)
+        if v is None:
+            continue
         ratio = "n/a (baseline gap <= 0)" if v["gap_ratio"] is None else f"{v['gap_ratio']:.2f}"
-        text += (f"\nGap ratio perturbed/baseline: {ratio}; in-distribution loss: {v['in_distribution_loss']:+.3f}; "
+        text += (f"\n{stage}: gap ratio perturbed/baseline: {ratio}; in-distribution loss: {v['in_distribution_loss']:+.3f}; "
                  f"goal (ratio <= 1/3, loss <= 0.05) met: {v['goal_met']}\n")
     return text
 

@@ -16,6 +16,11 @@ Three stages (scripts/rm_reward_experiment.py runs them):
    verifier's reward alone, and blended with the reward model (`[reward_model]`) — and the
    preference metric (fraction of grounded rollouts) per step of each arm.
 
+4. `transfer`: the saved reward model on the compare runs' own rollouts — later policies' work on
+   tasks it never saw, labelled by the same expert in a copy of each run's store. The verifier arm
+   never optimised against the model; the RM arm did, so its figure shows whether the policy found
+   episodes the model ranks wrongly (reward hacking).
+
 Both arms of a seed draw the same tasks at every step (task seeds derive from (seed, step)), so the
 per-step difference is paired, not between different task mixes.
 """
@@ -27,6 +32,7 @@ import inspect
 import json
 import random
 import re
+import shutil
 import statistics
 import time
 from collections import defaultdict
@@ -367,3 +373,27 @@ def load_rollouts(path: str | Path) -> list[Trajectory]:
 
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [Trajectory.model_validate_json(line) for line in f if line.strip()]
+
+
+def transfer_evaluation(rm_dir: str | Path, run_dirs: list[Path], out: str | Path) -> dict[str, Evaluation]:
+    """The reward model at `rm_dir` on each run's rollouts, labelled by the grounding expert in a copy
+    of the run's store under `out` (the run itself is not touched). Returns run name -> evaluation."""
+    from forgerl.review.rm import RewardModel
+
+    model = RewardModel.load(rm_dir)
+    results: dict[str, Evaluation] = {}
+    for run in run_dirs:
+        source = run / "store.sqlite"
+        if not source.exists():
+            raise FileNotFoundError(f"{source} does not exist: pass run directories of the compare stage")
+        copy = Path(out) / "transfer" / run.name
+        copy.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, copy / "store.sqlite")
+        with TrajectoryStore(copy) as store:
+            if not store.labels():
+                label_with_tool_expert(store, store.query())
+            data = load_label_data(store)
+        ids = sorted(data.texts)
+        scores = dict(zip(ids, model.raw_scores([data.texts[i] for i in ids]), strict=True))
+        results[run.name] = evaluate(scores, data, data.preferences, list(data.ratings))
+    return results

@@ -24,6 +24,7 @@ import torch
 from forgerl.chat.base import ChatFormat, encode_segments
 from forgerl.envs.base import Environment, Task, make_env, sample_task
 from forgerl.errors import ToolError
+from forgerl.perturb.spec import PerturbSpec
 from forgerl.train.logprobs import collate, head_logits, token_logprobs
 from forgerl.train.lora import causal_lm, decoder_and_head
 from forgerl.types import Message, ToolSpec, TrainingSample, Trajectory
@@ -37,6 +38,8 @@ class Conversation:
     messages: list[Message]
     tools: list[ToolSpec]
     task_id: str
+    chat_format: str | None = None
+    """The format this conversation is rendered in; None = the run's own (perturbed data varies it)."""
 
 
 async def gold_conversation(env: Environment, task: Task, *, inject_error: bool = False, seed: int = 0,
@@ -75,13 +78,26 @@ async def replay_score(env: Environment, task: Task, conv: Conversation) -> floa
 
 
 async def verified_conversations(family: str, seeds: Iterable[int], make_task: Callable[[int], Task] | None = None,
-                                 *, error_every: int = 0, varied: bool = False) -> tuple[list[Conversation], int]:
+                                 *, error_every: int = 0, varied: bool = False,
+                                 perturb: PerturbSpec | None = None) -> tuple[list[Conversation], int]:
     """Gold conversations that the family's verifier scores 1.0, and how many were rejected.
     With `error_every=k`, every k-th conversation recovers from an injected tool error; with
-    `varied`, each conversation's solver style is drawn from its seed."""
+    `varied`, each conversation's solver style is drawn from its seed. With an active `perturb`
+    spec, each conversation is played under the perturbations drawn for its seed (perturb/gold.py;
+    the environment dimension injects failures, so `error_every` is not used) and judged by the
+    reward of the perturbed environment its calls ran in."""
     kept, rejected = [], 0
     for n, seed in enumerate(seeds):
         task = make_task(seed) if make_task else sample_task(family, seed)
+        if perturb is not None and perturb.active:
+            from forgerl.perturb.gold import perturbed_gold_conversation
+
+            played = await perturbed_gold_conversation(family, task, perturb, seed, varied=varied)
+            if played.score == 1.0:
+                kept.append(Conversation(played.messages, played.tools, played.task_id, played.chat_format))
+            else:
+                rejected += 1
+            continue
         inject = error_every > 0 and n % error_every == error_every - 1
         conv = await gold_conversation(make_env(family, seed), task, inject_error=inject, seed=seed, varied=varied)
         judge = make_env(family, seed)
@@ -99,6 +115,11 @@ async def verified_conversations(family: str, seeds: Iterable[int], make_task: C
 
 
 def encode_conversation(tokenizer: Any, fmt: ChatFormat, conv: Conversation) -> tuple[list[int], list[int]]:
+    """Token ids and trainable mask of `conv`, in its own chat format when it has one, else in `fmt`."""
+    if conv.chat_format is not None and conv.chat_format != fmt.name:
+        from forgerl.chat import get_format
+
+        fmt = get_format(conv.chat_format)
     rendered = encode_segments(tokenizer, fmt.render(conv.messages, conv.tools, add_generation_prompt=False))
     return rendered.ids, rendered.mask
 
@@ -176,11 +197,25 @@ class SFTResult:
     seconds: float
 
 
+def encode_within(tokenizer: Any, fmt: ChatFormat, conversations: Sequence[Conversation],
+                  max_length: int | None = None) -> list[tuple[list[int], list[int]]]:
+    """The conversations' (ids, mask), dropping those longer than `max_length` tokens (perturbed
+    prompts with distractor tools and long system prompts can outgrow the model's context)."""
+    encoded = [encode_conversation(tokenizer, fmt, c) for c in conversations]
+    kept = [e for e in encoded if max_length is None or len(e[0]) <= max_length]
+    if not kept:
+        raise ValueError(f"all {len(encoded)} SFT conversations are longer than max_length={max_length} tokens; "
+                         "raise max_length (up to the model's context) or use easier tasks")
+    return kept
+
+
 def train_sft(model: torch.nn.Module, tokenizer: Any, fmt: ChatFormat, conversations: Sequence[Conversation], *,
               steps: int, batch_size: int = 16, lr: float = 2e-3, warmup: int = 20, seed: int = 0,
-              device: Any = "cpu", log: Callable[[int, float], None] | None = None) -> list[float]:
-    """AdamW on the conversations' assistant tokens; cosine decay after a linear warm-up."""
-    encoded = [encode_conversation(tokenizer, fmt, c) for c in conversations]
+              device: Any = "cpu", log: Callable[[int, float], None] | None = None,
+              max_length: int | None = None) -> list[float]:
+    """AdamW on the conversations' assistant tokens; cosine decay after a linear warm-up.
+    Conversations longer than `max_length` tokens are left out (`encode_within`)."""
+    encoded = encode_within(tokenizer, fmt, conversations, max_length)
     rng = random.Random(seed)
     optim = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
