@@ -228,3 +228,32 @@ def _minilm():
     from forgerl.review.rm import Encoder
 
     return Encoder()
+
+
+def test_transfer_evaluation_labels_a_copy_and_scores_unseen_tasks(tmp_path):
+    """`--stage transfer`: a reward model trained on some tasks, evaluated on another run's rollouts
+    of other tasks, labelled by the expert in a copy of that run's store (the run keeps no labels)."""
+    from forgerl.review.experiment import transfer_evaluation
+
+    rollouts = load_rollouts(FIXTURE)
+    tasks = sorted({t.task_id for t in rollouts})
+    seen = set(tasks[: len(tasks) // 2])
+    with TrajectoryStore(tmp_path / "train") as store:
+        store.add_run({"kind": "rm data"}, run_id="r")
+        mine = [t for t in rollouts if t.task_id in seen]
+        store.add_trajectories(mine, "r")
+        label_with_tool_expert(store, mine, seed=0)
+        data = load_label_data(store)
+    model, _ = train_reward_model(data, RewardModelConfig(holdout=0.0), encoder=HashEncoder())
+    model.save(tmp_path / "rm", {})
+    run = tmp_path / "later_run"
+    with TrajectoryStore(run) as store:
+        store.add_run({"kind": "a later run"}, run_id="r")
+        store.add_trajectories([t for t in rollouts if t.task_id not in seen], "r")
+    result = transfer_evaluation(tmp_path / "rm", [run], tmp_path / "out", encoder=HashEncoder())["later_run"]
+    assert result.n_pairs >= 50
+    assert result.pairwise_accuracy >= 0.9 > result.verifier_accuracy
+    with TrajectoryStore(run) as store:
+        assert not store.labels()
+    with TrajectoryStore(tmp_path / "out" / "transfer" / "later_run") as store:
+        assert store.labels()

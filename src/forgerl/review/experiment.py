@@ -375,12 +375,13 @@ def load_rollouts(path: str | Path) -> list[Trajectory]:
         return [Trajectory.model_validate_json(line) for line in f if line.strip()]
 
 
-def transfer_evaluation(rm_dir: str | Path, run_dirs: list[Path], out: str | Path) -> dict[str, Evaluation]:
+def transfer_evaluation(rm_dir: str | Path, run_dirs: list[Path], out: str | Path,
+                        encoder: Any = None) -> dict[str, Evaluation]:
     """The reward model at `rm_dir` on each run's rollouts, labelled by the grounding expert in a copy
     of the run's store under `out` (the run itself is not touched). Returns run name -> evaluation."""
     from forgerl.review.rm import RewardModel
 
-    model = RewardModel.load(rm_dir)
+    model = RewardModel.load(rm_dir, encoder=encoder)
     results: dict[str, Evaluation] = {}
     for run in run_dirs:
         source = run / "store.sqlite"
