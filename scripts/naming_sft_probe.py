@@ -17,7 +17,13 @@ import sys
 import time
 
 from forgerl.perturb.experiment import _evaluate, markdown_table, summarize
-from forgerl.perturb.spec import NAMING_STYLES, HeldOutScaffolds, PerturbSpec, Scaffold, ToolInfoSpec
+from forgerl.perturb.spec import (
+    NAMING_STYLES,
+    HeldOutScaffolds,
+    PerturbSpec,
+    Scaffold,
+    ToolInfoSpec,
+)
 from forgerl.train.cli import run_sft
 from forgerl.train.config import TrainConfig
 
