@@ -23,9 +23,9 @@ from forgerl.review.experiment import (
     collect,
     compare,
     label_and_train,
-    transfer_evaluation,
     load_rollouts,
     table,
+    transfer_evaluation,
 )
 from forgerl.store import TrajectoryStore
 

@@ -144,9 +144,8 @@ def sft(
 ) -> None:
     """Build the default policy: SFT of `tiny-random` on verified scripted-solver trajectories with
     interleaved thinking (the reproducible bootstrap of the embedded default)."""
-    from forgerl.train.cli import run_sft
-
     from forgerl.perturb.spec import PerturbSpec
+    from forgerl.train.cli import run_sft
 
     levels = [int(x) for x in difficulty.split(",") if x.strip()]
     spec = PerturbSpec.uniform(perturb_probability, perturb_strength) if perturb_probability > 0 else None

@@ -296,9 +296,7 @@ def sample_task(seed: int) -> Task:
     return generate_task(seed, DIFFICULTIES[random.Random(f"{FAMILY}:level:{seed}").randrange(len(DIFFICULTIES))])
 
 
-# --- the scripted solver -----------------------------------------------------------------------
-
-
+# --- the scripted solver (Step, Observation, Solver: envs/base.py) ----------------------------
 
 
 def _first_number(text: str) -> int | float:

@@ -73,7 +73,12 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
     from forgerl.chat import get_format
     from forgerl.model.loading import DEFAULT_POLICY_DIR, load_policy
     from forgerl.train.rollouts import make_task
-    from forgerl.train.sft import encode_within, save_policy, train_sft, verified_conversations
+    from forgerl.train.sft import (
+        encode_within,
+        save_policy,
+        train_sft_encoded,
+        verified_conversations,
+    )
 
     console = Console()
     levels = difficulty or [1, 2, 3]
@@ -83,7 +88,8 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
         error_every=5, varied=varied, perturb=perturb))
     model, tokenizer = load_policy(init, device="cpu", chat_format=chat_format, seed=seed)
     fmt = get_format(chat_format)
-    too_long = len(convs) - len(encode_within(tokenizer, fmt, convs, max_length))
+    encoded = encode_within(tokenizer, fmt, convs, max_length)
+    too_long = len(convs) - len(encoded)
     perturbed = " under perturbed scaffolds" if perturb is not None and perturb.active else ""
     console.print(f"SFT data: {len(convs)} verified conversations from the {family} scripted solver{perturbed} "
                   f"({rejected} rejected by the verifier, {too_long} over {max_length} tokens left out) "
@@ -93,8 +99,7 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
         if step % 50 == 0 or step == steps - 1:
             console.print(f"sft step {step:4d}  loss {loss:.4f}  ({time.perf_counter() - t0:.0f} s)")
 
-    losses = train_sft(model, tokenizer, fmt, convs, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log=log,
-                       max_length=max_length)
+    losses = train_sft_encoded(model, encoded, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log=log)
     target = Path(out) if out else DEFAULT_POLICY_DIR
     save_policy(model, tokenizer, target, {
         "made_by": "forgerl sft", "init": init, "family": family, "difficulty": levels, "examples": len(convs), "rejected": rejected,

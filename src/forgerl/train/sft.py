@@ -29,7 +29,6 @@ from forgerl.train.logprobs import collate, head_logits, token_logprobs
 from forgerl.train.lora import causal_lm, decoder_and_head
 from forgerl.types import Message, ToolSpec, TrainingSample, Trajectory
 
-
 MIN_SHARED_PREFIX = 32  # below this, sharing saves less than its second forward call costs
 
 
@@ -216,6 +215,14 @@ def train_sft(model: torch.nn.Module, tokenizer: Any, fmt: ChatFormat, conversat
     """AdamW on the conversations' assistant tokens; cosine decay after a linear warm-up.
     Conversations longer than `max_length` tokens are left out (`encode_within`)."""
     encoded = encode_within(tokenizer, fmt, conversations, max_length)
+    return train_sft_encoded(model, encoded, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
+                             device=device, log=log)
+
+
+def train_sft_encoded(model: torch.nn.Module, encoded: Sequence[tuple[list[int], list[int]]], *, steps: int,
+                      batch_size: int = 16, lr: float = 2e-3, warmup: int = 20, seed: int = 0, device: Any = "cpu",
+                      log: Callable[[int, float], None] | None = None) -> list[float]:
+    """`train_sft` on conversations already encoded as (ids, trainable mask)."""
     rng = random.Random(seed)
     optim = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
