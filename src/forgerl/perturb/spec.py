@@ -17,8 +17,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-NAMING_STYLES = ("synonym", "prefix", "camel", "pascal", "kebab", "upper")
-"""How tool and parameter names are rewritten (perturb/naming.py)."""
+NAMING_STYLES = ("synonym", "prefix", "camel", "pascal", "kebab", "upper", "coined")
+"""How tool and parameter names are rewritten (perturb/naming.py); `coined` invents words, so names can
+only be read from the prompt, not recalled."""
 RESPONSE_STYLES = ("text", "json", "table", "kv", "xml")
 """How tool outputs are rendered (perturb/responses.py); `text` is the environment's own output."""
 ERROR_STYLES = ("plain", "code", "json", "sentence")
