@@ -56,7 +56,10 @@ def main() -> None:
     ap.add_argument("--eval-n", type=int, default=32)
     ap.add_argument("--no-start", action="store_true", help="do not evaluate the starting policy")
     args = ap.parse_args()
-    styles = [s.strip() for s in args.styles.split(",") if s.strip()]
+    styles, eval_styles = ([s.strip() for s in text.split(",") if s.strip()] for text in (args.styles, args.eval_styles))
+    unknown = sorted(set(styles + eval_styles) - set(NAMING_STYLES))
+    if unknown:
+        ap.error(f"unknown naming style(s) {unknown}; choose from {', '.join(NAMING_STYLES)}")
     spec = PerturbSpec(tool_info=ToolInfoSpec(probability=args.probability, strength=0.0, naming_styles=styles))
     t0 = time.perf_counter()
     init = starting_model(args.init, Path(args.out + "-init"))
@@ -67,7 +70,7 @@ def main() -> None:
     scaffolds = [Scaffold(name="default")] + [
         Scaffold(name=f"naming={style}", held_out=style in spec.held_out.naming_styles,
                  spec=PerturbSpec(tool_info=ToolInfoSpec(probability=1.0, strength=0.0, naming_styles=[style]), held_out=none))
-        for style in args.eval_styles.split(",")]
+        for style in eval_styles]
     rows = []
     arms = [("naming-sft", args.out)] if args.no_start else [("start", init), ("naming-sft", args.out)]
     for arm, model in arms:
