@@ -43,17 +43,77 @@ def test_a_task_written_before_the_new_fields_still_loads(tmp_path):
     ("line", "message"),
     [
         ("{not json", r"bad.jsonl:2: not valid JSON"),
-        ('{"id": "x", "family": "f"}', r"bad.jsonl:2: not a valid task \(prompt: Field required\)"),
-        ('{"id": "x", "family": "f", "prompt": "p", "difficulty": 0}', r"difficulty: Input should be greater"),
-        ('{"id": "x", "family": "f", "prompt": "p", "colour": 1}', r"colour: Extra inputs"),
-        ('{"id": "a", "family": "f", "prompt": "p"}', r"bad.jsonl:2: task id 'a' already used on line 1"),
+        ('{"id": "x", "family": "arithmetic"}', r"bad.jsonl:2: not a valid task \(prompt: Field required\)"),
+        ('{"id": "x", "family": "arithmetic", "prompt": "p", "difficulty": 0}', r"difficulty: Input should be greater"),
+        ('{"id": "x", "family": "arithmetic", "prompt": "p", "colour": 1}', r"colour: Extra inputs"),
+        ('{"id": "a", "family": "arithmetic", "prompt": "p"}', r"bad.jsonl:2: task id 'a' already used on line 1"),
     ],
 )
 def test_bad_lines_are_reported_with_file_and_line(tmp_path, line, message):
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"id": "a", "family": "f", "prompt": "p"}\n' + line + "\n")
+    path.write_text('{"id": "a", "family": "arithmetic", "prompt": "p"}\n' + line + "\n")
     with pytest.raises(ConfigError, match=message):
         load_tasks(path)
+
+
+_GOOD = '{"id": "a", "family": "arithmetic", "prompt": "p"}\n'
+
+
+def _task_file(tmp_path, second_line: bytes):
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(_GOOD.encode() + second_line + b"\n")
+    return path
+
+
+def test_a_non_utf8_byte_names_file_line_column_and_byte(tmp_path):
+    path = _task_file(tmp_path, b'{"id": "b", "family": "arithmetic", "prompt": "\xc3\xa9 caf\xe9"}')
+    with pytest.raises(ConfigError, match=r"hostile.jsonl:2: column 53 \(byte 54 of the line\) is not UTF-8 "
+                                          r"\(byte 0xe9\); save the task file as UTF-8"):
+        load_tasks(path)
+
+
+def test_deep_nesting_is_a_config_error_not_a_recursion_error(tmp_path):
+    path = _task_file(tmp_path, b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(ConfigError, match=r"hostile.jsonl:2: .*nested deeper than 64 levels"):
+        load_tasks(path)
+
+
+def test_nesting_that_json_parses_but_is_too_deep_is_refused(tmp_path):
+    deep = '{"id": "b", "family": "arithmetic", "prompt": "p", "data": {"x": ' + "[" * 80 + "]" * 80 + "}}"
+    with pytest.raises(ConfigError, match=r"hostile.jsonl:2: .*nested deeper than 64 levels"):
+        load_tasks(_task_file(tmp_path, deep.encode()))
+
+
+def test_an_unknown_family_is_refused_at_load_time_listing_the_known_ones(tmp_path):
+    path = _task_file(tmp_path, b'{"id": "b", "family": "no-such-family", "prompt": "p"}')
+    with pytest.raises(ConfigError, match=r"hostile.jsonl:2: unknown task family 'no-such-family'; "
+                                          r"known families: .*arithmetic.*tool-reasoning"):
+        load_tasks(path)
+
+
+def test_a_giant_line_is_refused_without_reading_it_whole(tmp_path):
+    path = _task_file(tmp_path, b'{"id": "b", "family": "arithmetic", "prompt": "' + b"x" * 5000 + b'"}')
+    with pytest.raises(ConfigError, match=r"hostile.jsonl:2: line longer than 4096 bytes"):
+        load_tasks(path, max_line_bytes=4096)
+    assert len(load_tasks(path)) == 2  # the default limit is far above any real task
+
+
+def test_a_giant_file_is_refused_before_reading(tmp_path):
+    path = _task_file(tmp_path, b"")
+    with pytest.raises(ConfigError, match=r"hostile.jsonl is 52 bytes; task files are limited to 10 bytes"):
+        load_tasks(path, max_file_bytes=10)
+
+
+def test_an_unpaired_surrogate_escape_is_refused(tmp_path):
+    path = _task_file(tmp_path, b'{"id": "b", "family": "arithmetic", "prompt": "\\ud800"}')
+    with pytest.raises(ConfigError, match=r"hostile.jsonl:2: .*unpaired surrogate"):
+        load_tasks(path)
+
+
+def test_a_byte_order_mark_at_the_start_is_accepted(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + _GOOD.encode())
+    assert [t.id for t in load_tasks(path)] == ["a"]
 
 
 def test_missing_file_says_how_to_make_one(tmp_path):

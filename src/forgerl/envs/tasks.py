@@ -5,13 +5,15 @@ not change when a generator does; a generated set is reproducible from (family, 
 
 from __future__ import annotations
 
+import codecs
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import ValidationError
 
-from forgerl.envs.base import Task, family_info
+from forgerl.envs.base import Task, family_info, list_families
 from forgerl.errors import ConfigError
 
 
@@ -27,29 +29,105 @@ def save_tasks(path: str | Path, tasks: Iterable[Task]) -> int:
     return count
 
 
-def load_tasks(path: str | Path) -> list[Task]:
+MAX_TASK_FILE_BYTES = 1 << 30
+"""A task set larger than this (1 GiB) is refused before reading: the whole set is held in memory."""
+MAX_TASK_LINE_BYTES = 16 << 20
+"""One task (one line) larger than this (16 MiB) is refused; the largest shipped task is ~4 KB."""
+MAX_TASK_DEPTH = 64
+"""Deepest nesting of arrays/objects a task may have. Real tasks stay under ~10 levels; the cap keeps
+a hostile file from exhausting the parser's (or later a renderer's) recursion."""
+
+
+def load_tasks(path: str | Path, *, max_file_bytes: int = MAX_TASK_FILE_BYTES,
+               max_line_bytes: int = MAX_TASK_LINE_BYTES) -> list[Task]:
     """Read a JSONL task set. Blank lines are skipped; a bad line is a ConfigError naming the
-    file, the line and what was wrong. Task ids must be unique within a set."""
+    file, the line and what was wrong. Task ids must be unique within a set, and every task's
+    family must be registered (a typo would otherwise surface only when the task is run).
+
+    The file is hostile input: it is read line by line with a bounded read, decoded strictly as
+    UTF-8 (a leading byte-order mark is allowed), and nesting is capped at MAX_TASK_DEPTH."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"task set {path} does not exist; write one with save_tasks or `generate_tasks`")
+    size = path.stat().st_size
+    if size > max_file_bytes:
+        raise ConfigError(f"{path} is {size} bytes; task files are limited to {max_file_bytes} bytes: "
+                          "split the set into several files")
+    known_families = set(list_families())
     tasks: list[Task] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            task = Task.model_validate(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{number}: not valid JSON ({exc.msg}); each line must be one task object") from None
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'task'}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"{path}:{number}: not a valid task ({problems})") from None
-        if task.id in seen:
-            raise ConfigError(f"{path}:{number}: task id {task.id!r} already used on line {seen[task.id]}; ids must be unique")
-        seen[task.id] = number
-        tasks.append(task)
+    with path.open("rb") as lines:
+        for number, text in enumerate(_bounded_lines(lines, path, max_line_bytes), start=1):
+            if not text.strip():
+                continue
+            task = _parse_task(text, f"{path}:{number}")
+            if task.family not in known_families:
+                raise ConfigError(f"{path}:{number}: unknown task family {task.family!r}; known families: "
+                                  f"{', '.join(sorted(known_families))} (register a custom one with "
+                                  "register_family before loading)")
+            if task.id in seen:
+                raise ConfigError(f"{path}:{number}: task id {task.id!r} already used on line {seen[task.id]}; "
+                                  "ids must be unique")
+            seen[task.id] = number
+            tasks.append(task)
     return tasks
+
+
+def _bounded_lines(lines: BinaryIO, path: Path, max_line_bytes: int) -> Iterator[str]:
+    """Each line decoded as UTF-8, never reading more than `max_line_bytes` + 1 bytes of one line."""
+    number = 0
+    while raw := lines.readline(max_line_bytes + 1):
+        number += 1
+        if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+            raise ConfigError(f"{path}:{number}: line longer than {max_line_bytes} bytes; one task per line "
+                              "must stay under that (move large workspaces out of the task file)")
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            column = len(raw[:exc.start].decode("utf-8")) + 1
+            raise ConfigError(f"{path}:{number}: column {column} (byte {exc.start + 1} of the line) is not UTF-8 "
+                              f"(byte 0x{raw[exc.start]:02x}); save the task file as UTF-8") from None
+
+
+def _parse_task(text: str, where: str) -> Task:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not valid JSON ({exc.msg}); each line must be one task object") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: JSON nested deeper than {MAX_TASK_DEPTH} levels; flatten the task data") from None
+    problem = _structure_problem(value)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+    try:
+        return Task.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'task'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{where}: not a valid task ({problems})") from None
+
+
+def _structure_problem(value: object) -> str | None:
+    """What makes a parsed line unusable downstream, or None: nesting past MAX_TASK_DEPTH, or a string
+    with an unpaired surrogate escape (valid JSON, but not encodable as UTF-8 when sent or stored).
+    Walks iteratively, so the check itself cannot overflow the stack."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return "a string holds an unpaired surrogate escape (\\ud800-\\udfff); write the character itself"
+            continue
+        if isinstance(item, dict | list):
+            if depth > MAX_TASK_DEPTH:
+                return f"JSON nested deeper than {MAX_TASK_DEPTH} levels; flatten the task data"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return None
 
 
 def task_seed(seed: int, index: int) -> int:
