@@ -27,3 +27,13 @@ class UnknownRecordError(StoreError, KeyError):
 
 class SchemaVersionError(StoreError):
     """The file's schema is newer than this forgerl understands."""
+
+
+class StorageError(StoreError):
+    """The file system under the store failed a write (an I/O error, or no space left). The failed
+    write was rolled back, so nothing of it is kept and every write acknowledged before it is intact;
+    the store works again once the disk does (retry the write)."""
+
+
+class StorageFullError(StorageError):
+    """The disk (or quota) holding the store is full (SQLITE_FULL): free space, then retry."""

@@ -22,6 +22,7 @@ so calling it from a coroutine blocks the loop for about one fsync; `AsyncTrajec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
@@ -37,7 +38,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from forgerl.store.codec import decode_payload, encode_payload
-from forgerl.store.errors import DuplicateTrajectoryError, StoreError, UnknownRecordError
+from forgerl.store.errors import (
+    DuplicateTrajectoryError,
+    StorageError,
+    StorageFullError,
+    StoreError,
+    UnknownRecordError,
+)
 from forgerl.store.migrations import migrate
 from forgerl.types import Trajectory, TrajectoryStatus, new_id
 
@@ -157,6 +164,8 @@ class TrajectoryStore:
             migrate(conn)
         except sqlite3.DatabaseError as exc:
             self.close()
+            if (storage := storage_error(exc, self.path)) is not None:
+                raise storage from exc
             raise StoreError(f"{self.path} is not a usable forgerl store ({exc}); "
                              "pass a run directory or a store.sqlite written by forgerl") from exc
         except BaseException:
@@ -543,23 +552,58 @@ class _WriteTransaction:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            if (storage := storage_error(exc, self.path)) is not None:
+                raise storage from exc
             raise StoreError(f"could not take the write lock on {self.path} within {self.busy_timeout_s}s ({exc}); "
                              "another process holds it: retry, or raise busy_timeout_s") from exc
         return self.conn
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        """Commit, or roll back on any error. A full disk or an I/O error, in the body or at COMMIT,
+        becomes a StorageError after the rollback: the write was not acknowledged and left nothing."""
+        if exc is None:
             try:
                 self.conn.execute("COMMIT")
                 return
+            except sqlite3.OperationalError as commit_exc:
+                self._rollback()
+                if (storage := storage_error(commit_exc, self.path)) is not None:
+                    raise storage from commit_exc
+                raise
             except BaseException:
                 self._rollback()
                 raise
         self._rollback()
+        if isinstance(exc, sqlite3.OperationalError) and (storage := storage_error(exc, self.path)) is not None:
+            raise storage from exc
 
     def _rollback(self) -> None:
+        """Best effort: SQLite may already have rolled back (it does on some SQLITE_FULL / IOERR), and a
+        failing ROLLBACK must not hide the error that caused it."""
         if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+
+
+_SQLITE_IOERR, _SQLITE_FULL = 10, 13  # primary result codes (the low byte of an extended code)
+
+
+def storage_error(exc: sqlite3.Error, path: Path) -> StorageError | None:
+    """The store's error for a failure of the disk under `path` (SQLITE_FULL, SQLITE_IOERR*), or None
+    for any other SQLite error."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    primary = code & 0xFF
+    if primary == _SQLITE_FULL:
+        return StorageFullError(f"the disk holding {path} is full ({exc}); nothing of this write was kept and "
+                                "earlier writes are safe: free space on that file system (or raise its quota), "
+                                "then retry")
+    if primary == _SQLITE_IOERR:
+        name = getattr(exc, "sqlite_errorname", "SQLITE_IOERR")
+        return StorageError(f"I/O error writing {path} ({exc}, {name}); nothing of this write was kept: check "
+                            "the disk (free space, permissions, `dmesg`), then retry")
+    return None
 
 
 _LABEL_COLUMNS = ("l.id, l.trajectory_id, l.expert, l.rubric_version, l.payload, l.created_at, l.kind, "
