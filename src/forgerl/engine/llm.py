@@ -19,7 +19,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,7 @@ class LLMEngine:
         self._model_lock = threading.Lock()  # one engine step or one weight update at a time
         self._scheduler_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._torn: str | None = None  # why the weights are half-written (a copy failed mid-push), or None
         self.stats = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "decode_steps": 0,
                       "prefill_forwards": 0}
 
@@ -160,15 +161,31 @@ class LLMEngine:
 
     def update_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         """Load new weights in place between two steps; cached prefixes of idle slots are dropped
-        (their keys/values came from the old weights). Running requests continue on the new weights."""
+        (their keys/values came from the old weights). Running requests continue on the new weights.
+
+        All or nothing: every tensor's name, shape, dtype kind and finiteness is checked before the
+        first one is written, so a refused push (EngineError naming the tensor) leaves the weights
+        and `policy_version` exactly as they were. Only a failure inside the copy itself (a device
+        error) can leave the model half-written; the engine then refuses to sample until a push
+        that covers every weight lands."""
         with self._model_lock:
-            missing, unexpected = self._check_keys(state_dict)
-            if unexpected:
-                raise EngineError(f"update_weights: unknown parameter names {sorted(unexpected)[:5]} ...")
-            with torch.no_grad():
-                targets = self._weight_tensors()
-                for name, tensor in state_dict.items():
-                    targets[name].copy_(tensor.to(device=targets[name].device, dtype=targets[name].dtype))
+            targets = self._weight_tensors()
+            parameters = self._parameter_names()
+            check_weight_push(state_dict, targets,
+                              may_be_non_finite=lambda n: n not in parameters and not bool(torch.isfinite(targets[n]).all()))
+            if self._torn is not None and not _covers_all(state_dict, targets, self.model.state_dict(keep_vars=True)):
+                raise EngineError(f"the engine's weights are partly applied ({self._torn}); push a full state dict "
+                                  "(every parameter and buffer) to repair it")
+            try:
+                with torch.no_grad():
+                    for name, tensor in state_dict.items():
+                        targets[name].copy_(tensor)
+            except Exception as exc:
+                self._torn = f"a push of version {version} failed while copying: {type(exc).__name__}: {exc}"
+                self._fail_all(EngineError(f"weights partly applied: {self._torn}"))
+                raise EngineError(f"weights partly applied: {self._torn}; the engine refuses requests until a full "
+                                  "push lands") from exc
+            self._torn = None
             self.policy_version = version
             for slot in self.slots:
                 if slot.request is None:
@@ -374,6 +391,8 @@ class LLMEngine:
     def _make_request(self, prompt_ids: list[int], params: SamplingParams, session_id: str | None) -> _Request:
         if not prompt_ids:
             raise EngineError("empty prompt: at least one token is needed")
+        if self._torn is not None:
+            raise EngineError(f"the engine's weights are partly applied ({self._torn}); push a full set of weights")
         if len(prompt_ids) >= self.max_context:
             raise ContextLengthError(
                 f"prompt has {len(prompt_ids)} tokens but the context limit is {self.max_context} "
@@ -394,9 +413,8 @@ class LLMEngine:
         return {**dict(self.model.named_buffers(remove_duplicate=False)),
                 **dict(self.model.named_parameters(remove_duplicate=False))}
 
-    def _check_keys(self, state_dict: Mapping[str, torch.Tensor]) -> tuple[set[str], set[str]]:
-        names = set(self._weight_tensors())
-        return names - set(state_dict), set(state_dict) - names
+    def _parameter_names(self) -> set[str]:
+        return {name for name, _ in self.model.named_parameters(remove_duplicate=False)}
 
     def _fail_all(self, exc: EngineError) -> None:
         with self._lock:
@@ -407,3 +425,46 @@ class LLMEngine:
             if slot.request is not None:
                 slot.request.emit(exc)
                 slot.request, slot.tokens = None, []
+
+
+def check_weight_push(state_dict: Mapping[str, Any], targets: Mapping[str, torch.Tensor], *,
+                      may_be_non_finite: Callable[[str], bool] = lambda name: False) -> None:
+    """Refuse a push before anything is written (EngineError naming the tensor): every name must be
+    one of `targets` (the model's weights, or meta tensors of their shapes and dtypes), every
+    tensor exactly its shape (a broadcastable one would be copied silently) and of the same kind of
+    dtype (a cast between float precisions is fine, integers into floats are not), and floating
+    values finite (one NaN turns every later forward into NaN) unless `may_be_non_finite(name)`
+    (a buffer such as a mask that holds -inf by design)."""
+    unknown = sorted(set(state_dict) - set(targets))
+    if unknown:
+        raise EngineError(f"update_weights: unknown parameter names {unknown[:5]}{' ...' if len(unknown) > 5 else ''}; "
+                          "push the serving model's own state dict")
+    for name, tensor in state_dict.items():
+        target = targets[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise EngineError(f"update_weights: {name} is a {type(tensor).__name__}, not a tensor")
+        if tuple(tensor.shape) != tuple(target.shape):
+            raise EngineError(f"update_weights: {name} has shape {tuple(tensor.shape)}, the model's is "
+                              f"{tuple(target.shape)}; nothing was loaded")
+        if _dtype_kind(tensor.dtype) != _dtype_kind(target.dtype):
+            raise EngineError(f"update_weights: {name} has dtype {tensor.dtype}, the model's is {target.dtype} "
+                              f"(a {_dtype_kind(target.dtype)} tensor is needed); nothing was loaded")
+        if tensor.is_floating_point() or tensor.is_complex():
+            if not bool(torch.isfinite(tensor).all()) and not may_be_non_finite(name):
+                raise EngineError(f"update_weights: {name} holds non-finite values (NaN or Inf); nothing was loaded")
+
+
+def _dtype_kind(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "floating-point" if dtype.is_floating_point else "integer"
+
+
+def _covers_all(state_dict: Mapping[str, Any], targets: Mapping[str, torch.Tensor],
+                model_state: Mapping[str, torch.Tensor]) -> bool:
+    """True when the push writes every tensor of the model's state dict (non-persistent buffers
+    are derived, not pushed; tied names share storage, so one of them is enough)."""
+    written = {targets[name].data_ptr() for name in state_dict}
+    return all(t.data_ptr() in written for t in model_state.values() if t.numel())

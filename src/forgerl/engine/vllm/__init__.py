@@ -67,7 +67,7 @@ def open_vllm_engine(
 
             weights = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v
                        for k, v in inference_weights(policy).items()}
-            pusher.baseline(state_digest(weights))
+            pusher.baseline(state_digest(weights), weights)
         engine = VLLMEngine(supervisor.base_url, tokenizer, model_name=model_name, max_context=max_context,
                             stop_token_ids=stop_token_ids, policy_version=policy_version, supervisor=supervisor)
         engine.attach_pusher(pusher)

@@ -78,11 +78,18 @@ class VLLMWeightPusher:
         self._checksum_by_digest: dict[str, str] = {}
         self._last_checksum: str | None = None
         self._last_digest: str | None = None
+        # names, shapes and dtypes of the server's weights (meta tensors), and the names allowed to
+        # hold non-finite values: a push is checked against them before anything reaches the server
+        self.schema: dict[str, Any] | None = None
+        self._non_finite_ok: set[str] = set()
 
     # ------------------------------------------------------------------ public
-    def baseline(self, digest: str | None = None) -> str | None:
+    def baseline(self, digest: str | None = None, weights: Mapping[str, Any] | None = None) -> str | None:
         """Record the server's checksum of the weights it started with (under `digest`, the trainer's
-        digest of those weights, when known), so a later push of the same weights must match it."""
+        digest of those weights, when known), so a later push of the same weights must match it.
+        `weights` (those same weights) fixes the names, shapes and dtypes every later push must have."""
+        if weights is not None:
+            self.remember_schema(weights)
         checksum = self._server_checksum()
         self._last_checksum, self._last_digest = checksum, digest
         if digest is not None and checksum is not None:
@@ -95,6 +102,12 @@ class VLLMWeightPusher:
         import httpx
 
         t0 = time.perf_counter()
+        refusal = self.refusal(state_dict)
+        if refusal is not None:  # vLLM's loader copies tensor by tensor: a bad one would land half a push
+            result = PushResult(version=version, ok=False, engine_version=self.engine_version(), error=refusal)
+            log.error("weight push of version %d to vLLM refused before sending: %s", version, refusal)
+            self.alarm.check(version, result.engine_version)
+            return result
         target = self.shared_dir / f"v{version:08d}"
         digest = state_digest(state_dict) if self.verify else None
         size = self._save(state_dict, target)
@@ -115,6 +128,8 @@ class VLLMWeightPusher:
         result.server = server
         result.total_s = time.perf_counter() - t0
         if result.ok:
+            if self.schema is None:
+                self.remember_schema(state_dict)
             old, self.current = self.current, (version, target)
             if old is not None and old[1] != target:
                 shutil.rmtree(old[1], ignore_errors=True)
@@ -124,6 +139,31 @@ class VLLMWeightPusher:
             log.error("weight push of version %d to vLLM failed: %s", version, result.error)
         self.alarm.check(version, result.engine_version)
         return result
+
+    def remember_schema(self, weights: Mapping[str, Any]) -> None:
+        """Take `weights` (the server's own) as the reference every later push is checked against."""
+        import torch
+
+        self.schema = {k: torch.empty(tuple(v.shape), dtype=v.dtype, device="meta") for k, v in weights.items()}
+        self._non_finite_ok = {k for k, v in weights.items()
+                               if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())}
+
+    def refusal(self, state_dict: Mapping[str, Any]) -> str | None:
+        """Why `state_dict` must not be pushed (unknown name, wrong shape or dtype kind, NaN/Inf),
+        or None. Before the first push or baseline only finiteness can be checked."""
+        import torch
+
+        from forgerl.engine.llm import check_weight_push
+
+        reference = self.schema
+        if reference is None:
+            reference = {k: torch.empty(tuple(v.shape), dtype=v.dtype, device="meta") if isinstance(v, torch.Tensor)
+                         else v for k, v in state_dict.items()}
+        try:
+            check_weight_push(state_dict, reference, may_be_non_finite=self._non_finite_ok.__contains__)
+        except EngineError as exc:
+            return str(exc)
+        return None
 
     def restore(self, _server: Any = None) -> None:
         """Load the newest pushed weights and version again (after a server restart)."""
