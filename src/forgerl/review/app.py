@@ -17,6 +17,7 @@ import math
 import os
 import secrets
 import statistics
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -29,9 +30,11 @@ from forgerl.review.auth import (
     DEFAULT_SESSION_TTL_S,
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
+    LoginThrottle,
     Session,
     SessionStore,
     hash_password,
+    retry_after_text,
     tokens_match,
     verify_password,
 )
@@ -43,6 +46,9 @@ from forgerl.store import LabelRecord, StoreError, TrajectoryStore, UnknownRecor
 from forgerl.types import TrajectoryStatus
 
 MAX_ROWS = 200
+MAX_CONCURRENT_VERIFICATIONS = 4
+"""argon2id verification takes ~64 MiB and tens of milliseconds each: cap how many run at once so a
+burst of sign-ins cannot exhaust memory (the rest wait for a slot in their worker threads)."""
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
 _MESSAGES = {"score": "score saved", "comment": "comment added", "preference": "preference saved",
@@ -108,11 +114,14 @@ def _dummy_hash() -> str:
 
 def create_app(run_dir: str | os.PathLike[str], *, rubric: Rubric = DEFAULT_RUBRIC,
                session_ttl_s: float = DEFAULT_SESSION_TTL_S, rm_scores: Mapping[str, float] | None = None,
-               secure_cookies: bool = False) -> FastAPI:
+               secure_cookies: bool = False, login_throttle: LoginThrottle | None = None) -> FastAPI:
     """The app over the store in `run_dir`. `rm_scores` (trajectory id -> reward-model score) feed
-    the label queue; `secure_cookies` marks cookies Secure (set it behind HTTPS)."""
+    the label queue; `secure_cookies` marks cookies Secure and sends HSTS (set it whenever the app is
+    served over HTTPS); `login_throttle` limits failed sign-ins (default: LoginThrottle())."""
     store = TrajectoryStore(run_dir)
     sessions = SessionStore(session_ttl_s)
+    throttle = login_throttle if login_throttle is not None else LoginThrottle()
+    verify_slots = threading.BoundedSemaphore(MAX_CONCURRENT_VERIFICATIONS)
     templates = make_environment()
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -121,6 +130,7 @@ def create_app(run_dir: str | os.PathLike[str], *, rubric: Rubric = DEFAULT_RUBR
 
     app = FastAPI(title="forgerl review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.store, app.state.sessions = store, sessions
+    app.state.login_throttle, app.state.secure_cookies = throttle, secure_cookies
 
     def page(name: str, request: Request, session: Session | None, status: int = 200, **context: Any) -> HTMLResponse:
         msg_key = request.query_params.get("msg")
@@ -150,6 +160,8 @@ def create_app(run_dir: str | os.PathLike[str], *, rubric: Rubric = DEFAULT_RUBR
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
+        if secure_cookies:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000"
         return response
 
     @app.exception_handler(NotSignedIn)
@@ -187,14 +199,30 @@ def create_app(run_dir: str | os.PathLike[str], *, rubric: Rubric = DEFAULT_RUBR
     @app.post("/login")
     def login(request: Request, name: str = Form(""), password: str = Form(""), csrf_token: str = Form(""),
               next: str = Form("/")) -> Response:
+        # A plain `def`: FastAPI runs it in a worker thread, so the slow argon2 check never blocks the loop.
         if not tokens_match(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token):
             raise BadRequest("missing or wrong CSRF token: reload the sign-in page and try again", 403)
-        record = store.get_expert(name) if name else None
-        ok = verify_password(record.password_hash if record else _dummy_hash(), password) and record is not None
-        if not ok:
-            response = page("login", request, None, status=401, login_csrf=csrf_token, next_url=_safe_next(next),
-                            message="unknown expert or wrong password", error=True)
+        client = request.client.host if request.client else "unknown"
+        wait = throttle.admit(name, client)
+        if wait is not None:
+            response = page("login", request, None, status=429, login_csrf=csrf_token, next_url=_safe_next(next),
+                            message="too many failed sign-ins for this account or from this address; "
+                                    f"{retry_after_text(wait)}", error=True)
+            response.headers["Retry-After"] = str(math.ceil(wait))
             return response
+        try:
+            record = store.get_expert(name) if name else None
+            with verify_slots:
+                ok = verify_password(record.password_hash if record else _dummy_hash(), password)
+            ok = ok and record is not None
+        except BaseException:
+            throttle.finished(name, client)
+            raise
+        if not ok:
+            throttle.failed(name, client)
+            return page("login", request, None, status=401, login_csrf=csrf_token, next_url=_safe_next(next),
+                        message="unknown expert or wrong password", error=True)
+        throttle.succeeded(name, client)
         token, _ = sessions.create(name)
         response = RedirectResponse(_safe_next(next), status_code=303)
         set_cookie(response, SESSION_COOKIE, token, int(sessions.ttl_s))

@@ -55,16 +55,29 @@ def review(ctx: typer.Context,
            rubric: Path = _RUBRIC,
            rm: Path = typer.Option(None, "--rm", help="a trained reward model: its scores feed the label queue"),
            session_hours: float = typer.Option(8.0, help="sessions expire this many hours after sign-in"),
-           allow_remote: bool = typer.Option(False, help="allow binding a non-loopback address (put TLS in front)"),
+           allow_remote: bool = typer.Option(False, help="allow binding a non-loopback address (needs TLS: "
+                                                         "--ssl-certfile/--ssl-keyfile or --behind-tls-proxy)"),
+           ssl_certfile: Path = typer.Option(None, "--ssl-certfile", help="serve HTTPS with this certificate (PEM)"),
+           ssl_keyfile: Path = typer.Option(None, "--ssl-keyfile", help="the certificate's private key (PEM)"),
+           behind_tls_proxy: bool = typer.Option(False, "--behind-tls-proxy",
+                                                 help="a reverse proxy terminates HTTPS in front of the app: "
+                                                      "cookies are marked Secure, X-Forwarded-For is trusted from "
+                                                      "the addresses in FORWARDED_ALLOW_IPS (default 127.0.0.1)"),
            ) -> None:
     """Serve the review app for a run: `forgerl review --run DIR` (then open http://127.0.0.1:8765)."""
     if ctx.invoked_subcommand is not None:
         return
     if run is None:
         _fail("pass --run DIR (the run directory to review)")
-    if not _is_loopback(host) and not allow_remote:
-        _fail(f"{host} is not a loopback address; the app shows model output and labels to anyone who can "
-              "reach it: pass --allow-remote (behind TLS) if you mean it")
+    tls_files = _tls_files(ssl_certfile, ssl_keyfile)
+    if not _is_loopback(host):
+        if not allow_remote:
+            _fail(f"{host} is not a loopback address; the app shows model output and labels to anyone who can "
+                  "reach it: pass --allow-remote (with TLS) if you mean it")
+        if tls_files is None and not behind_tls_proxy:
+            _fail(f"serving on {host} without TLS would send passwords and session cookies in clear text: pass "
+                  "--ssl-certfile CERT.pem --ssl-keyfile KEY.pem, or --behind-tls-proxy if a reverse proxy "
+                  "terminates HTTPS in front of the app")
     import uvicorn
 
     from forgerl.review.app import create_app
@@ -76,9 +89,28 @@ def review(ctx: typer.Context,
     except ValueError as exc:
         _fail(str(exc))
     rm_scores = _rm_scores(store_path, rm) if rm is not None else None
-    app = create_app(store_path, rubric=rubric_config, session_ttl_s=session_hours * 3600, rm_scores=rm_scores)
-    typer.echo(f"reviewing {store_path} on http://{host}:{port}  (rubric {rubric_config.version})")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    secure = tls_files is not None or behind_tls_proxy
+    app = create_app(store_path, rubric=rubric_config, session_ttl_s=session_hours * 3600, rm_scores=rm_scores,
+                     secure_cookies=secure)
+    scheme = "https" if tls_files is not None else "http"
+    typer.echo(f"reviewing {store_path} on {scheme}://{host}:{port}  (rubric {rubric_config.version})"
+               + ("  behind a TLS proxy" if behind_tls_proxy else ""))
+    certfile, keyfile = tls_files if tls_files is not None else (None, None)
+    uvicorn.run(app, host=host, port=port, log_level="warning", ssl_certfile=certfile, ssl_keyfile=keyfile,
+                proxy_headers=behind_tls_proxy)
+
+
+def _tls_files(certfile: Path | None, keyfile: Path | None) -> tuple[str, str] | None:
+    """Both TLS files as strings, None when neither is given; one without the other, or a missing
+    file, is refused here rather than by uvicorn's traceback."""
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None or keyfile is None:
+        _fail("HTTPS needs both --ssl-certfile and --ssl-keyfile")
+    for what, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if not path.is_file():
+            _fail(f"{what} {path} is not a file; pass the PEM certificate and its private key")
+    return str(certfile), str(keyfile)
 
 
 def _rm_scores(store_path: Path, rm_dir: Path) -> dict[str, float]:
