@@ -4,11 +4,15 @@ turned into an observation with its boundary."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
-from forgerl.agent.tools import argument_problems, run_tool_call, run_tool_calls
-from forgerl.errors import ToolError
+from forgerl.agent.tools import (
+    DEFAULT_TOOL_TIMEOUT_S, argument_problems, release_tool_thread, run_tool_call, run_tool_calls, tool_thread_for,
+)
+from forgerl.errors import SandboxError, ToolError, VerifierError
 from forgerl.types import Boundary, ToolCall, ToolSpec
 
 SPEC = ToolSpec(
@@ -98,3 +102,97 @@ def test_failures_become_observations(name, text, boundary):
     assert outcome.message.content == text
     assert outcome.message.role == "tool" and outcome.message.tool_call_id == call.id and outcome.message.name == name
     assert outcome.failure.boundary == boundary and outcome.failure.turn == 4
+
+
+class BlockingEnv:
+    """A tool that does synchronous work inside `execute`: it holds whatever loop runs it."""
+
+    def __init__(self, kind: str, seconds: float = 3.0):
+        self.kind, self.seconds = kind, seconds
+        self.stop = threading.Event()
+
+    async def execute(self, call: ToolCall) -> str:
+        end = time.monotonic() + self.seconds
+        if self.kind == "sleep":
+            time.sleep(self.seconds)
+        else:  # a busy loop, like a catastrophic regex (it lets go once the test is over)
+            while time.monotonic() < end and not self.stop.is_set():
+                pass
+        return "done"
+
+
+@pytest.mark.parametrize("kind", ["sleep", "busy"])
+def test_a_blocking_tool_times_out_on_time_while_the_loop_keeps_running(kind):
+    env = BlockingEnv(kind)
+
+    async def go():
+        ticks = 0
+
+        async def other_session():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.02)
+                ticks += 1
+
+        other = asyncio.create_task(other_session())
+        start = time.monotonic()
+        outcome = await run_tool_call(env, ToolCall(name="block"), [ToolSpec(name="block")], turn=0, timeout_s=0.5)
+        elapsed = time.monotonic() - start
+        other.cancel()
+        return outcome, elapsed, ticks
+
+    try:
+        outcome, elapsed, ticks = asyncio.run(go())
+    finally:
+        env.stop.set()
+    assert outcome.failure is not None and outcome.failure.boundary == Boundary.TIMEOUT
+    assert outcome.message.content == "Error: tool block timed out after 0.5 s"
+    assert elapsed < 1.0, f"the timeout fired after {elapsed:.2f} s"
+    assert ticks >= 10, f"another coroutine ran only {ticks} times in {elapsed:.2f} s: the loop was blocked"
+
+
+def test_the_default_tool_timeout_is_used_by_the_agent_loop():
+    import inspect
+
+    from forgerl.agent.loop import run_episode
+
+    default = inspect.signature(run_episode).parameters["tool_timeout_s"].default
+    assert default == DEFAULT_TOOL_TIMEOUT_S and 120 < DEFAULT_TOOL_TIMEOUT_S < 3600
+
+
+def test_tool_thread_is_released_and_a_caller_loop_env_runs_inline():
+    env = Env()
+
+    async def go():
+        await run_tool_call(env, ToolCall(name="release"), TOOLS, turn=0)
+        worker = tool_thread_for(env)
+        release_tool_thread(env)
+        worker.thread.join(2.0)
+        return worker
+
+    worker = asyncio.run(go())
+    assert not worker.thread.is_alive()
+
+    class InlineEnv(Env):
+        tools_on_caller_loop = True
+
+        async def execute(self, call):
+            return str(threading.current_thread() is threading.main_thread())
+
+    outcome = asyncio.run(run_tool_call(InlineEnv(), ToolCall(name="wait"), TOOLS, turn=0))
+    assert outcome.message.content == "True"
+
+
+@pytest.mark.parametrize(
+    ("exc", "boundary"),
+    [(SandboxError("the sandbox could not start"), Boundary.SANDBOX),
+     (VerifierError("the hidden tests could not run"), Boundary.VERIFIER)],
+)
+def test_infrastructure_errors_under_a_tool_keep_their_boundary(exc, boundary):
+    class BrokenEnv:
+        async def execute(self, call):
+            raise exc
+
+    outcome = asyncio.run(run_tool_call(BrokenEnv(), ToolCall(name="fail"), TOOLS, turn=2))
+    assert outcome.failure is not None and outcome.failure.boundary == boundary
+    assert "infrastructure failure" in outcome.message.content

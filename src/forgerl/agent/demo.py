@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgerl.agent.loop import run_episode
+from forgerl.agent.tools import close_env
 from forgerl.chat import get_format
 from forgerl.engine.base import Engine, SamplingParams
 from forgerl.envs.base import Task, make_env, sample_task
@@ -56,6 +57,7 @@ def run_demo(
             return await run_episode(engine, fmt, environment, task, sampling=sampling, max_turns=max_turns,
                                      max_total_tokens=engine.max_context)
         finally:
+            await close_env(environment)  # a sandbox-backed family must not leave its workspace behind
             await engine.aclose()
 
     start = time.perf_counter()

@@ -8,7 +8,9 @@ that starts a new root (recorded in `trajectory.metadata["new_roots"]`).
 
 A bad rollout is data (contract 4): parse errors, unknown tools, bad arguments and crashing tools
 become observations the model reads and entries in `trajectory.errors`; engine failures end the
-episode as FAILED; budgets running out end it as TRUNCATED. Whatever happens, the calls recorded
+episode as FAILED, and so does a sandbox or verifier that fails under a tool (the verifier's
+sandbox cannot start at `submit`): that is the infrastructure's failure, attributed to its
+boundary with no reward, never a zero charged to the agent. Budgets running out end it as TRUNCATED. Whatever happens, the calls recorded
 so far stay on the returned trajectory (pass `trajectory=` to keep a handle even on cancellation).
 """
 
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from forgerl.agent.context import ContextManager
-from forgerl.agent.tools import ToolOutcome, run_tool_calls
+from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, INFRA_BOUNDARIES, ToolOutcome, run_tool_calls
 from forgerl.chat.base import ChatFormat, encode_segments
 from forgerl.engine.base import Engine, GenerationResult, SamplingParams
 from forgerl.envs.base import Environment, Task
@@ -49,11 +51,12 @@ async def run_episode(
     max_turns: int,
     max_total_tokens: int,
     context_manager: ContextManager | None = None,
-    tool_timeout_s: float | None = None,
+    tool_timeout_s: float | None = DEFAULT_TOOL_TIMEOUT_S,
     trajectory: Trajectory | None = None,
 ) -> Trajectory:
     """Run one episode of `task` in `env`; `max_turns` caps LLM calls, `max_total_tokens` caps the
-    context (prompt + completion) of any call. Returns the trajectory, scored unless FAILED."""
+    context (prompt + completion) of any call; `tool_timeout_s` caps each tool call (it holds even
+    for a tool that blocks: agent/tools.py). Returns the trajectory, scored unless FAILED."""
     if max_turns < 1 or max_total_tokens < 2:
         raise ConfigError(f"need max_turns >= 1 and max_total_tokens >= 2, got {max_turns}, {max_total_tokens}")
     traj = trajectory if trajectory is not None else Trajectory()
@@ -74,8 +77,13 @@ async def run_episode(
                 return _finish(traj, env, Status.COMPLETED, "final answer")
             outcomes = await _act(env, reply, problem, tools, turn, tool_timeout_s)
             observations = [o.message for o in outcomes]
-            traj.errors.extend(o.failure for o in outcomes if o.failure is not None)
+            failures = [o.failure for o in outcomes if o.failure is not None]
+            traj.errors.extend(f for f in failures if f.boundary not in INFRA_BOUNDARIES)
             traj.messages.extend([reply, *observations])
+            infra = next((f for f in failures if f.boundary in INFRA_BOUNDARIES), None)
+            if infra is not None:  # the sandbox or verifier failed under a tool: not the agent's doing
+                _record_env_events(traj, env)
+                return _fail(traj, infra.boundary, infra.message)
             if env.done:
                 return _finish(traj, env, Status.COMPLETED, "environment done")
             ctx = _next_context(ctx, reply, observations, result, engine, chat_format, tools, context_manager, traj)

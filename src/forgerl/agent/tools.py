@@ -4,17 +4,48 @@ and turn every failure into an observation the model reads (contract 4: a bad ca
 Argument checking covers what models actually get wrong (a missing required key, an unknown key
 where the schema forbids extras, a string where a number was declared, a value outside an enum)
 without pulling in a JSON-schema library for the core.
+
+Why tools run on a thread of their own: `asyncio.wait_for` can only interrupt a coroutine at an
+`await`. A tool that does synchronous work inside `execute` (a catastrophic regex, a big file
+walk) would hold the caller's event loop — every other rollout, every gateway request — for as
+long as it runs, and its timeout would fire only afterwards. So each environment's calls run on
+that environment's own event loop in a daemon thread (`ToolThread`): the caller's loop keeps
+running, and the caller gets its timeout observation on time even while the thread is still busy
+(the late result is dropped; the thread is stopped when the environment is closed or collected).
+Parallel calls of one environment still share one loop, so they interleave exactly as before.
+An environment whose tools must await objects of the caller's loop (a coordinator that runs
+sub-agents on the engine) sets `tools_on_caller_loop = True` and must keep its tools non-blocking.
+
+Where a tool fails matters (DESIGN contract 4): a `ToolError`, a crash or a timeout is the agent's
+call going wrong and becomes an observation; a `SandboxError` or `VerifierError` out of a tool is the
+infrastructure failing under it (the verifier's sandbox cannot start at `submit`), reported with
+that boundary so the agent loop ends the episode FAILED instead of charging the agent.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import threading
+import weakref
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from forgerl.errors import ToolError
-from forgerl.types import Boundary, Failure, Message, ToolCall, ToolSpec
+from forgerl.errors import SandboxError, ToolError, VerifierError
+from forgerl.types import Boundary, Failure, Message, ToolCall, ToolSpec, Trajectory
+
+log = logging.getLogger("forgerl.agent.tools")
+
+T = TypeVar("T")
+
+DEFAULT_TOOL_TIMEOUT_S = 300.0
+"""Seconds one tool call may take before the agent reads a timeout observation. Above the longest
+sandboxed command a built-in family runs (swe-bugfix's verifier: 120 s), so it only ever fires on a
+tool that hangs or computes far too long; lower it where tools are known to be quick."""
+
+INFRA_BOUNDARIES = frozenset({Boundary.SANDBOX, Boundary.VERIFIER})
+"""Boundaries whose failure inside a tool is the infrastructure's, not the agent's."""
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -73,6 +104,99 @@ class ToolExecutor(Protocol):
     async def execute(self, call: ToolCall) -> str: ...
 
 
+class ToolThread:
+    """An event loop on a daemon thread: where one environment's tool calls run."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.run_until_complete(asyncio.sleep(0))  # let cancelled tasks unwind
+            self.loop.close()
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await `coro` on this thread's loop; cancelling the caller cancels it there."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def stop(self) -> None:
+        """Stop the loop once the work it is doing now returns (a busy tool is not interrupted)."""
+        if not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+            except RuntimeError:  # closed between the check and the call
+                pass
+
+
+_tool_threads: weakref.WeakKeyDictionary[Any, ToolThread] = weakref.WeakKeyDictionary()
+_tool_threads_lock = threading.Lock()
+
+
+def tool_thread_for(env: object) -> ToolThread | None:
+    """The thread `env`'s tools run on (made on first use); None when they run on the caller's
+    loop (`tools_on_caller_loop`, or an object that cannot be weakly referenced)."""
+    if getattr(env, "tools_on_caller_loop", False):
+        return None
+    with _tool_threads_lock:
+        try:
+            worker = _tool_threads.get(env)
+        except TypeError:
+            return None
+        if worker is None:
+            worker = ToolThread(name=f"forgerl-tools-{type(env).__name__}")
+            try:
+                _tool_threads[env] = worker
+            except TypeError:
+                worker.stop()
+                return None
+            weakref.finalize(env, worker.stop)
+        return worker
+
+
+def release_tool_thread(env: object) -> None:
+    """Stop `env`'s tool thread now (close time) instead of when `env` is collected."""
+    with _tool_threads_lock:
+        try:
+            worker = _tool_threads.pop(env, None)
+        except TypeError:
+            return
+    if worker is not None:
+        worker.stop()
+
+
+async def close_env(env: Any, trajectory: Trajectory | None = None) -> None:
+    """Close `env` after its episode and stop its tool thread. Never raises (cancellation aside):
+    a cleanup that fails must not take a whole batch of episodes down with it, honest ones
+    included. The failure is logged and noted on `trajectory.metadata["cleanup_error"]`."""
+    try:
+        close = getattr(env, "close", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+    except Exception as exc:  # noqa: BLE001 — RecursionError from a deep tree included
+        text = f"closing {type(env).__name__} failed with {type(exc).__name__}: {exc}"
+        log.error("%s (the episode's result is kept)", text)
+        if trajectory is not None:
+            trajectory.metadata["cleanup_error"] = text
+    finally:
+        release_tool_thread(env)
+
+
+async def _execute(env: ToolExecutor, call: ToolCall) -> str:
+    worker = tool_thread_for(env)
+    if worker is None:
+        return await env.execute(call)
+    return await worker.run(env.execute(call))
+
+
 def _error(call: ToolCall, boundary: Boundary, text: str, turn: int) -> ToolOutcome:
     message = Message(role="tool", content=f"Error: {text}", tool_call_id=call.id, name=call.name)
     return ToolOutcome(message, Failure(boundary=boundary, message=f"{call.name}: {text}", turn=turn))
@@ -81,7 +205,8 @@ def _error(call: ToolCall, boundary: Boundary, text: str, turn: int) -> ToolOutc
 async def run_tool_call(
     env: ToolExecutor, call: ToolCall, tools: Sequence[ToolSpec], turn: int, timeout_s: float | None = None
 ) -> ToolOutcome:
-    """Validate and run one call; never raises (except cancellation), whatever the tool does."""
+    """Validate and run one call; never raises (except cancellation), whatever the tool does.
+    `timeout_s` holds even for a tool that blocks (see the module docstring); None waits forever."""
     spec = next((t for t in tools if t.name == call.name), None)
     if spec is None:
         available = ", ".join(t.name for t in tools) or "none"
@@ -90,9 +215,13 @@ async def run_tool_call(
     if problems:
         return _error(call, Boundary.TOOL, f"invalid arguments for {call.name}: {'; '.join(problems)}.", turn)
     try:
-        output = await asyncio.wait_for(env.execute(call), timeout_s)
-    except ToolError as exc:
+        output = await asyncio.wait_for(_execute(env, call), timeout_s)
+    except ToolError as exc:  # before SandboxError: a bad request to the sandbox is a ToolError too
         return _error(call, Boundary.TOOL, str(exc), turn)
+    except (SandboxError, VerifierError) as exc:
+        text = (f"tool {call.name} could not run: the {exc.boundary.value} failed ({type(exc).__name__}: {exc}). "
+                "This is an infrastructure failure, not a mistake of the call.")
+        return _error(call, exc.boundary, text, turn)
     except TimeoutError:
         return _error(call, Boundary.TIMEOUT, f"tool {call.name} timed out after {timeout_s} s", turn)
     except Exception as exc:  # a crashing tool is the tool's failure, not the rollout's

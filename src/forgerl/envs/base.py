@@ -108,6 +108,11 @@ class Environment(ABC):
     """How `reward` combines outcome and process signals; `make_env(weights=...)` sets it."""
     task: Task | None = None
     """The task of the current episode (set by `reset`)."""
+    tools_on_caller_loop: ClassVar[bool] = False
+    """False (the default): the agent loop runs `execute` on a thread of its own, so a tool that
+    blocks cannot freeze other episodes and its timeout holds (agent/tools.py). True: `execute`
+    runs on the caller's event loop because it awaits objects bound to it (an engine serving
+    sub-agents); such tools must never block."""
 
     @property
     @abstractmethod
@@ -191,6 +196,10 @@ class EnvironmentWrapper(Environment):
     @property
     def done(self) -> bool:
         return self.inner.done
+
+    @property
+    def tools_on_caller_loop(self) -> bool:  # type: ignore[override]
+        return self.inner.tools_on_caller_loop
 
 
 @dataclass(frozen=True)

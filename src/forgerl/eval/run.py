@@ -165,12 +165,18 @@ def _category(task: Task) -> str:
 async def run_tasks(
     engine: Engine, chat_format: ChatFormat, env: str, tasks: Sequence[Task], *, sampling: SamplingParams,
     max_turns: int, max_total_tokens: int, concurrency: int = 16, metadata: dict[str, Any] | None = None,
+    tool_timeout_s: float | None = None,
 ) -> list[Trajectory]:
     """One episode per task through the agent loop, `concurrency` at a time on the shared engine.
-    Each trajectory gets `category`, `difficulty`, `eval_index` and `metadata` in its metadata."""
+    Each trajectory gets `category`, `difficulty`, `eval_index` and `metadata` in its metadata.
+    `tool_timeout_s` caps each tool call (None: agent/tools.py's DEFAULT_TOOL_TIMEOUT_S). Closing an
+    environment never raises here: a failed cleanup is noted on its trajectory, the others are kept."""
     import dataclasses
 
     from forgerl.agent.loop import run_episode
+    from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, close_env
+
+    timeout = DEFAULT_TOOL_TIMEOUT_S if tool_timeout_s is None else tool_timeout_s
 
     gate = asyncio.Semaphore(max(1, concurrency))
 
@@ -178,11 +184,12 @@ async def run_tasks(
         async with gate:
             environment = make_env(env, index)
             params = sampling if sampling.seed is None else dataclasses.replace(sampling, seed=sampling.seed + 7919 * index)
+            traj = None
             try:
                 traj = await run_episode(engine, chat_format, environment, task, sampling=params, max_turns=max_turns,
-                                         max_total_tokens=max_total_tokens)
+                                         max_total_tokens=max_total_tokens, tool_timeout_s=timeout)
             finally:
-                await environment.close()
+                await close_env(environment, traj)
         traj.metadata.update(metadata or {})
         traj.metadata.update(category=_category(task), difficulty=task.difficulty, eval_index=index)
         return traj

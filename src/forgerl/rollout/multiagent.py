@@ -162,6 +162,7 @@ class CoordinatorEnv(_Warehouse, NumericAnswerEnv):
     gold path (what `run_gold` uses, with no model)."""
 
     family = FAMILY
+    tools_on_caller_loop = True  # `delegate` runs sub-agents on the caller's engine
 
     def __init__(self, seed: int = 0, runner: SubAgentRunner | None = None) -> None:
         super().__init__(seed)

@@ -11,6 +11,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from forgerl.agent.loop import run_episode
+from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, close_env
 from forgerl.engine.base import SamplingParams
 from forgerl.envs.base import Environment, Task, make_env, sample_task
 from forgerl.types import Trajectory, TrajectoryStatus
@@ -30,6 +31,11 @@ def make_task(family: str, seed: int, difficulty: int | None) -> tuple[Environme
     return make_env(family, seed), sample_task(family, seed, difficulty=difficulty)
 
 
+def tool_timeout_s(config: object) -> float | None:
+    """The run's per-call tool timeout: `tool_timeout_s` of the config, else the default."""
+    return getattr(config, "tool_timeout_s", DEFAULT_TOOL_TIMEOUT_S)
+
+
 async def _episode(run: Run, seed: int, difficulty: int | None, sampling: SamplingParams, group_id: str | None) -> Trajectory:
     cfg = run.config
     env, task = make_task(cfg.env, seed, difficulty)
@@ -44,13 +50,10 @@ async def _episode(run: Run, seed: int, difficulty: int | None, sampling: Sampli
         trajectory.metadata["perturbations"] = perturbed.record
     try:
         trajectory = await run_episode(run.engine, fmt, env, task, sampling=sampling, max_turns=cfg.max_turns,
-                                       max_total_tokens=cfg.max_context, trajectory=trajectory)
+                                       max_total_tokens=cfg.max_context, tool_timeout_s=tool_timeout_s(cfg),
+                                       trajectory=trajectory)
     finally:
-        close = getattr(env, "close", None)
-        if close is not None:
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+        await close_env(env, trajectory)  # never raises: one failed cleanup must not lose the batch
     trajectory.metadata.update(step=run.step, difficulty=difficulty if difficulty is not None else getattr(task, "difficulty", None))
     return trajectory
 

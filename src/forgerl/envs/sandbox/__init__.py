@@ -16,12 +16,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-from forgerl.envs.sandbox.base import Backend, Sandbox, new_sandbox_uid
+from forgerl.envs.sandbox.base import Backend, Sandbox, leaked_sandbox_dirs, new_sandbox_uid, remove_tree
 from forgerl.envs.sandbox.bwrap import BwrapBackend, bwrap_path
 from forgerl.envs.sandbox.limits import ExecResult, Limits
 from forgerl.envs.sandbox.subprocess_backend import SandboxNotIsolatedWarning, SubprocessBackend
@@ -29,7 +28,7 @@ from forgerl.envs.sandbox.unshare_backend import UnshareBackend, unshare_path
 from forgerl.errors import SandboxError
 
 __all__ = ["ExecResult", "Limits", "Sandbox", "SandboxNotIsolatedWarning", "available_backend",
-           "backend_works", "create_sandbox", "BACKENDS"]
+           "backend_works", "create_sandbox", "leaked_sandbox_dirs", "remove_tree", "BACKENDS"]
 
 log = logging.getLogger("forgerl.sandbox")
 
@@ -69,7 +68,7 @@ def backend_works(name: str) -> bool:
         log.info("sandbox backend %s does not work here: %s", name, exc)
         return False
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
 
 
 def available_backend() -> str:
@@ -99,6 +98,6 @@ def create_sandbox(files: dict[str, str] | None = None, *, limits: Limits = Limi
         for rel_path, text in (files or {}).items():
             sandbox.write_file(rel_path, text)
     except BaseException:
-        shutil.rmtree(sandbox.base, ignore_errors=True)
+        remove_tree(sandbox.base)
         raise
     return sandbox

@@ -8,18 +8,29 @@ directory (and the only place they may write); `<base>` itself may hold backend 
 When the host runs as root, each sandbox gets its own throw-away uid: RLIMIT_NPROC then counts
 only that sandbox's processes, the sandbox cannot signal host processes, and leftovers can be
 found and killed by uid.
+
+Removal is the one cleanup step that must not fail quietly or loudly: `shutil.rmtree` raises
+RecursionError on a tree a few thousand directories deep (ignore_errors does not catch it) and
+cannot empty a directory the agent made read-only when we are not root. `remove_tree` falls back to
+coreutils (`chmod -R u+rwX`, then `rm -rf --one-file-system`, which handle any depth and never
+cross into a mount), never raises, and records what it still could not delete
+(`leaked_sandbox_dirs()`), so a leak is visible instead of silent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
 import shutil
+import subprocess
 import sys
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from forgerl.envs.sandbox.errors import SandboxRequestError
 from forgerl.envs.sandbox.limits import ExecResult, Limits
 from forgerl.envs.sandbox.process import MARKER_ENV, RUN_ENV, Spawn, inside, run_spawn
 from forgerl.errors import SandboxError
@@ -30,6 +41,47 @@ TMP_DIRNAME = ".tmp"
 """TMPDIR inside the workspace (list_files hides it)."""
 
 _THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+_leaked: list[str] = []
+_leaked_lock = threading.Lock()
+
+
+def leaked_sandbox_dirs() -> list[str]:
+    """Sandbox directories this process failed to delete (each was also logged as an error)."""
+    with _leaked_lock:
+        return list(_leaked)
+
+
+def _coreutils(*argv: str) -> None:
+    try:
+        subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=300, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("%s failed: %s", argv[0], exc)
+
+
+def remove_tree(path: Path | str) -> bool:
+    """Delete `path` and everything under it; True when it is gone. Never raises (see the module
+    docstring); a directory left behind is logged and added to `leaked_sandbox_dirs()`."""
+    path = str(path)
+    first_error: BaseException | None = None
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return True
+    except (OSError, RecursionError) as exc:  # too deep, read-only directories, busy mounts
+        first_error = exc
+    if not os.path.lexists(path):
+        return True
+    _coreutils("chmod", "-R", "u+rwX", "--", path)  # directories the agent made read-only
+    _coreutils("rm", "-rf", "--one-file-system", "--", path)
+    if not os.path.lexists(path):
+        return True
+    with _leaked_lock:
+        _leaked.append(path)
+    log.error("could not delete sandbox directory %s (first error: %r); it is left on disk", path, first_error)
+    return False
 
 
 def python_roots() -> list[str]:
@@ -66,10 +118,10 @@ def sandbox_env(home: str, sandbox_id: str, run_id: str = "") -> dict[str, str]:
 def shell_argv(cmd: str | list[str]) -> list[str]:
     if isinstance(cmd, str):
         if not cmd.strip():
-            raise SandboxError("empty command: give a shell command string or an argv list")
+            raise SandboxRequestError("empty command: give a shell command string or an argv list")
         return ["/bin/sh", "-c", cmd]
     if not cmd or not all(isinstance(a, str) for a in cmd):
-        raise SandboxError(f"invalid command {cmd!r}: give a shell string or a non-empty list of strings")
+        raise SandboxRequestError(f"invalid command {cmd!r}: give a shell string or a non-empty list of strings")
     return list(cmd)
 
 
@@ -127,7 +179,7 @@ class Sandbox:
             self._chown(self.workspace / TMP_DIRNAME)
             self._backend = backend_cls(self.base, self.workspace, self.uid, self.sandbox_id)
         except BaseException:
-            shutil.rmtree(self.base, ignore_errors=True)
+            remove_tree(self.base)
             raise
         self.backend: str = self._backend.name
         self.isolated: bool = self._backend.isolated
@@ -150,7 +202,7 @@ class Sandbox:
         limits = limits or self.limits
         argv = shell_argv(cmd)
         if not inside(self.workspace, cwd).is_dir():
-            raise SandboxError(f"cwd {cwd!r} is not a directory in the workspace: create it first")
+            raise SandboxRequestError(f"cwd {cwd!r} is not a directory in the workspace: create it first")
         self._runs += 1
         run_id = f"{self.sandbox_id}-{self._runs}"
         spawn = self._backend.spawn(argv, cwd, limits, run_id)
@@ -162,14 +214,14 @@ class Sandbox:
         self._check_open()
         target = inside(self.workspace, rel_path)
         if target == self.workspace.resolve():
-            raise SandboxError(f"path {rel_path!r} is the workspace itself: name a file inside it")
+            raise SandboxRequestError(f"path {rel_path!r} is the workspace itself: name a file inside it")
         root = self.workspace.resolve()
         missing = [p for p in reversed(target.parents) if root in p.parents and not p.exists()]
         target.parent.mkdir(parents=True, exist_ok=True)
         for p in missing:
             self._chown(p)
         if target.is_dir():
-            raise SandboxError(f"path {rel_path!r} is a directory: give a file path")
+            raise SandboxRequestError(f"path {rel_path!r} is a directory: give a file path")
         target.write_text(text, encoding="utf-8")
         self._chown(target)
 
@@ -181,7 +233,7 @@ class Sandbox:
         if not target.exists():
             raise FileNotFoundError(f"no file {rel_path!r} in the sandbox workspace")
         if not target.is_file():
-            raise SandboxError(f"path {rel_path!r} is not a regular file")
+            raise SandboxRequestError(f"path {rel_path!r} is not a regular file")
         size = target.stat().st_size
         with open(target, "rb") as fh:
             data = fh.read(max_bytes)
@@ -205,16 +257,17 @@ class Sandbox:
         return sorted(found)
 
     async def close(self) -> None:
-        """Kill leftover processes and delete the workspace. Safe to call twice."""
+        """Kill leftover processes and delete the workspace. Safe to call twice, and never raises:
+        what cannot be removed is logged and listed by `leaked_sandbox_dirs()`. The removal runs
+        on a worker thread, so a workspace of 100k files does not stall the event loop."""
         if self._closed:
             return
         self._closed = True
         try:
             self._backend.sweep()
-        finally:
-            shutil.rmtree(self.base, ignore_errors=True)
-            if self.base.exists():
-                log.error("could not delete sandbox directory %s", self.base)
+        except Exception as exc:  # noqa: BLE001 — still delete the directory
+            log.error("killing the leftovers of sandbox %s failed: %s", self.sandbox_id, exc)
+        await asyncio.to_thread(remove_tree, self.base)
 
     async def __aenter__(self) -> Sandbox:
         return self

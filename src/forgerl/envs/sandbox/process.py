@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from forgerl.envs.sandbox.errors import SandboxRequestError
 from forgerl.envs.sandbox.limits import CappedBuffer, ExecResult, Limits, explain_limits
 from forgerl.errors import SandboxError
 
@@ -196,11 +197,11 @@ def inside(workspace: Path, rel_path: str) -> Path:
     """`rel_path` resolved under `workspace`; SandboxError if it is absolute or escapes (`..`,
     or a symlink the sandbox planted that points outside)."""
     if not isinstance(rel_path, str) or not rel_path or "\0" in rel_path:
-        raise SandboxError(f"invalid workspace path {rel_path!r}: give a non-empty relative path")
+        raise SandboxRequestError(f"invalid workspace path {rel_path!r}: give a non-empty relative path")
     if os.path.isabs(rel_path):
-        raise SandboxError(f"path {rel_path!r} is absolute: give a path relative to the workspace")
+        raise SandboxRequestError(f"path {rel_path!r} is absolute: give a path relative to the workspace")
     root = workspace.resolve()
     target = (root / rel_path).resolve()
     if target != root and root not in target.parents:
-        raise SandboxError(f"path {rel_path!r} escapes the sandbox workspace: stay inside it")
+        raise SandboxRequestError(f"path {rel_path!r} escapes the sandbox workspace: stay inside it")
     return target
