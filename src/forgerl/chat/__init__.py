@@ -1,5 +1,38 @@
-"""Chat formats: messages + tools -> token ids with trainable masks, and completion parsing."""
+"""Chat formats: messages + tools -> token ids with trainable masks, and completion parsing.
 
-from forgerl.chat.base import ChatFormat, ParsedCompletion, Rendered, Segment, encode_segments, get_format, list_formats
+To add a format: subclass `TurnFormat` (or `ChatFormat`), register it with `register_format`, and
+see docs/formats.md for what the hooks must do.
+"""
 
-__all__ = ["ChatFormat", "ParsedCompletion", "Rendered", "Segment", "encode_segments", "get_format", "list_formats"]
+from forgerl.chat.base import (
+    ChatFormat,
+    ParsedCompletion,
+    RenderError,
+    Rendered,
+    Segment,
+    encode_segments,
+    get_format,
+    list_formats,
+    register_format,
+    reserved_markers,
+    unregister_format,
+)
+from forgerl.chat.escape import MARKER_BREAK
+from forgerl.chat.turns import RawCall, TurnFormat
+
+__all__ = [
+    "MARKER_BREAK",
+    "ChatFormat",
+    "ParsedCompletion",
+    "RawCall",
+    "RenderError",
+    "Rendered",
+    "Segment",
+    "TurnFormat",
+    "encode_segments",
+    "get_format",
+    "list_formats",
+    "register_format",
+    "reserved_markers",
+    "unregister_format",
+]

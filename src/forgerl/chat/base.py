@@ -19,7 +19,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from forgerl.chat.escape import RenderError, check_markers
 from forgerl.types import Message, ToolCall, ToolSpec
+
+__all__ = [
+    "ChatFormat",
+    "ParsedCompletion",
+    "RenderError",
+    "Rendered",
+    "Segment",
+    "encode_segments",
+    "get_format",
+    "list_formats",
+    "register_format",
+    "reserved_markers",
+    "unregister_format",
+]
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -48,7 +63,16 @@ class Rendered:
 
 
 class ChatFormat(ABC):
-    """Base of every chat format. Subclasses set the class attributes and implement the methods."""
+    """Base of every chat format: the minimal contract (render, continue, parse) with nothing
+    shared. Most formats should subclass `forgerl.chat.TurnFormat` instead, which implements all
+    four methods from a format's literal strings and a few hooks (docs/formats.md).
+
+    A direct subclass takes on every guarantee itself: the full render equals prompt + sampled
+    body + `render_continuation` on token ids; `parse(render_assistant_body(m))` gives `m` back for
+    any text, markers of the format included; free text never produces a marker of the format in
+    the rendered text; `parse` raises only ParseError and runs in linear time. tests/chat checks
+    all of this for every registered format.
+    """
 
     name: ClassVar[str]
     # Markers that must be single tokens (added to a tokenizer as special tokens where missing).
@@ -96,20 +120,78 @@ class ChatFormat(ABC):
 
 _REGISTRY: dict[str, type[ChatFormat]] = {}
 
+_REQUIRED = ("name", "special_tokens", "end_of_message", "think_start", "think_end", "prompt_opens_think", "tool_call_start")
 
-def register(cls: type[ChatFormat]) -> type[ChatFormat]:
-    _REGISTRY[cls.name] = cls
+
+def register_format(cls: type[ChatFormat], *, replace: bool = False) -> type[ChatFormat]:
+    """Make `cls` available as `get_format(cls.name)` (and to everything that takes a format name:
+    configs, `--format`, perturbations). Usable as a class decorator.
+
+    Checks what every caller relies on before it can break a rollout: the class is a concrete
+    ChatFormat, sets every required marker, and its markers can be escaped (at least two
+    characters, no U+2060). A name that is taken raises unless `replace=True`, so two formats
+    cannot silently shadow each other.
+    """
+    from forgerl.errors import ConfigError
+
+    if not (isinstance(cls, type) and issubclass(cls, ChatFormat)):
+        raise ConfigError(f"register_format takes a ChatFormat subclass, got {cls!r}")
+    missing = [a for a in _REQUIRED if not hasattr(cls, a)]
+    if missing:
+        raise ConfigError(f"chat format {cls.__name__} does not set {', '.join(missing)}; set them as class attributes")
+    if getattr(cls, "__abstractmethods__", None):
+        raise ConfigError(
+            f"chat format {cls.__name__} does not implement {', '.join(sorted(cls.__abstractmethods__))}"
+        )
+    name = cls.name
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"chat format {cls.__name__} needs a non-empty string `name`")
+    try:
+        reserved_markers(cls)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if name in _REGISTRY and _REGISTRY[name] is not cls and not replace:
+        raise ConfigError(
+            f"a chat format named {name!r} is already registered ({_REGISTRY[name].__qualname__}); "
+            "choose another name or pass replace=True"
+        )
+    _REGISTRY[name] = cls
     return cls
+
+
+def unregister_format(name: str) -> None:
+    """Remove a registered format (tests that register a format of their own clean up with it)."""
+    if _REGISTRY.pop(name, None) is None:
+        raise KeyError(f"no chat format named {name!r} is registered")
+
+
+register = register_format  # the former private name, kept for existing imports
+
+
+def reserved_markers(fmt: ChatFormat | type[ChatFormat]) -> tuple[str, ...]:
+    """Every string a format reserves for its own structure: free text that contains one is
+    escaped on render (see forgerl.chat.escape). `special_tokens` plus the streaming markers plus,
+    where the format declares them, `call_markers` and `extra_markers`."""
+    found = [
+        *fmt.special_tokens,
+        fmt.end_of_message,
+        fmt.think_start,
+        fmt.think_end,
+        fmt.tool_call_start,
+        *getattr(fmt, "call_markers", ()),
+        *getattr(fmt, "extra_markers", ()),
+    ]
+    return check_markers(found, f"chat format {fmt.name!r}")
 
 
 def get_format(name: str, **kwargs: Any) -> ChatFormat:
     from forgerl.chat import formats  # noqa: F401  (registers the built-in formats)
 
-    try:
-        return _REGISTRY[name](**kwargs)
-    except KeyError:
+    cls = _REGISTRY.get(name)
+    if cls is None:
         known = ", ".join(sorted(_REGISTRY))
-        raise KeyError(f"unknown chat format {name!r}; registered formats: {known}") from None
+        raise KeyError(f"unknown chat format {name!r}; registered formats: {known}")
+    return cls(**kwargs)
 
 
 def list_formats() -> list[str]:

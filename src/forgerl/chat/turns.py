@@ -10,18 +10,25 @@ piece of text is produced by the same function in both paths, so the segments ar
 
 Parsing is shared the same way: strip the end marker, split off the thinking, split content from
 the tool-call block, then let the format read its own call syntax and type the arguments through
-the tool schemas (forgerl.chat.args). Everything is `str.find`/`startswith` scanning: linear
-time, no regular expressions, so a 200k-character completion parses as fast as it reads.
+the tool schemas (forgerl.chat.args). Everything is `str.find`/`startswith` scanning plus one
+regular expression of literal alternatives (marker search): linear time, so a 200k-character
+completion parses as fast as it reads.
+
+Free text is escaped where it contains a marker (forgerl.chat.escape): the shared code escapes
+content and reasoning, and gives the hooks `wrap`, `escape_text`, `dumps_json` and
+`check_name` so a format's own blocks do the same. How to write a format: docs/formats.md.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any, ClassVar
 
 from forgerl.chat.args import check_json_arguments, type_text_arguments
-from forgerl.chat.base import ChatFormat, ParsedCompletion, Segment
+from forgerl.chat.base import ChatFormat, ParsedCompletion, Segment, reserved_markers
+from forgerl.chat.escape import MarkerEscaper, RenderError
 from forgerl.errors import ParseError
 from forgerl.types import Message, ToolCall, ToolSpec
 
@@ -50,10 +57,24 @@ def skip_ws(text: str, pos: int) -> int:
 
 
 class TurnFormat(ChatFormat):
-    """A ChatFormat described by its literal strings plus two hooks for the tool-call syntax.
+    """The base class for a chat format made of blocks: set the literal strings as class
+    attributes, implement five hooks, and the rest (the assistant message with its thinking,
+    segment cutting for token-exact incremental renders, interleaved-thinking rule, parsing of
+    content and thinking, argument typing, marker escaping) is shared. docs/formats.md has a
+    worked example; tests/chat runs every registered format through the same property tests.
 
-    Subclasses set the ClassVars and implement `_system_block`, `_user_block`, `_tool_block`,
-    `_render_calls` and `_parse_calls`.
+    Hooks (all receive raw, unescaped messages; escape what you write with `wrap`,
+    `escape_text` or `dumps_json`):
+
+    * `system_block(system, tools)`: the system message (None when absent) and the tool listing.
+    * `user_block(message)`: one user message, end marker and separator included.
+    * `tool_block(messages)`: one or more consecutive tool results (see `group_tool_results`).
+    * `render_calls(calls)`: the tool-call block as it follows the content; it must begin with
+      `tool_call_start` (after optional whitespace) and nothing but calls may follow it.
+    * `parse_calls(text, start)`: read the block(s) `render_calls` wrote, from `start` (where
+      `tool_call_start` is) to the end of `text`; return (name, arguments) pairs; raise only
+      ParseError. `tool_call_start` may appear again inside the block (one marker per call);
+      before it, escaping guarantees it never appears in content.
     """
 
     # Text before everything (M2's document marker).
@@ -72,26 +93,65 @@ class TurnFormat(ChatFormat):
     group_tool_results: ClassVar[bool] = True
     # Markers of the call syntax that must not appear in content (closing tags).
     call_markers: ClassVar[tuple[str, ...]] = ()
+    # Other strings that delimit free text in this format (M2's `</response>`); escaped like markers.
+    extra_markers: ClassVar[tuple[str, ...]] = ()
     # True when the call syntax carries argument values as text (to be typed through the schema).
     text_arguments: ClassVar[bool] = False
 
     # --- format hooks -------------------------------------------------------------------------
-    def _system_block(self, system: str | None, tools: Sequence[ToolSpec]) -> str:
-        raise NotImplementedError
+    def system_block(self, system: str | None, tools: Sequence[ToolSpec]) -> str:
+        raise NotImplementedError(f"{type(self).__name__} must implement system_block")
 
-    def _user_block(self, message: Message) -> str:
-        raise NotImplementedError
+    def user_block(self, message: Message) -> str:
+        raise NotImplementedError(f"{type(self).__name__} must implement user_block")
 
-    def _tool_block(self, messages: Sequence[Message]) -> str:
-        raise NotImplementedError
+    def tool_block(self, messages: Sequence[Message]) -> str:
+        raise NotImplementedError(f"{type(self).__name__} must implement tool_block")
 
-    def _render_calls(self, calls: Sequence[ToolCall]) -> str:
+    def render_calls(self, calls: Sequence[ToolCall]) -> str:
         """The call block as it follows the content (with its leading separator)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement render_calls")
 
-    def _parse_calls(self, text: str, start: int) -> list[RawCall]:
+    def parse_calls(self, text: str, start: int) -> list[RawCall]:
         """Read the call block(s) that begin at `start`, through the end of `text`."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement parse_calls")
+
+    # --- escaping helpers for the hooks -------------------------------------------------------
+    @cached_property
+    def escaper(self) -> MarkerEscaper:
+        """Escapes this format's reserved markers (`forgerl.chat.reserved_markers`)."""
+        return MarkerEscaper(reserved_markers(self), f"chat format {self.name!r}")
+
+    def escape_text(self, text: str, before: str = "", after: str = "") -> str:
+        """Free text with every marker broken; `before`/`after` are the fixed text around it."""
+        return self.escaper.escape(text, before, after)
+
+    def wrap(self, prefix: str, text: str, suffix: str) -> str:
+        """prefix + escaped text + suffix: the usual shape of a block."""
+        return prefix + self.escaper.escape(text, prefix, suffix) + suffix
+
+    def unescape_text(self, text: str, where: str) -> str:
+        """The inverse of `escape_text`, for parsers; ParseError when `text` holds a raw marker."""
+        return self.escaper.unescape(text, where)
+
+    def dumps_json(self, value: Any, where: str) -> str:
+        """json.dumps(value, ensure_ascii=False) with markers inside strings \\u-escaped."""
+        return self.escaper.dumps(value, where)
+
+    def check_name(self, name: str, what: str, forbidden: str = "", context: str = "") -> str:
+        """A name written raw (not escaped), returned unchanged; RenderError when it is empty,
+        holds one of the `forbidden` characters, or holds a marker. `what` and `context` name it
+        in the message ("argument name", " of tool call 'f'")."""
+        if not name:
+            raise RenderError(f"{what}{context} is empty; give it a name")
+        bad = sorted({c for c in name if c in forbidden})
+        if bad:
+            raise RenderError(
+                f"{what} {name!r}{context} contains {', '.join(map(repr, bad))}, which the {self.name} "
+                "format cannot write in a name; rename it"
+            )
+        self.escaper.require_no_marker(name, f"{what} {name!r}{context}")
+        return name
 
     # --- rendering ----------------------------------------------------------------------------
     @property
@@ -104,14 +164,18 @@ class TurnFormat(ChatFormat):
         header = self.assistant_header
         think = ""
         if keep_reasoning and message.reasoning is not None:
-            close = message.reasoning + self.think_pad + self.think_end + self.think_sep
+            opener = self.think_start + self.think_pad
+            closer = self.think_pad + self.think_end + self.think_sep
+            close = self.escape_text(message.reasoning, opener, closer) + closer
             if self.prompt_opens_think:
-                header += self.think_start + self.think_pad
+                header += opener
                 think = close
             else:
-                think = self.think_start + self.think_pad + close
-        calls = self._render_calls(message.tool_calls) if message.tool_calls else ""
-        return header, think + message.content + calls + self.end_of_message
+                think = opener + close
+        calls = self.render_calls(message.tool_calls) if message.tool_calls else ""
+        tail = calls + self.end_of_message
+        content = self.escape_text(message.content, header + think, tail)
+        return header, think + content + tail
 
     def render_assistant_body(self, message: Message) -> str:
         """What the model samples after the generation prompt for `message`, end marker included.
@@ -132,13 +196,13 @@ class TurnFormat(ChatFormat):
                 j = i
                 while j < len(messages) and messages[j].role == "tool" and (self.group_tool_results or j == i):
                     j += 1
-                segs.append(Segment(self._tool_block(messages[i:j])))
+                segs.append(Segment(self.tool_block(messages[i:j])))
                 i = j
                 continue
             if m.role == "user":
-                segs.append(Segment(self._user_block(m)))
+                segs.append(Segment(self.user_block(m)))
             elif m.role == "system":
-                segs.append(Segment(self._system_block(m.content, ())))
+                segs.append(Segment(self.system_block(m.content, ())))
             else:
                 header, body = self._assistant_parts(m, keep_all or i > last_user)
                 segs += [Segment(header), Segment(body, trainable=True), Segment(self.after_end)]
@@ -153,7 +217,7 @@ class TurnFormat(ChatFormat):
         if rest and rest[0].role == "system":
             system = rest.pop(0).content
         if system is not None or tools:
-            segs.append(Segment(self._system_block(system, tools)))
+            segs.append(Segment(self.system_block(system, tools)))
         self._render_messages(rest, segs, keep_all=False)
         if add_generation_prompt:
             segs.append(Segment(self.generation_prompt))
@@ -194,16 +258,19 @@ class TurnFormat(ChatFormat):
                 raise ParseError(
                     f"{marker!r} without an opening {self.tool_call_start!r}: {excerpt(head, head.find(marker))}"
                 )
+        if reasoning is not None:
+            reasoning = self.unescape_text(reasoning, "reasoning")
         if k < 0:
-            return ParsedCompletion(reasoning=reasoning, content=rest)
+            return ParsedCompletion(reasoning=reasoning, content=self.unescape_text(rest, "content"))
+        content = self.unescape_text(strip_suffix(head, "\n"), "content")
         calls = []
-        for name, args in self._parse_calls(rest, k):
+        for name, args in self.parse_calls(rest, k):
             if self.text_arguments:
                 typed = type_text_arguments(name, args, tools)
             else:
                 typed = check_json_arguments(name, args, tools)
             calls.append(ToolCall(name=name, arguments=typed))
-        return ParsedCompletion(reasoning=reasoning, content=strip_suffix(head, "\n"), tool_calls=calls)
+        return ParsedCompletion(reasoning=reasoning, content=content, tool_calls=calls)
 
     def _split_reasoning(self, text: str) -> tuple[str | None, str]:
         ts, te, pad = self.think_start, self.think_end, self.think_pad

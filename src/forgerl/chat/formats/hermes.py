@@ -28,6 +28,11 @@
 The generation prompt is `<|im_start|>assistant\\n`; the model writes `<think>` itself, so a
 message whose reasoning is None has no think block at all. With no system message and no tools
 there is no system block. Reasoning before the last user message is dropped, as in M2.
+
+Markers inside text (issue 27): free text (content, reasoning, user/system text, tool responses)
+gets U+2060 after the first character of each marker it contains (forgerl.chat.escape); JSON
+(calls, tool listing) writes that character as a JSON `\\u` escape instead, so the call stays
+standard JSON that any Hermes parser reads back exactly.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import json
 from collections.abc import Sequence
 from typing import ClassVar
 
-from forgerl.chat.base import register
+from forgerl.chat.base import register_format
 from forgerl.chat.turns import RawCall, TurnFormat, excerpt, json_call, skip_ws
 from forgerl.errors import ParseError
 from forgerl.types import Message, ToolCall, ToolSpec
@@ -55,7 +60,7 @@ _TOOLS_OUTRO = (
 )
 
 
-@register
+@register_format
 class HermesFormat(TurnFormat):
     name: ClassVar[str] = "hermes"
     special_tokens: ClassVar[tuple[str, ...]] = (
@@ -76,30 +81,35 @@ class HermesFormat(TurnFormat):
 
     assistant_header: ClassVar[str] = "<|im_start|>assistant\n"
     call_markers: ClassVar[tuple[str, ...]] = (_CALL_CLOSE,)
+    extra_markers: ClassVar[tuple[str, ...]] = ("</tools>",)
 
-    def _system_block(self, system: str | None, tools: Sequence[ToolSpec]) -> str:
-        text = system or ""
+    def system_block(self, system: str | None, tools: Sequence[ToolSpec]) -> str:
+        listing = ""
         if tools:
-            listing = "".join("\n" + json.dumps(t.to_openai(), ensure_ascii=False) for t in tools)
-            text = (text + "\n\n" if text else "") + _TOOLS_INTRO + listing + _TOOLS_OUTRO
-        return f"<|im_start|>system\n{text}<|im_end|>\n"
+            lines = "".join("\n" + self.dumps_json(t.to_openai(), f"tool {t.name!r}") for t in tools)
+            listing = _TOOLS_INTRO + lines + _TOOLS_OUTRO
+        head = "<|im_start|>system\n"
+        text = self.escape_text(system or "", head, ("\n\n" + listing if listing else "") + "<|im_end|>")
+        if listing:
+            text = (text + "\n\n" if text else "") + listing
+        return f"{head}{text}<|im_end|>\n"
 
-    def _user_block(self, message: Message) -> str:
-        return f"<|im_start|>user\n{message.content}<|im_end|>\n"
+    def user_block(self, message: Message) -> str:
+        return self.wrap("<|im_start|>user\n", message.content, "<|im_end|>\n")
 
-    def _tool_block(self, messages: Sequence[Message]) -> str:
-        body = "\n".join(f"<tool_response>\n{m.content}\n</tool_response>" for m in messages)
+    def tool_block(self, messages: Sequence[Message]) -> str:
+        body = "\n".join(self.wrap("<tool_response>\n", m.content, "\n</tool_response>") for m in messages)
         return f"<|im_start|>user\n{body}<|im_end|>\n"
 
-    def _render_calls(self, calls: Sequence[ToolCall]) -> str:
+    def render_calls(self, calls: Sequence[ToolCall]) -> str:
         return "".join(
             f"\n{_CALL_OPEN}\n"
-            + json.dumps({"name": c.name, "arguments": c.arguments}, ensure_ascii=False)
+            + self.dumps_json({"name": c.name, "arguments": c.arguments}, f"tool call {c.name!r}")
             + f"\n{_CALL_CLOSE}"
             for c in calls
         )
 
-    def _parse_calls(self, text: str, start: int) -> list[RawCall]:
+    def parse_calls(self, text: str, start: int) -> list[RawCall]:
         calls: list[RawCall] = []
         pos = start
         while pos < len(text):
@@ -113,6 +123,7 @@ class HermesFormat(TurnFormat):
             payload = text[body_start:end]
             if _CALL_OPEN in payload:
                 raise ParseError(f"{where}: nested {_CALL_OPEN}")
+            self.escaper.require_no_marker(payload, where, ParseError)
             try:
                 obj = json.loads(payload)
             except (ValueError, RecursionError) as e:

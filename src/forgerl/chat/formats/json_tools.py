@@ -33,6 +33,8 @@ Rules:
   ensure_ascii=False, default separators); nothing but whitespace may follow the array.
 * No system block when there is neither a system message nor tools.
 * Reasoning before the last user message is dropped (the same interleaved-thinking rule as M2).
+* Markers inside text (issue 27): free text gets U+2060 after the first character of each marker
+  it contains (forgerl.chat.escape); the JSON array writes that character as a `\\u` escape.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import json
 from collections.abc import Sequence
 from typing import ClassVar
 
-from forgerl.chat.base import register
+from forgerl.chat.base import register_format
 from forgerl.chat.turns import RawCall, TurnFormat, excerpt, json_call, skip_ws
 from forgerl.errors import ParseError
 from forgerl.types import Message, ToolCall, ToolSpec
@@ -55,7 +57,7 @@ _TOOLS_OUTRO = (
 )
 
 
-@register
+@register_format
 class JsonToolsFormat(TurnFormat):
     name: ClassVar[str] = "json_tools"
     special_tokens: ClassVar[tuple[str, ...]] = (
@@ -79,32 +81,35 @@ class JsonToolsFormat(TurnFormat):
     think_sep: ClassVar[str] = "\n"
     group_tool_results: ClassVar[bool] = False
 
-    def _system_block(self, system: str | None, tools: Sequence[ToolSpec]) -> str:
-        text = system or ""
+    def system_block(self, system: str | None, tools: Sequence[ToolSpec]) -> str:
+        listing = ""
         if tools:
-            listing = json.dumps(
-                [{"name": t.name, "description": t.description, "parameters": t.parameters} for t in tools],
-                ensure_ascii=False,
-            )
-            text = (text + "\n\n" if text else "") + _TOOLS_INTRO + listing + _TOOLS_OUTRO
+            specs = [{"name": t.name, "description": t.description, "parameters": t.parameters} for t in tools]
+            listing = _TOOLS_INTRO + self.dumps_json(specs, "tool listing") + _TOOLS_OUTRO
+        text = self.escape_text(system or "", "<|system|>\n", ("\n\n" + listing if listing else "") + "<|end|>")
+        if listing:
+            text = (text + "\n\n" if text else "") + listing
         return f"<|system|>\n{text}<|end|>\n"
 
-    def _user_block(self, message: Message) -> str:
-        return f"<|user|>\n{message.content}<|end|>\n"
+    def user_block(self, message: Message) -> str:
+        return self.wrap("<|user|>\n", message.content, "<|end|>\n")
 
-    def _tool_block(self, messages: Sequence[Message]) -> str:
-        return "".join(f"<|tool|>{m.name or ''}\n{m.content}<|end|>\n" for m in messages)
+    def tool_block(self, messages: Sequence[Message]) -> str:
+        return "".join(
+            self.wrap("<|tool|>", m.name or "", "\n") + self.wrap("", m.content, "<|end|>\n") for m in messages
+        )
 
-    def _render_calls(self, calls: Sequence[ToolCall]) -> str:
+    def render_calls(self, calls: Sequence[ToolCall]) -> str:
         payload = [{"name": c.name, "arguments": c.arguments} for c in calls]
-        return "\n" + _CALLS + json.dumps(payload, ensure_ascii=False)
+        return "\n" + _CALLS + self.dumps_json(payload, "tool calls")
 
-    def _parse_calls(self, text: str, start: int) -> list[RawCall]:
+    def parse_calls(self, text: str, start: int) -> list[RawCall]:
         pos = skip_ws(text, start + len(_CALLS))
         try:
             value, end = json.JSONDecoder().raw_decode(text, pos)
         except (ValueError, RecursionError) as e:
             raise ParseError(f"bad JSON after {_CALLS}: {e}") from None
+        self.escaper.require_no_marker(text[pos:end], "the tool-call array", ParseError)
         rest = skip_ws(text, end)
         if rest < len(text):
             raise ParseError(f"text after the tool-call array: {excerpt(text, rest)}")

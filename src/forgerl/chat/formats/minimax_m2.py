@@ -28,6 +28,13 @@ sampled after the prompt's `<think>`; this keeps full and incremental renders to
 
 Argument values are written raw when they are strings and as JSON otherwise; `parse` types them
 back through the tool's JSON schema (see forgerl.chat.args for the exact rules).
+
+Markers inside text (issue 27). The real format defines no escaping: a `</parameter>` inside a
+string value is ambiguous for every M2 parser, vLLM's included. forgerl breaks each marker found in
+free text (content, reasoning, user/system text, `<response>` bodies, argument values, JSON ones
+included) with U+2060 after its first character, doubling any U+2060 already there; parse undoes
+it (forgerl.chat.escape). Tool and parameter names are written raw inside `name="..."`, so one
+holding `"`, `<`, a newline or a marker cannot be written: RenderError.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from forgerl.chat.args import text_value
-from forgerl.chat.base import register
+from forgerl.chat.base import register_format
 from forgerl.chat.turns import RawCall, TurnFormat, excerpt, skip_ws
 from forgerl.errors import ParseError
 from forgerl.types import Message, ToolCall, ToolSpec
@@ -48,6 +55,8 @@ _INVOKE_OPEN = '<invoke name="'
 _INVOKE_CLOSE = "</invoke>"
 _PARAM_OPEN = '<parameter name="'
 _PARAM_CLOSE = "</parameter>"
+
+_NAME_FORBIDDEN = '"<\n'  # what ends or breaks `name="..."` for M2 parsers
 
 _TOOLS_INTRO = (
     "\n\n# Tools\nYou may call one or more tools to assist with the user query.\n"
@@ -65,7 +74,7 @@ _TOOLS_OUTRO = (
 )
 
 
-@register
+@register_format
 class MiniMaxM2Format(TurnFormat):
     name: ClassVar[str] = "minimax_m2"
     special_tokens: ClassVar[tuple[str, ...]] = (
@@ -88,36 +97,42 @@ class MiniMaxM2Format(TurnFormat):
     assistant_header: ClassVar[str] = "]~b]ai\n"
     call_markers: ClassVar[tuple[str, ...]] = (_BLOCK_CLOSE, _INVOKE_OPEN, _INVOKE_CLOSE, _PARAM_OPEN, _PARAM_CLOSE)
     text_arguments: ClassVar[bool] = True
+    extra_markers: ClassVar[tuple[str, ...]] = ("<response>", "</response>", "</tool>")
 
-    def _system_block(self, system: str | None, tools: Sequence[ToolSpec]) -> str:
-        text = system if system is not None else ""
+    def system_block(self, system: str | None, tools: Sequence[ToolSpec]) -> str:
+        listing = ""
         if tools:
             lines = "".join(
                 "<tool>"
-                + json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters}, ensure_ascii=False)
+                + self.dumps_json(
+                    {"name": t.name, "description": t.description, "parameters": t.parameters}, f"tool {t.name!r}"
+                )
                 + "</tool>\n"
                 for t in tools
             )
-            text += _TOOLS_INTRO + lines + _TOOLS_OUTRO
-        return f"]~b]system\n{text}[e~[\n"
+            listing = _TOOLS_INTRO + lines + _TOOLS_OUTRO
+        text = self.escape_text(system if system is not None else "", "]~b]system\n", listing + "[e~[")
+        return f"]~b]system\n{text}{listing}[e~[\n"
 
-    def _user_block(self, message: Message) -> str:
-        return f"]~b]user\n{message.content}[e~[\n"
+    def user_block(self, message: Message) -> str:
+        return self.wrap("]~b]user\n", message.content, "[e~[\n")
 
-    def _tool_block(self, messages: Sequence[Message]) -> str:
-        return "]~b]tool" + "".join(f"\n<response>{m.content}</response>" for m in messages) + "[e~[\n"
+    def tool_block(self, messages: Sequence[Message]) -> str:
+        return "]~b]tool" + "".join(self.wrap("\n<response>", m.content, "</response>") for m in messages) + "[e~[\n"
 
-    def _render_calls(self, calls: Sequence[ToolCall]) -> str:
+    def render_calls(self, calls: Sequence[ToolCall]) -> str:
         out = ["\n", _BLOCK_OPEN, "\n"]
         for call in calls:
-            out.append(f'{_INVOKE_OPEN}{call.name}">\n')
+            name = self.check_name(call.name, "tool call name", _NAME_FORBIDDEN)
+            out.append(f'{_INVOKE_OPEN}{name}">\n')
             for key, value in call.arguments.items():
-                out.append(f'{_PARAM_OPEN}{key}">{text_value(value)}{_PARAM_CLOSE}\n')
+                key = self.check_name(str(key), "argument name", _NAME_FORBIDDEN, f" of tool call {name!r}")
+                out.append(self.wrap(f'{_PARAM_OPEN}{key}">', text_value(value), f"{_PARAM_CLOSE}\n"))
             out.append(_INVOKE_CLOSE + "\n")
         out.append(_BLOCK_CLOSE)
         return "".join(out)
 
-    def _parse_calls(self, text: str, start: int) -> list[RawCall]:
+    def parse_calls(self, text: str, start: int) -> list[RawCall]:
         calls: list[RawCall] = []
         pos = start
         while True:
@@ -133,6 +148,7 @@ class MiniMaxM2Format(TurnFormat):
                         raise ParseError(f"unclosed {_BLOCK_OPEN}: no {_BLOCK_CLOSE}")
                     raise ParseError(f"expected {_INVOKE_OPEN!r} or {_BLOCK_CLOSE!r}, got {excerpt(text, pos)}")
                 name, pos = _read_name(text, pos + len(_INVOKE_OPEN), "invoke")
+                self.escaper.require_no_marker(name, f"invoke name {name!r}", ParseError)
                 args: dict[str, Any] = {}
                 while True:
                     pos = skip_ws(text, pos)
@@ -151,7 +167,8 @@ class MiniMaxM2Format(TurnFormat):
                         raise ParseError(f"unclosed <parameter name={key!r}> in invoke {name!r}")
                     if key in args:
                         raise ParseError(f"parameter {key!r} given twice in invoke {name!r}")
-                    args[key] = text[pos:end]
+                    self.escaper.require_no_marker(key, f"parameter name {key!r} in invoke {name!r}", ParseError)
+                    args[key] = self.unescape_text(text[pos:end], f"argument {key!r} of invoke {name!r}")
                     pos = end + len(_PARAM_CLOSE)
                 calls.append((name, args))
             pos = skip_ws(text, pos)
