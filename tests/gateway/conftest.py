@@ -31,11 +31,14 @@ def m2_tokenizer(m2_format):
 
 
 class Live:
-    """A running gateway plus helpers to open sessions and make clients for them."""
+    """A running gateway plus helpers to open sessions and make clients for them. `http` sends the
+    gateway's admin key (what a rollout driver holds); `bare` sends no credential at all."""
 
     def __init__(self, bg: BackgroundGateway) -> None:
         self.bg, self.gateway, self.url = bg, bg.gateway, bg.url
-        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.admin_headers = {"Authorization": f"Bearer {bg.gateway.admin_key}"} if bg.gateway.admin_key else {}
+        self.http = httpx.Client(base_url=self.url, timeout=30, headers=self.admin_headers)
+        self.bare = httpx.Client(base_url=self.url, timeout=30)
 
     def open(self, **body: Any) -> dict[str, Any]:
         r = self.http.post("/sessions", json=body)
@@ -67,4 +70,5 @@ def live_gateway(m2_tokenizer, m2_format) -> Iterator[Callable[..., Live]]:
     yield start
     for live in started:
         live.http.close()
+        live.bare.close()
         live.bg.stop()

@@ -30,7 +30,7 @@ def test_unknown_missing_and_ended_credentials_get_401(live_gateway):
     with pytest.raises(openai.AuthenticationError) as err:
         bad.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert "unknown or expired session credential" in err.value.message
-    r = live.http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    r = live.bare.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 401 and "missing credential" in r.json()["error"]["message"]
     client = live.client(s)
     client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
@@ -57,13 +57,13 @@ def test_another_sessions_credential_is_403(live_gateway):
 
 
 def test_admin_api_needs_the_admin_key(live_gateway):
-    live = live_gateway(replies=[REPLY], admin_key="admin-secret")
-    assert live.http.post("/sessions", json={}).status_code == 401
+    live = live_gateway(replies=[REPLY], admin_key="admin-secret-0123456789")
+    assert live.bare.post("/sessions", json={}).status_code == 401
     assert _post(live, "/sessions", "wrong", json={}).status_code == 401
-    s = _post(live, "/sessions", "admin-secret", json={}).json()
+    s = _post(live, "/sessions", "admin-secret-0123456789", json={}).json()
     r = _post(live, "/sessions", s["api_key"], json={})
     assert r.status_code == 403 and "admin API" in r.json()["error"]["message"]
-    assert _post(live, f"/sessions/{s['session_id']}/end", "admin-secret").status_code == 200  # admin may end it
+    assert _post(live, f"/sessions/{s['session_id']}/end", "admin-secret-0123456789").status_code == 200  # admin may end it
 
 
 @pytest.mark.parametrize("body, status, words", [

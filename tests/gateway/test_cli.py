@@ -22,3 +22,20 @@ def test_help_and_refusal_to_bind_beyond_loopback_without_an_admin_key(monkeypat
     monkeypatch.delenv("FORGERL_GATEWAY_ADMIN_KEY", raising=False)
     out = runner.invoke(_app(), ["gateway", "--host", "0.0.0.0"])
     assert out.exit_code != 0 and "FORGERL_GATEWAY_ADMIN_KEY" in out.output
+
+
+def test_a_short_admin_key_is_refused(monkeypatch):
+    monkeypatch.setenv("FORGERL_GATEWAY_ADMIN_KEY", "admin")
+    out = CliRunner().invoke(_app(), ["gateway"])
+    assert out.exit_code != 0 and "shorter than 16" in out.output
+
+
+def test_a_generated_admin_key_is_printed_and_written_owner_only(tmp_path, capsys):
+    from forgerl.gateway.serve import announce_admin_key
+
+    (tmp_path / "gateway-admin-key").write_text("old key of a previous start\n")
+    (tmp_path / "gateway-admin-key").chmod(0o644)
+    path = announce_admin_key("fgw-admin-xyz", str(tmp_path))
+    assert path is not None and path.read_text() == "fgw-admin-xyz\n"
+    assert path.stat().st_mode & 0o777 == 0o600  # a fresh file, not the old world-readable one
+    assert "fgw-admin-xyz" in capsys.readouterr().err

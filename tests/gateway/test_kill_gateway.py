@@ -34,8 +34,13 @@ def start_gateway(port: int, run_dir: Path, log: Path, started: list[subprocess.
                             port, log, started, env=env)
 
 
-def open_session(url: str, seed: int) -> dict[str, Any]:
-    resp = httpx.post(f"{url}/sessions", json={"family": "arithmetic", "seed": seed}, timeout=30)
+def open_session(url: str, seed: int, run_dir: Path) -> dict[str, Any]:
+    """Open with the admin key the gateway generated (no FORGERL_GATEWAY_ADMIN_KEY set): it is
+    written, mode 0600, in the run directory."""
+    key_file = run_dir / "gateway-admin-key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    resp = httpx.post(f"{url}/sessions", json={"family": "arithmetic", "seed": seed}, timeout=30,
+                      headers={"Authorization": f"Bearer {key_file.read_text().strip()}"})
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -63,12 +68,12 @@ def test_kill_9_the_gateway_mid_session(tmp_path):
     started: list[subprocess.Popen] = []
     try:
         proc = start_gateway(port, run_dir, log, started)
-        done = open_session(url, seed=1)
+        done = open_session(url, seed=1, run_dir=run_dir)
         assert call(done).status_code == 200
         ended = httpx.post(f"{url}/sessions/{done['session_id']}/end", timeout=60,
                            headers={"Authorization": f"Bearer {done['api_key']}"}).json()
         assert ended["stored"] is True and ended["calls"] == 1
-        open_one = open_session(url, seed=2)
+        open_one = open_session(url, seed=2, run_dir=run_dir)
         assert call(open_one).status_code == 200  # recorded, but the session never ends
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -80,7 +85,7 @@ def test_kill_9_the_gateway_mid_session(tmp_path):
 
         start_gateway(port, run_dir, log, started)
         assert call(open_one).status_code == 401  # a credential of the dead process: refused, not misattributed
-        fresh = open_session(url, seed=3)
+        fresh = open_session(url, seed=3, run_dir=run_dir)
         assert call(fresh).status_code == 200
         again = httpx.post(f"{url}/sessions/{fresh['session_id']}/end", timeout=60,
                            headers={"Authorization": f"Bearer {fresh['api_key']}"}).json()

@@ -67,7 +67,7 @@ def test_200_concurrent_sessions_no_lost_or_misattributed_calls(live_gateway, m2
 
     async def main() -> list[tuple[str, str]]:
         limits = httpx.Limits(max_connections=SESSIONS + 10, max_keepalive_connections=SESSIONS + 10)
-        async with httpx.AsyncClient(base_url=live.url, limits=limits, timeout=120) as http:
+        async with httpx.AsyncClient(base_url=live.url, limits=limits, timeout=120, headers=live.admin_headers) as http:
             return await asyncio.gather(*(_one_session(http, i) for i in range(SESSIONS)))
 
     start, cpu_start = time.perf_counter(), time.process_time()

@@ -20,11 +20,16 @@ def gateway(
                    "(`forgerl serve`, vLLM), e.g. http://127.0.0.1:8000. Its key: FORGERL_UPSTREAM_API_KEY."),
 ) -> None:
     """Serve the recording gateway: an OpenAI-compatible endpoint per rollout session for black-box
-    agents; every call is recorded with exact token ids. Open sessions with POST /sessions. Set
-    FORGERL_GATEWAY_ADMIN_KEY to require that key for the admin API (needed off loopback)."""
+    agents; every call is recorded with exact token ids. Open sessions with POST /sessions and the
+    admin key: FORGERL_GATEWAY_ADMIN_KEY, or else a generated one printed at start (and written to
+    RUN_DIR/gateway-admin-key, mode 0600). Off loopback the key must be set (FORGERL_GATEWAY_ADMIN_KEY)."""
     admin_key = os.environ.get("FORGERL_GATEWAY_ADMIN_KEY") or None
     if host not in ("127.0.0.1", "localhost", "::1") and admin_key is None:
         raise typer.BadParameter("binding beyond loopback needs FORGERL_GATEWAY_ADMIN_KEY set", param_hint="--host")
+    if admin_key is not None and len(admin_key) < 16:
+        raise typer.BadParameter("FORGERL_GATEWAY_ADMIN_KEY is shorter than 16 characters: use a long random key "
+                                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) or unset it "
+                                 "to have one generated", param_hint="FORGERL_GATEWAY_ADMIN_KEY")
     from forgerl.gateway.serve import serve_gateway
 
     serve_gateway(model=model, host=host, port=port, chat_format=chat_format, run_dir=run_dir, admin_key=admin_key,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -51,20 +52,29 @@ class Gateway:
 
     `restore_reasoning`: give back reasoning that an agent's client dropped from a reply this
     session produced (sessions.py), so such agents still extend one token-exact branch.
-    `admin_key`: when set, opening/listing sessions needs it as the bearer token (session keys are
-    refused with 403); when None the admin API is open (fine on loopback, not on a network).
+    `admin_key`: the bearer token of the admin API (open, list, read and end any session). When
+    None a random one is made (read it from `gateway.admin_key`; `forgerl gateway` prints it):
+    admin is never "whoever is not a session", because a dead or guessed key would then be admin.
+    `admin=False` switches the admin API off (403); sessions are then opened in-process only.
     """
 
     def __init__(
         self, engine: Engine, chat_format: ChatFormat, *, store: TrajectoryStore | None = None,
         run_id: str | None = None, admin_key: str | None = None, session_ttl_s: float = 3600.0,
         tool_timeout_s: float | None = 60.0, served_model_name: str | None = None, keep_finished: int = 10_000,
-        restore_reasoning: bool = True,
+        restore_reasoning: bool = True, admin: bool = True,
     ) -> None:
         if session_ttl_s <= 0:
             raise ValueError(f"session_ttl_s must be > 0, got {session_ttl_s}")
+        if admin_key is not None and len(admin_key) < 16:
+            raise ValueError("admin_key must be at least 16 characters (a guessable key is no key); "
+                             "leave it unset to have one generated")
+        if not admin and admin_key is not None:
+            raise ValueError("admin=False switches the admin API off: do not pass an admin_key with it")
         self.engine, self.fmt = engine, chat_format
-        self.store, self.admin_key = store, admin_key
+        self.store = store
+        self.admin_key: str | None = (admin_key or new_admin_key()) if admin else None
+        self._admin_digest = key_digest(self.admin_key).encode() if self.admin_key is not None else None
         self.run_id = run_id if run_id is not None or store is None else store.add_run({"source": "gateway"})
         self.session_ttl_s, self.tool_timeout_s = session_ttl_s, tool_timeout_s
         self.restore_reasoning = restore_reasoning
@@ -127,20 +137,24 @@ class Gateway:
         return session
 
     def is_admin(self, authorization: str | None) -> bool:
-        """True for the admin key; with no admin key configured (loopback use), for any request
-        that does not carry a live session's key."""
+        """True only for the admin key, compared in constant time (as digests, so not even its
+        length leaks)."""
         key = bearer(authorization)
-        if self.admin_key is None:
-            return key is None or key_digest(key) not in self._by_digest
-        return key is not None and hmac.compare_digest(key.encode(), self.admin_key.encode())
+        if key is None or self._admin_digest is None:
+            return False
+        return hmac.compare_digest(key_digest(key).encode(), self._admin_digest)
 
     def check_admin(self, authorization: str | None) -> None:
         if self.is_admin(authorization):
             return
+        if self._admin_digest is None:
+            raise GatewayError(403, "the admin API is off on this gateway (started with admin=False); open "
+                                    "sessions in-process with Gateway.open_session", code="admin_disabled")
         key = bearer(authorization)
         if key is not None and key_digest(key) in self._by_digest:
             raise GatewayError(403, "a session credential cannot use the admin API", code="forbidden")
-        raise unauthorized("this endpoint needs the gateway's admin key as 'Authorization: Bearer <key>'")
+        raise unauthorized("this endpoint needs the gateway's admin key as 'Authorization: Bearer <key>' "
+                           "(printed by `forgerl gateway` at start, or FORGERL_GATEWAY_ADMIN_KEY)")
 
     def session_for(self, sid: str, authorization: str | None, *, admin_ok: bool = False) -> Session:
         """Session `sid`, acting with `authorization`: its own key, or (when `admin_ok`) the admin key.
@@ -227,6 +241,11 @@ class Gateway:
         self.finished[session.id] = traj
         while len(self.finished) > self._keep_finished:
             self.finished.pop(next(iter(self.finished)))
+
+
+def new_admin_key() -> str:
+    """A fresh admin credential (256 random bits), told apart from session keys by its prefix."""
+    return "fgw-admin-" + secrets.token_urlsafe(32)
 
 
 def bearer(authorization: str | None) -> str | None:

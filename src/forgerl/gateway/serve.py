@@ -1,15 +1,30 @@
 """Running the gateway: in a background thread on a loopback port (tests, in-process drivers) or
-in the foreground (`forgerl gateway`)."""
+in the foreground (`forgerl gateway`).
+
+Shutdown: on SIGTERM or SIGINT uvicorn stops accepting, finishes the requests in flight, runs the
+app's lifespan shutdown and then re-raises the signal, so code after `uvicorn.run` never runs. The
+foreground app is therefore wrapped (`CloseSessionsOnShutdown`) so that lifespan shutdown ends every
+live session as FAILED (stored, with no reward: the gateway going away is not the agent's doing)
+and closes its environment, removing its sandbox; nothing is left on disk by a terminated gateway.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from forgerl.gateway.core import Gateway
+from forgerl.types import Boundary, Failure, TrajectoryStatus
+
+log = logging.getLogger(__name__)
 
 
 class ThreadedServer:
@@ -64,6 +79,57 @@ class BackgroundGateway(ThreadedServer):
         super().__init__(app_factory=lambda url: create_gateway_app(gateway, public_url=url), host=host, port=port)
 
 
+async def shutdown_sessions(gateway: Gateway) -> int:
+    """End every live session because the gateway is going away: FAILED at the timeout boundary
+    (the rollout was cut off, as a cancelled white-box episode is), stored, environment closed.
+    Never raises; returns how many sessions it ended."""
+    from forgerl.agent.tools import close_env  # light: agent/tools.py imports only errors and types
+
+    live = [s for s in list(gateway.sessions.values()) if not s.ended]
+    for session in live:
+        session.ended = True
+        gateway.sessions.pop(session.id, None)
+        traj = session.trajectory
+        traj.status, traj.reward, traj.reward_breakdown = TrajectoryStatus.FAILED, None, {}
+        traj.failure = Failure(boundary=Boundary.TIMEOUT, message="the gateway shut down before the session ended",
+                               turn=len(traj.calls))
+        traj.metadata["end_reason"] = "gateway shutdown"
+        if session.env is not None:
+            await close_env(session.env, traj)
+        if gateway.store is not None and gateway.run_id is not None:
+            try:
+                await asyncio.to_thread(gateway.store.add_trajectory, traj, gateway.run_id)
+            except Exception as exc:  # noqa: BLE001 — the next session must still be cleaned up
+                log.error("could not store session %s at shutdown: %s", session.id, exc)
+        gateway.finished[session.id] = traj
+    if live:
+        log.warning("gateway shutdown: ended %d live session(s) as failed and removed their environments", len(live))
+    return len(live)
+
+
+class CloseSessionsOnShutdown:
+    """ASGI wrapper that answers the lifespan protocol itself and, at shutdown, runs
+    `shutdown_sessions` (the wrapped app has no lifespan handlers of its own)."""
+
+    def __init__(self, app: Any, gateway: Gateway) -> None:
+        self.app, self.gateway = app, gateway
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await shutdown_sessions(self.gateway)
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
 def serve_gateway(
     model: str = "tiny-random", host: str = "127.0.0.1", port: int = 8100, chat_format: str = "minimax_m2", *,
     run_dir: str | None = None, admin_key: str | None = None, session_ttl_s: float = 3600.0,
@@ -92,4 +158,29 @@ def serve_gateway(
         engine = load_engine(model, chat_format=chat_format)
     gateway = Gateway(engine, get_format(chat_format), store=store, admin_key=admin_key, session_ttl_s=session_ttl_s,
                       served_model_name=served_model_name)
+    if admin_key is None:
+        announce_admin_key(gateway.admin_key or "", run_dir)
+    app = CloseSessionsOnShutdown(create_gateway_app(gateway), gateway)
     uvicorn.run(create_gateway_app(gateway), host=host, port=port, log_level=log_level)
+
+
+ADMIN_KEY_FILE = "gateway-admin-key"
+
+
+def announce_admin_key(key: str, run_dir: str | None) -> Path | None:
+    """Tell the operator the admin key the gateway made up: on stderr, and in `run_dir`'s
+    `gateway-admin-key` file (mode 0600, created with that mode so it is never readable by
+    others, not even for an instant) for drivers that read it. Returns the file's path."""
+    path = None
+    if run_dir is not None:
+        path = Path(run_dir) / ADMIN_KEY_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+    where = f" (also in {path}, mode 0600)" if path is not None else ""
+    print(f"forgerl gateway admin key: {key}{where}\n"
+          "  send it as 'Authorization: Bearer <key>' to POST /sessions; set FORGERL_GATEWAY_ADMIN_KEY to choose it",
+          file=sys.stderr, flush=True)
+    return path
