@@ -161,7 +161,7 @@ def serve_gateway(
     if admin_key is None:
         announce_admin_key(gateway.admin_key or "", run_dir)
     app = CloseSessionsOnShutdown(create_gateway_app(gateway), gateway)
-    uvicorn.run(create_gateway_app(gateway), host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
 
 
 ADMIN_KEY_FILE = "gateway-admin-key"
