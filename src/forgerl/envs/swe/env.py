@@ -19,9 +19,10 @@ from typing import Any
 
 from forgerl.envs.base import Environment, Task, Verdict
 from forgerl.envs.swe._sandbox import make_limits, new_sandbox
+from forgerl.envs.swe.judge import judge_tests
 from forgerl.envs.swe.pipeline import FAMILY, ISSUE_TEST_FILE
 from forgerl.envs.swe.verify import COLLECT, SuiteRun, run_tests, select_tests
-from forgerl.envs.swe.workspace import agent_workspace, buggy_files, check_task, hidden_tests, mutation_of, original_files
+from forgerl.envs.swe.workspace import agent_workspace, buggy_files, check_task, mutation_of, original_files
 from forgerl.envs.swe.packages import package_by_dist, suite_text
 from forgerl.errors import SandboxError, ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
@@ -342,20 +343,26 @@ class SweEnv(Environment):
                 files[rel] = self._sandbox.read_file(rel)
             except FileNotFoundError:
                 continue  # a deleted file simply fails the import
-        hidden = hidden_tests(task)
-        run = await run_tests({**files, **hidden}, list(hidden), wall_s=VERIFY_WALL_S)
+        # the package is imported only by the sandboxed worker, which never sees test names or
+        # expected values; the outcomes are decided here (judge.py)
+        run = await judge_tests(files, suite_text(task.data["suite"]), wall_s=VERIFY_WALL_S)
         f2p, p2p = task.data["f2p"], task.data["p2p"]
         f2p_ok = [n for n in f2p if run.passed(n)]
         p2p_ok = [n for n in p2p if run.passed(n)]
-        solved = len(f2p_ok) == len(f2p) and len(p2p_ok) == len(p2p)
+        tampered = bool(run.tampering)
+        solved = len(f2p_ok) == len(f2p) and len(p2p_ok) == len(p2p) and not tampered
+        evidence: dict[str, Any] = {"failing": sorted(set(f2p + p2p) - set(f2p_ok) - set(p2p_ok)), "problem": run.problem}
+        if tampered:
+            evidence["tampering"] = list(run.tampering)
         return Verdict(
             outcome=1.0 if solved else 0.0,
             parts={
                 "submitted": 1.0,
                 "f2p_passed": len(f2p_ok) / len(f2p),
                 "p2p_passed": len(p2p_ok) / len(p2p) if p2p else 1.0,
+                "tampered": float(tampered),
             },
-            evidence={"failing": sorted(set(f2p + p2p) - set(f2p_ok) - set(p2p_ok)), "problem": run.problem},
+            evidence=evidence,
         )
 
     async def _verify_written_test(self) -> Verdict:

@@ -39,11 +39,13 @@ class CaseResult:
 
 @dataclass(frozen=True)
 class SuiteRun:
-    """Per-test results of one run; `problem` says why there are none (timeout, crash)."""
+    """Per-test results of one run; `problem` says why there are none (timeout, crash);
+    `tampering` lists signs that code under test interfered with the reporting (judge.py)."""
 
     results: dict[str, CaseResult]
     timed_out: bool = False
     problem: str | None = None
+    tampering: tuple[str, ...] = ()
 
     def failing(self) -> list[str]:
         return [name for name, r in self.results.items() if not r.passed]
