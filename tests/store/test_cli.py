@@ -29,7 +29,7 @@ def test_export_helper_writes_next_to_the_store(run_dir, make_traj):
 
 def test_summary_helper(run_dir):
     assert summarize_store(run_dir) == [{"run": "r1", "status": "running", "trajectories": 4, "consumed": 1,
-                                         "mean_reward": pytest.approx(0.375), "latest_checkpoint_step": 1}]
+                                         "superseded": 0, "mean_reward": pytest.approx(0.375), "latest_checkpoint_step": 1}]
 
 
 def test_helpers_refuse_a_directory_without_a_store(tmp_path):

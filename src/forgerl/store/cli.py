@@ -34,7 +34,8 @@ def export_store(run_dir: str | Path, fmt: ExportFormat, out: str | Path | None 
 
 
 def summarize_store(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Per run: id, status, trajectory count, consumed count, mean reward, latest checkpoint step."""
+    """Per run: id, status, trajectory count, consumed count, mean reward, latest checkpoint step,
+    and how many trajectories a resume superseded (kept in the file, left out of the counts)."""
     from forgerl.store.errors import StoreError
     from forgerl.store.sqlite import STORE_FILENAME, TrajectoryStore, resolve_store_path
 
@@ -48,6 +49,7 @@ def summarize_store(run_dir: str | Path) -> list[dict[str, Any]]:
             latest = store.latest_checkpoint(run.id)
             out.append({"run": run.id, "status": run.status, "trajectories": store.count(run_id=run.id),
                         "consumed": store.count(run_id=run.id, consumed=True),
+                        "superseded": store.count(run_id=run.id, superseded=True),
                         "mean_reward": sum(rewards) / len(rewards) if rewards else None,
                         "latest_checkpoint_step": None if latest is None else latest.step})
     return out
@@ -91,4 +93,5 @@ def summary_command(
     for row in rows:
         mean = "-" if row["mean_reward"] is None else f"{row['mean_reward']:.3f}"
         typer.echo(f"{row['run']}  {row['status']}  trajectories={row['trajectories']} "
-                   f"consumed={row['consumed']}  mean_reward={mean}  latest_checkpoint={row['latest_checkpoint_step']}")
+                   f"consumed={row['consumed']}  superseded={row['superseded']}  mean_reward={mean}  "
+                   f"latest_checkpoint={row['latest_checkpoint_step']}")

@@ -156,12 +156,29 @@ _V4_EXPERT_LABELS = (
     )""",
 )
 
+_V5_SUPERSEDED = (
+    # A resume from the checkpoint of step C redoes the steps after C. What the run recorded for them
+    # (trajectories trained on or collected there, their metrics, later checkpoints) stays in the
+    # file, but is marked superseded (when: a time), so queries, exports, reports and the next
+    # resume see each step once. The mark is set once and a superseded trajectory is never trained on.
+    "ALTER TABLE trajectories ADD COLUMN superseded_at REAL",
+    "ALTER TABLE metrics ADD COLUMN superseded_at REAL",
+    "ALTER TABLE checkpoints ADD COLUMN superseded_at REAL",
+    """CREATE TRIGGER trajectories_superseded_once BEFORE UPDATE OF superseded_at ON trajectories
+    WHEN OLD.superseded_at IS NOT NULL AND NEW.superseded_at IS NOT OLD.superseded_at
+    BEGIN SELECT RAISE(ABORT, 'a trajectory is superseded once; the mark is never changed or removed'); END""",
+    """CREATE TRIGGER trajectories_superseded_not_trained BEFORE UPDATE OF step ON trajectories
+    WHEN OLD.superseded_at IS NOT NULL AND NEW.step IS NOT OLD.step
+    BEGIN SELECT RAISE(ABORT, 'a superseded trajectory is never trained on'); END""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, trajectories, metrics, checkpoints", _V1_CORE),
     Migration(2, "trajectories.difficulty, backfilled from metadata",
               ("ALTER TABLE trajectories ADD COLUMN difficulty REAL", _backfill_difficulty)),
     Migration(3, "labels table, query indexes, append-only triggers", _V3_LABELS_INDEXES_AND_GUARDS),
     Migration(4, "label kinds, preference pairs, own-only superseding; expert accounts", _V4_EXPERT_LABELS),
+    Migration(5, "superseded marks on trajectories, metrics and checkpoints (exact resume)", _V5_SUPERSEDED),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

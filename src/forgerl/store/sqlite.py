@@ -10,9 +10,11 @@ a killed *process* (the committed frames sit in the OS page cache), but a power 
 can lose the last commits, which would break the promise. FULL costs one fsync per commit; batch
 writers amortise it with `add_trajectories` (one transaction for a whole group).
 
-Append-only. Trajectories and labels are never rewritten or deleted; the one update allowed is
-`mark_consumed` setting a trajectory's training step once. SQLite triggers (migrations v3) enforce
-this in the file itself.
+Append-only. Trajectories and labels are never rewritten or deleted; the updates allowed are
+`mark_consumed` setting a trajectory's training step once, and a resume marking what it redoes as
+superseded, once (`supersede_from`: exact resume, see train/checkpoint.py). SQLite triggers
+(migrations v3, v5) enforce this in the file itself. Superseded records stay in the file for the
+record; every query leaves them out unless asked (`superseded=True` or `None`).
 
 Threads and asyncio. Each thread gets its own connection (WAL lets readers run beside the one
 writer; writers queue on the file lock with a busy timeout). Every write is a short transaction,
@@ -283,12 +285,20 @@ class TrajectoryStore:
         wanted = list(dict.fromkeys(_check_text("trajectory id", i) for i in ids))
         with self._write() as conn:
             found: dict[str, int | None] = {}
+            superseded: list[str] = []
             for chunk in _chunks(wanted):
                 marks = ", ".join("?" * len(chunk))
-                found.update(conn.execute(f"SELECT id, step FROM trajectories WHERE id IN ({marks})", chunk))
+                for tid, tstep, sup in conn.execute(
+                        f"SELECT id, step, superseded_at FROM trajectories WHERE id IN ({marks})", chunk):
+                    found[tid] = tstep
+                    if sup is not None:
+                        superseded.append(tid)
             missing = [i for i in wanted if i not in found]
             if missing:
                 raise UnknownRecordError(f"no stored trajectory with id {_preview(missing)}; nothing was marked")
+            if superseded:
+                raise StoreError(f"trajectories {_preview(superseded)} were superseded by a resume (their step is "
+                                 "redone) and are never trained on; nothing was marked")
             clashes = [i for i in wanted if found[i] is not None and found[i] != step]
             if clashes:
                 raise StoreError(f"trajectories {_preview(clashes)} were already consumed at another step "
@@ -315,21 +325,23 @@ class TrajectoryStore:
     def query(self, run_id: str | None = None, step: int | None = None, family: str | None = None,
               status: TrajectoryStatus | str | None = None, min_reward: float | None = None,
               max_reward: float | None = None, limit: int | None = None, order: Order = "created",
-              *, consumed: bool | None = None) -> list[Trajectory]:
+              *, consumed: bool | None = None, superseded: bool | None = False) -> list[Trajectory]:
         """Trajectories matching every given filter (None = any). Rewards bound inclusively; a
-        reward filter skips unscored trajectories. `consumed=False` gives those no step has used."""
+        reward filter skips unscored trajectories. `consumed=False` gives those no step has used.
+        Superseded trajectories (a resume redid their step) are left out unless `superseded` is
+        True (only them) or None (all)."""
         return list(self.iter_trajectories(run_id=run_id, step=step, family=family, status=status,
                                            min_reward=min_reward, max_reward=max_reward, limit=limit,
-                                           order=order, consumed=consumed))
+                                           order=order, consumed=consumed, superseded=superseded))
 
     def query_rows(self, run_id: str | None = None, step: int | None = None, family: str | None = None,
                    status: TrajectoryStatus | str | None = None, min_reward: float | None = None,
                    max_reward: float | None = None, limit: int | None = None, order: Order = "created",
-                   *, consumed: bool | None = None) -> list[dict[str, Any]]:
+                   *, consumed: bool | None = None, superseded: bool | None = False) -> list[dict[str, Any]]:
         """Like `query`, but the indexed summary columns only (no payload is decoded)."""
         return list(self.iter_rows(run_id=run_id, step=step, family=family, status=status,
                                    min_reward=min_reward, max_reward=max_reward, limit=limit,
-                                   order=order, consumed=consumed))
+                                   order=order, consumed=consumed, superseded=superseded))
 
     def iter_trajectories(self, **filters: Any) -> Iterator[Trajectory]:
         """Stream matching trajectories without holding them all in memory (used by the exports)."""
@@ -380,9 +392,11 @@ class TrajectoryStore:
             _require_run(conn, run_id)
             conn.executemany("INSERT INTO metrics (run_id, step, name, value, time) VALUES (?, ?, ?, ?, ?)", rows)
 
-    def metrics(self, run_id: str, name: str | None = None) -> list[tuple[int, str, float]]:
-        """(step, name, value) in logging order, optionally for one metric name."""
-        sql = "SELECT step, name, value FROM metrics WHERE run_id = ?"
+    def metrics(self, run_id: str, name: str | None = None, *,
+                superseded: bool | None = False) -> list[tuple[int, str, float]]:
+        """(step, name, value) in logging order, optionally for one metric name; the values a
+        resume superseded are left out unless `superseded` is True (only them) or None (all)."""
+        sql = "SELECT step, name, value FROM metrics WHERE run_id = ?" + _superseded_clause(superseded)
         params: list[Any] = [run_id]
         if name is not None:
             sql += " AND name = ?"
@@ -408,17 +422,63 @@ class TrajectoryStore:
                 (run_id, step, os.fspath(path), policy_version, time.time(), metadata_json))
             return int(cur.lastrowid)
 
-    def checkpoints(self, run_id: str) -> list[CheckpointRecord]:
-        rows = self._conn().execute(f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE run_id = ? ORDER BY step, id",
-                                    (run_id,))
+    def checkpoints(self, run_id: str, *, superseded: bool | None = False) -> list[CheckpointRecord]:
+        """The run's checkpoints by step; those a resume superseded (it went back to an earlier
+        one) are left out unless `superseded` is True (only them) or None (all)."""
+        rows = self._conn().execute(f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE run_id = ?"
+                                    f"{_superseded_clause(superseded)} ORDER BY step, id", (run_id,))
         return [_checkpoint(r) for r in rows]
 
     def latest_checkpoint(self, run_id: str) -> CheckpointRecord | None:
-        """The checkpoint with the highest step (the latest recorded, on ties); None if none."""
+        """The checkpoint with the highest step (the latest recorded, on ties), not superseded; None if none."""
         row = self._conn().execute(
-            f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE run_id = ? ORDER BY step DESC, id DESC LIMIT 1",
-            (run_id,)).fetchone()
+            f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE run_id = ? AND superseded_at IS NULL "
+            "ORDER BY step DESC, id DESC LIMIT 1", (run_id,)).fetchone()
         return None if row is None else _checkpoint(row)
+
+    # -- exact resume ------------------------------------------------------------------------
+
+    def supersede_from(self, run_id: str, step: int, *, unconsumed: bool) -> dict[str, int]:
+        """A resume that redoes the steps from `step` on marks what the run recorded for them as
+        superseded, in one transaction: trajectories consumed at those steps, metrics logged at
+        them, checkpoints saved at them, and (with `unconsumed`) trajectories collected but never
+        trained on. They stay in the file; queries, exports and reports then see each step once.
+        Returns how many of each were marked."""
+        _check_step(step)
+        now = time.time()
+        trajectory_filter = "(step >= ? OR step IS NULL)" if unconsumed else "step >= ?"
+        with self._write() as conn:
+            _require_run(conn, run_id)
+            counts = {
+                "trajectories": conn.execute(
+                    f"UPDATE trajectories SET superseded_at = ? WHERE run_id = ? AND superseded_at IS NULL "
+                    f"AND {trajectory_filter}", (now, run_id, step)).rowcount,
+                "metrics": conn.execute("UPDATE metrics SET superseded_at = ? WHERE run_id = ? AND superseded_at IS NULL "
+                                        "AND step >= ?", (now, run_id, step)).rowcount,
+                "checkpoints": conn.execute("UPDATE checkpoints SET superseded_at = ? WHERE run_id = ? "
+                                            "AND superseded_at IS NULL AND step >= ?", (now, run_id, step)).rowcount,
+            }
+        return counts
+
+    def supersede_trajectories(self, ids: Iterable[str]) -> int:
+        """Mark untrained trajectories superseded (a restart regenerates their rollout: e.g. they
+        were sampled by weights a resume threw away). Trained ones are refused; returns how many
+        were newly marked."""
+        if isinstance(ids, str):
+            raise StoreError("supersede_trajectories takes a list of trajectory ids, got a single string")
+        wanted = list(dict.fromkeys(_check_text("trajectory id", i) for i in ids))
+        now, marked = time.time(), 0
+        with self._write() as conn:
+            for chunk in _chunks(wanted):
+                marks = ", ".join("?" * len(chunk))
+                trained = [r[0] for r in conn.execute(
+                    f"SELECT id FROM trajectories WHERE id IN ({marks}) AND step IS NOT NULL", chunk)]
+                if trained:
+                    raise StoreError(f"trajectories {_preview(trained)} were trained on; supersede their step with "
+                                     "supersede_from instead")
+                marked += conn.execute(f"UPDATE trajectories SET superseded_at = ? WHERE id IN ({marks}) "
+                                       "AND superseded_at IS NULL", (now, *chunk)).rowcount
+        return marked
 
     # -- labels (expert feedback; the review UI fills these) ---------------------------------
 
@@ -623,7 +683,8 @@ def _checkpoint(row: tuple[Any, ...]) -> CheckpointRecord:
 
 def _where(run_id: str | None = None, step: int | None = None, family: str | None = None,
            status: TrajectoryStatus | str | None = None, min_reward: float | None = None,
-           max_reward: float | None = None, consumed: bool | None = None) -> tuple[str, list[Any]]:
+           max_reward: float | None = None, consumed: bool | None = None,
+           superseded: bool | None = False) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     if run_id is not None:
@@ -647,7 +708,16 @@ def _where(run_id: str | None = None, step: int | None = None, family: str | Non
             params.append(float(bound))
     if consumed is not None:
         clauses.append("step IS NOT NULL" if consumed else "step IS NULL")
+    if superseded is not None:
+        clauses.append("superseded_at IS NOT NULL" if superseded else "superseded_at IS NULL")
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _superseded_clause(superseded: bool | None) -> str:
+    """The SQL (after a WHERE) that keeps live rows (False), superseded ones (True) or all (None)."""
+    if superseded is None:
+        return ""
+    return " AND superseded_at IS NOT NULL" if superseded else " AND superseded_at IS NULL"
 
 
 def _status_value(status: TrajectoryStatus | str) -> str:
