@@ -135,3 +135,50 @@ def test_a_crash_between_the_ledger_and_the_store_mark_is_repaired(tmp_path):
     state = StoreLedger(store, run_id, tmp_path).load()
     assert state.open == {} and state.finished == {}
     assert store.query_rows(consumed=True)[0]["step"] == 7
+
+
+def test_resume_from_a_checkpoint_reopens_lost_steps_and_regenerates_rollouts_of_lost_weights(tmp_path):
+    """The trainer trained steps 1 and 2, checkpointed only step 1 (version 1), then died with two
+    finished rollouts waiting: one sampled at version 1, one at version 2 (weights now lost)."""
+    store = TrajectoryStore(tmp_path)
+    run_id = store.add_run({})
+    ledger = StoreLedger(store, run_id, tmp_path)
+    for i in range(6):
+        ledger.record_submitted(i, {"i": i})
+    versions = {0: 0, 1: 0, 2: 1, 3: 1, 4: 1, 5: 2}
+    results = {i: _traj(i, version=versions[i]) for i in range(6)}
+    for i, traj in results.items():
+        ledger.record_finished(i, traj)
+    ledger.record_consumed([0, 1], [results[0], results[1]], 1)
+    ledger.record_consumed([2, 3], [results[2], results[3]], 2)  # lost: the checkpoint is step 1's
+
+    store.supersede_from(run_id, 2, unconsumed=False)  # what open_run does on resume (async loop)
+    resumed = StoreLedger(store, run_id, tmp_path, resumed_at=(1, 1))
+    state = resumed.load()
+    assert sorted(state.open) == [2, 3, 4, 5]  # step 2's tickets are open again
+    assert sorted(state.finished) == [4]  # 2 and 3 were superseded with step 2; 5 came from lost weights
+    assert state.finished[4].id == results[4].id  # reused as stored
+    assert store.count(run_id=run_id, superseded=True) == 3
+
+    produced = []
+
+    async def produce(spec):
+        produced.append(spec["i"])
+        return _traj(spec["i"], version=1)
+
+    config = SchedulerConfig(mode="windowed", batch_size=2, capacity=8, window=4)
+    sched = RolloutScheduler(produce, [{"i": i} for i in range(6)], config, current_version=lambda: 1,
+                             ledger=StoreLedger(store, run_id, tmp_path, resumed_at=(1, 1)))
+
+    async def second_life():
+        step = 1
+        async for b in sched.batches():
+            step += 1
+            b.ack(step)
+
+    asyncio.run(second_life())
+    assert sorted(produced) == [2, 3, 5]
+    assert _consumed_per_task(store) == {f"task-{i}": 1 for i in range(6)}, "each task trained on once"
+    assert collections.Counter(r["step"] for r in store.query_rows(consumed=True)) == {1: 2, 2: 2, 3: 2}
+    # a later restart replays the resume line: nothing is open, nothing is trained twice
+    assert StoreLedger(store, run_id, tmp_path).load().open == {}

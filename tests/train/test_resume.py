@@ -1,9 +1,12 @@
 """`forgerl train --resume` after a real `kill -9`: the run continues from its last checkpoint,
-no acknowledged trajectory is lost, and every step's metrics end up in the store."""
+no acknowledged trajectory is lost, and every step's metrics and training data end up in the
+store once (the redone step's first try is superseded)."""
 
 from __future__ import annotations
 
+import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,9 +67,15 @@ def test_kill_9_then_resume(tmp_path):
     with TrajectoryStore(run_dir) as store:
         assert len(store.runs()) == 1
         rows = {row["id"]: row for row in store.query_rows(run_id=run_id)}
-        assert acknowledged <= set(rows)  # nothing acknowledged was lost
+        kept = {row["id"] for row in store.query_rows(run_id=run_id, superseded=None)}
+        assert acknowledged <= kept  # nothing acknowledged was lost (the redone step's first try is kept, superseded)
         assert store.latest_checkpoint(run_id).step == 4
         steps = {s for s, _, _ in store.metrics(run_id)}
         assert steps == {0, 1, 2, 3, 4}  # 0: the evaluation before training
-        assert {r["step"] for r in rows.values() if r["step"] is not None} >= {3, 4}
+        # exact: each step once (step 3 was redone: its first try is superseded, not counted twice)
+        assert [s for s, _, _ in store.metrics(run_id, "rollout/reward")] == [1, 2, 3, 4]
+        per_step = collections.Counter(r["step"] for r in rows.values())
+        assert per_step == {s: 4 for s in (1, 2, 3, 4)}, per_step  # groups_per_step x group_size
+        assert store.count(run_id=run_id, superseded=True) >= 4
     assert (run_dir / "report.md").is_file()
+    assert re.findall(r"^\| (\d+) \|", (run_dir / "report.md").read_text(), flags=re.M) == ["0", "1", "2", "3", "4"]

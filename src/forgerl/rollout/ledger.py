@@ -8,6 +8,12 @@ one fsynced line per event. After a crash (`kill -9` of the trainer included) `l
 queue: finished-but-untrained tickets are offered again as they are, submitted-but-unfinished ones
 are generated again in their place, and the task stream resumes after the last submitted spec.
 A torn last line (the process died mid-write) is ignored: that event had not been acknowledged.
+
+Resuming from a checkpoint (`resumed_at=(step, version)`) is exact: the training of the steps after
+the checkpoint was lost with the weights, so tickets consumed there are open again (their stored
+trajectories were superseded by the resume: they are generated again), and finished rollouts that
+were sampled by a policy version after the checkpoint's came from weights that no longer exist
+(superseded, generated again). A `resume` line records this, so a later restart replays it.
 """
 
 from __future__ import annotations
@@ -37,10 +43,12 @@ class LedgerState:
 class StoreLedger:
     """The scheduler's durable record, in `store` (trajectories) and `run_dir/rollout_ledger.jsonl`."""
 
-    def __init__(self, store: TrajectoryStore, run_id: str, run_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, store: TrajectoryStore, run_id: str, run_dir: str | os.PathLike[str], *,
+                 resumed_at: tuple[int, int] | None = None) -> None:
         self.store = store
         self.run_id = run_id
         self.path = Path(run_dir) / LEDGER_FILENAME
+        self.resumed_at = resumed_at  # (step, policy version) of the checkpoint this life continues from
         self._ids: dict[int, list[str]] = {}  # ticket -> ids of its stored trajectories
 
     # -- writes (each durable when it returns) -------------------------------------------
@@ -76,21 +84,29 @@ class StoreLedger:
     # -- recovery ------------------------------------------------------------------------
     def load(self) -> LedgerState:
         state = LedgerState()
-        closed: set[int] = set()
+        dropped: set[int] = set()
         discarded: set[str] = set()
         specs: dict[int, Any] = {}
         consumed_at: dict[int, int] = {}
-        for event in self._events():
+        events = self._events()
+        if self.resumed_at is not None:  # durable before anything of this life is recorded
+            resume = {"op": "resume", "i": [], "step": self.resumed_at[0]}
+            self._append(resume)
+            events.append(resume)
+        for event in events:
             op, idx = event["op"], event["i"]
             if op == "submit":
                 specs[idx] = event["spec"]
                 state.next_index = max(state.next_index, idx + 1)
-            elif op in ("consumed", "dropped"):
-                closed.update(idx)
-                if op == "consumed":
-                    consumed_at.update({i: event["step"] for i in idx})
+            elif op == "dropped":
+                dropped.update(idx)
+            elif op == "consumed":
+                consumed_at.update({i: event["step"] for i in idx})
             elif op == "requeue":
                 discarded.update(event.get("discard", []))
+            elif op == "resume":  # training after that step was lost: its tickets are open again
+                consumed_at = {i: step for i, step in consumed_at.items() if step <= event["step"]}
+        closed = dropped | set(consumed_at)
         groups: dict[int, list[Trajectory]] = {}
         is_list: dict[int, bool] = {}
         # only untrained trajectories matter (a consumed one closes its ticket: `mark_consumed`
@@ -104,6 +120,9 @@ class StoreLedger:
         for idx, items in groups.items():  # trained on, but the crash came before the store's mark
             if idx in consumed_at:
                 self.store.mark_consumed([t.id for t in items], consumed_at[idx])
+        if self.resumed_at is not None:  # sampled by weights the resume threw away: generated again
+            lost = [idx for idx, items in groups.items() if idx not in closed and _newest_version(items) > self.resumed_at[1]]
+            self.store.supersede_trajectories([t.id for idx in lost for t in groups.pop(idx)])
         for idx, spec in specs.items():
             items = groups.get(idx, [])
             if idx in closed:
@@ -135,6 +154,10 @@ class StoreLedger:
                     break  # torn last line: never acknowledged
                 raise ConfigError(f"{self.path} line {n + 1} is corrupt (not JSON); the ledger cannot be trusted") from None
         return events
+
+
+def _newest_version(items: list[Trajectory]) -> int:
+    return max((c.policy_version for t in items for c in t.calls), default=-1)
 
 
 def _as_list(result: Any) -> list[Trajectory]:

@@ -101,10 +101,10 @@ def run_async_training(config: TrainConfig, scheduler: SchedulerConfig | None = 
         raise ValueError(f"scheduler.batch_size ({scheduler.batch_size}) must equal groups_per_step "
                          f"({config.groups_per_step}): a batch is one step's groups")
     start = time.perf_counter()
-    run = open_run(config, resume=resume)
+    run = open_run(config, resume=resume, keep_unconsumed=True)  # the ledger offers untrained rollouts again
     result = TrainResult(run_dir=str(run.run_dir))
     try:
-        asyncio.run(_train(run, scheduler, result, on_step))
+        asyncio.run(_train(run, scheduler, result, on_step, resumed=resume))
     finally:
         close_run(run)
     result.seconds = time.perf_counter() - start
@@ -112,12 +112,12 @@ def run_async_training(config: TrainConfig, scheduler: SchedulerConfig | None = 
 
 
 async def _train(run: Run, sched_cfg: SchedulerConfig, result: TrainResult,
-                 on_step: Callable[[int, dict[str, float]], None] | None) -> None:
+                 on_step: Callable[[int, dict[str, float]], None] | None, *, resumed: bool = False) -> None:
     cfg = run.config
     if run.step == 0:
         result.eval_rewards.append((0, await evaluate(run)))
         run.log({"eval/reward": result.eval_rewards[0][1]})
-    ledger = StoreLedger(run.store, run.run_id, run.run_dir)
+    ledger = StoreLedger(run.store, run.run_id, run.run_dir, resumed_at=(run.step, run.version) if resumed else None)
     scheduler = RolloutScheduler(lambda spec: rollout_group(run, spec), group_specs(cfg), sched_cfg,
                                  current_version=lambda: run.version, ledger=ledger)
     async for batch in scheduler.batches(max_batches=max(0, cfg.steps - run.step)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from forgerl.train.config import TrainConfig, load_config
 
@@ -26,16 +26,13 @@ def run_train(config_path: str | None = None, *, resume: bool = False, **overrid
     )
     from forgerl.train.report import write_report
 
+    from forgerl.errors import ForgerlError
+
     console = Console()
-    if resume:  # the run's own config; only --steps may change (to extend the run)
-        if config_path is not None or overrides.get("run_dir") is None:
-            console.print("[red]--resume takes --run-dir (the run to continue) and no config file: "
-                          "the run keeps the config stored in its directory[/]")
-            raise SystemExit(2)
-        stored = Path(overrides["run_dir"]) / "config.toml"
-        config = load_config(stored, steps=overrides.get("steps"))
-    else:
-        config = load_config(config_path, **overrides)
+    try:
+        config = _resume_config(console, config_path, overrides) if resume else load_config(config_path, **overrides)
+    except ForgerlError as exc:
+        _exit_with(exc)
     console.print(f"[bold]forgerl train[/]: model={config.model} env={config.env} difficulty={config.difficulty} "
                   f"loss={config.loss.name} steps={config.steps} groups={config.groups_per_step}x{config.group_size} "
                   f"run_dir={config.run_dir}{' (resume)' if resume else ''}")
@@ -54,11 +51,44 @@ def run_train(config_path: str | None = None, *, resume: bool = False, **overrid
         row.add_row(str(step), *(f"{metrics[k]:.3f}" if k in metrics else "" for k, _ in LIVE_COLUMNS))
         console.print(row)
 
-    result = train(config, resume=resume, on_step=show)
+    try:
+        result = train(config, resume=resume, on_step=show)
+    except ForgerlError as exc:  # a damaged checkpoint, an inconsistent run directory: one line, no traceback
+        _exit_with(exc)
     report = write_report(config.run_dir)
     evals = ", ".join(f"step {s}: {r:.3f}" for s, r in result.eval_rewards)
     console.print(f"held-out reward: {evals}")
     console.print(f"done in {time.perf_counter() - start:.0f} s; report: {report}")
+
+
+def _exit_with(exc: Exception) -> NoReturn:
+    """The error on one line on stderr (not wrapped: it names files to copy), exit status 2."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    raise SystemExit(2) from None
+
+
+def _resume_config(console: Any, config_path: str | None, overrides: dict[str, Any]) -> TrainConfig:
+    """The config of the run in --run-dir, from its own config.toml; only --steps may change (to
+    extend the run). The directory named on the command line is the run: a copied or moved run
+    directory resumes itself, whatever run_dir its config.toml names (it is rewritten on open)."""
+    from forgerl.errors import ConfigError
+
+    run_dir = overrides.get("run_dir")
+    if config_path is not None or run_dir is None:
+        raise ConfigError("--resume takes --run-dir (the run to continue) and no config file: the run keeps the "
+                          "config stored in its directory")
+    stored = Path(run_dir) / "config.toml"
+    if not stored.is_file():
+        raise ConfigError(f"cannot resume {run_dir}: it has no config.toml (not a forgerl run directory, or an "
+                          "incomplete copy: copy the whole run directory)")
+    named = load_config(stored).run_dir
+    if Path(named).resolve() != Path(run_dir).resolve():
+        console.print(f"resuming the run in {run_dir} (its config.toml named {named}: a copied or moved run "
+                      "continues in its new place)", markup=False, highlight=False, soft_wrap=True)
+    return load_config(stored, steps=overrides.get("steps"), run_dir=str(run_dir))
 
 
 def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples: int = 1500, steps: int = 600,

@@ -1,18 +1,19 @@
 """A training run's state on disk and in memory: run directory, store, policy, engine, optimizer,
 checkpoints and metric sinks.
 
-Checkpoints are written to a temporary directory and renamed into place before the store records
-them, so a recorded checkpoint is always complete. Resuming loads the latest recorded checkpoint
-(weights incl. buffers such as the MoE selection bias, optimizer state, step, policy version, RNG);
-rollout seeds derive from (seed, step), so the steps redone after a crash sample the same tasks.
+Checkpoints (train/checkpoint.py) are written to a temporary directory with a sha256 per file and
+renamed into place before the store records them, so a recorded checkpoint is always complete;
+resuming verifies and loads the latest one that is good (weights incl. buffers such as the MoE
+selection bias, optimizer state, step, policy version, RNG), falling back to the previous one with a
+warning. Resume is exact: the run directory given is the run (a copy resumes itself), and what the
+run recorded after the checkpoint it resumes from (trajectories, metrics, TensorBoard events, later
+checkpoints) is superseded, so each step is seen once; rollout seeds derive from (seed, step), so the
+steps redone after a crash sample the same tasks.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from forgerl.chat.base import ChatFormat
 from forgerl.errors import ConfigError
 from forgerl.model.moe import ExpertLoadTracker
 from forgerl.store import TrajectoryStore
+from forgerl.train.checkpoint import checkpoint_dir, restore_latest, write_checkpoint
 from forgerl.train.config import TrainConfig, dump_config, public_config
 from forgerl.train.lora import add_lora, inference_weights
 
@@ -61,7 +63,10 @@ class Run:
             sink(self.step, metrics)
 
 
-def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
+def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool = False) -> Run:
+    """Open a new run in `config.run_dir`, or (resume) continue the one there from its latest good
+    checkpoint, superseding what it recorded after that checkpoint. `keep_unconsumed`: leave the
+    collected-but-untrained trajectories live (the async loop's ledger offers them again)."""
     from forgerl.engine.llm import LLMEngine
     from forgerl.model.loading import load_policy, resolve_device, resolve_dtype
     from forgerl.review.train_hook import load_training_reward_model
@@ -113,44 +118,36 @@ def open_run(config: TrainConfig, *, resume: bool = False) -> Run:
     run = Run(config, run_dir, store, run_id, policy, tokenizer, fmt, engine, optimizer, ExpertLoadTracker(policy))
     run.reward_model = reward_model
     run.compute_dtype = compute_dtype
-    run.sinks.append(_tensorboard_sink(run_dir))
-    if resume:
-        _load_latest_checkpoint(run)
+    purge_from: int | None = None
+    try:
+        if resume:
+            purge_from = run.step + 1 if _load_latest_checkpoint(run) else 0
+            store.supersede_from(run_id, purge_from, unconsumed=not keep_unconsumed)
+        run.sinks.append(_tensorboard_sink(run_dir, purge_step=purge_from))
+    except BaseException:
+        close_run(run)
+        raise
     return run
 
 
 def save_checkpoint(run: Run) -> Path:
-    from safetensors.torch import save_model
-
-    final = run.run_dir / "checkpoints" / f"step_{run.step:06d}"
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    # save_model, not save_file(state_dict()): tied weights (SmolLM2's embedding = LM head) are one
-    # tensor under two names, which save_file refuses; save_model stores it once, load_model re-ties
-    save_model(run.policy, str(tmp / "model.safetensors"))
-    torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": run.step, "version": run.version, "time": time.time()}))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    """Write the run's checkpoint for its current step (atomically, with checksums), then record it."""
+    final = write_checkpoint(checkpoint_dir(run.run_dir, run.step), run.policy, run.optimizer,
+                             {"step": run.step, "version": run.version, "time": time.time()})
     run.store.add_checkpoint(run.run_id, run.step, final, policy_version=run.version)
     return final
 
 
-def _load_latest_checkpoint(run: Run) -> None:
-    from safetensors.torch import load_model
-
-    record = run.store.latest_checkpoint(run.run_id)
-    if record is None:
-        return
-    path = Path(record.path)
-    load_model(run.policy, str(path / "model.safetensors"))
-    run.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
-    state = json.loads((path / "state.json").read_text())
+def _load_latest_checkpoint(run: Run) -> bool:
+    """Load the run's latest good checkpoint into it (falling back past damaged ones, with a
+    warning) and push its weights to the engine; False when the run has no checkpoint yet."""
+    restored = restore_latest(run.run_dir, run.store.checkpoints(run.run_id), run.policy, run.optimizer)
+    if restored is None:
+        return False
+    _, state = restored
     run.step, run.version = state["step"], state["version"]
     run.engine.update_weights(inference_weights(run.policy), run.version)
+    return True
 
 
 def close_run(run: Run) -> None:
@@ -164,10 +161,12 @@ def close_run(run: Run) -> None:
 
 
 class _TensorBoardSink:
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        # purge_step: on resume, TensorBoard hides the events of the steps being redone (those at
+        # or after it, from the files of earlier lives of the run), so each step shows once
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
@@ -178,9 +177,9 @@ class _TensorBoardSink:
         self.writer.close()
 
 
-def _tensorboard_sink(run_dir: Path) -> Any:
+def _tensorboard_sink(run_dir: Path, purge_step: int | None = None) -> Any:
     """TensorBoard event files when the optional `tensorboard` package is installed; else nothing."""
     try:
-        return _TensorBoardSink(run_dir / "tensorboard")
+        return _TensorBoardSink(run_dir / "tensorboard", purge_step)
     except ImportError:
         return lambda step, metrics: None
