@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 
 from forgerl.envs.base import make_env, run_gold, sample_task
 from forgerl.envs.swe import FAMILY, SweEnv, load_swe_tasks
+from forgerl.envs.swe.env import SEARCH_WALL_S
 from forgerl.envs.swe.pipeline import ISSUE_TEST_FILE
 from forgerl.errors import ToolError
 from forgerl.types import ToolCall, Trajectory
@@ -173,3 +175,34 @@ def test_reset_twice_replaces_the_sandbox():
     assert not old_workspace.exists() and env._sandbox.workspace.exists()
     assert env.task is second and not env.done
     asyncio.run(env.close())
+
+
+def test_a_catastrophic_regex_is_stopped_and_does_not_stall_the_event_loop(env):
+    """(a+)+$ against a run of a's that ends in b backtracks exponentially: `re` in the server's
+    process held the event loop (and the GIL) for as long as that took (issue 26, item 3)."""
+    env._sandbox.write_file("slow.txt", "a" * 40 + "b\n")
+
+    async def search_while_ticking() -> tuple[str, int, float]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        started = time.monotonic()
+        try:
+            await env.execute(ToolCall(name="search", arguments={"pattern": "(a+)+$", "path": "slow.txt"}))
+            outcome = "returned"
+        except ToolError as exc:
+            outcome = str(exc)
+        finally:
+            ticker.cancel()
+        return outcome, ticks, time.monotonic() - started
+
+    outcome, ticks, elapsed = asyncio.run(search_while_ticking())
+    assert "took longer than" in outcome and "simplify the pattern" in outcome
+    assert elapsed < SEARCH_WALL_S + 5
+    assert ticks >= 10  # the loop kept running while the search did

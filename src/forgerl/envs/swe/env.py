@@ -13,8 +13,10 @@ nothing else the agent left in its workspace (a conftest.py, edited tests) reach
 from __future__ import annotations
 
 import asyncio
+import json
 import posixpath
 import re
+import sys
 from typing import Any
 
 from forgerl.envs.base import Environment, Task, Verdict
@@ -32,6 +34,24 @@ MAX_SEARCH_RESULTS = 60
 MAX_OBSERVATION_CHARS = 12_000
 SHELL_WALL_S = 60.0
 VERIFY_WALL_S = 120.0
+SEARCH_WALL_S = 5.0
+SEARCH_SCRIPT = """
+import json, re, sys
+request = json.load(sys.stdin)
+regex, found = re.compile(request["pattern"]), 0
+for rel in request["files"]:
+    try:
+        with open(rel, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        continue
+    for n, line in enumerate(lines, start=1):
+        if regex.search(line):
+            print(f"{rel}:{n}: {line.strip()[:200]}", flush=True)
+            found += 1
+            if found >= request["max"]:
+                sys.exit(0)
+"""
 
 SYSTEM_PROMPT = (
     "You are a software engineer working in a sandboxed repository. Use the tools to read, search "
@@ -247,25 +267,31 @@ class SweEnv(Environment):
         return f"{rel} (lines {start}-{end} of {len(lines)}):\n{body}{more}"
 
     async def _search(self, args: dict[str, Any]) -> str:
+        """grep -rn with Python regexes, run in the sandbox as its own process: a pattern that
+        backtracks catastrophically is killed at SEARCH_WALL_S instead of holding the event loop
+        (`re` keeps the GIL, so a thread would not help)."""
         pattern = _str_arg(args, "pattern")
         try:
-            regex = re.compile(pattern)
+            re.compile(pattern)
         except re.error as exc:
             raise ToolError(f"invalid regular expression {pattern!r}: {exc}") from None
         scope = self._rel(args["path"]) if args.get("path") not in (None, "", ".") else "."
         files = [f for f in self._sandbox.list_files() if scope == "." or f == scope or f.startswith(scope + "/")]
-        hits: list[str] = []
-        for rel in files:
-            try:
-                text = self._sandbox.read_file(rel)
-            except (SandboxError, UnicodeDecodeError, OSError):
-                continue
-            for n, line in enumerate(text.splitlines(), start=1):
-                if regex.search(line):
-                    hits.append(f"{rel}:{n}: {line.strip()[:200]}")
-                    if len(hits) >= MAX_SEARCH_RESULTS:
-                        note = f"[stopped after {MAX_SEARCH_RESULTS} matches; narrow the pattern or path]"
-                        return "\n".join(hits) + "\n" + note
+        request = json.dumps({"pattern": pattern, "files": files, "max": MAX_SEARCH_RESULTS})
+        # -I: the workspace is not on sys.path, so a file there cannot shadow `re` or `json`
+        result = await self._sandbox.run([sys.executable, "-I", "-c", SEARCH_SCRIPT], stdin=request,
+                                         limits=make_limits(SEARCH_WALL_S))  # fmt: skip
+        if result.timed_out or result.exit_code != 0:
+            if result.timed_out or "Killed" in result.stderr or result.exit_code < 0:
+                raise ToolError(
+                    f"the search took longer than {SEARCH_WALL_S:.0f} s and was stopped; simplify the pattern "
+                    "(nested quantifiers such as (a+)+ backtrack exponentially) or narrow the path"
+                )
+            raise ToolError(f"the search failed: {result.stderr[-300:]}")
+        hits = result.stdout.splitlines()
+        if len(hits) >= MAX_SEARCH_RESULTS:
+            note = f"[stopped after {MAX_SEARCH_RESULTS} matches; narrow the pattern or path]"
+            return "\n".join(hits[:MAX_SEARCH_RESULTS]) + "\n" + note
         return "\n".join(hits) if hits else f"no matches for {pattern!r}"
 
     async def _edit_file(self, args: dict[str, Any]) -> str:
