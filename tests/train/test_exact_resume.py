@@ -160,3 +160,30 @@ def test_a_damaged_checkpoint_is_one_line_and_exit_2_from_forgerl_train(tmp_path
     with pytest.raises(SystemExit):
         run_train(resume=True, run_dir=str(tmp_path / "not-a-run"))
     assert "has no config.toml" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~30 s of CPU: the windowed loop, 3 + 2 real steps of a tiny model
+def test_the_async_loop_resumed_after_a_crash_trains_each_step_once(tmp_path):
+    from forgerl.rollout.scheduler import SchedulerConfig
+    from forgerl.rollout.train import run_async_training
+
+    run_dir = tmp_path / "run"
+    config = load_config(None, **CONFIG, steps=4, run_dir=str(run_dir))
+    scheduler = SchedulerConfig(batch_size=2, capacity=4, max_staleness=2)
+
+    def die_after_step_3(step, metrics):
+        if step == 3:  # logged and acknowledged, not checkpointed (the checkpoint is step 2's)
+            raise Crash("killed after step 3")
+
+    with pytest.raises(Crash):
+        run_async_training(config, scheduler, on_step=die_after_step_3)
+    run_async_training(config, scheduler, resume=True)
+    with TrajectoryStore(run_dir) as store:
+        run_id = store.runs()[0].id
+        per_step = collections.Counter(r["step"] for r in store.query_rows(run_id=run_id, consumed=True))
+        assert per_step == {1: BATCH, 2: BATCH, 3: BATCH, 4: BATCH}
+        assert [s for s, _, _ in store.metrics(run_id, "rollout/reward")] == [1, 2, 3, 4]
+        assert store.count(run_id=run_id, superseded=True) >= BATCH  # step 3's first try
+        tasks = collections.Counter(t.group_id for t in store.query(run_id=run_id, consumed=True))
+        assert set(tasks.values()) == {CONFIG["group_size"]}, "each task's group trained on once"
+    assert tensorboard_steps(run_dir, "rollout/reward") == [1, 2, 3, 4]

@@ -12,7 +12,8 @@ COLUMNS = ("rollout/reward", "rollout/pass_rate", "rollout/verifier_reward", "ro
 
 
 def metric_table(store: TrajectoryStore, run_id: str) -> dict[int, dict[str, float]]:
-    """step -> {metric: value}; a step logged twice (redone after a resume) keeps its last value."""
+    """step -> {metric: value}. A step redone after a resume is seen once: the store leaves out
+    the values the resume superseded."""
     table: dict[int, dict[str, float]] = {}
     for step, name, value in store.metrics(run_id):
         table.setdefault(step, {})[name] = value
