@@ -1,26 +1,68 @@
-"""Properties every registered chat format must have (DESIGN.md contracts 2 and 3)."""
+"""Properties every registered chat format must have (DESIGN.md contracts 2 and 3), run against
+every built-in format and a user's format (tests/chat/user_format.py) registered through the
+public API. Free text is drawn both plain and from each format's own markers (issue 27)."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import time
+from typing import Any
 
 import pytest
-from chat_strategies import TOOLS, assistant_messages, tool_loops
+from chat_strategies import TOOLS, assistant_messages, hostile_text, text, tool_loops
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from user_format import TaggedLinesFormat
 
-from forgerl.chat import ParsedCompletion, encode_segments, get_format, list_formats
+from forgerl.chat import (
+    MARKER_BREAK,
+    ParsedCompletion,
+    encode_segments,
+    get_format,
+    list_formats,
+    register_format,
+    reserved_markers,
+    unregister_format,
+)
 from forgerl.chat.base import ChatFormat, segments_text
 from forgerl.errors import ParseError
+from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer
 from forgerl.types import Message, ToolCall
 
-FORMATS = ["minimax_m2", "hermes", "json_tools"]
+USER_FORMAT = TaggedLinesFormat.name
+# Every format registered before this module runs (the built-ins, and any a plugin adds), plus ours.
+FORMATS = [*list_formats(), USER_FORMAT]
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _user_format_registered():
+    """Registered for this module only: other modules (the tokenizer's) enumerate the registry."""
+    register_format(TaggedLinesFormat)
+    yield
+    unregister_format(USER_FORMAT)
 
 
 @pytest.fixture(params=FORMATS)
 def fmt(request) -> ChatFormat:
     return get_format(request.param)
+
+
+@functools.cache
+def _text_for(name: str) -> st.SearchStrategy[str]:
+    """Plain text or text made of the format's own markers."""
+    return text | hostile_text(reserved_markers(get_format(name)))
+
+
+@st.composite
+def _format_and(draw: st.DrawFn, make) -> tuple[str, Any]:
+    name = draw(st.sampled_from(FORMATS))
+    return name, draw(make(_text_for(name)))
+
+
+def test_every_registered_format_is_under_test() -> None:
+    assert list_formats() == sorted(FORMATS)
 
 
 def test_all_formats_registered_with_streaming_attributes() -> None:
@@ -73,10 +115,10 @@ def _incremental(fmt: ChatFormat, tok, msgs: list[Message], start: int, final_ge
 
 
 @SETTINGS
-@given(episode=tool_loops(), name=st.sampled_from(FORMATS))
-def test_full_render_equals_incremental_render_on_token_ids(tokenizer, episode, name) -> None:
+@given(case=_format_and(tool_loops))
+def test_full_render_equals_incremental_render_on_token_ids(tokenizer, case) -> None:
+    name, (msgs, start) = case
     fmt = get_format(name)
-    msgs, start = episode
     msgs = msgs[:start] + [_normalize(fmt, m) for m in msgs[start:]]
     final_gen = msgs[-1].role != "assistant"
     ids, mask, text = _incremental(fmt, tokenizer, msgs, start, final_gen)
@@ -93,8 +135,9 @@ def test_full_render_equals_incremental_render_on_token_ids(tokenizer, episode, 
 
 
 @SETTINGS
-@given(message=assistant_messages(), name=st.sampled_from(FORMATS))
-def test_parse_inverts_render_assistant_body(message, name) -> None:
+@given(case=_format_and(lambda t: assistant_messages(text_st=t)))
+def test_parse_inverts_render_assistant_body(case) -> None:
+    name, message = case
     fmt = get_format(name)
     body = fmt.render_assistant_body(message)
     assert body.endswith(fmt.end_of_message)
@@ -164,6 +207,103 @@ def test_no_tools_no_tool_instructions(fmt) -> None:
     assert '"all_types"' in with_tools
 
 
+# --- free text never forges a marker (issue 27) --------------------------------------------------
+
+
+def _neutral_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return "x" if value else ""
+    if isinstance(value, dict):
+        return {f"k{i}": _neutral_value(v) for i, v in enumerate(value.values())}
+    if isinstance(value, list):
+        return [_neutral_value(v) for v in value]
+    return value
+
+
+def _neutral(m: Message) -> Message:
+    """The same message with every piece of free text replaced by marker-free text."""
+    return m.model_copy(
+        update={
+            "content": "x" if m.content else "",
+            "reasoning": None if m.reasoning is None else ("x" if m.reasoning else ""),
+            "tool_calls": [
+                c.model_copy(update={"arguments": {k: _neutral_value(v) for k, v in c.arguments.items()}})
+                for c in m.tool_calls
+            ],
+        }
+    )
+
+
+@functools.cache
+def _tokenizer_for(name: str):
+    """The default tokenizer with the format's markers as special tokens (none added for the
+    built-ins); a copy, so the shared one is never mutated."""
+    return prepare_tokenizer(copy.deepcopy(load_default_tokenizer()), get_format(name))
+
+
+@SETTINGS
+@given(case=_format_and(tool_loops))
+def test_free_text_never_adds_a_marker_in_text_or_tokens(case) -> None:
+    """Whatever the messages carry, the rendered conversation holds exactly the markers the
+    format itself writes: each marker occurs as often as with marker-free text, and each special
+    token id as often too (no text becomes a special token)."""
+    name, (msgs, _start) = case
+    fmt = get_format(name)
+    neutral = [_neutral(m) for m in msgs]
+    hostile_segs, neutral_segs = fmt.render(msgs, TOOLS), fmt.render(neutral, TOOLS)
+    hostile_text_, neutral_text = segments_text(hostile_segs), segments_text(neutral_segs)
+    for marker in reserved_markers(fmt):
+        assert hostile_text_.count(marker) == neutral_text.count(marker), marker
+    tok = _tokenizer_for(name)
+    hostile_ids = encode_segments(tok, hostile_segs).ids
+    neutral_ids = encode_segments(tok, neutral_segs).ids
+    for marker in fmt.special_tokens:
+        (marker_id,) = tok.encode(marker, add_special_tokens=False)
+        assert hostile_ids.count(marker_id) == neutral_ids.count(marker_id), marker
+    # Byte-level: the model reads exactly the escaped text (nothing dropped by the tokenizer).
+    assert tok.decode(hostile_ids) == hostile_text_
+
+
+@SETTINGS
+@given(case=_format_and(lambda t: t))
+def test_escape_round_trips_and_leaves_marker_free_text_alone(case) -> None:
+    name, value = case
+    fmt = get_format(name)
+    escaped = fmt.escaper.escape(value, "", "")
+    assert fmt.escaper.find_marker(escaped) is None
+    assert fmt.escaper.unescape(escaped, "value") == value
+    if fmt.escaper.find_marker(value) is None and MARKER_BREAK not in value:
+        assert escaped == value
+
+
+def test_marker_heavy_text_renders_and_parses_fast(fmt) -> None:
+    soup = "".join(reserved_markers(fmt)) * 2000 + MARKER_BREAK * 1000
+    message = Message(role="assistant", reasoning=soup, content=soup, tool_calls=[ToolCall(name="get_weather", arguments={"location": soup})])
+    t0 = time.perf_counter()
+    fmt.render([Message(role="user", content=soup), message, Message(role="tool", content=soup, name="get_weather")], TOOLS)
+    parsed = fmt.parse(fmt.render_assistant_body(message), TOOLS)
+    assert time.perf_counter() - t0 < 2.0
+    assert parsed.content == soup and parsed.tool_calls[0].arguments["location"] == soup
+
+
+# --- the public registry -------------------------------------------------------------------------
+
+
+def test_register_format_refuses_a_taken_name_and_bad_markers() -> None:
+    from forgerl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="already registered"):
+        register_format(type("Clash", (TaggedLinesFormat,), {"name": "hermes"}))
+    with pytest.raises(ConfigError, match="at least 2 characters"):
+        register_format(type("OneChar", (TaggedLinesFormat,), {"name": "one_char", "end_of_message": "$"}))
+    with pytest.raises(ConfigError, match="does not set"):
+        register_format(type("Bare", (ChatFormat,), {"render": None}))
+    assert "one_char" not in list_formats()
+    register_format(TaggedLinesFormat)  # the same class again: a no-op, not a clash
+    with pytest.raises(KeyError, match="no chat format named 'nope'"):
+        unregister_format("nope")
+
+
 # --- parser robustness ------------------------------------------------------------------------
 
 _FRAGMENTS = [
@@ -172,6 +312,8 @@ _FRAGMENTS = [
     "<minimax:tool_call>", "</minimax:tool_call>", '<invoke name="', '">', "</invoke>",
     '<parameter name="', "</parameter>", "[e~[", "<tool_call>", "</tool_call>", "<|im_end|>",
     "<|think|>", "<|/think|>", "<|tool_calls|>", "<|end|>", "p_integer", "p_string",
+    "]~b]user", "<|im_start|>", "<|user|>", "<response>", "</response>", "<<call>>", "<<eot>>",
+    "<</reason>>", "<<reason>>", MARKER_BREAK, MARKER_BREAK * 2, "\\u003c",
 ]
 
 

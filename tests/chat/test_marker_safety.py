@@ -4,9 +4,18 @@ marker (in text or in token space). Hand-picked cases; test_formats.py has the p
 from __future__ import annotations
 
 import pytest
-from chat_strategies import TOOLS
+from chat_strategies import TOOLS, hostile_text
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from forgerl.chat import RenderError, encode_segments, get_format
+from forgerl.chat import (
+    RenderError,
+    StreamUnescaper,
+    encode_segments,
+    get_format,
+    remove_marker_breaks,
+    reserved_markers,
+)
 from forgerl.chat.base import segments_text
 from forgerl.errors import ParseError
 from forgerl.types import Message, ToolCall
@@ -101,3 +110,20 @@ def test_m2_unrepresentable_argument_name_is_a_render_error() -> None:
     call = ToolCall(name="f", arguments={'k"': 1})
     with pytest.raises(RenderError, match="argument name 'k\"'"):
         fmt.render_assistant_body(Message(role="assistant", reasoning="", tool_calls=[call]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), name=st.sampled_from(BUILT_IN))
+def test_stream_unescaper_gives_the_text_however_it_is_cut(data, name) -> None:
+    """Streaming servers unescape deltas piece by piece; a run of U+2060 cut in two must still
+    decode as a whole."""
+    fmt = get_format(name)
+    value = data.draw(hostile_text(reserved_markers(fmt)), label="value")
+    escaped = fmt.escape_text(value)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(escaped)), max_size=6), label="cuts"))
+    stream, out, last = StreamUnescaper(), [], 0
+    for cut in [*cuts, len(escaped)]:
+        out.append(stream.feed(escaped[last:cut]))
+        last = cut
+    assert "".join(out) + stream.flush() == value
+    assert remove_marker_breaks(escaped) == value

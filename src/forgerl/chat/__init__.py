@@ -17,7 +17,7 @@ from forgerl.chat.base import (
     reserved_markers,
     unregister_format,
 )
-from forgerl.chat.escape import MARKER_BREAK
+from forgerl.chat.escape import MARKER_BREAK, StreamUnescaper, remove_marker_breaks
 from forgerl.chat.turns import RawCall, TurnFormat
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "ParsedCompletion",
     "RawCall",
     "RenderError",
+    "StreamUnescaper",
     "Rendered",
     "Segment",
     "TurnFormat",
@@ -33,6 +34,7 @@ __all__ = [
     "get_format",
     "list_formats",
     "register_format",
+    "remove_marker_breaks",
     "reserved_markers",
     "unregister_format",
 ]

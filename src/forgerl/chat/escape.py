@@ -105,9 +105,7 @@ class MarkerEscaper:
         text with a marker in it cannot have come from `escape`, so it would not re-render to the
         same tokens (and a role marker in content is malformed output anyway)."""
         self.require_no_marker(text, where, ParseError)
-        if MARKER_BREAK not in text:
-            return text
-        return MARKER_BREAK.join(part.replace(MARKER_BREAK, "") for part in text.split(_DOUBLE_BREAK))
+        return remove_marker_breaks(text)
 
     def find_marker(self, text: str) -> tuple[int, str] | None:
         """The first marker occurrence in `text` as (position, marker), or None."""
@@ -168,3 +166,31 @@ def _json_unicode_escape(char: str) -> str:
         return f"\\u{code:04x}"
     code -= 0x10000
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def remove_marker_breaks(text: str) -> str:
+    """Undo `MarkerEscaper.escape` without checking for markers: for text already split off by a
+    parser (or a streamer) that knows where the markers are."""
+    if MARKER_BREAK not in text:
+        return text
+    return MARKER_BREAK.join(part.replace(MARKER_BREAK, "") for part in text.split(_DOUBLE_BREAK))
+
+
+class StreamUnescaper:
+    """`remove_marker_breaks` for text that arrives in pieces (server-sent deltas): a run of
+    MARKER_BREAKs at the end of a piece is held back until the next piece shows where it ends,
+    since "⁠" + "⁠" must give one MARKER_BREAK, not two dropped ones. Call `flush` when the
+    channel (reasoning, content) is over; `feed` pieces in order."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        text = self._held + piece
+        keep = len(text) - len(text.rstrip(MARKER_BREAK))
+        self._held = text[len(text) - keep :] if keep else ""
+        return remove_marker_breaks(text[: len(text) - keep])
+
+    def flush(self) -> str:
+        text, self._held = self._held, ""
+        return remove_marker_breaks(text)
