@@ -84,6 +84,9 @@ def _engine(cfg: Any, checkpoint: Path | None) -> Any:
     if checkpoint is not None:
         from safetensors.torch import load_file
 
+        from forgerl.train.checkpoint import verify_checkpoint
+
+        verify_checkpoint(checkpoint)  # a damaged file is a CheckpointError naming it, not garbage weights
         engine.update_weights(load_file(str(checkpoint / "model.safetensors")), cfg.steps)
     return engine
 

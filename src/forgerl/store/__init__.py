@@ -6,7 +6,14 @@ why, `migrations.py` for the schema, `export.py` for JSONL/Parquet.
 """
 
 from forgerl.store.aio import AsyncTrajectoryStore
-from forgerl.store.errors import DuplicateTrajectoryError, SchemaVersionError, StoreError, UnknownRecordError
+from forgerl.store.errors import (
+    DuplicateTrajectoryError,
+    SchemaVersionError,
+    StorageError,
+    StorageFullError,
+    StoreError,
+    UnknownRecordError,
+)
 from forgerl.store.migrations import LATEST_VERSION
 from forgerl.store.sqlite import (
     LABEL_KINDS,
@@ -32,6 +39,8 @@ __all__ = [
     "LabelRecord",
     "RunRecord",
     "SchemaVersionError",
+    "StorageError",
+    "StorageFullError",
     "StoreError",
     "TrajectoryStore",
     "UnknownRecordError",
