@@ -60,13 +60,24 @@ def test_infrastructure_failure_at_submit_fails_the_episode_without_reward(token
 
 
 def test_swe_gold_path_with_a_verifier_sandbox_that_cannot_start_is_failed(tokenizer, monkeypatch):
+    import importlib
+
     from forgerl.envs.swe import SweEnv, load_swe_tasks
-    from forgerl.envs.swe import verify
 
     def no_sandbox(*args, **kwargs):
         raise SandboxError("the sandbox could not start: no working backend")
 
-    monkeypatch.setattr(verify, "new_sandbox", no_sandbox)
+    # every verifier-side sandbox factory (the agent's own workspace, made at reset, still works)
+    patched = 0
+    for name in ("forgerl.envs.swe.verify", "forgerl.envs.swe.judge"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "new_sandbox"):
+            monkeypatch.setattr(module, "new_sandbox", no_sandbox)
+            patched += 1
+    assert patched
     task = random.Random(0).choice([t for t in load_swe_tasks("bugfix") if t.data["package"] == "inflection"])
     fmt = get_format("minimax_m2")
     env = SweEnv()

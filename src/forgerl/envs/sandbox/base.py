@@ -30,6 +30,7 @@ import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from forgerl.envs.sandbox import quota
 from forgerl.envs.sandbox.errors import SandboxRequestError
 from forgerl.envs.sandbox.limits import ExecResult, Limits
 from forgerl.envs.sandbox.process import MARKER_ENV, RUN_ENV, Spawn, inside, run_spawn
@@ -206,8 +207,32 @@ class Sandbox:
         self._runs += 1
         run_id = f"{self.sandbox_id}-{self._runs}"
         spawn = self._backend.spawn(argv, cwd, limits, run_id)
-        return await run_spawn(spawn, limits, stdin=stdin, isolated=self.isolated,
-                               sweep=lambda: self._backend.sweep(run_id))
+        start = await asyncio.to_thread(quota.measure, self.workspace)
+
+        async def over_quota() -> str:
+            try:
+                usage = await quota.watch(self.workspace, limits, start)
+            except Exception as exc:  # noqa: BLE001 — a broken watchdog must not kill the command
+                log.error("workspace quota watchdog of sandbox %s failed: %s", self.sandbox_id, exc)
+                await asyncio.Event().wait()
+            return quota.quota_message(usage, limits, killed=True)
+
+        result = await run_spawn(spawn, limits, stdin=stdin, isolated=self.isolated,
+                                 sweep=lambda: self._backend.sweep(run_id), watchdog=over_quota)
+        return await self._check_quota_after(result, limits, start)
+
+    async def _check_quota_after(self, result: ExecResult, limits: Limits, start: quota.Usage) -> ExecResult:
+        """A command can finish between two watchdog walks: count once more, and say so when the
+        workspace ended over its quota (the next command may then only shrink it)."""
+        if result.killed_reason and "disk quota" in result.killed_reason:
+            return result
+        max_bytes, max_files = quota.allowed(limits, start)
+        end = await asyncio.to_thread(quota.measure, self.workspace)
+        if not end.over(max_bytes, max_files):
+            return result
+        note = quota.quota_message(end, limits, killed=False)
+        result.killed_reason = f"{result.killed_reason}; {note}" if result.killed_reason else note
+        return result
 
     def write_file(self, rel_path: str, text: str) -> None:
         """Write a text file into the workspace from the host (parents created)."""

@@ -25,6 +25,7 @@ from forgerl.envs.sandbox.limits import Limits
 from forgerl.envs.sandbox.process import Spawn, kill_uid
 
 INNER_WORKSPACE = "/workspace"
+_MB = 1024 * 1024
 _ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "nsswitch.conf")
 
 
@@ -82,9 +83,10 @@ class BwrapBackend(Backend):
     def spawn(self, argv: list[str], cwd_rel: str, limits: Limits, run_id: str = "") -> Spawn:
         env = sandbox_env(INNER_WORKSPACE, self.sandbox_id, run_id)
         # the private /tmp first: the interpreter or venv may live under the host's /tmp (a CI
-        # clone), and a later tmpfs would hide its bind mount
+        # clone), and a later tmpfs would hide its bind mount. Its size is capped (`--size`,
+        # bubblewrap >= 0.5): a tmpfs is host RAM. bwrap cannot cap its inodes.
         cmd = [bwrap_path() or "bwrap", *self.namespace_args(limits),
-               "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", *system_mounts(),
+               "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(limits.tmp_mb * _MB), "--tmpfs", "/tmp", *system_mounts(),
                "--bind", str(self.workspace), INNER_WORKSPACE, "--chdir", "/", "--clearenv"]
         for key, value in env.items():
             cmd += ["--setenv", key, value]

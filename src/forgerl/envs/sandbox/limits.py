@@ -37,6 +37,14 @@ class Limits:
     """Largest file a process may write (RLIMIT_FSIZE), in MiB."""
     network: bool = False
     """Allow network access. Only the unisolated subprocess backend cannot take it away."""
+    max_workspace_mb: int = 512
+    """Total MiB the workspace may hold (all files, TMPDIR included): a command that passes it is
+    killed (envs/sandbox/quota.py), and the agent reads how much it holds and what the limits are."""
+    max_workspace_files: int = 20_000
+    """Files, directories and links the workspace may hold (inodes), enforced like the bytes."""
+    tmp_mb: int = 64
+    """Size of the private /tmp (bwrap, unshare): a tmpfs, i.e. host RAM for as long as the command
+    runs. The unisolated subprocess backend has no private /tmp (TMPDIR points into the workspace)."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -46,12 +54,16 @@ class Limits:
             "max_procs": self.max_procs >= 2,
             "max_output_bytes": self.max_output_bytes >= 64,
             "max_file_mb": self.max_file_mb >= 1,
+            "max_workspace_mb": self.max_workspace_mb >= 1,
+            "max_workspace_files": self.max_workspace_files >= 16,
+            "tmp_mb": self.tmp_mb >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise SandboxError(
                 f"invalid sandbox limits {bad} in {self!r}: times must be > 0, memory_mb >= 16, "
-                "max_procs >= 2 (the shell itself is a process), max_output_bytes >= 64, max_file_mb >= 1"
+                "max_procs >= 2 (the shell itself is a process), max_output_bytes >= 64, max_file_mb >= 1, "
+                "max_workspace_mb >= 1, max_workspace_files >= 16, tmp_mb >= 1"
             )
 
     def rlimits(self) -> dict[int, tuple[int, int]]:
@@ -154,6 +166,7 @@ class CappedBuffer:
 
 
 _MEMORY_MARKERS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
+_NO_SPACE_MARKERS = ("No space left on device", "Disk quota exceeded")
 _FORK_MARKERS = ("Cannot fork", "can't fork", "fork: Resource temporarily unavailable",
                  "BlockingIOError: [Errno 11] Resource temporarily unavailable", "fork failed")
 
@@ -171,9 +184,12 @@ def _signal_of(exit_code: int | None) -> int | None:
 
 
 def explain_limits(limits: Limits, exit_code: int | None, stderr: str, *, timed_out: bool,
-                   output_flood: bool) -> str | None:
-    """One line naming each limit that (most likely) stopped the command, or None."""
+                   output_flood: bool, quota: str | None = None) -> str | None:
+    """One line naming each limit that (most likely) stopped the command, or None. `quota`: the
+    workspace quota message when the watchdog stopped the command or found it over (quota.py)."""
     reasons: list[str] = []
+    if quota:
+        reasons.append(quota)
     sig = _signal_of(exit_code)
     if timed_out:
         reasons.append(f"wall-clock timeout {limits.wall_s:g}s (the command and all its processes were killed)")
@@ -186,6 +202,9 @@ def explain_limits(limits: Limits, exit_code: int | None, stderr: str, *, timed_
         reasons.append(f"file size limit {limits.max_file_mb} MB (no file may grow beyond it)")
     if any(m in stderr for m in _MEMORY_MARKERS):
         reasons.append(f"memory limit {limits.memory_mb} MB (allocations beyond it fail)")
+    if any(m in stderr for m in _NO_SPACE_MARKERS) and not quota:
+        reasons.append(f"no space left: /tmp holds at most {limits.tmp_mb} MB (write big files to the workspace, "
+                       f"which holds at most {limits.max_workspace_mb} MB)")
     if any(m in stderr for m in _FORK_MARKERS):
         reasons.append(f"too many processes (limit {limits.max_procs}; new processes could not start)")
     return "; ".join(reasons) or None

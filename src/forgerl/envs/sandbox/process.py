@@ -14,7 +14,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,8 +139,9 @@ async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
 
 
 async def run_spawn(spawn: Spawn, limits: Limits, *, stdin: str | None, isolated: bool,
-                    sweep: Callable[[], object]) -> ExecResult:
-    """Start `spawn`, enforce the wall clock and output cap, kill leftovers, explain limits."""
+                    sweep: Callable[[], object], watchdog: Callable[[], Awaitable[str]] | None = None) -> ExecResult:
+    """Start `spawn`, enforce the wall clock and output cap, kill leftovers, explain limits.
+    `watchdog()` returns (with the reason) when the command must be stopped early (quota.py)."""
     start = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -158,18 +159,24 @@ async def run_spawn(spawn: Spawn, limits: Limits, *, stdin: str | None, isolated
     feeder = asyncio.create_task(_feed(proc.stdin, stdin.encode())) if proc.stdin and stdin is not None else None
     waiter = asyncio.create_task(_exited(proc.pid))
     flooded = asyncio.create_task(flood.wait())
+    watched = asyncio.create_task(watchdog()) if watchdog is not None else None
     timed_out = output_flood = False
+    stopped: str | None = None
     try:
-        done, _ = await asyncio.wait({waiter, flooded}, timeout=limits.wall_s,
+        done, _ = await asyncio.wait({waiter, flooded, *([watched] if watched else [])}, timeout=limits.wall_s,
                                      return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:
             timed_out, output_flood = not done, flooded in done
+            if watched is not None and watched in done:
+                stopped = watched.result() if watched.exception() is None else None
             _kill_group(proc.pid)
             sweep()
         await waiter
     finally:
         flooded.cancel()
         waiter.cancel()
+        if watched is not None:
+            watched.cancel()
         _kill_group(proc.pid)  # leftovers in the group: `sleep 1000 &` must not outlive run()
         sweep()
         # No proc.kill() here: Popen.send_signal polls, which would reap the zombie behind the
@@ -183,9 +190,10 @@ async def run_spawn(spawn: Spawn, limits: Limits, *, stdin: str | None, isolated
         feeder.cancel()
     duration = time.monotonic() - start
     stderr_text = err.text()
-    if timed_out or output_flood:
+    if timed_out or output_flood or stopped:
         exit_code = None
-    reason = explain_limits(limits, exit_code, stderr_text, timed_out=timed_out, output_flood=output_flood)
+    reason = explain_limits(limits, exit_code, stderr_text, timed_out=timed_out, output_flood=output_flood,
+                            quota=stopped)
     return ExecResult(
         exit_code=exit_code, stdout=out.text(), stderr=stderr_text, duration_s=duration,
         timed_out=timed_out, output_truncated=out.truncated or err.truncated,

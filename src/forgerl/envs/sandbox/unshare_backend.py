@@ -29,14 +29,15 @@ def _bind_ro(src: str, dst: str) -> list[str]:
     return [make, f"mount --rbind {src} {dst}", f"mount -o remount,bind,ro {dst}"]
 
 
-def setup_script(root: str, workspace: str) -> str:
-    """Shell lines (run as root of the new namespaces) that build the sandbox root at `root`."""
+def setup_script(root: str, workspace: str, tmp_mb: int = 64, tmp_inodes: int = 20_000) -> str:
+    """Shell lines (run as root of the new namespaces) that build the sandbox root at `root`; its
+    /tmp is a tmpfs of `tmp_mb` MiB and `tmp_inodes` inodes (host RAM while the command runs)."""
     q = shlex.quote
     r = q(root)
     lines = ["set -e", f"mount -t tmpfs -o mode=755 sandbox-root {r}",
              # the private /tmp before any bind: the interpreter or venv may live under the host's
              # /tmp (a CI clone), and a tmpfs mounted later would hide it
-             f"mkdir -p {r}/tmp", f"mount -t tmpfs -o size=64m,mode=1777 sandbox-tmp {r}/tmp"]
+             f"mkdir -p {r}/tmp", f"mount -t tmpfs -o size={int(tmp_mb)}m,nr_inodes={int(tmp_inodes)},mode=1777 sandbox-tmp {r}/tmp"]
     lines += _bind_ro("/usr", f"{r}/usr")
     for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         host = f"/{top}"
@@ -87,7 +88,7 @@ class UnshareBackend(Backend):
                  *drop, "prlimit", *limits.prlimit_args(), "--", *argv]
         # Not `exec chroot`: unshare cannot re-raise a child's fatal signal (SIGXCPU, SIGXFSZ) and
         # would turn it into exit 1; the shell reports it as 128+N, which explain_limits reads.
-        script = (setup_script(str(root), str(self.workspace))
+        script = (setup_script(str(root), str(self.workspace), limits.tmp_mb, limits.max_workspace_files)
                   + f"\nset +e\nchroot {shlex.quote(str(root))} \"$@\"\nexit $?")
         cmd = [unshare_path() or "unshare", *flags, "--", "/bin/sh", "-c", script, "sandbox-setup", *inner]
         return Spawn(argv=cmd, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
