@@ -26,6 +26,7 @@ from forgerl.chat import (
     unregister_format,
 )
 from forgerl.chat.base import ChatFormat, segments_text
+from forgerl.chat.escape import MarkerEscaper
 from forgerl.errors import ParseError
 from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer
 from forgerl.types import Message, ToolCall
@@ -268,11 +269,11 @@ def test_free_text_never_adds_a_marker_in_text_or_tokens(case) -> None:
 @given(case=_format_and(lambda t: t))
 def test_escape_round_trips_and_leaves_marker_free_text_alone(case) -> None:
     name, value = case
-    fmt = get_format(name)
-    escaped = fmt.escaper.escape(value, "", "")
-    assert fmt.escaper.find_marker(escaped) is None
-    assert fmt.escaper.unescape(escaped, "value") == value
-    if fmt.escaper.find_marker(value) is None and MARKER_BREAK not in value:
+    escaper = MarkerEscaper(reserved_markers(get_format(name)))
+    escaped = escaper.escape(value, "", "")
+    assert escaper.find_marker(escaped) is None
+    assert escaper.unescape(escaped, "value") == value
+    if escaper.find_marker(value) is None and MARKER_BREAK not in value:
         assert escaped == value
 
 

@@ -69,8 +69,9 @@ class TurnFormat(ChatFormat):
     * `system_block(system, tools)`: the system message (None when absent) and the tool listing.
     * `user_block(message)`: one user message, end marker and separator included.
     * `tool_block(messages)`: one or more consecutive tool results (see `group_tool_results`).
-    * `render_calls(calls)`: the tool-call block as it follows the content; it must begin with
-      `tool_call_start` (after optional whitespace) and nothing but calls may follow it.
+    * `render_calls(calls)`: the tool-call block as it follows the content. It must begin with
+      "\\n" + `tool_call_start` (parse drops one "\\n" before the marker) and comes last: only
+      the end-of-message marker follows it.
     * `parse_calls(text, start)`: read the block(s) `render_calls` wrote, from `start` (where
       `tool_call_start` is) to the end of `text`; return (name, arguments) pairs; raise only
       ParseError. `tool_call_start` may appear again inside the block (one marker per call);
