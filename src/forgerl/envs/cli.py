@@ -194,6 +194,7 @@ def run_rollouts(
     from rich.console import Console
 
     from forgerl.agent.loop import run_episode
+    from forgerl.agent.tools import close_env
     from forgerl.chat import get_format
     from forgerl.engine.base import SamplingParams
     from forgerl.envs.base import sample_task
@@ -214,13 +215,14 @@ def run_rollouts(
 
     async def one(i: int) -> Trajectory:
         sampling = SamplingParams(max_tokens=max_tokens, temperature=1.0, top_p=0.95, top_k=40, seed=(seed + i) * 1000)
+        traj: Trajectory | None = None
         try:
             traj = await run_episode(engine, fmt, envs[i], tasks[i], sampling=sampling, max_turns=max_turns,
                                      max_total_tokens=engine.max_context)
             traj.metadata["env_events"] = envs[i].events()
             return traj
         finally:
-            await envs[i].close()
+            await close_env(envs[i], traj)  # never raises: a failed cleanup must not lose the other episodes
 
     async def all_episodes() -> list[Trajectory]:
         try:

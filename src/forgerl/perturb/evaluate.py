@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from forgerl.agent.loop import run_episode
+from forgerl.agent.tools import close_env
 from forgerl.chat import get_format
 from forgerl.engine.base import SamplingParams
 from forgerl.envs.base import make_env, sample_task
@@ -74,7 +75,7 @@ async def run_scaffold(engine: Any, env_name: str, scaffold: Scaffold, n: int, *
             return await run_episode(engine, p.format(base_format), p.env, p.task, sampling=sampling,
                                      max_turns=max_turns, max_total_tokens=max_context, trajectory=trajectory)
         finally:
-            await p.env.close()
+            await close_env(p.env, trajectory)  # never raises: a failed cleanup must not lose the batch
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
