@@ -21,9 +21,9 @@ import threading
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from fastapi import FastAPI, Form, Request
+from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from forgerl.review.auth import (
@@ -45,7 +45,8 @@ from forgerl.review.templates import make_environment
 from forgerl.store import LabelRecord, StoreError, TrajectoryStore, UnknownRecordError
 from forgerl.types import TrajectoryStatus
 
-MAX_ROWS = 200
+PAGE_SIZE = 200
+"""Rows per page of the trajectory list: enough to scan, small enough to render instantly."""
 MAX_CONCURRENT_VERIFICATIONS = 4
 """argon2id verification takes ~64 MiB and tens of milliseconds each: cap how many run at once so a
 burst of sign-ins cannot exhaust memory (the rest wait for a slot in their worker threads)."""
@@ -91,6 +92,45 @@ def _int_or_none(name: str, value: str | None) -> int | None:
         return int(value)
     except ValueError:
         raise BadRequest(f"{name} must be a whole number, got {value!r}") from None
+
+
+def _page_number(value: str | None, n_pages: int) -> int:
+    """The 1-based page asked for; a 400 that names the valid range for anything else (also for
+    a page past the end: a stale bookmark should say so rather than show an empty table)."""
+    if value is None or value.strip() == "":
+        return 1
+    problem = f"page must be a whole number from 1 to {n_pages}"
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise BadRequest(f"{problem}, got {value[:20]!r}{'…' if len(value) > 20 else ''}")
+    number = int(text)
+    if not 1 <= number <= n_pages:
+        raise BadRequest(f"{problem}, got {number}")
+    return number
+
+
+def _page_links(filters: Mapping[str, Any], page: int, n_pages: int) -> dict[str, str]:
+    """first/prev/next/last hrefs that keep every filter (empty filters are left out of the URL)."""
+    kept = {k: str(v) for k, v in filters.items() if v is not None and v != ""}
+
+    def href(n: int) -> str:
+        query = urlencode(kept | ({"page": n} if n > 1 else {}))
+        return f"/trajectories?{query}" if query else "/trajectories"
+
+    links = {}
+    if page > 1:
+        links |= {"first": href(1), "prev": href(page - 1)}
+    if page < n_pages:
+        links |= {"next": href(page + 1), "last": href(n_pages)}
+    return links
+
+
+def _row_count(total: int, page: int) -> str:
+    """'rows 201–400 of 1,234': where this page sits in the whole result."""
+    if total == 0:
+        return "no matching trajectories"
+    first = (page - 1) * PAGE_SIZE + 1
+    return f"rows {first:,}–{min(total, page * PAGE_SIZE):,} of {total:,}"
 
 
 def _label_summary(lab: LabelRecord) -> str:
@@ -263,7 +303,8 @@ def create_app(run_dir: str | os.PathLike[str], *, rubric: Rubric = DEFAULT_RUBR
     @app.get("/trajectories")
     def trajectories(request: Request, run: str | None = None, family: str | None = None, status: str | None = None,
                      min_reward: str | None = None, max_reward: str | None = None, step: str | None = None,
-                     perturbation: str | None = None, q: str | None = None) -> Response:
+                     perturbation: str | None = None, q: str | None = None,
+                     page_asked: str | None = Query(None, alias="page")) -> Response:
         session = signed_in(request)
         f = {"run": run or None, "family": family or None, "status": status or None,
              "min_reward": _float_or_none("min_reward", min_reward),
@@ -271,30 +312,46 @@ def create_app(run_dir: str | os.PathLike[str], *, rubric: Rubric = DEFAULT_RUBR
              "step": _int_or_none("step", step), "perturbation": perturbation or None, "q": (q or "").strip() or None}
         if f["perturbation"] not in (None, "yes", "no"):
             raise BadRequest("perturbation must be yes, no or empty")
+        # Pages are slices of one stable order (created_at, then storage sequence: a total order),
+        # so walking the pages shows every matching trajectory exactly once.
         try:
             filters = {"run_id": f["run"], "family": f["family"], "status": f["status"],
                        "min_reward": f["min_reward"], "max_reward": f["max_reward"], "step": f["step"]}
             if f["perturbation"] or f["q"]:
-                needle = (f["q"] or "").lower()
-                rows = []
-                for row, text in store.iter_export_rows(**filters):
-                    if needle and needle not in text.lower() and needle not in row["id"].lower():
-                        continue
-                    if f["perturbation"]:
-                        has = json.loads(text).get("perturbation") is not None
-                        if has != (f["perturbation"] == "yes"):
-                            continue
-                    rows.append(row)
+                matches = search_matches(filters, f["q"], f["perturbation"])
+                total = len(matches)
+                n_pages = max(1, math.ceil(total / PAGE_SIZE))
+                number = _page_number(page_asked, n_pages)
+                rows = matches[(number - 1) * PAGE_SIZE:number * PAGE_SIZE]
             else:
-                rows = store.query_rows(**filters)
+                total = store.count(**filters)
+                n_pages = max(1, math.ceil(total / PAGE_SIZE))
+                number = _page_number(page_asked, n_pages)
+                rows = store.query_rows(**filters, limit=number * PAGE_SIZE)[(number - 1) * PAGE_SIZE:]
         except StoreError as exc:
             raise BadRequest(str(exc)) from None
         counts = label_counts()
         for row in rows:
             row["n_labels"] = counts[row["id"]]
         families = sorted({r["family"] for r in store.query_rows() if r["family"]})
-        return page("list", request, session, f=f, rows=rows[:MAX_ROWS], total=len(rows), families=families,
-                    statuses=[s.value for s in TrajectoryStatus])
+        return page("list", request, session, f=f, rows=rows, total=total, families=families,
+                    statuses=[s.value for s in TrajectoryStatus], row_count=_row_count(total, number),
+                    page_number=number, n_pages=n_pages, links=_page_links(f, number, n_pages))
+
+    def search_matches(filters: dict[str, Any], q: str | None, perturbation: str | None) -> list[dict[str, Any]]:
+        """Rows whose stored JSON (or id) contains `q` and whose perturbation is as asked: a scan of
+        the payloads, in the store's order."""
+        needle = (q or "").lower()
+        rows = []
+        for row, text in store.iter_export_rows(**filters):
+            if needle and needle not in text.lower() and needle not in row["id"].lower():
+                continue
+            if perturbation:
+                has = json.loads(text).get("perturbation") is not None
+                if has != (perturbation == "yes"):
+                    continue
+            rows.append(row)
+        return rows
 
     def labels_for_view(trajectory_id: str) -> list[dict[str, Any]]:
         return [{"expert": lab.expert, "kind": lab.kind, "rubric_version": lab.rubric_version,

@@ -29,6 +29,7 @@ pre,.text{white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,mo
 .add{color:#1b7f2a} .del{color:#b00020}
 label{display:inline-block;margin-right:.8em} textarea{width:100%;min-height:3em}
 button{padding:.3em .9em}
+.pager{display:flex;flex-wrap:wrap;gap:.8em;align-items:baseline;margin:.5em 0}
 </style></head><body>
 <header><strong>forgerl review</strong>
 {% if expert %}<a href="/">runs</a><a href="/trajectories">trajectories</a><a href="/queue">queue</a><a href="/agreement">agreement</a>
@@ -68,11 +69,16 @@ _LIST = """{% extends "base" %}{% block body %}
 <label>step <input name="step" value="{{ f.step if f.step is not none else '' }}" size="4"></label>
 <label>perturbation <select name="perturbation"><option value="">any</option>{% for x in ['yes', 'no'] %}<option {{ 'selected' if x == f.perturbation }}>{{ x }}</option>{% endfor %}</select></label>
 <label>search <input name="q" value="{{ f.q or '' }}"></label> <button>filter</button></form>
-<p class="muted">{{ total }} match{{ '' if total == 1 else 'es' }}{% if total > rows|length %}, first {{ rows|length }} shown{% endif %}</p>
+{% macro pager() %}<nav class="pager"><span class="muted" id="row-count">{{ row_count }}</span>
+{% if n_pages > 1 %}<span class="muted">· page {{ page_number }} of {{ n_pages }}</span>{% endif %}
+{% if 'first' in links %}<a href="{{ links.first }}" id="page-first">« first</a> <a href="{{ links.prev }}" id="page-prev">‹ previous</a>{% endif %}
+{% if 'next' in links %}<a href="{{ links.next }}" id="page-next">next ›</a> <a href="{{ links.last }}" id="page-last">last »</a>{% endif %}</nav>{% endmacro %}
+{{ pager() }}
 <table id="trajectories"><tr><th>trajectory</th><th>task</th><th>family</th><th>status</th><th>reward</th><th>step</th><th>calls</th><th>labels</th></tr>
 {% for r in rows %}<tr><td><a href="/t/{{ r.id | urlencode }}">{{ r.id }}</a></td><td>{{ r.task_id }}</td><td>{{ r.family or '' }}</td>
 <td>{{ r.status }}</td><td>{{ '%.2f' % r.reward if r.reward is not none else '—' }}</td><td>{{ r.step if r.step is not none else '' }}</td>
 <td>{{ r.n_calls }}</td><td>{{ r.n_labels }}</td></tr>{% endfor %}</table>
+{% if n_pages > 1 %}{{ pager() }}{% endif %}
 {% endblock %}"""
 
 _STEPS = """{% macro steps(v, with_index=true) %}
