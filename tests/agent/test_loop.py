@@ -67,7 +67,7 @@ def test_prompts_extend_exactly_and_match_a_full_render(fmt, tokenizer, env, tas
 
 
 def test_parse_error_becomes_an_observation_and_the_episode_goes_on(fmt, tokenizer, env, task):
-    garbled = body(fmt, content="answer" + fmt.end_of_message + " trailing text")
+    garbled = body(fmt, content="answer") + " trailing text" + fmt.end_of_message
     traj = run(ScriptedEngine(tokenizer, [garbled, *gold_replies(fmt, env, task)]), fmt, env, task)
     assert traj.status == TrajectoryStatus.COMPLETED and traj.reward == 1.0
     assert traj.calls[0].parse_error and "end-of-message" in traj.calls[0].parse_error
@@ -216,7 +216,7 @@ def test_context_rewrite_starts_a_new_root(fmt, tokenizer, env, task):
 
 
 def test_trajectory_json_round_trip(fmt, tokenizer, env, task):
-    garbled = body(fmt, content="x" + fmt.end_of_message + "y")
+    garbled = body(fmt, content="x") + "y" + fmt.end_of_message
     traj = run(ScriptedEngine(tokenizer, [garbled, *gold_replies(fmt, env, task)]), fmt, env, task)
     assert traj.errors and traj.calls
     assert Trajectory.model_validate_json(traj.model_dump_json()) == traj

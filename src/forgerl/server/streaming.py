@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from forgerl.chat.base import ParsedCompletion
+from forgerl.chat.escape import StreamUnescaper
 
 Channel = Literal["reasoning", "content"]
 
@@ -95,6 +96,10 @@ class DeltaSplitter:
     text: str = ""
     _pos: int = 0
     _phase: str = "start"
+    # Free text arrives escaped (forgerl.chat.escape): clients get it unescaped, per channel.
+    _unescape: dict[str, StreamUnescaper] = field(
+        default_factory=lambda: {"reasoning": StreamUnescaper(), "content": StreamUnescaper()}
+    )
 
     def __post_init__(self) -> None:
         if self.in_think and self.think_end:
@@ -152,6 +157,7 @@ class DeltaSplitter:
         idx = text.find(marker, self._pos) if marker else -1
         if idx >= 0:
             self._emit(text[self._pos : idx], channel, out)
+            self._send(self._unescape[channel].flush(), channel, out)
             self._pos = idx + len(marker)
             self._phase = next_phase
             return
@@ -163,10 +169,13 @@ class DeltaSplitter:
     def _emit(self, piece: str, channel: Channel, out: list[tuple[Channel, str]]) -> int:
         """Send `piece` without its trailing whitespace (a format may strip it); return chars sent."""
         body = piece.rstrip()
-        if body:
-            self.emitted[channel] += body
-            out.append((channel, body))
+        self._send(self._unescape[channel].feed(body), channel, out)
         return len(body)
+
+    def _send(self, text: str, channel: Channel, out: list[tuple[Channel, str]]) -> None:
+        if text:
+            self.emitted[channel] += text
+            out.append((channel, text))
 
     def finish(self, parsed: ParsedCompletion | None) -> list[tuple[Channel, str]]:
         """Deltas still owed once the completion is over.
@@ -188,8 +197,6 @@ class DeltaSplitter:
         if self._phase == "tool" and self.tool_call_start:
             rest = self.tool_call_start + rest
         channel: Channel = "reasoning" if self._phase in ("think", "pad") else "content"
-        rest = rest.rstrip()
-        if rest:
-            self.emitted[channel] += rest
-            out.append((channel, rest))
+        unescape = self._unescape[channel]
+        self._send(unescape.feed(rest.rstrip()) + unescape.flush(), channel, out)
         return out
