@@ -9,11 +9,12 @@ nothing is ever rendered as Markdown or HTML — model output is untrusted.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from forgerl.review.features import process_features, verifier_reward
-from forgerl.types import Trajectory
+from forgerl.types import Message, ToolCall, Trajectory
 
 
 @dataclass
@@ -34,6 +35,22 @@ class StepView:
 
 
 @dataclass
+class FinalView:
+    """What the episode delivered, labelled for what it is (the expert judges this first).
+
+    kind: "submitted" (the episode ended in a submit tool call: `text` is its arguments),
+    "reply" (it ended in a text reply), "last_text" (it ended without either: `text` is the last
+    text the agent wrote, so nobody mistakes it for an answer), "none" (no text at all)."""
+
+    kind: Literal["submitted", "reply", "last_text", "none"]
+    heading: str
+    text: str | None
+    tool: str | None = None  # the submit call's name
+    note: str | None = None  # text the agent wrote in the same message as the submit call
+    observation: str | None = None  # what the environment answered the submit call
+
+
+@dataclass
 class TrajectoryView:
     id: str
     task_id: str
@@ -42,7 +59,7 @@ class TrajectoryView:
     reward: float | None
     breakdown: dict[str, float]
     steps: list[StepView]
-    final_reply: str | None
+    final: FinalView
     diff: str | None
     evidence: str | None
     failure: str | None
@@ -65,6 +82,58 @@ def _find_diff(*sources: Any) -> str | None:
     return None
 
 
+ENV_DONE_REASON = "environment done"
+"""`metadata["end_reason"]` of an episode the environment ended (forgerl.agent.loop): a tool
+call of its last turn finished it."""
+
+
+def _name_words(name: str) -> list[str]:
+    """'submit_answer' / 'submitAnswer' / 'Submit-Answer' -> ['submit', 'answer']."""
+    return [w for w in re.split(r"[^a-z0-9]+", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()) if w]
+
+
+def _submit_call(msg: Message, end_reason: Any) -> ToolCall | None:
+    """The call of the episode's last assistant turn that submitted the work: one named submit-something,
+    else — when the environment ended the episode on this turn — its last call (perturbed episodes
+    rename tools, so the name alone cannot be relied on)."""
+    named = [c for c in msg.tool_calls if "submit" in _name_words(c.name)]
+    if named:
+        return named[-1]
+    if end_reason == ENV_DONE_REASON and msg.tool_calls:
+        return msg.tool_calls[-1]
+    return None
+
+
+def _submitted_text(arguments: dict[str, Any]) -> str:
+    """One argument shows as its value (a string unquoted); several as pretty JSON."""
+    if not arguments:
+        return "(submitted with no arguments: the work itself is what was submitted)"
+    if len(arguments) == 1:
+        (value,) = arguments.values()
+        return value if isinstance(value, str) else _pretty(value)
+    return _pretty(arguments)
+
+
+def final_view(traj: Trajectory, observations: dict[str, str]) -> FinalView:
+    """The submitted answer if the last assistant turn submitted, else its text reply, else the
+    last text the agent wrote (labelled as not being a reply)."""
+    said = [(i, m) for i, m in enumerate(traj.messages) if m.role == "assistant"]
+    if not said:
+        return FinalView("none", "Final reply", None)
+    _, last = said[-1]
+    if not last.tool_calls:
+        return FinalView("reply", "Final reply", last.content if last.content.strip() else "(the final reply was empty)")
+    call = _submit_call(last, traj.metadata.get("end_reason"))
+    if call is not None:
+        return FinalView("submitted", "Submitted answer", _submitted_text(call.arguments), tool=call.name,
+                         note=last.content or None, observation=observations.get(call.id))
+    index, wrote = next(((i, m) for i, m in reversed(said) if m.content.strip()), (None, None))
+    if wrote is None:
+        return FinalView("none", "Final reply", None)
+    return FinalView("last_text", f"Last text (no final reply: the episode ended mid-work) · message {index}",
+                     wrote.content)
+
+
 def trajectory_view(traj: Trajectory) -> TrajectoryView:
     observations = {m.tool_call_id: m.content for m in traj.messages if m.role == "tool" and m.tool_call_id}
     steps: list[StepView] = []
@@ -74,14 +143,13 @@ def trajectory_view(traj: Trajectory) -> TrajectoryView:
             continue  # shown under the call that produced it
         calls = [ToolCallView(tc.id, tc.name, _pretty(tc.arguments), observations.get(tc.id)) for tc in msg.tool_calls]
         steps.append(StepView(index, msg.role, msg.content, msg.reasoning, calls))
-    final = next((m.content for m in reversed(traj.messages) if m.role == "assistant" and not m.tool_calls), None)
     evidence = traj.metadata.get("reward_evidence")
     calls = [{"policy_version": c.policy_version, "finish_reason": c.finish_reason,
               "tokens": list(zip(c.completion_ids, c.completion_logprobs, c.loss_mask, strict=False))}
              for c in traj.calls]
     return TrajectoryView(
         id=traj.id, task_id=traj.task_id, family=traj.metadata.get("family"), status=traj.status.value,
-        reward=traj.reward, breakdown=dict(traj.reward_breakdown), steps=steps, final_reply=final,
+        reward=traj.reward, breakdown=dict(traj.reward_breakdown), steps=steps, final=final_view(traj, observations),
         diff=_find_diff(evidence, traj.metadata), evidence=None if evidence is None else _pretty(evidence),
         failure=None if traj.failure is None else f"{traj.failure.boundary.value}: {traj.failure.message}",
         errors=[f"{e.boundary.value}: {e.message}" for e in traj.errors],

@@ -98,7 +98,11 @@ reward {{ '%.3f' % v.reward if v.reward is not none else 'unscored' }}</p>
 {% for e in v.errors %}<p class="err text">{{ e }}</p>{% endfor %}
 {% endmacro %}
 {% macro deliverable(v) %}
-<div class="box"><h3>Final reply</h3><div class="reply text" id="final-reply">{{ v.final_reply if v.final_reply is not none else '(no final reply)' }}</div>
+<div class="box" id="deliverable"><h3 id="final-heading">{{ v.final.heading }}</h3>
+{% if v.final.kind == 'submitted' %}<p class="muted">the episode ended in the tool call <strong>{{ v.final.tool }}</strong>; its arguments:</p>{% endif %}
+<div class="{{ 'reply' if v.final.kind in ('submitted', 'reply') else 'obs' }} text" id="final-reply">{{ v.final.text if v.final.text is not none else '(no final reply)' }}</div>
+{% if v.final.note %}<p class="muted">written with it</p><div class="text" id="final-note">{{ v.final.note }}</div>{% endif %}
+{% if v.final.observation is not none %}<p class="muted">the environment answered</p><div class="obs text">{{ v.final.observation }}</div>{% endif %}
 {% if v.diff %}<h3>Files changed</h3><pre>{% for line in v.diff.splitlines() %}<span class="{{ 'add' if line.startswith('+') else ('del' if line.startswith('-') else '') }}">{{ line }}</span>
 {% endfor %}</pre>{% endif %}
 {% if v.evidence %}<h3>Verifier evidence</h3><pre id="evidence">{{ v.evidence }}</pre>{% endif %}
