@@ -19,6 +19,7 @@ def test_help_and_refusal_to_bind_beyond_loopback_without_an_admin_key(monkeypat
     runner = CliRunner()
     out = runner.invoke(_app(), ["gateway", "--help"])
     assert out.exit_code == 0 and "--upstream" in out.output and "--run-dir" in out.output
+    assert "--max-body-mb" in out.output
     monkeypatch.delenv("FORGERL_GATEWAY_ADMIN_KEY", raising=False)
     out = runner.invoke(_app(), ["gateway", "--host", "0.0.0.0"])
     assert out.exit_code != 0 and "FORGERL_GATEWAY_ADMIN_KEY" in out.output
@@ -39,3 +40,13 @@ def test_a_generated_admin_key_is_printed_and_written_owner_only(tmp_path, capsy
     assert path is not None and path.read_text() == "fgw-admin-xyz\n"
     assert path.stat().st_mode & 0o777 == 0o600  # a fresh file, not the old world-readable one
     assert "fgw-admin-xyz" in capsys.readouterr().err
+
+
+def test_the_body_limit_flag_reaches_the_server(monkeypatch):
+    seen = {}
+    monkeypatch.setattr("forgerl.gateway.serve.serve_gateway", lambda **kw: seen.update(kw))
+    monkeypatch.delenv("FORGERL_GATEWAY_ADMIN_KEY", raising=False)
+    out = CliRunner().invoke(_app(), ["gateway", "--max-body-mb", "0.5"])
+    assert out.exit_code == 0, out.output
+    assert seen["max_body_bytes"] == 512 * 1024
+    assert CliRunner().invoke(_app(), ["gateway", "--max-body-mb", "0"]).exit_code != 0

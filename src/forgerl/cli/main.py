@@ -89,8 +89,11 @@ def serve(
     admin_token: str | None = typer.Option(None, envvar="FORGERL_ADMIN_TOKEN",
                                            help="Enable /admin/weights (versioned weight pushes) for this bearer token."),
     engine: str = typer.Option("builtin", "--engine", help="builtin, or vllm (a supervised vLLM server in its own venv)."),
+    max_body_mb: float = typer.Option(8.0, help="Largest request body accepted, in MiB (larger ones get 413; builtin engine)."),
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions with token-id prompts, /v1/models)."""
+    if max_body_mb <= 0:
+        raise typer.BadParameter(f"must be > 0, got {max_body_mb}", param_hint="--max-body-mb")
     if engine == "vllm":
         from forgerl.engine.vllm import serve_vllm
 
@@ -100,7 +103,8 @@ def serve(
         raise typer.BadParameter(f"unknown engine {engine!r}: use builtin or vllm", param_hint="--engine")
     from forgerl.server.app import serve as _serve
 
-    _serve(model=model, host=host, port=port, chat_format=chat_format, admin_token=admin_token)
+    _serve(model=model, host=host, port=port, chat_format=chat_format, admin_token=admin_token,
+           max_body_bytes=int(max_body_mb * 1024 * 1024))
 
 
 @app.command()
@@ -123,6 +127,24 @@ def train(
     if loss is not None:
         overrides["loss"] = {"name": loss}
     run_train(config, resume=resume, **overrides)
+
+
+@app.command()
+def export(
+    run: str = typer.Argument(..., help="RUN (its latest good checkpoint), RUN:best or RUN:step_N."),
+    out: str = typer.Option(..., "--out", help="New directory for the Hugging Face model (config, tokenizer, weights, README.md)."),
+) -> None:
+    """Export a trained model: a clean Hugging Face model directory with a model card (training
+    config, held-out curve, data), loadable by transformers and by `--model DIR`."""
+    from forgerl.errors import ConfigError
+    from forgerl.train.export import export_model
+
+    try:
+        target = export_model(run, out)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"exported {run} to {target}")
 
 
 @app.command()

@@ -37,6 +37,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from forgerl.chat.base import encode_segments, segments_text
@@ -55,6 +56,7 @@ from forgerl.server.app import (  # the server's request/response path, reused a
     _validation_message,
 )
 from forgerl.server.convert import RequestError, to_messages
+from forgerl.server.limits import DEFAULT_MAX_BODY_BYTES, install_body_limit, parse_json_object
 from forgerl.server.protocol import ChatCompletionRequest, engine_failure, error_body
 from forgerl.types import Boundary, Failure, Message, TrajectoryStatus
 
@@ -111,12 +113,7 @@ async def _json_body(request: Request, model: type[BaseModel] | None = None, *, 
     raw = await request.body()
     if not raw.strip() and allow_empty:
         raw = b"{}"
-    try:
-        payload = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GatewayError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise GatewayError(400, f"the request body must be a JSON object, got {type(payload).__name__}")
+    payload = parse_json_object(raw)  # RequestError (400 naming the field) for what no field may hold
     if model is None:
         return payload
     try:
@@ -139,27 +136,15 @@ class _Handlers:
 
     async def chat(self, request: Request, sid: str | None) -> JSONResponse | StreamingResponse:
         session = self.session(request, sid)
-        payload = await _json_body(request)
-        try:
-            req = ChatCompletionRequest.model_validate(payload)
-        except ValidationError as exc:
-            param, message = _validation_message(exc)
-            raise GatewayError(400, message, param=param) from None
+        raw = await request.body()
         if self.upstream is not None:
             from forgerl.gateway.remote import forward_chat
 
-            return await forward_chat(self.gw, self.upstream, session, payload, req)
+            payload = parse_json_object(raw)
+            return await forward_chat(self.gw, self.upstream, session, payload, _validated(payload))
         assert self.srv is not None
-        prep = _prepare(self.srv, req)
-        messages = to_messages(req.messages, self.srv.think_start, self.srv.think_end)
-        restored = session.restore_reasoning(messages) if self.gw.restore_reasoning else 0
-        if restored:  # the render changed: the full-render ids must follow
-            tools = prep.tools if prep.tools_enabled else []
-            prep.prompt_ids = encode_segments(self.srv.engine.tokenizer, self.gw.fmt.render(messages, tools)).ids
-            if req.max_tokens is None and req.max_completion_tokens is None:
-                prep.params.max_tokens = max(1, self.srv.engine.max_context - len(prep.prompt_ids))
-        plan = self._plan(session, prep, messages)
-        plan.restored = restored
+        # parsing, rendering, tokenizing and reconciling a long history take seconds: off the event loop
+        req, prep, messages, plan = await run_in_threadpool(self._prepare_call, session, raw)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         engine = self.srv.engine
         if not req.stream:
@@ -188,6 +173,22 @@ class _Handlers:
         recorded = self._recording(session, plan, prep, messages, events)
         return StreamingResponse(_stream_body(self.srv, prep, recorded, first, rid), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def _prepare_call(self, session: Session, raw: bytes) -> tuple[ChatCompletionRequest, _Prepared, list[Message],
+                                                                    Plan]:
+        """Body -> validated request -> prompt ids reconciled with the session's earlier calls."""
+        req = _validated(parse_json_object(raw))
+        prep = _prepare(self.srv, req)
+        messages = to_messages(req.messages, self.srv.think_start, self.srv.think_end)
+        restored = session.restore_reasoning(messages) if self.gw.restore_reasoning else 0
+        if restored:  # the render changed: the full-render ids must follow
+            tools = prep.tools if prep.tools_enabled else []
+            prep.prompt_ids = encode_segments(self.srv.engine.tokenizer, self.gw.fmt.render(messages, tools)).ids
+            if req.max_tokens is None and req.max_completion_tokens is None:
+                prep.params.max_tokens = max(1, self.srv.engine.max_context - len(prep.prompt_ids))
+        plan = self._plan(session, prep, messages)
+        plan.restored = restored
+        return req, prep, messages, plan
 
     def _plan(self, session: Session, prep: _Prepared, messages: list[Message]) -> Plan:
         """Reconcile with the session's earlier calls; the engine then gets the plan's ids."""
@@ -265,6 +266,14 @@ class _Handlers:
         return {"content": content, "is_error": is_error, "done": bool(session.env is not None and session.env.done)}
 
 
+def _validated(payload: dict[str, Any]) -> ChatCompletionRequest:
+    try:
+        return ChatCompletionRequest.model_validate(payload)
+    except ValidationError as exc:
+        param, message = _validation_message(exc)
+        raise GatewayError(400, message, param=param) from None
+
+
 def _message_json(m: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.reasoning is not None:
@@ -277,9 +286,10 @@ def _message_json(m: Message) -> dict[str, Any]:
     return out
 
 
-def create_gateway_app(gateway: Gateway, *, public_url: str | None = None) -> FastAPI:
+def create_gateway_app(gateway: Gateway, *, public_url: str | None = None,
+                       max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The HTTP app over `gateway`. `public_url` is the base advertised in new sessions (default: the
-    URL the admin request came in on)."""
+    URL the admin request came in on). Request bodies over `max_body_bytes` get a 413."""
     from forgerl.gateway.remote import Upstream
 
     if isinstance(gateway.engine, Upstream):  # a remote server renders and samples
@@ -288,6 +298,7 @@ def create_gateway_app(gateway: Gateway, *, public_url: str | None = None) -> Fa
         h = _Handlers(gateway, _Server(gateway.engine, gateway.fmt, gateway.model_name))
     app = FastAPI(title="forgerl gateway", description="Recording OpenAI-compatible gateway for black-box agents")
     app.state.gateway = gateway
+    install_body_limit(app, max_body_bytes)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:

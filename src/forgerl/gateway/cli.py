@@ -18,6 +18,7 @@ def gateway(
     upstream: str | None = typer.Option(
         None, help="Instead of loading --model: forward to this OpenAI-compatible server that returns token ids "
                    "(`forgerl serve`, vLLM), e.g. http://127.0.0.1:8000. Its key: FORGERL_UPSTREAM_API_KEY."),
+    max_body_mb: float = typer.Option(8.0, help="Largest request body accepted, in MiB (larger ones get 413)."),
 ) -> None:
     """Serve the recording gateway: an OpenAI-compatible endpoint per rollout session for black-box
     agents; every call is recorded with exact token ids. Open sessions with POST /sessions and the
@@ -30,8 +31,11 @@ def gateway(
         raise typer.BadParameter("FORGERL_GATEWAY_ADMIN_KEY is shorter than 16 characters: use a long random key "
                                  "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) or unset it "
                                  "to have one generated", param_hint="FORGERL_GATEWAY_ADMIN_KEY")
+    if max_body_mb <= 0:
+        raise typer.BadParameter(f"must be > 0, got {max_body_mb}", param_hint="--max-body-mb")
     from forgerl.gateway.serve import serve_gateway
 
     serve_gateway(model=model, host=host, port=port, chat_format=chat_format, run_dir=run_dir, admin_key=admin_key,
                   session_ttl_s=session_ttl_s, served_model_name=served_model_name, upstream=upstream,
-                  upstream_api_key=os.environ.get("FORGERL_UPSTREAM_API_KEY") or None)
+                  upstream_api_key=os.environ.get("FORGERL_UPSTREAM_API_KEY") or None,
+                  max_body_bytes=int(max_body_mb * 1024 * 1024))

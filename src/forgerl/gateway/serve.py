@@ -72,11 +72,15 @@ class ThreadedServer:
 class BackgroundGateway(ThreadedServer):
     """The gateway on a loopback port in a background thread (tests, in-process trainers)."""
 
-    def __init__(self, gateway: Gateway, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, gateway: Gateway, *, host: str = "127.0.0.1", port: int = 0,
+                 max_body_bytes: int | None = None) -> None:
+        """`max_body_bytes`: the request-body cap (None: server/limits.py's default)."""
         from forgerl.gateway.app import create_gateway_app
 
         self.gateway = gateway
-        super().__init__(app_factory=lambda url: create_gateway_app(gateway, public_url=url), host=host, port=port)
+        limit = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
+        super().__init__(app_factory=lambda url: create_gateway_app(gateway, public_url=url, **limit), host=host,
+                         port=port)
 
 
 async def shutdown_sessions(gateway: Gateway) -> int:
@@ -134,11 +138,12 @@ def serve_gateway(
     model: str = "tiny-random", host: str = "127.0.0.1", port: int = 8100, chat_format: str = "minimax_m2", *,
     run_dir: str | None = None, admin_key: str | None = None, session_ttl_s: float = 3600.0,
     served_model_name: str | None = None, log_level: str = "info", upstream: str | None = None,
-    upstream_api_key: str | None = None,
+    upstream_api_key: str | None = None, max_body_bytes: int | None = None,
 ) -> None:
     """Serve the gateway until interrupted, over `model` in the built-in engine or, with
     `upstream`, over a remote OpenAI-compatible server that returns token ids. Finished
-    trajectories go to the store in `run_dir` when given."""
+    trajectories go to the store in `run_dir` when given. `max_body_bytes` caps request bodies
+    (None: server/limits.py's default)."""
     import uvicorn
 
     from forgerl.chat import get_format

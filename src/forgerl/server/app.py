@@ -44,6 +44,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from forgerl.chat.base import ChatFormat, ParsedCompletion, encode_segments
@@ -52,6 +53,7 @@ from forgerl.errors import ConfigError, ParseError
 from forgerl.server.admin import VERSION_HEADER, AdmissionGate, add_admin_routes
 from forgerl.server.completions import add_completion_routes
 from forgerl.server.convert import RequestError, to_messages, to_tool_specs
+from forgerl.server.limits import DEFAULT_MAX_BODY_BYTES, check_stops, install_body_limit, parse_json_object
 from forgerl.server.protocol import (
     ChatCompletionRequest,
     NamedToolChoice,
@@ -240,9 +242,7 @@ def _prepare(srv: _Server, req: ChatCompletionRequest) -> _Prepared:
             "(at least one token must be left to generate)",
             param="messages", code="context_length_exceeded",
         )
-    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    if any(s == "" for s in stops):
-        raise RequestError("stop strings must not be empty", param="stop")
+    stops = check_stops(req.stop)
     params = SamplingParams(
         max_tokens=max_tokens if max_tokens is not None else limit - len(prompt_ids),
         temperature=1.0 if req.temperature is None else req.temperature,
@@ -257,6 +257,21 @@ def _prepare(srv: _Server, req: ChatCompletionRequest) -> _Prepared:
     except ConfigError as exc:
         raise RequestError(str(exc), param=str(exc).split()[0]) from None
     return _Prepared(req, tools, prompt_ids, params, stops, tools_enabled)
+
+
+def _parse_request(raw: bytes) -> ChatCompletionRequest:
+    """The body as a validated request; RequestError naming the field otherwise."""
+    payload = parse_json_object(raw)
+    try:
+        return ChatCompletionRequest.model_validate(payload)
+    except ValidationError as exc:
+        param, message = _validation_message(exc)
+        raise RequestError(message, param=param) from None
+
+
+def _parse_and_prepare(srv: _Server, raw: bytes) -> _Prepared:
+    """Everything between the raw body and the engine call (run in a worker thread)."""
+    return _prepare(srv, _parse_request(raw))
 
 
 def _completion_text(srv: _Server, prep: _Prepared, ids: list[int]) -> str:
@@ -433,16 +448,18 @@ def _delta(channel: Channel, text: str) -> dict[str, Any]:
 
 
 def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: str | None = None,
-               admin_token: str | None = None) -> FastAPI:
+               admin_token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """A FastAPI app serving `engine` under `served_model_name` (default: the engine's model name).
 
     `admin_token` enables the weight-sync routes (`/admin/weights`) for callers presenting it as a
-    bearer token; without one they answer 404 and say how to enable them."""
+    bearer token; without one they answer 404 and say how to enable them. Request bodies over
+    `max_body_bytes` get a 413 (server/limits.py)."""
     srv = _Server(engine, chat_format, served_model_name)
     gate = AdmissionGate()
     app = FastAPI(title="forgerl", description="OpenAI-compatible API over a forgerl engine")
     app.state.forgerl = srv
     app.state.gate = gate
+    install_body_limit(app, max_body_bytes)
     add_admin_routes(app, engine, gate, admin_token)
     add_completion_routes(app, engine, gate, srv.model_name)  # token-id prompts: the trainer's route
 
@@ -470,22 +487,12 @@ def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: st
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
         raw = await request.body()
-        try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return error_response(400, f"the request body is not valid JSON: {exc}", code="invalid_json")
-        if not isinstance(payload, dict):
-            return error_response(400, f"the request body must be a JSON object, got {type(payload).__name__}")
-        try:
-            req = ChatCompletionRequest.model_validate(payload)
-        except ValidationError as exc:
-            param, message = _validation_message(exc)
-            return error_response(400, message, param=param)
-        try:
-            prep = _prepare(srv, req)
+        try:  # parsing, rendering and tokenizing a long conversation take seconds: off the event loop
+            prep = await run_in_threadpool(_parse_and_prepare, srv, raw)
         except RequestError as exc:
             return error_response(exc.status, exc.message, type_="not_found_error" if exc.status == 404 else exc.type,
                         param=exc.param, code=exc.code)
+        req = prep.req
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         await gate.enter()  # waits while a weight update drains the engine
         if not req.stream:
@@ -525,6 +532,7 @@ def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: st
 def serve(
     model: str = "tiny-random", host: str = "127.0.0.1", port: int = 8000, chat_format: str = "minimax_m2",
     *, served_model_name: str | None = None, log_level: str = "info", admin_token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> None:
     """Load `model` with the built-in engine and serve it until interrupted (loopback by default).
 
@@ -538,5 +546,6 @@ def serve(
 
     engine = load_engine(model, chat_format=chat_format)
     token = admin_token or os.environ.get("FORGERL_ADMIN_TOKEN") or None
-    app = create_app(engine, get_format(chat_format), served_model_name=served_model_name, admin_token=token)
+    app = create_app(engine, get_format(chat_format), served_model_name=served_model_name, admin_token=token,
+                     max_body_bytes=max_body_bytes)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

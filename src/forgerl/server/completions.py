@@ -25,7 +25,6 @@ the admission gate, so a weight push drains them first and a completion never mi
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -37,11 +36,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
 from forgerl.engine.base import Engine, GenerationResult, SamplingParams, TokenEvent
 from forgerl.errors import ConfigError
 from forgerl.server.admin import VERSION_HEADER, AdmissionGate
 from forgerl.server.convert import RequestError
+from forgerl.server.limits import check_stops, parse_json_object
 from forgerl.server.protocol import (
     StreamOptions,
     aclose_quietly,
@@ -147,9 +148,7 @@ def _prepare(engine: Engine, model_name: str, req: CompletionRequest) -> _Prepar
                            "(at least one token must be left to generate)", param="prompt", code="context_length_exceeded")
     if req.max_tokens is not None and req.max_tokens < 1:
         raise RequestError(f"max_tokens must be at least 1, got {req.max_tokens}", param="max_tokens")
-    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    if any(s == "" for s in stops):
-        raise RequestError("stop strings must not be empty", param="stop")
+    stops = check_stops(req.stop)
     if any(t < 0 for t in req.stop_token_ids or []):
         raise RequestError("stop_token_ids must be >= 0", param="stop_token_ids")
     params = SamplingParams(
@@ -279,21 +278,23 @@ async def _stream_chunks(model_name: str, texts: _Texts, events: AsyncIterator[T
         release()
 
 
-async def _parse_request(request: Request) -> CompletionRequest | JSONResponse:
-    try:
-        payload = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return error_response(400, f"the request body is not valid JSON: {exc}", code="invalid_json")
-    if not isinstance(payload, dict):
-        return error_response(400, f"the request body must be a JSON object, got {type(payload).__name__}")
+def _parse_request(raw: bytes) -> CompletionRequest:
+    """The body as a validated request; RequestError naming the field otherwise."""
+    payload = parse_json_object(raw)
     if "prompt" not in payload:
-        return error_response(400, "missing field 'prompt' (a list of token ids, or a string)", param="prompt")
+        raise RequestError("missing field 'prompt' (a list of token ids, or a string)", param="prompt")
     try:
         return CompletionRequest.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p[:1].isupper()))
-        return error_response(400, f"invalid field {param!r}: {first['msg']}", param=param)
+        raise RequestError(f"invalid field {param!r}: {first['msg']}", param=param) from None
+
+
+def _parse_and_prepare(engine: Engine, model_name: str, raw: bytes) -> _Prepared:
+    """Everything between the raw body and the engine call (run in a worker thread: a string
+    prompt is tokenized here, and a long id list takes a while to check)."""
+    return _prepare(engine, model_name, _parse_request(raw))
 
 
 def add_completion_routes(app: FastAPI, engine: Engine, gate: AdmissionGate, model_name: str) -> None:
@@ -301,14 +302,13 @@ def add_completion_routes(app: FastAPI, engine: Engine, gate: AdmissionGate, mod
 
     @app.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> JSONResponse | StreamingResponse:
-        req = await _parse_request(request)
-        if isinstance(req, JSONResponse):
-            return req
+        raw = await request.body()
         try:
-            prep = _prepare(engine, model_name, req)
+            prep = await run_in_threadpool(_parse_and_prepare, engine, model_name, raw)
         except RequestError as exc:
             return error_response(exc.status, exc.message, type_="not_found_error" if exc.status == 404 else exc.type,
                         param=exc.param, code=exc.code)
+        req = prep.req
         texts = _Texts(engine.tokenizer, prep)
         rid = f"cmpl-{uuid.uuid4().hex}"
         await gate.enter()  # waits while a weight update drains the engine
