@@ -119,3 +119,80 @@ def test_malicious_trajectory_runs_no_script(server, browser):
     assert page.locator("a[href^='javascript']").count() == 0
     assert '<script>alert("xss")</script>' in page.inner_text("#final-reply")
     assert "[click me](javascript:alert(2))" in page.inner_text("#final-reply")
+
+
+LONG = "verifier_process_component_with_a_very_long_name_and_no_spaces_at_all"
+WIDE_BREAKDOWN = {f"{LONG}_{i:02d}": value for i, value in enumerate(
+    [1e300, -123456789.123456, 0.5, 3.0e-12, 98765432109876.5] * 6)}
+
+
+def _store_wide_pair(run_dir) -> None:
+    """Two trajectories of one task with 30 long-named reward components and huge numbers; the
+    second ends in a submit tool call (the final reply is the submitted answer)."""
+    from forgerl.types import Message, ToolCall, Trajectory
+
+    def traj(tid: str, last: Message) -> Trajectory:
+        return Trajectory(id=tid, task_id="wide-task", group_id="wide-task", messages=[
+            Message(role="user", content="Find the total weight of Ann's basket."), last],
+            reward=1e300, reward_breakdown=WIDE_BREAKDOWN, metadata={"family": "tool-reasoning"})
+
+    submit = Message(role="assistant", content="The basket weighs 7.25 kg, so I submit that.",
+                     tool_calls=[ToolCall(id="s1", name="submit_answer", arguments={"answer": 7.25})])
+    with TrajectoryStore(run_dir) as store:
+        store.add_trajectories([traj("wide_0", Message(role="assistant", content="It weighs 7.25 kg.")),
+                                traj("wide_1", submit)], "demo")
+
+
+def _overflow(page) -> dict:
+    """How far each reward strip and its items stick out of their boxes (0 everywhere = none)."""
+    return page.evaluate("""() => {
+        const strips = [...document.querySelectorAll('.breakdown')];
+        const out = {strips: strips.length, items: 0, worst_scroll: 0, worst_item: 0, untitled_cut: 0,
+                     page: document.documentElement.scrollWidth - document.documentElement.clientWidth};
+        const beyond = (r, box) => Math.max(r.right - box.right, box.left - r.left);
+        for (const s of strips) {
+            out.worst_scroll = Math.max(out.worst_scroll, s.scrollWidth - s.clientWidth);
+            const box = s.getBoundingClientRect();
+            out.worst_item = Math.max(out.worst_item, beyond(box, s.parentElement.getBoundingClientRect()));
+            for (const item of s.querySelectorAll('*')) {
+                out.items += 1;
+                out.worst_item = Math.max(out.worst_item, beyond(item.getBoundingClientRect(), box));
+                if (item.scrollWidth > item.clientWidth && !item.title) out.untitled_cut += 1;
+            }
+        }
+        return out;
+    }""")
+
+
+@pytest.mark.parametrize("width", [1400, 900])
+def test_reward_strip_stays_inside_its_box(server, browser, run_dir, tmp_path, width):
+    _store_wide_pair(run_dir)
+    page = browser.new_page(viewport={"width": width, "height": 1000})
+    _sign_in(page, server, "alice", "/t/wide_1")
+    for path in ("/t/wide_1", "/compare?a=wide_0&b=wide_1"):
+        page.goto(server + path)
+        page.screenshot(path=str(tmp_path / f"strip-{width}-{path.split('?')[0].strip('/').replace('/', '-')}.png"),
+                        full_page=True)
+        got = _overflow(page)
+        assert got["strips"] >= 1 and got["items"] >= 30, got
+        assert got["worst_scroll"] <= 0 and got["worst_item"] <= 0.5 and got["page"] <= 0, (path, got)
+        assert got["untitled_cut"] == 0, (path, got)  # whatever is cut short has its full text as a tooltip
+    # a truncated name keeps the whole name in its tooltip
+    titles = page.eval_on_selector_all(".breakdown .rc-name", "els => els.map(e => e.title)")
+    assert f"{LONG}_00" in titles
+    shown = page.eval_on_selector_all(".breakdown .rc-name", "els => els.map(e => e.innerText)")
+    assert len(set(shown)) == len(WIDE_BREAKDOWN)  # shortened in the middle: still tells them apart
+    values = page.eval_on_selector_all(".breakdown .rc-value", "els => els.map(e => e.title)")
+    assert "1e+300" in values
+    print("screenshots in", tmp_path)
+
+
+def test_final_reply_of_a_submit_episode(server, browser, run_dir):
+    _store_wide_pair(run_dir)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    _sign_in(page, server, "alice", "/t/wide_1")
+    assert page.inner_text("#final-heading") == "Submitted answer"
+    assert page.inner_text("#final-reply") == "7.25"
+    assert "submit_answer" in page.inner_text("#deliverable")
+    page.goto(server + "/compare?a=wide_0&b=wide_1")
+    assert page.locator("#final-heading").all_inner_texts() == ["Final reply", "Submitted answer"]

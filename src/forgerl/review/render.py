@@ -34,6 +34,41 @@ class StepView:
     tool_calls: list[ToolCallView] = field(default_factory=list)
 
 
+REWARD_NAME_CHARS = 36
+"""Longer reward component names are shortened in the middle (the distinguishing end of
+`..._component_07` stays visible); the full name is the tooltip."""
+
+
+@dataclass(frozen=True)
+class RewardPart:
+    """One reward component as the strip shows it: `label` and `shown` are short, `name` and
+    `full` (the exact value) go into the tooltips."""
+
+    name: str
+    label: str
+    shown: str
+    full: str
+
+
+def short_number(x: float, decimals: int = 3) -> str:
+    """`decimals` places in the usual range; 3 significant digits in exponent form for huge or tiny
+    numbers, so a reward of 1e300 cannot print 300 digits into the page."""
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    return f"{x:.{decimals}f}" if x == 0 or 1e-3 <= abs(x) < 1e6 else f"{x:.3g}"
+
+
+def _middle_elide(text: str, limit: int = REWARD_NAME_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return f"{text[:head]}…{text[-(limit - 1 - head):]}"
+
+
+def reward_parts(breakdown: dict[str, float]) -> list[RewardPart]:
+    return [RewardPart(k, _middle_elide(k), short_number(x), repr(x)) for k, x in breakdown.items()]
+
+
 @dataclass
 class FinalView:
     """What the episode delivered, labelled for what it is (the expert judges this first).
@@ -57,7 +92,7 @@ class TrajectoryView:
     family: str | None
     status: str
     reward: float | None
-    breakdown: dict[str, float]
+    breakdown: list[RewardPart]
     steps: list[StepView]
     final: FinalView
     diff: str | None
@@ -149,7 +184,7 @@ def trajectory_view(traj: Trajectory) -> TrajectoryView:
              for c in traj.calls]
     return TrajectoryView(
         id=traj.id, task_id=traj.task_id, family=traj.metadata.get("family"), status=traj.status.value,
-        reward=traj.reward, breakdown=dict(traj.reward_breakdown), steps=steps, final=final_view(traj, observations),
+        reward=traj.reward, breakdown=reward_parts(traj.reward_breakdown), steps=steps, final=final_view(traj, observations),
         diff=_find_diff(evidence, traj.metadata), evidence=None if evidence is None else _pretty(evidence),
         failure=None if traj.failure is None else f"{traj.failure.boundary.value}: {traj.failure.message}",
         errors=[f"{e.boundary.value}: {e.message}" for e in traj.errors],

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from jinja2 import DictLoader, Environment, StrictUndefined, select_autoescape
 
+from forgerl.review.render import short_number
+
 _BASE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{% block title %}forgerl review{% endblock %}</title>
 <style>
@@ -23,7 +25,11 @@ pre,.text{white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,mo
 .call{background:#eef7ff;border-left:3px solid #2f7de1;padding:.3em .6em;margin:.3em 0}
 .obs{background:#f4f4f4;border-left:3px solid #999;padding:.3em .6em}
 .reply{background:#eefbea;border-left:3px solid #2e9e44;padding:.3em .6em}
-.grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}
+.grid{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em} .summary{overflow-wrap:anywhere}
+.breakdown{display:flex;flex-wrap:wrap;gap:.3em .4em;list-style:none;padding:0;margin:.3em 0}
+.rc{display:inline-flex;max-width:100%;min-width:0;border:1px solid #ddd;border-radius:4px;overflow:hidden;font-size:.85em}
+.rc-name{padding:.1em .4em;color:#555;background:#fff;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;min-width:0;max-width:24em}
+.rc-value{padding:.1em .4em;background:#f0f0f0;font-family:ui-monospace,monospace;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;flex:none;max-width:10em}
 .box{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6em .9em;margin:.6em 0}
 .muted{color:#666;font-size:.85em} .err{color:#b00020} .ok{color:#1b7f2a}
 .add{color:#1b7f2a} .del{color:#b00020}
@@ -76,7 +82,7 @@ _LIST = """{% extends "base" %}{% block body %}
 {{ pager() }}
 <table id="trajectories"><tr><th>trajectory</th><th>task</th><th>family</th><th>status</th><th>reward</th><th>step</th><th>calls</th><th>labels</th></tr>
 {% for r in rows %}<tr><td><a href="/t/{{ r.id | urlencode }}">{{ r.id }}</a></td><td>{{ r.task_id }}</td><td>{{ r.family or '' }}</td>
-<td>{{ r.status }}</td><td>{{ '%.2f' % r.reward if r.reward is not none else '—' }}</td><td>{{ r.step if r.step is not none else '' }}</td>
+<td>{{ r.status }}</td><td>{{ short_number(r.reward, 2) if r.reward is not none else '—' }}</td><td>{{ r.step if r.step is not none else '' }}</td>
 <td>{{ r.n_calls }}</td><td>{{ r.n_labels }}</td></tr>{% endfor %}</table>
 {% if n_pages > 1 %}{{ pager() }}{% endif %}
 {% endblock %}"""
@@ -90,10 +96,9 @@ _STEPS = """{% macro steps(v, with_index=true) %}
 </div>{% endfor %}
 {% endmacro %}
 {% macro summary(v) %}
-<p><strong>{{ v.id }}</strong> · task {{ v.task_id }} · {{ v.family or 'no family' }} · {{ v.status }} ·
-reward {{ '%.3f' % v.reward if v.reward is not none else 'unscored' }}</p>
-{% if v.breakdown %}<table class="breakdown"><tr>{% for k, x in v.breakdown.items() %}<th>{{ k }}</th>{% endfor %}</tr>
-<tr>{% for k, x in v.breakdown.items() %}<td>{{ '%.3f' % x }}</td>{% endfor %}</tr></table>{% endif %}
+<p class="summary"><strong>{{ v.id }}</strong> · task {{ v.task_id }} · {{ v.family or 'no family' }} · {{ v.status }} ·
+reward {% if v.reward is not none %}<span title="{{ v.reward }}">{{ short_number(v.reward) }}</span>{% else %}unscored{% endif %}</p>
+{% if v.breakdown %}<ul class="breakdown" aria-label="reward breakdown">{% for c in v.breakdown %}<li class="rc"><span class="rc-name" title="{{ c.name }}">{{ c.label }}</span><span class="rc-value" title="{{ c.full }}">{{ c.shown }}</span></li>{% endfor %}</ul>{% endif %}
 {% if v.failure %}<p class="err">failed at {{ v.failure }}</p>{% endif %}
 {% for e in v.errors %}<p class="err text">{{ e }}</p>{% endfor %}
 {% endmacro %}
@@ -170,4 +175,5 @@ def make_environment() -> Environment:
                       autoescape=select_autoescape(default=True, default_for_string=True), undefined=StrictUndefined)
     env.globals["pct"] = lambda x: "—" if x != x else f"{100 * x:.0f}%"
     env.globals["num"] = lambda x: "—" if x != x else f"{x:.2f}"
+    env.globals["short_number"] = short_number
     return env
