@@ -334,7 +334,7 @@ def create_app(run_dir: str | os.PathLike[str], *, rubric: Rubric = DEFAULT_RUBR
         for row in rows:
             row["n_labels"] = counts[row["id"]]
         families = sorted({r["family"] for r in store.query_rows() if r["family"]})
-        return page("list", request, session, f=f, rows=rows, total=total, families=families,
+        return page("list", request, session, f=f, rows=rows, families=families,
                     statuses=[s.value for s in TrajectoryStatus], row_count=_row_count(total, number),
                     page_number=number, n_pages=n_pages, links=_page_links(f, number, n_pages))
 

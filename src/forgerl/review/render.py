@@ -1,6 +1,6 @@
 """A stored trajectory turned into what the review pages show: steps in order, each with its
-thinking, tool calls (arguments pretty-printed) and observations, the final reply, the reward
-breakdown, the verifier's evidence and (optionally) per-token data of every LLM call.
+thinking, tool calls (arguments pretty-printed) and observations, the deliverable (the submitted
+answer or the final reply, labelled as which), the reward breakdown, the verifier's evidence and (optionally) per-token data of every LLM call.
 
 Everything here stays plain text: escaping happens once, in the templates (Jinja2 autoescape), and
 nothing is ever rendered as Markdown or HTML — model output is untrusted.
