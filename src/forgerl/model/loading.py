@@ -67,6 +67,20 @@ def tiny_config(vocab_size: int, pad_token_id: int | None, eos_token_id: int | N
     )
 
 
+def resolve_model_dir(name_or_dir: str) -> str | Path:
+    """What a `--model` value names on disk: a training run (`RUN` = its latest good checkpoint,
+    `RUN:best`, `RUN:step_N`) or a checkpoint directory resolves to that checkpoint, verified
+    against its checksums; anything else is returned as given. Every command that loads a model
+    goes through here, so each accepts run references."""
+    from forgerl.train.checkpoint import CheckpointError, resolve_model_reference
+
+    try:
+        resolved = resolve_model_reference(name_or_dir)
+    except CheckpointError as exc:
+        raise ConfigError(str(exc)) from None
+    return name_or_dir if resolved is None else resolved
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     import torch
 
@@ -99,7 +113,8 @@ def load_policy(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model and its tokenizer, with the chat format's markers as single tokens.
 
-    `tiny-random` is built from a config with a fixed seed (no download). A directory is loaded with
+    `tiny-random` is built from a config with a fixed seed (no download). A run directory or run
+    reference (`RUN`, `RUN:best`, `RUN:step_N`) resolves to its checkpoint (resolve_model_dir). A directory is loaded with
     `AutoModelForCausalLM`; when the format's markers had to be added to its tokenizer, the
     embedding matrix is resized to match.
     """
@@ -121,6 +136,8 @@ def load_policy(
 
     if name_or_dir == "default":
         name_or_dir = str(default_policy_dir())
+    elif name_or_dir != "tiny-random":
+        name_or_dir = str(resolve_model_dir(name_or_dir))
     if name_or_dir == "tiny-random":
         tokenizer = load_default_tokenizer()
         if fmt is not None:

@@ -28,9 +28,10 @@ from forgerl.rollout import multiagent
 from forgerl.rollout.ledger import StoreLedger
 from forgerl.rollout.scheduler import Batch, RolloutScheduler, SchedulerConfig
 from forgerl.train.config import TrainConfig
-from forgerl.train.loop import TrainResult, rollout_metrics
+from forgerl.train.interrupt import StopControl, handle_stop_signals
+from forgerl.train.loop import TrainResult, rollout_metrics, stop_interrupted
 from forgerl.train.rollouts import evaluate, make_task, training_seed
-from forgerl.train.run import Run, close_run, open_run, save_checkpoint
+from forgerl.train.run import Run, close_run, finish_run, open_run, save_checkpoint
 from forgerl.train.step import build_samples, optimize
 from forgerl.types import Trajectory
 
@@ -84,28 +85,46 @@ def scheduler_config(config: TrainConfig) -> SchedulerConfig:
 
 
 def run_training(config: TrainConfig, *, resume: bool = False,
-                 on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+                 on_step: Callable[[int, dict[str, float]], None] | None = None,
+                 control: StopControl | None = None) -> TrainResult:
     """The training loop the config asks for: `rollout.mode = "sync"` is the on-policy loop of
     train/loop.py; windowed, fifo and greedy run asynchronously here (`forgerl train` uses this)."""
     if config.rollout.mode == "sync":
         from forgerl.train.loop import train
 
-        return train(config, resume=resume, on_step=on_step)
-    return run_async_training(config, resume=resume, on_step=on_step)
+        return train(config, resume=resume, on_step=on_step, control=control)
+    return run_async_training(config, resume=resume, on_step=on_step, control=control)
 
 
 def run_async_training(config: TrainConfig, scheduler: SchedulerConfig | None = None, *, resume: bool = False,
-                       on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+                       on_step: Callable[[int, dict[str, float]], None] | None = None,
+                       control: StopControl | None = None) -> TrainResult:
+    """The asynchronous loop; signals behave as in train/loop.py (finish, or abandon, the step,
+    checkpoint, status `interrupted`, TrainingInterrupted with the resume command)."""
     scheduler = scheduler or scheduler_config(config)
     if scheduler.batch_size != config.groups_per_step:
         raise ValueError(f"scheduler.batch_size ({scheduler.batch_size}) must equal groups_per_step "
                          f"({config.groups_per_step}): a batch is one step's groups")
     start = time.perf_counter()
     run = open_run(config, resume=resume, keep_unconsumed=True)  # the ledger offers untrained rollouts again
+    if control is not None:
+        run.control = control
+    run.control.current_step = lambda: run.step + 1
     result = TrainResult(run_dir=str(run.run_dir))
+    status = "failed"
     try:
-        asyncio.run(_train(run, scheduler, result, on_step, resumed=resume))
+        with handle_stop_signals(run.control):
+            try:
+                asyncio.run(_train(run, scheduler, result, on_step, resumed=resume))
+            except KeyboardInterrupt:  # abandoned: untrained rollouts stay in the ledger for the resume
+                status = "interrupted"
+                raise stop_interrupted(run, abandoned=True) from None
+            if run.control.stop_requested and run.step < run.config.steps:
+                status = "interrupted"
+                raise stop_interrupted(run, abandoned=False)
+        status = "completed"
     finally:
+        finish_run(run, status)
         close_run(run)
     result.seconds = time.perf_counter() - start
     return result
@@ -121,23 +140,31 @@ async def _train(run: Run, sched_cfg: SchedulerConfig, result: TrainResult,
     scheduler = RolloutScheduler(lambda spec: rollout_group(run, spec), group_specs(cfg), sched_cfg,
                                  current_version=lambda: run.version, ledger=ledger)
     async for batch in scheduler.batches(max_batches=max(0, cfg.steps - run.step)):
+        if run.control.stop_requested:  # the batch stays unacknowledged: the resume's ledger offers it again
+            break
         t0 = time.perf_counter()
         samples = build_samples([g for result in batch.results for g in advantage_groups(result)], cfg)
         metrics = await asyncio.to_thread(optimize, run, samples)  # rollouts continue on this loop
         t1 = time.perf_counter()
+        run.control.begin_update()
         run.push_weights()
         run.step += 1
         batch.ack(run.step)
+        run.control.end_update()
         metrics.update(_batch_metrics(batch, run, scheduler))
         metrics.update({"time/wait_s": batch.wait_s, "time/train_s": t1 - t0, "time/sync_s": time.perf_counter() - t1})
+        new_best = False
         if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
             metrics["eval/reward"] = await evaluate(run)
             result.eval_rewards.append((run.step, metrics["eval/reward"]))
+            new_best = run.is_new_best(metrics["eval/reward"])
         run.log(metrics)
         if on_step is not None:
             on_step(run.step, metrics)
-        if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
+        if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps or new_best:
             save_checkpoint(run)
+        if run.control.stop_requested:
+            break
 
 
 def advantage_groups(trajectories: list[Trajectory]) -> list[list[Trajectory]]:

@@ -18,6 +18,14 @@ warning, still guarded by the loaders' own checks and a finite-weights check. An
 On resume (`restore_latest`) a checkpoint that fails is skipped and the previous one is tried, with
 a warning naming both: fallback is automatic, because the run then redoes the steps after the
 checkpoint it used, and exact resume (store `supersede_from`) keeps each step once.
+
+A checkpoint is also a Hugging Face model directory (issue 27): `config.json`, `generation_config.json`
+and the tokenizer files sit next to the weights, inside the same atomic write and checksums, so
+`--model RUN`, `RUN:best` or `RUN:step_N` (resolve_model_reference) and transformers' `from_pretrained`
+load it. For a LoRA run `model.safetensors` holds the merged weights under the base model's names,
+`adapter/` the peft adapter, and `lora_policy.safetensors` the adapter-wrapped policy the trainer
+resumes from (exact, where un-merging would not be). `checkpoints/best.json` names the checkpoint
+with the best held-out reward; it is replaced atomically, and no checkpoint is ever pruned.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +51,11 @@ MODEL_FILENAME = "model.safetensors"
 OPTIMIZER_FILENAME = "optimizer.pt"
 RNG_FILENAME = "rng.pt"
 STATE_FILENAME = "state.json"
+LORA_POLICY_FILENAME = "lora_policy.safetensors"
+ADAPTER_DIRNAME = "adapter"
+BEST_POINTER_FILENAME = "best.json"
+_STEP_DIR = re.compile(r"step_(\d{6,})")
+_SAFETENSORS_METADATA = {"format": "pt"}  # what transformers and other safetensors readers expect
 _CHECKSUM_FORMAT = 1
 T = TypeVar("T")
 
@@ -57,30 +71,86 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
 # -- saving -------------------------------------------------------------------------------------
 
 def write_checkpoint(final: Path, policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     state: dict[str, Any]) -> Path:
-    """Write a complete checkpoint at `final` (replacing one already there), atomically."""
-    from safetensors.torch import save_model
-
+                     state: dict[str, Any], *, tokenizer: Any = None) -> Path:
+    """Write a complete checkpoint at `final` (replacing one already there), atomically: the
+    trainer's state and, when the policy is a transformers model, a loadable Hugging Face model
+    directory (config, generation config, tokenizer; LoRA merged with the adapter kept beside it)."""
     final = Path(final)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    # save_model, not save_file(state_dict()): tied weights (SmolLM2's embedding = LM head) are one
-    # tensor under two names, which save_file refuses; save_model stores it once, load_model re-ties
-    save_model(policy, str(tmp / MODEL_FILENAME))
+    _write_policy(tmp, policy)
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILENAME)
     torch.save({"torch": torch.get_rng_state()}, tmp / RNG_FILENAME)
     (tmp / STATE_FILENAME).write_text(json.dumps(state))
-    files = {name: _digest_and_sync(tmp / name)
-             for name in (MODEL_FILENAME, OPTIMIZER_FILENAME, RNG_FILENAME, STATE_FILENAME)}
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    for path in tmp.rglob("*"):
+        if path.is_file():
+            normal_file_mode(path)
+    files = {name: _digest_and_sync(tmp / name) for name in _payload_files(tmp)}
     manifest = {"format": _CHECKSUM_FORMAT, "algorithm": "sha256", "files": files}
     (tmp / CHECKSUMS_FILENAME).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     _digest_and_sync(tmp / CHECKSUMS_FILENAME)
-    _sync_dir(tmp)
+    for sub in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+        _sync_dir(sub)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     _sync_dir(final.parent)
     return final
+
+
+def _write_policy(directory: Path, policy: torch.nn.Module) -> None:
+    """The weights (and for a transformers model its config and generation config)."""
+    from safetensors.torch import save_file, save_model
+
+    from forgerl.train.lora import causal_lm, inference_weights, is_peft
+
+    # save_model, not save_file(state_dict()): tied weights (SmolLM2's embedding = LM head) are one
+    # tensor under two names, which save_file refuses; save_model stores it once, load_model re-ties
+    if is_peft(policy):
+        save_model(policy, str(directory / LORA_POLICY_FILENAME), metadata=_SAFETENSORS_METADATA)
+        merged = {name: tensor.contiguous() for name, tensor in inference_weights(policy).items()}
+        save_file(_drop_tied_copies(causal_lm(policy), merged), str(directory / MODEL_FILENAME),
+                  metadata=_SAFETENSORS_METADATA)
+        policy.save_pretrained(str(directory / ADAPTER_DIRNAME))
+    else:
+        save_model(policy, str(directory / MODEL_FILENAME), metadata=_SAFETENSORS_METADATA)
+    model = causal_lm(policy)
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "save_pretrained"):
+        config.save_pretrained(directory)
+        generation = getattr(model, "generation_config", None)
+        if generation is not None:
+            generation.save_pretrained(directory)
+
+
+def normal_file_mode(path: Path) -> None:
+    """rw-r--r-- less the umask: safetensors writes its files 0600, which other users of a shared
+    model directory (a server, a colleague) cannot read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o644 & ~mask)
+
+
+def _drop_tied_copies(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Merged LoRA weights are clones, so tied ones (embedding = LM head) are two tensors; keep the
+    first name of each tied pair as save_model would, so the file matches a plain checkpoint."""
+    seen: dict[int, str] = {}
+    drop: set[str] = set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        clean = name.replace(".base_layer.", ".")
+        key = tensor.data_ptr()
+        if key in seen and seen[key] != clean:
+            drop.add(clean)
+        seen.setdefault(key, clean)
+    return {name: tensor for name, tensor in weights.items() if name not in drop}
+
+
+def _payload_files(directory: Path) -> list[str]:
+    """Every file of a checkpoint but its checksums.json, as relative POSIX paths."""
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*")
+                  if p.is_file() and p.name != CHECKSUMS_FILENAME)
 
 
 def _digest_and_sync(path: Path) -> dict[str, Any]:
@@ -133,12 +203,19 @@ def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:
         if manifest.get("algorithm") != "sha256" or not isinstance(files, dict) or not files:
             raise ValueError("not a sha256 manifest with files")
         for name, entry in files.items():
-            if Path(name).name != name or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
+            if not _safe_relative(name) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
                 raise ValueError(f"bad entry {name!r}")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint file {path} is corrupt ({_one_line(exc)}): the checkpoint cannot be "
                               "verified") from None
     return files
+
+
+def _safe_relative(name: Any) -> bool:
+    """A manifest name that stays inside the checkpoint: relative, no `..`, no empty parts."""
+    if not isinstance(name, str) or not name or name.startswith("/") or "\\" in name:
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 def _verify_file(path: Path, expected: dict[str, Any]) -> None:
@@ -167,14 +244,25 @@ def load_checkpoint(directory: Path, policy: torch.nn.Module, optimizer: torch.o
     if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("version"), int)):
         raise CheckpointError(f"checkpoint file {directory / STATE_FILENAME} does not hold a step and a policy "
                               f"version (got {str(state)[:80]})")
-    _read(directory / MODEL_FILENAME, lambda p: load_model(policy, str(p)))
-    _check_finite(policy, directory / MODEL_FILENAME)
+    weights = _policy_weights_file(directory, policy)
+    _read(weights, lambda p: load_model(policy, str(p)))
+    _check_finite(policy, weights)
     optimizer_state = _read(directory / OPTIMIZER_FILENAME, lambda p: torch.load(p, weights_only=True))
     _check_finite_state(optimizer_state, directory / OPTIMIZER_FILENAME)
     _read(directory / OPTIMIZER_FILENAME, lambda _: optimizer.load_state_dict(optimizer_state))
     rng = _read(directory / RNG_FILENAME, lambda p: torch.load(p, weights_only=True)["torch"])
     _read(directory / RNG_FILENAME, lambda _: torch.set_rng_state(rng))
     return state
+
+
+def _policy_weights_file(directory: Path, policy: torch.nn.Module) -> Path:
+    """The file the trainer's policy resumes from: the adapter-wrapped policy for LoRA (older
+    checkpoints kept it in model.safetensors), model.safetensors otherwise."""
+    from forgerl.train.lora import is_peft
+
+    if is_peft(policy) and (directory / LORA_POLICY_FILENAME).is_file():
+        return directory / LORA_POLICY_FILENAME
+    return directory / MODEL_FILENAME
 
 
 def _read(path: Path, load: Callable[[Path], T]) -> T:
@@ -246,5 +334,143 @@ def restore_latest(run_dir: Path, records: list[Any], policy: torch.nn.Module,
     return None
 
 
-__all__ = ["CHECKSUMS_FILENAME", "CheckpointError", "checkpoint_dir", "load_checkpoint", "restore_latest",
-           "verify_checkpoint", "write_checkpoint"]
+# -- run directories as models ----------------------------------------------------------------
+
+def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    """The complete checkpoint directories of a run, by step (a `.tmp` one was never finished)."""
+    root = Path(run_dir) / "checkpoints"
+    found = []
+    for path in root.iterdir() if root.is_dir() else ():
+        match = _STEP_DIR.fullmatch(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "store.sqlite").is_file() or (Path(path) / "checkpoints").is_dir()
+
+
+def write_best_pointer(run_dir: Path, step: int, eval_reward: float) -> Path:
+    """Name the best checkpoint in `checkpoints/best.json`, replaced atomically (a file, not a
+    symlink: it cannot dangle, and a copied run directory keeps it)."""
+    root = Path(run_dir) / "checkpoints"
+    target = root / BEST_POINTER_FILENAME
+    tmp = root / (BEST_POINTER_FILENAME + ".tmp")
+    tmp.write_text(json.dumps({"checkpoint": checkpoint_dir(run_dir, step).name, "step": step,
+                               "eval_reward": eval_reward}, indent=1))
+    _digest_and_sync(tmp)
+    os.replace(tmp, target)
+    _sync_dir(root)
+    return target
+
+
+def remove_best_pointer(run_dir: Path) -> None:
+    (Path(run_dir) / "checkpoints" / BEST_POINTER_FILENAME).unlink(missing_ok=True)
+
+
+def read_best_pointer(run_dir: Path) -> dict[str, Any] | None:
+    """The best checkpoint's record, or None when the run has none; a damaged pointer (it is read
+    from disk, so it is untrusted) is a CheckpointError."""
+    path = Path(run_dir) / "checkpoints" / BEST_POINTER_FILENAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        name = data["checkpoint"]
+        if not (isinstance(name, str) and _STEP_DIR.fullmatch(name) and isinstance(data.get("step"), int)):
+            raise ValueError("no checkpoint name and step")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} is corrupt ({_one_line(exc)}): delete it; the next held-out evaluation "
+                              "of the run (or `forgerl train --resume`) writes it again") from None
+    return data
+
+
+_REFERENCE = re.compile(r"(?P<base>.+):(?P<which>best|latest|step_?(?P<step>\d+))")
+
+
+def resolve_model_reference(name: str) -> Path | None:
+    """The checkpoint directory a `--model` value names, verified: `RUN` (the latest good
+    checkpoint), `RUN:best`, `RUN:latest`, `RUN:step_N`, or a checkpoint directory itself. None
+    when `name` is none of these (a built-in model or a plain Hugging Face directory)."""
+    match = _REFERENCE.fullmatch(name)
+    if match and Path(match["base"]).is_dir():
+        run_dir, which = Path(match["base"]), match["which"]
+        if not is_run_dir(run_dir):
+            raise CheckpointError(f"--model {name}: {run_dir} is not a forgerl run directory (no checkpoints/ or "
+                                  "store.sqlite); `:best` and `:step_N` name a checkpoint of a training run")
+    else:
+        path = Path(name)
+        if not path.is_dir():
+            return None
+        if (path / CHECKSUMS_FILENAME).is_file() or (path / STATE_FILENAME).is_file():
+            verify_checkpoint(path)
+            return _require_model_files(path)
+        if not is_run_dir(path):
+            return None
+        run_dir, which = path, "latest"
+    if which == "best":
+        best = read_best_pointer(run_dir)
+        if best is None:
+            raise CheckpointError(f"--model {name}: the run in {run_dir} has no best checkpoint yet (none was "
+                                  "written at a step with a held-out evaluation); use RUN or RUN:step_N")
+        directory = run_dir / "checkpoints" / best["checkpoint"]
+        verify_checkpoint(directory)
+        return _require_model_files(directory)
+    if which.startswith("step"):
+        directory = checkpoint_dir(run_dir, int(match["step"]))  # type: ignore[index]
+        if not directory.is_dir():
+            steps = ", ".join(str(s) for s, _ in step_dirs(run_dir)) or "none"
+            raise CheckpointError(f"--model {name}: the run in {run_dir} has no checkpoint at that step "
+                                  f"(checkpointed steps: {steps})")
+        verify_checkpoint(directory)
+        return _require_model_files(directory)
+    return _latest_good(run_dir, name)
+
+
+def _latest_good(run_dir: Path, name: str) -> Path:
+    """The newest checkpoint that verifies, falling back past damaged ones with a warning;
+    checkpoints a resume superseded are skipped (the store knows them)."""
+    candidates = [path for _, path in reversed(step_dirs(run_dir))]
+    live = _live_checkpoint_names(run_dir)
+    if live is not None:
+        candidates = [path for path in candidates if path.name in live]
+    failures: list[str] = []
+    for directory in candidates:
+        try:
+            verify_checkpoint(directory)
+        except CheckpointError as exc:
+            failures.append(str(exc))
+            log.warning("%s; trying the previous checkpoint", exc)
+            continue
+        return _require_model_files(directory)
+    if failures:
+        raise CheckpointError(f"--model {name}: no checkpoint of the run verifies ({failures[0]})")
+    raise CheckpointError(f"--model {name}: the run in {run_dir} has no checkpoint yet (it is written every "
+                          "checkpoint_every steps and at the end of the run)")
+
+
+def _live_checkpoint_names(run_dir: Path) -> set[str] | None:
+    """Directory names of the checkpoints the run's store holds (not superseded); None without a store."""
+    if not (Path(run_dir) / "store.sqlite").is_file():
+        return None
+    from forgerl.store import TrajectoryStore
+
+    with TrajectoryStore(run_dir) as store:
+        runs = store.runs()
+        if not runs:
+            return set()
+        return {Path(record.path).name for record in store.checkpoints(runs[-1].id)}
+
+
+def _require_model_files(directory: Path) -> Path:
+    if not (directory / "config.json").is_file():
+        raise CheckpointError(f"checkpoint {directory} has no config.json (written by a forgerl before model "
+                              "checkpoints): resume the run once with `forgerl train --resume` to write a new one, "
+                              "or copy config.json and the tokenizer files of its base model into it")
+    return directory
+
+
+__all__ = ["CHECKSUMS_FILENAME", "CheckpointError", "checkpoint_dir", "is_run_dir", "load_checkpoint",
+           "normal_file_mode", "read_best_pointer", "remove_best_pointer", "resolve_model_reference", "restore_latest",
+           "step_dirs", "verify_checkpoint", "write_best_pointer", "write_checkpoint"]

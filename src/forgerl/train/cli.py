@@ -51,8 +51,14 @@ def run_train(config_path: str | None = None, *, resume: bool = False, **overrid
         row.add_row(str(step), *(f"{metrics[k]:.3f}" if k in metrics else "" for k, _ in LIVE_COLUMNS))
         console.print(row)
 
+    from forgerl.train.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
+
     try:
         result = train(config, resume=resume, on_step=show)
+    except TrainingInterrupted as exc:  # SIGINT/SIGTERM: checkpointed, status interrupted; say how to resume
+        write_report(config.run_dir)
+        Console(stderr=True).print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except ForgerlError as exc:  # a damaged checkpoint, an inconsistent run directory: one line, no traceback
         _exit_with(exc)
     report = write_report(config.run_dir)

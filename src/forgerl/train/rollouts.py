@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from forgerl.agent.loop import run_episode
@@ -58,19 +59,33 @@ async def _episode(run: Run, seed: int, difficulty: int | None, sampling: Sampli
     return trajectory
 
 
-async def collect_groups(run: Run) -> list[list[Trajectory]]:
-    """`groups_per_step` tasks x `group_size` rollouts, all concurrent on the engine."""
+async def collect_groups(run: Run, *, skip: set[int] | None = None, on_episode: Callable[[], None] | None = None,
+                         done: int = 0) -> list[list[Trajectory]]:
+    """`groups_per_step` tasks x `group_size` rollouts, all concurrent on the engine; groups in
+    `skip` (reused from the store after an interrupt) are not collected. `on_episode` is called
+    as each episode ends (the progress bar)."""
     cfg = run.config
     base = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    wanted = [g for g in range(cfg.groups_per_step) if g not in (skip or set())]
+    if on_episode is not None:
+        for _ in range(done):
+            on_episode()
+
+    async def counted(job: Awaitable[Trajectory]) -> Trajectory:
+        trajectory = await job
+        if on_episode is not None:
+            on_episode()
+        return trajectory
+
     jobs = []
-    for g in range(cfg.groups_per_step):
+    for g in wanted:
         seed = training_seed(cfg.seed, run.step, g)
         difficulty = cfg.difficulty[seed % len(cfg.difficulty)]
         for i in range(cfg.group_size):
             sampling = dataclasses.replace(base, seed=seed * 101 + i)
-            jobs.append(_episode(run, seed, difficulty, sampling, group_id=f"step{run.step}-g{g}"))
+            jobs.append(counted(_episode(run, seed, difficulty, sampling, group_id=f"step{run.step}-g{g}")))
     flat = await asyncio.gather(*jobs)
-    return [list(flat[g * cfg.group_size:(g + 1) * cfg.group_size]) for g in range(cfg.groups_per_step)]
+    return [list(flat[k * cfg.group_size:(k + 1) * cfg.group_size]) for k in range(len(wanted))]
 
 
 async def evaluate(run: Run) -> float:

@@ -14,6 +14,8 @@ steps redone after a crash sample the same tasks.
 from __future__ import annotations
 
 import copy
+import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +28,19 @@ from forgerl.chat.base import ChatFormat
 from forgerl.errors import ConfigError
 from forgerl.model.moe import ExpertLoadTracker
 from forgerl.store import TrajectoryStore
-from forgerl.train.checkpoint import checkpoint_dir, restore_latest, write_checkpoint
+from forgerl.train.checkpoint import (
+    checkpoint_dir,
+    remove_best_pointer,
+    restore_latest,
+    write_best_pointer,
+    write_checkpoint,
+)
 from forgerl.train.config import TrainConfig, dump_config, public_config
+from forgerl.train.interrupt import StopControl
 from forgerl.train.lora import add_lora, inference_weights
+
+log = logging.getLogger(__name__)
+EVAL_METRIC = "eval/reward"
 
 
 @dataclass
@@ -50,12 +62,23 @@ class Run:
     compute_dtype: torch.dtype = torch.float32
     """What the trainer's forward runs in (under autocast) and the engine's weights are stored in; the
     trainer's own weights and optimizer state stay FP32 (master weights) whatever this is."""
+    control: StopControl = field(default_factory=StopControl)
+    """Signals ask the loop to finish or abandon the step (train/interrupt.py)."""
+    checkpointed_step: int | None = None
+    """The step of the checkpoint the weights in memory were last saved at (or restored from)."""
+    best_eval: float | None = None
+    """The best held-out reward of a checkpointed step so far (step 0, the starting model, is not one)."""
 
     def push_weights(self) -> None:
         """New weights to the engine with the next policy version (in process: a state-dict copy;
         LoRA adapters merged in)."""
         self.version += 1
         self.engine.update_weights(inference_weights(self.policy), self.version)
+
+    def is_new_best(self, eval_reward: float) -> bool:
+        """Whether a held-out reward at this (trained) step beats every checkpointed one: the loops
+        then checkpoint the step, so the best policy is always on disk (`RUN:best`)."""
+        return self.step > 0 and math.isfinite(eval_reward) and (self.best_eval is None or eval_reward > self.best_eval)
 
     def log(self, metrics: dict[str, float]) -> None:
         self.store.log_metrics(self.run_id, self.step, metrics)
@@ -123,6 +146,8 @@ def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool
         if resume:
             purge_from = run.step + 1 if _load_latest_checkpoint(run) else 0
             store.supersede_from(run_id, purge_from, unconsumed=not keep_unconsumed)
+            store.set_run_status(run_id, "running")
+            update_best_checkpoint(run)
         run.sinks.append(_tensorboard_sink(run_dir, purge_step=purge_from))
     except BaseException:
         close_run(run)
@@ -131,11 +156,47 @@ def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool
 
 
 def save_checkpoint(run: Run) -> Path:
-    """Write the run's checkpoint for its current step (atomically, with checksums), then record it."""
+    """Write the run's checkpoint for its current step (atomically, with checksums; a loadable
+    model directory with config and tokenizer), record it, and name the best one."""
     final = write_checkpoint(checkpoint_dir(run.run_dir, run.step), run.policy, run.optimizer,
-                             {"step": run.step, "version": run.version, "time": time.time()})
+                             {"step": run.step, "version": run.version, "time": time.time()},
+                             tokenizer=getattr(run, "tokenizer", None))  # bare runs (tests) have none
     run.store.add_checkpoint(run.run_id, run.step, final, policy_version=run.version)
+    run.checkpointed_step = run.step
+    update_best_checkpoint(run)
     return final
+
+
+def save_checkpoint_if_new(run: Run) -> bool:
+    """Checkpoint the current step unless it already is (a stop after a step that was saved)."""
+    if run.checkpointed_step == run.step or run.step == 0:
+        return False
+    save_checkpoint(run)
+    return True
+
+
+def update_best_checkpoint(run: Run) -> None:
+    """Point `checkpoints/best.json` at the live checkpoint with the best held-out reward (ties:
+    the earlier step), from the store, so a resume that superseded the old best moves it too."""
+    evals = {step: value for step, name, value in run.store.metrics(run.run_id, EVAL_METRIC)
+             if step > 0 and math.isfinite(value)}
+    scored = [(evals[c.step], -c.step) for c in run.store.checkpoints(run.run_id) if c.step in evals]
+    if not scored:
+        run.best_eval = None
+        remove_best_pointer(run.run_dir)
+        return
+    reward, negative_step = max(scored)
+    run.best_eval = reward
+    write_best_pointer(run.run_dir, -negative_step, reward)
+
+
+def finish_run(run: Run, status: str) -> None:
+    """Record how the run ended (completed / failed / interrupted); never masks the error that
+    ended it (a store that cannot be written is logged)."""
+    try:
+        run.store.set_run_status(run.run_id, status)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 — the run's own outcome matters more
+        log.warning("could not record run status %r: %s", status, exc)
 
 
 def _load_latest_checkpoint(run: Run) -> bool:
@@ -146,6 +207,7 @@ def _load_latest_checkpoint(run: Run) -> bool:
         return False
     _, state = restored
     run.step, run.version = state["step"], state["version"]
+    run.checkpointed_step = run.step
     run.engine.update_weights(inference_weights(run.policy), run.version)
     return True
 

@@ -104,6 +104,9 @@ def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
         entropies.append(entropy[keep])
     trainable = [p for p in policy.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    control = getattr(run, "control", None)  # absent on the bare runs of benchmarks and tests
+    if control is not None:
+        control.begin_update()  # an abandoned step stops here, before the weights change
     run.optimizer.step()
     moe = run.tracker.metrics()
     if cfg.moe_bias_step > 0 and run.tracker.is_moe:
