@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -78,3 +79,18 @@ def test_greedy_and_top_k_one_pick_the_argmax():
     params = [SamplingParams(temperature=0), SamplingParams(top_k=1), SamplingParams(top_p=1e-6)]
     tokens, _ = sample_rows(logits, params, gens)
     assert tokens == torch.argmax(logits, dim=-1).tolist()
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -1.0, 1e-320])
+def test_sampling_params_refuse_non_finite_negative_and_overflowing_temperatures(temperature):
+    from forgerl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="temperature"):
+        SamplingParams(temperature=temperature).validate()
+
+
+def test_sampling_params_refuse_nan_top_p():
+    from forgerl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="top_p"):
+        SamplingParams(top_p=float("nan")).validate()

@@ -6,12 +6,16 @@ so the built-in engine, a scripted fake and a vLLM adapter are interchangeable.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from forgerl.errors import ConfigError
 from forgerl.types import FinishReason, Timings
+
+MIN_TEMPERATURE = 1e-3
+"""Smallest non-zero sampling temperature: logits / 1e-320 overflow to inf and sampling returns garbage."""
 
 if TYPE_CHECKING:
     import torch
@@ -39,9 +43,12 @@ class SamplingParams:
     def validate(self) -> SamplingParams:
         if self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ConfigError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise ConfigError(f"temperature must be 0 (greedy) or >= {MIN_TEMPERATURE}, got {self.temperature}: "
+                              "dividing logits by a tinier one overflows")
+        if not 0 < self.top_p <= 1:  # also false for NaN
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ConfigError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")

@@ -61,7 +61,7 @@ class Gateway:
     def __init__(
         self, engine: Engine, chat_format: ChatFormat, *, store: TrajectoryStore | None = None,
         run_id: str | None = None, admin_key: str | None = None, session_ttl_s: float = 3600.0,
-        tool_timeout_s: float | None = 60.0, served_model_name: str | None = None, keep_finished: int = 10_000,
+        tool_timeout_s: float | None = 300.0, served_model_name: str | None = None, keep_finished: int = 10_000,
         restore_reasoning: bool = True, admin: bool = True,
     ) -> None:
         if session_ttl_s <= 0:
@@ -177,18 +177,25 @@ class Gateway:
         if session.env is None:
             raise GatewayError(400, "this session has no environment, so it has no tools to run",
                                code="no_environment")
-        from forgerl.agent.tools import run_tool_call  # lazy: forgerl.agent pulls in the engine stack
+        from forgerl.agent.tools import INFRA_BOUNDARIES, run_tool_call  # lazy: forgerl.agent pulls in the engine stack
 
         ids = {"id": call_id} if call_id else {}
         call = ToolCall(**ids, name=name, arguments=arguments)
         outcome = await run_tool_call(session.env, call, session.tools, len(session.trajectory.calls),
                                       self.tool_timeout_s)
-        if outcome.failure is not None:
-            session.trajectory.errors.append(outcome.failure)
-        return outcome.message.content, outcome.failure is not None
+        failure = outcome.failure
+        if failure is not None and failure.boundary in INFRA_BOUNDARIES:
+            # the sandbox or verifier broke, not the agent: the session ends FAILED at that boundary
+            # (no reward, kept out of the loss), like the white-box loop does (contract 4)
+            await self.end_session(session, status=TrajectoryStatus.FAILED, failure=failure,
+                                   reason=f"{failure.boundary.value} failure: {failure.message}")
+        elif failure is not None:
+            session.trajectory.errors.append(failure)
+        return outcome.message.content, failure is not None
 
     async def end_session(self, session: Session, *, status: TrajectoryStatus = TrajectoryStatus.COMPLETED,
-                          reason: str = "ended by the client", reward: float | None = None) -> Trajectory:
+                          reason: str = "ended by the client", reward: float | None = None,
+                          failure: Failure | None = None) -> Trajectory:
         """Close the session (its credential stops working), score it and store the trajectory."""
         if session.ended:
             raise GatewayError(409, f"session {session.id} already ended", code="session_ended")
@@ -199,7 +206,7 @@ class Gateway:
         traj.metadata["end_reason"] = reason
         try:
             if status == TrajectoryStatus.FAILED:
-                traj.failure = Failure(boundary=Boundary.AGENT, message=reason, turn=len(traj.calls))
+                traj.failure = failure or Failure(boundary=Boundary.AGENT, message=reason, turn=len(traj.calls))
                 traj.reward, traj.reward_breakdown = None, {}
             elif session.env is not None:
                 _score(traj, session)
@@ -207,7 +214,7 @@ class Gateway:
                 traj.reward, traj.reward_breakdown = float(reward), {"client": float(reward)}
         finally:
             if session.env is not None:
-                await session.env.close()
+                await _close_env(session.env, traj)
         await self._keep(session, traj)
         self.counters["sessions_ended"] += 1
         return traj
@@ -225,7 +232,7 @@ class Gateway:
                                    turn=len(traj.calls))
             traj.metadata["end_reason"] = "session expired"
             if session.env is not None:
-                await session.env.close()
+                await _close_env(session.env, traj)
             await self._keep(session, traj)
             self.counters["sessions_expired"] += 1
             out.append(traj)
@@ -275,3 +282,11 @@ def _score(traj: Trajectory, session: Session) -> None:
         return
     traj.reward, traj.reward_breakdown = result.score, dict(result.breakdown)
     traj.metadata["reward_evidence"] = result.evidence
+
+
+async def _close_env(env: Any, traj: Trajectory) -> None:
+    """Close a session's environment without ever raising (agent.tools.close_env; imported lazily:
+    forgerl.agent pulls in the engine stack)."""
+    from forgerl.agent.tools import close_env
+
+    await close_env(env, traj)

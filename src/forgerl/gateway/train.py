@@ -79,7 +79,8 @@ def train_through_gateway(config: Any, agent: Agent, *, on_step: Callable[[int, 
                 seeds = [training_seed(config.seed, run.step, g) for g in range(config.groups_per_step)]
                 diffs = [config.difficulty[s % len(config.difficulty)] for s in seeds]
                 groups = collect_groups(bg.url, agent, family=config.env, seeds=seeds, difficulties=diffs,
-                                        group_size=config.group_size, tag=f"step{run.step}-")
+                                        group_size=config.group_size, tag=f"step{run.step}-",
+                                        admin_key=gateway.admin_key)
                 trajectories = [t for g in groups for t in g]  # already stored by the gateway
                 t1 = time.perf_counter()
                 metrics = optimize(run, build_samples(groups, config))
