@@ -188,14 +188,22 @@ def get_format(name: str, **kwargs: Any) -> ChatFormat:
     from forgerl.chat import formats  # noqa: F401  (registers the built-in formats)
 
     cls = _REGISTRY.get(name)
+    if cls is None:  # a user's format may come from a plug-in not loaded yet (forgerl/plugins.py)
+        from forgerl.plugins import load_plugins, plugin_hint
+
+        load_plugins()
+        cls = _REGISTRY.get(name)
     if cls is None:
         known = ", ".join(sorted(_REGISTRY))
-        raise KeyError(f"unknown chat format {name!r}; registered formats: {known}")
+        raise KeyError(f"unknown chat format {name!r}; registered formats: {known}; {plugin_hint()}")
     return cls(**kwargs)
 
 
 def list_formats() -> list[str]:
     from forgerl.chat import formats  # noqa: F401
+    from forgerl.plugins import load_plugins
+
+    load_plugins()
 
     return sorted(_REGISTRY)
 

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from forgerl.envs.base import Family, Task, register_family
+from forgerl.envs.base import Family, Task, register_family, submit_nothing
 from forgerl.envs.numeric import NumericAnswerEnv
 from forgerl.envs.rewards import Verdict
 from forgerl.errors import ToolError
@@ -229,6 +229,6 @@ class ArithmeticEnv(NumericAnswerEnv):
 
 
 register_family(Family(
-    name=FAMILY, make_env=ArithmeticEnv, sample_task=sample_task,
+    name=FAMILY, make_env=ArithmeticEnv, sample_task=sample_task, noop=submit_nothing("submit_answer", answer=""),
     description="Arithmetic word problems: two parallel calculator calls, one combining call, submit.",
 ))

@@ -29,18 +29,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from forgerl.envs.rewards import RewardResult, RewardWeights, Verdict, compose_reward, run_verifier
-from forgerl.errors import ForgerlError
+from forgerl.errors import ConfigError, ForgerlError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
 if TYPE_CHECKING:
     from forgerl.envs.noise import NoiseConfig
 
 __all__ = [
-    "Environment", "EnvironmentWrapper", "Family", "RewardResult", "RewardWeights", "Task", "Verdict", "family_info", "list_families",
-    "make_env", "register_family", "run_gold", "sample_task",
+    "Environment", "EnvironmentWrapper", "Family", "NoopScript", "RewardResult", "RewardWeights", "Task", "Verdict",
+    "family_info", "list_families", "make_env", "play_rounds", "register_env", "register_family", "run_gold",
+    "sample_task", "submit_nothing", "unregister_family",
 ]
 
-# Modules that register the built-in families when first needed (a new family adds its module here).
+# Modules that register forgerl's own families when first needed. A user's family does not go
+# here: it is a plug-in (forgerl/plugins.py: --plugin, plugins = [...], entry points).
 BUILTIN_FAMILY_MODULES = (
     "forgerl.envs.arithmetic", "forgerl.envs.tool_reasoning", "forgerl.envs.cowork", "forgerl.envs.swe",
     "forgerl.envs.reasoning_gym", "forgerl.envs.bfcl", "forgerl.rollout.multiagent",
@@ -202,12 +204,33 @@ class EnvironmentWrapper(Environment):
         return self.inner.tools_on_caller_loop
 
 
+NoopScript = Callable[[Task], list[list[ToolCall]]]
+"""Rounds of tool calls that do none of the work but end the episode (e.g. submit an empty answer)."""
+
+
+def submit_nothing(tool: str, **arguments: Any) -> NoopScript:
+    """The usual no-op: one call of the family's own submit tool with `arguments` (e.g.
+    `submit_nothing("submit_answer", answer="")`, `submit_nothing("submit")`)."""
+
+    def script(task: Task) -> list[list[ToolCall]]:
+        return [[ToolCall(name=tool, arguments=dict(arguments))]]
+
+    return script
+
+
 @dataclass(frozen=True)
 class Family:
     """A task family: how to draw a task and how to build its environment, both from a seed.
 
     `generate(seed, difficulty)` draws a task at a difficulty in `difficulties`; families without a
-    dial leave it None and `sample_task(seed)` is used at difficulty 1."""
+    dial leave it None and `sample_task(seed)` is used at difficulty 1.
+
+    `noop` declares what "doing nothing" looks like with this family's own tools (usually its
+    submit tool with an empty answer: `submit_nothing(...)`); `envs validate` plays it and requires
+    a score <= 0, so a verifier that accepts any submission is caught. Only the family knows its
+    submit tool's name, hence a declaration rather than a guess. `lambda task: []` says the empty
+    episode is the no-op (a family whose answer is the calls themselves); None: not checked, and
+    validation warns."""
 
     name: str
     make_env: Callable[[int], Environment]
@@ -215,6 +238,7 @@ class Family:
     description: str = ""
     difficulties: tuple[int, ...] = (1,)
     generate: Callable[[int, int], Task] | None = None
+    noop: NoopScript | None = None
 
     def task(self, seed: int, difficulty: int | None = None) -> Task:
         if difficulty is None:
@@ -230,8 +254,22 @@ _FAMILIES: dict[str, Family] = {}
 
 
 def register_family(family: Family) -> Family:
+    """Make `family` available by name to every command, config and worker of this process."""
+    if not isinstance(family, Family):
+        raise ConfigError(f"register_family takes a forgerl.envs.Family, got {type(family).__name__}")
     _FAMILIES[family.name] = family
     return family
+
+
+def register_env(family: Family) -> Family:
+    """The public name for registering a task family from your own package (a plug-in module or
+    an entry point in group `forgerl.envs`; docs/environments.md). Same as `register_family`."""
+    return register_family(family)
+
+
+def unregister_family(name: str) -> None:
+    """Forget family `name` (tests that register throw-away families clean up with this)."""
+    _FAMILIES.pop(name, None)
 
 
 def _load_builtins() -> None:
@@ -240,12 +278,19 @@ def _load_builtins() -> None:
 
 
 def family_info(name: str) -> Family:
+    """The registered family `name`; on a miss, plug-ins are loaded once before giving up."""
     _load_builtins()
+    if name not in _FAMILIES:
+        from forgerl.plugins import load_plugins
+
+        load_plugins()
     try:
         return _FAMILIES[name]
     except KeyError:
+        from forgerl.plugins import plugin_hint
+
         known = ", ".join(sorted(_FAMILIES))
-        raise KeyError(f"unknown task family {name!r}; registered families: {known}") from None
+        raise KeyError(f"unknown task family {name!r}; registered families: {known}; {plugin_hint()}") from None
 
 
 def make_env(
@@ -268,7 +313,11 @@ def sample_task(name: str, seed: int = 0, difficulty: int | None = None) -> Task
 
 
 def list_families() -> list[str]:
+    """Every family: forgerl's own and those of loaded plug-ins (entry points, FORGERL_PLUGINS)."""
+    from forgerl.plugins import load_plugins
+
     _load_builtins()
+    load_plugins()
     return sorted(_FAMILIES)
 
 
@@ -276,13 +325,26 @@ async def run_gold(env: Environment, task: Task) -> tuple[Trajectory, RewardResu
     """Play the family's gold path without a model (contract 5): reset, run each round of calls,
     record the messages, then score. A verifier that does not give this 1.0 is broken.
     Uses `task.gold` when the task carries its own path."""
+    return await play_rounds(env, task, lambda t: t.gold if t.gold is not None else env.gold_solution(t))
+
+
+async def play_rounds(env: Environment, task: Task, script: NoopScript, *,
+                      refused_ok: bool = False) -> tuple[Trajectory, RewardResult]:
+    """Reset `env` on `task`, run each round of `script(task)` (asked after the reset, so a script
+    may read the environment's state), record the messages, then score. `refused_ok`: a call the
+    environment refuses (a ForgerlError) becomes an error observation instead of ending the play
+    (a no-op's empty answer may rightly be refused)."""
     tools = env.tools()
     messages = env.reset(task)
-    rounds = task.gold if task.gold is not None else env.gold_solution(task)
-    for round_ in rounds:
+    for round_ in script(task):
         messages.append(Message(role="assistant", tool_calls=round_))
         for call in round_:
-            result = await env.execute(call)
+            try:
+                result = await env.execute(call)
+            except ForgerlError as exc:
+                if not refused_ok:
+                    raise
+                result = f"error: {exc}"
             messages.append(Message(role="tool", content=result, tool_call_id=call.id, name=call.name))
         if env.done:
             break

@@ -4,8 +4,12 @@ Kept out of cli/main.py so the commands stay thin and these functions can be tes
 from scripts) without a command line. Nothing here imports torch at module level.
 
 `validate` is contract 5 (DESIGN.md) as a command: for every family and difficulty it plays the
-gold path on generated tasks (each must score 1.0) and scores two no-ops (nothing submitted, an
-empty answer: each must score <= 0). A family that fails either is not to be trained on.
+gold path on generated tasks (each must score 1.0) and scores the no-ops (the empty episode, and
+the no-op the family declares with its own tools, `Family.noop`: each must score <= 0). A family
+that fails either is not to be trained on; one that declares no no-op is validated with a warning.
+
+The typer commands of `forgerl envs list/validate` and `forgerl rollout` live here too (with
+`--plugin`), so a user's family can be named on the command line (forgerl/plugins.py).
 """
 
 from __future__ import annotations
@@ -18,9 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from forgerl.envs.base import Environment, Task, family_info, list_families, make_env, run_gold
+import typer
+
+from forgerl.envs.base import (
+    Environment,
+    Family,
+    NoopScript,
+    Task,
+    family_info,
+    list_families,
+    make_env,
+    play_rounds,
+    run_gold,
+)
 from forgerl.envs.tasks import generate_tasks
-from forgerl.errors import ConfigError, ForgerlError
+from forgerl.errors import ConfigError
+from forgerl.plugins import PLUGIN_OPTION_HELP, load_cli_plugins
 from forgerl.types import ToolCall, Trajectory, TrajectoryStatus
 
 if TYPE_CHECKING:
@@ -62,6 +79,8 @@ class ValidationRow:
     gold_passed: int = 0
     noop_zero: int = 0
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Things not checked (a family without a declared no-op); they do not fail the row."""
 
     @property
     def ok(self) -> bool:
@@ -76,19 +95,38 @@ async def _gold_score(env: Environment, task: Task) -> float:
         await env.close()
 
 
-async def _noop_scores(family: str, seed: int, task: Task) -> list[float]:
-    """The two no-ops: nothing submitted, and an empty answer (refused or accepted, never right)."""
+def _empty_episode(task: Task) -> list[list[ToolCall]]:
+    return []
+
+
+def _offered_tools_only(env: Environment, family: str, script: NoopScript) -> NoopScript:
+    """`script`, refusing (ConfigError) calls of tools the environment does not offer after its
+    reset: a no-op naming another family's submit tool would otherwise be refused and pass."""
+
+    def checked(task: Task) -> list[list[ToolCall]]:
+        rounds = script(task)
+        offered = sorted(spec.name for spec in env.tools())
+        unknown = sorted({call.name for round_ in rounds for call in round_} - set(offered))
+        if unknown:
+            raise ConfigError(f"the declared no-op of family {family!r} calls {', '.join(map(repr, unknown))}, which "
+                              f"its environment does not offer (tools: {', '.join(offered)}); fix Family(noop=...)")
+        return rounds
+
+    return checked
+
+
+async def _noop_scores(family: Family, seed: int, task: Task) -> list[float]:
+    """The empty episode, and the family's declared no-op (its calls may be refused: a refused
+    empty answer leaves the episode without one, which must score <= 0 too)."""
+    scripts: list[NoopScript] = [_empty_episode]
+    if family.noop is not None:
+        scripts.append(family.noop)
     scores = []
-    for submit_empty in (False, True):
-        env = make_env(family, seed)
+    for script in scripts:
+        env = make_env(family.name, seed)
         try:
-            env.reset(task)
-            if submit_empty:
-                try:
-                    await env.execute(ToolCall(name="submit_answer", arguments={"answer": ""}))
-                except ForgerlError:
-                    pass  # refused: the episode simply has no answer
-            scores.append(env.reward(Trajectory(task_id=task.id)).score)
+            _, result = await play_rounds(env, task, _offered_tools_only(env, family.name, script), refused_ok=True)
+            scores.append(result.score)
         finally:
             await env.close()
     return scores
@@ -97,18 +135,26 @@ async def _noop_scores(family: str, seed: int, task: Task) -> list[float]:
 async def _validate_level(family: str, difficulty: int | None, n: int, seed: int) -> ValidationRow:
     level = difficulty if difficulty is not None else 1
     row = ValidationRow(family=family, difficulty=level)
+    fam = family_info(family)
+    if fam.noop is None:
+        row.warnings.append(f"{family}: no no-op declared (Family(noop=...)), so only the empty episode was checked; "
+                            "a verifier that accepts any submission would pass")
     for index, task in enumerate(generate_tasks(family, n, seed=seed, difficulty=difficulty)):
         row.tasks += 1
-        try:
+        try:  # a crashing family is a failed validation, reported with the task
             gold = await _gold_score(make_env(family, index), task)
-            noop = await _noop_scores(family, index, task)
-        except Exception as exc:  # a crashing family is a failed validation, reported with the task
-            row.problems.append(f"{task.id}: {type(exc).__name__}: {exc}")
-            continue
-        if math.isclose(gold, 1.0, abs_tol=1e-9):
-            row.gold_passed += 1
+        except Exception as exc:
+            row.problems.append(f"{task.id}: gold path: {type(exc).__name__}: {exc}")
         else:
-            row.problems.append(f"{task.id}: gold scored {gold:g}, expected 1")
+            if math.isclose(gold, 1.0, abs_tol=1e-9):
+                row.gold_passed += 1
+            else:
+                row.problems.append(f"{task.id}: gold scored {gold:g}, expected 1")
+        try:
+            noop = await _noop_scores(fam, index, task)
+        except Exception as exc:
+            row.problems.append(f"{task.id}: no-op: {type(exc).__name__}: {exc}")
+            continue
         if all(score <= 0 for score in noop):
             row.noop_zero += 1
         else:
@@ -142,6 +188,8 @@ def print_validation(console: Console, rows: list[ValidationRow], max_problems: 
         table.add_row(row.family, str(row.difficulty), str(row.tasks), str(row.gold_passed), str(row.noop_zero),
                       Text("yes", style="green") if row.ok else Text("NO", style="red"))
     console.print(table)
+    for warning in dict.fromkeys(w for row in rows for w in row.warnings):
+        console.print(Text(f"warning: {warning}", style="yellow"))
     problems = [p for row in rows for p in row.problems]
     for problem in problems[:max_problems]:
         console.print(Text(problem, style="red"))
@@ -262,3 +310,65 @@ def print_summary(console: Console, summary: RolloutSummary, out_dir: str | Path
     if out_dir is not None:
         table.add_row("written to", str(out_dir))
     console.print(table)
+
+
+# --- the commands (typer) ----------------------------------------------------------------------
+
+envs_app = typer.Typer(help="Task families: list them, validate their gold paths.", no_args_is_help=True)
+
+
+@envs_app.command("list")
+def envs_list(plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_OPTION_HELP)) -> None:
+    """List the registered task families (plug-ins included) with their difficulties and descriptions."""
+    from rich.console import Console
+
+    load_cli_plugins(plugin)
+    print_families(Console())
+
+
+@envs_app.command("validate")
+def envs_validate(
+    name: str | None = typer.Argument(None, help="One family to validate (default: every family)."),
+    n: int = typer.Option(20, "-n", help="Generated tasks per difficulty level."),
+    seed: int = typer.Option(0, help="Seed of the generated task sets."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_OPTION_HELP),
+) -> None:
+    """Play every family's gold path on generated tasks (must score 1) and score its no-ops (must
+    score <= 0); exits with code 1 if anything fails."""
+    from rich.console import Console
+
+    load_cli_plugins(plugin)
+    try:
+        rows = validate_families([name] if name else None, per_difficulty=n, seed=seed)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="NAME") from None
+    if not print_validation(Console(), rows):
+        raise typer.Exit(code=1)
+
+
+def rollout_command(
+    model: str = typer.Option("default", help="`default` (the shipped policy), `tiny-random` or a Hugging Face model directory."),
+    env: str = typer.Option("tool-reasoning", help="Task family to draw the task from."),
+    seed: int = typer.Option(0, help="Seed for the task and for sampling."),
+    chat_format: str = typer.Option("minimax_m2", "--format", help="Chat format the agent is rendered in."),
+    max_turns: int = typer.Option(4, help="Maximum LLM calls in the episode."),
+    max_tokens: int = typer.Option(128, help="Maximum new tokens per LLM call."),
+    save: str | None = typer.Option(None, help="Write the trajectory (exact token ids, logprobs, reward) as JSON here."),
+    episodes: int | None = typer.Option(
+        None, "-n", "--episodes", help="Run K episodes (tasks seed..seed+K-1) concurrently and print a summary table."),
+    out: str | None = typer.Option(None, "--out", help="With -n: write one trajectory JSON per episode into this folder."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_OPTION_HELP),
+) -> None:
+    """Run one episode of the default agent on a task and print the transcript and reward;
+    with -n K, run K episodes concurrently on one engine and print a summary."""
+    load_cli_plugins(plugin)
+    if episodes is None and out is None:
+        from forgerl.agent.demo import run_demo
+
+        run_demo(model=model, env=env, seed=seed, chat_format=chat_format, max_turns=max_turns,
+                 max_tokens=max_tokens, save_path=save)
+        return
+    if save is not None:
+        raise typer.BadParameter("--save writes one episode; with -n/--out use --out DIR", param_hint="--save")
+    run_rollouts(model=model, env=env, n=episodes or 1, seed=seed, chat_format=chat_format, max_turns=max_turns,
+                 max_tokens=max_tokens, out_dir=out)

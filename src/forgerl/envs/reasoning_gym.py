@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from forgerl.envs.base import Environment, Family, Task, register_family
+from forgerl.envs.base import Environment, Family, Task, register_family, submit_nothing
 from forgerl.envs.rewards import Verdict
 from forgerl.errors import ConfigError, ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
@@ -309,6 +309,7 @@ def register_mix(name: str, mix: Mix, description: str = "") -> Family:
             f"{e.generator}:{e.difficulty}*{e.weight:g}" for e in mix.entries),
         difficulties=DIFFICULTIES,
         generate=generate,
+        noop=submit_nothing("submit_answer", answer=""),
     )
     return register_family(family)
 

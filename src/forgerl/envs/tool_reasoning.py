@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from forgerl.envs.arithmetic import calculate, format_number
-from forgerl.envs.base import Family, Observation, Solver, Step, Task, register_family
+from forgerl.envs.base import Family, Observation, Solver, Step, Task, register_family, submit_nothing
 from forgerl.envs.numeric import NumericAnswerEnv
 from forgerl.envs.rewards import Verdict
 from forgerl.errors import ToolError, VerifierError
@@ -536,4 +536,5 @@ register_family(Family(
     description="Chained lookups, baskets, calculator and unit conversion; difficulty 1-5 (1-2 up to 11-15 calls).",
     difficulties=DIFFICULTIES,
     generate=generate_task,
+    noop=submit_nothing("submit_answer", answer=""),
 ))

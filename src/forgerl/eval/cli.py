@@ -115,16 +115,20 @@ def eval_command(
     scaffolds: str | None = typer.Option(None, help="default, heldout or all: instead, success per perturbation "
                                                    "scaffold (perturb/: held-out chat format, naming, responses)."),
     spec: str | None = typer.Option(None, help="With --scaffolds: TOML whose \\[perturb] table declares held-out settings."),
+    plugin: list[str] = typer.Option([], "--plugin", help="Module registering your own family or chat format (a "
+                                     "module name or a .py path; repeatable). See docs/environments.md."),
 ) -> None:
     """Evaluate a model on held-out tasks: pass rate with a 95% Wilson interval, per category or
     generator, trajectories written to a store. With --scaffolds: per perturbation scaffold."""
     from forgerl.errors import ConfigError
+    from forgerl.plugins import load_cli_plugins
 
+    load_cli_plugins(plugin)
     if scaffolds is not None:
         from forgerl.perturb.cli import eval_command as scaffold_eval
 
         scaffold_eval(model=model, env=env, scaffolds=scaffolds, n=n, difficulty=difficulty or 1, spec=spec,
-                      chat_format=chat_format, max_turns=max_turns, max_tokens=max_tokens)
+                      chat_format=chat_format, max_turns=max_turns, max_tokens=max_tokens, plugin=plugin)
         return
 
     try:

@@ -53,9 +53,14 @@ def show_command(
     strength: float = typer.Option(0.5, help="How much each dimension changes, 0..1 (without --spec)."),
     spec: str | None = typer.Option(None, help="TOML file with a [perturb] table (PerturbSpec)."),
     chat_format: str = typer.Option("minimax_m2", "--format", help="The run's own chat format."),
+    plugin: list[str] = typer.Option([], "--plugin", help="Module registering your own family or chat format (a "
+                                     "module name or a .py path; repeatable). See docs/environments.md."),
 ) -> None:
     """Print the original and the perturbed episode side by side (tools, prompts, gold path, results)."""
     from forgerl.perturb.show import show
+    from forgerl.plugins import load_cli_plugins
+
+    load_cli_plugins(plugin)
 
     try:
         show(env, seed, load_spec(spec, probability, strength), difficulty=difficulty, chat_format=chat_format)
@@ -74,6 +79,8 @@ def eval_command(
     chat_format: str = typer.Option("minimax_m2", "--format", help="The policy's own chat format."),
     max_turns: int = typer.Option(8, help="LLM calls per episode."),
     max_tokens: int = typer.Option(96, help="New tokens per LLM call."),
+    plugin: list[str] = typer.Option([], "--plugin", help="Module registering your own family or chat format (a "
+                                     "module name or a .py path; repeatable). See docs/environments.md."),
 ) -> None:
     """Success rate (Wilson 95% CI) and mean reward per scaffold, greedy, on held-out tasks."""
     from rich.console import Console
@@ -81,6 +88,9 @@ def eval_command(
     from forgerl.engine import load_engine
     from forgerl.perturb.evaluate import evaluate_scaffolds
     from forgerl.perturb.spec import scaffold_set
+    from forgerl.plugins import load_cli_plugins
+
+    load_cli_plugins(plugin)
 
     try:
         chosen = scaffold_set(scaffolds, load_spec(spec, 0.5, 0.5))

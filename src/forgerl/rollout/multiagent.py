@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgerl.envs.base import Family, Task, register_family
+from forgerl.envs.base import Family, Task, register_family, submit_nothing
 from forgerl.envs.numeric import NumericAnswerEnv
 from forgerl.envs.rewards import Verdict
 from forgerl.errors import ToolError
@@ -219,6 +219,7 @@ async def _gold_subagent(task: Task, index: int) -> Trajectory:
 
 register_family(Family(
     name=FAMILY, make_env=CoordinatorEnv, sample_task=generate, difficulties=(1, 2, 3), generate=generate,
+    noop=submit_nothing("submit_answer", answer=""),
     description="Parallel sub-agents: sum K item weights, each needing two dependent look-ups, in 2 coordinator turns.",
 ))
 

@@ -99,4 +99,5 @@ register_family(Family(
                 "multi-turn APIs (state/response checkers); 20% of items held out",
     difficulties=DIFFICULTIES,
     generate=generate_task,
+    noop=lambda task: [],  # the answer is the calls themselves: making none is the no-op
 ))

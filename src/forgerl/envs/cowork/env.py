@@ -204,5 +204,6 @@ COWORK_FAMILY = Family(
     description="Office work: find invoices, events and notes; update the budget sheet; reply. Difficulty 1-3.",
     difficulties=DIFFICULTIES,
     generate=generate_task,
+    noop=lambda task: [[ToolCall(name="submit", arguments={})]],  # submit without doing the work
 )
 register_family(COWORK_FAMILY)
