@@ -2,15 +2,15 @@
 
 The agent looks the unit price up with a tool, multiplies, and submits. Run it:
 
-    python -c "import docs.examples.my_env"  # or import it from your own package
-    forgerl envs validate shop-total         # after adding the module to BUILTIN_FAMILY_MODULES
+    forgerl envs validate shop-total --plugin docs/examples/my_env.py
+    forgerl eval --env shop-total --plugin docs/examples/my_env.py -n 20
 """
 
 from __future__ import annotations
 
 import random
 
-from forgerl.envs.base import Environment, Family, Task, register_family
+from forgerl.envs import Environment, Family, Task, register_env, submit_nothing
 from forgerl.envs.rewards import Verdict, verify_number
 from forgerl.errors import ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
@@ -76,5 +76,7 @@ class ShopEnv(Environment):
                 [ToolCall(name="submit_answer", arguments={"answer": task.answer})]]
 
 
-register_family(Family(name=FAMILY, make_env=ShopEnv, sample_task=lambda seed: generate(seed, 1),
-                       description="Look up a unit price, multiply, submit.", difficulties=(1, 2), generate=generate))
+# noop: doing nothing with this family's own submit tool; `envs validate` requires it to score <= 0
+register_env(Family(name=FAMILY, make_env=ShopEnv, sample_task=lambda seed: generate(seed, 1),
+                    description="Look up a unit price, multiply, submit.", difficulties=(1, 2), generate=generate,
+                    noop=submit_nothing("submit_answer", answer=0)))
