@@ -26,6 +26,10 @@ MAX_COLUMNS = 26  # A..Z
 MAX_ROWS = 200
 MAX_FORMULA_CHARS = 200
 MAX_TEXT_CHARS = 200
+MAX_ROUND_DIGITS = 15  # a double holds ~15 significant digits; 10**digits beyond that only costs time
+MAX_RECOMPUTE_READS = 200_000
+"""Cell reads (ranges expanded) one recalculation may make: a budget sheet needs a few hundred; a
+sheet of full-sheet ranges in every cell would take minutes, so it is refused with a FormulaError."""
 
 CellValue = float | str | None  # None: empty
 RawCell = float | str  # a number, a text, or a formula (a string starting with "=")
@@ -258,7 +262,10 @@ def _numbers_in_range(values: list[CellValue]) -> list[float]:
 def _round(values: list[float], name: str) -> float:
     if len(values) not in (1, 2):
         raise FormulaError(f"ROUND takes a number and optionally a number of digits, got {len(values)} arguments")
-    digits = int(values[1]) if len(values) == 2 else 0
+    digits = values[1] if len(values) == 2 else 0.0
+    if not -MAX_ROUND_DIGITS <= digits <= MAX_ROUND_DIGITS:
+        raise FormulaError(f"ROUND's number of digits must be between -{MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS}, got {digits:g}")
+    digits = int(digits)
     scaled = abs(values[0]) * 10**digits
     rounded = math.floor(scaled + 0.5 + 1e-9) / 10**digits  # Excel rounds half away from zero
     return math.copysign(rounded, values[0])
@@ -287,6 +294,15 @@ FUNCTIONS: dict[str, Callable[[list[float], str], float]] = {
     "ROUND": _round,
     "ABS": _one(abs),
 }
+
+
+def _located(error: FormulaError, ref: str, raw: str) -> FormulaError:
+    """The error with the cell and formula it came from prefixed, once."""
+    if isinstance(error, CycleError) or getattr(error, "located", False):
+        return error
+    located = type(error)(f"in {ref} ({raw}): {error}")
+    located.located = True  # type: ignore[attr-defined]
+    return located
 
 
 class Sheet:
@@ -327,13 +343,62 @@ class Sheet:
         """Every non-empty cell's value, recomputed from scratch (raises on the first error).
         Evaluation begins at `start`, so a cycle is reported from the cell just written."""
         cache: dict[str, CellValue] = {}
-        order = [start, *self.cells] if start in self.cells else list(self.cells)
-        for ref in order:
+        roots = [start, *self.cells] if start in self.cells else list(self.cells)
+        for ref in self._dependency_order(roots):
             self._value(ref, cache, [])
         return {ref: cache[ref] for ref in self.cells}
 
     def value(self, ref: str) -> CellValue:
-        return self._value(normalize_cell(ref), {}, [])
+        cache: dict[str, CellValue] = {}
+        for cell in self._dependency_order([normalize_cell(ref)]):
+            self._value(cell, cache, [])
+        return cache[normalize_cell(ref)]
+
+    def _dependency_order(self, roots: list[str]) -> list[str]:
+        """Cells reachable from `roots`, each after every cell it reads, found by an iterative
+        depth-first walk: evaluated in this order no formula recurses more than one cell deep, so a
+        chain as long as the sheet cannot overflow Python's stack. Raises CycleError with the path,
+        and FormulaError when the sheet needs more than MAX_RECOMPUTE_READS reads."""
+        order: list[str] = []
+        done: set[str] = set()
+        budget = [MAX_RECOMPUTE_READS]
+        for root in roots:
+            if root in done:
+                continue
+            path, on_path, pending = [root], {root}, [iter(self._reads(root, budget))]
+            while path:
+                following = next(pending[-1], None)
+                if following is None:
+                    finished = path.pop()
+                    on_path.discard(finished)
+                    pending.pop()
+                    done.add(finished)
+                    order.append(finished)
+                elif following in on_path:
+                    cycle = " -> ".join([*path[path.index(following) :], following])
+                    raise CycleError(f"circular reference: {cycle}; a formula cannot depend on its own cell")
+                elif following not in done:
+                    path.append(following)
+                    on_path.add(following)
+                    pending.append(iter(self._reads(following, budget)))
+        return order
+
+    def _reads(self, ref: str, budget: list[int]) -> list[str]:
+        """The cells `ref`'s formula reads, charged against the recalculation's budget."""
+        raw = self.cells.get(ref)
+        if not (isinstance(raw, str) and raw.startswith("=")):
+            return []
+        try:
+            reads = list(references(parse_formula(raw)))
+        except FormulaError as error:
+            raise _located(error, ref, raw) from None
+        budget[0] -= len(reads)
+        if budget[0] < 0:
+            raise FormulaError(
+                f"the sheet is too large to recompute: its formulas read more than {MAX_RECOMPUTE_READS} cells "
+                "in all; use fewer or smaller ranges (e.g. one SUM cell that others refer to)"
+            )
+        return reads
 
     def _value(self, ref: str, cache: dict[str, CellValue], stack: list[str]) -> CellValue:
         if ref in cache:
@@ -349,11 +414,7 @@ class Sheet:
             try:
                 value = self._evaluate(parse_formula(raw), ref, cache, stack)
             except FormulaError as error:
-                if isinstance(error, CycleError) or getattr(error, "located", False):
-                    raise
-                located = type(error)(f"in {ref} ({raw}): {error}")
-                located.located = True  # type: ignore[attr-defined]
-                raise located from None
+                raise _located(error, ref, raw) from None
             finally:
                 stack.pop()
         elif isinstance(raw, str):
