@@ -69,3 +69,14 @@ def test_reward_model_needs_the_synchronous_loop(tmp_path):
     assert load_config(None, reward_model={"path": str(rm)}).reward_model.path == str(rm)
     with pytest.raises(ConfigError, match="synchronous loop only"):
         load_config(None, reward_model={"path": str(rm)}, rollout={"mode": "windowed"})
+
+
+def test_tool_timeout_is_the_agent_loops_default_and_must_be_positive(tmp_path):
+    from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S
+    from forgerl.train.rollouts import tool_timeout_s
+
+    assert TrainConfig().tool_timeout_s == DEFAULT_TOOL_TIMEOUT_S == tool_timeout_s(TrainConfig())
+    path = tmp_path / "c.toml"
+    path.write_text("tool_timeout_s = 0\n")
+    with pytest.raises(ConfigError, match="tool_timeout_s"):
+        load_config(path)

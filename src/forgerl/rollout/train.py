@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from forgerl.agent.loop import run_episode
+from forgerl.agent.tools import close_env
 from forgerl.engine.base import SamplingParams
 from forgerl.rollout import multiagent
 from forgerl.rollout.ledger import StoreLedger
@@ -61,14 +62,14 @@ async def rollout_group(run: Run, spec: dict[str, Any]) -> list[Trajectory]:
 
     async def one(i: int) -> Trajectory:
         env, task = make_task(cfg.env, spec["seed"], spec["difficulty"])
+        traj = Trajectory(group_id=f"task{spec['k']}")
         try:
             traj = await run_episode(run.engine, run.fmt, env, task, max_turns=cfg.max_turns,
                                      sampling=dataclasses.replace(base, seed=spec["seed"] * 101 + i),
-                                     max_total_tokens=cfg.max_context, trajectory=Trajectory(group_id=f"task{spec['k']}"))
+                                     max_total_tokens=cfg.max_context, trajectory=traj,
+                                     tool_timeout_s=cfg.tool_timeout_s)
         finally:
-            close = getattr(env, "close", None)
-            if close is not None and asyncio.iscoroutine(result := close()):
-                await result
+            await close_env(env, traj)  # never raises: a failed cleanup must not lose the group
         traj.metadata.update(difficulty=spec["difficulty"], task_index=spec["k"])
         return traj
 

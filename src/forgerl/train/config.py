@@ -112,6 +112,10 @@ class TrainConfig(_Config):
     of one lookup fits with its thinking (<= 117 tokens), two or three in one round (140-240) do not."""
     max_context: int = 2048
     """Context limit (prompt + completion) of any call."""
+    tool_timeout_s: float | None = Field(300.0, gt=0)
+    """Seconds one tool call may take before the agent reads a timeout observation; it holds even for
+    tools that block (they run on their own thread). Must exceed the family's longest sandboxed command
+    (swe-bugfix's verifier: 120 s). None = no limit."""
     temperature: float = 1.0
     """Sampling temperature of rollouts (M2 samples at 1.0)."""
     top_p: float = 1.0

@@ -33,7 +33,8 @@ def make_task(family: str, seed: int, difficulty: int | None) -> tuple[Environme
 
 
 def tool_timeout_s(config: object) -> float | None:
-    """The run's per-call tool timeout: `tool_timeout_s` of the config, else the default."""
+    """The run's per-call tool timeout: `tool_timeout_s` of the config (TrainConfig has it), else the
+    agent loop's default (configs of other loops)."""
     return getattr(config, "tool_timeout_s", DEFAULT_TOOL_TIMEOUT_S)
 
 
