@@ -8,8 +8,17 @@ import typer
 app = typer.Typer(help="forgerl: train tool-using LLM agents with RL (M2/Forge style).", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print side-by-side ratios.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-envs_app = typer.Typer(help="Task families: list them, validate their gold paths.", no_args_is_help=True)
-app.add_typer(envs_app, name="envs")
+
+
+def _envs_commands() -> tuple[typer.Typer, object]:
+    from forgerl.envs.cli import envs_app, rollout_command  # pydantic only: no torch at --help
+
+    return envs_app, rollout_command
+
+
+_envs_app, _rollout_command = _envs_commands()
+app.add_typer(_envs_app, name="envs")
+app.command("rollout")(_rollout_command)
 
 
 def _store_app() -> typer.Typer:
@@ -19,65 +28,6 @@ def _store_app() -> typer.Typer:
 
 
 app.add_typer(_store_app(), name="store")
-
-
-@app.command()
-def rollout(
-    model: str = typer.Option("default", help="`default` (the shipped policy), `tiny-random` or a Hugging Face model directory."),
-    env: str = typer.Option("tool-reasoning", help="Task family to draw the task from."),
-    seed: int = typer.Option(0, help="Seed for the task and for sampling."),
-    chat_format: str = typer.Option("minimax_m2", "--format", help="Chat format the agent is rendered in."),
-    max_turns: int = typer.Option(4, help="Maximum LLM calls in the episode."),
-    max_tokens: int = typer.Option(128, help="Maximum new tokens per LLM call."),
-    save: str | None = typer.Option(None, help="Write the trajectory (exact token ids, logprobs, reward) as JSON here."),
-    episodes: int | None = typer.Option(
-        None, "-n", "--episodes", help="Run K episodes (tasks seed..seed+K-1) concurrently and print a summary table."),
-    out: str | None = typer.Option(None, "--out", help="With -n: write one trajectory JSON per episode into this folder."),
-) -> None:
-    """Run one episode of the default agent on a task and print the transcript and reward;
-    with -n K, run K episodes concurrently on one engine and print a summary."""
-    if episodes is None and out is None:
-        from forgerl.agent.demo import run_demo
-
-        run_demo(model=model, env=env, seed=seed, chat_format=chat_format, max_turns=max_turns,
-                 max_tokens=max_tokens, save_path=save)
-        return
-    if save is not None:
-        raise typer.BadParameter("--save writes one episode; with -n/--out use --out DIR", param_hint="--save")
-    from forgerl.envs.cli import run_rollouts
-
-    run_rollouts(model=model, env=env, n=episodes or 1, seed=seed, chat_format=chat_format, max_turns=max_turns,
-                 max_tokens=max_tokens, out_dir=out)
-
-
-@envs_app.command("list")
-def envs_list() -> None:
-    """List the registered task families with their difficulties and descriptions."""
-    from rich.console import Console
-
-    from forgerl.envs.cli import print_families
-
-    print_families(Console())
-
-
-@envs_app.command("validate")
-def envs_validate(
-    name: str | None = typer.Argument(None, help="One family to validate (default: every family)."),
-    n: int = typer.Option(20, "-n", help="Generated tasks per difficulty level."),
-    seed: int = typer.Option(0, help="Seed of the generated task sets."),
-) -> None:
-    """Play every family's gold path on generated tasks (must score 1) and score no-ops (must
-    score <= 0); exits with code 1 if anything fails."""
-    from rich.console import Console
-
-    from forgerl.envs.cli import print_validation, validate_families
-
-    try:
-        rows = validate_families([name] if name else None, per_difficulty=n, seed=seed)
-    except KeyError as exc:
-        raise typer.BadParameter(str(exc.args[0]), param_hint="NAME") from None
-    if not print_validation(Console(), rows):
-        raise typer.Exit(code=1)
 
 
 @app.command()
