@@ -51,6 +51,7 @@ from forgerl.chat.base import ChatFormat, ParsedCompletion, encode_segments
 from forgerl.engine.base import Engine, GenerationResult, SamplingParams, TokenEvent
 from forgerl.errors import ConfigError, ParseError
 from forgerl.server.admin import VERSION_HEADER, AdmissionGate, add_admin_routes
+from forgerl.server.auth import API_KEY_ENV, ApiKeyMiddleware, exposure_warning
 from forgerl.server.completions import add_completion_routes
 from forgerl.server.convert import RequestError, to_messages, to_tool_specs
 from forgerl.server.limits import DEFAULT_MAX_BODY_BYTES, check_stops, install_body_limit, parse_json_object
@@ -448,18 +449,22 @@ def _delta(channel: Channel, text: str) -> dict[str, Any]:
 
 
 def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: str | None = None,
-               admin_token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+               admin_token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               api_key: str | None = None) -> FastAPI:
     """A FastAPI app serving `engine` under `served_model_name` (default: the engine's model name).
 
     `admin_token` enables the weight-sync routes (`/admin/weights`) for callers presenting it as a
     bearer token; without one they answer 404 and say how to enable them. Request bodies over
-    `max_body_bytes` get a 413 (server/limits.py)."""
+    `max_body_bytes` get a 413 (server/limits.py). `api_key`: every `/v1` request must present it
+    as a bearer token (401 otherwise; server/auth.py); `/health` stays open."""
     srv = _Server(engine, chat_format, served_model_name)
     gate = AdmissionGate()
     app = FastAPI(title="forgerl", description="OpenAI-compatible API over a forgerl engine")
     app.state.forgerl = srv
     app.state.gate = gate
     install_body_limit(app, max_body_bytes)
+    if api_key:  # added last, so it runs first: a refused request's body is never read
+        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
     add_admin_routes(app, engine, gate, admin_token)
     add_completion_routes(app, engine, gate, srv.model_name)  # token-id prompts: the trainer's route
 
@@ -530,22 +535,29 @@ def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: st
 
 
 def serve(
-    model: str = "tiny-random", host: str = "127.0.0.1", port: int = 8000, chat_format: str = "minimax_m2",
+    model: str = "default", host: str = "127.0.0.1", port: int = 8000, chat_format: str = "minimax_m2",
     *, served_model_name: str | None = None, log_level: str = "info", admin_token: str | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, api_key: str | None = None,
 ) -> None:
     """Load `model` with the built-in engine and serve it until interrupted (loopback by default).
 
-    The weight-sync admin routes are enabled by `admin_token` or the FORGERL_ADMIN_TOKEN variable."""
+    The weight-sync admin routes are enabled by `admin_token` or the FORGERL_ADMIN_TOKEN variable;
+    the `/v1` routes need `api_key` (or FORGERL_API_KEY) as a bearer token when one is set.
+    `served_model_name` is the id clients see and send (the model's path stays private)."""
     import os
+    import sys
 
     import uvicorn
 
     from forgerl.chat.base import get_format
     from forgerl.engine import load_engine  # type: ignore[attr-defined]
 
+    key = api_key or os.environ.get(API_KEY_ENV) or None
+    warning = exposure_warning(host, key)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     engine = load_engine(model, chat_format=chat_format)
     token = admin_token or os.environ.get("FORGERL_ADMIN_TOKEN") or None
     app = create_app(engine, get_format(chat_format), served_model_name=served_model_name, admin_token=token,
-                     max_body_bytes=max_body_bytes)
+                     max_body_bytes=max_body_bytes, api_key=key)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
