@@ -10,7 +10,7 @@ import time
 import pytest
 
 from forgerl.envs.base import make_env, run_gold, sample_task
-from forgerl.envs.swe import FAMILY, SweEnv, load_swe_tasks
+from forgerl.envs.swe import FAMILY, SweEnv, load_swe_tasks, swe_suite
 from forgerl.envs.swe.env import SEARCH_WALL_S
 from forgerl.envs.swe.pipeline import ISSUE_TEST_FILE
 from forgerl.errors import ToolError
@@ -74,7 +74,7 @@ def test_shipped_issues_do_not_leak_the_diff():
 def test_family_is_registered():
     env = make_env(FAMILY, 0)
     assert isinstance(env, SweEnv)
-    assert sample_task(FAMILY, 3).id == load_swe_tasks()[3].id
+    assert sample_task(FAMILY, 3).id == swe_suite().split.train[3].id
 
 
 @pytest.mark.parametrize("task", sample("bugfix", 5) + sample("write_test", 5), ids=lambda t: t.id)

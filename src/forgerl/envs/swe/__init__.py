@@ -5,6 +5,12 @@ when hidden fail-to-pass tests catch it and pass-to-pass tests still pass (pipel
 is written from the failing behaviour (issue.py). The shipped set lives in data/swe/ and is rebuilt
 with `python -m forgerl.envs.swe.build --out data/swe`.
 
+The shipped set is a fixed-size suite (`forgerl.envs.suites.FixedSuite`): 566 tasks (283 bug
+fixes and their 283 write-test inversions) over 121 functions, split once by a hash of
+package:module:function, so a bug, its test-inversion twin and every other mutant of the same
+function land on the same side. Training seeds draw from 480 tasks (101 functions), the trainer's
+held-out seeds (>= 10,000,000) from 86 (20 functions); every package appears on both sides.
+
 ```python
 from forgerl.envs.swe import SweEnv, load_swe_tasks
 task = load_swe_tasks()[0]
@@ -19,9 +25,11 @@ import os
 from functools import cache
 from pathlib import Path
 
-from forgerl.envs.base import Family, Task, register_family
+from forgerl.envs.base import Family, Task, register_family, submit_nothing
+from forgerl.envs.suites import FixedSuite
 from forgerl.envs.swe.env import SweEnv
 from forgerl.envs.swe.pipeline import FAMILY
+from forgerl.envs.tasks import load_tasks
 from forgerl.errors import ConfigError
 
 TASKS_ENV_VAR = "FORGERL_SWE_TASKS"
@@ -34,22 +42,40 @@ def tasks_path() -> Path:
 
 @cache
 def _load(path: str) -> tuple[Task, ...]:
+    """The task file through the hardened loader (bounded reads, strict UTF-8, errors naming the
+    file and line), then checked to hold only swe-bugfix tasks."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError(
             f"no swe-bugfix task set at {file}; build it with `python -m forgerl.envs.swe.build --out data/swe` "
             f"or point {TASKS_ENV_VAR} at a tasks.jsonl"
         )
-    tasks = []
-    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                tasks.append(Task.model_validate_json(line))
-            except ValueError as exc:
-                raise ConfigError(f"{file}:{n} is not a valid task: {exc}") from None
+    tasks = load_tasks(file)
+    for task in tasks:
+        if task.family != FAMILY:
+            raise ConfigError(f"{file}: task {task.id!r} is a {task.family!r} task; a swe-bugfix task set "
+                              f"holds only {FAMILY!r} tasks (check {TASKS_ENV_VAR})")
     if not tasks:
         raise ConfigError(f"{file} holds no tasks")
     return tuple(tasks)
+
+
+def split_key(task: Task) -> str:
+    """What decides a task's side of the split: the function its bug is in. A bug's write-test
+    twin and all mutants of one function then share a side, so held-out evaluation never meets a
+    function the policy was trained to fix."""
+    data = task.data
+    return f"{data.get('package')}:{data.get('module')}:{data.get('function')}"
+
+
+@cache
+def _suite(path: str) -> FixedSuite[Task]:
+    return FixedSuite(_load(path), key=split_key, salt=FAMILY)
+
+
+def swe_suite() -> FixedSuite[Task]:
+    """The shipped tasks split into training and held-out sides (see the module docstring)."""
+    return _suite(str(tasks_path()))
 
 
 def load_swe_tasks(kind: str | None = None) -> list[Task]:
@@ -59,8 +85,8 @@ def load_swe_tasks(kind: str | None = None) -> list[Task]:
 
 
 def sample_task(seed: int) -> Task:
-    tasks = load_swe_tasks()
-    return tasks[seed % len(tasks)]
+    """Training seeds draw training tasks; held-out seeds (>= 10,000,000) draw held-out ones."""
+    return swe_suite().item(seed)
 
 
 register_family(
@@ -68,8 +94,9 @@ register_family(
         name=FAMILY,
         make_env=SweEnv,
         sample_task=sample_task,
+        noop=submit_nothing("submit"),
         description="Fix (or write a test for) a bug injected into a real Python package; hidden tests verify.",
     )
 )
 
-__all__ = ["FAMILY", "SweEnv", "load_swe_tasks", "sample_task", "tasks_path"]
+__all__ = ["FAMILY", "SweEnv", "load_swe_tasks", "sample_task", "split_key", "swe_suite", "tasks_path"]
