@@ -89,7 +89,7 @@ def test_run_eval_on_a_scripted_engine_writes_the_store(tokenizer, tmp_path):
     from forgerl.types import Message, ToolCall
 
     fmt = get_format("minimax_m2")
-    tasks = held_out_tasks("reasoning-gym:chain_sum*1,leg_counting*1", 6)
+    tasks = held_out_tasks("reasoning-gym:chain_sum*1,leg_counting*1", 6, difficulty=1)  # eval's default: training's level
 
     def answer(prompt: str) -> str:  # right for chain_sum, wrong for leg_counting
         task = next(t for t in tasks if t.prompt in prompt)
