@@ -196,3 +196,40 @@ def test_infrastructure_errors_under_a_tool_keep_their_boundary(exc, boundary):
     outcome = asyncio.run(run_tool_call(BrokenEnv(), ToolCall(name="fail"), TOOLS, turn=2))
     assert outcome.failure is not None and outcome.failure.boundary == boundary
     assert "infrastructure failure" in outcome.message.content
+
+
+class _CountsInFlight:
+    """Records how many calls of its round were already in flight when each one started."""
+
+    def __init__(self) -> None:
+        self.in_flight, self.slots = 0, []
+
+    async def execute(self, call: ToolCall) -> str:
+        self.slots.append(self.in_flight)
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(0)
+            return "ok"
+        finally:
+            self.in_flight -= 1
+
+
+def test_a_rounds_parallel_calls_start_together_on_the_tool_thread():
+    """Deterministic rounds: every call of a round starts before any finishes, every time (one
+    submission per call let the first finish before the next started, at random)."""
+    from forgerl.agent.tools import close_env, run_tool_calls
+
+    spec = ToolSpec(name="t", description="", parameters={"type": "object", "properties": {}})
+    calls = [ToolCall(name="t", arguments={}) for _ in range(4)]
+
+    async def rounds() -> list[list[int]]:
+        seen = []
+        for _ in range(30):
+            env = _CountsInFlight()
+            outcomes = await run_tool_calls(env, calls, [spec], turn=0, timeout_s=5)
+            assert [o.message.content for o in outcomes] == ["ok"] * 4
+            seen.append(env.slots)
+            await close_env(env)
+        return seen
+
+    assert asyncio.run(rounds()) == [[0, 1, 2, 3]] * 30

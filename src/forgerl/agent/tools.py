@@ -12,7 +12,8 @@ long as it runs, and its timeout would fire only afterwards. So each environment
 that environment's own event loop in a daemon thread (`ToolThread`): the caller's loop keeps
 running, and the caller gets its timeout observation on time even while the thread is still busy
 (the late result is dropped; the thread is stopped when the environment is closed or collected).
-Parallel calls of one environment still share one loop, so they interleave exactly as before.
+Parallel calls of one environment still share one loop and start together in one callback, so
+they interleave exactly as they did on the caller's loop.
 An environment whose tools must await objects of the caller's loop (a coordinator that runs
 sub-agents on the engine) sets `tools_on_caller_loop = True` and must keep its tools non-blocking.
 
@@ -25,10 +26,11 @@ that boundary so the agent loop ends the episode FAILED instead of charging the 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -126,6 +128,26 @@ class ToolThread:
         """Await `coro` on this thread's loop; cancelling the caller cancels it there."""
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
+    def start_together(self, coros: Sequence[Coroutine[Any, Any, T]]) -> list[concurrent.futures.Future[T]]:
+        """Start every coroutine as a task on this thread's loop in one callback, in order, so a
+        round of parallel calls begins together exactly as `asyncio.gather` on one loop would (one
+        submission per call would let the first run — and even finish — before the next is
+        submitted, and an environment that counts calls in flight would see a different round
+        each time). Cancelling a returned future cancels its task there."""
+        futures: list[concurrent.futures.Future[T]] = [concurrent.futures.Future() for _ in coros]
+
+        def start() -> None:
+            for coro, future in zip(coros, futures, strict=True):
+                if not future.set_running_or_notify_cancel():
+                    coro.close()
+                    continue
+                task = self.loop.create_task(coro)
+                task.add_done_callback(lambda t, f=future: _copy_result(t, f))
+                future.add_done_callback(lambda f, t=task: f.cancelled() and self.loop.call_soon_threadsafe(t.cancel))
+
+        self.loop.call_soon_threadsafe(start)
+        return futures
+
     def stop(self) -> None:
         """Stop the loop once the work it is doing now returns (a busy tool is not interrupted)."""
         if not self.loop.is_closed():
@@ -190,11 +212,25 @@ async def close_env(env: Any, trajectory: Trajectory | None = None) -> None:
         release_tool_thread(env)
 
 
-async def _execute(env: ToolExecutor, call: ToolCall) -> str:
+def _copy_result(task: asyncio.Task[T], future: concurrent.futures.Future[T]) -> None:
+    """Hand a finished tool task's outcome to the caller's future (unless the caller gave up)."""
+    if future.done():
+        return
+    if task.cancelled():
+        future.cancel()
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())
+
+
+def _start_executions(env: ToolExecutor, calls: Sequence[ToolCall]) -> list[Awaitable[str]]:
+    """Start `env.execute` for every call of a round: on the environment's tool thread, all in one
+    go; or, for `tools_on_caller_loop` environments, as coroutines for the caller's loop."""
     worker = tool_thread_for(env)
     if worker is None:
-        return await env.execute(call)
-    return await worker.run(env.execute(call))
+        return [env.execute(call) for call in calls]
+    return [asyncio.wrap_future(f) for f in worker.start_together([env.execute(call) for call in calls])]
 
 
 def _error(call: ToolCall, boundary: Boundary, text: str, turn: int) -> ToolOutcome:
@@ -202,11 +238,8 @@ def _error(call: ToolCall, boundary: Boundary, text: str, turn: int) -> ToolOutc
     return ToolOutcome(message, Failure(boundary=boundary, message=f"{call.name}: {text}", turn=turn))
 
 
-async def run_tool_call(
-    env: ToolExecutor, call: ToolCall, tools: Sequence[ToolSpec], turn: int, timeout_s: float | None = None
-) -> ToolOutcome:
-    """Validate and run one call; never raises (except cancellation), whatever the tool does.
-    `timeout_s` holds even for a tool that blocks (see the module docstring); None waits forever."""
+def _check_call(call: ToolCall, tools: Sequence[ToolSpec], turn: int) -> ToolOutcome | None:
+    """The observation for a call that must not run (unknown tool, bad arguments); None if it may."""
     spec = next((t for t in tools if t.name == call.name), None)
     if spec is None:
         available = ", ".join(t.name for t in tools) or "none"
@@ -214,8 +247,13 @@ async def run_tool_call(
     problems = argument_problems(spec, call.arguments)
     if problems:
         return _error(call, Boundary.TOOL, f"invalid arguments for {call.name}: {'; '.join(problems)}.", turn)
+    return None
+
+
+async def _await_outcome(call: ToolCall, execution: Awaitable[str], turn: int, timeout_s: float | None) -> ToolOutcome:
+    """Wait for one started call, within `timeout_s`, and turn whatever happened into an outcome."""
     try:
-        output = await asyncio.wait_for(_execute(env, call), timeout_s)
+        output = await asyncio.wait_for(execution, timeout_s)
     except ToolError as exc:  # before SandboxError: a bad request to the sandbox is a ToolError too
         return _error(call, Boundary.TOOL, str(exc), turn)
     except (SandboxError, VerifierError) as exc:
@@ -229,8 +267,21 @@ async def run_tool_call(
     return ToolOutcome(Message(role="tool", content=str(output), tool_call_id=call.id, name=call.name))
 
 
+async def run_tool_call(
+    env: ToolExecutor, call: ToolCall, tools: Sequence[ToolSpec], turn: int, timeout_s: float | None = None
+) -> ToolOutcome:
+    """Validate and run one call; never raises (except cancellation), whatever the tool does.
+    `timeout_s` holds even for a tool that blocks (see the module docstring); None waits forever."""
+    return (await run_tool_calls(env, [call], tools, turn, timeout_s))[0]
+
+
 async def run_tool_calls(
     env: ToolExecutor, calls: Sequence[ToolCall], tools: Sequence[ToolSpec], turn: int, timeout_s: float | None = None
 ) -> list[ToolOutcome]:
-    """All calls of one completion concurrently (M2's parallel tool calls); results in call order."""
-    return list(await asyncio.gather(*(run_tool_call(env, c, tools, turn, timeout_s) for c in calls)))
+    """All calls of one completion concurrently (M2's parallel tool calls), started together;
+    results in call order. Never raises (except cancellation)."""
+    checked = [_check_call(call, tools, turn) for call in calls]
+    runnable = [call for call, refused in zip(calls, checked, strict=True) if refused is None]
+    executions = _start_executions(env, runnable)
+    done = iter(await asyncio.gather(*(_await_outcome(c, e, turn, timeout_s) for c, e in zip(runnable, executions, strict=True))))
+    return [refused if refused is not None else next(done) for refused in checked]
