@@ -156,7 +156,8 @@ def test_sampled_ids_are_kept_not_re_encoded(live_gateway, m2_tokenizer, m2_form
     assert second.prompt_ids != full  # a re-render would have re-tokenized the sample ...
     assert m2_tokenizer.decode(second.prompt_ids) == m2_tokenizer.decode(full)  # ... into the same text
     assert traj.metadata["gateway"]["calls"][1] == {"call": 1, "branch": 0, "parent": 0, "reason": "extends",
-                                                     "retokenized": True, "restored_reasoning": 0}
+                                                     "retokenized": True, "restored_reasoning": 0,
+                                                     "echo_spliced": 0}
 
 
 def test_streaming_with_tool_calls_passes_through_and_is_recorded(live_gateway, m2_format, m2_tokenizer):

@@ -59,3 +59,11 @@ def test_restore_reasoning_only_for_replies_this_session_produced():
             Message(role="assistant", content="not mine")]
     assert s.restore_reasoning(back) == 1
     assert back[0].reasoning == "why" and back[1].reasoning is None
+
+
+def test_echoed_values_compare_as_json_values():
+    from forgerl.gateway.sessions import same_value
+
+    assert same_value({"n": 57, "x": 0.5}, {"n": 57.0, "x": 0.50}) and same_value([1, {"a": None}], [1, {"a": None}])
+    assert not same_value(True, 1) and not same_value("57", 57) and not same_value({"a": 1}, {"a": 1, "b": 2})
+    assert not same_value(float("nan"), float("nan"))  # nothing sampled is "equal" to a NaN echo

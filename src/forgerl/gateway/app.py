@@ -45,7 +45,7 @@ from forgerl.engine.base import GenerationResult, TokenEvent
 from forgerl.envs.base import Task
 from forgerl.errors import ParseError
 from forgerl.gateway.core import Gateway, GatewayError
-from forgerl.gateway.sessions import Plan, Session
+from forgerl.gateway.sessions import Plan, Reconciled, Session, history_key
 from forgerl.server.app import (  # the server's request/response path, reused as is
     _completion_text,
     _prepare,
@@ -157,8 +157,8 @@ class _Handlers:
                 self._engine_error(session, RuntimeError("the engine reported an error"))
                 return JSONResponse(error_body("the engine reported an error for this completion", "server_error",
                                                None, "engine_error"), status_code=500)
-            self._record(session, plan, prep, messages, result)
-            return JSONResponse(_response(self.srv, prep, result, rid))
+            reply = self._record(session, plan, prep, messages, result)
+            return JSONResponse(_with_recorded_ids(_response(self.srv, prep, result, rid), reply))
         try:
             events = aiter(engine.stream(prep.prompt_ids, prep.params, session_id=session.id))
             first = await anext(events)
@@ -179,23 +179,30 @@ class _Handlers:
         """Body -> validated request -> prompt ids reconciled with the session's earlier calls."""
         req = _validated(parse_json_object(raw))
         prep = _prepare(self.srv, req)
-        messages = to_messages(req.messages, self.srv.think_start, self.srv.think_end)
-        restored = session.restore_reasoning(messages) if self.gw.restore_reasoning else 0
-        if restored:  # the render changed: the full-render ids must follow
-            tools = prep.tools if prep.tools_enabled else []
+        tools = prep.tools if prep.tools_enabled else []
+        received = to_messages(req.messages, self.srv.think_start, self.srv.think_end)
+        reconciled = session.reconcile(received, tools, restore=self.gw.restore_reasoning)
+        messages = reconciled.messages
+        if messages != received:  # the render changed: the full-render ids must follow
             prep.prompt_ids = encode_segments(self.srv.engine.tokenizer, self.gw.fmt.render(messages, tools)).ids
             if req.max_tokens is None and req.max_completion_tokens is None:
                 prep.params.max_tokens = max(1, self.srv.engine.max_context - len(prep.prompt_ids))
-        plan = self._plan(session, prep, messages)
-        plan.restored = restored
+        plan = self._plan(session, prep, reconciled)
+        plan.restored = reconciled.restored
+        plan.input_key = history_key(messages, tools)
         return req, prep, messages, plan
 
-    def _plan(self, session: Session, prep: _Prepared, messages: list[Message]) -> Plan:
+    def _plan(self, session: Session, prep: _Prepared, reconciled: Reconciled) -> Plan:
         """Reconcile with the session's earlier calls; the engine then gets the plan's ids."""
         tools = prep.tools if prep.tools_enabled else []
-        text = segments_text(self.gw.fmt.render(messages, tools, add_generation_prompt=True))
+        fmt = self.gw.fmt
+        text = segments_text(fmt.render(reconciled.messages, tools, add_generation_prompt=True))
+        text, echoed = session.echo_text(
+            text, reconciled, lambda ms: segments_text(fmt.render(ms, tools, add_generation_prompt=False)),
+            fmt.end_of_message)
         tok = self.srv.engine.tokenizer
         plan = session.plan(text, prep.prompt_ids, lambda s: tok.encode(s, add_special_tokens=False))
+        plan.echoed = echoed
         if plan.prompt_ids != prep.prompt_ids:
             limit = self.srv.engine.max_context
             if len(plan.prompt_ids) >= limit:
@@ -220,11 +227,12 @@ class _Handlers:
                 await close()
 
     def _record(self, session: Session, plan: Plan, prep: _Prepared, messages: list[Message],
-                result: GenerationResult) -> None:
+                result: GenerationResult) -> Message | None:
+        """Record the call; returns the reply as recorded (None when the session already ended)."""
         if session.ended:  # the session was ended while this call ran: its trajectory is already stored
             log.warning("call finished after session %s ended; not recorded", session.id)
             self.gw.counters["late_calls"] = self.gw.counters.get("late_calls", 0) + 1
-            return
+            return None
         tok = self.srv.engine.tokenizer
         raw = tok.decode(result.completion_ids, skip_special_tokens=False)
         text = _completion_text(self.srv, prep, result.completion_ids)
@@ -236,6 +244,7 @@ class _Handlers:
             reply = Message(role="assistant", content=text)
         session.record(plan, result, raw, messages, reply, parse_error)
         self.gw.counters["calls"] += 1
+        return reply
 
     def _engine_error(self, session: Session, exc: Exception) -> None:
         session.trajectory.errors.append(Failure(boundary=Boundary.ENGINE, message=f"{type(exc).__name__}: {exc}",
@@ -264,6 +273,17 @@ class _Handlers:
                 raise GatewayError(400, "'arguments' must be a JSON object", param="arguments")
         content, is_error = await self.gw.call_tool(session, body.name, args, body.id)
         return {"content": content, "is_error": is_error, "done": bool(session.env is not None and session.env.done)}
+
+
+def _with_recorded_ids(body: dict[str, Any], reply: Message | None) -> dict[str, Any]:
+    """The response with the tool-call ids the session recorded, so a client that keeps them tells
+    apart two equal replies when it sends them back (Session.reconcile)."""
+    calls = body["choices"][0]["message"].get("tool_calls") or []
+    if reply is not None and len(calls) == len(reply.tool_calls):
+        for call, recorded in zip(calls, reply.tool_calls, strict=True):
+            if call["function"]["name"] == recorded.name:
+                call["id"] = recorded.id
+    return body
 
 
 def _validated(payload: dict[str, Any]) -> ChatCompletionRequest:

@@ -50,6 +50,8 @@ class Plan:
     parent: int | None  # index of the recorded call whose prompt + completion this prompt extends
     retokenized: bool  # True when the full render's ids differ from the spliced ids (drift avoided)
     restored: int = 0  # assistant messages whose dropped reasoning the gateway gave back
+    input_key: str = ""  # history_key of the request's messages and tools (how later requests find this call)
+    echoed: int = 0  # assistant messages replaced by the exact text the model sampled for them
 
 
 @dataclass
@@ -57,6 +59,17 @@ class _CallNote:
     context_text: str  # text of this call's prompt + completion
     branch: int
     children: int = 0
+    input_key: str = ""  # history_key of the messages and tools this call was sampled for
+    reply: Message | None = None  # the reply as parsed (reasoning, content, typed calls with the ids returned)
+
+
+@dataclass
+class Reconciled:
+    """A request's messages matched against the replies this session returned (`Session.reconcile`)."""
+
+    messages: list[Message]  # with dropped reasoning restored and matched replies in their parsed form
+    restored: int = 0
+    matches: dict[int, int] = field(default_factory=dict)  # message index -> the call that returned it verbatim
 
 
 @dataclass
@@ -73,26 +86,81 @@ class Session:
     opening: list[Message] = field(default_factory=list)
     ended: bool = False
     notes: list[_CallNote] = field(default_factory=list)
-    replies: dict[tuple[str, str], str] = field(default_factory=dict)  # reply fingerprint -> its reasoning
+    replies: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # reply fingerprint -> its reasonings
     branches: int = 0
     tool_turn: int = 0
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires_at
 
-    def restore_reasoning(self, messages: list[Message]) -> int:
-        """Give back the reasoning an agent's client dropped (many keep only `content` and
-        `tool_calls`): an assistant message without reasoning whose content and tool calls are
-        exactly a reply this session produced gets that reply's reasoning, so the render is what
-        the chat format prescribes for the conversation the model really had. Returns how many."""
-        restored = 0
+    def restore_reasoning(self, messages: list[Message], tools: list[ToolSpec] | tuple[()] = ()) -> int:
+        """Give back the reasoning an agent's client dropped, in place (see `reconcile`). Returns how many."""
+        reconciled = self.reconcile(messages, tools)
+        messages[:] = reconciled.messages
+        return reconciled.restored
+
+    def reconcile(self, messages: list[Message], tools: list[ToolSpec] | tuple[()] = (), *,
+                  restore: bool = True) -> Reconciled:
+        """Match each assistant message to the reply this session returned at that place.
+
+        Why by place: many clients keep only `content` and `tool_calls`, and two replies can agree
+        on both while their reasoning differs (the same question asked twice); looked up by
+        content, one would get the other's reasoning and the render would describe a conversation
+        the model never had. A message matches call k when the messages before it are the ones call
+        k was sampled for (`history_key`, with earlier matches already substituted) and its content
+        and calls equal call k's reply as values (`57` for a sampled ` 57`, `0.5` for `0.50`). Among
+        equal candidates the tool-call ids the gateway returned decide; still ambiguous, nothing is
+        guessed. A message matched nowhere gets reasoning by content only when this session
+        produced that content with a single reasoning. `restore=False` restores nothing (matches
+        whose reasoning the client kept still count)."""
+        out = Reconciled(messages=[])
+        running = _HistoryHash(tools)
         for i, m in enumerate(messages):
-            if m.role == "assistant" and m.reasoning is None:
-                reasoning = self.replies.get(_fingerprint(m))
-                if reasoning is not None:
-                    messages[i] = m.model_copy(update={"reasoning": reasoning})
-                    restored += 1
-        return restored
+            if m.role == "assistant":
+                k = self._reply_at(running.key(), m)
+                reply = self.notes[k].reply if k is not None else None
+                if reply is not None and (m.reasoning is not None or restore):
+                    if m.reasoning is None and reply.reasoning is not None:
+                        out.restored += 1
+                    m = _as_returned(m, reply)
+                    out.matches[i] = k  # type: ignore[assignment]
+                elif m.reasoning is None and restore:
+                    reasonings = self.replies.get(_fingerprint(m), set())
+                    if len(reasonings) == 1:
+                        m = m.model_copy(update={"reasoning": next(iter(reasonings))})
+                        out.restored += 1
+            out.messages.append(m)
+            running.add(m)
+        return out
+
+    def _reply_at(self, key: str, message: Message) -> int | None:
+        """The call sampled for history `key` whose reply `message` is, when exactly one fits."""
+        found = [k for k, note in enumerate(self.notes) if note.reply is not None and note.input_key == key
+                 and _same_reply(note.reply, message)]
+        if len(found) > 1 and message.tool_calls:
+            ids = [c.id for c in message.tool_calls]
+            found = [k for k in found if [c.id for c in self.notes[k].reply.tool_calls] == ids] or found  # type: ignore[union-attr]
+        if len(found) > 1 and len({self.notes[k].context_text for k in found}) > 1:
+            return None  # equal replies that were sampled differently: which one came back is unknown
+        return found[-1] if found else None
+
+    def echo_text(self, text: str, reconciled: Reconciled, render_text: Callable[[list[Message]], str],
+                  end_of_message: str) -> tuple[str, int]:
+        """`text` (the request's full render) with the newest matched reply rendered as the model
+        sampled it: call k's prompt + completion text, then the rest. Why: an agent echoes parsed
+        values (`57` for a sampled ` 57`, `0.5` for `0.50`), whose re-render differs from the
+        sampled tokens; reusing the sample keeps the prompt an exact extension of call k (its ids
+        are spliced in by `plan`). `render_text(messages)` renders without a generation prompt.
+        Returns the text and 1 when the sample's text differs from the re-render (else 0)."""
+        for i in sorted(reconciled.matches, reverse=True):
+            note = self.notes[reconciled.matches[i]]
+            upto = render_text(reconciled.messages[: i + 1])  # ... the reply as re-rendered, its end marker, a tail
+            cut = upto.rfind(end_of_message)
+            if cut < 0 or not text.startswith(upto) or not note.context_text.endswith(end_of_message):
+                continue  # a render that drops this reply's reasoning, or a reply cut short: nothing to reuse
+            spliced = note.context_text + upto[cut + len(end_of_message):] + text[len(upto):]
+            return spliced, int(spliced != text)
+        return text, 0
 
     def plan(self, text: str, full_ids: list[int], encode: Callable[[str], list[int]]) -> Plan:
         """Reconcile a rendered request with the session's earlier calls (newest first)."""
@@ -136,16 +204,16 @@ class Session:
             reason, branch = f"fork: call {plan.parent} was already extended", self._new_branch()
         if plan.parent is not None:
             self.notes[plan.parent].children += 1
-        self.notes.append(_CallNote(plan.text + completion_text, branch))
+        self.notes.append(_CallNote(plan.text + completion_text, branch, input_key=plan.input_key, reply=reply))
         if reason != "extends":
             traj.metadata.setdefault("new_roots", []).append(index)
         traj.metadata.setdefault("gateway", {}).setdefault("calls", []).append(
             {"call": index, "branch": branch, "parent": plan.parent, "reason": reason, "retokenized": plan.retokenized,
-             "restored_reasoning": plan.restored})
+             "restored_reasoning": plan.restored, "echo_spliced": plan.echoed})
         if reply is not None:
             traj.messages = [*messages, reply]
             if reply.reasoning is not None:
-                self.replies[_fingerprint(reply)] = reply.reasoning
+                self.replies.setdefault(_fingerprint(reply), set()).add(reply.reasoning)
         return index
 
     def _new_branch(self) -> int:
@@ -164,3 +232,58 @@ def _fingerprint(message: Message) -> tuple[str, str]:
     left out: some clients rewrite them)."""
     calls = json.dumps([[c.name, c.arguments] for c in message.tool_calls], sort_keys=True, default=str)
     return message.content.strip(), calls
+
+
+class _HistoryHash:
+    """`history_key` built one message at a time (a request checks every prefix of its history)."""
+
+    def __init__(self, tools: list[ToolSpec] | tuple[()] = ()) -> None:
+        self._hash = hashlib.sha256(json.dumps([t.model_dump() for t in tools], sort_keys=True, default=str).encode())
+
+    def add(self, m: Message) -> None:
+        part = [m.role, m.content, m.reasoning, m.name, [[c.name, c.arguments] for c in m.tool_calls]]
+        self._hash.update(b"\x1e" + json.dumps(part, sort_keys=True, default=str).encode())  # JSON never holds a raw \x1e
+
+    def key(self) -> str:
+        return self._hash.copy().hexdigest()
+
+
+def history_key(messages: list[Message], tools: list[ToolSpec] | tuple[()] = ()) -> str:
+    """What a prompt is sampled for, as a digest: every message's role, text, reasoning and calls,
+    and the tools (tool-call ids are left out: some clients rewrite them)."""
+    running = _HistoryHash(tools)
+    for m in messages:
+        running.add(m)
+    return running.key()
+
+
+def _same_reply(returned: Message, echoed: Message) -> bool:
+    """Whether `echoed` is `returned` as a client sends it back: equal content (outer whitespace
+    aside), the same calls with equal values, and the same reasoning unless it was dropped."""
+    if echoed.reasoning is not None and echoed.reasoning != returned.reasoning:
+        return False
+    if echoed.content.strip() != returned.content.strip() or len(echoed.tool_calls) != len(returned.tool_calls):
+        return False
+    return all(a.name == b.name and same_value(a.arguments, b.arguments)
+               for a, b in zip(returned.tool_calls, echoed.tool_calls, strict=True))
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """JSON values equal as values: 57 == 57.0 and 0.5 == 0.50, but true is not 1 and "1" is not 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _as_returned(echoed: Message, returned: Message) -> Message:
+    """The echoed message in the form the gateway returned it (its reasoning, content and typed
+    values), keeping the client's tool-call ids, which its tool messages refer to."""
+    calls = [c.model_copy(update={"arguments": r.arguments}) for c, r in zip(echoed.tool_calls, returned.tool_calls,
+                                                                               strict=True)]
+    return echoed.model_copy(update={"reasoning": returned.reasoning, "content": returned.content, "tool_calls": calls})
