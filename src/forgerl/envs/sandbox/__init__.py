@@ -22,12 +22,13 @@ from pathlib import Path
 
 from forgerl.envs.sandbox.base import Backend, Sandbox, leaked_sandbox_dirs, new_sandbox_uid, remove_tree
 from forgerl.envs.sandbox.bwrap import BwrapBackend, bwrap_path
+from forgerl.envs.sandbox.hiding import HiddenPath, resolve_hidden
 from forgerl.envs.sandbox.limits import ExecResult, Limits
 from forgerl.envs.sandbox.subprocess_backend import SandboxNotIsolatedWarning, SubprocessBackend
 from forgerl.envs.sandbox.unshare_backend import UnshareBackend, unshare_path
 from forgerl.errors import SandboxError
 
-__all__ = ["ExecResult", "Limits", "Sandbox", "SandboxNotIsolatedWarning", "available_backend",
+__all__ = ["ExecResult", "HiddenPath", "Limits", "Sandbox", "SandboxNotIsolatedWarning", "available_backend",
            "backend_works", "create_sandbox", "leaked_sandbox_dirs", "remove_tree", "BACKENDS"]
 
 log = logging.getLogger("forgerl.sandbox")
@@ -80,9 +81,12 @@ def available_backend() -> str:
 
 
 def create_sandbox(files: dict[str, str] | None = None, *, limits: Limits = Limits(),
-                   backend: str = "auto") -> Sandbox:
+                   backend: str = "auto", hidden_paths: tuple[str, ...] | list[str] = ()) -> Sandbox:
     """A new sandbox with `files` (relative path -> text) written into its workspace. `limits`
-    are the default for every `run`. `backend`: "auto" | "bwrap" | "unshare" | "subprocess"."""
+    are the default for every `run`. `backend`: "auto" | "bwrap" | "unshare" | "subprocess".
+    `hidden_paths`: host paths (directories or files) that must not be readable inside, e.g. a
+    reference solution installed in the venv (hiding.py); the subprocess backend cannot hide
+    anything, so asking it to is a SandboxError rather than a silent leak."""
     if not isinstance(limits, Limits):
         raise SandboxError(f"limits must be a forgerl.envs.sandbox.Limits, got {type(limits).__name__}")
     name = available_backend() if backend == "auto" else backend
@@ -93,7 +97,14 @@ def create_sandbox(files: dict[str, str] | None = None, *, limits: Limits = Limi
             f"sandbox backend {name!r} does not work on this machine (missing tool or namespaces not "
             "permitted): run scripts/install_system_deps.sh, or use backend='auto' to pick one that works"
         )
-    sandbox = Sandbox(BACKENDS[name], limits)
+    hidden = resolve_hidden(hidden_paths)
+    if hidden_paths and not BACKENDS[name].can_hide:
+        raise SandboxError(
+            f"sandbox backend {name!r} cannot hide host paths ({len(hidden_paths)} asked, e.g. {hidden_paths[0]!r}): "
+            "it runs commands on the host filesystem. Install bubblewrap (scripts/install_system_deps.sh) "
+            "or make user namespaces available so bwrap or unshare works"
+        )
+    sandbox = Sandbox(BACKENDS[name], limits, hidden)
     try:
         for rel_path, text in (files or {}).items():
             sandbox.write_file(rel_path, text)

@@ -29,6 +29,7 @@ import sys
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 from forgerl.envs.sandbox import quota
 from forgerl.envs.sandbox.errors import SandboxRequestError
@@ -131,9 +132,13 @@ class Backend(ABC):
 
     name: str
     isolated: bool = True
+    can_hide: bool = True
+    """Whether `hidden` paths can be masked (hiding.py); only namespaced backends can."""
 
-    def __init__(self, base: Path, workspace: Path, uid: int | None, sandbox_id: str) -> None:
+    def __init__(self, base: Path, workspace: Path, uid: int | None, sandbox_id: str,
+                 hidden: tuple[Any, ...] = ()) -> None:
         self.base, self.workspace, self.uid, self.sandbox_id = base, workspace, uid, sandbox_id
+        self.hidden = hidden  # hiding.HiddenPath masks, already resolved by create_sandbox
 
     @property
     @abstractmethod
@@ -165,7 +170,7 @@ def new_sandbox_uid() -> int | None:
 class Sandbox:
     """An isolated per-rollout workspace. Use as `async with create_sandbox(...) as sb:`."""
 
-    def __init__(self, backend_cls: type[Backend], limits: Limits) -> None:
+    def __init__(self, backend_cls: type[Backend], limits: Limits, hidden: tuple[Any, ...] = ()) -> None:
         self.sandbox_id = secrets.token_hex(8)
         self.base = Path(os.path.realpath(_make_base_dir()))
         self.workspace = self.base / "workspace"
@@ -178,12 +183,14 @@ class Sandbox:
             (self.workspace / TMP_DIRNAME).mkdir(mode=0o700)
             self._chown(self.workspace)
             self._chown(self.workspace / TMP_DIRNAME)
-            self._backend = backend_cls(self.base, self.workspace, self.uid, self.sandbox_id)
+            self._backend = backend_cls(self.base, self.workspace, self.uid, self.sandbox_id, hidden)
         except BaseException:
             remove_tree(self.base)
             raise
         self.backend: str = self._backend.name
         self.isolated: bool = self._backend.isolated
+        self.hidden: tuple[Any, ...] = hidden
+        """The host paths masked inside this sandbox (hiding.HiddenPath)."""
 
     def _chown(self, path: Path) -> None:
         if self.uid is not None:

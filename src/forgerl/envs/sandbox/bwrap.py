@@ -21,12 +21,14 @@ import shutil
 from pathlib import Path
 
 from forgerl.envs.sandbox.base import Backend, python_roots, sandbox_env
+from forgerl.envs.sandbox.hiding import ETC_FILES as _ETC_FILES
+from forgerl.envs.sandbox.hiding import HiddenPath
 from forgerl.envs.sandbox.limits import Limits
 from forgerl.envs.sandbox.process import Spawn, kill_uid
 
 INNER_WORKSPACE = "/workspace"
 _MB = 1024 * 1024
-_ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "nsswitch.conf")
+_HIDDEN_DIR_BYTES = 4096  # an empty mask: nothing is ever written into it (it is read-only)
 
 
 def system_mounts() -> list[str]:
@@ -44,6 +46,19 @@ def system_mounts() -> list[str]:
             args += ["--ro-bind", host, host]
     for dest in dests:
         args += ["--ro-bind", dest, dest]
+    return args
+
+
+def hiding_mounts(hidden: tuple[HiddenPath, ...]) -> list[str]:
+    """bwrap options masking `hidden` (after the system mounts, which they cover): an empty
+    read-only tmpfs over each directory, /dev/null over each file."""
+    args: list[str] = []
+    for item in hidden:
+        if item.is_dir:
+            args += ["--perms", "0555", "--size", str(_HIDDEN_DIR_BYTES), "--tmpfs", item.path,
+                     "--remount-ro", item.path]
+        else:
+            args += ["--ro-bind", "/dev/null", item.path]
     return args
 
 
@@ -87,6 +102,7 @@ class BwrapBackend(Backend):
         # bubblewrap >= 0.5): a tmpfs is host RAM. bwrap cannot cap its inodes.
         cmd = [bwrap_path() or "bwrap", *self.namespace_args(limits),
                "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(limits.tmp_mb * _MB), "--tmpfs", "/tmp", *system_mounts(),
+               *hiding_mounts(self.hidden),
                "--bind", str(self.workspace), INNER_WORKSPACE, "--chdir", "/", "--clearenv"]
         for key, value in env.items():
             cmd += ["--setenv", key, value]

@@ -34,6 +34,7 @@ def _processes_of(uid: int) -> int:
 class SubprocessBackend(Backend):
     name = "subprocess"
     isolated = False
+    can_hide = False
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

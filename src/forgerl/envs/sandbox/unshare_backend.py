@@ -16,11 +16,12 @@ import shlex
 import shutil
 
 from forgerl.envs.sandbox.base import Backend, python_roots, sandbox_env
+from forgerl.envs.sandbox.hiding import ETC_FILES as _ETC_FILES
+from forgerl.envs.sandbox.hiding import HiddenPath
 from forgerl.envs.sandbox.limits import Limits
 from forgerl.envs.sandbox.process import Spawn, kill_uid
 
 INNER_WORKSPACE = "/workspace"
-_ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "nsswitch.conf")
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
@@ -29,9 +30,19 @@ def _bind_ro(src: str, dst: str) -> list[str]:
     return [make, f"mount --rbind {src} {dst}", f"mount -o remount,bind,ro {dst}"]
 
 
-def setup_script(root: str, workspace: str, tmp_mb: int = 64, tmp_inodes: int = 20_000) -> str:
+def _mask(root: str, item: HiddenPath) -> list[str]:
+    """Shell lines masking one hidden path under the new root (see hiding.py)."""
+    dst = f"{root}{shlex.quote(item.path)}"
+    if item.is_dir:
+        return [f"mount -t tmpfs -o ro,size=4k,nr_inodes=16,mode=0555 forgerl-hidden {dst}"]
+    return [f"mount --bind /dev/null {dst}", f"mount -o remount,bind,ro {dst}"]
+
+
+def setup_script(root: str, workspace: str, tmp_mb: int = 64, tmp_inodes: int = 20_000,
+                 hidden: tuple[HiddenPath, ...] = ()) -> str:
     """Shell lines (run as root of the new namespaces) that build the sandbox root at `root`; its
-    /tmp is a tmpfs of `tmp_mb` MiB and `tmp_inodes` inodes (host RAM while the command runs)."""
+    /tmp is a tmpfs of `tmp_mb` MiB and `tmp_inodes` inodes (host RAM while the command runs);
+    `hidden` paths are masked after the system and interpreter mounts."""
     q = shlex.quote
     r = q(root)
     lines = ["set -e", f"mount -t tmpfs -o mode=755 sandbox-root {r}",
@@ -50,6 +61,8 @@ def setup_script(root: str, workspace: str, tmp_mb: int = 64, tmp_inodes: int = 
             lines += _bind_ro(f"/etc/{name}", f"{r}/etc/{name}")
     for path in python_roots():
         lines += _bind_ro(q(path), f"{r}{q(path)}")
+    for item in hidden:
+        lines += _mask(r, item)
     lines += [f"mkdir -p {r}/proc {r}/dev {r}{INNER_WORKSPACE}",
               f"mount -t proc proc {r}/proc",
               f"ln -s /proc/self/fd {r}/dev/fd"]
@@ -88,7 +101,7 @@ class UnshareBackend(Backend):
                  *drop, "prlimit", *limits.prlimit_args(), "--", *argv]
         # Not `exec chroot`: unshare cannot re-raise a child's fatal signal (SIGXCPU, SIGXFSZ) and
         # would turn it into exit 1; the shell reports it as 128+N, which explain_limits reads.
-        script = (setup_script(str(root), str(self.workspace), limits.tmp_mb, limits.max_workspace_files)
+        script = (setup_script(str(root), str(self.workspace), limits.tmp_mb, limits.max_workspace_files, self.hidden)
                   + f"\nset +e\nchroot {shlex.quote(str(root))} \"$@\"\nexit $?")
         cmd = [unshare_path() or "unshare", *flags, "--", "/bin/sh", "-c", script, "sandbox-setup", *inner]
         return Spawn(argv=cmd, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})

@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from forgerl.envs.base import Environment, Task, Verdict
-from forgerl.envs.swe._sandbox import make_limits, new_sandbox
+from forgerl.envs.swe._sandbox import UNHIDDEN_NOTE, make_limits, new_sandbox
 from forgerl.envs.swe.judge import judge_tests
 from forgerl.envs.swe.pipeline import FAMILY, ISSUE_TEST_FILE
 from forgerl.envs.swe.verify import COLLECT, SuiteRun, run_tests, select_tests
@@ -352,9 +352,12 @@ class SweEnv(Environment):
     async def _submit(self, args: dict[str, Any]) -> str:
         assert self.task is not None
         if self.task.data["kind"] == "write_test":
-            self._verdict = await self._verify_written_test()
+            verdict = await self._verify_written_test()
         else:
-            self._verdict = await self._verify_fix()
+            verdict = await self._verify_fix()
+        if not self._sandbox.isolated:  # only with the explicit opt-in (_sandbox.py)
+            verdict = verdict.model_copy(update={"evidence": {**verdict.evidence, "unhidden": UNHIDDEN_NOTE}})
+        self._verdict = verdict
         return "Submitted. The episode is over."
 
     # --- verification ----------------------------------------------------------------------

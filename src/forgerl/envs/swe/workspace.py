@@ -9,7 +9,9 @@ from forgerl.envs.swe.packages import installed_sources, package_by_dist, sha256
 from forgerl.envs.swe.verify import select_tests
 from forgerl.errors import ConfigError
 
-PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
+PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\npythonpath = .\n"
+"""`pythonpath = .`: a bare `pytest` (not `python -m pytest`) imports the workspace's package too,
+not the site-packages name the sandbox masks (_sandbox.py)."""
 REQUIRED_KEYS = ("kind", "package", "version", "module", "source_sha256", "function", "mutation", "suite",
                  "test_file", "f2p", "p2p", "issue")  # fmt: skip
 
