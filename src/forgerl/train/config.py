@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from forgerl.errors import ConfigError
 from forgerl.perturb.spec import PerturbSpec  # pydantic only
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    """Strict types: a string where a number belongs (`lr = "1e-4"`) is refused, not converted; an int
+    for a float field is fine. Tuple fields also take lists (a TOML array), see _as_tuple."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True, strict=True)
+
+
+def _as_tuple(value: object) -> object:
+    """TOML has arrays, not tuples: accept a list where strict validation wants a tuple."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
 # Where RL starts per family when the config names no difficulty. Tool-reasoning: at difficulty 3 a
@@ -28,9 +40,9 @@ class LossConfig(_Config):
     name: Literal["cispo", "grpo", "ppo", "dapo", "gspo"] = "cispo"
     """Policy-gradient objective. CISPO (MiniMax-M1 §3.1) is the default: a clipped, detached
     importance weight times log-prob, so no token loses its gradient."""
-    eps_low: float | None = None
+    eps_low: float | None = Field(None, ge=0)
     """Lower clip of the importance ratio; None = the loss's own default (CISPO: no lower bound, as in M2)."""
-    eps_high: float | None = None
+    eps_high: float | None = Field(None, ge=0)
     """Upper clip of the importance ratio; None = the loss's own default."""
     trust_region_mask: bool = False
     """CISPO only: drop tokens outside PPO's trust region (M2_NOTES §1)."""
@@ -86,6 +98,48 @@ class RolloutConfig(_Config):
     """Generations a group may start (failures, re-queues) before it is dropped."""
 
 
+class LoggingConfig(_Config):
+    """Where each step's metrics go besides the run's store (train/loggers.py). TensorBoard is
+    written when its package is installed (the `report` extra) and skipped quietly otherwise; W&B and
+    MLflow are optional extras, and a config naming one that is not installed is refused when it is
+    loaded. A resumed run continues the same tracker runs (ids kept in the run's loggers.json)."""
+
+    backends: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=lambda: ["tensorboard"])
+    """Metric sinks: any of tensorboard, wandb (`pip install 'forgerl[wandb]'`), mlflow (`'forgerl[mlflow]'`)."""
+    project: str = Field("forgerl", min_length=1)
+    """W&B project / MLflow experiment name."""
+    run_name: str | None = None
+    """The tracker run's display name; default: the run directory's name and the store's run id."""
+    mode: Literal["online", "offline"] = "online"
+    """W&B only: `offline` writes the W&B run under the run directory (`wandb sync` uploads it later);
+    `online` needs `wandb login` or $WANDB_API_KEY."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow only: tracking server or store (http://host:5000, sqlite:///mlflow.db); default:
+    $MLFLOW_TRACKING_URI, else MLflow's own default. Credentials go in $MLFLOW_TRACKING_USERNAME /
+    $MLFLOW_TRACKING_PASSWORD / $MLFLOW_TRACKING_TOKEN, never in the URI (the config is saved in the run directory)."""
+
+    @model_validator(mode="after")
+    def _check_backends(self) -> LoggingConfig:
+        from urllib.parse import urlsplit
+
+        from forgerl.train.loggers import backend_installed, missing_backend_error  # stdlib only at import
+
+        if len(set(self.backends)) != len(self.backends):
+            raise ValueError(f"logging.backends lists a backend twice: {self.backends}")
+        for backend in self.backends:
+            if backend != "tensorboard" and not backend_installed(backend):
+                raise ValueError(missing_backend_error(backend))
+        if self.mlflow_tracking_uri is not None:
+            if "mlflow" not in self.backends:
+                raise ValueError("logging.mlflow_tracking_uri is set but 'mlflow' is not in logging.backends: add it or "
+                                 "remove the URI")
+            if urlsplit(self.mlflow_tracking_uri).username is not None:
+                raise ValueError("logging.mlflow_tracking_uri holds credentials (user@ or user:password@), which would "
+                                 "be saved in the run directory's config.toml: put them in $MLFLOW_TRACKING_USERNAME / "
+                                 "$MLFLOW_TRACKING_PASSWORD (or $MLFLOW_TRACKING_TOKEN) and drop them from the URI")
+        return self
+
+
 class TrainConfig(_Config):
     """One RL run. `forgerl train` with no config uses these defaults: the embedded default policy
     on the tool-reasoning family, on CPU."""
@@ -96,7 +150,7 @@ class TrainConfig(_Config):
     """Chat format the agent is rendered in (`forgerl.chat.list_formats()`)."""
     env: str = "tool-reasoning"
     """Task family to train on."""
-    difficulty: list[int] = Field(default_factory=lambda: [1])
+    difficulty: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1])
     """Difficulty levels to sample training (and held-out evaluation) tasks from. Default: the
     family's entry in FRONTIER_DIFFICULTY (where the shipped policy still has room), else [1]."""
     steps: int = 15
@@ -105,33 +159,33 @@ class TrainConfig(_Config):
     """Tasks per step; each task is rolled out `group_size` times (a GRPO group)."""
     group_size: int = 8
     """Rollouts per task. Advantages are normalised within a group, so it must be >= 2."""
-    max_turns: int = 8
+    max_turns: int = Field(8, ge=1)
     """LLM calls per episode."""
-    max_tokens: int = 128
+    max_tokens: int = Field(128, ge=1)
     """New tokens per LLM call: the turn budget the agent must plan within. At 128 a tool-reasoning round
     of one lookup fits with its thinking (<= 117 tokens), two or three in one round (140-240) do not."""
-    max_context: int = 2048
+    max_context: int = Field(2048, ge=2)
     """Context limit (prompt + completion) of any call."""
     tool_timeout_s: float | None = Field(300.0, gt=0)
     """Seconds one tool call may take before the agent reads a timeout observation; it holds even for
     tools that block (they run on their own thread). Must exceed the family's longest sandboxed command
     (swe-bugfix's verifier: 120 s). None = no limit."""
-    temperature: float = 1.0
+    temperature: float = Field(1.0, gt=0)
     """Sampling temperature of rollouts (M2 samples at 1.0)."""
-    top_p: float = 1.0
+    top_p: float = Field(1.0, gt=0, le=1)
     """Nucleus sampling of rollouts. 1.0 keeps the sampling distribution equal to the policy, so the
     recorded logprobs are exactly the behaviour policy's."""
     loss: LossConfig = Field(default_factory=LossConfig)
     """The objective and its clipping."""
-    lr: float = 1e-4
+    lr: float = Field(1e-4, gt=0)
     """AdamW learning rate."""
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: Annotated[tuple[Beta, Beta], BeforeValidator(_as_tuple)] = (0.9, 0.95)
     """AdamW betas (M1 used (0.9, 0.95))."""
-    adam_eps: float = 1e-15
+    adam_eps: float = Field(1e-15, gt=0)
     """AdamW epsilon (M1: 1e-15; larger values blunt updates of rarely-seen tokens)."""
-    weight_decay: float = 0.0
+    weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
-    grad_clip: float = 1.0
+    grad_clip: float = Field(1.0, ge=0)
     """Max global gradient norm (0 disables clipping)."""
     micro_batch_tokens: int = 8192
     """Tokens per micro-batch (padded B x L in `call`/`chain` mode, packed tokens in `tree` mode);
@@ -143,27 +197,27 @@ class TrainConfig(_Config):
     call as its own padded sequence (the reference)."""
     fp32_lm_head: bool = True
     """Compute the LM head in FP32 on both the trainer and the engine (M1's mismatch fix)."""
-    lora_rank: int = 0
+    lora_rank: int = Field(0, ge=0)
     """LoRA rank for the policy's attention projections (0 = full fine-tuning). Needs `peft`."""
-    lora_alpha: float = 16.0
+    lora_alpha: float = Field(16.0, gt=0)
     """LoRA scaling numerator (the update is scaled by lora_alpha / lora_rank)."""
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Module names that get adapters."""
-    moe_bias_step: float = 1e-3
+    moe_bias_step: float = Field(1e-3, ge=0)
     """Aux-loss-free load balancing: step of the sign rule on the router's selection bias (0 disables)."""
-    eval_every: int = 5
+    eval_every: int = Field(5, ge=1)
     """Evaluate on held-out tasks every N steps (and before the first and after the last)."""
-    eval_tasks: int = 32
+    eval_tasks: int = Field(32, ge=1)
     """Held-out tasks per evaluation (seeds disjoint from training)."""
-    eval_temperature: float = 0.0
+    eval_temperature: float = Field(0.0, ge=0)
     """Sampling temperature for evaluation (0 = greedy: a less noisy estimate of the policy)."""
-    checkpoint_every: int = 10
+    checkpoint_every: int = Field(10, ge=1)
     """Save a resumable checkpoint every N steps (and at the end)."""
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     """Seeds task sampling, rollouts and initialisation."""
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     """cpu, cuda or auto."""
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"] = "auto"
     """Compute dtype: float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU). The trainer keeps FP32 master
     weights and optimizer state and runs its forward under autocast to this dtype (the LM head stays
     FP32 with `fp32_lm_head`); the built-in engine serves a copy of the weights in it."""
@@ -182,7 +236,7 @@ class TrainConfig(_Config):
     run takes it from $FORGERL_ADMIN_TOKEN."""
     vllm_threads: str = "0-1"
     """CPU cores the vLLM server binds its OpenMP threads to."""
-    vllm_kv_cache_gib: float = 1.0
+    vllm_kv_cache_gib: float = Field(1.0, gt=0)
     """vLLM's KV-cache size on CPU (its default takes most of the machine's memory)."""
     perturb: PerturbSpec = Field(default_factory=PerturbSpec)
     """Perturbation of the agent's operational space in training rollouts (M2_NOTES §5); off by default."""
@@ -191,6 +245,8 @@ class TrainConfig(_Config):
     reward_model: RewardModelSpec = Field(default_factory=RewardModelSpec)
     """An expert-label reward model as a reward component of training rollouts (M2_NOTES §5,
     "experts as reward models"); off by default. Held-out evaluation keeps the verifier's reward."""
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    """Metric sinks besides the store: TensorBoard, Weights & Biases, MLflow (`[logging] backends = [...]`)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -245,22 +301,98 @@ class TrainConfig(_Config):
             raise ValueError("rollout: " + "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
 
 
-def load_config(path: str | Path | None = None, **overrides: object) -> TrainConfig:
-    """Defaults <- TOML file <- keyword overrides (None values are ignored)."""
+def load_config(path: str | Path | None = None, *, set_values: Sequence[str] = (), **overrides: object) -> TrainConfig:
+    """Defaults <- TOML file <- `--set key=value` items <- keyword overrides (None values are
+    ignored; tables merge key by key, so `loss={"name": "grpo"}` keeps the file's other loss keys).
+    Types are strict throughout, nested tables included: `lr = "1e-4"` is refused, not converted."""
     data: dict[str, object] = {}
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
+            raise ConfigError(f"config file {path} does not exist",
+                              hint="check the path; examples/configs/ has a commented config per family") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a directory; give the path of a TOML file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text; give the path of a TOML file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    data = _merged(data, parse_set_values(set_values))
+    data = _merged(data, {k: v for k, v in overrides.items() if v is not None})
     try:
-        return TrainConfig.model_validate(data)
+        return TrainConfig.model_validate(data, strict=True)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid training config ({path or 'defaults'}): {problems}") from None
+        problems = "; ".join(_describe_problem(e) for e in exc.errors())
+        raise ConfigError(f"invalid training config ({path or 'defaults'}): {problems}",
+                          hint="fix the keys named above; `forgerl train --print-config` shows every key with its "
+                               "value, examples/configs/ a commented config per family") from None
+
+
+def parse_set_values(items: Sequence[str]) -> dict[str, Any]:
+    """`--set key=value` items as nested data: dotted keys address tables (`loss.name=grpo`); a value
+    is read as a TOML value (`3`, `1e-4`, `true`, `[1, 2]`, `"text"`) and, failing that, as a string."""
+    data: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        parts = [p.strip() for p in key.split(".")]
+        if not sep or not all(p.isidentifier() for p in parts):
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE (KEY a config key, dotted for tables: loss.name=grpo)")
+        table = data
+        for part in parts[:-1]:
+            inner = table.setdefault(part, {})
+            if not isinstance(inner, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:-1])} was set to a value before, not a table")
+            table = inner
+        table[parts[-1]] = _toml_or_string(raw.strip())
+    return data
+
+
+def _toml_or_string(raw: str) -> object:
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, table by table (a table given in both keeps base's other keys)."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe_problem(error: Any) -> str:
+    """One pydantic error as `key: what is wrong (what was given)`, with a close match for an unknown key."""
+    loc = ".".join(map(str, error["loc"])) or "config"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        suggestion = _close_key(error["loc"])
+        return f"{loc}: unknown key" + (f" (did you mean {suggestion}?)" if suggestion else "")
+    if error["type"] in ("float_type", "int_type", "bool_type", "string_type", "list_type", "tuple_type"):
+        given = error.get("input")
+        return f"{loc}: {message}, got {type(given).__name__} {given!r:.60}" + (
+            " (write numbers and booleans without quotes)" if isinstance(given, str) else "")
+    return f"{loc}: {message}"
+
+
+def _close_key(loc: Sequence[object]) -> str | None:
+    """The nearest known key to an unknown one at `loc` (walking nested config tables)."""
+    import difflib
+
+    model: type[BaseModel] = TrainConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    match = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return ".".join([*map(str, loc[:-1]), match[0]]) if match else None
 
 
 SECRET_FIELDS = ("engine_admin_token",)

@@ -148,7 +148,7 @@ def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool
             store.supersede_from(run_id, purge_from, unconsumed=not keep_unconsumed)
             store.set_run_status(run_id, "running")
             update_best_checkpoint(run)
-        run.sinks.append(_tensorboard_sink(run_dir, purge_step=purge_from))
+        run.sinks.extend(open_sinks(config, run_dir, run_id, purge_step=purge_from))
     except BaseException:
         close_run(run)
         raise
@@ -197,6 +197,13 @@ def finish_run(run: Run, status: str) -> None:
         run.store.set_run_status(run.run_id, status)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 — the run's own outcome matters more
         log.warning("could not record run status %r: %s", status, exc)
+    for sink in run.sinks:  # trackers: final reward, report artifacts, their run's status
+        finish = getattr(sink, "finish", None)
+        if finish is not None:
+            try:
+                finish(run, status)
+            except Exception as exc:  # noqa: BLE001 — as above
+                log.warning("a metric sink failed to finish: %s", exc)
 
 
 def _load_latest_checkpoint(run: Run) -> bool:
@@ -237,6 +244,24 @@ class _TensorBoardSink:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def open_sinks(config: TrainConfig, run_dir: Path, run_id: str, *, purge_step: int | None = None) -> list[Any]:
+    """The metric sinks `[logging] backends` names: TensorBoard (when installed), W&B, MLflow
+    (train/loggers.py; imported only when configured). Each gets every step's metrics dict."""
+    sinks: list[Any] = []
+    if "tensorboard" in config.logging.backends:
+        sinks.append(_tensorboard_sink(run_dir, purge_step=purge_step))
+    if any(b != "tensorboard" for b in config.logging.backends):
+        from forgerl.train.loggers import open_loggers
+
+        try:
+            sinks.extend(open_loggers(config, run_dir, run_id))
+        except BaseException:
+            for sink in sinks:
+                getattr(sink, "close", lambda: None)()
+            raise
+    return sinks
 
 
 def _tensorboard_sink(run_dir: Path, purge_step: int | None = None) -> Any:
