@@ -7,7 +7,13 @@ from forgerl.types import Boundary
 
 
 class ForgerlError(Exception):
+    """`hint` (optional) says what to do; the CLI prints it as a second line (forgerl/cli/errors.py)."""
+
     boundary: Boundary = Boundary.AGENT
+
+    def __init__(self, *args: object, hint: str | None = None) -> None:
+        super().__init__(*args)
+        self.hint = hint
 
 
 class ConfigError(ForgerlError, ValueError):

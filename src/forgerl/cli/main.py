@@ -3,9 +3,58 @@ so `forgerl --help` answers fast."""
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 import typer
 
-app = typer.Typer(help="forgerl: train tool-using LLM agents with RL (M2/Forge style).", no_args_is_help=True)
+from forgerl.cli.errors import DEBUG_ENV, debug_requested, report, strip_debug
+
+
+class ForgerlApp(typer.Typer):
+    """The typer app whose call (the `forgerl` entry point) turns escaping exceptions into the one
+    error style of forgerl/cli/errors.py instead of a traceback."""
+
+    def __call__(self, *args: object, **kwargs: object) -> NoReturn:
+        sys.exit(run_cli(sys.argv[1:]))
+
+
+app = ForgerlApp(help="forgerl: train tool-using LLM agents with RL (M2/Forge style).", no_args_is_help=True)
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help=f"Show the full traceback of an error (also {DEBUG_ENV}=1); "
+                               "may follow the subcommand too."),
+) -> None:
+    """forgerl: train tool-using LLM agents with RL (M2/Forge style)."""
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` and return its exit status: 0 on success, 2 for a user's mistake
+    (`error:` and `hint:` lines on stderr), 1 for a bug, 130 after Ctrl-C; typer's own usage errors
+    keep their form. `--debug` anywhere (or FORGERL_DEBUG=1) shows tracebacks."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(args)
+    try:
+        typer.main.get_command(app).main(args=strip_debug(args), prog_name="forgerl", standalone_mode=True)
+    except SystemExit as exc:
+        return _exit_status(exc.code)
+    except Exception as exc:  # noqa: BLE001 — the single place that reports whatever a command raised
+        return report(exc, debug=debug)
+    return 0
+
+
+def _exit_status(code: object) -> int:
+    """SystemExit's code as a process status (None is success; a message means failure, printed)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
 bench_app = typer.Typer(help="Benchmarks that print side-by-side ratios.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -49,6 +98,11 @@ def serve(
     """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions with token-id prompts, /v1/models)."""
     if max_body_mb <= 0:
         raise typer.BadParameter(f"must be > 0, got {max_body_mb}", param_hint="--max-body-mb")
+    from forgerl.cli.preflight import check_chat_format, check_model, check_port_free
+
+    check_port_free(host, port)  # before the model loads: a port in use fails in a second, not after loading
+    check_chat_format(chat_format)
+    check_model(model)
     if engine == "vllm":
         from forgerl.engine.vllm import serve_vllm
 
@@ -67,26 +121,45 @@ def serve(
            max_body_bytes=int(max_body_mb * 1024 * 1024), served_model_name=served_model_name, api_key=api_key)
 
 
+def _config_default(name: str) -> str:
+    """A TrainConfig field's default for --help (train's options are None so that only the ones
+    given override the config file; the default is shown as the config's)."""
+    from forgerl.train.config import TrainConfig
+
+    field = TrainConfig.model_fields[name]
+    value = field.get_default(call_default_factory=True)
+    return str(getattr(value, "name", value))
+
+
 @app.command()
 def train(
-    config: str | None = typer.Argument(None, help="TOML config (see forgerl.train.config.TrainConfig); defaults otherwise."),
-    model: str | None = typer.Option(None, help="`default`, `tiny-random` or a Hugging Face model directory."),
-    env: str | None = typer.Option(None, help="Task family to train on."),
-    steps: int | None = typer.Option(None, help="Optimizer steps."),
-    loss: str | None = typer.Option(None, help="cispo (default), grpo, ppo, dapo or gspo."),
-    seed: int | None = typer.Option(None, help="Run seed."),
-    device: str | None = typer.Option(None, help="cpu, cuda or auto."),
-    run_dir: str | None = typer.Option(None, help="Run directory (store, checkpoints, report)."),
+    config: str | None = typer.Argument(None, help="TOML config (see examples/configs/); defaults otherwise."),
+    model: str | None = typer.Option(None, help="`default`, `tiny-random`, a Hugging Face model directory, or a run "
+                                     "(RUN, RUN:best, RUN:step_N).", show_default=_config_default("model")),
+    env: str | None = typer.Option(None, help="Task family to train on.", show_default=_config_default("env")),
+    steps: int | None = typer.Option(None, help="Optimizer steps.", show_default=_config_default("steps")),
+    loss: str | None = typer.Option(None, help="cispo, grpo, ppo, dapo or gspo.", show_default=_config_default("loss")),
+    seed: int | None = typer.Option(None, help="Run seed.", show_default=_config_default("seed")),
+    device: str | None = typer.Option(None, help="cpu, cuda or auto.", show_default=_config_default("device")),
+    run_dir: str | None = typer.Option(None, help="Run directory (store, checkpoints, report).",
+                                       show_default=_config_default("run_dir")),
+    set_values: list[str] | None = typer.Option(
+        None, "--set", metavar="KEY=VALUE", show_default=False,
+        help="Set any config key (repeatable): steps=3, lr=1e-4, loss.name=grpo, difficulty=[1,2]. Values are TOML "
+             "(a bare word is a string); applied after the config file, before the options above."),
+    print_config: bool = typer.Option(False, "--print-config",
+                                      help="Print the fully resolved config as TOML and exit (nothing is created)."),
     resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
 ) -> None:
     """RL-train the agent (the main job). With no arguments: the embedded default policy on the
     tool-reasoning family, on CPU, with the reward shown live and a report at the end."""
     from forgerl.train.cli import run_train
 
-    overrides = {"model": model, "env": env, "steps": steps, "seed": seed, "device": device, "run_dir": run_dir}
+    overrides: dict[str, object] = {"model": model, "env": env, "steps": steps, "seed": seed, "device": device,
+                                    "run_dir": run_dir}
     if loss is not None:
         overrides["loss"] = {"name": loss}
-    run_train(config, resume=resume, **overrides)
+    run_train(config, resume=resume, set_values=tuple(set_values or ()), print_only=print_config, **overrides)
 
 
 @app.command()

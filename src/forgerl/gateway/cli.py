@@ -33,6 +33,10 @@ def gateway(
                                  "to have one generated", param_hint="FORGERL_GATEWAY_ADMIN_KEY")
     if max_body_mb <= 0:
         raise typer.BadParameter(f"must be > 0, got {max_body_mb}", param_hint="--max-body-mb")
+    from forgerl.cli.preflight import check_chat_format, check_port_free
+
+    check_port_free(host, port)  # fail fast, before a model is loaded
+    check_chat_format(chat_format)
     from forgerl.gateway.serve import serve_gateway
 
     serve_gateway(model=model, host=host, port=port, chat_format=chat_format, run_dir=run_dir, admin_key=admin_key,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from forgerl.train.config import TrainConfig, load_config
+from forgerl.train.config import TrainConfig, dump_config, load_config
 
 if TYPE_CHECKING:
     from forgerl.perturb.spec import PerturbSpec
@@ -17,22 +17,28 @@ LIVE_COLUMNS = (("rollout/reward", "reward"), ("rollout/pass_rate", "pass"), ("e
                 ("time/rollout_s", "rollout s"), ("time/train_s", "train s"))
 
 
-def run_train(config_path: str | None = None, *, resume: bool = False, **overrides: Any) -> None:
+def run_train(config_path: str | None = None, *, resume: bool = False, set_values: tuple[str, ...] = (),
+              print_only: bool = False, **overrides: Any) -> None:
+    """`forgerl train`: resolve and check everything (config, family, chat format, model, run
+    directory) before the model is loaded or the run directory made; a start that fails before
+    anything was recorded removes the run directory it made. Errors propagate to the CLI's one
+    error style (forgerl/cli/errors.py); Ctrl-C keeps its own message and exit status 130."""
     from rich.console import Console
     from rich.table import Table
+
+    console = Console()
+    config = (_resume_config(console, config_path, overrides, set_values) if resume
+              else load_config(config_path, set_values=set_values, **overrides))
+    if print_only:
+        print(dump_config(config), end="")
+        return
+    preflight_train(config, resume=resume)
 
     from forgerl.rollout.train import (
         run_training as train,  # sync or windowed-FIFO, from config.rollout.mode
     )
     from forgerl.train.report import write_report
 
-    from forgerl.errors import ForgerlError
-
-    console = Console()
-    try:
-        config = _resume_config(console, config_path, overrides) if resume else load_config(config_path, **overrides)
-    except ForgerlError as exc:
-        _exit_with(exc)
     console.print(f"[bold]forgerl train[/]: model={config.model} env={config.env} difficulty={config.difficulty} "
                   f"loss={config.loss.name} steps={config.steps} groups={config.groups_per_step}x{config.group_size} "
                   f"run_dir={config.run_dir}{' (resume)' if resume else ''}")
@@ -53,36 +59,72 @@ def run_train(config_path: str | None = None, *, resume: bool = False, **overrid
 
     from forgerl.train.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
 
+    made_run_dir = not Path(config.run_dir).exists()
     try:
         result = train(config, resume=resume, on_step=show)
     except TrainingInterrupted as exc:  # SIGINT/SIGTERM: checkpointed, status interrupted; say how to resume
         write_report(config.run_dir)
         Console(stderr=True).print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
-    except ForgerlError as exc:  # a damaged checkpoint, an inconsistent run directory: one line, no traceback
-        _exit_with(exc)
+    except BaseException:
+        if made_run_dir:
+            remove_unrecorded_run(Path(config.run_dir))
+        raise
     report = write_report(config.run_dir)
     evals = ", ".join(f"step {s}: {r:.3f}" for s, r in result.eval_rewards)
     console.print(f"held-out reward: {evals}")
     console.print(f"done in {time.perf_counter() - start:.0f} s; report: {report}")
 
 
-def _exit_with(exc: Exception) -> NoReturn:
-    """The error on one line on stderr (not wrapped: it names files to copy), exit status 2."""
-    from rich.console import Console
-    from rich.markup import escape
+def preflight_train(config: TrainConfig, *, resume: bool) -> None:
+    """Everything `forgerl train` can check without loading the model or creating the run directory."""
+    from forgerl.cli.preflight import check_chat_format, check_env, check_model, check_new_run_dir
+    from forgerl.model.loading import resolve_device
 
-    Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    raise SystemExit(2) from None
+    check_env(config.env, config.difficulty)
+    check_chat_format(config.chat_format)
+    check_model(config.model)
+    resolve_device(config.device)
+    if not resume:
+        check_new_run_dir(config.run_dir)
 
 
-def _resume_config(console: Any, config_path: str | None, overrides: dict[str, Any]) -> TrainConfig:
+def remove_unrecorded_run(run_dir: Path) -> bool:
+    """Remove a run directory this command made when the run recorded nothing (no checkpoint, no
+    metrics): a failed start must not leave a dead run that blocks the corrected command. Returns
+    whether it was removed; a directory that cannot be read as a store is kept."""
+    import shutil
+    import sqlite3
+
+    if not run_dir.is_dir():
+        return False
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        return False
+    store = run_dir / "store.sqlite"
+    if store.exists():
+        try:
+            with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1) as conn:
+                tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if "metrics" in tables and conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]:
+                    return False
+        except sqlite3.Error:
+            return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
+def _resume_config(console: Any, config_path: str | None, overrides: dict[str, Any],
+                   set_values: tuple[str, ...] = ()) -> TrainConfig:
     """The config of the run in --run-dir, from its own config.toml; only --steps may change (to
     extend the run). The directory named on the command line is the run: a copied or moved run
     directory resumes itself, whatever run_dir its config.toml names (it is rewritten on open)."""
     from forgerl.errors import ConfigError
 
     run_dir = overrides.get("run_dir")
+    if set_values:
+        raise ConfigError("--resume continues a run with the config stored in its directory, so --set does not apply",
+                          hint="drop --set (only --steps may change, to extend the run)")
     if config_path is not None or run_dir is None:
         raise ConfigError("--resume takes --run-dir (the run to continue) and no config file: the run keeps the "
                           "config stored in its directory")

@@ -325,7 +325,7 @@ def load_config(path: str | Path | None = None, *, set_values: Sequence[str] = (
     except ValidationError as exc:
         problems = "; ".join(_describe_problem(e) for e in exc.errors())
         raise ConfigError(f"invalid training config ({path or 'defaults'}): {problems}",
-                          hint="fix the keys named above; `forgerl train --print-config` shows every key with its "
+                          hint="correct the keys named in the error; `forgerl train --print-config` shows every key with its "
                                "value, examples/configs/ a commented config per family") from None
 
 
