@@ -174,3 +174,11 @@ def test_example_configs_load_and_round_trip(path, tmp_path, capsys):
     printed.write_text(out)
     assert load_config(printed) == config
     assert dump_config(load_config(printed)) == out
+
+
+def test_rm_train_refuses_too_few_labels_before_loading_the_encoder():
+    from forgerl.review.rm import LabelData, RewardModelConfig, train_reward_model
+
+    one_pair = LabelData(texts={"a": [], "b": []}, tasks={"a": "t1", "b": "t1"}, preferences=[("a", "b")], ratings={})
+    with pytest.raises(ValueError, match=r"too few labels for a reward model: 1 preference pair\(s\).*(held-out|training) split"):
+        train_reward_model(one_pair, RewardModelConfig(encoder="no-such-encoder"))  # the encoder is never loaded

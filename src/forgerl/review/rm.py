@@ -323,16 +323,17 @@ def train_reward_model(data: LabelData, config: RewardModelConfig = RewardModelC
         raise ValueError("no labels to train on: the store has no current preference or rubric labels "
                          "(label trajectories in `forgerl review`, or `forgerl review demo --label`)")
     torch.manual_seed(config.seed)
-    encoder = encoder or Encoder(config.encoder, config.max_tokens)
     ids = sorted(data.texts)
-    index = {tid: i for i, tid in enumerate(ids)}
-    emb = featurize(encoder, [data.texts[t] for t in ids], config.process_features, config.process_scale,
-                    config.n_process_features)
     held = {t for t in ids if held_out_task(data.tasks[t], config.holdout, config.seed)}
     train_pairs = [p for p in data.preferences if p[0] not in held and p[1] not in held]
     test_pairs = [p for p in data.preferences if p[0] in held and p[1] in held]
     train_rated = [t for t in data.ratings if t not in held]
     test_rated = [t for t in data.ratings if t in held]
+    _require_enough_labels(data, config, len(train_pairs) + len(train_rated), len(test_pairs) + len(test_rated))
+    encoder = encoder or Encoder(config.encoder, config.max_tokens)
+    index = {tid: i for i, tid in enumerate(ids)}
+    emb = featurize(encoder, [data.texts[t] for t in ids], config.process_features, config.process_scale,
+                    config.n_process_features)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a [labels × 1152] head: threads only add sync overhead (worse on busy CPUs)
@@ -349,6 +350,20 @@ def train_reward_model(data: LabelData, config: RewardModelConfig = RewardModelC
                          evaluate(scores, data, test_pairs, test_rated), len(tasks - held_tasks), len(held_tasks),
                          scores)
     return RewardModel(config, head, encoder, rubric_version), result
+
+
+def _require_enough_labels(data: LabelData, config: RewardModelConfig, n_train: int, n_held_out: int) -> None:
+    """Refuse to fit (before the encoder loads) when either side of the task split has no labels:
+    a model fit on nothing, or one whose held-out accuracy is nan, must not be saved as if it worked."""
+    if n_train and (n_held_out or config.holdout == 0):  # holdout 0: the caller asked for no held-out split
+        return
+    n_tasks = len(set(data.tasks.values()))
+    side = "training" if not n_train else "held-out"
+    raise ValueError(f"too few labels for a reward model: {len(data.preferences)} preference pair(s) and "
+                     f"{len(data.ratings)} rubric label(s) over {n_tasks} task(s) leave the {side} split "
+                     f"(holdout {config.holdout} of the tasks) with no labels; at least one labelled pair or rated "
+                     "trajectory is needed on each side, and the split is by task, so label trajectories of several "
+                     "tasks (a few dozen pairs for a useful model) in `forgerl review` or `forgerl review demo --label`")
 
 
 def _fit_head(emb, index: dict[str, int], data: LabelData, train_pairs: list[tuple[str, str]], train_rated: list[str],
