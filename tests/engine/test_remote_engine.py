@@ -341,3 +341,20 @@ def test_trainer_runs_on_a_forgerl_serve_process(tmp_path):
     server_own = load_policy("tiny-random", device="cpu", dtype="float32", seed=0)[0]
     off = (torch.tensor(calls[0].completion_logprobs) - recomputed_logprobs(server_own, calls[0])).abs().max().item()
     assert off > 0.05
+
+
+def test_a_server_with_an_api_key_is_reached_with_it(m2_tokenizer):
+    """`forgerl serve --api-key K`: the remote engine sends K (argument or $FORGERL_API_KEY)."""
+    from forgerl.errors import EngineError
+
+    engine = RecordingEngine(m2_tokenizer, ["Hello world"], model_name="m")
+    server = Server(create_app(engine, get_format("minimax_m2"), api_key="k" * 24), free_port())
+    try:
+        keyed = RemoteEngine(server.url, m2_tokenizer, model_name="m", max_context=512, api_key="k" * 24)
+        res = run(keyed.generate([1, 2, 3], SamplingParams(max_tokens=20, seed=1)))
+        assert res.completion_ids == m2_tokenizer.encode("Hello world", add_special_tokens=False)
+        keyless = RemoteEngine(server.url, m2_tokenizer, model_name="m", max_context=512, max_retries=0)
+        with pytest.raises(EngineError):
+            run(keyless.generate([1, 2, 3], SamplingParams(max_tokens=20, seed=1)))
+    finally:
+        server.stop()

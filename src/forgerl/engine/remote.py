@@ -189,8 +189,11 @@ class RemoteEngine:
         extra_body: Mapping[str, Any] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sync_transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # `forgerl serve --api-key` (or vLLM's --api-key): sent as a bearer token on every request
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.max_context = max_context
@@ -276,7 +279,8 @@ class RemoteEngine:
         if client is None or client.is_closed:
             timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
             limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-            client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, limits=limits, transport=self._transport)
+            client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, limits=limits, transport=self._transport,
+                                       headers=self._auth)
             self._clients[id(loop)] = (loop, client)
         return client
 
@@ -468,6 +472,7 @@ def open_remote_engine(
     tokenizer: Any,
     *,
     admin_token: str | None = None,
+    api_key: str | None = None,
     stop_token_ids: tuple[int, ...] = (),
     max_context: int = 2048,
     initial_weights: Mapping[str, Any] | None = None,
@@ -482,7 +487,8 @@ def open_remote_engine(
     `max_context`, accepts the admin token), then pushes `initial_weights` as `policy_version`
     with force: the server then samples exactly the trainer's weights from the first rollout on,
     whatever it was started with (it must be the same architecture; the push fails otherwise).
-    The admin token defaults to $FORGERL_ADMIN_TOKEN. Weights travel as a safetensors file in
+    The admin token defaults to $FORGERL_ADMIN_TOKEN, the API key of a server started with
+    `--api-key` to $FORGERL_API_KEY. Weights travel as a safetensors file in
     `shared_dir` (default /dev/shm): the trainer and the server must share that filesystem."""
     import httpx
 
@@ -497,8 +503,10 @@ def open_remote_engine(
     if token is None:
         raise ConfigError("engine = 'remote' needs the server's admin token to push weights: set engine_admin_token "
                           "or FORGERL_ADMIN_TOKEN (the token `forgerl serve --admin-token` was started with)")
+    api_key = api_key or os.environ.get("FORGERL_API_KEY") or None
+    auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        models = httpx.get(f"{base_url}/v1/models", timeout=30)
+        models = httpx.get(f"{base_url}/v1/models", headers=auth, timeout=30)
         info = httpx.get(f"{base_url}/admin/weights", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     except httpx.HTTPError as exc:
         raise ConfigError(f"cannot reach the inference server at {base_url} ({type(exc).__name__}: {exc}); "
@@ -507,6 +515,9 @@ def open_remote_engine(
         served = models.json().get("data") or [] if models.status_code == 200 else []
     except ValueError:
         served = []
+    if models.status_code == 401:
+        raise ConfigError(f"the inference server at {base_url} wants an API key (it was started with --api-key): "
+                          "set FORGERL_API_KEY to the same key")
     if not served:
         raise ConfigError(f"{base_url}/v1/models answered HTTP {models.status_code} without a model: "
                           "is this a `forgerl serve` server?")
@@ -527,7 +538,7 @@ def open_remote_engine(
     watch = ServerWatch(base_url, reconnect_timeout_s=reconnect_timeout_s, on_restart=pusher.restore)
     engine = RemoteEngine(base_url, tokenizer, model_name=str(model["id"]), max_context=max_context,
                           stop_token_ids=stop_token_ids, policy_version=policy_version, supervisor=watch,
-                          max_retries=3, timeout_s=timeout_s)
+                          max_retries=3, timeout_s=timeout_s, api_key=api_key)
     engine.attach_pusher(pusher)
     if initial_weights is not None:
         engine.update_weights(initial_weights, policy_version, force=True)
