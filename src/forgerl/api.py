@@ -39,7 +39,10 @@ def train(config: TrainConfig | Mapping[str, Any] | str | Path | None = None, *,
     from forgerl.rollout.train import run_training
     from forgerl.train.report import write_report
 
+    from forgerl.plugins import load_run_plugins
+
     cfg = as_train_config(config, overrides)
+    load_run_plugins(cfg.plugins)
     result = run_training(cfg, resume=resume, on_step=on_step)
     if report:
         write_report(cfg.run_dir)

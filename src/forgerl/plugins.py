@@ -189,3 +189,13 @@ def _register(obj: Any) -> None:
     else:
         raise ConfigError(f"an entry point must name a module, a Family, a ChatFormat class or a function; "
                           f"got {type(obj).__name__}")
+
+
+def load_run_plugins(plugins: Sequence[str]) -> None:
+    """A training run's plug-ins (`plugins = [...]`, `--plugin`): imported here and named in
+    FORGERL_PLUGINS, so that processes the run starts (a remote engine, rollout workers) register
+    the same families and formats."""
+    load_plugins(plugins)
+    if plugins:
+        inherited = [p.strip() for p in os.environ.get(PLUGINS_ENV_VAR, "").split(",") if p.strip()]
+        os.environ[PLUGINS_ENV_VAR] = ",".join(dict.fromkeys([*inherited, *plugins]))

@@ -247,9 +247,9 @@ def test_a_family_without_a_declared_noop_is_validated_with_a_warning(tmp_path, 
 
 
 def test_every_builtin_family_declares_its_noop():
-    """swe-bugfix is left to its owner (see the report); every other built-in family declares one."""
+    """Every built-in family declares the no-op `envs validate` plays."""
     undeclared = [name for name in list_families() if family_info(name).noop is None]
-    assert set(undeclared) <= {"swe-bugfix"}, undeclared
+    assert undeclared == [], undeclared
 
 
 # --- end to end through the command line ---------------------------------------------------------
@@ -302,3 +302,22 @@ def test_forgerl_eval_on_a_plugin_family(user_package, monkeypatch, tmp_path):
 
     report = json.loads((out / "eval_report.json").read_text())
     assert report["env"] == FAMILY
+
+
+def test_forgerl_train_on_a_plugin_family_records_the_plugin(user_package, monkeypatch, tmp_path):
+    """`forgerl train --plugin acme_envs --env acme-echo`: the family resolves, the run trains, and
+    config.toml records the plug-in so that `--resume` (and child processes) find it again."""
+    import os
+
+    from forgerl.cli.main import run_cli
+    from forgerl.train.config import load_config
+
+    no_entry_points(monkeypatch)
+    monkeypatch.setenv("FORGERL_PLUGINS", "")  # restored after the test (the run sets it for its children)
+    run_dir = tmp_path / "run"
+    args = ["train", "--plugin", "acme_envs", "--env", FAMILY, "--model", "tiny-random", "--steps", "1",
+            "--run-dir", str(run_dir), "--set", "groups_per_step=2", "--set", "group_size=2", "--set", "max_turns=1",
+            "--set", "max_tokens=8", "--set", "eval_tasks=1", "--set", "difficulty=[1]"]
+    assert run_cli(args) == 0
+    assert load_config(run_dir / "config.toml").plugins == ["acme_envs"]
+    assert os.environ["FORGERL_PLUGINS"] == "acme_envs"

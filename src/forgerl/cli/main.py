@@ -150,6 +150,10 @@ def train(
     print_config: bool = typer.Option(False, "--print-config",
                                       help="Print the fully resolved config as TOML and exit (nothing is created)."),
     resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
+    plugin: list[str] | None = typer.Option(
+        None, "--plugin", show_default=False,
+        help="Module that registers your own task family or chat format: a module name or a .py path (repeatable; "
+             "added to the config's `plugins`; also FORGERL_PLUGINS and entry points, see docs/environments.md)."),
 ) -> None:
     """RL-train the agent (the main job). With no arguments: the embedded default policy on the
     tool-reasoning family, on CPU, with the reward shown live and a report at the end."""
@@ -159,7 +163,8 @@ def train(
                                     "run_dir": run_dir}
     if loss is not None:
         overrides["loss"] = {"name": loss}
-    run_train(config, resume=resume, set_values=tuple(set_values or ()), print_only=print_config, **overrides)
+    run_train(config, resume=resume, set_values=tuple(set_values or ()), print_only=print_config,
+              plugins=tuple(plugin or ()), **overrides)
 
 
 @app.command()

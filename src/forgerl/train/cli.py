@@ -18,7 +18,7 @@ LIVE_COLUMNS = (("rollout/reward", "reward"), ("rollout/pass_rate", "pass"), ("e
 
 
 def run_train(config_path: str | None = None, *, resume: bool = False, set_values: tuple[str, ...] = (),
-              print_only: bool = False, **overrides: Any) -> None:
+              print_only: bool = False, plugins: tuple[str, ...] = (), **overrides: Any) -> None:
     """`forgerl train`: resolve and check everything (config, family, chat format, model, run
     directory) before the model is loaded or the run directory made; a start that fails before
     anything was recorded removes the run directory it made. Errors propagate to the CLI's one
@@ -29,9 +29,14 @@ def run_train(config_path: str | None = None, *, resume: bool = False, set_value
     console = Console()
     config = (_resume_config(console, config_path, overrides, set_values) if resume
               else load_config(config_path, set_values=set_values, **overrides))
+    if plugins:  # --plugin adds to the config's list, so config.toml records what the run needs
+        config.plugins = list(dict.fromkeys([*config.plugins, *plugins]))
     if print_only:
         print(dump_config(config), end="")
         return
+    from forgerl.plugins import load_run_plugins
+
+    load_run_plugins(config.plugins)
     preflight_train(config, resume=resume)
 
     from forgerl.rollout.train import (

@@ -150,6 +150,10 @@ class TrainConfig(_Config):
     """Chat format the agent is rendered in (`forgerl.chat.list_formats()`)."""
     env: str = "tool-reasoning"
     """Task family to train on."""
+    plugins: list[str] = Field(default_factory=list)
+    """Your own modules to import before anything is resolved (module names or paths to .py files):
+    they register task families and chat formats (`register_env`, `register_format`). Installed entry
+    points (`forgerl.envs`, `forgerl.formats`) and FORGERL_PLUGINS load too. docs/environments.md."""
     difficulty: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1])
     """Difficulty levels to sample training (and held-out evaluation) tasks from. Default: the
     family's entry in FRONTIER_DIFFICULTY (where the shipped policy still has room), else [1]."""
