@@ -90,17 +90,12 @@ def test_defaults_follow_the_training_config_per_family():
     assert held_out_settings().env == TrainConfig().env
 
 
-def test_a_bad_difficulty_is_a_usage_error():
-    import typer
-    from typer.testing import CliRunner
+def test_a_bad_difficulty_is_a_usage_error(capsys):
+    from forgerl.cli.main import run_cli
 
-    from forgerl.eval.cli import eval_command
-
-    app = typer.Typer()
-    app.command("eval")(eval_command)
-    app.command("other")(lambda: None)
-    result = CliRunner().invoke(app, ["eval", "--difficulty", "hard", "-n", "1"])
-    assert result.exit_code == 2 and "level number or 'all'" in result.output
+    assert run_cli(["eval", "--difficulty", "hard", "-n", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "level number or 'all'" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

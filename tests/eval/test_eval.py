@@ -117,20 +117,21 @@ def test_unknown_env_is_a_clear_error():
         run_eval("no-such-family", n=1)
 
 
-def test_eval_command_reports_bad_input_as_usage_errors():
-    import typer
-    from typer.testing import CliRunner
+def test_eval_command_reports_bad_input_in_the_clis_error_style(capsys, tmp_path):
+    """Through forgerl's command line: one or two lines (error:, hint:), exit 2, no traceback, and
+    nothing loaded first."""
+    from forgerl.cli.main import run_cli
 
-    from forgerl.eval.cli import eval_command
-
-    app = typer.Typer()
-    app.command("eval")(eval_command)
-    app.command("other")(lambda: None)  # two commands, so `eval` stays a subcommand as in forgerl's app
-    runner = CliRunner()
-    result = runner.invoke(app, ["eval", "--env", "no-such-family", "-n", "1"])
-    assert result.exit_code == 2 and "unknown task family" in result.output
-    result = runner.invoke(app, ["eval", "--env", "arithmetic", "-n", "0"])
-    assert result.exit_code == 2 and "-n must be >= 1" in result.output
+    cases = [(["eval", "--env", "no-such-family", "-n", "1"], "unknown task family"),
+             (["eval", "--env", "arithmetic", "-n", "0"], "-n must be >= 1"),
+             (["eval", "--env", "arithmetic", "-n", "1", "--model", str(tmp_path / "missing")], "missing"),
+             (["eval", "--env", "arithmetic", "-n", "1", "--format", "nope"], "unknown chat format")]
+    for args, needle in cases:
+        assert run_cli(args) == 2, args
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert 1 <= len(lines) <= 2 and lines[0].startswith("error: ") and needle in err, err
+        assert "Traceback" not in err
 
 
 def test_the_command_module_imports_light():

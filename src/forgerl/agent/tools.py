@@ -111,6 +111,7 @@ class ToolThread:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        self._stopping = False
         self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self.thread.start()
 
@@ -121,7 +122,10 @@ class ToolThread:
         finally:
             for task in asyncio.all_tasks(self.loop):
                 task.cancel()
-            self.loop.run_until_complete(asyncio.sleep(0))  # let cancelled tasks unwind
+            try:
+                self.loop.run_until_complete(asyncio.sleep(0))  # let cancelled tasks unwind
+            except RuntimeError:  # a second stop() queued meanwhile stopped this run too: nothing left to do
+                pass
             self.loop.close()
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -149,7 +153,11 @@ class ToolThread:
         return futures
 
     def stop(self) -> None:
-        """Stop the loop once the work it is doing now returns (a busy tool is not interrupted)."""
+        """Stop the loop once the work it is doing now returns (a busy tool is not interrupted).
+        Idempotent: closing an environment and collecting it both call it."""
+        if self._stopping:
+            return
+        self._stopping = True
         if not self.loop.is_closed():
             try:
                 self.loop.call_soon_threadsafe(self.loop.stop)

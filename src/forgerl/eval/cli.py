@@ -138,7 +138,10 @@ def run_eval(
     fmt = get_format(chat_format)
     console.print(settings_line(used, training), highlight=False, soft_wrap=True)
     if engine is None:
+        from forgerl.cli.preflight import check_model
         from forgerl.engine import load_engine
+
+        check_model(model)  # a missing directory or a bad run reference: one error, before loading
 
         with console.status(f"loading {model} ..."):
             engine = load_engine(model, chat_format=chat_format, seed=seed, max_context=used.max_context)
@@ -148,10 +151,13 @@ def run_eval(
               "temperature": temperature}
 
     async def main() -> list:
+        from forgerl.train.progress import step_progress
+
         try:
-            return await run_tasks(engine, fmt, env, tasks, sampling=sampling, max_turns=max_turns,
-                                   max_total_tokens=min(used.max_context, engine.max_context), concurrency=concurrency,
-                                   metadata={"eval_model": model})
+            with step_progress(f"eval {env}", len(tasks)) as advance:
+                return await run_tasks(engine, fmt, env, tasks, sampling=sampling, max_turns=max_turns,
+                                       max_total_tokens=min(used.max_context, engine.max_context),
+                                       concurrency=concurrency, metadata={"eval_model": model}, on_done=advance)
         finally:
             await engine.aclose()
 
@@ -223,26 +229,18 @@ def eval_command(
 ) -> None:
     """Evaluate a model on held-out tasks: pass rate with a 95% Wilson interval, per category or
     generator, trajectories written to a store. With --scaffolds: per perturbation scaffold."""
-    from forgerl.errors import ConfigError
     from forgerl.plugins import load_cli_plugins
 
     load_cli_plugins(plugin)
     if scaffolds is not None:
         from forgerl.perturb.cli import eval_command as scaffold_eval
 
-        try:
-            used, _ = resolve_settings(env, model, n, difficulty, seed, chat_format, max_turns, max_tokens, temperature)
-        except ConfigError as exc:
-            raise typer.BadParameter(str(exc)) from None
+        used, _ = resolve_settings(env, model, n, difficulty, seed, chat_format, max_turns, max_tokens, temperature)
         scaffold_eval(model=used.model, env=used.env, scaffolds=scaffolds, n=used.n, difficulty=used.difficulty or 1,
                       spec=spec, chat_format=used.chat_format, max_turns=used.max_turns, max_tokens=used.max_tokens,
                       plugin=plugin)
         return
 
-    try:
-        run_eval(env, model, n, difficulty=difficulty, split=split, seed=seed, chat_format=chat_format,
-                 max_turns=max_turns, max_tokens=max_tokens, temperature=temperature, group_by=group_by, out_dir=out)
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    except KeyError as exc:
-        raise typer.BadParameter(str(exc.args[0]), param_hint="--env") from None
+    # errors (unknown env or format, a bad setting, a missing model) reach the CLI's one error style
+    run_eval(env, model, n, difficulty=difficulty, split=split, seed=seed, chat_format=chat_format,
+             max_turns=max_turns, max_tokens=max_tokens, temperature=temperature, group_by=group_by, out_dir=out)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -165,12 +165,13 @@ def _category(task: Task) -> str:
 async def run_tasks(
     engine: Engine, chat_format: ChatFormat, env: str, tasks: Sequence[Task], *, sampling: SamplingParams,
     max_turns: int, max_total_tokens: int, concurrency: int = 16, metadata: dict[str, Any] | None = None,
-    tool_timeout_s: float | None = None,
+    tool_timeout_s: float | None = None, on_done: Callable[[], None] | None = None,
 ) -> list[Trajectory]:
     """One episode per task through the agent loop, `concurrency` at a time on the shared engine.
     Each trajectory gets `category`, `difficulty`, `eval_index` and `metadata` in its metadata.
     `tool_timeout_s` caps each tool call (None: agent/tools.py's DEFAULT_TOOL_TIMEOUT_S). Closing an
-    environment never raises here: a failed cleanup is noted on its trajectory, the others are kept."""
+    environment never raises here: a failed cleanup is noted on its trajectory, the others are kept.
+    `on_done()` is called after each episode (a progress bar)."""
     import dataclasses
 
     from forgerl.agent.loop import run_episode
@@ -192,6 +193,8 @@ async def run_tasks(
                 await close_env(environment, traj)
         traj.metadata.update(metadata or {})
         traj.metadata.update(category=_category(task), difficulty=task.difficulty, eval_index=index)
+        if on_done is not None:
+            on_done()
         return traj
 
     return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks))))
