@@ -94,12 +94,17 @@ def serve(
                                                  "(default: --model; set it to keep a model path private)."),
     api_key: str | None = typer.Option(None, envvar="FORGERL_API_KEY", help="Require 'Authorization: Bearer KEY' on "
                                        "every /v1 request (401 otherwise; /health stays open)."),
+    plugin: list[str] | None = typer.Option(None, "--plugin", show_default=False,
+                                            help="Module registering your own chat format (repeatable; also "
+                                                 "FORGERL_PLUGINS and entry points, see docs/formats.md)."),
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions with token-id prompts, /v1/models)."""
     if max_body_mb <= 0:
         raise typer.BadParameter(f"must be > 0, got {max_body_mb}", param_hint="--max-body-mb")
     from forgerl.cli.preflight import check_chat_format, check_model, check_port_free
+    from forgerl.plugins import load_cli_plugins
 
+    load_cli_plugins(plugin or [])
     check_port_free(host, port)  # before the model loads: a port in use fails in a second, not after loading
     check_chat_format(chat_format)
     check_model(model)

@@ -19,6 +19,9 @@ def gateway(
         None, help="Instead of loading --model: forward to this OpenAI-compatible server that returns token ids "
                    "(`forgerl serve`, vLLM), e.g. http://127.0.0.1:8000. Its key: FORGERL_UPSTREAM_API_KEY."),
     max_body_mb: float = typer.Option(8.0, help="Largest request body accepted, in MiB (larger ones get 413)."),
+    plugin: list[str] | None = typer.Option(None, "--plugin", show_default=False,
+                                            help="Module registering your own task family or chat format "
+                                                 "(repeatable; also FORGERL_PLUGINS and entry points)."),
 ) -> None:
     """Serve the recording gateway: an OpenAI-compatible endpoint per rollout session for black-box
     agents; every call is recorded with exact token ids. Open sessions with POST /sessions and the
@@ -34,7 +37,9 @@ def gateway(
     if max_body_mb <= 0:
         raise typer.BadParameter(f"must be > 0, got {max_body_mb}", param_hint="--max-body-mb")
     from forgerl.cli.preflight import check_chat_format, check_port_free
+    from forgerl.plugins import load_cli_plugins
 
+    load_cli_plugins(plugin or [])
     check_port_free(host, port)  # fail fast, before a model is loaded
     check_chat_format(chat_format)
     from forgerl.gateway.serve import serve_gateway
