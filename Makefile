@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.forgerl-installed
 
-.PHONY: lock setup setup-vllm train demo test test-vllm test-slow bench clean
+.PHONY: lint lock setup setup-vllm train demo test test-vllm test-slow bench clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
@@ -29,6 +29,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)  # ruff, with the rules in pyproject.toml
+	$(BIN)/ruff check src tests scripts bench examples docs
 
 test-vllm: $(STAMP)  # integration tests against a real vLLM server (installs .venv-vllm on first use)
 	bash scripts/test_vllm.sh

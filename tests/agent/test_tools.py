@@ -10,7 +10,12 @@ import time
 import pytest
 
 from forgerl.agent.tools import (
-    DEFAULT_TOOL_TIMEOUT_S, argument_problems, release_tool_thread, run_tool_call, run_tool_calls, tool_thread_for,
+    DEFAULT_TOOL_TIMEOUT_S,
+    argument_problems,
+    release_tool_thread,
+    run_tool_call,
+    run_tool_calls,
+    tool_thread_for,
 )
 from forgerl.errors import SandboxError, ToolError, VerifierError
 from forgerl.types import Boundary, ToolCall, ToolSpec

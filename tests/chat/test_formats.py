@@ -142,8 +142,8 @@ def test_parse_inverts_render_assistant_body(case) -> None:
     fmt = get_format(name)
     body = fmt.render_assistant_body(message)
     assert body.endswith(fmt.end_of_message)
-    for text in (body, body[: -len(fmt.end_of_message)]):  # the end marker is optional
-        parsed = fmt.parse(text, TOOLS)
+    for rendered in (body, body[: -len(fmt.end_of_message)]):  # the end marker is optional
+        parsed = fmt.parse(rendered, TOOLS)
         expected = _normalize(fmt, message)
         assert parsed.reasoning == expected.reasoning
         assert parsed.content == expected.content

@@ -12,7 +12,6 @@ import torch
 from forgerl.engine.base import GenerationResult, SamplingParams, TokenEvent
 from forgerl.engine.llm import LLMEngine
 from forgerl.errors import ConfigError, ContextLengthError, EngineError
-
 from forgerl.testing import build_micro_moe as build_tiny_model
 
 VOCAB = 300

@@ -17,8 +17,18 @@ from forgerl.engine.base import SamplingParams  # noqa: E402
 from forgerl.engine.scripted import ScriptedEngine  # noqa: E402
 from forgerl.envs.base import Task, make_env, run_gold, sample_task  # noqa: E402
 from forgerl.envs.reasoning_gym import (  # noqa: E402
-    DEFAULT_MIX, DIFFICULTIES, FAMILY, Mix, MixEntry, ReasoningGymEnv, generator_config, make_task, parse_mix,
-    register_mix, score)
+    DEFAULT_MIX,
+    DIFFICULTIES,
+    FAMILY,
+    Mix,
+    MixEntry,
+    ReasoningGymEnv,
+    generator_config,
+    make_task,
+    parse_mix,
+    register_mix,
+    score,
+)
 from forgerl.errors import ConfigError, ToolError  # noqa: E402
 from forgerl.types import Message, ToolCall, Trajectory, TrajectoryStatus  # noqa: E402
 

@@ -22,8 +22,8 @@ from forgerl.envs.tool_reasoning import (
     SolverStyle,
     ToolReasoningEnv,
     convert,
-    gold_messages,
     generate_task,
+    gold_messages,
     sample_style,
 )
 from forgerl.errors import ToolError, VerifierError

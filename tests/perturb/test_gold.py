@@ -77,7 +77,10 @@ def test_conversations_are_deterministic_for_a_seed_and_differ_across_seeds(toke
     spec = everything(probability=0.5, strength=0.5)
     a, b, c = play(5, spec), play(5, spec), play(6, spec)
     fmt = get_format("minimax_m2")
-    encode = lambda conv: encode_conversation(tokenizer, fmt, Conversation(conv.messages, conv.tools, conv.task_id, conv.chat_format))
+
+    def encode(conv):
+        return encode_conversation(tokenizer, fmt, Conversation(conv.messages, conv.tools, conv.task_id, conv.chat_format))
+
     assert encode(a) == encode(b)
     assert encode(a) != encode(c)
     assert a.record == b.record and a.chat_format == b.chat_format

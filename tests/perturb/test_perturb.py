@@ -161,7 +161,10 @@ def test_prompt_edits_keep_numbers_and_item_names():
             original = make_env(family, seed).reset(task)[1].content
             shown = perturbed(family, seed, spec).env.reset(task)[1].content
             assert sorted(re.findall(r"\d+", shown)) == sorted(re.findall(r"\d+", original))
-            words = lambda text: sorted(w for w in re.findall(r"[a-z]+", text.lower()) if w in ITEMS)
+
+            def words(text):
+                return sorted(w for w in re.findall(r"[a-z]+", text.lower()) if w in ITEMS)
+
             assert words(shown) == words(original)
 
 

@@ -55,7 +55,10 @@ def test_variants_have_the_shape_of_each_failure_mode(rollouts):
     assert derail.status == TrajectoryStatus.TRUNCATED and derail.errors and not submitted(derail)
     # guess: well formed and submitted, but without any lookup; a different answer than the source's
     assert well_formed(guess) and submitted(guess) and not worked(guess)
-    answer = lambda t: [c.arguments["answer"] for m in t.messages for c in m.tool_calls if c.name == "submit_answer"]
+
+    def answer(t):
+        return [c.arguments["answer"] for m in t.messages for c in m.tool_calls if c.name == "submit_answer"]
+
     assert answer(guess) != answer(source)
     for v in variants.values():
         assert not grounded(v) and preference(v, source) == source.id

@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 import time
+
 import httpx
 import pytest
 

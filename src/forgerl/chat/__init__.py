@@ -7,8 +7,8 @@ see docs/formats.md for what the hooks must do.
 from forgerl.chat.base import (
     ChatFormat,
     ParsedCompletion,
-    RenderError,
     Rendered,
+    RenderError,
     Segment,
     encode_segments,
     get_format,

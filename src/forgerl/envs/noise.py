@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from forgerl.envs.base import Environment, EnvironmentWrapper, RewardResult, Task
-from forgerl.envs.rewards import RewardWeights, Verdict
+from forgerl.envs.rewards import Verdict
 from forgerl.errors import ToolError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 

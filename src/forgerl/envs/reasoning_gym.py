@@ -314,7 +314,7 @@ def register_mix(name: str, mix: Mix, description: str = "") -> Family:
     return register_family(family)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _env_for(name: str) -> type[ReasoningGymEnv]:
     return ReasoningGymEnv if name == FAMILY else type(f"ReasoningGymEnv_{name}", (ReasoningGymEnv,), {"family": name})
 

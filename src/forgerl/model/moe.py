@@ -62,7 +62,7 @@ class ExpertLoadTracker:
 
     def metrics(self) -> dict[str, float]:
         """Imbalance summary: max load / mean load (1.0 = perfectly balanced), worst layer and mean."""
-        ratios = [float(l.max() * l.numel()) for l in self.loads().values() if l.sum() > 0]
+        ratios = [float(load.max() * load.numel()) for load in self.loads().values() if load.sum() > 0]
         if not ratios:
             return {}
         return {"moe/max_over_mean_load": max(ratios), "moe/mean_max_over_mean_load": sum(ratios) / len(ratios)}

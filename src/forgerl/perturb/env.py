@@ -20,7 +20,7 @@ from typing import Any
 
 from forgerl.envs.base import Environment, EnvironmentWrapper, RewardResult, Task
 from forgerl.envs.noise import call_key
-from forgerl.envs.rewards import RewardWeights, Verdict
+from forgerl.envs.rewards import Verdict
 from forgerl.errors import ToolError
 from forgerl.perturb.responses import render_error, render_response
 from forgerl.perturb.text import mention_tools, perturb_system, perturb_user

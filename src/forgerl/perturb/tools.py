@@ -312,7 +312,10 @@ def plan_tool_set(plan: ToolPlan, strength: float, rng: random.Random, protected
     rng.shuffle(kinds)
     chosen = kinds[: 1 + round(strength * 3)]
     changes = list(plan.changes)
-    free = lambda t: t.canned is None and not set(t.sources) & set(protected) and len(t.sources) == 1
+
+    def free(t: ShownTool) -> bool:
+        return t.canned is None and not set(t.sources) & set(protected) and len(t.sources) == 1
+
     if "split" in chosen:
         candidates = [(i, k, p["enum"]) for i, t in enumerate(tools) if free(t)
                       for k, p in _schema(t.spec)["properties"].items() if 2 <= len(p.get("enum", [])) <= 4]

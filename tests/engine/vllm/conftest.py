@@ -134,7 +134,7 @@ class FakeSupervisor:
 
 
 # ---------------------------------------------------------------------------------------- fixtures
-import pytest
+import pytest  # noqa: E402 (the helpers above are imported by scripts without pytest)
 
 
 @pytest.fixture()

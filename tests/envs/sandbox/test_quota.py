@@ -8,7 +8,7 @@ import os
 import pytest
 
 from forgerl.envs.sandbox import Limits, create_sandbox
-from forgerl.envs.sandbox.quota import Usage, measure
+from forgerl.envs.sandbox.quota import measure
 from forgerl.errors import SandboxError
 
 pytestmark = pytest.mark.anyio

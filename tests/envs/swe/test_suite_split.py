@@ -7,7 +7,16 @@ import pytest
 
 from forgerl.envs.base import family_info
 from forgerl.envs.suites import HELD_OUT_SEED_BASE
-from forgerl.envs.swe import DEFAULT_TASKS, FAMILY, TASKS_ENV_VAR, _load, load_swe_tasks, sample_task, split_key, swe_suite
+from forgerl.envs.swe import (
+    DEFAULT_TASKS,
+    FAMILY,
+    TASKS_ENV_VAR,
+    _load,
+    load_swe_tasks,
+    sample_task,
+    split_key,
+    swe_suite,
+)
 from forgerl.errors import ConfigError
 
 TRAIN_SEEDS = range(0, 5000)

@@ -39,7 +39,6 @@ holding `"`, `<`, a newline or a marker cannot be written: RenderError.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 

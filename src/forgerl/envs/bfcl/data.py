@@ -57,7 +57,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_category(category: str) -> tuple[dict[str, Any], ...]:
     """The items of `category`, each with its ground truth under "ground_truth"."""
     if category not in CATEGORIES:
@@ -72,7 +72,7 @@ def load_category(category: str) -> tuple[dict[str, Any], ...]:
                  for item in items if item["id"] not in BROKEN_ITEMS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def item_by_id(category: str, item_id: str) -> dict[str, Any]:
     for item in load_category(category):
         if item["id"] == item_id:
@@ -133,7 +133,7 @@ def tool_spec(doc: dict[str, Any]) -> ToolSpec:
     return ToolSpec(name=doc["name"], description=doc.get("description", ""), parameters=parameters)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def class_docs(class_name: str) -> tuple[dict[str, Any], ...]:
     from bfcl_eval.constants.executable_backend_config import MULTI_TURN_FUNC_DOC_FILE_MAPPING
 

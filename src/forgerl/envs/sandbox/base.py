@@ -150,7 +150,7 @@ class Backend(ABC):
         """The host-side process to start to run `argv` in `cwd_rel` under `limits`; `run_id`
         goes into the environment so `sweep(run_id)` can find that run's leftovers."""
 
-    def sweep(self, run_id: str | None = None) -> None:
+    def sweep(self, run_id: str | None = None) -> None:  # noqa: B027 (a default no-op hook, not abstract)
         """Kill leftovers of one run (after it returned or timed out), or of the whole sandbox
         (`run_id=None`, at close). Namespaced backends need little: the PID namespace dies with
         its init."""

@@ -184,7 +184,7 @@ async def run_spawn(spawn: Spawn, limits: Limits, *, stdin: str | None, isolated
     exit_code = await proc.wait()
     try:
         await asyncio.wait_for(pumps, timeout=2.0)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass  # something we could not kill still holds the pipe; keep what we have
     if feeder is not None:
         feeder.cancel()

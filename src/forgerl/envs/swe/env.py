@@ -22,10 +22,10 @@ from typing import Any
 from forgerl.envs.base import Environment, Task, Verdict
 from forgerl.envs.swe._sandbox import UNHIDDEN_NOTE, make_limits, new_sandbox
 from forgerl.envs.swe.judge import judge_tests
+from forgerl.envs.swe.packages import package_by_dist, suite_text
 from forgerl.envs.swe.pipeline import FAMILY, ISSUE_TEST_FILE
 from forgerl.envs.swe.verify import COLLECT, SuiteRun, run_tests, select_tests
 from forgerl.envs.swe.workspace import agent_workspace, buggy_files, check_task, mutation_of, original_files
-from forgerl.envs.swe.packages import package_by_dist, suite_text
 from forgerl.errors import SandboxError, ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
