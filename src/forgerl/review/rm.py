@@ -55,7 +55,7 @@ class RewardModelConfig(BaseModel):
     """Append the trajectory's process statistics (forgerl.review.features: calls, parallelism,
     thinking length, errors, numbers passed to tools that were never seen) to the text embeddings.
     Relations across an episode that a frozen encoder cannot see; on the tool-reasoning expert
-    (forgerl.review.tool_expert) text alone reaches far lower held-out accuracy (README)."""
+    (forgerl.review.tool_expert) text alone reaches far lower held-out accuracy (docs/review.md)."""
     n_process_features: int = Field(len(PROCESS_FEATURES), ge=0, le=len(PROCESS_FEATURES))
     """How many of PROCESS_FEATURES (a prefix: new features are appended) the head reads; models
     saved before a feature was added load with the count they were trained with."""
