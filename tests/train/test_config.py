@@ -61,14 +61,15 @@ def test_batch_mode_defaults_to_the_prefix_tree_and_keeps_the_references():
         assert TrainConfig(batch_mode="tree", loss={"name": loss}).batch_mode == "tree"
 
 
-def test_reward_model_needs_the_synchronous_loop(tmp_path):
+def test_reward_model_is_accepted_in_every_rollout_mode(tmp_path):
+    """Issue 18: the reward model is the rollout source's reward transform, so no mode refuses it."""
     rm = tmp_path / "rm"
     rm.mkdir()
     (rm / "reward_model.json").write_text("{}")
     (rm / "head.safetensors").write_bytes(b"")
     assert load_config(None, reward_model={"path": str(rm)}).reward_model.path == str(rm)
-    with pytest.raises(ConfigError, match="synchronous loop only"):
-        load_config(None, reward_model={"path": str(rm)}, rollout={"mode": "windowed"})
+    for mode in ("windowed", "fifo", "greedy"):
+        assert load_config(None, reward_model={"path": str(rm)}, rollout={"mode": mode}).rollout.mode == mode
 
 
 def test_tool_timeout_is_the_agent_loops_default_and_must_be_positive(tmp_path):

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -219,6 +219,24 @@ def submit_nothing(tool: str, **arguments: Any) -> NoopScript:
 
 
 @dataclass(frozen=True)
+class EpisodeLimits:
+    """The run's bounds on one episode, handed to a family's episode runner."""
+
+    max_turns: int
+    max_total_tokens: int
+    tool_timeout_s: float | None
+
+
+class EpisodeRunner(Protocol):
+    """`await runner(engine, chat_format, task, sampling=..., limits=..., group_id=...)` runs one
+    episode with the policy on `engine` and returns its trajectories, the main agent's first
+    (its reward is the episode's), every one with `group_id`."""
+
+    def __call__(self, engine: Any, chat_format: Any, task: Task, *, sampling: Any, limits: EpisodeLimits,
+                 group_id: str | None) -> Awaitable[list[Trajectory]]: ...
+
+
+@dataclass(frozen=True)
 class Family:
     """A task family: how to draw a task and how to build its environment, both from a seed.
 
@@ -230,7 +248,12 @@ class Family:
     a score <= 0, so a verifier that accepts any submission is caught. Only the family knows its
     submit tool's name, hence a declaration rather than a guess. `lambda task: []` says the empty
     episode is the no-op (a family whose answer is the calls themselves); None: not checked, and
-    validation warns."""
+    validation warns.
+
+    `episode_runner` says how the trainer runs one episode of this family when that is more than
+    the plain agent loop on `make_env`'s environment (a multi-agent family: a coordinator that
+    spawns sub-agents). It is a capability the family declares, so the trainer never checks
+    family names; None = the plain agent loop (forgerl/rollout/episode.py)."""
 
     name: str
     make_env: Callable[[int], Environment]
@@ -239,6 +262,7 @@ class Family:
     difficulties: tuple[int, ...] = (1,)
     generate: Callable[[int, int], Task] | None = None
     noop: NoopScript | None = None
+    episode_runner: EpisodeRunner | None = None
 
     def task(self, seed: int, difficulty: int | None = None) -> Task:
         if difficulty is None:

@@ -2,8 +2,9 @@
 
 Per step, every rollout is one gateway session: open it (task drawn like the white-box trainer
 draws them), hand its base URL and key to the agent, end it when the agent returns (the
-environment scores it; the gateway stores it), fetch the trajectory, then train on the groups with
-the same sample building and optimizer step as `forgerl train`. The agent is any callable
+environment scores it), fetch the trajectory. `GatewaySource` hands those groups to the one
+training loop of `forgerl train` (train/loop.py), so evaluation, checkpoints, resume and the reward
+model work here as there. The agent is any callable
 `agent(base_url, api_key)` — e.g. `examples/openai_agent.py`'s `run_agent`, or a wrapper that
 starts a subprocess with OPENAI_BASE_URL/OPENAI_API_KEY set. Agents run in threads, so a
 synchronous OpenAI-client agent needs no changes.
@@ -11,15 +12,22 @@ synchronous OpenAI-client agent needs no changes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from forgerl.errors import ConfigError
+from forgerl.rollout.source import RolloutBatch
 from forgerl.types import Trajectory
+
+if TYPE_CHECKING:
+    from forgerl.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,47 +65,102 @@ def collect_groups(url: str, agent: Agent, *, family: str, seeds: list[int], dif
     return groups
 
 
-def train_through_gateway(config: Any, agent: Agent, *, on_step: Callable[[int, dict[str, float]], None] | None = None,
-                          ) -> dict[str, Any]:
-    """RL-train `config.model` on `config.env` with `agent` as the rollout program, through a
-    gateway on a loopback port. Returns {run_dir, steps, rewards} (rollout reward per step)."""
-    from forgerl.gateway.core import Gateway
-    from forgerl.gateway.serve import BackgroundGateway
-    from forgerl.train.loop import rollout_metrics
-    from forgerl.train.rollouts import training_seed
-    from forgerl.train.run import close_run, open_run, save_checkpoint
-    from forgerl.train.step import build_samples, optimize
+class GatewaySource:
+    """Rollouts from a black-box agent program through a recording gateway on a loopback port (a
+    rollout source: forgerl/rollout/source.py). Each step's tasks are drawn as the scheduler source
+    draws them (seed, step, group). Trajectories are stored here, after the reward transform, so
+    the store keeps the reward that was trained on. A resumed run generates the steps it redoes
+    again (untrained rollouts of the run are superseded: an agent session cannot be replayed)."""
 
-    run = open_run(config)
-    config = run.config
+    def __init__(self, agent: Agent, *, reward_transform: Callable[[Any], Any] | None = None,
+                 max_workers: int | None = None) -> None:
+        self.agent = agent
+        self.max_workers = max_workers
+        self._make_transform = reward_transform
+        self.reward_transform: Any = None
+        self._stack = contextlib.ExitStack()
+        self._run: Any = None
+        self._url = ""
+        self._admin_key: str | None = None
+
+    def check(self, config: TrainConfig) -> None:
+        """The gateway serves the family's own environment: it cannot perturb it, nor run a family's
+        own (multi-agent) episodes."""
+        from forgerl.envs.base import family_info
+
+        if config.perturb.active:
+            raise ConfigError("[perturb] is not supported when training through the gateway (its sessions serve the "
+                              "family's unperturbed environment to the agent program): remove [perturb], or train "
+                              "with `forgerl train`, whose rollouts are perturbed")
+        if family_info(config.env).episode_runner is not None:
+            raise ConfigError(f"env {config.env!r} runs its own multi-agent episodes, which a black-box agent program "
+                              "cannot drive through the gateway: train it with `forgerl train`")
+
+    async def start(self, run: Any, *, resumed: bool) -> None:
+        from forgerl.gateway.core import Gateway
+        from forgerl.gateway.serve import BackgroundGateway
+
+        if resumed:
+            stale = [t.id for t in run.store.query(run_id=run.run_id, consumed=False)]
+            run.store.supersede_trajectories(stale)
+        self._run = run
+        self.reward_transform = self._make_transform(run) if self._make_transform is not None else None
+        gateway = Gateway(run.engine, run.fmt)  # no store: the source stores after the reward transform
+        bg = self._stack.enter_context(BackgroundGateway(gateway))
+        self._url, self._admin_key = bg.url, gateway.admin_key
+
+    async def next_batch(self) -> RolloutBatch | None:
+        from forgerl.train.rollouts import training_seed
+
+        run, config = self._run, self._run.config
+        t0 = time.perf_counter()
+        seeds = [training_seed(config.seed, run.step, g) for g in range(config.groups_per_step)]
+        diffs = [config.difficulty[s % len(config.difficulty)] for s in seeds]
+        groups = await asyncio.to_thread(collect_groups, self._url, self.agent, family=config.env, seeds=seeds,
+                                         difficulties=diffs, group_size=config.group_size, tag=f"step{run.step}-",
+                                         admin_key=self._admin_key, max_workers=self.max_workers)
+        trajectories = [t for g in groups for t in g]
+        if self.reward_transform is not None:
+            await asyncio.to_thread(self.reward_transform.apply, groups)
+        for traj in trajectories:
+            traj.metadata.update(step=run.step)
+        run.store.add_trajectories(trajectories, run.run_id)
+        metrics = {"time/rollout_s": time.perf_counter() - t0, "gateway/new_roots_per_episode": _mean_roots(trajectories)}
+        if self.reward_transform is not None:
+            metrics.update(self.reward_transform.metrics(trajectories))
+        ids = [t.id for t in trajectories]
+        return RolloutBatch(groups=groups, metrics=metrics, ack=lambda step: run.store.mark_consumed(ids, step))
+
+    def on_weights(self, version: int) -> None:
+        """Nothing to do: the gateway serves the engine, which has the new weights already."""
+
+    async def aclose(self) -> None:
+        self._stack.close()
+
+
+def train_through_gateway(config: TrainConfig, agent: Agent, *, on_step: Callable[[int, dict[str, float]], None] | None = None,
+                          resume: bool = False, max_workers: int | None = None) -> dict[str, Any]:
+    """RL-train `config.model` on `config.env` with `agent` as the rollout program, through a
+    gateway on a loopback port: the training loop of `forgerl train` (held-out evaluation,
+    checkpoints, best checkpoint, resume, reward model, stop signals) fed by a GatewaySource.
+    Returns {run_dir, steps, rewards (rollout reward per step), eval_rewards}."""
+    from forgerl.review.train_hook import reward_model_transform
+    from forgerl.train.config import TrainConfig
+    from forgerl.train.loop import train
+
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"train_through_gateway takes a TrainConfig (forgerl.train.config.load_config), "
+                          f"got {type(config).__name__}")
     rewards: list[float] = []
-    try:
-        gateway = Gateway(run.engine, run.fmt, store=run.store, run_id=run.run_id)
-        with BackgroundGateway(gateway) as bg:
-            while run.step < config.steps:
-                t0 = time.perf_counter()
-                seeds = [training_seed(config.seed, run.step, g) for g in range(config.groups_per_step)]
-                diffs = [config.difficulty[s % len(config.difficulty)] for s in seeds]
-                groups = collect_groups(bg.url, agent, family=config.env, seeds=seeds, difficulties=diffs,
-                                        group_size=config.group_size, tag=f"step{run.step}-",
-                                        admin_key=gateway.admin_key)
-                trajectories = [t for g in groups for t in g]  # already stored by the gateway
-                t1 = time.perf_counter()
-                metrics = optimize(run, build_samples(groups, config))
-                run.push_weights()
-                run.step += 1
-                run.store.mark_consumed([t.id for t in trajectories], run.step)
-                metrics.update(rollout_metrics(trajectories, run.version))
-                metrics.update({"time/rollout_s": t1 - t0, "time/train_s": time.perf_counter() - t1,
-                                "gateway/new_roots_per_episode": _mean_roots(trajectories)})
-                rewards.append(metrics["rollout/reward"])
-                run.log(metrics)
-                if on_step is not None:
-                    on_step(run.step, metrics)
-        save_checkpoint(run)
-    finally:
-        close_run(run)
-    return {"run_dir": str(run.run_dir), "steps": run.step, "rewards": rewards}
+
+    def record(step: int, metrics: dict[str, float]) -> None:
+        rewards.append(metrics["rollout/reward"])
+        if on_step is not None:
+            on_step(step, metrics)
+
+    source = GatewaySource(agent, reward_transform=reward_model_transform, max_workers=max_workers)
+    result = train(config, source, resume=resume, on_step=record)
+    return {"run_dir": result.run_dir, "steps": config.steps, "rewards": rewards, "eval_rewards": result.eval_rewards}
 
 
 def _mean_roots(trajectories: list[Trajectory]) -> float:

@@ -25,7 +25,7 @@ the weight hardly matters in the groups that all fail — the reward model's ord
 signal there. The experiments of issue 8 use w = 0.5 (the config default).
 
 `apply_reward_model` runs after rollouts are collected and before they are stored and turned into
-advantages, so the store keeps all three numbers per trajectory: `reward_breakdown["verifier"]`
+advantages (as the rollout source's reward transform, `reward_model_transform`, in every mode), so the store keeps all three numbers per trajectory: `reward_breakdown["verifier"]`
 (the environment's reward), `reward_breakdown["reward_model"]` (σ(r)) and `reward` (the blend), with
 the details in `metadata["reward_model"]`. Held-out evaluation never goes through here: it keeps
 measuring the verifier's reward. Failed rollouts (no reward) are left alone (DESIGN contract 4).
@@ -45,9 +45,11 @@ from forgerl.types import Trajectory, TrajectoryStatus
 if TYPE_CHECKING:
     from forgerl.review.rm import RewardModel
     from forgerl.train.config import RewardModelSpec
+    from forgerl.train.run import Run
 
 META_KEY = "reward_model"  # forgerl.review.features.verifier_reward reads it back
-__all__ = ["apply_reward_model", "load_training_reward_model", "verifier_reward"]
+__all__ = ["RewardModelTransform", "apply_reward_model", "load_training_reward_model", "reward_model_metrics",
+           "reward_model_transform", "verifier_reward"]
 
 
 def load_training_reward_model(spec: RewardModelSpec) -> RewardModel | None:
@@ -75,8 +77,6 @@ def apply_reward_model(groups: Sequence[Sequence[Trajectory]], model: RewardMode
         return {}
     scores = model.score(todo)  # before any reward changes: the encoder reads the verifier's verdict
     weights = ExpertRewardConfig(w_verifier=1.0, w_expert=0.0, w_rm=spec.weight)
-    verifier: list[float] = []
-    gated = 0
     for traj, score in zip(todo, scores, strict=True):
         v = float(traj.reward)  # type: ignore[arg-type]  # filtered above
         gate = well_formed(traj)
@@ -86,12 +86,42 @@ def apply_reward_model(groups: Sequence[Sequence[Trajectory]], model: RewardMode
         # the component as it entered the reward (0 when gated); the raw score stays in metadata
         traj.reward_breakdown = {**traj.reward_breakdown, "verifier": v, "reward_model": score if gate else 0.0}
         traj.reward = blended
-        verifier.append(v)
-        gated += not gate
+    return reward_model_metrics(todo)
+
+
+def reward_model_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """The blend's metrics over the trajectories that carry a reward-model score ({} when none):
+    computed from what `apply_reward_model` recorded, so a batch blended group by group (or
+    reused after a restart) reports as if blended at once."""
+    records = [t.metadata[META_KEY] for t in trajectories if isinstance(t.metadata.get(META_KEY), dict)]
+    if not records:
+        return {}
+    verifier = [float(r["verifier_reward"]) for r in records]
+    scores = [float(r["score"]) for r in records]
     return {
         "rollout/verifier_reward": statistics.fmean(verifier),
         "rollout/verifier_pass_rate": statistics.fmean(float(v == 1.0) for v in verifier),
         "rollout/rm_score": statistics.fmean(scores),
         "rollout/rm_score_std": statistics.pstdev(scores),
-        "rollout/rm_gated_fraction": gated / len(todo),
+        "rollout/rm_gated_fraction": sum(bool(r["gated"]) for r in records) / len(records),
     }
+
+
+class RewardModelTransform:
+    """The reward model as a rollout source's reward transform (forgerl.rollout.source.RewardTransform)."""
+
+    def __init__(self, model: RewardModel, spec: RewardModelSpec) -> None:
+        self.model, self.spec = model, spec
+
+    def apply(self, groups: list[list[Trajectory]]) -> None:
+        apply_reward_model(groups, self.model, self.spec)
+
+    def metrics(self, trajectories: list[Trajectory]) -> dict[str, float]:
+        return reward_model_metrics(trajectories)
+
+
+def reward_model_transform(run: Run) -> RewardModelTransform | None:
+    """The run's reward transform: its loaded reward model (open_run loads it), or None when off."""
+    if run.reward_model is None:
+        return None
+    return RewardModelTransform(run.reward_model, run.config.reward_model)

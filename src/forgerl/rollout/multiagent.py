@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgerl.envs.base import Family, Task, register_family, submit_nothing
+from forgerl.envs.base import EpisodeLimits, Family, Task, register_family, submit_nothing
 from forgerl.envs.numeric import NumericAnswerEnv
 from forgerl.envs.rewards import Verdict
 from forgerl.errors import ToolError
@@ -217,9 +217,17 @@ async def _gold_subagent(task: Task, index: int) -> Trajectory:
     return traj
 
 
+async def _training_episode(engine: Any, chat_format: Any, task: Task, *, sampling: Any, limits: EpisodeLimits,
+                            group_id: str | None) -> list[Trajectory]:
+    """The family's episode runner (Family.episode_runner): the coordinator with policy sub-agents.
+    The turn budgets are the family's own (they define the task), the context is the run's."""
+    return await run_multiagent_episode(engine, chat_format, task, sampling=sampling,
+                                        max_total_tokens=limits.max_total_tokens, group_id=group_id)
+
+
 register_family(Family(
     name=FAMILY, make_env=CoordinatorEnv, sample_task=generate, difficulties=(1, 2, 3), generate=generate,
-    noop=submit_nothing("submit_answer", answer=""),
+    noop=submit_nothing("submit_answer", answer=""), episode_runner=_training_episode,
     description="Parallel sub-agents: sum K item weights, each needing two dependent look-ups, in 2 coordinator turns.",
 ))
 
@@ -228,14 +236,15 @@ register_family(Family(
 async def run_multiagent_episode(engine: Any, chat_format: Any, task: Task, *, sampling: Any,
                                  credit: CreditConfig | None = None, max_total_tokens: int = 2048,
                                  coordinator_turns: int = COORDINATOR_TURNS,
-                                 subagent_turns: int = SUBAGENT_TURNS) -> list[Trajectory]:
-    """One episode: [coordinator, sub-0, sub-1, ...], every call recorded, credit assigned."""
+                                 subagent_turns: int = SUBAGENT_TURNS, group_id: str | None = None) -> list[Trajectory]:
+    """One episode: [coordinator, sub-0, sub-1, ...], every call recorded, credit assigned; all
+    of them carry `group_id`."""
     import dataclasses
 
     from forgerl.agent.loop import run_episode
 
     credit = credit or CreditConfig()
-    episode = Trajectory(agent_id="coordinator")
+    episode = Trajectory(agent_id="coordinator", group_id=group_id)
 
     async def subagent(sub: Task, index: int) -> Trajectory:
         env = SubAgentEnv()

@@ -14,7 +14,8 @@ what the trainer may take. Modes, for comparison (M2_NOTES §4, AReaL):
 
 * `windowed`: W = `window` (default 0.3 N);  `fifo`: W = 1;  `greedy`: W = N (first finished);
 * `sync`: no generation during training — a batch is submitted when asked for, awaited whole and
-  handed over (N = batch size, staleness 0).
+  handed over (N = W = batch size, staleness 0). Only the oldest batch's tickets run, so after a
+  restart that re-opened several batches' tickets the later ones wait for their own step.
 
 Everything here runs on the caller's event loop, as the built-in engine's scheduler does; a
 synchronous training step must therefore run in a thread (`asyncio.to_thread`) or the rollouts
@@ -92,7 +93,7 @@ class SchedulerConfig(BaseModel):
     @property
     def w(self) -> int | None:
         """The effective window (None = unbounded)."""
-        return {"fifo": 1, "greedy": None, "sync": None}.get(self.mode, self.window or default_window(self.n))
+        return {"fifo": 1, "greedy": None, "sync": self.batch_size}.get(self.mode, self.window or default_window(self.n))
 
 
 @dataclass
@@ -188,8 +189,10 @@ class RolloutScheduler:
         results: list[Ticket] = []
         staleness: list[int] = []
         while len(results) < size:
-            if self.config.mode != "sync" or not results and self.queue.open_count() == 0:
+            if self.config.mode != "sync":
                 self._refill()
+            elif self.queue.open_count() == 0:  # sync: exactly what this batch still lacks
+                self._refill(limit=size - len(results))
             self._launch()
             taken = self.queue.take(self._current_version(), limit=size - len(results))
             if taken.requeued or taken.dropped:
@@ -213,8 +216,8 @@ class RolloutScheduler:
                      specs=[t.spec for t in tickets], staleness=[staleness[i] for i in order],
                      version=self._current_version(), wait_s=0.0, _ack=self._ack)
 
-    def _refill(self) -> None:
-        """Submit new tickets up to capacity N (a sync batch: exactly one batch).
+    def _refill(self, limit: int | None = None) -> None:
+        """Submit new tickets up to capacity N (a sync batch: exactly one batch), at most `limit`.
 
         With a staleness bound s, submission also waits for the trainer, so that the bound holds
         by construction instead of by re-queueing (which would hit mostly long, hard rollouts —
@@ -227,7 +230,8 @@ class RolloutScheduler:
         the trainer's; restored tickets).
         """
         cfg = self.config
-        while not self._specs_done and self.queue.open_count() < cfg.n:
+        submitted = 0
+        while not self._specs_done and self.queue.open_count() < cfg.n and (limit is None or submitted < limit):
             if cfg.max_staleness is not None and cfg.mode != "sync":
                 elapsed = self._current_version() - self._version_at_start
                 span = cfg.reorder_span or 1
@@ -240,11 +244,16 @@ class RolloutScheduler:
                 break
             ticket = self.queue.submit(spec)
             self._submitted_here += 1
+            submitted += 1
             if self._ledger is not None:
                 self._ledger.record_submitted(ticket.index, spec)
 
     def _launch(self) -> None:
-        for ticket in self.queue.pending():
+        pending = self.queue.pending()
+        if self.config.mode == "sync":  # only the batch being collected: later ones at their own version
+            window = {t.index for t in self.queue.in_window()}
+            pending = [t for t in pending if t.index in window]
+        for ticket in pending:
             if ticket.attempts >= self.config.max_attempts:
                 log.warning("rollout ticket %d dropped after %d attempts", ticket.index, ticket.attempts)
                 self.queue.drop(ticket.index)

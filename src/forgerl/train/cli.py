@@ -90,6 +90,9 @@ def preflight_train(config: TrainConfig, *, resume: bool) -> None:
     check_chat_format(config.chat_format)
     check_model(config.model)
     resolve_device(config.device)
+    from forgerl.rollout.episode import check_episode_features
+
+    check_episode_features(config)
     if not resume:
         check_new_run_dir(config.run_dir)
 

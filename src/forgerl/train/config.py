@@ -78,10 +78,10 @@ class RewardModelSpec(_Config):
 
 
 class RolloutConfig(_Config):
-    """How training rollouts are collected (M2_NOTES §4). `sync` is the on-policy loop
-    (train/loop.py: collect a batch, train on it, repeat); the other modes run
-    rollout/train.py, where rollouts keep generating while the trainer trains and the trainer takes
-    finished groups through the scheduler (rollout/scheduler.py; a ticket is one group)."""
+    """How training rollouts are collected (M2_NOTES §4): the scheduler's mode (rollout/scheduler.py;
+    a ticket is one group). `sync` is on-policy (collect a batch, train on it, repeat); in the other
+    modes rollouts keep generating while the trainer trains. Every mode feeds the one training
+    loop (train/loop.py), so every training feature works in each."""
 
     mode: Literal["sync", "windowed", "fifo", "greedy"] = "sync"
     """sync (on-policy), windowed FIFO (M2's Forge), strict fifo (W = 1) or greedy first-finished."""
@@ -279,10 +279,6 @@ class TrainConfig(_Config):
         if self.engine != "remote" and (self.engine_url is not None or self.engine_admin_token is not None):
             raise ValueError(f"engine_url and engine_admin_token only apply to engine 'remote' (engine is {self.engine!r})")
         self._check_rollout()
-        if self.reward_model.path is not None and self.rollout.mode != "sync":
-            raise ValueError("reward_model is blended into rewards by the synchronous loop only (the asynchronous "
-                             "loops store rollouts before the trainer sees them): set rollout.mode = 'sync' or "
-                             "remove [reward_model]")
         if not self.difficulty:
             raise ValueError("difficulty must list at least one level")
         return self

@@ -1,4 +1,5 @@
-"""Rollout collection for the trainer: groups of episodes on the same task, and held-out evaluation.
+"""Task drawing for the trainer, held-out evaluation, and `collect_groups` (one step's groups at once,
+for experiments that roll out without training). Episodes run through rollout/episode.py.
 
 Task and sampling seeds derive from (run seed, step, group, index), so a resumed run redoes a step
 with the same tasks; held-out evaluation tasks use a seed range training never draws from.
@@ -11,10 +12,10 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from forgerl.agent.loop import run_episode
-from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, close_env
+from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S
 from forgerl.engine.base import SamplingParams
 from forgerl.envs.base import Environment, Task, make_env, sample_task
+from forgerl.rollout.episode import run_episode_for
 from forgerl.types import Trajectory, TrajectoryStatus
 
 if TYPE_CHECKING:
@@ -38,26 +39,17 @@ def tool_timeout_s(config: object) -> float | None:
     return getattr(config, "tool_timeout_s", DEFAULT_TOOL_TIMEOUT_S)
 
 
-async def _episode(run: Run, seed: int, difficulty: int | None, sampling: SamplingParams, group_id: str | None) -> Trajectory:
+async def _episode(run: Run, seed: int, difficulty: int | None, sampling: SamplingParams, group_id: str | None,
+                   *, perturbed: bool) -> list[Trajectory]:
+    """One episode of task `seed` through the shared episode runner; `perturbed`: with the run's
+    `[perturb]` spec (training rollouts), else unperturbed (held-out evaluation)."""
     cfg = run.config
     env, task = make_task(cfg.env, seed, difficulty)
-    fmt = run.fmt
-    trajectory = Trajectory(group_id=group_id)
-    if group_id is not None and cfg.perturb.active:  # training rollouts only; held-out evaluation stays unperturbed
-        from forgerl.perturb import apply_perturbations, episode_seed
-
-        perturbed = apply_perturbations(task, env, cfg.perturb, episode_seed(task, cfg.seed))
-        env, task, fmt = perturbed.env, perturbed.task, perturbed.format(run.fmt)
-        sampling = perturbed.sampling(sampling, run.engine.tokenizer)  # the format's own end-of-message stop
-        trajectory.metadata["perturbations"] = perturbed.record
-    try:
-        trajectory = await run_episode(run.engine, fmt, env, task, sampling=sampling, max_turns=cfg.max_turns,
-                                       max_total_tokens=cfg.max_context, tool_timeout_s=tool_timeout_s(cfg),
-                                       trajectory=trajectory)
-    finally:
-        await close_env(env, trajectory)  # never raises: one failed cleanup must not lose the batch
-    trajectory.metadata.update(step=run.step, difficulty=difficulty if difficulty is not None else getattr(task, "difficulty", None))
-    return trajectory
+    trajectories = await run_episode_for(run, task, env, sampling, perturbations=cfg.perturb if perturbed else None,
+                                         group_id=group_id)
+    for trajectory in trajectories:
+        trajectory.metadata.update(step=run.step, difficulty=difficulty if difficulty is not None else getattr(task, "difficulty", None))
+    return trajectories
 
 
 async def collect_groups(run: Run, *, skip: set[int] | None = None, on_episode: Callable[[], None] | None = None,
@@ -72,11 +64,11 @@ async def collect_groups(run: Run, *, skip: set[int] | None = None, on_episode: 
         for _ in range(done):
             on_episode()
 
-    async def counted(job: Awaitable[Trajectory]) -> Trajectory:
-        trajectory = await job
+    async def counted(job: Awaitable[list[Trajectory]]) -> list[Trajectory]:
+        trajectories = await job
         if on_episode is not None:
             on_episode()
-        return trajectory
+        return trajectories
 
     jobs = []
     for g in wanted:
@@ -84,9 +76,9 @@ async def collect_groups(run: Run, *, skip: set[int] | None = None, on_episode: 
         difficulty = cfg.difficulty[seed % len(cfg.difficulty)]
         for i in range(cfg.group_size):
             sampling = dataclasses.replace(base, seed=seed * 101 + i)
-            jobs.append(counted(_episode(run, seed, difficulty, sampling, group_id=f"step{run.step}-g{g}")))
-    flat = await asyncio.gather(*jobs)
-    return [list(flat[k * cfg.group_size:(k + 1) * cfg.group_size]) for k in range(len(wanted))]
+            jobs.append(counted(_episode(run, seed, difficulty, sampling, group_id=f"step{run.step}-g{g}", perturbed=True)))
+    episodes = await asyncio.gather(*jobs)
+    return [[t for e in episodes[k * cfg.group_size:(k + 1) * cfg.group_size] for t in e] for k in range(len(wanted))]
 
 
 async def evaluate(run: Run) -> float:
@@ -96,8 +88,8 @@ async def evaluate(run: Run) -> float:
     # one sampling seed per task, the same at every evaluation: with eval_temperature > 0 the
     # evaluations of a run share their random numbers, so differences between them are less noisy
     jobs = [_episode(run, HELD_OUT_SEED_BASE + i, cfg.difficulty[i % len(cfg.difficulty)],
-                     dataclasses.replace(base, seed=cfg.seed * 1_000_003 + i), None)
+                     dataclasses.replace(base, seed=cfg.seed * 1_000_003 + i), None, perturbed=False)
             for i in range(cfg.eval_tasks)]
-    results = await asyncio.gather(*jobs)
+    results = [episode[0] for episode in await asyncio.gather(*jobs)]  # the main agent's reward is the episode's
     scored = [t.reward for t in results if t.status != TrajectoryStatus.FAILED and t.reward is not None]
     return sum(scored) / len(scored) if scored else 0.0

@@ -1,0 +1,74 @@
+"""The one episode runner every rollout source and the held-out evaluation use.
+
+    trajectories = await run_episode_for(run, task, env, sampling, perturbations=spec_or_None)
+
+Why one: the trainer used to run episodes in three places, and each knew a different part of the
+story (only one applied `[perturb]`, only one knew the multi-agent family). Here the two decisions
+are explicit: the caller says which perturbations apply (training rollouts: the run's; held-out
+evaluation: none), and the task's family says how an episode runs (`Family.episode_runner`; the
+plain agent loop when it has none). An episode yields a list of trajectories: one for a
+single-agent family, [coordinator, sub-agents...] for a multi-agent one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from forgerl.agent.loop import run_episode
+from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, close_env
+from forgerl.envs.base import Environment, EpisodeLimits, Task, family_info
+from forgerl.errors import ConfigError
+from forgerl.perturb.apply import perturbing
+from forgerl.types import Trajectory
+
+if TYPE_CHECKING:
+    from forgerl.engine.base import SamplingParams
+    from forgerl.perturb.spec import PerturbSpec
+    from forgerl.train.run import Run
+
+
+def check_episode_features(config: object) -> None:
+    """Refuse, before a run opens, what the family cannot do: `[perturb]` on a family that runs its
+    own episodes (a multi-agent family builds its agents' environments itself, so a perturbed
+    scaffold could not reach them)."""
+    perturb = getattr(config, "perturb", None)
+    family = family_info(getattr(config, "env"))
+    if perturb is not None and perturb.active and family.episode_runner is not None:
+        raise ConfigError(f"[perturb] cannot be combined with env {family.name!r}: that family runs its own "
+                          "(multi-agent) episodes, whose environments perturbations cannot wrap; remove [perturb] "
+                          "or train another family")
+
+
+def episode_limits(config: object) -> EpisodeLimits:
+    """The run's per-episode limits (turns, context, tool timeout) from its config."""
+    return EpisodeLimits(max_turns=getattr(config, "max_turns"), max_total_tokens=getattr(config, "max_context"),
+                         tool_timeout_s=getattr(config, "tool_timeout_s", DEFAULT_TOOL_TIMEOUT_S))
+
+
+async def run_episode_for(run: Run, task: Task, env: Environment, sampling: SamplingParams, *,
+                          perturbations: PerturbSpec | None, group_id: str | None = None) -> list[Trajectory]:
+    """One episode of `task` on the run's engine, as the task's family runs it, with
+    `perturbations` applied (None or an inactive spec: unperturbed). `env` is closed afterwards
+    (cleanup never raises: one failed cleanup must not lose a batch)."""
+    limits = episode_limits(run.config)
+    family = family_info(run.config.env)
+    if family.episode_runner is not None:
+        if perturbations is not None and perturbations.active:  # TrainConfig refuses this combination
+            raise ValueError(f"family {family.name!r} runs its own episodes, which cannot be perturbed")
+        await close_env(env, Trajectory())  # the family builds its own environments
+        return await family.episode_runner(run.engine, run.fmt, task, sampling=sampling, limits=limits,
+                                           group_id=group_id)
+    runner = run_episode
+    if perturbations is not None and perturbations.active:
+        runner = perturbing(run_episode, perturbations, run_seed=run.config.seed, training_only=False)
+    trajectory = Trajectory(group_id=group_id)
+    try:
+        trajectory = await runner(run.engine, run.fmt, env, task, sampling=sampling, max_turns=limits.max_turns,
+                                  max_total_tokens=limits.max_total_tokens, tool_timeout_s=limits.tool_timeout_s,
+                                  trajectory=trajectory)
+    finally:
+        await close_env(env, trajectory)
+    return [trajectory]
+
+
+__all__ = ["check_episode_features", "episode_limits", "run_episode_for"]

@@ -1,0 +1,203 @@
+"""Rollout sources: where the training loop (train/loop.py) gets its batches from.
+
+    await source.start(run, resumed=...)    # the run is open: its engine, store, step and version
+    batch = await source.next_batch()       # one step's groups, stored; None: the source is dry
+    ... optimize, push weights ...
+    batch.ack(step)                         # durable: trained on at `step` (a restart skips it)
+    source.on_weights(version)              # the policy moved on
+    await source.aclose()
+
+A source owns *collection* and everything a restart needs to redo it losslessly (which rollouts
+were generated, which were trained on); the loop owns the optimizer, evaluation, checkpoints and
+metrics, so every feature of the loop works with every source. Implementations: `SchedulerSource`
+(the windowed-FIFO scheduler in all its modes: sync, fifo, windowed, greedy) and
+`forgerl.gateway.train.GatewaySource` (black-box agent programs through the recording gateway). A
+distributed source (rollout workers on other machines) implements the same five calls.
+
+A batch's trajectories are in the store before the loop sees them, with any reward transform
+(the reward model) already applied, so the store records the reward that was trained on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from forgerl.engine.base import SamplingParams
+from forgerl.rollout.episode import check_episode_features, run_episode_for
+from forgerl.rollout.ledger import StoreLedger
+from forgerl.rollout.scheduler import Batch, RolloutScheduler, SchedulerConfig
+from forgerl.types import Trajectory
+
+if TYPE_CHECKING:
+    from forgerl.train.config import TrainConfig
+    from forgerl.train.run import Run
+
+
+@dataclass
+class RolloutBatch:
+    """One step's rollouts as the loop trains on them."""
+
+    groups: list[list[Trajectory]]
+    """Advantage groups: one task's trajectories in one agent role (advantages compare within a group)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The source's own metrics for this batch (waiting time, staleness, reward-model blend)."""
+    ack: Callable[[int], None] = lambda step: None
+    """Record, durably, that the batch was trained on at `step`."""
+
+    @property
+    def trajectories(self) -> list[Trajectory]:
+        return [t for group in self.groups for t in group]
+
+
+class RolloutSource(Protocol):
+    """What the training loop needs from rollout collection (see the module docstring)."""
+
+    def check(self, config: TrainConfig) -> None:
+        """Refuse (ConfigError, saying what to change) a config this source cannot train as asked,
+        before the run is opened."""
+        ...
+
+    async def start(self, run: Run, *, resumed: bool) -> None: ...
+
+    async def next_batch(self) -> RolloutBatch | None: ...
+
+    def on_weights(self, version: int) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class RewardTransform(Protocol):
+    """A change to rollouts' rewards between the environment's verdict and the store (the reward
+    model: review/train_hook.py). `apply` works in place and is idempotent; `metrics` summarises
+    what it did to a batch."""
+
+    def apply(self, groups: list[list[Trajectory]]) -> None: ...
+
+    def metrics(self, trajectories: list[Trajectory]) -> dict[str, float]: ...
+
+
+# -- the scheduler source -----------------------------------------------------------------------
+def group_specs(config: TrainConfig) -> Iterator[dict[str, Any]]:
+    """Task k of the run: the seed of (step k // G, group k % G), so every mode draws the same tasks."""
+    from forgerl.train.rollouts import training_seed
+
+    for k in itertools.count():
+        seed = training_seed(config.seed, k // config.groups_per_step, k % config.groups_per_step)
+        yield {"k": k, "seed": seed, "difficulty": config.difficulty[seed % len(config.difficulty)]}
+
+
+async def rollout_group(run: Run, spec: dict[str, Any], *, perturbed: bool) -> list[Trajectory]:
+    """`group_size` concurrent episodes of one task (a failed episode is data: see agent/loop.py);
+    a multi-agent family's episodes contribute every agent's trajectory."""
+    from forgerl.train.rollouts import make_task
+
+    cfg = run.config
+    base = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    group_id = f"task{spec['k']}"
+
+    async def one(i: int) -> list[Trajectory]:
+        env, task = make_task(cfg.env, spec["seed"], spec["difficulty"])
+        sampling = dataclasses.replace(base, seed=spec["seed"] * 101 + i)
+        return await run_episode_for(run, task, env, sampling, perturbations=cfg.perturb if perturbed else None,
+                                     group_id=group_id)
+
+    episodes = await asyncio.gather(*(one(i) for i in range(cfg.group_size)))
+    trajectories = [t for episode in episodes for t in episode]
+    step = spec["k"] // cfg.groups_per_step
+    for traj in trajectories:
+        traj.metadata.update(difficulty=spec["difficulty"], task_index=spec["k"], step=step)
+    return trajectories
+
+
+def advantage_groups(trajectories: list[Trajectory]) -> list[list[Trajectory]]:
+    """One task's trajectories split by agent role (main / coordinator / sub-agents): advantages
+    compare an agent only with agents in the same role (multiagent.episode_groups)."""
+    roles: dict[str, list[Trajectory]] = {}
+    for traj in trajectories:
+        roles.setdefault("sub" if traj.agent_id.startswith("sub-") else traj.agent_id, []).append(traj)
+    return list(roles.values())
+
+
+def scheduler_config(config: TrainConfig) -> SchedulerConfig:
+    """The scheduler the config's `[rollout]` table asks for; a ticket is one group, so a batch is
+    `groups_per_step` tickets. `sync` is the scheduler's own sync mode (one batch, no overlap)."""
+    return SchedulerConfig(batch_size=config.groups_per_step, **config.rollout.model_dump())
+
+
+class SchedulerSource:
+    """Groups from the rollout scheduler (rollout/scheduler.py) with its store ledger (lossless
+    restarts: rollouts generated but not trained on are offered again after a resume)."""
+
+    def __init__(self, scheduler: SchedulerConfig | None = None, *,
+                 reward_transform: Callable[[Run], RewardTransform | None] | None = None) -> None:
+        self._config = scheduler
+        self._make_transform = reward_transform  # built from the open run (which loaded the reward model)
+        self.reward_transform: RewardTransform | None = None
+        self.scheduler: RolloutScheduler | None = None
+        self._batches: AsyncIterator[Batch] | None = None
+        self._run: Run | None = None
+
+    def check(self, config: TrainConfig) -> None:
+        check_episode_features(config)
+
+    async def start(self, run: Run, *, resumed: bool) -> None:
+        cfg = run.config
+        sched = self._config or scheduler_config(cfg)
+        if sched.batch_size != cfg.groups_per_step:
+            raise ValueError(f"scheduler.batch_size ({sched.batch_size}) must equal groups_per_step "
+                             f"({cfg.groups_per_step}): a batch is one step's groups")
+        self._run, self._config = run, sched
+        self.reward_transform = self._make_transform(run) if self._make_transform is not None else None
+        ledger = StoreLedger(run.store, run.run_id, run.run_dir, resumed_at=(run.step, run.version) if resumed else None)
+        self.scheduler = RolloutScheduler(self._produce, group_specs(cfg), sched, current_version=lambda: run.version,
+                                          ledger=ledger)
+        self._batches = self.scheduler.batches(max_batches=max(0, cfg.steps - run.step))
+
+    async def _produce(self, spec: dict[str, Any]) -> list[Trajectory]:
+        assert self._run is not None
+        group = await rollout_group(self._run, spec, perturbed=True)
+        if self.reward_transform is not None:  # before the ledger stores the group: the store keeps the blend
+            await asyncio.to_thread(self.reward_transform.apply, [group])
+        return group
+
+    async def next_batch(self) -> RolloutBatch | None:
+        assert self._batches is not None and self.scheduler is not None and self._config is not None, "start() first"
+        try:
+            batch = await anext(self._batches)
+        except StopAsyncIteration:
+            return None
+        groups = [g for result in batch.results for g in advantage_groups(result)]
+        metrics = {"time/rollout_s": batch.wait_s}
+        if self.reward_transform is not None:
+            metrics.update(self.reward_transform.metrics([t for g in groups for t in g]))
+        if self._config.mode != "sync":
+            metrics.update(_scheduler_metrics(batch, self.scheduler))
+        return RolloutBatch(groups=groups, metrics=metrics, ack=batch.ack)
+
+    def on_weights(self, version: int) -> None:
+        """Nothing to do: the scheduler reads the run's version when it submits and takes."""
+
+    async def aclose(self) -> None:
+        if self._batches is not None:
+            await self._batches.aclose()  # type: ignore[attr-defined]  # cancels in-flight rollouts
+            self._batches = None
+
+
+def _scheduler_metrics(batch: Batch, scheduler: RolloutScheduler) -> dict[str, float]:
+    return {
+        "time/wait_s": batch.wait_s,
+        "scheduler/staleness_mean": sum(batch.staleness) / max(1, len(batch.staleness)),
+        "scheduler/staleness_max": float(max(batch.staleness, default=0)),
+        "scheduler/stale_requeued": float(scheduler.counts["stale_requeued"]),
+        "scheduler/stale_dropped": float(scheduler.counts["stale_dropped"]),
+        "scheduler/failed_attempts": float(scheduler.stats["failed_attempts"]),
+    }
+
+
+__all__ = ["RewardTransform", "RolloutBatch", "RolloutSource", "SchedulerSource", "advantage_groups", "group_specs",
+           "rollout_group", "scheduler_config"]
