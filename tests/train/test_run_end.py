@@ -47,7 +47,6 @@ def test_a_run_that_raises_ends_failed(tmp_path, monkeypatch):
 @pytest.mark.slow  # ~40-60 s: three real steps of the tiny model with evaluations
 def test_stop_then_abandon_then_resume_reuses_rollouts_and_completes(tmp_path, monkeypatch):
     import forgerl.train.loop as loop
-    import forgerl.train.rollouts as rollouts
     from forgerl.eval.cli import run_eval
     from forgerl.train.checkpoint import checkpoint_dir, read_best_pointer
 
@@ -79,17 +78,18 @@ def test_stop_then_abandon_then_resume_reuses_rollouts_and_completes(tmp_path, m
 
     # resume again: step 2 reuses them (nothing collected for it), step 3 collects, status completed
     monkeypatch.setattr(loop, "optimize", real_optimize)
+    import forgerl.rollout.source as source
+
     collected: list[int] = []
-    real_collect = rollouts.collect_groups
+    real_group = source.rollout_group
 
-    async def counting(run, **kwargs):
-        groups = await real_collect(run, **kwargs)
-        collected.append(sum(len(g) for g in groups))
-        return groups
+    async def counting(run, spec, **kwargs):
+        group = await real_group(run, spec, **kwargs)
+        collected.append(spec["k"] // CONFIG["groups_per_step"] + 1)  # the step the group is for
+        return group
 
-    monkeypatch.setattr(loop, "collect_groups", counting)
-    loop.train(load_config(run_dir / "config.toml"), resume=True)
-    assert collected == [0, 4] and _status(run_dir) == "completed"
+    monkeypatch.setattr(source, "rollout_group", counting)
+    assert collected == [3, 3] and _status(run_dir) == "completed"  # step 2 reused, step 3 collected
     with TrajectoryStore(run_dir) as store:
         consumed_ids = {t.id for t in store.query(run_id=store.runs()[-1].id, consumed=True)}
     assert {t.id for t in pending} <= consumed_ids
