@@ -1,6 +1,6 @@
 """Issue 18 item 1: every training feature works with every rollout source, or the combination is
 refused before a run exists. Source-level cases run the real sources on a scripted engine and a
-real store (fast); the identity check trains the tiny model for two steps (slow).
+real store (fast); the identity check trains the tiny model for two steps (~6 s).
 
 Drift bugs each case would catch (all failed on 6846aa9): windowed/fifo/greedy rollouts were not
 perturbed; sync mode ran parallel-lookup without its policy sub-agents; the reward model was
@@ -163,7 +163,6 @@ def _register_parity_family() -> None:
     register_family(Family(name="test-parity", make_env=ParityEnv, sample_task=sample_task))
 
 
-@pytest.mark.slow  # ~60 s: two real steps of the tiny model
 def test_sync_mode_trains_exactly_as_the_former_synchronous_loop(tmp_path):
     """Same tasks, seeds, rollouts, optimizer steps: the held-out rewards, every rollout's ids and
     reward, and the final weights equal what the old train/loop.py produced (fixture)."""
