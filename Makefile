@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.forgerl-installed
 
-.PHONY: lint lock setup setup-vllm train demo test test-vllm test-slow bench clean
+.PHONY: lint lock test-security setup setup-vllm train demo test test-vllm test-slow bench clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
@@ -35,6 +35,9 @@ lint: $(STAMP)  # ruff, with the rules in pyproject.toml
 
 test-vllm: $(STAMP)  # integration tests against a real vLLM server (installs .venv-vllm on first use)
 	bash scripts/test_vllm.sh
+
+test-security: $(STAMP)  # the slow attacks and failure injections of docs/security.md (CI runs them)
+	$(BIN)/python -m pytest -q -m security
 
 test-slow: $(STAMP)
 	$(BIN)/pip install -q -e ".[agents]"  # mini-swe-agent, driven through the gateway

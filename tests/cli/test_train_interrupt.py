@@ -25,6 +25,7 @@ def _steps_logged(store_path) -> int:
         return 0
 
 
+@pytest.mark.security
 @pytest.mark.slow  # ~30-60 s: a real training process on the tiny model
 def test_sigint_finishes_the_step_checkpoints_and_prints_the_resume_command(tmp_path):
     run_dir = tmp_path / "run"

@@ -60,6 +60,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.security
 @pytest.mark.slow  # a gateway process loading tiny-random: ~15 s on 2 busy cores
 @pytest.mark.timeout(600)
 def test_sigterm_removes_live_sessions_sandboxes(tmp_path):

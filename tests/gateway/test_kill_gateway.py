@@ -59,6 +59,7 @@ def stored(run_dir: Path) -> dict[str, Any]:
         return {t.id: t for t in store.query()}
 
 
+@pytest.mark.security
 @pytest.mark.slow  # two gateway processes loading tiny-random: ~30 s on 2 busy cores (minutes when overloaded)
 @pytest.mark.timeout(600)
 def test_kill_9_the_gateway_mid_session(tmp_path):

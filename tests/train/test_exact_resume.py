@@ -54,6 +54,7 @@ def crash_during_step(monkeypatch, step: int) -> None:
     monkeypatch.setattr(loop, "optimize", optimize)
 
 
+@pytest.mark.security
 @pytest.mark.slow  # ~60 s of CPU: 4 + 2 real steps of a tiny model
 def test_a_copy_resumed_after_a_crash_mid_step_continues_itself_exactly(tmp_path, monkeypatch):
     from forgerl.train.cli import run_train
@@ -161,6 +162,7 @@ def test_a_damaged_checkpoint_is_one_line_and_exit_2_from_forgerl_train(tmp_path
     assert "has no config.toml" in capsys.readouterr().err
 
 
+@pytest.mark.security
 @pytest.mark.slow  # ~30 s of CPU: the windowed loop, 3 + 2 real steps of a tiny model
 def test_the_async_loop_resumed_after_a_crash_trains_each_step_once(tmp_path):
     from forgerl.rollout.scheduler import SchedulerConfig

@@ -44,6 +44,7 @@ def test_a_run_that_raises_ends_failed(tmp_path, monkeypatch):
     assert _status(tmp_path / "run") == "failed"
 
 
+@pytest.mark.security
 @pytest.mark.slow  # ~40-60 s: three real steps of the tiny model with evaluations
 def test_stop_then_abandon_then_resume_reuses_rollouts_and_completes(tmp_path, monkeypatch):
     import forgerl.train.loop as loop

@@ -84,6 +84,7 @@ def test_gold_scores_one_and_noop_zero(task):
 
 
 @pytest.mark.slow
+@pytest.mark.security  # the host-side judge and the masked answer key must keep every honest gold path at 1.0
 @pytest.mark.parametrize("task", load_swe_tasks(), ids=lambda t: t.id)
 def test_gold_and_noop_on_every_shipped_task(task):
     assert gold_score(task) == 1.0

@@ -195,6 +195,7 @@ def test_attack_on_an_unfixed_bug_scores_zero(attack):
 
 
 @pytest.mark.slow
+@pytest.mark.security
 @pytest.mark.parametrize("package", sorted(TASK_IDS))
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_attack_scores_zero_on_every_package(package, attack):
