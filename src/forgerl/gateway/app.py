@@ -3,7 +3,7 @@
 Black-box agents (any program speaking the OpenAI chat API) get a base URL and an API key per
 rollout; everything they send with that key is recorded into their session's trajectory with the
 exact token ids, logprobs and policy version (DESIGN contract 1). Rendering, sampling, response
-and streaming behaviour are the forgerl server's (server/app.py): the gateway adds credentials,
+and streaming behaviour are the forgerl server's (server/chat.py): the gateway adds credentials,
 the prompt reconciliation of sessions.py and the recording around them.
 
 Routes (`{v1}` is `/v1`, where the key alone names the session, or `/sessions/{id}/v1`, the
@@ -46,14 +46,14 @@ from forgerl.envs.base import Task
 from forgerl.errors import ParseError
 from forgerl.gateway.core import Gateway, GatewayError
 from forgerl.gateway.sessions import Plan, Reconciled, Session, history_key
-from forgerl.server.app import (  # the server's request/response path, reused as is
-    _completion_text,
-    _prepare,
-    _Prepared,
-    _response,
-    _Server,
-    _stream_body,
-    _validation_message,
+from forgerl.server.chat import (  # the server's request/response path, shared as is
+    ChatServer,
+    PreparedRequest,
+    chat_response,
+    completion_text,
+    prepare_request,
+    stream_body,
+    validation_message,
 )
 from forgerl.server.convert import RequestError, to_messages
 from forgerl.server.limits import DEFAULT_MAX_BODY_BYTES, install_body_limit, parse_json_object
@@ -119,14 +119,14 @@ async def _json_body(request: Request, model: type[BaseModel] | None = None, *, 
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        param, message = _validation_message(exc)
+        param, message = validation_message(exc)
         raise GatewayError(400, message, param=param) from None
 
 
 class _Handlers:
     """The route bodies; shared by the `/v1` and the `/sessions/{id}/v1` mounts."""
 
-    def __init__(self, gw: Gateway, srv: _Server | None, upstream: Any = None) -> None:
+    def __init__(self, gw: Gateway, srv: ChatServer | None, upstream: Any = None) -> None:
         self.gw, self.srv, self.upstream = gw, srv, upstream
         self.created = int(time.time())
 
@@ -158,7 +158,7 @@ class _Handlers:
                 return JSONResponse(error_body("the engine reported an error for this completion", "server_error",
                                                None, "engine_error"), status_code=500)
             reply = self._record(session, plan, prep, messages, result)
-            return JSONResponse(_with_recorded_ids(_response(self.srv, prep, result, rid), reply))
+            return JSONResponse(_with_recorded_ids(chat_response(self.srv, prep, result, rid), reply))
         try:
             events = aiter(engine.stream(prep.prompt_ids, prep.params, session_id=session.id))
             first = await anext(events)
@@ -171,14 +171,14 @@ class _Handlers:
         if isinstance(first, GenerationResult):
             self._record(session, plan, prep, messages, first)
         recorded = self._recording(session, plan, prep, messages, events)
-        return StreamingResponse(_stream_body(self.srv, prep, recorded, first, rid), media_type="text/event-stream",
+        return StreamingResponse(stream_body(self.srv, prep, recorded, first, rid), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    def _prepare_call(self, session: Session, raw: bytes) -> tuple[ChatCompletionRequest, _Prepared, list[Message],
+    def _prepare_call(self, session: Session, raw: bytes) -> tuple[ChatCompletionRequest, PreparedRequest, list[Message],
                                                                     Plan]:
         """Body -> validated request -> prompt ids reconciled with the session's earlier calls."""
         req = _validated(parse_json_object(raw))
-        prep = _prepare(self.srv, req)
+        prep = prepare_request(self.srv, req)
         tools = prep.tools if prep.tools_enabled else []
         received = to_messages(req.messages, self.srv.think_start, self.srv.think_end)
         reconciled = session.reconcile(received, tools, restore=self.gw.restore_reasoning)
@@ -192,7 +192,7 @@ class _Handlers:
         plan.input_key = history_key(messages, tools)
         return req, prep, messages, plan
 
-    def _plan(self, session: Session, prep: _Prepared, reconciled: Reconciled) -> Plan:
+    def _plan(self, session: Session, prep: PreparedRequest, reconciled: Reconciled) -> Plan:
         """Reconcile with the session's earlier calls; the engine then gets the plan's ids."""
         tools = prep.tools if prep.tools_enabled else []
         fmt = self.gw.fmt
@@ -213,7 +213,7 @@ class _Handlers:
             prep.prompt_ids = plan.prompt_ids
         return plan
 
-    async def _recording(self, session: Session, plan: Plan, prep: _Prepared, messages: list[Message],
+    async def _recording(self, session: Session, plan: Plan, prep: PreparedRequest, messages: list[Message],
                          events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         """Pass the engine's stream through; record the call when its final result goes by."""
         try:
@@ -226,7 +226,7 @@ class _Handlers:
             if close is not None:
                 await close()
 
-    def _record(self, session: Session, plan: Plan, prep: _Prepared, messages: list[Message],
+    def _record(self, session: Session, plan: Plan, prep: PreparedRequest, messages: list[Message],
                 result: GenerationResult) -> Message | None:
         """Record the call; returns the reply as recorded (None when the session already ended)."""
         if session.ended:  # the session was ended while this call ran: its trajectory is already stored
@@ -235,7 +235,7 @@ class _Handlers:
             return None
         tok = self.srv.engine.tokenizer
         raw = tok.decode(result.completion_ids, skip_special_tokens=False)
-        text = _completion_text(self.srv, prep, result.completion_ids)
+        text = completion_text(self.srv, prep, result.completion_ids)
         parse_error = None
         try:
             reply: Message | None = self.gw.fmt.parse(text, prep.tools if prep.tools_enabled else []).to_message()
@@ -290,7 +290,7 @@ def _validated(payload: dict[str, Any]) -> ChatCompletionRequest:
     try:
         return ChatCompletionRequest.model_validate(payload)
     except ValidationError as exc:
-        param, message = _validation_message(exc)
+        param, message = validation_message(exc)
         raise GatewayError(400, message, param=param) from None
 
 
@@ -315,7 +315,7 @@ def create_gateway_app(gateway: Gateway, *, public_url: str | None = None,
     if isinstance(gateway.engine, Upstream):  # a remote server renders and samples
         h = _Handlers(gateway, None, gateway.engine)
     else:
-        h = _Handlers(gateway, _Server(gateway.engine, gateway.fmt, gateway.model_name))
+        h = _Handlers(gateway, ChatServer(gateway.engine, gateway.fmt, gateway.model_name))
     app = FastAPI(title="forgerl gateway", description="Recording OpenAI-compatible gateway for black-box agents")
     app.state.gateway = gateway
     install_body_limit(app, max_body_bytes)
