@@ -7,6 +7,7 @@ LLM call (contract 1 in DESIGN.md), so training never re-tokenizes text.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from enum import Enum
@@ -14,7 +15,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2 promoted the metadata keys code relies on (family, difficulty, step, end_reason,
+perturbations) to typed Trajectory fields; version-1 JSON is moved forward on load (see
+`Trajectory._promote_legacy_metadata`)."""
+
+PROMOTED_METADATA_KEYS: dict[str, str] = {
+    "family": "family",
+    "difficulty": "difficulty",
+    "step": "rollout_step",
+    "end_reason": "end_reason",
+    "perturbations": "perturbations",
+}
+"""Schema-1 `metadata` key -> the typed field that replaced it. Code must not write these keys into
+`metadata` any more: the store refuses a trajectory that still carries one (it would drift)."""
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -146,14 +160,82 @@ class Trajectory(_Model):
     status: TrajectoryStatus = TrajectoryStatus.COMPLETED
     failure: Failure | None = None  # the fatal failure, when status == FAILED
     errors: list[Failure] = Field(default_factory=list)  # non-fatal: parse/tool errors the agent saw
-    perturbation: dict[str, Any] | None = None
+    family: str | None = None
+    """The environment family of the task (filters and per-family metrics group by it)."""
+    difficulty: int | float | None = None
+    """The task's difficulty dial (envs: 1 = easiest); the curriculum and metrics group by it."""
+    rollout_step: int | None = None
+    """The training step the rollout was collected for (the run's step when it was scheduled).
+    Not the store's `step` column, which is the step that *consumed* it (later when off-policy)."""
+    end_reason: str | None = None
+    """Why the episode ended ("final answer", "environment done", a budget, a failed boundary...)."""
+    perturbations: dict[str, Any] | None = None
+    """The perturbation record of a perturbed episode (forgerl.perturb: version, seed, spec and the
+    applied perturbations); `forgerl.perturb.replay` rebuilds the episode from it. None: unperturbed."""
     metadata: dict[str, Any] = Field(default_factory=dict)
+    """Free-form diagnostics (gateway details, cleanup errors, reward-model scores...): nothing that
+    code filters or groups on belongs here; that gets a typed field."""
     created_at: float = Field(default_factory=time.time)
     schema_version: int = SCHEMA_VERSION
+
+    @model_validator(mode="before")
+    @classmethod
+    def _promote_legacy_metadata(cls, data: Any) -> Any:
+        """Read schema-1 trajectories (stored runs, JSONL exports, fixtures): their structural keys
+        lived in `metadata`, and an unused top-level `perturbation` field existed. Moves each into
+        its typed field so old run directories open unchanged (the store's payloads are
+        append-only and are never rewritten). A value the typed field cannot hold stays in
+        `metadata`; a key set both ways with different values is refused rather than guessed."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if isinstance(version, int) and not isinstance(version, bool) and version < SCHEMA_VERSION:
+            data["schema_version"] = SCHEMA_VERSION  # what it holds once moved forward
+        legacy = data.pop("perturbation", None)
+        if legacy is not None:
+            data["perturbations"] = _merge_promoted("perturbation", data.get("perturbations"), legacy)
+        metadata = data.get("metadata")
+        if not isinstance(metadata, dict) or not any(k in metadata for k in PROMOTED_METADATA_KEYS):
+            return data
+        metadata = dict(metadata)
+        for key, field in PROMOTED_METADATA_KEYS.items():
+            if key in metadata and _fits_promoted(field, metadata[key]):
+                data[field] = _merge_promoted(key, data.get(field), metadata.pop(key))
+        data["metadata"] = metadata
+        return data
+
+    def value_of(self, key: str) -> Any:
+        """A typed field by name (or its schema-1 metadata name), else `metadata[key]` (None if
+        absent): for code that groups by a key the user names (eval --group-by, rollout metrics)."""
+        field = PROMOTED_METADATA_KEYS.get(key, key)
+        if field in type(self).model_fields and field != "metadata":
+            return getattr(self, field)
+        return self.metadata.get(key)
 
     @property
     def num_completion_tokens(self) -> int:
         return sum(len(c.completion_ids) for c in self.calls)
+
+
+def _fits_promoted(field: str, value: Any) -> bool:
+    """Whether a schema-1 metadata value has the typed field's type (others stay in metadata)."""
+    if value is None:
+        return True
+    if field in ("family", "end_reason"):
+        return isinstance(value, str)
+    if field == "difficulty":
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if field == "rollout_step":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, dict)
+
+
+def _merge_promoted(name: str, current: Any, legacy: Any) -> Any:
+    if current is None or legacy is None or current == legacy:
+        return legacy if current is None else current
+    raise ValueError(f"{name!r} is set both as a typed field ({current!r}) and in the schema-1 place ({legacy!r}); "
+                     "keep only the typed field")
 
 
 class TrainingSample(_Model):

@@ -26,9 +26,8 @@ def _episode(*turns: Message, end_reason: str | None = None, tid: str = "t1") ->
         messages.append(turn)
         messages += [Message(role="tool", tool_call_id=c.id, name=c.name, content=f"ok: {c.name}")
                      for c in turn.tool_calls]
-    metadata = {"family": "test"} | ({"end_reason": end_reason} if end_reason else {})
     return Trajectory(id=tid, task_id="task", messages=messages, reward=1.0, reward_breakdown={"outcome": 1.0},
-                      metadata=metadata)
+                      family="test", end_reason=end_reason)
 
 
 def _calls(*calls: ToolCall) -> Message:

@@ -26,10 +26,6 @@ def build_trajectory(i: int, *, n_calls: int = 2, tokens_per_call: int = 16, fam
                              loss_mask=[1] * len(completion), policy_version=versions[k], finish_reason="stop"))
         prompt = prompt + completion + [rng.randrange(4096) for _ in range(4)]
     metadata: dict = {"seed": i, "new_roots": [0]}
-    if family is not None:
-        metadata["family"] = family
-    if difficulty is not None:
-        metadata["difficulty"] = difficulty
     traj = Trajectory(
         id=f"traj_{i:06d}", task_id=f"task_{i % 7}", group_id=f"group_{i // 4}", chat_format="minimax_m2",
         calls=calls,
@@ -40,7 +36,7 @@ def build_trajectory(i: int, *, n_calls: int = 2, tokens_per_call: int = 16, fam
         tools=[ToolSpec(name="calc", description="evaluate", parameters={"type": "object", "properties": {
             "expr": {"type": "string"}}})],
         reward=reward, reward_breakdown={} if reward is None else {"correct": reward},
-        status=status, metadata=metadata,
+        status=status, metadata=metadata, family=family, difficulty=difficulty,
         failure=Failure(boundary="engine", message="boom") if status == TrajectoryStatus.FAILED else None,
     )
     traj.created_at = created_at if created_at is not None else 1_700_000_000.0 + i  # deterministic

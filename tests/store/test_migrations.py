@@ -11,6 +11,7 @@ import pytest
 
 from forgerl.store import LATEST_VERSION, SchemaVersionError, TrajectoryStore
 from forgerl.store.migrations import MIGRATIONS, Migration, migrate, schema_version
+from forgerl.types import PROMOTED_METADATA_KEYS, SCHEMA_VERSION, Trajectory
 
 # The v1 schema as an older forgerl wrote it, typed out here independently of migrations.py, so the
 # test catches an edit to the released v1 migration as well as a broken upgrade path.
@@ -29,18 +30,30 @@ PRAGMA user_version = 1;
 """
 
 
+def schema1_json(traj: Trajectory) -> str:
+    """The trajectory as forgerl wrote it before schema 2: the structural keys inside metadata and
+    an (always empty) top-level `perturbation` field."""
+    data = traj.model_dump(mode="json")
+    for old_key, field in PROMOTED_METADATA_KEYS.items():
+        value = data.pop(field)
+        if value is not None:
+            data["metadata"][old_key] = value
+    data.update(perturbation=None, schema_version=1)
+    return json.dumps(data)
+
+
 def write_v1_file(path, trajectories):
     conn = sqlite3.connect(path)
     conn.executescript(V1_SCHEMA)
     conn.execute("INSERT INTO runs VALUES ('old_run', 1.0, '{\"lr\": 0.1}', 'completed')")
     for k, traj in enumerate(trajectories):
-        text = traj.model_dump_json()
+        text = schema1_json(traj)
         payload, encoding = (zlib.compress(text.encode()), "zlib") if k % 2 else (text.encode(), "json")
         conn.execute(
             "INSERT INTO trajectories (id, run_id, step, policy_version, task_id, family, group_id, agent_id, status,"
             " reward, n_calls, n_tokens, created_at, payload, payload_encoding)"
             " VALUES (?, 'old_run', 1, 3, ?, ?, ?, 'main', ?, ?, ?, ?, ?, ?, ?)",
-            (traj.id, traj.task_id, traj.metadata.get("family"), traj.group_id, traj.status.value, traj.reward,
+            (traj.id, traj.task_id, traj.family, traj.group_id, traj.status.value, traj.reward,
              len(traj.calls), traj.num_completion_tokens, traj.created_at, payload, encoding))
     conn.execute("INSERT INTO metrics VALUES ('old_run', 1, 'loss', 0.25, 2.0)")
     conn.commit()
@@ -70,6 +83,41 @@ def test_v1_file_is_migrated_in_place_with_data_intact(tmp_path, make_traj):
         assert store.count(run_id="old_run") == 4
     with TrajectoryStore(tmp_path) as store:  # reopening applies nothing twice
         assert schema_version(store._conn()) == LATEST_VERSION
+
+
+def test_schema1_payloads_open_with_typed_fields_and_export_in_the_current_schema(tmp_path, make_traj):
+    """A run directory written before schema 2 (structural keys in metadata): its trajectories load
+    with the typed fields set, filters see them, and JSONL exports hold the current schema only."""
+    old = make_traj(1, family="tool-reasoning", difficulty=3)
+    old.rollout_step, old.end_reason = 7, "final answer"
+    old.perturbations = {"version": 1, "seed": 5, "applied": [{"kind": "tool_names", "seed": 1, "params": {}}]}
+    write_v1_file(tmp_path / "store.sqlite", [old, make_traj(2)])
+    raw_json = json.loads(schema1_json(old))
+    assert raw_json["metadata"]["perturbations"] == old.perturbations and "perturbations" not in raw_json
+
+    with TrajectoryStore(tmp_path) as store:
+        loaded = store.get_trajectory(old.id)
+        assert (loaded.family, loaded.difficulty, loaded.rollout_step, loaded.end_reason) == (
+            "tool-reasoning", 3, 7, "final answer")
+        assert loaded.perturbations == old.perturbations and loaded.schema_version == SCHEMA_VERSION
+        assert not set(PROMOTED_METADATA_KEYS) & set(loaded.metadata)
+        assert [r["id"] for r in store.query_rows(family="tool-reasoning")] == [old.id]
+        store.export_jsonl(tmp_path / "out.jsonl")
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [line["schema_version"] for line in lines] == [SCHEMA_VERSION, SCHEMA_VERSION]
+    assert lines[0]["perturbations"] == old.perturbations and "perturbations" not in lines[0]["metadata"]
+    assert Trajectory.model_validate(lines[0]) == loaded
+
+
+def test_schema1_legacy_perturbation_field_and_conflicts():
+    """The unused schema-1 `perturbation` field is read into `perturbations`; a key given both ways
+    with different values is refused instead of one silently winning."""
+    t = Trajectory.model_validate({"perturbation": {"tool": "x"}, "schema_version": 1})
+    assert t.perturbations == {"tool": "x"}
+    with pytest.raises(ValueError, match="family.*typed field"):
+        Trajectory.model_validate({"family": "a", "metadata": {"family": "b"}})
+    odd = Trajectory.model_validate({"metadata": {"difficulty": "hard", "step": True}})
+    assert odd.difficulty is None and odd.metadata == {"difficulty": "hard", "step": True}
 
 
 def test_fresh_file_is_created_at_the_latest_version(tmp_path):
@@ -111,11 +159,13 @@ def test_migration_list_must_be_contiguous(tmp_path):
         migrate(conn, [Migration(1, "a", ()), Migration(3, "c", ())])
 
 
-def test_v1_payload_json_matches_what_the_current_store_writes(tmp_path, make_traj):
-    """The backfill reads payloads as plain JSON: the current writer must keep that shape."""
+def test_current_payload_json_has_typed_fields_and_ends_with_the_schema_version(tmp_path, make_traj):
+    """Exports pass current payloads through untouched when they end with the schema version
+    (sqlite._current_schema_json): the writer must keep that shape."""
     with TrajectoryStore(tmp_path) as store:
         run = store.add_run()
         store.add_trajectory(make_traj(1, difficulty=4), run)
         payload, encoding = store._conn().execute("SELECT payload, payload_encoding FROM trajectories").fetchone()
     text = zlib.decompress(payload).decode() if encoding == "zlib" else payload.decode()
-    assert json.loads(text)["metadata"]["difficulty"] == 4
+    assert json.loads(text)["difficulty"] == 4 and "difficulty" not in json.loads(text)["metadata"]
+    assert text.endswith(f'"schema_version":{SCHEMA_VERSION}}}')

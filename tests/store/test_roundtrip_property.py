@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forgerl.store import TrajectoryStore
-from forgerl.types import LLMCall, Message, Trajectory, TrajectoryStatus
+from forgerl.types import PROMOTED_METADATA_KEYS, LLMCall, Message, Trajectory, TrajectoryStatus
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 json_scalars = st.none() | st.booleans() | st.integers(-2**53, 2**53) | finite | st.text(max_size=20)
@@ -27,19 +27,17 @@ def calls(draw):
 
 @st.composite
 def trajectories(draw):
-    metadata = draw(st.dictionaries(st.text(max_size=10).filter(lambda k: k not in ("family", "difficulty")),
+    metadata = draw(st.dictionaries(st.text(max_size=10).filter(lambda k: k not in PROMOTED_METADATA_KEYS),
                                     json_values, max_size=4))
-    if draw(st.booleans()):
-        metadata["family"] = draw(st.text(max_size=10))
-    if draw(st.booleans()):
-        metadata["difficulty"] = draw(st.integers(-100, 100) | finite)
     return Trajectory(
         task_id=draw(st.text(max_size=12)), group_id=draw(st.none() | st.text(max_size=8)),
         calls=draw(st.lists(calls(), max_size=4)),
         messages=[Message(role="user", content=draw(st.text(max_size=200)))],  # any unicode text
         reward=draw(st.none() | finite), status=draw(st.sampled_from(list(TrajectoryStatus))),
-        metadata=metadata, created_at=draw(finite), perturbation=draw(st.none() | st.dictionaries(
-            st.text(max_size=5), json_values, max_size=2)))
+        metadata=metadata, created_at=draw(finite), perturbations=draw(st.none() | st.dictionaries(
+            st.text(max_size=5), json_values, max_size=2)),
+        family=draw(st.none() | st.text(max_size=10)), difficulty=draw(st.none() | st.integers(-100, 100) | finite),
+        rollout_step=draw(st.none() | st.integers(0, 10**6)), end_reason=draw(st.none() | st.text(max_size=20)))
 
 
 @pytest.fixture(scope="module")

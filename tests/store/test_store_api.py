@@ -123,8 +123,11 @@ def test_unknown_run_is_refused(store, make_traj):
     (lambda t: setattr(t, "reward", math.nan), "reward is nan"),
     (lambda t: t.reward_breakdown.update(x=math.inf), "reward_breakdown"),
     (lambda t: t.calls[0].completion_logprobs.__setitem__(0, -math.inf), "non-finite completion logprob"),
-    (lambda t: t.metadata.update(difficulty="hard"), "difficulty.*finite number"),
-    (lambda t: t.metadata.update(family=3), "family.*string"),
+    (lambda t: setattr(t, "difficulty", math.inf), "difficulty must be a finite number"),
+    (lambda t: setattr(t, "family", 3), "family must be a string"),
+    # schema 2: a writer that still puts a structural key into metadata is told which field to set
+    (lambda t: t.metadata.update(family="x"), r"metadata keys \['family'\].*set trajectory.family"),
+    (lambda t: t.metadata.update(perturbations={}, step=3), r"trajectory.perturbations, trajectory.rollout_step"),
     (lambda t: t.metadata.update(blob=object()), "JSON"),
 ])
 def test_trajectories_that_would_not_round_trip_are_refused(store, run_id, make_traj, change, message):

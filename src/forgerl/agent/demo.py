@@ -111,7 +111,7 @@ def _summary(trajectory: Trajectory, elapsed_s: float):  # -> rich.table.Table
     completion = trajectory.num_completion_tokens
     status_style = {TrajectoryStatus.COMPLETED: "green", TrajectoryStatus.TRUNCATED: "yellow"}
     row("status", trajectory.status.value, status_style.get(trajectory.status, "red"))
-    row("end", str(trajectory.metadata.get("end_reason", "")))
+    row("end", trajectory.end_reason or "")
     if trajectory.failure is not None:
         row("failure", f"[{trajectory.failure.boundary.value}] {trajectory.failure.message}", "red")
     row("reward", "none (failed: kept out of the loss)" if trajectory.reward is None else f"{trajectory.reward:g}")

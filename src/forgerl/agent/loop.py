@@ -61,7 +61,8 @@ async def run_episode(
         raise ConfigError(f"need max_turns >= 1 and max_total_tokens >= 2, got {max_turns}, {max_total_tokens}")
     traj = trajectory if trajectory is not None else Trajectory()
     traj.task_id, traj.chat_format = task.id, chat_format.name
-    traj.metadata.update(family=task.family, new_roots=[])
+    traj.family = task.family
+    traj.metadata.update(new_roots=[])
     try:
         traj.messages = env.reset(task)  # first: a task may restrict the tool set
         tools = traj.tools = env.tools()
@@ -194,7 +195,7 @@ def _next_context(
 def _finish(traj: Trajectory, env: Environment, status: TrajectoryStatus, reason: str) -> Trajectory:
     """Set the status and score the episode; a verifier crash makes it FAILED (Boundary.VERIFIER)."""
     traj.status = status
-    traj.metadata["end_reason"] = reason
+    traj.end_reason = reason
     _record_env_events(traj, env)
     try:
         verdict = env.reward(traj)
@@ -219,5 +220,5 @@ def _fail(traj: Trajectory, boundary: Boundary, message: str) -> Trajectory:
     """An infrastructure failure: kept out of the loss, so no reward (not a fake zero)."""
     traj.status, traj.reward, traj.reward_breakdown = Status.FAILED, None, {}
     traj.failure = Failure(boundary=boundary, message=message, turn=len(traj.calls))
-    traj.metadata["end_reason"] = f"failed at the {boundary.value} boundary"
+    traj.end_reason = f"failed at the {boundary.value} boundary"
     return traj

@@ -97,10 +97,12 @@ def passed(trajectory: Trajectory) -> bool:
 
 
 def summarize(trajectories: Sequence[Trajectory], group_by: str = "category", *, env: str = "", model: str = "") -> EvalReport:
-    """Pass rates overall and per value of `trajectory.metadata[group_by]` (missing: "-")."""
+    """Pass rates overall and per value of `group_by`: a typed field (family, difficulty...) or a
+    metadata key (category); missing: "-"."""
     overall, groups = GroupStats("all"), {}
     for traj in trajectories:
-        key = str(traj.metadata.get(group_by, "-"))
+        value = traj.value_of(group_by)
+        key = "-" if value is None else str(value)
         for stats in (overall, groups.setdefault(key, GroupStats(key))):
             if traj.status == TrajectoryStatus.FAILED:
                 stats.failed_infra += 1
@@ -192,7 +194,8 @@ async def run_tasks(
             finally:
                 await close_env(environment, traj)
         traj.metadata.update(metadata or {})
-        traj.metadata.update(category=_category(task), difficulty=task.difficulty, eval_index=index)
+        traj.difficulty = task.difficulty
+        traj.metadata.update(category=_category(task), eval_index=index)
         if on_done is not None:
             on_done()
         return traj

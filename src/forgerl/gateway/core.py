@@ -116,7 +116,7 @@ class Gateway:
                           tools=tools, messages=list(opening),
                           metadata={"source": "gateway", "session_id": sid, "new_roots": [], **(metadata or {})})
         if task is not None:
-            traj.metadata.update(family=task.family, difficulty=task.difficulty)
+            traj.family, traj.difficulty = task.family, task.difficulty
         session = Session(sid, key_digest(key), time.time() + ttl, traj, env, task, tools, opening)
         self.sessions[sid] = session
         self._by_digest[session.key_digest] = sid
@@ -203,7 +203,7 @@ class Gateway:
         self._forget(session)
         traj = session.trajectory
         traj.status = status
-        traj.metadata["end_reason"] = reason
+        traj.end_reason = reason
         try:
             if status == TrajectoryStatus.FAILED:
                 traj.failure = failure or Failure(boundary=Boundary.AGENT, message=reason, turn=len(traj.calls))
@@ -230,7 +230,7 @@ class Gateway:
             traj.status, traj.reward, traj.reward_breakdown = TrajectoryStatus.FAILED, None, {}
             traj.failure = Failure(boundary=Boundary.TIMEOUT, message="session expired before it was ended",
                                    turn=len(traj.calls))
-            traj.metadata["end_reason"] = "session expired"
+            traj.end_reason = "session expired"
             if session.env is not None:
                 await _close_env(session.env, traj)
             await self._keep(session, traj)

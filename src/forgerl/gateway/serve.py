@@ -97,7 +97,7 @@ async def shutdown_sessions(gateway: Gateway) -> int:
         traj.status, traj.reward, traj.reward_breakdown = TrajectoryStatus.FAILED, None, {}
         traj.failure = Failure(boundary=Boundary.TIMEOUT, message="the gateway shut down before the session ended",
                                turn=len(traj.calls))
-        traj.metadata["end_reason"] = "gateway shutdown"
+        traj.end_reason = "gateway shutdown"
         if session.env is not None:
             await close_env(session.env, traj)
         if gateway.store is not None and gateway.run_id is not None:

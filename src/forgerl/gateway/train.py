@@ -123,7 +123,7 @@ class GatewaySource:
         if self.reward_transform is not None:
             await asyncio.to_thread(self.reward_transform.apply, groups)
         for traj in trajectories:
-            traj.metadata.update(step=run.step)
+            traj.rollout_step = run.step
         run.store.add_trajectories(trajectories, run.run_id)
         metrics = {"time/rollout_s": time.perf_counter() - t0, "gateway/new_roots_per_episode": _mean_roots(trajectories)}
         if self.reward_transform is not None:

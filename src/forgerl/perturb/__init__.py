@@ -5,7 +5,7 @@ information and the tool set, the system and user prompts, the chat template, th
 the tool responses did. One entry point, `apply_perturbations(task, env, spec, seed)`, returns the
 wrapped environment (which maps every perturbed call back to the original tools, so verifiers and
 gold paths keep working), the chat format to render in and the record kept on the trajectory as
-`metadata["perturbations"]`; `replay(record, task, env)` rebuilds the same episode.
+`trajectory.perturbations`; `replay(record, task, env)` rebuilds the same episode.
 
     spec.py      PerturbSpec (the run config's [perturb] table), held-out scaffolds
     apply.py     draws per episode, apply_perturbations, replay, the run_episode wrapper
@@ -22,7 +22,7 @@ Hooking it into training (train/rollouts.py `_episode`), without touching the ag
         p = apply_perturbations(task, env, cfg.perturb, episode_seed(task, cfg.seed))
         env, task, fmt = p.env, p.task, p.format(run.fmt)
         sampling = p.sampling(sampling, run.engine.tokenizer)
-        trajectory.metadata["perturbations"] = p.record
+        trajectory.perturbations = p.record
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 fire (each with its probability) and what each draws (a naming style, a response style, a chat
 format, noise rates), wraps the environment, and returns what the agent loop needs — the
 environment, the task, the chat format and the sampling stop ids. The record
-(`Perturbed.record`, kept as `trajectory.metadata["perturbations"]`) lists every applied
+(`Perturbed.record`, kept as `trajectory.perturbations`) lists every applied
 perturbation with its kind, parameters and seed; `replay(record, task, env)` rebuilds the same
 episode, because every draw is a function of (spec, seed) alone.
 
@@ -122,7 +122,7 @@ def apply_perturbations(task: Task, env: Environment, spec: PerturbSpec, seed: i
 
 
 def replay(record: dict[str, Any], task: Task, env: Environment) -> Perturbed:
-    """The same perturbations again, from a trajectory's `metadata["perturbations"]`."""
+    """The same perturbations again, from a trajectory's `perturbations`."""
     if record.get("version") != RECORD_VERSION:
         raise ValueError(f"perturbation record version {record.get('version')!r} is not {RECORD_VERSION}: "
                          "it was written by another forgerl version and cannot be replayed exactly")
@@ -147,7 +147,7 @@ def perturbing(run_episode: RunEpisode, spec: PerturbSpec, *, run_seed: int = 0,
             return await run_episode(engine, chat_format, env, task, sampling=sampling, trajectory=trajectory, **kwargs)
         p = apply_perturbations(task, env, spec, episode_seed(task, run_seed))
         traj = trajectory if trajectory is not None else Trajectory()
-        traj.metadata["perturbations"] = p.record
+        traj.perturbations = p.record
         return await run_episode(engine, p.format(chat_format), p.env, p.task, sampling=p.sampling(sampling, engine.tokenizer),
                                  trajectory=traj, **kwargs)
 

@@ -7,7 +7,7 @@ Transient failures and latency come from `NoisyEnvironment` (envs/noise.py), wra
 
 Everything is a pure function of the episode's draws (perturb/apply.py) and of the calls made, so a
 recorded episode replays exactly. What was done lands in `record` (the same dict the trajectory
-keeps under `metadata["perturbations"]`), and the environment events name calls as the agent made
+keeps as `trajectory.perturbations`), and the environment events name calls as the agent made
 them, so a scripted policy can retry exactly the calls that failed.
 """
 
@@ -182,7 +182,7 @@ class PerturbedEnvironment(EnvironmentWrapper):
     def reward(self, trajectory: Trajectory, *, excused_tool_errors: int = 0) -> RewardResult:
         """The wrapped reward; rate-limit rejections are excused like injected failures (the noise
         layer excuses its own), and the perturbation record is put on the trajectory."""
-        trajectory.metadata["perturbations"] = self.record
+        trajectory.perturbations = self.record
         limited = sum(1 for e in self._events if e.get("cause") == "rate_limit")
         result = self.inner.reward(trajectory, excused_tool_errors=excused_tool_errors + limited)
         result.evidence["perturbations"] = self.record

@@ -70,7 +70,7 @@ async def run_scaffold(engine: Any, env_name: str, scaffold: Scaffold, n: int, *
         p = apply_perturbations(task, env, scaffold.spec, task_seed)
         sampling = p.sampling(SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed),
                               engine.tokenizer)
-        trajectory = Trajectory(metadata={"perturbations": p.record, "scaffold": scaffold.name})
+        trajectory = Trajectory(perturbations=p.record, metadata={"scaffold": scaffold.name})
         try:
             return await run_episode(engine, p.format(base_format), p.env, p.task, sampling=sampling,
                                      max_turns=max_turns, max_total_tokens=max_context, trajectory=trajectory)

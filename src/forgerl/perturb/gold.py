@@ -40,7 +40,7 @@ class PerturbedConversation:
     score: float
     """The family's reward on the perturbed environment the calls ran in."""
     record: dict[str, Any] = field(default_factory=dict)
-    """The perturbation record (as a trajectory's metadata["perturbations"]): replayable."""
+    """The perturbation record (as a trajectory's `perturbations`): replayable."""
 
 
 async def _run(env: PerturbedEnvironment, call: ToolCall) -> tuple[str, str, bool]:

@@ -120,7 +120,7 @@ def print_comparison(console: Console, original: EpisodeView, perturbed: Episode
     row("first call,\nas written", lambda v: [v.first_reply])
     row("tool results", lambda v: [f"{_call(c)} -> {out}" for c, out in v.exchanges])
     console.print(table)
-    applied = Table(title="applied perturbations (trajectory.metadata['perturbations'])", show_lines=True)
+    applied = Table(title="applied perturbations (trajectory.perturbations)", show_lines=True)
     applied.add_column("kind", no_wrap=True)
     applied.add_column("seed", no_wrap=True)
     applied.add_column("params")

@@ -347,7 +347,7 @@ def create_app(run_dir: str | os.PathLike[str], *, rubric: Rubric = DEFAULT_RUBR
             if needle and needle not in text.lower() and needle not in row["id"].lower():
                 continue
             if perturbation:
-                has = json.loads(text).get("perturbation") is not None
+                has = json.loads(text).get("perturbations") is not None  # current schema: the store upgrades old payloads
                 if has != (perturbation == "yes"):
                     continue
             rows.append(row)

@@ -110,9 +110,9 @@ def make_trajectory(task_index: int, rollout: int, rng: random.Random,
         chat_format="minimax_m2", messages=messages, calls=calls,
         tools=[ToolSpec(name="shell", description="run a shell command on a host")],
         reward=reward, reward_breakdown={"outcome": reward},
-        perturbation={"system_prompt": "short"} if rollout % 2 else None,
-        metadata={"family": f"ops-{kind}",
-                  "behaviour": {"destructive": b.destructive, "explained": b.explained, "passed": b.passed},
+        perturbations={"system_prompt": "short"} if rollout % 2 else None,
+        family=f"ops-{kind}",
+        metadata={"behaviour": {"destructive": b.destructive, "explained": b.explained, "passed": b.passed},
                   "reward_evidence": {"check": _CHECK[kind].format(**fmt), "passed": b.passed}},
         created_at=1_750_000_000.0 + task_index * 10 + rollout,
     )
@@ -128,7 +128,7 @@ def malicious_trajectory() -> Trajectory:
                   Message(role="tool", tool_call_id="c<b>1</b>", name="shell", content=evil),
                   Message(role="assistant", content=evil + "\n<a href=\"javascript:alert(4)\">link</a>")],
         reward=0.5, reward_breakdown={"outcome": 0.5},
-        metadata={"family": "<i>evil</i>", "reward_evidence": {"note": evil}}, perturbation={"tool": evil},
+        family="<i>evil</i>", metadata={"reward_evidence": {"note": evil}}, perturbations={"tool": evil},
         created_at=1_750_000_000.0,
     )
 

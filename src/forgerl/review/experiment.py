@@ -193,9 +193,9 @@ def degenerate_variants(source: Trajectory, rng: random.Random, kinds: tuple[str
             raise ValueError(f"unknown degenerate kind {kind!r}; choose from {DEGENERATE_KINDS}")
         out.append(source.model_copy(update={
             "id": f"{source.id}{SYNTHETIC}{kind}", "messages": messages, "calls": [], "errors": errors, "status": status,
-            "reward": 0.0, "reward_breakdown": {"outcome": 0.0},
+            "reward": 0.0, "reward_breakdown": {"outcome": 0.0}, "end_reason": end,
             "metadata": {**{k: v for k, v in source.metadata.items() if k != "reward_model"},
-                         "end_reason": end, "synthetic": kind, "source": source.id}}, deep=True))
+                         "synthetic": kind, "source": source.id}}, deep=True))
     return out
 
 
@@ -284,7 +284,7 @@ def preference_by_step(run_dir: str | Path) -> list[StepRow]:
         trajectories = store.query()
     by_step: dict[int, list[Trajectory]] = defaultdict(list)
     for t in trajectories:
-        by_step[int(t.metadata.get("step", -1))].append(t)
+        by_step[-1 if t.rollout_step is None else t.rollout_step].append(t)
     rows = []
     for step in sorted(by_step):
         group = by_step[step]

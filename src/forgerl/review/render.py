@@ -118,7 +118,7 @@ def _find_diff(*sources: Any) -> str | None:
 
 
 ENV_DONE_REASON = "environment done"
-"""`metadata["end_reason"]` of an episode the environment ended (forgerl.agent.loop): a tool
+"""`Trajectory.end_reason` of an episode the environment ended (forgerl.agent.loop): a tool
 call of its last turn finished it."""
 
 
@@ -158,7 +158,7 @@ def final_view(traj: Trajectory, observations: dict[str, str]) -> FinalView:
     _, last = said[-1]
     if not last.tool_calls:
         return FinalView("reply", "Final reply", last.content if last.content.strip() else "(the final reply was empty)")
-    call = _submit_call(last, traj.metadata.get("end_reason"))
+    call = _submit_call(last, traj.end_reason)
     if call is not None:
         return FinalView("submitted", "Submitted answer", _submitted_text(call.arguments), tool=call.name,
                          note=last.content or None, observation=observations.get(call.id))
@@ -183,12 +183,12 @@ def trajectory_view(traj: Trajectory) -> TrajectoryView:
               "tokens": list(zip(c.completion_ids, c.completion_logprobs, c.loss_mask, strict=False))}
              for c in traj.calls]
     return TrajectoryView(
-        id=traj.id, task_id=traj.task_id, family=traj.metadata.get("family"), status=traj.status.value,
+        id=traj.id, task_id=traj.task_id, family=traj.family, status=traj.status.value,
         reward=traj.reward, breakdown=reward_parts(traj.reward_breakdown), steps=steps, final=final_view(traj, observations),
         diff=_find_diff(evidence, traj.metadata), evidence=None if evidence is None else _pretty(evidence),
         failure=None if traj.failure is None else f"{traj.failure.boundary.value}: {traj.failure.message}",
         errors=[f"{e.boundary.value}: {e.message}" for e in traj.errors],
-        perturbation=None if traj.perturbation is None else _pretty(traj.perturbation), calls=calls)
+        perturbation=None if traj.perturbations is None else _pretty(traj.perturbations), calls=calls)
 
 
 @dataclass(frozen=True)

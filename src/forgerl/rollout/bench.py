@@ -69,7 +69,7 @@ def task_plan(w: Workload, index: int) -> dict[str, Any]:
 
 
 async def _rollout(engine: ScriptedEngine, w: Workload, plan: dict[str, Any]) -> Trajectory:
-    traj = Trajectory(task_id=f"bench-{plan['i']}", metadata={"difficulty": plan["difficulty"]})
+    traj = Trajectory(task_id=f"bench-{plan['i']}", difficulty=plan["difficulty"])
     prompt = [1, 2, 3]
     for n_tokens, env_s in zip(plan["tokens"], plan["env_s"]):
         version = engine.policy_version  # the version this call samples with
@@ -99,8 +99,8 @@ async def run_mode(mode: str, w: Workload, window: int | None = None) -> dict[st
     async for batch in sched.batches():
         consumed += len(batch.results)
         staleness += batch.staleness
-        tv.append(_tv(Counter(t.metadata["difficulty"] for t in batch.results), dist))
-        mean_difficulty.append(sum(t.metadata["difficulty"] for t in batch.results) / len(batch.results))
+        tv.append(_tv(Counter(t.difficulty for t in batch.results), dist))
+        mean_difficulty.append(sum(t.difficulty for t in batch.results) / len(batch.results))
         await asyncio.sleep(w.train_s)  # the training step
         engine.update_weights({}, engine.policy_version + 1)
     wall = time.perf_counter() - start

@@ -110,7 +110,8 @@ async def rollout_group(run: Run, spec: dict[str, Any], *, perturbed: bool) -> l
     trajectories = [t for episode in episodes for t in episode]
     step = spec["k"] // cfg.groups_per_step
     for traj in trajectories:
-        traj.metadata.update(difficulty=spec["difficulty"], task_index=spec["k"], step=step)
+        traj.difficulty, traj.rollout_step = spec["difficulty"], step
+        traj.metadata.update(task_index=spec["k"])
     return trajectories
 
 

@@ -48,7 +48,7 @@ from forgerl.store.errors import (
     UnknownRecordError,
 )
 from forgerl.store.migrations import migrate
-from forgerl.types import Trajectory, TrajectoryStatus, new_id
+from forgerl.types import PROMOTED_METADATA_KEYS, SCHEMA_VERSION, Trajectory, TrajectoryStatus, new_id
 
 STORE_FILENAME = "store.sqlite"
 _FILE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
@@ -356,7 +356,7 @@ class TrajectoryStore:
         """(summary row, trajectory JSON) pairs: what the exports write, decoded once."""
         for row in self._select((*SUMMARY_COLUMNS, "payload", "payload_encoding"), **filters):
             summary = dict(zip(SUMMARY_COLUMNS, row[: len(SUMMARY_COLUMNS)], strict=True))
-            yield summary, decode_payload(row[-2], row[-1])
+            yield summary, _current_schema_json(decode_payload(row[-2], row[-1]))
 
     def _select(self, columns: Sequence[str], *, limit: int | None = None, order: str = "created",
                 **filters: Any) -> Iterator[tuple[Any, ...]]:
@@ -732,14 +732,13 @@ def _summarise(traj: Trajectory) -> _Summary:
     if not isinstance(traj, Trajectory):
         raise StoreError(f"the store keeps forgerl.types.Trajectory objects, got {type(traj).__name__}")
     _check_finite(traj)
-    family = traj.metadata.get("family")
-    if family is not None and not isinstance(family, str):
-        raise StoreError(f"trajectory {traj.id!r}: metadata['family'] must be a string, got {family!r}")
-    difficulty = traj.metadata.get("difficulty")
+    _check_no_promoted_metadata(traj)
+    family, difficulty = traj.family, traj.difficulty
+    if family is not None and not isinstance(family, str):  # assignment is not validated by the model
+        raise StoreError(f"trajectory {traj.id!r}: family must be a string, got {family!r}")
     if difficulty is not None:
         if isinstance(difficulty, bool) or not isinstance(difficulty, numbers.Real) or not math.isfinite(difficulty):
-            raise StoreError(f"trajectory {traj.id!r}: metadata['difficulty'] must be a finite number, got "
-                             f"{difficulty!r} (map named levels to numbers)")
+            raise StoreError(f"trajectory {traj.id!r}: difficulty must be a finite number, got {difficulty!r}")
         difficulty = float(difficulty)
     try:
         json_text = traj.model_dump_json()
@@ -751,6 +750,17 @@ def _summarise(traj: Trajectory) -> _Summary:
     values = (traj.id, policy_version, traj.task_id, family, difficulty, traj.group_id, traj.agent_id,
               traj.status.value, traj.reward, len(traj.calls), traj.num_completion_tokens, traj.created_at)
     return _Summary(values, payload, encoding)
+
+
+def _check_no_promoted_metadata(traj: Trajectory) -> None:
+    """Schema 2 moved the structural metadata keys to typed fields. A writer that still puts one
+    into `metadata` (after construction, where the model's own upgrade does not run) would store a
+    value that filters, metrics and the review app never see: refuse it where the writer is known."""
+    stale = sorted(k for k in PROMOTED_METADATA_KEYS if k in traj.metadata)
+    if stale:
+        fields = ", ".join(f"trajectory.{PROMOTED_METADATA_KEYS[k]}" for k in stale)
+        raise StoreError(f"trajectory {traj.id!r}: metadata keys {stale} are typed fields since schema "
+                         f"{SCHEMA_VERSION}; set {fields} instead (with a value of that field's type)")
 
 
 def _check_finite(traj: Trajectory) -> None:
@@ -768,9 +778,25 @@ def _check_finite(traj: Trajectory) -> None:
                              "the engine must return finite logprobs for sampled tokens")
 
 
+_CURRENT_SCHEMA_TAIL = f'"schema_version":{SCHEMA_VERSION}}}'
+
+
+def _current_schema_json(json_text: str) -> str:
+    """The trajectory JSON in the current schema: payloads are append-only, so one stored by an
+    older forgerl is moved forward through the model on the way out (exports then hold a single
+    shape). `schema_version` is the model's last field, so a current payload ends with it."""
+    if json_text.endswith(_CURRENT_SCHEMA_TAIL):
+        return json_text
+    return _parse_trajectory(json_text).model_dump_json()
+
+
 def _load_trajectory(payload: bytes, encoding: str) -> Trajectory:
+    return _parse_trajectory(decode_payload(payload, encoding))
+
+
+def _parse_trajectory(json_text: str) -> Trajectory:
     try:
-        return Trajectory.model_validate_json(decode_payload(payload, encoding))
+        return Trajectory.model_validate_json(json_text)
     except ValidationError as exc:
         raise StoreError(f"a stored trajectory no longer validates against forgerl.types.Trajectory ({exc}); "
                          "it was written by an incompatible forgerl version") from exc

@@ -147,9 +147,9 @@ def rollout_metrics(trajectories: list[Trajectory], version: int) -> dict[str, f
         "rollout/staleness_max": float(max((version - 1 - c.policy_version for t in trajectories for c in t.calls), default=0)),
     }
     for key in ("family", "difficulty"):
-        values = sorted({str(t.metadata.get(key)) for t in scored if t.metadata.get(key) is not None})
+        values = sorted({str(t.value_of(key)) for t in scored if t.value_of(key) is not None})
         for v in values:
-            out[f"rollout/reward/{key}={v}"] = _mean([t.reward for t in scored if str(t.metadata.get(key)) == v])
+            out[f"rollout/reward/{key}={v}"] = _mean([t.reward for t in scored if str(t.value_of(key)) == v])
     return out
 
 

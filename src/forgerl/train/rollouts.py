@@ -48,7 +48,8 @@ async def _episode(run: Run, seed: int, difficulty: int | None, sampling: Sampli
     trajectories = await run_episode_for(run, task, env, sampling, perturbations=cfg.perturb if perturbed else None,
                                          group_id=group_id)
     for trajectory in trajectories:
-        trajectory.metadata.update(step=run.step, difficulty=difficulty if difficulty is not None else getattr(task, "difficulty", None))
+        trajectory.rollout_step = run.step
+        trajectory.difficulty = difficulty if difficulty is not None else getattr(task, "difficulty", None)
     return trajectories
 
 
