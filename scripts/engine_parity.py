@@ -79,10 +79,10 @@ def build_config(engine: str, args: argparse.Namespace, model: str) -> Any:
     from forgerl.train.config import load_config
 
     env = resolve_env(args.env)  # `reasoning-gym:GEN:LEVEL` registers that mix as a family first
-    return load_config(args.config, model=model, engine=engine, env=env, steps=args.steps, seed=args.seed,
+    return load_config(args.config, model=model, engine={"kind": engine}, env=env, steps=args.steps, seed=args.seed,
                        run_dir=str(Path(args.out) / engine), groups_per_step=args.groups, group_size=args.group_size,
-                       max_tokens=args.max_tokens, max_turns=args.max_turns, eval_every=args.eval_every,
-                       eval_tasks=args.eval_tasks, device="cpu", dtype=args.dtype, chat_format=args.chat_format,
+                       max_tokens=args.max_tokens, max_turns=args.max_turns,
+                       eval={"every": args.eval_every, "tasks": args.eval_tasks}, device="cpu", dtype=args.dtype, chat_format=args.chat_format,
                        difficulty=None if args.difficulty is None else [args.difficulty])
 
 

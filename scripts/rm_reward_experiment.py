@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from forgerl.review.experiment import (
     collect,
@@ -52,13 +53,13 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     rm_dir = Path(args.rm) if args.rm else out / "reward_model"
-    overrides = {"groups_per_step": args.groups, "group_size": args.group_size, "eval_tasks": 8}
+    overrides: dict[str, Any] = {"groups_per_step": args.groups, "group_size": args.group_size, "eval": {"tasks": 8}}
     if args.lr is not None:
-        overrides["lr"] = args.lr
+        overrides["optim"] = {"lr": args.lr}
     batches, seeds, splits = args.batches, tuple(int(s) for s in args.seeds.split(",")), (0, 1, 2)
     if args.smoke:
         batches, args.steps, seeds, splits = 1, 1, seeds[:1], (0,)
-        overrides.update(groups_per_step=2, group_size=2, eval_tasks=1, max_turns=3)
+        overrides.update(groups_per_step=2, group_size=2, eval={"tasks": 1}, max_turns=3)
     start = time.perf_counter()
     if args.stage in ("all", "collect"):
         trajs = collect(out / "data", batches=batches, groups=2 if args.smoke else 8, group_size=2 if args.smoke else 4)

@@ -13,7 +13,7 @@ import forgerl
 from forgerl.errors import ConfigError
 
 TINY_TRAIN = dict(model="tiny-random", env="arithmetic", difficulty=[1], steps=1, groups_per_step=1, group_size=2,
-                  max_turns=1, max_tokens=8, max_context=512, eval_tasks=1, eval_every=1, device="cpu",
+                  max_turns=1, max_tokens=8, max_context=512, eval={"every": 1, "tasks": 1}, device="cpu",
                   logging={"backends": []})
 
 

@@ -232,9 +232,9 @@ def test_optimizer_step_is_the_same_in_every_batch_mode():
     results = {}
     for mode in ("tree", "chain", "call"):
         model = copy.deepcopy(base)
-        cfg = TrainConfig(batch_mode=mode, micro_batch_tokens=120, lr=1e-3, moe_bias_step=0.0)
+        cfg = TrainConfig(batch_mode=mode, optim={"micro_batch_tokens": 120, "lr": 1e-3}, moe_bias_step=0.0)
         run = SimpleNamespace(config=cfg, policy=model, tracker=ExpertLoadTracker(model),
-                              optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps),
+                              optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.adam_eps),
                               tokenizer=SimpleNamespace(pad_token_id=0), compute_dtype=torch.float32)
         metrics = optimize(run, build_samples(groups, cfg))
         results[mode] = (model, metrics)

@@ -37,7 +37,7 @@ def test_typo_in_a_config_key_is_one_error_with_a_suggestion(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(("setting", "needle"), [("lr = \"1e-4\"", "lr"), ("temperature = -1", "temperature"),
+@pytest.mark.parametrize(("setting", "needle"), [("[optim]\nlr = \"1e-4\"", "optim.lr"), ("temperature = -1", "temperature"),
                                                  ("[loss]\nname = 3", "loss.name"), ("top_p = 1.5", "top_p"),
                                                  ("max_tokens = 0", "max_tokens")])
 def test_wrong_types_and_out_of_range_values_are_refused(tmp_path, capsys, setting, needle):
@@ -51,10 +51,10 @@ def test_wrong_types_and_out_of_range_values_are_refused(tmp_path, capsys, setti
 def test_a_string_for_a_number_names_the_field_and_the_type(tmp_path):
     from forgerl.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"lr: Input should be a valid number, got str '1e-4'"):
-        load_config(None, lr="1e-4")
-    assert load_config(None, lr=1).lr == 1.0  # an int for a float is fine (TOML `lr = 1`)
-    assert load_config(None, betas=[0.9, 0.99]).betas == (0.9, 0.99)  # a TOML array for a tuple
+    with pytest.raises(ConfigError, match=r"optim.lr: Input should be a valid number, got str '1e-4'"):
+        load_config(None, optim={"lr": "1e-4"})
+    assert load_config(None, optim={"lr": 1}).optim.lr == 1.0  # an int for a float is fine (TOML `lr = 1`)
+    assert load_config(None, optim={"betas": [0.9, 0.99]}).optim.betas == (0.9, 0.99)  # a TOML array for a tuple
 
 
 def test_a_string_in_a_nested_table_is_refused_too():
@@ -132,12 +132,12 @@ def test_typer_usage_errors_keep_their_form(capsys):
 def test_print_config_prints_resolved_toml_and_creates_nothing(tmp_path, capsys):
     run_dir = tmp_path / "run"
     code, out, err = _run(capsys, "train", "--print-config", "--steps", "4", "--set", "loss.name=grpo",
-                          "--set", "lr=3e-4", "--set", f"run_dir={run_dir}", "--set", "difficulty=[1, 2]")
+                          "--set", "optim.lr=3e-4", "--set", f"run_dir={run_dir}", "--set", "difficulty=[1, 2]")
     assert code == 0, err
     config_path = tmp_path / "printed.toml"
     config_path.write_text(out)
     config = load_config(config_path)
-    assert (config.steps, config.loss.name, config.lr, config.difficulty) == (4, "grpo", 3e-4, [1, 2])
+    assert (config.steps, config.loss.name, config.optim.lr, config.difficulty) == (4, "grpo", 3e-4, [1, 2])
     assert config.run_dir == str(run_dir) and not run_dir.exists()
 
 

@@ -14,7 +14,7 @@ import pytest
 from forgerl.train.config import dump_config, load_config
 
 CONFIG = dict(model="tiny-random", env="arithmetic", difficulty=[1], groups_per_step=2, group_size=2, max_turns=2,
-              max_tokens=12, max_context=1024, eval_every=10, eval_tasks=1, checkpoint_every=10, steps=6)
+              max_tokens=12, max_context=1024, eval={"every": 10, "tasks": 1}, checkpoint_every=10, steps=6)
 
 
 def _steps_logged(store_path) -> int:

@@ -86,10 +86,12 @@ CONFIG = textwrap.dedent('''
     group_size = 2
     max_turns = 2
     max_tokens = 16
-    eval_every = 1
-    eval_tasks = 2
     difficulty = [1]
     run_dir = "{run_dir}"
+
+    [eval]
+    every = 1
+    tasks = 2
 ''')
 
 

@@ -261,23 +261,23 @@ def test_open_remote_engine_checks_the_server_and_attaches(serve, m2_tokenizer, 
 def test_train_config_remote_fields():
     from forgerl.train.config import dump_config, load_config
 
-    with pytest.raises(ConfigError, match="needs engine_url"):
-        load_config(engine="remote")
-    with pytest.raises(ConfigError, match="only apply to engine 'remote'"):
-        load_config(engine_url="http://127.0.0.1:8000")
-    cfg = load_config(engine="remote", engine_url="http://127.0.0.1:8000")
-    assert cfg.engine_admin_token is None
+    with pytest.raises(ConfigError, match="engine.url: missing"):
+        load_config(engine={"kind": "remote"})
+    with pytest.raises(ConfigError, match="engine.url: not a key of engine kind 'builtin'"):
+        load_config(engine={"url": "http://127.0.0.1:8000"})
+    cfg = load_config(engine={"kind": "remote", "url": "http://127.0.0.1:8000"})
+    assert cfg.engine.admin_token is None
     text = dump_config(cfg)
-    assert "engine_admin_token" not in text  # unset optional fields are left out (TOML has no null)
+    assert "admin_token" not in text  # unset optional fields are left out (TOML has no null)
     import tomllib
 
     assert load_config(**tomllib.loads(text)) == cfg
-    secret = load_config(engine="remote", engine_url="http://127.0.0.1:8000", engine_admin_token="s3cret-token")
+    secret = load_config(engine={"kind": "remote", "url": "http://127.0.0.1:8000", "admin_token": "s3cret-token"})
     assert "s3cret-token" not in dump_config(secret)  # a run directory never holds the token
     from forgerl.train.config import public_config
 
-    assert "engine_admin_token" not in public_config(secret)  # nor does the run's record in the store
-    assert load_config(**tomllib.loads(dump_config(secret))).engine_admin_token is None
+    assert "admin_token" not in public_config(secret)["engine"]  # nor does the run's record in the store
+    assert load_config(**tomllib.loads(dump_config(secret))).engine.admin_token is None
 
 
 # ------------------------------------------------------------------ the trainer against a real process
@@ -311,9 +311,9 @@ def test_trainer_runs_on_a_forgerl_serve_process(tmp_path):
         start_serve(port, tmp_path / "serve.log", started)
         # seed 3: the trainer's tiny-random differs from the server's (seed 0) until the attach push
         cfg = load_config(model="tiny-random", env="arithmetic", difficulty=[1], steps=2, groups_per_step=2,
-                          group_size=2, max_turns=2, max_tokens=12, max_context=512, eval_every=10, eval_tasks=1,
-                          checkpoint_every=1, seed=3, run_dir=str(tmp_path / "run"), engine="remote",
-                          engine_url=url, engine_admin_token=TOKEN)
+                          group_size=2, max_turns=2, max_tokens=12, max_context=512, eval={"every": 10, "tasks": 1},
+                          checkpoint_every=1, seed=3, run_dir=str(tmp_path / "run"),
+                          engine={"kind": "remote", "url": url, "admin_token": TOKEN})
         result = train(cfg)
         info = httpx.get(f"{url}/admin/weights", headers={"Authorization": f"Bearer {TOKEN}"}).json()
         assert info["policy_version"] == 2  # attach (0), then one push per step

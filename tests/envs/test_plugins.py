@@ -317,7 +317,7 @@ def test_forgerl_train_on_a_plugin_family_records_the_plugin(user_package, monke
     run_dir = tmp_path / "run"
     args = ["train", "--plugin", "acme_envs", "--env", FAMILY, "--model", "tiny-random", "--steps", "1",
             "--run-dir", str(run_dir), "--set", "groups_per_step=2", "--set", "group_size=2", "--set", "max_turns=1",
-            "--set", "max_tokens=8", "--set", "eval_tasks=1", "--set", "difficulty=[1]"]
+            "--set", "max_tokens=8", "--set", "eval.tasks=1", "--set", "difficulty=[1]"]
     assert run_cli(args) == 0
     assert load_config(run_dir / "config.toml").plugins == ["acme_envs"]
     assert os.environ["FORGERL_PLUGINS"] == "acme_envs"

@@ -64,10 +64,10 @@ def test_eval_defaults_reproduce_trainings_held_out_reward(tokenizer):
     report = run_eval(engine=eval_engine, console=console)  # every setting left to its default
 
     assert 0.0 < held_out < 1.0  # the token budget cuts some gold rounds: a number that can disagree
-    assert report.overall.episodes == config.eval_tasks and report.overall.failed_infra == 0
+    assert report.overall.episodes == config.eval.tasks and report.overall.failed_infra == 0
     assert report.overall.reward_mean == pytest.approx(held_out, abs=1e-12)
     assert sorted(eval_engine.prompts) == sorted(trainer_engine.prompts)  # the same tasks, turn for turn
-    assert set(eval_engine.settings) == set(trainer_engine.settings) == {(config.max_tokens, config.eval_temperature, 1.0)}
+    assert set(eval_engine.settings) == set(trainer_engine.settings) == {(config.max_tokens, config.eval.temperature, 1.0)}
     assert "the same as training's held-out evaluation" in console.export_text()
 
 
@@ -85,7 +85,7 @@ def test_defaults_follow_the_training_config_per_family():
     config = TrainConfig(env="arithmetic")
     settings = held_out_settings("arithmetic")
     assert (settings.n, settings.max_turns, settings.max_tokens, settings.temperature, settings.max_context) == (
-        config.eval_tasks, config.max_turns, config.max_tokens, config.eval_temperature, config.max_context)
+        config.eval.tasks, config.max_turns, config.max_tokens, config.eval.temperature, config.max_context)
     assert settings.difficulty == config.difficulty[0]
     assert held_out_settings().env == TrainConfig().env
 

@@ -75,7 +75,7 @@ def test_train_through_gateway_runs_steps_with_the_default_policy(tmp_path):
     from forgerl.gateway.train import train_through_gateway
 
     agent = _load_example()
-    config = TrainConfig(model="default", steps=2, groups_per_step=2, group_size=4, eval_tasks=1, max_turns=4,
+    config = TrainConfig(model="default", steps=2, groups_per_step=2, group_size=4, eval={"tasks": 1}, max_turns=4,
                          run_dir=str(tmp_path / "run"), seed=1)
     out = train_through_gateway(config, functools.partial(agent.run_agent, max_turns=config.max_turns,
                                                           max_tokens=config.max_tokens))

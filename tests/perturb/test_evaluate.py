@@ -171,7 +171,7 @@ def test_training_rollouts_are_perturbed_through_the_real_rollout_code(tokenizer
     from forgerl.train.config import TrainConfig
     from forgerl.train.rollouts import collect_groups, evaluate
 
-    cfg = TrainConfig(env="arithmetic", difficulty=[1], groups_per_step=2, group_size=2, max_turns=2, max_tokens=16, eval_tasks=2,
+    cfg = TrainConfig(env="arithmetic", difficulty=[1], groups_per_step=2, group_size=2, max_turns=2, max_tokens=16, eval={"tasks": 2},
                       max_context=4096, perturb=everything())
     engine = ScriptedEngine(tokenizer, ["Done."], cycle=True, max_context=4096)
     run = SimpleNamespace(config=cfg, engine=engine, fmt=get_format("minimax_m2"), step=0)

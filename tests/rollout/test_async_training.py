@@ -16,7 +16,7 @@ from forgerl.train.config import TrainConfig
 @pytest.mark.slow  # ~35 s of CPU (two evaluations and three real steps on a tiny model)
 def test_async_training_runs_steps_within_the_staleness_bound(tmp_path):
     config = TrainConfig(model="tiny-random", env="arithmetic", difficulty=[1], steps=3, groups_per_step=2,
-                         group_size=2, max_turns=2, max_tokens=12, max_context=1024, eval_every=10, eval_tasks=2,
+                         group_size=2, max_turns=2, max_tokens=12, max_context=1024, eval={"every": 10, "tasks": 2},
                          checkpoint_every=3, run_dir=str(tmp_path / "run"))
     seen: list[dict[str, float]] = []
     result = run_async_training(config, SchedulerConfig(batch_size=2, capacity=4, max_staleness=2),

@@ -66,8 +66,8 @@ def test_kill_9_the_engine_mid_run(tmp_path, mode):
     url = f"http://127.0.0.1:{port}"
     log, trainer_log = tmp_path / "serve.log", tmp_path / "trainer.log"
     cfg = load_config(model="tiny-random", env="arithmetic", difficulty=[1], steps=3, groups_per_step=2, group_size=3,
-                      max_turns=3, max_tokens=24, max_context=512, eval_every=10, eval_tasks=1, checkpoint_every=10,
-                      run_dir=str(tmp_path / "run"), engine="remote", engine_url=url, engine_admin_token=TOKEN,
+                      max_turns=3, max_tokens=24, max_context=512, eval={"every": 10, "tasks": 1}, checkpoint_every=10,
+                      run_dir=str(tmp_path / "run"), engine={"kind": "remote", "url": url, "admin_token": TOKEN},
                       rollout={"mode": mode} if mode == "sync" else {"mode": mode, "capacity": 4})
     (tmp_path / "run.toml").write_text(dump_config(cfg))
     started: list[subprocess.Popen] = []  # killed however the test ends (the trainer too)

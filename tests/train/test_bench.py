@@ -13,7 +13,7 @@ def test_loss_bench_runs_every_loss_from_the_same_start_and_prints_the_curves(ca
     from forgerl.train.bench import run_loss_bench
     from forgerl.train.config import TrainConfig
 
-    base = TrainConfig(model="tiny-random", groups_per_step=1, group_size=2, max_turns=1, max_tokens=8, eval_tasks=2,
+    base = TrainConfig(model="tiny-random", groups_per_step=1, group_size=2, max_turns=1, max_tokens=8, eval={"tasks": 2},
                        difficulty=[1])
     results = run_loss_bench(("cispo", "grpo"), (0,), steps=2, target_gain=0.5, eval_every=1, base=base)
     out = capsys.readouterr().out

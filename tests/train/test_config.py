@@ -17,9 +17,9 @@ def test_defaults_round_trip_through_toml(tmp_path):
 
 def test_overrides_win_and_none_is_ignored(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text("steps = 7\nlr = 1e-3\n")
-    cfg = load_config(path, steps=9, lr=None)
-    assert cfg.steps == 9 and cfg.lr == 1e-3
+    path.write_text("steps = 7\n[optim]\nlr = 1e-3\n")
+    cfg = load_config(path, steps=9, optim=None)
+    assert cfg.steps == 9 and cfg.optim.lr == 1e-3
 
 
 @pytest.mark.parametrize(
@@ -28,12 +28,12 @@ def test_overrides_win_and_none_is_ignored(tmp_path):
         ("stepz = 3", "stepz"),
         ("group_size = 1", "group_size must be >= 2"),
         ("max_tokens = 4000", "must be smaller than max_context"),
-        ("[loss]\nname = \"grpo\"\ntrust_region_mask = true", "only applies to cispo"),
+        ("[loss]\nname = \"grpo\"\ntrust_region_mask = true", "does not apply to loss 'grpo'"),
         ("[loss]\nname = \"nope\"", "loss.name"),
         ("steps = ", "not valid TOML"),
         ("batch_mode = \"chain\"\n[loss]\nname = \"gspo\"", "changes the sequence-level loss 'gspo'"),
         ("batch_mode = \"trie\"", "batch_mode"),
-        ("micro_batch_tokens = 0", "micro_batch_tokens must be >= 1"),
+        ("[optim]\nmicro_batch_tokens = 0", "optim.micro_batch_tokens: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_configs_say_what_is_wrong(tmp_path, text, message):

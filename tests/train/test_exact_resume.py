@@ -18,7 +18,7 @@ from forgerl.store.cli import export_store
 from forgerl.train.config import dump_config, load_config
 
 CONFIG = dict(model="tiny-random", env="arithmetic", difficulty=[1], groups_per_step=2, group_size=2, max_turns=2,
-              max_tokens=12, max_context=1024, eval_every=10, eval_tasks=1, checkpoint_every=2)
+              max_tokens=12, max_context=1024, eval={"every": 10, "tasks": 1}, checkpoint_every=2)
 BATCH = CONFIG["groups_per_step"] * CONFIG["group_size"]
 
 

@@ -145,7 +145,7 @@ def test_the_gateway_source_refuses_what_it_cannot_do():
 
 
 IDENTITY = dict(model="tiny-random", env="test-parity", difficulty=[1], groups_per_step=2, group_size=4, max_turns=2,
-                max_tokens=12, max_context=1024, eval_every=1, eval_tasks=2, checkpoint_every=10, steps=2,
+                max_tokens=12, max_context=1024, eval={"every": 1, "tasks": 2}, checkpoint_every=10, steps=2,
                 logging={"backends": []})
 
 

@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.mark.parametrize("lora_rank", [0, 8])
 def test_train_on_cuda_with_bf16_autocast(tmp_path, lora_rank):
-    cfg = TrainConfig(device="cuda", steps=3, groups_per_step=4, group_size=4, eval_every=3, eval_tasks=8,
-                      difficulty=[1], lora_rank=lora_rank, lr=1e-4 if lora_rank == 0 else 1e-3,
+    cfg = TrainConfig(device="cuda", steps=3, groups_per_step=4, group_size=4, eval={"every": 3, "tasks": 8},
+                      difficulty=[1], lora={"rank": lora_rank}, optim={"lr": 1e-4 if lora_rank == 0 else 1e-3},
                       run_dir=str(tmp_path / "run"))
     steps: list[dict[str, float]] = []
     result = train(cfg, on_step=lambda step, m: steps.append(dict(m)))

@@ -19,7 +19,7 @@ from forgerl.train.config import load_config
 from forgerl.train.loggers import STATE_FILE, MlflowLogger, WandbLogger, mlflow_name
 
 TINY = dict(model="tiny-random", env="arithmetic", difficulty=[1], groups_per_step=1, group_size=2, max_turns=1,
-            max_tokens=8, max_context=512, eval_tasks=1, eval_every=1, device="cpu")
+            max_tokens=8, max_context=512, eval={"every": 1, "tasks": 1}, device="cpu")
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def test_a_step_trains_only_the_adapters():
     groups = [[trajectory(policy, rng, 1.0), trajectory(policy, rng, 0.0)]]
     frozen = {n: p.clone() for n, p in policy.named_parameters() if not p.requires_grad}
     adapters = {n: p.clone() for n, p in policy.named_parameters() if p.requires_grad}
-    cfg = TrainConfig(lora_rank=4, lr=1e-2)
+    cfg = TrainConfig(lora={"rank": 4}, optim={"lr": 1e-2})
     from forgerl.train.step import build_samples
 
     optimize(fake_run(policy, cfg), build_samples(groups, cfg))

@@ -17,7 +17,7 @@ from .test_step import trajectory
 
 
 def test_bf16_run_trains_fp32_master_weights_and_serves_a_bf16_copy(tmp_path):
-    cfg = TrainConfig(model="tiny-random", device="cpu", dtype="bfloat16", lr=1e-6, moe_bias_step=0.0,
+    cfg = TrainConfig(model="tiny-random", device="cpu", dtype="bfloat16", optim={"lr": 1e-6}, moe_bias_step=0.0,
                       run_dir=str(tmp_path / "run"))
     run = open_run(cfg)
     try:

@@ -25,9 +25,11 @@ group_size = 2
 max_turns = 2
 max_tokens = 12
 max_context = 1024
-eval_every = 10
-eval_tasks = 2
 checkpoint_every = 2
+
+[eval]
+every = 10
+tasks = 2
 """
 
 

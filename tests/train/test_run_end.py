@@ -11,7 +11,7 @@ from forgerl.train.config import load_config
 from forgerl.train.interrupt import Abandon, StopControl, TrainingInterrupted
 
 CONFIG = dict(model="tiny-random", env="arithmetic", difficulty=[1], groups_per_step=2, group_size=2, max_turns=2,
-              max_tokens=12, max_context=1024, eval_every=1, eval_tasks=1, checkpoint_every=10)
+              max_tokens=12, max_context=1024, eval={"every": 1, "tasks": 1}, checkpoint_every=10)
 
 
 def _status(run_dir) -> str:

@@ -36,7 +36,7 @@ def trajectory(model, rng: random.Random, reward: float | None, status=Trajector
 
 
 def fake_run(model, config: TrainConfig):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.adam_eps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, betas=config.optim.betas, eps=config.optim.adam_eps)
     return SimpleNamespace(config=config, policy=model, optimizer=optimizer, tracker=ExpertLoadTracker(model),
                            tokenizer=SimpleNamespace(pad_token_id=0), compute_dtype=torch.float32)
 
@@ -66,7 +66,7 @@ def test_optimizer_step_is_independent_of_micro_batching_and_moves_toward_the_ad
     results = []
     for budget in (10_000, 30):  # one micro-batch vs one sample per micro-batch
         model = copy.deepcopy(base)
-        cfg = TrainConfig(micro_batch_tokens=budget, lr=1e-3, moe_bias_step=0.0, batch_mode=batch_mode)
+        cfg = TrainConfig(optim={"micro_batch_tokens": budget, "lr": 1e-3}, moe_bias_step=0.0, batch_mode=batch_mode)
         samples = build_samples(groups, cfg)
         metrics = optimize(fake_run(model, cfg), samples)
         results.append((model, metrics, samples))

@@ -150,7 +150,7 @@ def train(
                                        show_default=_config_default("run_dir")),
     set_values: list[str] | None = typer.Option(
         None, "--set", metavar="KEY=VALUE", show_default=False,
-        help="Set any config key (repeatable): steps=3, lr=1e-4, loss.name=grpo, difficulty=[1,2]. Values are TOML "
+        help="Set any config key (repeatable): steps=3, optim.lr=1e-4, loss.name=grpo, difficulty=[1,2]. Values are TOML "
              "(a bare word is a string); applied after the config file, before the options above."),
     print_config: bool = typer.Option(False, "--print-config",
                                       help="Print the fully resolved config as TOML and exit (nothing is created)."),

@@ -5,7 +5,7 @@ Wilson intervals per group, and store the trajectories (`forgerl store summary O
 (SPEC = generator[:difficulty][*weight],...; `reasoning-gym-tools:SPEC` also offers a calculator).
 
 Defaults are training's held-out evaluation (train/config.py TrainConfig: env, model, chat format,
-`eval_tasks`, the family's training difficulty, `max_turns`, `max_tokens`, `eval_temperature`,
+`eval.tasks`, the family's training difficulty, `max_turns`, `max_tokens`, `eval.temperature`,
 `max_context`), read from TrainConfig rather than repeated here, so `forgerl eval` with no options
 reports the number a run's report shows for the same model. The settings are printed first, with
 every one the user changed named as differing from training's held-out evaluation.
@@ -55,9 +55,9 @@ def held_out_settings(env: str | None = None) -> EvalSettings:
     from forgerl.train.config import TrainConfig
 
     cfg = TrainConfig.model_validate({} if env is None else {"env": env})  # the family's training difficulty
-    return EvalSettings(env=cfg.env, model=cfg.model, n=cfg.eval_tasks, difficulty=_one_level(cfg.env, cfg.difficulty),
+    return EvalSettings(env=cfg.env, model=cfg.model, n=cfg.eval.tasks, difficulty=_one_level(cfg.env, cfg.difficulty),
                         seed=cfg.seed, chat_format=cfg.chat_format, max_turns=cfg.max_turns, max_tokens=cfg.max_tokens,
-                        temperature=cfg.eval_temperature, max_context=cfg.max_context)
+                        temperature=cfg.eval.temperature, max_context=cfg.max_context)
 
 
 def _one_level(env: str, levels: list[int]) -> int | None:
@@ -208,7 +208,7 @@ def eval_command(
     model: str | None = typer.Option(None, help="`default` (the shipped policy), `tiny-random`, a run or a Hugging "
                                      "Face model directory. [default: training's, `default`]"),
     n: int | None = typer.Option(None, "-n", help="Held-out tasks to evaluate (one episode each). "
-                                 "[default: training's eval_tasks]"),
+                                 "[default: training's eval.tasks]"),
     difficulty: str | None = typer.Option(None, help="A level (bfcl: a category group) or 'all' (every level, in "
                                           "turn). [default: the level training uses for the family]"),
     split: str = typer.Option("eval", help="bfcl only: eval (held-out items), train or all."),
@@ -218,7 +218,7 @@ def eval_command(
     max_turns: int | None = typer.Option(None, help="Maximum LLM calls per episode. [default: training's max_turns]"),
     max_tokens: int | None = typer.Option(None, help="Maximum new tokens per LLM call. [default: training's max_tokens]"),
     temperature: float | None = typer.Option(None, help="Sampling temperature (0 = greedy). "
-                                             "[default: training's eval_temperature, 0]"),
+                                             "[default: training's eval.temperature, 0]"),
     group_by: str = typer.Option("category", help="Trajectory metadata key to break pass rates down by."),
     out: str | None = typer.Option(None, "--out", help="Directory for the trajectory store and eval_report.json."),
     scaffolds: str | None = typer.Option(None, help="default, heldout or all: instead, success per perturbation "

@@ -121,8 +121,9 @@ def run_experiment(exp: ExperimentConfig, log: Any = print) -> dict[str, Any]:
     for seed in exp.seeds:
         rl_steps = max(1, exp.steps)  # a valid TrainConfig even when only the SFT stages run
         base = TrainConfig(model=model, steps=rl_steps, seed=seed, groups_per_step=exp.groups_per_step,
-                           group_size=exp.group_size, max_context=exp.max_context, eval_tasks=exp.train_eval_tasks,
-                           eval_every=rl_steps, checkpoint_every=rl_steps, **exp.overrides)
+                           group_size=exp.group_size, max_context=exp.max_context,
+                           eval={"tasks": exp.train_eval_tasks, "every": rl_steps}, checkpoint_every=rl_steps,
+                           **exp.overrides)
         if seed == exp.seeds[0]:  # the shared starting policy, evaluated once (greedy: seed-independent)
             log("evaluating the starting policy ...")
             rows += [{"arm": "start", "seed": seed, **r.as_dict()} for r in _evaluate(base, None, scaffolds, exp.eval_n)]

@@ -2,7 +2,8 @@
 
 Losses share one call signature (`LossFn`, layout in `forgerl.rl.common`) and are chosen by
 name: CISPO is the default (M2_NOTES §1); PPO-clip/GRPO, DAPO and GSPO are there to compare
-against. Advantages live in `forgerl.rl.advantages`.
+against. Advantages live in `forgerl.rl.advantages`; what the trainer needs to know about each
+loss (token- or sequence-level, its options, its default clip) is in `forgerl.rl.traits`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from forgerl.rl.common import BatchCounts
 from forgerl.rl.dapo import dapo_loss
 from forgerl.rl.gspo import gspo_loss
 from forgerl.rl.ppo import grpo_loss, ppo_loss
+from forgerl.rl.traits import LOSS_TRAITS, LossTraits, loss_traits
 from forgerl.rl.types import LossFn, LossInputError, LossOutput
 
 DEFAULT_LOSS = "cispo"
@@ -37,14 +39,17 @@ def get_loss(name: str) -> LossFn:
 __all__ = [
     "DEFAULT_LOSS",
     "LOSSES",
+    "LOSS_TRAITS",
     "BatchCounts",
     "LossFn",
     "LossInputError",
     "LossOutput",
+    "LossTraits",
     "cispo_loss",
     "dapo_loss",
     "get_loss",
     "grpo_loss",
+    "loss_traits",
     "gspo_loss",
     "group_normalized",
     "ppo_loss",

@@ -40,25 +40,42 @@ log = logging.getLogger(__name__)
 Mode = Literal["windowed", "fifo", "greedy", "sync"]
 
 
-class SchedulerConfig(BaseModel):
-    """How rollouts are scheduled; checked when built."""
+class RolloutConfig(BaseModel):
+    """How rollouts are collected: the training config's `[rollout]` table (M2_NOTES §4; a ticket
+    is one group). `sync` is on-policy (collect a batch, train on it, repeat); in the other modes
+    rollouts keep generating while the trainer trains. The batch size is not here: training takes
+    it from `groups_per_step` (`scheduler(batch_size)`). Strict types, as the rest of the config."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True, strict=True)
+
+    mode: Mode = "sync"
+    """sync (on-policy), windowed FIFO (M2's Forge), strict fifo (W = 1) or greedy first-finished."""
+    capacity: int | None = Field(None, ge=1)
+    """N: tickets (groups) open at once (running, or finished and not yet trained on). Default 4 x the
+    batch size; sync: the batch size."""
+    window: int | None = Field(None, ge=1)
+    """W of the windowed mode: the trainer may take any finished ticket among the W oldest open ones
+    (default ceil(0.3 N), M2). Only valid with mode = 'windowed'."""
+    max_staleness: int | None = Field(None, ge=0)
+    """Most policy versions a trained-on rollout may lag the trainer (None: unbounded)."""
+    on_stale: StalePolicy = "requeue"
+    """A rollout beyond max_staleness is generated again in its place, or dropped."""
+    max_attempts: int = Field(3, ge=1)
+    """Generations a ticket may start (failures and re-queues) before it is dropped."""
+
+    def scheduler(self, batch_size: int) -> SchedulerConfig:
+        """The scheduler's config for batches of `batch_size` tickets (checked when built)."""
+        return SchedulerConfig(batch_size=batch_size, **self.model_dump())
+
+
+class SchedulerConfig(RolloutConfig):
+    """A RolloutConfig with its batch size: what the scheduler runs on; checked when built.
+    Built directly (benchmarks, tests) its mode defaults to windowed FIFO."""
 
     mode: Mode = "windowed"
     """windowed FIFO (M2), strict fifo, greedy first-finished, or synchronous."""
     batch_size: int = Field(8, ge=1)
     """Rollouts (tickets) per batch handed to the trainer."""
-    capacity: int | None = Field(None, ge=1)
-    """N: tickets open at once (running or finished-not-taken). Default 4 x batch_size; sync: batch_size."""
-    window: int | None = Field(None, ge=1)
-    """W for the windowed mode (default ceil(0.3 N), M2). Only valid with mode='windowed'."""
-    max_staleness: int | None = Field(None, ge=0)
-    """Most policy versions a trained-on rollout may lag the trainer (None: unbounded)."""
-    on_stale: StalePolicy = "requeue"
-    """What happens to a rollout beyond max_staleness: generated again in its place, or dropped."""
-    max_attempts: int = Field(3, ge=1)
-    """Generations a ticket may start (failures and re-queues) before it is dropped."""
 
     @model_validator(mode="after")
     def _check(self) -> SchedulerConfig:

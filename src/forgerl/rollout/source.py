@@ -91,9 +91,11 @@ def group_specs(config: TrainConfig) -> Iterator[dict[str, Any]]:
         yield {"k": k, "seed": seed, "difficulty": config.difficulty[seed % len(config.difficulty)]}
 
 
-async def rollout_group(run: Run, spec: dict[str, Any], *, perturbed: bool) -> list[Trajectory]:
+async def rollout_group(run: Run, spec: dict[str, Any], *, perturbed: bool,
+                        on_episode: Callable[[dict[str, Any]], None] | None = None) -> list[Trajectory]:
     """`group_size` concurrent episodes of one task (a failed episode is data: see agent/loop.py);
-    a multi-agent family's episodes contribute every agent's trajectory."""
+    a multi-agent family's episodes contribute every agent's trajectory. `on_episode(spec)` is
+    called as each episode ends (the step's progress bar)."""
     from forgerl.train.rollouts import make_task
 
     cfg = run.config
@@ -103,8 +105,11 @@ async def rollout_group(run: Run, spec: dict[str, Any], *, perturbed: bool) -> l
     async def one(i: int) -> list[Trajectory]:
         env, task = make_task(cfg.env, spec["seed"], spec["difficulty"])
         sampling = dataclasses.replace(base, seed=spec["seed"] * 101 + i)
-        return await run_episode_for(run, task, env, sampling, perturbations=cfg.perturb if perturbed else None,
-                                     group_id=group_id)
+        episode = await run_episode_for(run, task, env, sampling, perturbations=cfg.perturb if perturbed else None,
+                                        group_id=group_id)
+        if on_episode is not None:
+            on_episode(spec)
+        return episode
 
     episodes = await asyncio.gather(*(one(i) for i in range(cfg.group_size)))
     trajectories = [t for episode in episodes for t in episode]
@@ -127,7 +132,7 @@ def advantage_groups(trajectories: list[Trajectory]) -> list[list[Trajectory]]:
 def scheduler_config(config: TrainConfig) -> SchedulerConfig:
     """The scheduler the config's `[rollout]` table asks for; a ticket is one group, so a batch is
     `groups_per_step` tickets. `sync` is the scheduler's own sync mode (one batch, no overlap)."""
-    return SchedulerConfig(batch_size=config.groups_per_step, **config.rollout.model_dump())
+    return config.rollout.scheduler(config.groups_per_step)
 
 
 class SchedulerSource:
@@ -142,6 +147,7 @@ class SchedulerSource:
         self.scheduler: RolloutScheduler | None = None
         self._batches: AsyncIterator[Batch] | None = None
         self._run: Run | None = None
+        self._advance: Callable[[], None] | None = None  # the progress bar of the step being collected
 
     def check(self, config: TrainConfig) -> None:
         check_episode_features(config)
@@ -161,17 +167,32 @@ class SchedulerSource:
 
     async def _produce(self, spec: dict[str, Any]) -> list[Trajectory]:
         assert self._run is not None
-        group = await rollout_group(self._run, spec, perturbed=True)
+        group = await rollout_group(self._run, spec, perturbed=True, on_episode=self._episode_done)
         if self.reward_transform is not None:  # before the ledger stores the group: the store keeps the blend
             await asyncio.to_thread(self.reward_transform.apply, [group])
         return group
 
+    def _episode_done(self, spec: dict[str, Any]) -> None:
+        """Advance the bar for episodes of the step being collected (asynchronous modes also run
+        episodes of later steps meanwhile; those are not this step's progress)."""
+        assert self._run is not None
+        if self._advance is not None and spec["k"] // self._run.config.groups_per_step == self._run.step:
+            self._advance()
+
     async def next_batch(self) -> RolloutBatch | None:
         assert self._batches is not None and self.scheduler is not None and self._config is not None, "start() first"
-        try:
-            batch = await anext(self._batches)
-        except StopAsyncIteration:
-            return None
+        assert self._run is not None
+        from forgerl.train.progress import step_progress
+
+        cfg = self._run.config
+        with step_progress(f"step {self._run.step + 1} rollouts", cfg.groups_per_step * cfg.group_size) as advance:
+            self._advance = advance
+            try:
+                batch = await anext(self._batches)
+            except StopAsyncIteration:
+                return None
+            finally:
+                self._advance = None
         groups = [g for result in batch.results for g in advantage_groups(result)]
         metrics = {"time/rollout_s": batch.wait_s}
         if self.reward_transform is not None:

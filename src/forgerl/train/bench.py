@@ -34,8 +34,9 @@ def run_loss_bench(losses: tuple[str, ...] = ("cispo", "grpo", "dapo"), seeds: t
     with tempfile.TemporaryDirectory(prefix="forgerl-bench-losses-") as tmp:
         for seed in seeds:
             for name in losses:
-                cfg = base.model_copy(update={"steps": steps, "seed": seed, "eval_every": eval_every,
-                                              "checkpoint_every": steps, "run_dir": str(Path(tmp) / f"{name}-{seed}")})
+                cfg = base.model_copy(update={"steps": steps, "seed": seed, "checkpoint_every": steps,
+                                              "run_dir": str(Path(tmp) / f"{name}-{seed}")})
+                cfg.eval = cfg.eval.model_copy(update={"every": eval_every})
                 cfg.loss = cfg.loss.model_copy(update={"name": name})
                 console.print(f"[bold]{name}[/] seed {seed}: training {steps} steps ...")
                 result = train(cfg)

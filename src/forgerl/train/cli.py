@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forgerl.train.config import TrainConfig, dump_config, load_config
+from forgerl.train.config import PRE_GROUPED_NAME, TrainConfig, dump_config, load_config, migrate_run_config
 
 if TYPE_CHECKING:
     from forgerl.perturb.spec import PerturbSpec
@@ -140,6 +140,10 @@ def _resume_config(console: Any, config_path: str | None, overrides: dict[str, A
     if not stored.is_file():
         raise ConfigError(f"cannot resume {run_dir}: it has no config.toml (not a forgerl run directory, or an "
                           "incomplete copy: copy the whole run directory)")
+    moved = migrate_run_config(stored)  # a run made before the config was grouped: once, and said so
+    if moved:
+        console.print(f"migrated {stored} to the grouped config (the original is kept as {PRE_GROUPED_NAME}): "
+                      + "; ".join(moved), markup=False, highlight=False, soft_wrap=True)
     named = load_config(stored).run_dir
     if Path(named).resolve() != Path(run_dir).resolve():
         console.print(f"resuming the run in {run_dir} (its config.toml named {named}: a copied or moved run "

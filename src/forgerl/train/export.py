@@ -80,7 +80,7 @@ def model_card(run_dir: Path, checkpoint: Path) -> str:
     lines += ["", "## Data", "",
               f"Episodes of the `{config.get('env')}` environment, {config.get('groups_per_step')} tasks x "
               f"{config.get('group_size')} rollouts per step, chat format `{config.get('chat_format')}`, "
-              f"seed {config.get('seed')}; held-out evaluation on {config.get('eval_tasks')} tasks from a seed "
+              f"seed {config.get('seed')}; held-out evaluation on {_eval_tasks(config)} tasks from a seed "
               "range training never draws from.", "",
               "## Held-out reward", "", "| step | mean held-out reward |", "|---|---|"]
     lines += [f"| {s} | {_fmt(v)} |" for s, v in curve]
@@ -114,3 +114,10 @@ def _fmt(value: Any) -> str:
 
 
 __all__ = ["export_model", "model_card"]
+
+
+def _eval_tasks(config: dict[str, Any]) -> object:
+    """Held-out tasks per evaluation from a run's recorded config: `eval.tasks`, or `eval_tasks` in
+    runs recorded before the config was grouped (the store keeps each run's config as it was)."""
+    grouped = config.get("eval")
+    return grouped.get("tasks") if isinstance(grouped, dict) else config.get("eval_tasks")

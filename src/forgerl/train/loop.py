@@ -104,7 +104,7 @@ async def _train_steps(run: Run, source: RolloutSource, result: TrainResult, on_
             metrics.update(batch.metrics)
             metrics.update({"time/train_s": t1 - t0, "time/sync_s": time.perf_counter() - t1})
             new_best = False
-            if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
+            if run.step % cfg.eval.every == 0 or run.step == cfg.steps:
                 metrics["eval/reward"] = await evaluate(run)
                 result.eval_rewards.append((run.step, metrics["eval/reward"]))
                 new_best = run.is_new_best(metrics["eval/reward"])

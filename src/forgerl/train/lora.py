@@ -28,7 +28,7 @@ def add_lora(model: torch.nn.Module, rank: int, alpha: float, targets: list[str]
     except ImportError:
         from forgerl.errors import ConfigError
 
-        raise ConfigError("lora_rank > 0 needs peft: pip install 'forgerl[lora]' (or pip install peft)") from None
+        raise ConfigError("lora.rank > 0 needs peft: pip install 'forgerl[lora]' (or pip install peft)") from None
     return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0))
 
 

@@ -83,14 +83,14 @@ async def collect_groups(run: Run, *, skip: set[int] | None = None, on_episode: 
 
 
 async def evaluate(run: Run) -> float:
-    """Mean reward over `eval_tasks` held-out tasks (one rollout each; infra failures excluded)."""
+    """Mean reward over `eval.tasks` held-out tasks (one rollout each; infra failures excluded)."""
     cfg = run.config
-    base = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.eval_temperature)
-    # one sampling seed per task, the same at every evaluation: with eval_temperature > 0 the
+    base = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.eval.temperature)
+    # one sampling seed per task, the same at every evaluation: with eval.temperature > 0 the
     # evaluations of a run share their random numbers, so differences between them are less noisy
     jobs = [_episode(run, HELD_OUT_SEED_BASE + i, cfg.difficulty[i % len(cfg.difficulty)],
                      dataclasses.replace(base, seed=cfg.seed * 1_000_003 + i), None, perturbed=False)
-            for i in range(cfg.eval_tasks)]
+            for i in range(cfg.eval.tasks)]
     results = [episode[0] for episode in await asyncio.gather(*jobs)]  # the main agent's reward is the episode's
     scored = [t.reward for t in results if t.status != TrajectoryStatus.FAILED and t.reward is not None]
     return sum(scored) / len(scored) if scored else 0.0

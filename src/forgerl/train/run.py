@@ -90,7 +90,6 @@ def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool
     """Open a new run in `config.run_dir`, or (resume) continue the one there from its latest good
     checkpoint, superseding what it recorded after that checkpoint. `keep_unconsumed`: leave the
     collected-but-untrained trajectories live (the async loop's ledger offers them again)."""
-    from forgerl.engine.llm import LLMEngine
     from forgerl.model.loading import load_policy, resolve_device, resolve_dtype
     from forgerl.review.train_hook import load_training_reward_model
 
@@ -111,30 +110,16 @@ def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool
     policy, tokenizer = load_policy(config.model, device=device, dtype="float32", chat_format=config.chat_format,
                                     seed=config.seed)
     engine_model = copy.deepcopy(policy).to(compute_dtype).eval()
-    if config.lora_rank > 0:
-        policy = add_lora(policy, config.lora_rank, config.lora_alpha, config.lora_targets)
+    if config.lora.rank > 0:
+        policy = add_lora(policy, config.lora.rank, config.lora.alpha, config.lora.targets)
     fmt = get_format(config.chat_format)
     stop = (tokenizer.convert_tokens_to_ids(fmt.end_of_message),)
     slots = max(8, config.groups_per_step * config.group_size)
-    if config.engine == "vllm":  # a supervised vLLM server in its own venv (engine/vllm; scripts/install_vllm.sh)
-        from forgerl.engine.vllm import open_vllm_engine
-
-        engine = open_vllm_engine(engine_model, tokenizer, work_dir=run_dir / "vllm", model_name=config.model,
-                                  stop_token_ids=stop, max_context=config.max_context,
-                                  server={"threads": config.vllm_threads, "kv_cache_gib": config.vllm_kv_cache_gib,
-                                          "max_num_seqs": slots})
-    elif config.engine == "remote":  # a `forgerl serve --admin-token` process (engine/remote.py): gets our weights first
-        from forgerl.engine.remote import open_remote_engine
-
-        engine = open_remote_engine(config.engine_url or "", tokenizer, admin_token=config.engine_admin_token,
-                                    stop_token_ids=stop, max_context=config.max_context,
-                                    initial_weights=inference_weights(engine_model))
-    else:
-        engine = LLMEngine(engine_model, tokenizer, model_name=config.model, max_context=config.max_context,
-                           num_slots=slots, stop_token_ids=stop, fp32_lm_head=config.fp32_lm_head)
+    # each engine kind opens its own engine (train/config.py: builtin, vllm, remote)
+    engine = config.engine.open(engine_model, tokenizer, config=config, run_dir=run_dir, stop_token_ids=stop, slots=slots)
     policy.train()
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr, betas=config.betas, eps=config.adam_eps,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.optim.lr,
+                                  betas=config.optim.betas, eps=config.optim.adam_eps, weight_decay=config.optim.weight_decay)
     store = TrajectoryStore(run_dir)
     runs = store.runs()
     run_id = runs[-1].id if (resume and runs) else store.add_run(public_config(config))

@@ -24,6 +24,7 @@ import torch
 
 from forgerl.rl import get_loss
 from forgerl.rl.advantages import group_normalized
+from forgerl.rl.traits import loss_traits
 from forgerl.train.config import TrainConfig
 from forgerl.train.logprobs import (
     MicroBatch,
@@ -38,13 +39,10 @@ if TYPE_CHECKING:
     from forgerl.train.run import Run
 
 
-TOKEN_LEVEL_LOSSES = ("cispo", "dapo")
-
-
 def build_samples(groups: list[list[Trajectory]], config: TrainConfig) -> list[TrainingSample]:
     """Samples of the groups with a learning signal: chains for token-level losses (except in
     `call` mode), single calls for sequence-level losses (a chain would change their sequences)."""
-    merge = config.loss.name in TOKEN_LEVEL_LOSSES and config.batch_mode != "call"
+    merge = loss_traits(config.loss.name).token_level and config.batch_mode != "call"
     samples: list[TrainingSample] = []
     for group in groups:
         valid = [t for t in group if t.status != TrajectoryStatus.FAILED and t.reward is not None]
@@ -103,7 +101,7 @@ def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
         old_lp.append(mb.old_logprobs[keep])
         entropies.append(entropy[keep])
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
     control = getattr(run, "control", None)  # absent on the bare runs of benchmarks and tests
     if control is not None:
         control.begin_update()  # an abandoned step stops here, before the weights change
@@ -134,7 +132,7 @@ def _micro_batches(samples: list[TrainingSample], cfg: TrainConfig, device: torc
     if cfg.batch_mode == "tree":
         from forgerl.batching import build_tree_batch
 
-        batch = build_tree_batch(samples, cfg.micro_batch_tokens, pad_to_multiple=128 if device.type == "cuda" else 1,
+        batch = build_tree_batch(samples, cfg.optim.micro_batch_tokens, pad_to_multiple=128 if device.type == "cuda" else 1,
                                  pad_id=pad_id)
         metrics.update({"batch/sample_tokens": float(batch.stats.sample_tokens),
                         "batch/processed_tokens": float(batch.stats.packed_tokens),
@@ -143,7 +141,7 @@ def _micro_batches(samples: list[TrainingSample], cfg: TrainConfig, device: torc
         for mb in batch.micro_batches:
             yield mb.to(device)
         return
-    chunks = pack_micro_batches(samples, cfg.micro_batch_tokens)
+    chunks = pack_micro_batches(samples, cfg.optim.micro_batch_tokens)
     metrics.update({"batch/sample_tokens": float(sum(len(s.input_ids) for s in samples)),
                     "batch/processed_tokens": float(sum(len(c) * max(len(s.input_ids) for s in c) for c in chunks)),
                     "batch/micro_batches": float(len(chunks))})
