@@ -42,7 +42,7 @@ def test_gold_episode_with_parallel_calls_scores_one(fmt, tokenizer, env, task):
     engine = ScriptedEngine(tokenizer, replies)
     traj = run(engine, fmt, env, task)
     assert traj.status == TrajectoryStatus.COMPLETED and traj.reward == 1.0, traj.failure
-    assert traj.metadata["end_reason"] == "environment done" and traj.errors == []
+    assert traj.end_reason == "environment done" and traj.errors == []
     assert len(traj.messages[2].tool_calls) == 2  # the parallel round
     assert [m.role for m in traj.messages[3:5]] == ["tool", "tool"]
     assert traj.messages[2].reasoning == "Let me work this out."
@@ -164,13 +164,13 @@ def test_max_turns_truncates(fmt, tokenizer, env, task):
     loop_reply = body(fmt, [ToolCall(name="calculator", arguments={"expression": "1+1"})])
     traj = run(ScriptedEngine(tokenizer, [loop_reply], cycle=True), fmt, env, task, max_turns=3)
     assert traj.status == TrajectoryStatus.TRUNCATED and len(traj.calls) == 3
-    assert "max_turns=3" in traj.metadata["end_reason"]
+    assert "max_turns=3" in traj.end_reason
     assert traj.reward == 0.0  # truncated episodes are still scored: valid RL data
 
 
 def test_final_answer_without_tool_calls_completes(fmt, tokenizer, env, task):
     traj = run(ScriptedEngine(tokenizer, [body(fmt, content="It is 42.")]), fmt, env, task)
-    assert traj.status == TrajectoryStatus.COMPLETED and traj.metadata["end_reason"] == "final answer"
+    assert traj.status == TrajectoryStatus.COMPLETED and traj.end_reason == "final answer"
     assert traj.messages[-1].content == "It is 42." and traj.reward == 0.0
 
 
@@ -191,7 +191,7 @@ def test_cut_completion_gets_its_end_marker_as_context(fmt, tokenizer, env, task
 def test_context_budget_truncates(fmt, tokenizer, env, task):
     first = len(encode_segments(tokenizer, fmt.render(env.reset(task), env.tools())).ids)
     traj = run(ScriptedEngine(tokenizer, gold_replies(fmt, env, task)), fmt, env, task, max_total_tokens=first + 10)
-    assert traj.status == TrajectoryStatus.TRUNCATED and "context budget" in traj.metadata["end_reason"]
+    assert traj.status == TrajectoryStatus.TRUNCATED and "context budget" in traj.end_reason
     assert len(traj.calls) == 1 and traj.calls[0].finish_reason == "length"
     assert len(traj.calls[0].prompt_ids) + len(traj.calls[0].completion_ids) == first + 10
 

@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from forgerl.agent.context import ContextManager
+from forgerl.agent.recording import llm_call, record_env_events, score_episode
 from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, INFRA_BOUNDARIES, ToolOutcome, run_tool_calls
 from forgerl.chat.base import ChatFormat, encode_segments
 from forgerl.engine.base import Engine, GenerationResult, SamplingParams
 from forgerl.envs.base import Environment, Task
 from forgerl.errors import ConfigError, ContextLengthError, EngineError, ForgerlError, ParseError
-from forgerl.types import Boundary, Failure, LLMCall, Message, ToolSpec, Trajectory, TrajectoryStatus
+from forgerl.types import Boundary, Failure, Message, ToolSpec, Trajectory, TrajectoryStatus
 
 Status = TrajectoryStatus
 
@@ -83,7 +84,7 @@ async def run_episode(
             traj.messages.extend([reply, *observations])
             infra = next((f for f in failures if f.boundary in INFRA_BOUNDARIES), None)
             if infra is not None:  # the sandbox or verifier failed under a tool: not the agent's doing
-                _record_env_events(traj, env)
+                record_env_events(traj, env)
                 return _fail(traj, infra.boundary, infra.message)
             if env.done:
                 return _finish(traj, env, Status.COMPLETED, "environment done")
@@ -92,11 +93,11 @@ async def run_episode(
     except ContextLengthError as exc:
         return _finish(traj, env, Status.TRUNCATED, f"context budget: {exc}")
     except asyncio.CancelledError:
-        _record_env_events(traj, env)
+        record_env_events(traj, env)
         _fail(traj, Boundary.TIMEOUT, "episode cancelled")
         raise
     except Exception as exc:  # engine failures, and any bug: the record so far is kept
-        _record_env_events(traj, env)
+        record_env_events(traj, env)
         boundary = exc.boundary if isinstance(exc, ForgerlError) else Boundary.AGENT
         return _fail(traj, boundary, f"{type(exc).__name__}: {exc}")
 
@@ -154,13 +155,7 @@ def _record_call(
             f"your last output was cut off at {len(result.completion_ids)} tokens before it ended, "
             "so none of its tool calls were run. Write shorter outputs."
         )
-    n = len(result.completion_ids)
-    traj.calls.append(LLMCall(
-        prompt_ids=list(prompt_ids), completion_ids=list(result.completion_ids),
-        completion_logprobs=list(result.logprobs), loss_mask=[1] * n, policy_version=result.policy_version,
-        finish_reason=result.finish_reason, cached_prompt_tokens=result.cached_tokens, timings=result.timings,
-        parse_error=parse_error,
-    ))
+    traj.calls.append(llm_call(prompt_ids, result, parse_error=parse_error))
     return reply, problem
 
 
@@ -193,27 +188,14 @@ def _next_context(
 
 
 def _finish(traj: Trajectory, env: Environment, status: TrajectoryStatus, reason: str) -> Trajectory:
-    """Set the status and score the episode; a verifier crash makes it FAILED (Boundary.VERIFIER)."""
+    """Set the status and score the episode (agent/recording.py, shared with the gateway); a
+    verifier crash makes it FAILED (Boundary.VERIFIER)."""
     traj.status = status
     traj.end_reason = reason
-    _record_env_events(traj, env)
-    try:
-        verdict = env.reward(traj)
-    except Exception as exc:
-        return _fail(traj, Boundary.VERIFIER, f"{type(exc).__name__}: {exc}")
-    traj.reward, traj.reward_breakdown = verdict.score, dict(verdict.breakdown)
-    traj.metadata["reward_evidence"] = verdict.evidence
+    failure = score_episode(traj, env)
+    if failure is not None:
+        return _fail(traj, failure.boundary, failure.message)
     return traj
-
-
-def _record_env_events(traj: Trajectory, env: Environment) -> None:
-    """What the environment injected or noticed (noise events, retries), kept even on failure."""
-    try:
-        events = env.events()
-    except Exception:  # a broken environment must not hide the episode's own failure
-        return
-    if events:
-        traj.metadata["env_events"] = events
 
 
 def _fail(traj: Trajectory, boundary: Boundary, message: str) -> Trajectory:

@@ -17,7 +17,10 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from forgerl.agent.recording import score_episode
+from forgerl.agent.tools import INFRA_BOUNDARIES, close_env, run_tool_call
 from forgerl.chat.base import ChatFormat
+from forgerl.envs.base import make_env, sample_task
 from forgerl.gateway.sessions import Session, key_digest, new_key
 from forgerl.types import Boundary, Failure, Message, ToolCall, Trajectory, TrajectoryStatus
 
@@ -93,8 +96,6 @@ class Gateway:
         """A new session. With `family` (or a `task`, whose family is used) an environment is made
         and reset: its opening messages and tools are the session's task; without, the session only
         records calls and its reward comes with `end`."""
-        from forgerl.envs.base import make_env, sample_task
-
         ttl = self.session_ttl_s if ttl_s is None else ttl_s
         if ttl <= 0:
             raise GatewayError(400, f"ttl_s must be > 0, got {ttl}", param="ttl_s")
@@ -177,8 +178,6 @@ class Gateway:
         if session.env is None:
             raise GatewayError(400, "this session has no environment, so it has no tools to run",
                                code="no_environment")
-        from forgerl.agent.tools import INFRA_BOUNDARIES, run_tool_call  # lazy: forgerl.agent pulls in the engine stack
-
         ids = {"id": call_id} if call_id else {}
         call = ToolCall(**ids, name=name, arguments=arguments)
         outcome = await run_tool_call(session.env, call, session.tools, len(session.trajectory.calls),
@@ -209,12 +208,12 @@ class Gateway:
                 traj.failure = failure or Failure(boundary=Boundary.AGENT, message=reason, turn=len(traj.calls))
                 traj.reward, traj.reward_breakdown = None, {}
             elif session.env is not None:
-                _score(traj, session)
+                score_episode(traj, session.env)  # the agent loop's scorer: a verifier crash is FAILED
             elif reward is not None:
                 traj.reward, traj.reward_breakdown = float(reward), {"client": float(reward)}
         finally:
             if session.env is not None:
-                await _close_env(session.env, traj)
+                await close_env(session.env, traj)
         await self._keep(session, traj)
         self.counters["sessions_ended"] += 1
         return traj
@@ -232,7 +231,7 @@ class Gateway:
                                    turn=len(traj.calls))
             traj.end_reason = "session expired"
             if session.env is not None:
-                await _close_env(session.env, traj)
+                await close_env(session.env, traj)
             await self._keep(session, traj)
             self.counters["sessions_expired"] += 1
             out.append(traj)
@@ -261,32 +260,3 @@ def bearer(authorization: str | None) -> str | None:
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
-
-
-def _score(traj: Trajectory, session: Session) -> None:
-    """The environment's reward, as the white-box loop's `_finish` computes it; a verifier crash
-    makes the trajectory FAILED at the verifier boundary instead of a fake zero."""
-    env = session.env
-    assert env is not None
-    try:
-        events = env.events()
-    except Exception:  # noqa: BLE001 — a broken env must not hide the outcome
-        events = []
-    if events:
-        traj.metadata["env_events"] = events
-    try:
-        result = env.reward(traj)
-    except Exception as exc:  # noqa: BLE001
-        traj.status, traj.reward, traj.reward_breakdown = TrajectoryStatus.FAILED, None, {}
-        traj.failure = Failure(boundary=Boundary.VERIFIER, message=f"{type(exc).__name__}: {exc}", turn=len(traj.calls))
-        return
-    traj.reward, traj.reward_breakdown = result.score, dict(result.breakdown)
-    traj.metadata["reward_evidence"] = result.evidence
-
-
-async def _close_env(env: Any, traj: Trajectory) -> None:
-    """Close a session's environment without ever raising (agent.tools.close_env; imported lazily:
-    forgerl.agent pulls in the engine stack)."""
-    from forgerl.agent.tools import close_env
-
-    await close_env(env, traj)

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from forgerl.types import LLMCall, Message, ToolSpec, Trajectory
+from forgerl.agent.recording import llm_call
+from forgerl.types import Message, ToolSpec, Trajectory
 
 if TYPE_CHECKING:
     from forgerl.engine.base import GenerationResult
@@ -186,14 +187,8 @@ class Session:
     def record(self, plan: Plan, result: GenerationResult, completion_text: str,
                messages: list[Message], reply: Message | None, parse_error: str | None) -> int:
         """Append the call (ids and logprobs verbatim) and its branch bookkeeping; returns its index."""
-        n = len(result.completion_ids)
         traj = self.trajectory
-        traj.calls.append(LLMCall(
-            prompt_ids=list(plan.prompt_ids), completion_ids=list(result.completion_ids),
-            completion_logprobs=list(result.logprobs), loss_mask=[1] * n, policy_version=result.policy_version,
-            finish_reason=result.finish_reason, cached_prompt_tokens=result.cached_tokens, timings=result.timings,
-            parse_error=parse_error,
-        ))
+        traj.calls.append(llm_call(plan.prompt_ids, result, parse_error=parse_error))  # as the agent loop records
         index = len(traj.calls) - 1
         if plan.parent is None:
             reason = "first call" if index == 0 else "history rewritten: no earlier context is a prefix"
