@@ -316,8 +316,10 @@ def compare(rm_dir: str | Path, out: str | Path, *, steps: int = 10, seeds: tupl
     for seed in seeds:
         for arm in arms:
             run_dir = out / f"{arm.replace('+', '_')}_seed{seed}"
+            extra = dict(overrides or {})
             settings: dict[str, Any] = {"steps": steps, "seed": seed, "run_dir": str(run_dir),
-                                        "eval_every": steps, "checkpoint_every": steps, **(overrides or {})}
+                                        "eval": {"every": steps, **extra.pop("eval", {})},
+                                        "checkpoint_every": steps, **extra}
             if arm == "verifier+rm":
                 settings["reward_model"] = {"path": str(rm_dir), "weight": weight}
             start = time.perf_counter()
