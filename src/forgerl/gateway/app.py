@@ -45,6 +45,7 @@ from forgerl.engine.base import GenerationResult, TokenEvent
 from forgerl.envs.base import Task
 from forgerl.errors import ParseError
 from forgerl.gateway.core import Gateway, GatewayError
+from forgerl.gateway.remote import Upstream, forward_chat
 from forgerl.gateway.sessions import Plan, Reconciled, Session, history_key
 from forgerl.server.chat import (  # the server's request/response path, shared as is
     ChatServer,
@@ -138,8 +139,6 @@ class _Handlers:
         session = self.session(request, sid)
         raw = await request.body()
         if self.upstream is not None:
-            from forgerl.gateway.remote import forward_chat
-
             payload = parse_json_object(raw)
             return await forward_chat(self.gw, self.upstream, session, payload, _validated(payload))
         assert self.srv is not None
@@ -310,8 +309,6 @@ def create_gateway_app(gateway: Gateway, *, public_url: str | None = None,
                        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The HTTP app over `gateway`. `public_url` is the base advertised in new sessions (default: the
     URL the admin request came in on). Request bodies over `max_body_bytes` get a 413."""
-    from forgerl.gateway.remote import Upstream
-
     if isinstance(gateway.engine, Upstream):  # a remote server renders and samples
         h = _Handlers(gateway, None, gateway.engine)
     else:

@@ -26,6 +26,7 @@ import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from forgerl.engine.base import GenerationResult
+from forgerl.errors import ConfigError
 from forgerl.gateway.core import Gateway, GatewayError
 from forgerl.gateway.sessions import Session
 from forgerl.server.convert import to_messages
@@ -57,8 +58,6 @@ class Upstream:
     def discover(self) -> Upstream:
         """Fill in the served model name and context length from `GET /v1/models` (blocking; call
         at start-up). Raises ConfigError when the server cannot be reached."""
-        from forgerl.errors import ConfigError
-
         try:
             r = httpx.get(f"{self.base_url}/models", timeout=30,
                           headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})

@@ -34,6 +34,8 @@ as a vLLM server (engine/remote.py).
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import uuid
 from typing import Any
 
@@ -43,7 +45,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from forgerl.chat.base import ChatFormat
+from forgerl.chat.base import ChatFormat, get_format
 from forgerl.engine.base import Engine
 from forgerl.server.admin import VERSION_HEADER, AdmissionGate, add_admin_routes
 from forgerl.server.auth import API_KEY_ENV, ApiKeyMiddleware, exposure_warning
@@ -154,13 +156,9 @@ def serve(
     The weight-sync admin routes are enabled by `admin_token` or the FORGERL_ADMIN_TOKEN variable;
     the `/v1` routes need `api_key` (or FORGERL_API_KEY) as a bearer token when one is set.
     `served_model_name` is the id clients see and send (the model's path stays private)."""
-    import os
-    import sys
+    import uvicorn  # only when serving: importing the app (tests, the gateway) does not start a server
 
-    import uvicorn
-
-    from forgerl.chat.base import get_format
-    from forgerl.engine import load_engine  # type: ignore[attr-defined]
+    from forgerl.engine import load_engine  # type: ignore[attr-defined]  # torch: kept out of `forgerl --help`
 
     key = api_key or os.environ.get(API_KEY_ENV) or None
     warning = exposure_warning(host, key)
