@@ -51,7 +51,7 @@ def test_infrastructure_failure_at_submit_fails_the_episode_without_reward(token
     fmt = get_format("minimax_m2")
     env = SubmitInfraFails(exc)
     traj = play(tokenizer, fmt, env, task, env.gold_solution(task))
-    assert traj.status == TrajectoryStatus.FAILED, traj.metadata.get("end_reason")
+    assert traj.status == TrajectoryStatus.FAILED, traj.end_reason
     assert traj.reward is None and traj.reward_breakdown == {}
     assert traj.failure is not None and traj.failure.boundary == boundary
     assert str(exc) in traj.failure.message and "submit_answer" in traj.failure.message
@@ -86,7 +86,7 @@ def test_swe_gold_path_with_a_verifier_sandbox_that_cannot_start_is_failed(token
         traj = play(tokenizer, fmt, env, task, gold, max_turns=len(gold))
     finally:
         asyncio.run(env.close())
-    assert traj.status == TrajectoryStatus.FAILED, (traj.status, traj.metadata.get("end_reason"))
+    assert traj.status == TrajectoryStatus.FAILED, (traj.status, traj.end_reason)
     assert traj.reward is None
     assert traj.failure is not None and traj.failure.boundary == Boundary.SANDBOX
     assert "submit" in traj.failure.message and "no working backend" in traj.failure.message

@@ -35,7 +35,7 @@ def play_gold(tokenizer, p: Perturbed, base_format: str = "minimax_m2") -> tuple
     policy = GoldReplayWithRetries(p.env, p.env.gold_solution(p.task), fmt.render_assistant_body)
     engine = ScriptedEngine(tokenizer, [policy], cycle=True, max_context=16384)
     sampling = p.sampling(SamplingParams(max_tokens=4000), tokenizer)
-    trajectory = Trajectory(metadata={"perturbations": p.record})
+    trajectory = Trajectory(perturbations=p.record)
     traj = asyncio.run(run_episode(engine, fmt, p.env, p.task, sampling=sampling, max_turns=40,
                                    max_total_tokens=16384, trajectory=trajectory))
     return traj, engine

@@ -76,7 +76,7 @@ def test_perturbing_wrapper_perturbs_training_rollouts_only(tokenizer):
                                    trajectory=traj))
 
     trained, held_out = episode("step0-g0"), episode(None)
-    assert trained.chat_format == "hermes" and trained.metadata["perturbations"]["applied"]
+    assert trained.chat_format == "hermes" and trained.perturbations["applied"]
     assert held_out.chat_format == "minimax_m2" and "perturbations" not in held_out.metadata
     again = episode("step0-g0")  # same task -> the same scaffold for every rollout of a group
     assert again.calls[0].prompt_ids == trained.calls[0].prompt_ids
@@ -179,7 +179,7 @@ def test_training_rollouts_are_perturbed_through_the_real_rollout_code(tokenizer
     asyncio.run(evaluate(run))
     evaluated = engine.prompts[len(engine.prompts) - 2:]
     for group in groups:
-        records = [t.metadata["perturbations"] for t in group]
+        records = [t.perturbations for t in group]
         assert records[0]["applied"] and all(r == records[0] for r in records)
         assert group[0].calls[0].prompt_ids == group[1].calls[0].prompt_ids
     run.config = cfg.model_copy(update={"perturb": PerturbSpec()})

@@ -75,7 +75,7 @@ def test_gold_path_still_scores_one_under_each_dimension(family, dimension):
         p = perturbed(family, seed, spec)
         trajectory, result = asyncio.run(run_gold(p.env, p.task))
         assert result.score == 1.0, (seed, result.breakdown)
-        assert trajectory.metadata["perturbations"] is p.record
+        assert trajectory.perturbations is p.record
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -87,7 +87,7 @@ def test_gold_through_the_agent_loop_scores_one_with_everything_on(tokenizer, fa
         assert traj.status == TrajectoryStatus.COMPLETED and traj.reward == 1.0, (seed, traj.errors, traj.metadata)
         assert traj.chat_format == (p.chat_format or "minimax_m2")
         formats.add(traj.chat_format)
-        record = traj.metadata["perturbations"]
+        record = traj.perturbations
         kinds |= {a["kind"] for a in record["applied"]}
         assert all({"kind", "seed", "params"} <= set(a) for a in record["applied"])
         json.dumps(traj.model_dump(mode="json"))  # the record is JSON (the store keeps it)
@@ -111,7 +111,7 @@ def test_replaying_a_recorded_episode_reproduces_its_token_ids(tokenizer):
         p = apply_perturbations(task, make_env("tool-reasoning", seed), everything(), seed)
         traj, _ = play_gold(tokenizer, p)
         stored = Trajectory.model_validate_json(traj.model_dump_json())  # as read back from the store
-        again, _ = play_gold(tokenizer, replay(stored.metadata["perturbations"], task, make_env("tool-reasoning", seed)))
+        again, _ = play_gold(tokenizer, replay(stored.perturbations, task, make_env("tool-reasoning", seed)))
         assert [c.prompt_ids for c in again.calls] == [c.prompt_ids for c in traj.calls]
         assert [c.completion_ids for c in again.calls] == [c.completion_ids for c in traj.calls]
         assert again.chat_format == traj.chat_format and again.reward == traj.reward

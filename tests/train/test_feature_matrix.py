@@ -64,10 +64,10 @@ def test_training_rollouts_are_perturbed_in_every_mode(tmp_path, tokenizer, mode
     batch = one_batch(SchedulerSource(), run)
     assert len(batch.trajectories) == 4
     for group in batch.groups:  # every rollout carries its record; a group shares one scaffold
-        records = [t.metadata["perturbations"] for t in group]
+        records = [t.perturbations for t in group]
         assert records[0]["applied"] and all(r == records[0] for r in records)
     stored = run.store.query(run_id=run.run_id, consumed=True)
-    assert len(stored) == 4 and all("perturbations" in t.metadata for t in stored)
+    assert len(stored) == 4 and all(t.perturbations is not None for t in stored)
 
 
 @pytest.mark.parametrize("mode", ["sync", "windowed"])
