@@ -25,10 +25,6 @@ ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {
     # train.rollouts runs episodes through rollout.episode. Issue 18 item 1 (one training loop) owns
     # both; the fix is to move rollout/train.py's driver under train/ (or episode running under rollout/).
     ("rollout", "train"): "rollout/train.py drives train.loop; train.rollouts uses rollout.episode (issue 18)",
-    # engine/vllm/weights.py reports pushes with rollout.weights' PushResult/StaleWeightsAlarm, while
-    # rollout imports engine.base for SamplingParams. Fix: move those weight-sync types to a module
-    # below both (e.g. engine/weights.py) when rollout/weights.py is free to edit (issue 18).
-    ("engine", "rollout"): "engine.vllm.weights uses rollout.weights' PushResult/StaleWeightsAlarm (issue 18)",
 }
 
 
