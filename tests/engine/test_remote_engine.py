@@ -23,9 +23,9 @@ from forgerl.engine.remote import RemoteEngine, ServerWatch, open_remote_engine
 from forgerl.engine.scripted import ScriptedEngine
 from forgerl.engine.vllm import VLLMEngine
 from forgerl.errors import ConfigError, ContextLengthError, EngineError
-from forgerl.rollout.weights import INSTANCE_HEADER, WeightPusher
 from forgerl.server.app import create_app
 from forgerl.testing import start_cli_server
+from forgerl.weights import INSTANCE_HEADER, WeightPusher
 
 TOKEN = "remote-test-token"
 

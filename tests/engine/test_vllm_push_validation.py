@@ -12,7 +12,7 @@ import httpx
 import pytest
 import torch
 
-from forgerl.engine.vllm.weights import VLLMWeightPusher
+from forgerl.weights.vllm_reload import VLLMWeightPusher
 
 
 def _weights(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -13,10 +13,10 @@ import torch
 
 from forgerl.engine.llm import LLMEngine
 from forgerl.engine.scripted import ScriptedEngine
-from forgerl.rollout.weights import StaleWeightsAlarm, StaleWeightsError, WeightPusher
 from forgerl.server.admin import VERSION_HEADER
 from forgerl.server.app import create_app
 from forgerl.testing import build_micro_moe
+from forgerl.weights import StaleWeightsAlarm, StaleWeightsError, WeightPusher
 
 TOKEN = "s3cret-admin"
 MODEL = "weights-test"
@@ -133,7 +133,7 @@ def test_drain_timeout_loads_nothing_and_reopens(serve_app, m2_tokenizer, m2_for
 def test_stale_weights_alarm(caplog):
     seen: list[str] = []
     alarm = StaleWeightsAlarm(max_lag=0, patience=2, raise_after=4, on_alarm=seen.append)
-    with caplog.at_level(logging.ERROR, logger="forgerl.rollout.weights"):
+    with caplog.at_level(logging.ERROR, logger="forgerl.weights.alarm"):
         assert alarm.check(1, 1) is False
         assert alarm.check(2, 1) is False  # one lagging check: patience
         assert alarm.check(3, 1) is True and "STALE WEIGHTS" in caplog.text and "2 behind" in seen[-1]

@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from forgerl.rollout.weights import StaleWeightsAlarm, WeightPusher
 from forgerl.server.admin import VERSION_HEADER
+from forgerl.weights import StaleWeightsAlarm, WeightPusher
 
 TOKEN = "process-test-token"
 

@@ -14,7 +14,7 @@ generation_config) can never change them silently.
 Policy version: a result carries the version the server reports for it (`forgerl serve` stamps
 every completion: the `forgerl.policy_version` field / `x-forgerl-policy-version` header); a
 server that reports none (vLLM) gets the client's version at send time. `update_weights` goes
-through a pusher (rollout/weights.py `WeightPusher` for `forgerl serve`, engine/vllm/weights.py
+through a weight transport (forgerl/weights: `WeightPusher` for `forgerl serve`, `VLLMWeightPusher`
 for vLLM) and moves `policy_version` only when the push landed.
 
 Failures: every transport error, timeout, 5xx or malformed answer is an EngineError, which the
@@ -169,7 +169,7 @@ class RemoteEngine:
 
     server_kind = "remote engine"  # how error messages name the server
     pusher_hint = ("build it with engine.remote.open_remote_engine, or call attach_pusher(WeightPusher(...)) "
-                   "with the server's admin token (rollout/weights.py)")
+                   "with the server's admin token (forgerl/weights/http_push.py)")
 
     def __init__(
         self,
@@ -492,7 +492,7 @@ def open_remote_engine(
     `shared_dir` (default /dev/shm): the trainer and the server must share that filesystem."""
     import httpx
 
-    from forgerl.rollout.weights import (
+    from forgerl.weights import (
         StaleWeightsAlarm,
         WeightPusher,
         default_shared_dir,

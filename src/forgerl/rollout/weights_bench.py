@@ -57,8 +57,8 @@ def run_weight_sync_bench(repeats: int = 3, sizes: tuple[tuple[int, int, int], .
     from forgerl.chat import get_format
     from forgerl.engine.llm import LLMEngine
     from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer
-    from forgerl.rollout.weights import WeightPusher, default_shared_dir
     from forgerl.server.app import create_app
+    from forgerl.weights import WeightPusher, default_shared_dir
 
     fmt = get_format("minimax_m2")
     tokenizer = prepare_tokenizer(load_default_tokenizer(), fmt)

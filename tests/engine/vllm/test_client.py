@@ -21,9 +21,9 @@ from forgerl.engine.vllm import (
 )
 from forgerl.engine.vllm.client import VLLMEngine
 from forgerl.engine.vllm.server import server_env
-from forgerl.engine.vllm.weights import VLLMWeightPusher, state_digest
 from forgerl.errors import ConfigError, ContextLengthError, EngineError
-from forgerl.rollout.weights import StaleWeightsAlarm, StaleWeightsError
+from forgerl.weights import StaleWeightsAlarm, StaleWeightsError
+from forgerl.weights.vllm_reload import VLLMWeightPusher, state_digest
 
 
 def make_engine(fake, **kw) -> VLLMEngine:

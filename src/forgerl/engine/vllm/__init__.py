@@ -1,5 +1,5 @@
 """vLLM as a rollout engine: the adapter (client.py), the supervised server in its own venv
-(server.py), versioned weight sync (weights.py) and checkpoint export (checkpoints.py).
+(server.py), versioned weight sync (forgerl/weights/vllm_reload.py) and checkpoint export (checkpoints.py).
 
     engine = open_vllm_engine(policy, tokenizer, work_dir=run_dir / "vllm", stop_token_ids=(eom,))
     ... the agent loop and trainer use it like the built-in engine ...
@@ -50,8 +50,8 @@ def open_vllm_engine(
     vLLM server on it, and return the adapter wired to a weight pusher (restarts reload the newest
     pushed weights). `server` overrides VLLMServerConfig fields (threads, kv_cache_gib, venv, ...)."""
     from forgerl.engine.vllm.checkpoints import export_checkpoint
-    from forgerl.engine.vllm.weights import VLLMWeightPusher, state_digest
     from forgerl.train.lora import inference_weights
+    from forgerl.weights.vllm_reload import VLLMWeightPusher, state_digest
 
     work = Path(work_dir)
     model_dir = export_checkpoint(policy, tokenizer, work / "model", dtype=dtype)

@@ -47,7 +47,7 @@ def push_timings(model_dir: str | Path, *, repeats: int = 3, threads: str = "0-1
     from safetensors.torch import load_file
 
     from forgerl.engine.vllm import VLLMServer, VLLMServerConfig
-    from forgerl.engine.vllm.weights import VLLMWeightPusher
+    from forgerl.weights.vllm_reload import VLLMWeightPusher
 
     model_dir = Path(model_dir)
     weights: dict[str, torch.Tensor] = {}

@@ -13,7 +13,7 @@ cache is reset because its keys/values came from the old weights.
 Checking that a sync landed: the server's reported version must equal the pushed one, and the
 server's per-tensor checksums (`/weight_checker`) must change when the pushed weights changed, and
 must come back bit-identical when weights pushed before are pushed again (a restore).
-Failures are reported in the PushResult and fed to the stale-weights alarm (rollout/weights.py);
+Failures are reported in the PushResult and fed to the stale-weights alarm (alarm.py);
 the server is always resumed.
 """
 
@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from forgerl.errors import EngineError
-from forgerl.rollout.weights import PushResult, StaleWeightsAlarm, default_shared_dir
+from forgerl.weights.alarm import StaleWeightsAlarm
+from forgerl.weights.base import PushResult, default_shared_dir
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class VLLMWeightPusher:
         or None. Before the first push or baseline only finiteness can be checked."""
         import torch
 
-        from forgerl.engine.llm import check_weight_push
+        from forgerl.weights.check import check_weight_push  # torch: kept out of `forgerl --help`
 
         reference = self.schema
         if reference is None:

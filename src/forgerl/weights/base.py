@@ -1,0 +1,53 @@
+"""What every weight transport is: `push(state_dict, version) -> PushResult`, `restore()`, `close()`.
+
+A transport moves the trainer's new weights to where rollouts are sampled and says whether they
+landed. One file per transport: inprocess.py (the built-in engine in this process), http_push.py
+(`forgerl serve` in another process), vllm_reload.py (a vLLM server's reload endpoint); a
+collective broadcast would be one more file. Pushes never raise for a failed push: the result says
+so and the stale-weights alarm (alarm.py) shouts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass
+class PushResult:
+    version: int
+    ok: bool
+    engine_version: int | None  # what the engine reports after the push (None: unreachable)
+    bytes: int = 0
+    save_s: float = 0.0  # writing the safetensors file
+    request_s: float = 0.0  # the server loading, draining and applying it
+    total_s: float = 0.0
+    server: dict[str, Any] | None = None  # the server's timings
+    error: str | None = None
+
+
+def default_shared_dir() -> Path:
+    """Shared memory where the OS has it (a tmpfs: the file never touches a disk); else the temp dir."""
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    return base / f"forgerl-weights-{os.getpid()}"
+
+
+@runtime_checkable
+class WeightTransport(Protocol):
+    """Moves versioned weights from the trainer to an engine; all or nothing per push."""
+
+    def push(self, state_dict: Mapping[str, Any], version: int) -> PushResult:
+        """Send `state_dict` as policy `version`; `ok` only when the engine serves it now."""
+        ...
+
+    def restore(self) -> Any:
+        """After the engine restarted: load the newest pushed weights again (no-op when none)."""
+        ...
+
+    def close(self) -> None:
+        """Release files and connections the transport holds."""
+        ...
