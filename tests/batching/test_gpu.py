@@ -25,9 +25,9 @@ import pytest
 import torch
 
 from forgerl.batching import build_tree_batch, tree_token_logprobs
+from forgerl.model.logprobs import collate, token_logprobs
 from forgerl.rl import get_loss
 from forgerl.testing import build_micro_moe
-from forgerl.train.logprobs import collate, token_logprobs
 from forgerl.types import chain_samples
 
 from .conftest import Shape, random_batch

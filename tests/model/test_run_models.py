@@ -125,8 +125,8 @@ def test_lora_checkpoint_is_merged_with_the_adapter_kept(tmp_path):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
+    from forgerl.model.lora import add_lora
     from forgerl.train.checkpoint import load_checkpoint
-    from forgerl.train.lora import add_lora
 
     def tiny_llama():
         from transformers import LlamaConfig, LlamaForCausalLM

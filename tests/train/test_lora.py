@@ -9,8 +9,8 @@ import random
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from forgerl.model.lora import add_lora, inference_weights
 from forgerl.train.config import TrainConfig
-from forgerl.train.lora import add_lora, inference_weights
 from forgerl.train.step import optimize
 
 from .test_step import fake_run, trajectory  # noqa: F401  (shared builders)

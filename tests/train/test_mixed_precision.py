@@ -8,8 +8,8 @@ import random
 
 import torch
 
+from forgerl.model.logprobs import collate, head_logits, mixed_precision, token_logprobs
 from forgerl.train.config import TrainConfig
-from forgerl.train.logprobs import collate, head_logits, mixed_precision, token_logprobs
 from forgerl.train.run import close_run, open_run
 from forgerl.train.step import build_samples, optimize
 

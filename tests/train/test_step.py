@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from forgerl.model.logprobs import collate, token_logprobs
 from forgerl.model.moe import ExpertLoadTracker
 from forgerl.testing import build_micro_moe
 from forgerl.train.config import TrainConfig
-from forgerl.train.logprobs import collate, token_logprobs
 from forgerl.train.step import build_samples, optimize
 from forgerl.types import Failure, LLMCall, Trajectory, TrajectoryStatus, chain_samples
 

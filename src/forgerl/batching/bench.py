@@ -103,7 +103,7 @@ class _PeakMemory:
 
 def _micro_batches(mode: str, samples: list[TrainingSample], budget: int, device: torch.device) -> Iterator[Any]:
     from forgerl.batching.tree import build_tree_batch
-    from forgerl.train.logprobs import collate, pack_micro_batches
+    from forgerl.model.logprobs import collate, pack_micro_batches
 
     if mode == "tree":
         for mb in build_tree_batch(samples, budget, pad_to_multiple=128 if device.type == "cuda" else 1).micro_batches:
@@ -115,7 +115,7 @@ def _micro_batches(mode: str, samples: list[TrainingSample], budget: int, device
 
 def _tokens(mode: str, samples: list[TrainingSample], budget: int) -> tuple[int, int]:
     from forgerl.batching.tree import build_tree_batch
-    from forgerl.train.logprobs import pack_micro_batches
+    from forgerl.model.logprobs import pack_micro_batches
 
     if mode == "tree":
         stats = build_tree_batch(samples, budget).stats
@@ -128,8 +128,8 @@ def run_mode(model: torch.nn.Module, mode: str, samples: list[TrainingSample], t
              scale: float = 1.0) -> ModeResult:
     """Forward+backward (CISPO over the batch's trainable tokens) of the `timed` samples."""
     from forgerl.batching.forward import tree_token_logprobs
+    from forgerl.model.logprobs import MicroBatch, token_logprobs
     from forgerl.rl import cispo_loss
-    from forgerl.train.logprobs import MicroBatch, token_logprobs
 
     device = next(model.parameters()).device
     tokens, count = _tokens(mode, samples, budget)

@@ -2,7 +2,7 @@
 
 The decoder runs once over the packed row (tree attention, tree-depth positions); the LM head runs
 in FP32 only on the hidden states that predict a distinct trainable token (as
-`forgerl.train.logprobs.token_logprobs` does for padded rows); the results are then gathered back
+`forgerl.model.logprobs.token_logprobs` does for padded rows); the results are then gathered back
 into [B, W] rows, so every loss in `forgerl.rl` works unchanged and a target shared by several
 samples (e.g. two rollouts that sampled the same first token) is computed once and used by each.
 """
@@ -29,7 +29,7 @@ from forgerl.types import TrainingSample
 
 
 def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
-    from forgerl.train.lora import decoder_and_head
+    from forgerl.model.lora import decoder_and_head
 
     return decoder_and_head(model)
 
@@ -72,7 +72,7 @@ def tree_token_logprobs(model: torch.nn.Module, mb: TreeMicroBatch, fp32_head: b
                         mode: TreeAttentionMode = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """logp [B, W] of each trainable target token (differentiable) and the entropy [B, W] at the
     predicting position (detached); both 0 where `mb.loss_mask` is 0. Same contract as
-    `forgerl.train.logprobs.token_logprobs`."""
+    `forgerl.model.logprobs.token_logprobs`."""
     decoder, head = _decoder_and_head(model)
     hidden = tree_hidden_states(decoder, mb, mode)
     if mb.target_index.numel() == 0:  # nothing trainable: a zero that still depends on the model
@@ -80,7 +80,7 @@ def tree_token_logprobs(model: torch.nn.Module, mb: TreeMicroBatch, fp32_head: b
         return torch.zeros_like(mb.loss_mask) + zero.float(), torch.zeros_like(mb.loss_mask)
     picked = hidden[mb.source_index]  # [N, H]
     # lazy, like _decoder_and_head (train/ imports batching/)
-    from forgerl.train.logprobs import head_logits
+    from forgerl.model.logprobs import head_logits
 
     logits = head_logits(head, picked, fp32_head)
     logp_all = torch.log_softmax(logits, dim=-1)  # [N, V]

@@ -126,7 +126,7 @@ class TreeMicroBatch:
         target_index [N]     packed index of each distinct trainable target token
         source_index [N]     packed index of the hidden state that predicts it (its tree parent token)
     Loss rows (B = samples in this micro-batch, W = their longest length), same layout and meaning
-    as `forgerl.train.logprobs.MicroBatch`:
+    as `forgerl.model.logprobs.MicroBatch`:
         row_target   [B, W]  index into the N targets (0 where loss_mask is 0)
         row_packed   [B, W]  packed index of every position of every sample (0 past its end)
         loss_mask, old_logprobs, advantages [B, W]

@@ -143,7 +143,7 @@ class RemoteEngineConfig(_Config):
              stop_token_ids: tuple[int, ...], slots: int) -> Any:
         """Connect, check the server serves the same model, and push the run's weights."""
         from forgerl.engine.remote import open_remote_engine
-        from forgerl.train.lora import inference_weights
+        from forgerl.model.lora import inference_weights
 
         return open_remote_engine(self.url, tokenizer, admin_token=self.admin_token, stop_token_ids=stop_token_ids,
                                   max_context=config.max_context, initial_weights=inference_weights(model))

@@ -26,6 +26,7 @@ import torch
 from forgerl.chat import get_format
 from forgerl.chat.base import ChatFormat
 from forgerl.errors import ConfigError
+from forgerl.model.lora import add_lora, inference_weights
 from forgerl.model.moe import ExpertLoadTracker
 from forgerl.store import TrajectoryStore
 from forgerl.train.checkpoint import (
@@ -37,7 +38,6 @@ from forgerl.train.checkpoint import (
 )
 from forgerl.train.config import TrainConfig, dump_config, public_config
 from forgerl.train.interrupt import StopControl
-from forgerl.train.lora import add_lora, inference_weights
 
 log = logging.getLogger(__name__)
 EVAL_METRIC = "eval/reward"

@@ -24,9 +24,9 @@ import torch
 from forgerl.chat.base import ChatFormat, encode_segments
 from forgerl.envs.base import Environment, Task, make_env, sample_task
 from forgerl.errors import ToolError
+from forgerl.model.logprobs import collate, head_logits, token_logprobs
+from forgerl.model.lora import causal_lm, decoder_and_head
 from forgerl.perturb.spec import PerturbSpec
-from forgerl.train.logprobs import collate, head_logits, token_logprobs
-from forgerl.train.lora import causal_lm, decoder_and_head
 from forgerl.types import Message, ToolSpec, TrainingSample, Trajectory
 
 MIN_SHARED_PREFIX = 32  # below this, sharing saves less than its second forward call costs

@@ -22,17 +22,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from forgerl.rl import get_loss
-from forgerl.rl.advantages import group_normalized
-from forgerl.rl.traits import loss_traits
-from forgerl.train.config import TrainConfig
-from forgerl.train.logprobs import (
+from forgerl.model.logprobs import (
     MicroBatch,
     collate,
     mixed_precision,
     pack_micro_batches,
     token_logprobs,
 )
+from forgerl.rl import get_loss
+from forgerl.rl.advantages import group_normalized
+from forgerl.rl.traits import loss_traits
+from forgerl.train.config import TrainConfig
 from forgerl.types import TrainingSample, Trajectory, TrajectoryStatus, chain_samples
 
 if TYPE_CHECKING:

@@ -201,7 +201,7 @@ def test_requests_in_flight_during_a_push_finish_and_are_stamped(served):
 
 def test_trainer_path_push_after_an_optimizer_step(served):
     """What `engine = "vllm"` does after each optimizer step: push inference_weights(policy)."""
-    from forgerl.train.lora import inference_weights
+    from forgerl.model.lora import inference_weights
 
     policy, tokenizer, engine, _ = served
     version = engine.policy_version

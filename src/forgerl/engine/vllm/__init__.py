@@ -50,7 +50,7 @@ def open_vllm_engine(
     vLLM server on it, and return the adapter wired to a weight pusher (restarts reload the newest
     pushed weights). `server` overrides VLLMServerConfig fields (threads, kv_cache_gib, venv, ...)."""
     from forgerl.engine.vllm.checkpoints import export_checkpoint
-    from forgerl.train.lora import inference_weights
+    from forgerl.model.lora import inference_weights
     from forgerl.weights.vllm_reload import VLLMWeightPusher, state_digest
 
     work = Path(work_dir)

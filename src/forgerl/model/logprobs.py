@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from forgerl.train.lora import decoder_and_head
+from forgerl.model.lora import decoder_and_head
 from forgerl.types import TrainingSample
 
 

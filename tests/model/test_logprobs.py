@@ -7,8 +7,8 @@ import random
 
 import torch
 
+from forgerl.model.logprobs import collate, pack_micro_batches, token_logprobs
 from forgerl.testing import build_micro_moe
-from forgerl.train.logprobs import collate, pack_micro_batches, token_logprobs
 from forgerl.types import LLMCall, Trajectory, chain_samples
 
 
