@@ -50,3 +50,50 @@ def test_offenders_sees_function_local_imports() -> None:
     """The checker itself: a local import inside a function body counts."""
     rollout = imported_modules("rollout")
     assert any(name.startswith("forgerl.train") for names in rollout.values() for name in names)
+
+
+def test_the_trainer_imports_nothing_from_review() -> None:
+    """The reward model enters the loop as a reward transform the entry point wires
+    (rollout/train.py default_source, for `forgerl train` and forgerl.train()); train/ only sees
+    the RewardTransform protocol and reads the verifier's reward from forgerl.envs.rewards."""
+    assert offenders("train", "forgerl.review") == []
+
+
+def test_a_reward_model_that_cannot_load_leaves_no_run(tmp_path) -> None:
+    from forgerl.errors import ConfigError
+    from forgerl.rollout.train import run_training
+    from forgerl.train.config import load_config
+
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "reward_model.json").write_text('{"config": {"encoder": "/nowhere"}}')
+    (rm / "head.safetensors").write_bytes(b"")
+    config = load_config(None, run_dir=str(tmp_path / "run"), steps=1, reward_model={"path": str(rm), "weight": 1.0})
+    with pytest.raises(ConfigError, match="cannot load the reward model"):
+        run_training(config)
+    assert not (tmp_path / "run" / "store.sqlite").exists()
+
+
+def test_verifier_reward_reads_the_blended_record() -> None:
+    from forgerl.envs.rewards import verifier_reward
+    from forgerl.types import Trajectory
+
+    traj = Trajectory(task_id="t", reward=0.75, metadata={"reward_model": {"verifier_reward": 1.0}})
+    assert verifier_reward(traj) == 1.0
+    traj.metadata.clear()
+    assert verifier_reward(traj) == 0.75
+
+
+def test_the_entry_point_wires_the_reward_model_as_the_sources_transform(tmp_path, monkeypatch) -> None:
+    from forgerl.review import train_hook
+    from forgerl.rollout.train import default_source
+    from forgerl.train.config import load_config
+
+    loaded = object()
+    monkeypatch.setattr(train_hook, "load_training_reward_model", lambda spec: loaded if spec.path else None)
+    (tmp_path / "reward_model.json").write_text("{}")
+    (tmp_path / "head.safetensors").write_bytes(b"")
+    with_rm = default_source(load_config(None, reward_model={"path": str(tmp_path), "weight": 1.0}))
+    transform = with_rm._make_transform(None)
+    assert isinstance(transform, train_hook.RewardModelTransform) and transform.model is loaded
+    assert default_source(load_config())._make_transform is None

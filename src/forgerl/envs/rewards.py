@@ -207,3 +207,17 @@ def verify_number(spec: dict[str, Any], submitted: Any, gold: Any) -> Verdict:
         },
     )
 
+
+BLENDED_REWARD_KEY = "reward_model"
+"""Trajectory.metadata key under which a reward transform that blends another score into
+`reward` keeps the environment's own reward (review/train_hook.py writes it)."""
+
+
+def verifier_reward(traj: Trajectory) -> float | None:
+    """The environment's own reward, also after a reward model was blended into `traj.reward`.
+
+    Lives here, next to the rewards it reads back, so the trainer can report the verifier's pass
+    rate without importing the review package that does the blending."""
+    meta = traj.metadata.get(BLENDED_REWARD_KEY)
+    return meta["verifier_reward"] if isinstance(meta, dict) and "verifier_reward" in meta else traj.reward
+

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 META_KEY = "reward_model"  # forgerl.review.features.verifier_reward reads it back
 __all__ = ["RewardModelTransform", "apply_reward_model", "load_training_reward_model", "reward_model_metrics",
-           "reward_model_transform", "verifier_reward"]
+           "reward_model_transform", "reward_model_transform_for", "verifier_reward"]
 
 
 def load_training_reward_model(spec: RewardModelSpec) -> RewardModel | None:
@@ -120,8 +120,14 @@ class RewardModelTransform:
         return reward_model_metrics(trajectories)
 
 
+def reward_model_transform_for(spec: RewardModelSpec) -> RewardModelTransform | None:
+    """The reward transform `spec` asks for, its model loaded now (call it before the run opens, so a
+    reward model that cannot be loaded leaves no run behind); None when the component is off."""
+    model = load_training_reward_model(spec)
+    return None if model is None else RewardModelTransform(model, spec)
+
+
 def reward_model_transform(run: Run) -> RewardModelTransform | None:
-    """The run's reward transform: its loaded reward model (open_run loads it), or None when off."""
-    if run.reward_model is None:
-        return None
-    return RewardModelTransform(run.reward_model, run.config.reward_model)
+    """The open run's reward transform from its config's `[reward_model]`, or None when off (for
+    sources that build their transform from the run; the trainer itself never loads a reward model)."""
+    return reward_model_transform_for(run.config.reward_model)

@@ -12,7 +12,7 @@ single-agent family, [coordinator, sub-agents...] for a multi-agent one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from forgerl.agent.loop import run_episode
 from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, close_env
@@ -27,21 +27,21 @@ if TYPE_CHECKING:
     from forgerl.train.run import Run
 
 
-def check_episode_features(config: object) -> None:
+def check_episode_features(config: Any) -> None:
     """Refuse, before a run opens, what the family cannot do: `[perturb]` on a family that runs its
     own episodes (a multi-agent family builds its agents' environments itself, so a perturbed
     scaffold could not reach them)."""
     perturb = getattr(config, "perturb", None)
-    family = family_info(getattr(config, "env"))
+    family = family_info(config.env)
     if perturb is not None and perturb.active and family.episode_runner is not None:
         raise ConfigError(f"[perturb] cannot be combined with env {family.name!r}: that family runs its own "
                           "(multi-agent) episodes, whose environments perturbations cannot wrap; remove [perturb] "
                           "or train another family")
 
 
-def episode_limits(config: object) -> EpisodeLimits:
+def episode_limits(config: Any) -> EpisodeLimits:
     """The run's per-episode limits (turns, context, tool timeout) from its config."""
-    return EpisodeLimits(max_turns=getattr(config, "max_turns"), max_total_tokens=getattr(config, "max_context"),
+    return EpisodeLimits(max_turns=config.max_turns, max_total_tokens=config.max_context,
                          tool_timeout_s=getattr(config, "tool_timeout_s", DEFAULT_TOOL_TIMEOUT_S))
 
 

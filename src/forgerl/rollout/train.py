@@ -23,11 +23,14 @@ from forgerl.train.loop import TrainResult, train
 OnStep = Callable[[int, dict[str, float]], None]
 
 
-def default_source(config: TrainConfig, scheduler: SchedulerConfig | None = None) -> SchedulerSource:  # noqa: ARG001
-    """The scheduler source the config asks for, with its reward model (if any) as reward transform."""
-    from forgerl.review.train_hook import reward_model_transform
+def default_source(config: TrainConfig, scheduler: SchedulerConfig | None = None) -> SchedulerSource:
+    """The scheduler source the config asks for, with its reward model (if any) as reward transform.
+    The reward model is loaded here, before `train` opens the run: one that cannot be loaded leaves
+    no run behind, and train/ never imports the review package."""
+    from forgerl.review.train_hook import reward_model_transform_for
 
-    return SchedulerSource(scheduler, reward_transform=reward_model_transform)
+    transform = reward_model_transform_for(config.reward_model)
+    return SchedulerSource(scheduler, reward_transform=None if transform is None else lambda _run: transform)
 
 
 def run_training(config: TrainConfig, *, resume: bool = False, on_step: OnStep | None = None,

@@ -11,7 +11,8 @@
 
 The source (forgerl/rollout/source.py) decides how rollouts are collected: the scheduler in sync,
 fifo, windowed or greedy mode, or black-box agents through the gateway. `train(config)` without a
-source uses the config's `[rollout]` scheduler with the run's reward model.
+source uses the config's `[rollout]` scheduler with the config's reward model
+(rollout/train.py wires it: train/ never imports the review package).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from forgerl.review.features import verifier_reward
+from forgerl.envs.rewards import verifier_reward
 from forgerl.train.config import TrainConfig
 from forgerl.train.interrupt import StopControl, TrainingInterrupted, handle_stop_signals
 from forgerl.train.rollouts import evaluate

@@ -58,7 +58,6 @@ class Run:
     step: int = 0
     version: int = 0
     sinks: list[Any] = field(default_factory=list)
-    reward_model: Any = None  # forgerl.review.rm.RewardModel when config.reward_model.path is set
     compute_dtype: torch.dtype = torch.float32
     """What the trainer's forward runs in (under autocast) and the engine's weights are stored in; the
     trainer's own weights and optimizer state stay FP32 (master weights) whatever this is."""
@@ -91,7 +90,6 @@ def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool
     checkpoint, superseding what it recorded after that checkpoint. `keep_unconsumed`: leave the
     collected-but-untrained trajectories live (the async loop's ledger offers them again)."""
     from forgerl.model.loading import load_policy, resolve_device, resolve_dtype
-    from forgerl.review.train_hook import load_training_reward_model
 
     run_dir = Path(config.run_dir)
     if resume:
@@ -102,7 +100,6 @@ def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dump_config(config))
     torch.manual_seed(config.seed)
-    reward_model = load_training_reward_model(config.reward_model)  # before the store: a bad RM leaves no run
     device = resolve_device(config.device)
     compute_dtype = resolve_dtype(config.dtype, device)
     # FP32 master weights for the trainer (AdamW updates smaller than a bf16 weight's rounding step
@@ -124,7 +121,6 @@ def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool
     runs = store.runs()
     run_id = runs[-1].id if (resume and runs) else store.add_run(public_config(config))
     run = Run(config, run_dir, store, run_id, policy, tokenizer, fmt, engine, optimizer, ExpertLoadTracker(policy))
-    run.reward_model = reward_model
     run.compute_dtype = compute_dtype
     purge_from: int | None = None
     try:
