@@ -62,7 +62,7 @@ _RUN_ARGS = ("model", "config", "env", "difficulty", "chat_format", "steps", "gr
 
 def resolve_model(name: str) -> str:
     if name == "smollm2":
-        from forgerl.engine.bench import _smollm2_dir
+        from forgerl.bench.engine import _smollm2_dir
 
         return str(_smollm2_dir())
     if name == "standin":  # random weights: checks the plumbing only (rewards stay ~0)

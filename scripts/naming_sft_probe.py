@@ -24,7 +24,7 @@ import json
 import time
 from pathlib import Path
 
-from forgerl.perturb.experiment import (
+from forgerl.experiments.perturb import (
     _evaluate,
     markdown_table,
     starting_model,

@@ -8,7 +8,7 @@
                                                                # SFT stages alone, on a pretrained 135M policy
 
 Writes OUT/results.json (every evaluation), OUT/table.md and OUT/scaffolds.png. The logic lives in
-forgerl.perturb.experiment.
+forgerl.experiments.perturb.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from forgerl.perturb.experiment import ExperimentConfig, run_experiment
+from forgerl.experiments.perturb import ExperimentConfig, run_experiment
 
 
 def main() -> None:

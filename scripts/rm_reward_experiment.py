@@ -10,7 +10,7 @@ component, compared on the preference metric (fraction of grounded rollouts per 
     python scripts/rm_reward_experiment.py --stage rm --from-rollouts tests/review/data/tool_reasoning_rollouts.jsonl.gz
 
 Writes OUT/data (the labelled rollouts), OUT/reward_model, OUT/<arm>_seed<S> (training runs with
-report.md), OUT/results.json and OUT/table.md. The logic lives in forgerl.review.experiment.
+report.md), OUT/results.json and OUT/table.md. The logic lives in forgerl.experiments.reward_model.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from forgerl.review.experiment import (
+from forgerl.experiments.reward_model import (
     collect,
     compare,
     label_and_train,

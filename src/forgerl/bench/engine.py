@@ -238,7 +238,7 @@ def run_engine_bench(model: str = "tiny-random", sessions: int = 16, turns: int 
         rows[BUILTIN] = (n, secs)
         dtypes[BUILTIN] = _dtype_name(policy)
         if vllm and why_no_vllm is None:
-            from forgerl.engine.vllm.bench import run_vllm_workload
+            from forgerl.bench.vllm import run_vllm_workload
 
             out = run_vllm_workload(policy, tokenizer, w, name="bench", max_context=max(1024, max_ctx))
             rows[VLLM] = (int(out["tokens"]), out["seconds"])

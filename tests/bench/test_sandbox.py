@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from forgerl.envs.sandbox.bench import run_sandbox_bench
+from forgerl.bench.sandbox import run_sandbox_bench
 
 
 def test_bench_runs_with_small_numbers(capsys):

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from forgerl.engine.bench import BUILTIN, HF_BATCHED, REFERENCE, VLLM, run_engine_bench
+from forgerl.bench.engine import BUILTIN, HF_BATCHED, REFERENCE, VLLM, run_engine_bench
 from forgerl.errors import ConfigError
 
 START_TIMEOUT_S = int(float(os.environ.get("FORGERL_VLLM_START_TIMEOUT", "900")))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from forgerl.batching.bench import run_prefix_tree_bench, synthetic_group
+from forgerl.bench.prefix_tree import run_prefix_tree_bench, synthetic_group
 from forgerl.testing import build_micro_moe
 
 

@@ -1,4 +1,4 @@
-"""The vLLM column of `forgerl bench engine`: the same agent-like workload (engine/bench.py) served
+"""The vLLM column of `forgerl bench engine`: the same agent-like workload (bench/engine.py) served
 by a vLLM server through the adapter, so the figures compare like with like (same sessions, turns,
 token counts, temperature 1, no early stop: `ignore_eos`)."""
 
@@ -15,7 +15,7 @@ def run_vllm_workload(model: Any, tokenizer: Any, workload: Any, *, name: str = 
     """Serve `model` (an HF causal LM in memory) with vLLM and run `workload` (engine.bench.Workload)
     as concurrent sessions. Returns tokens, seconds, tokens/s, the server's start-up seconds and
     the share of prompt tokens served from vLLM's prefix cache."""
-    from forgerl.engine.bench import make_workload, run_engine
+    from forgerl.bench.engine import make_workload, run_engine
     from forgerl.engine.vllm import VLLMEngine, VLLMServer, VLLMServerConfig
     from forgerl.engine.vllm.checkpoints import export_checkpoint
 
@@ -100,7 +100,7 @@ def push_table(sizes: list[str] | None = None, *, smollm2: bool = True, repeats:
         dirs: list[tuple[str, Path]] = [(label, tiny_llama_checkpoint(Path(tmp) / f"m{i}", **PUSH_SIZES[label]))
                                         for i, label in enumerate(sizes or list(PUSH_SIZES))]
         if smollm2:
-            from forgerl.engine.bench import _smollm2_dir
+            from forgerl.bench.engine import _smollm2_dir
 
             dirs.append(("SmolLM2-135M-Instruct", _smollm2_dir()))
         for label, model_dir in dirs:

@@ -28,7 +28,6 @@ per-step difference is paired, not between different task mixes.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import random
 import re
@@ -215,7 +214,7 @@ def add_degenerate(store: TrajectoryStore, trajectories: list[Trajectory], *, pe
     ids = [t.id for t in made]
     if len(set(ids)) != len(ids):  # two rounds drew the same source: keep the first of each id
         made = list({t.id: t for t in made}.values())
-    store.add_run({"kind": "synthetic degenerate episodes (forgerl.review.experiment.degenerate_variants)"},
+    store.add_run({"kind": "synthetic degenerate episodes (forgerl.experiments.reward_model.degenerate_variants)"},
                   run_id="synthetic-degenerate")
     store.add_trajectories(made, "synthetic-degenerate")
     return made
@@ -295,22 +294,13 @@ def preference_by_step(run_dir: str | Path) -> list[StepRow]:
     return rows
 
 
-def _loop_applies_reward_model() -> bool:
-    from forgerl.train import loop
-
-    return "apply_reward_model" in inspect.getsource(loop)
-
-
 def compare(rm_dir: str | Path, out: str | Path, *, steps: int = 10, seeds: tuple[int, ...] = (0,),
             weight: float = 1.0, overrides: dict[str, Any] | None = None,
             arms: tuple[str, ...] = ("verifier", "verifier+rm")) -> list[ArmResult]:
     """Train each seed twice — verifier only, verifier + reward model — and measure the preference."""
+    from forgerl.rollout.train import run_training  # wires [reward_model] as the source's transform
     from forgerl.train.config import TrainConfig
-    from forgerl.train.loop import train
 
-    if not _loop_applies_reward_model():
-        raise RuntimeError("forgerl.train.loop does not call forgerl.review.train_hook.apply_reward_model yet, so "
-                           "[reward_model] would be ignored: add the two lines from the issue-8 note to train/loop.py")
     out = Path(out)
     results = []
     for seed in seeds:
@@ -323,7 +313,7 @@ def compare(rm_dir: str | Path, out: str | Path, *, steps: int = 10, seeds: tupl
             if arm == "verifier+rm":
                 settings["reward_model"] = {"path": str(rm_dir), "weight": weight}
             start = time.perf_counter()
-            trained = train(TrainConfig.model_validate(settings))
+            trained = run_training(TrainConfig.model_validate(settings))
             result = ArmResult(arm, seed, str(run_dir), preference_by_step(run_dir), trained.eval_rewards,
                                time.perf_counter() - start)
             results.append(result)

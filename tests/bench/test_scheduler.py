@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from forgerl.rollout.bench import MODES, Workload, run_mode, run_scheduler_bench, task_plan
+from forgerl.bench.scheduler import MODES, Workload, run_mode, run_scheduler_bench, task_plan
 
 
 def test_workload_is_seeded_and_long_tailed():

@@ -3,7 +3,7 @@ judged by the ratio the benchmark prints, not by a unit test)."""
 
 from __future__ import annotations
 
-from forgerl.engine.bench import (
+from forgerl.bench.engine import (
     BUILTIN,
     HF_BATCHED,
     VLLM,

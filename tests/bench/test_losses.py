@@ -1,4 +1,4 @@
-from forgerl.train.bench import steps_to_target
+from forgerl.bench.losses import steps_to_target
 
 
 def test_steps_to_target_is_the_first_evaluation_at_or_above_it():
@@ -10,7 +10,7 @@ def test_steps_to_target_is_the_first_evaluation_at_or_above_it():
 
 def test_loss_bench_runs_every_loss_from_the_same_start_and_prints_the_curves(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")  # one table row per line
-    from forgerl.train.bench import run_loss_bench
+    from forgerl.bench.losses import run_loss_bench
     from forgerl.train.config import TrainConfig
 
     base = TrainConfig(model="tiny-random", groups_per_step=1, group_size=2, max_turns=1, max_tokens=8, eval={"tasks": 2},
