@@ -41,6 +41,8 @@ def offenders(package: str, forbidden: str) -> list[str]:
     ("engine", "forgerl.train", "merged LoRA weights come from forgerl.model.lora"),
     ("engine", "forgerl.rollout", "weight transports live in forgerl.weights"),
     ("weights", "forgerl.rollout", "the transports know engines, not the rollout scheduler"),
+    ("envs", "forgerl.agent", "commands that run episodes live in forgerl.cli (cli/envs.py)"),
+    ("envs", "forgerl.engine", "commands that sample live in forgerl.cli (cli/envs.py)"),
 ])
 def test_building_blocks_do_not_import_the_orchestrator(package: str, forbidden: str, why: str) -> None:
     assert offenders(package, forbidden) == [], f"forgerl.{package} must not import {forbidden}: {why}"

@@ -9,12 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from forgerl.chat import get_format
+from forgerl.cli.envs import validate_families
 from forgerl.engine.scripted import ScriptedEngine
 from forgerl.envs import base
 from forgerl.envs.arithmetic import ArithmeticEnv
 from forgerl.envs.arithmetic import sample_task as arithmetic_task
 from forgerl.envs.base import Family, sample_task
-from forgerl.envs.cli import validate_families
 from forgerl.envs.rewards import Verdict
 from forgerl.types import Message, ToolCall, Trajectory
 

@@ -219,7 +219,7 @@ def test_a_verifier_that_accepts_any_submission_fails_validation(tmp_path, monke
     """The old check submitted `submit_answer(answer="")`: refused by a family whose submit tool is
     `finish`, so a verifier scoring every submission 1.0 passed. Now the family's declared no-op
     runs, and a no-op naming a tool the family does not offer is itself a failure."""
-    from forgerl.envs.cli import validate_families
+    from forgerl.cli.envs import validate_families
 
     no_entry_points(monkeypatch)
     path = tmp_path / "acme_finish.py"
@@ -233,7 +233,7 @@ def test_a_verifier_that_accepts_any_submission_fails_validation(tmp_path, monke
 def test_a_family_without_a_declared_noop_is_validated_with_a_warning(tmp_path, monkeypatch, fresh_plugins):
     from rich.console import Console
 
-    from forgerl.envs.cli import print_validation, validate_families
+    from forgerl.cli.envs import print_validation, validate_families
 
     no_entry_points(monkeypatch)
     path = tmp_path / "acme_finish.py"
@@ -256,8 +256,8 @@ def test_every_builtin_family_declares_its_noop():
 
 
 def cli_app() -> typer.Typer:
-    """The commands as forgerl's app mounts them (envs/cli.py's envs_app and rollout, eval)."""
-    from forgerl.envs.cli import envs_app
+    """The commands as forgerl's app mounts them (cli/envs.py's envs_app and rollout, eval)."""
+    from forgerl.cli.envs import envs_app
     from forgerl.eval.cli import eval_command
 
     app = typer.Typer()

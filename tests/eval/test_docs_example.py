@@ -25,7 +25,7 @@ def example():
 
 
 def test_example_is_short_and_validates(example):
-    from forgerl.envs.cli import validate_families
+    from forgerl.cli.envs import validate_families
 
     assert len(EXAMPLE.read_text().splitlines()) < 100
     rows = validate_families(["shop-total"], per_difficulty=10)

@@ -60,7 +60,7 @@ app.add_typer(bench_app, name="bench")
 
 
 def _envs_commands() -> tuple[typer.Typer, object]:
-    from forgerl.envs.cli import envs_app, rollout_command  # pydantic only: no torch at --help
+    from forgerl.cli.envs import envs_app, rollout_command  # pydantic only: no torch at --help
 
     return envs_app, rollout_command
 

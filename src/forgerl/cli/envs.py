@@ -1,7 +1,9 @@
 """What `forgerl envs list`, `forgerl envs validate` and `forgerl rollout -n K --out DIR` do.
 
-Kept out of cli/main.py so the commands stay thin and these functions can be tested (and called
-from scripts) without a command line. Nothing here imports torch at module level.
+In cli/ (not envs/) because a rollout command drives the agent and the engine: the environment
+package itself must not import either. Kept out of cli/main.py so the commands stay thin and these
+functions can be tested (and called from scripts) without a command line. Nothing here imports
+torch at module level.
 
 `validate` is contract 5 (DESIGN.md) as a command: for every family and difficulty it plays the
 gold path on generated tasks (each must score 1.0) and scores the no-ops (the empty episode, and
