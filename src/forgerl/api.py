@@ -36,10 +36,9 @@ def train(config: TrainConfig | Mapping[str, Any] | str | Path | None = None, *,
     >>> result = forgerl.train({"model": "tiny-random", "env": "arithmetic", "steps": 2}, run_dir="runs/demo")
     >>> result.eval_rewards          # [(0, 0.0), (2, 0.03)]
     """
+    from forgerl.plugins import load_run_plugins
     from forgerl.rollout.train import run_training
     from forgerl.train.report import write_report
-
-    from forgerl.plugins import load_run_plugins
 
     cfg = as_train_config(config, overrides)
     load_run_plugins(cfg.plugins)

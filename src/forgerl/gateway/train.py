@@ -144,7 +144,7 @@ def train_through_gateway(config: TrainConfig, agent: Agent, *, on_step: Callabl
     gateway on a loopback port: the training loop of `forgerl train` (held-out evaluation,
     checkpoints, best checkpoint, resume, reward model, stop signals) fed by a GatewaySource.
     Returns {run_dir, steps, rewards (rollout reward per step), eval_rewards}."""
-    from forgerl.review.train_hook import reward_model_transform
+    from forgerl.review.train_hook import reward_model_transform_for
     from forgerl.train.config import TrainConfig
     from forgerl.train.loop import train
 
@@ -158,7 +158,8 @@ def train_through_gateway(config: TrainConfig, agent: Agent, *, on_step: Callabl
         if on_step is not None:
             on_step(step, metrics)
 
-    source = GatewaySource(agent, reward_transform=reward_model_transform, max_workers=max_workers)
+    transform = reward_model_transform_for(config.reward_model)  # before the run opens: a broken model leaves no run
+    source = GatewaySource(agent, reward_transform=lambda run: transform, max_workers=max_workers)
     result = train(config, source, resume=resume, on_step=record)
     return {"run_dir": result.run_dir, "steps": config.steps, "rewards": rewards, "eval_rewards": result.eval_rewards}
 

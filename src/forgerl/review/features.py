@@ -23,6 +23,7 @@ import math
 import re
 from typing import Any
 
+from forgerl.envs.rewards import verifier_reward  # re-exported: the RM's features read the verifier's own reward
 from forgerl.types import Boundary, Trajectory, TrajectoryStatus
 
 PROCESS_FEATURES = (
@@ -92,13 +93,6 @@ def well_formed(traj: Trajectory) -> bool:
     the reward model's gate in training (forgerl.review.train_hook) and the floor of the scripted
     expert's preference (forgerl.review.tool_expert)."""
     return traj.status == TrajectoryStatus.COMPLETED and parse_failures(traj) == 0
-
-
-def verifier_reward(traj: Trajectory) -> float | None:
-    """The environment's own reward, also after a reward model was blended into `traj.reward`
-    (forgerl.review.train_hook keeps it in metadata["reward_model"])."""
-    meta = traj.metadata.get("reward_model")
-    return meta["verifier_reward"] if isinstance(meta, dict) and "verifier_reward" in meta else traj.reward
 
 
 def process_features(traj: Trajectory) -> tuple[float, ...]:

@@ -256,7 +256,7 @@ class TrainResult:
     scores: dict[str, float] = field(default_factory=dict, repr=False)
     """Raw head output r(x) of every labelled trajectory, for evaluations on subsets of the pairs."""
     held_out_by_kind: dict[str, Evaluation] = field(default_factory=dict)
-    """Held-out evaluation on named subsets of the pairs (forgerl.review.experiment.split_evaluation)."""
+    """Held-out evaluation on named subsets of the pairs (forgerl.experiments.reward_model.split_evaluation)."""
 
 
 class RewardModel:

@@ -15,7 +15,7 @@ Versions must increase, so a second trainer cannot silently mix its weights in (
 that attaches to a server it did not start pushes its initial weights with `force` (they replace
 whatever the server was started with); every admin answer names the server process in the
 `x-forgerl-server-instance` header, so a trainer can tell that the server restarted (and lost the
-pushed weights) and push the newest ones again (rollout/weights.py `WeightPusher.restore`).
+pushed weights) and push the newest ones again (forgerl/weights/http_push.py `WeightPusher.restore`).
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def _err(status: int, message: str, code: str) -> JSONResponse:
 def add_admin_routes(app: FastAPI, engine: Any, gate: AdmissionGate, admin_token: str | None) -> None:
     lock = asyncio.Lock()  # one weight update at a time
     # Identifies this server process: a trainer that sees it change knows the server restarted
-    # (and lost the weights it pushed), so it pushes them again (rollout/weights.py restore).
+    # (and lost the weights it pushed), so it pushes them again (forgerl/weights/http_push.py restore).
     instance = uuid.uuid4().hex
 
     def denied(request: Request) -> JSONResponse | None:
