@@ -1,7 +1,7 @@
 """The Python API: `forgerl.train`, `forgerl.evaluate`, `forgerl.rollout` (docs/python-api.md).
 
 Thin wrappers over what the commands run (`forgerl train`: rollout/train.py's run_training and
-train/report.py; `forgerl eval`: eval/cli.py's run_eval; `forgerl rollout`: agent/demo.py's
+train/report.py; `forgerl eval`: eval/run.py's run_eval; `forgerl rollout`: agent/demo.py's
 run_demo), so a script and the command line train, evaluate and roll out identically. They print
 nothing unless asked (`show=True`) and return the result objects. Heavy imports (torch, the
 engine) happen inside the calls: `import forgerl` stays cheap.
@@ -77,14 +77,14 @@ def evaluate(env: str, model: str = "default", n: int = 50, *, seed: int = 0, ou
     """Evaluate `model` on `n` held-out tasks of the family `env`, as `forgerl eval` does: the
     EvalReport has the pass rate with a 95% Wilson interval overall (`report.overall`) and per
     category (`report.groups`). `out_dir` also stores the trajectories and eval_report.json there.
-    `options` go to forgerl.eval.cli.run_eval: difficulty, split, chat_format, max_turns, max_tokens,
+    `options` go to forgerl.eval.run.run_eval: difficulty, split, chat_format, max_turns, max_tokens,
     temperature, concurrency, group_by, engine (an engine object to use instead of loading `model`).
     `show=True` prints the table.
 
     >>> report = forgerl.evaluate("arithmetic", model="tiny-random", n=8, max_tokens=32)
     >>> report.overall.pass_rate, report.overall.ci
     """
-    from forgerl.eval.cli import run_eval
+    from forgerl.eval.run import run_eval
 
     return run_eval(env, model, n, seed=seed, out_dir=out_dir, console=_console(show), **options)
 

@@ -258,7 +258,7 @@ def test_every_builtin_family_declares_its_noop():
 def cli_app() -> typer.Typer:
     """The commands as forgerl's app mounts them (cli/envs.py's envs_app and rollout, eval)."""
     from forgerl.cli.envs import envs_app
-    from forgerl.eval.cli import eval_command
+    from forgerl.cli.eval import eval_command
 
     app = typer.Typer()
     app.add_typer(envs_app, name="envs")

@@ -14,7 +14,8 @@ from forgerl.chat import get_format
 from forgerl.engine.scripted import ScriptedEngine
 from forgerl.envs.base import sample_task
 from forgerl.envs.tool_reasoning import gold_messages
-from forgerl.eval.cli import held_out_settings, resolve_settings, run_eval, settings_line
+from forgerl.eval.run import run_eval
+from forgerl.eval.settings import held_out_settings, resolve_settings, settings_line
 from forgerl.train.config import TrainConfig
 from forgerl.train.rollouts import HELD_OUT_SEED_BASE, evaluate
 

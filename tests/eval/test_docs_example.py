@@ -44,7 +44,7 @@ def test_example_runs_under_forgerl_eval(example, tokenizer, tmp_path):
 
     from forgerl.chat import get_format
     from forgerl.engine.scripted import ScriptedEngine
-    from forgerl.eval.cli import run_eval
+    from forgerl.eval.run import run_eval
     from forgerl.types import Message
 
     fmt = get_format("minimax_m2")

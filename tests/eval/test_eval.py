@@ -84,7 +84,7 @@ def test_run_eval_on_a_scripted_engine_writes_the_store(tokenizer, tmp_path):
 
     from forgerl.chat import get_format
     from forgerl.engine.scripted import ScriptedEngine
-    from forgerl.eval.cli import run_eval
+    from forgerl.eval.run import run_eval
     from forgerl.store import TrajectoryStore
     from forgerl.types import Message, ToolCall
 
@@ -111,7 +111,7 @@ def test_run_eval_on_a_scripted_engine_writes_the_store(tokenizer, tmp_path):
 
 
 def test_unknown_env_is_a_clear_error():
-    from forgerl.eval.cli import run_eval
+    from forgerl.eval.run import run_eval
 
     with pytest.raises(KeyError, match="unknown task family"):
         run_eval("no-such-family", n=1)
@@ -138,7 +138,7 @@ def test_the_command_module_imports_light():
     import subprocess
     import sys
 
-    code = ("import sys, forgerl.eval.cli; "
+    code = ("import sys, forgerl.cli.eval, forgerl.eval.settings; "
             "print(sorted(m for m in ('torch', 'forgerl.envs', 'forgerl.eval.run', 'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"  # `forgerl --help` stays fast with the eval command registered

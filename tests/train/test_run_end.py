@@ -48,7 +48,7 @@ def test_a_run_that_raises_ends_failed(tmp_path, monkeypatch):
 @pytest.mark.slow  # ~40-60 s: three real steps of the tiny model with evaluations
 def test_stop_then_abandon_then_resume_reuses_rollouts_and_completes(tmp_path, monkeypatch):
     import forgerl.train.loop as loop
-    from forgerl.eval.cli import run_eval
+    from forgerl.eval.run import run_eval
     from forgerl.train.checkpoint import checkpoint_dir, read_best_pointer
 
     run_dir = tmp_path / "run"

@@ -1,6 +1,7 @@
 """Evaluation of a model on held-out tasks: pass rates with Wilson intervals per group, trajectories
-in a store (run.py: the pure parts; cli.py: `forgerl eval`). Names are loaded on first use, so
-the command line can import `forgerl.eval.cli` without the environment stack."""
+in a store (settings.py: what an evaluation runs with; run.py: the evaluation; the `forgerl eval`
+command is forgerl/cli/eval.py). Names are loaded on first use, so the command line can import
+`forgerl.eval.settings` without the environment stack."""
 
 from __future__ import annotations
 

@@ -18,9 +18,12 @@ by whoever runs the episode, and `summarize(trajectories, group_by="scaffold")` 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forgerl.envs.base import Task, family_info, make_env, sample_task
@@ -28,6 +31,8 @@ from forgerl.errors import ConfigError
 from forgerl.types import Trajectory, TrajectoryStatus
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from forgerl.chat.base import ChatFormat
     from forgerl.engine.base import Engine, SamplingParams
 
@@ -201,3 +206,92 @@ async def run_tasks(
         return traj
 
     return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks))))
+
+
+def run_eval(
+    env: str | None = None, model: str | None = None, n: int | None = None, *, difficulty: int | str | None = None,
+    split: str = "eval", seed: int | None = None, chat_format: str | None = None, max_turns: int | None = None,
+    max_tokens: int | None = None, temperature: float | None = None,
+    concurrency: int = 16, group_by: str = "category", out_dir: str | Path | None = None,
+    engine: Engine | None = None, console: Console | None = None,
+) -> EvalReport:
+    """Evaluate `model` on `n` held-out tasks of `env`; `engine` replaces the loaded one (tests).
+    Every setting left None is training's held-out evaluation's (`held_out_settings`)."""
+    from rich.console import Console
+
+    from forgerl.chat import get_format
+    from forgerl.engine.base import SamplingParams
+    from forgerl.eval.settings import resolve_settings, settings_line
+
+    console = console or Console()
+    if env is not None:
+        env = resolve_env(env)
+    used, training = resolve_settings(env, model, n, difficulty, seed, chat_format, max_turns, max_tokens, temperature)
+    env, model, n, seed, chat_format = used.env, used.model, used.n, used.seed, used.chat_format
+    max_turns, max_tokens, temperature, difficulty = used.max_turns, used.max_tokens, used.temperature, used.difficulty
+    tasks = held_out_tasks(env, n, seed=seed, difficulty=difficulty, split=split)  # fails fast, before the model
+    fmt = get_format(chat_format)
+    console.print(settings_line(used, training), highlight=False, soft_wrap=True)
+    if engine is None:
+        from forgerl.cli.preflight import check_model
+        from forgerl.engine import load_engine
+
+        check_model(model)  # a missing directory or a bad run reference: one error, before loading
+
+        with console.status(f"loading {model} ..."):
+            engine = load_engine(model, chat_format=chat_format, seed=seed, max_context=used.max_context)
+    sampling = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed * 1000)  # top_p 1, as training
+    config = {"kind": "eval", "env": env, "model": model, "n": len(tasks), "difficulty": difficulty, "split": split,
+              "seed": seed, "chat_format": chat_format, "max_turns": max_turns, "max_tokens": max_tokens,
+              "temperature": temperature}
+
+    async def main() -> list:
+        from forgerl.train.progress import step_progress
+
+        try:
+            with step_progress(f"eval {env}", len(tasks)) as advance:
+                return await run_tasks(engine, fmt, env, tasks, sampling=sampling, max_turns=max_turns,
+                                       max_total_tokens=min(used.max_context, engine.max_context),
+                                       concurrency=concurrency, metadata={"eval_model": model}, on_done=advance)
+        finally:
+            await engine.aclose()
+
+    start = time.perf_counter()
+    trajectories = asyncio.run(main())
+    report = summarize(trajectories, group_by, env=env, model=model)
+    if out_dir is not None:
+        from forgerl.store import TrajectoryStore
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with TrajectoryStore(out) as store:
+            run_id = store.add_run(config)
+            store.add_trajectories(trajectories, run_id)
+            store.set_run_status(run_id, "completed")
+        report.store, report.run_id = str(out), run_id
+        (out / "eval_report.json").write_text(json.dumps(report.as_dict(), indent=2), encoding="utf-8")
+    print_report(console, report, time.perf_counter() - start)
+    return report
+
+
+def print_report(console: Console, report: EvalReport, elapsed_s: float | None = None) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"eval: {report.model} on {report.env} (pass = verifier outcome 1; 95% Wilson CI)")
+    for column in (report.group_by, "episodes", "passed", "pass rate", "95% CI", "reward mean", "infra failed"):
+        table.add_column(column)
+
+    def add(stats, style: str = "") -> None:
+        low, high = stats.ci
+        table.add_row(Text(stats.group, style=style), str(stats.episodes), str(stats.passed), f"{stats.pass_rate:.3f}",
+                      f"[{low:.3f}, {high:.3f}]", f"{stats.reward_mean:.3f}", str(stats.failed_infra))
+
+    for stats in report.groups:
+        add(stats)
+    add(report.overall, "bold")
+    console.print(table)
+    if elapsed_s is not None:
+        console.print(f"{report.overall.episodes + report.overall.failed_infra} episodes in {elapsed_s:.1f} s")
+    if report.store:
+        console.print(f"trajectories: {report.store} (run {report.run_id}); report: {report.store}/eval_report.json")
