@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from typer.testing import CliRunner
 
-from forgerl.gateway.cli import gateway
+from forgerl.cli.gateway import gateway
 
 
 def _app() -> typer.Typer:

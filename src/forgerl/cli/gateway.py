@@ -1,4 +1,6 @@
-"""`forgerl gateway`: the command function (registered in cli/main.py)."""
+"""`forgerl gateway`: the command function (registered in cli/main.py); the gateway itself is
+forgerl/gateway (serve.py). Its imports are function-local so `forgerl --help` does not load
+fastapi or a model."""
 
 from __future__ import annotations
 
