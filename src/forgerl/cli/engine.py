@@ -1,4 +1,5 @@
-"""`forgerl engine ...` commands for the vLLM engine (registered by cli/main.py)."""
+"""`forgerl engine ...` commands for the vLLM engine (registered by cli/main.py); the engine itself
+is forgerl/engine/vllm. Its imports are function-local so `forgerl --help` does not load it."""
 
 from __future__ import annotations
 
