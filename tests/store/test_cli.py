@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from forgerl.cli.store import store_app
 from forgerl.store import StoreError, TrajectoryStore
-from forgerl.store.cli import export_store, store_app, summarize_store
+from forgerl.store.run_dir import export_store, summarize_store
 from forgerl.types import Trajectory
 
 

@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from forgerl.store import StoreError, TrajectoryStore
-from forgerl.store.cli import export_store, summarize_store
+from forgerl.store.run_dir import export_store, summarize_store
 
 
 @pytest.fixture()

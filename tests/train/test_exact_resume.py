@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from forgerl.store import TrajectoryStore
-from forgerl.store.cli import export_store
+from forgerl.store.run_dir import export_store
 from forgerl.train.config import dump_config, load_config
 
 CONFIG = dict(model="tiny-random", env="arithmetic", difficulty=[1], groups_per_step=2, group_size=2, max_turns=2,

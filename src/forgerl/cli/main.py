@@ -71,7 +71,7 @@ app.command("rollout")(_rollout_command)
 
 
 def _store_app() -> typer.Typer:
-    from forgerl.store.cli import store_app
+    from forgerl.cli.store import store_app
 
     return store_app
 

@@ -1,16 +1,10 @@
-"""`forgerl store ...` commands, ready for the lead to wire into the main CLI with
-`app.add_typer(store_app, name="store")`. The functions below the commands are plain Python so
-other code (and tests) can call them without typer."""
+"""Whole-run-directory operations behind `forgerl store export` and `forgerl store summary`
+(cli/store.py): plain Python, so scripts and tests call them without a command line."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
-
-import typer
-
-store_app = typer.Typer(help="Inspect and export a run's trajectory store (run_dir/store.sqlite).",
-                        no_args_is_help=True)
 
 ExportFormat = Literal["jsonl", "parquet"]
 
@@ -53,45 +47,3 @@ def summarize_store(run_dir: str | Path) -> list[dict[str, Any]]:
                         "mean_reward": sum(rewards) / len(rewards) if rewards else None,
                         "latest_checkpoint_step": None if latest is None else latest.step})
     return out
-
-
-@store_app.command("export")
-def export_command(
-    run_dir: Path = typer.Argument(..., help="Run directory holding store.sqlite (or the .sqlite file)."),
-    fmt: str = typer.Option("jsonl", "--format", help="jsonl (full trajectories) or parquet (needs pyarrow)."),
-    out: Path | None = typer.Option(None, help="Output file; default run_dir/trajectories.<format>."),
-    run_id: str | None = typer.Option(None, help="Only this run."),
-    family: str | None = typer.Option(None, help="Only this task family."),
-    status: str | None = typer.Option(None, help="Only this status: completed, truncated or failed."),
-    min_reward: float | None = typer.Option(None, help="Only rewards >= this."),
-    max_reward: float | None = typer.Option(None, help="Only rewards <= this."),
-) -> None:
-    """Export trajectories to JSONL or Parquet."""
-    from forgerl.store.errors import StoreError
-
-    try:
-        target, count = export_store(run_dir, fmt, out, run_id=run_id, family=family, status=status,  # type: ignore[arg-type]
-                                     min_reward=min_reward, max_reward=max_reward)
-    except StoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    typer.echo(f"wrote {count} trajectories to {target}")
-
-
-@store_app.command("summary")
-def summary_command(
-    run_dir: Path = typer.Argument(..., help="Run directory holding store.sqlite (or the .sqlite file)."),
-) -> None:
-    """Print each run's status, trajectory counts, mean reward and latest checkpoint."""
-    from forgerl.store.errors import StoreError
-
-    try:
-        rows = summarize_store(run_dir)
-    except StoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    for row in rows:
-        mean = "-" if row["mean_reward"] is None else f"{row['mean_reward']:.3f}"
-        typer.echo(f"{row['run']}  {row['status']}  trajectories={row['trajectories']} "
-                   f"consumed={row['consumed']}  superseded={row['superseded']}  mean_reward={mean}  "
-                   f"latest_checkpoint={row['latest_checkpoint_step']}")
