@@ -29,7 +29,7 @@ __all__ = [
 
 def __getattr__(name: str):  # the forward helpers import transformers-facing code: load on use
     if name in ("tree_token_logprobs", "tree_sequence_logprobs"):
-        from forgerl.batching import forward
+        from forgerl.batching import forward  # heavy: torch; lazy attribute, and forward imports this package
 
         return getattr(forward, name)
     raise AttributeError(name)

@@ -25,12 +25,12 @@ from forgerl.batching.attention import (
     sparse_plan,
 )
 from forgerl.batching.tree import TreeMicroBatch, build_tree_batch
+from forgerl.model.logprobs import head_logits
+from forgerl.model.lora import decoder_and_head
 from forgerl.types import TrainingSample
 
 
 def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
-    from forgerl.model.lora import decoder_and_head
-
     return decoder_and_head(model)
 
 
@@ -80,7 +80,6 @@ def tree_token_logprobs(model: torch.nn.Module, mb: TreeMicroBatch, fp32_head: b
         return torch.zeros_like(mb.loss_mask) + zero.float(), torch.zeros_like(mb.loss_mask)
     picked = hidden[mb.source_index]  # [N, H]
     # lazy, like _decoder_and_head (train/ imports batching/)
-    from forgerl.model.logprobs import head_logits
 
     logits = head_logits(head, picked, fp32_head)
     logp_all = torch.log_softmax(logits, dim=-1)  # [N, V]

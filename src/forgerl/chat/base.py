@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from forgerl.chat.escape import RenderError, check_markers
+from forgerl.errors import ConfigError
+from forgerl.plugins import load_plugins, plugin_hint
 from forgerl.types import Message, ToolCall, ToolSpec
 
 __all__ = [
@@ -132,7 +134,6 @@ def register_format(cls: type[ChatFormat], *, replace: bool = False) -> type[Cha
     characters, no U+2060). A name that is taken raises unless `replace=True`, so two formats
     cannot silently shadow each other.
     """
-    from forgerl.errors import ConfigError
 
     if not (isinstance(cls, type) and issubclass(cls, ChatFormat)):
         raise ConfigError(f"register_format takes a ChatFormat subclass, got {cls!r}")
@@ -189,7 +190,6 @@ def get_format(name: str, **kwargs: Any) -> ChatFormat:
 
     cls = _REGISTRY.get(name)
     if cls is None:  # a user's format may come from a plug-in not loaded yet (forgerl/plugins.py)
-        from forgerl.plugins import load_plugins, plugin_hint
 
         load_plugins()
         cls = _REGISTRY.get(name)
@@ -201,7 +201,6 @@ def get_format(name: str, **kwargs: Any) -> ChatFormat:
 
 def list_formats() -> list[str]:
     from forgerl.chat import formats  # noqa: F401
-    from forgerl.plugins import load_plugins
 
     load_plugins()
 

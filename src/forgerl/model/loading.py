@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forgerl.chat import get_format
 from forgerl.errors import ConfigError
+from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -123,16 +125,12 @@ def load_policy(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer
-
     hf_logging.disable_progress_bar()  # a local checkpoint loads in well under a second
 
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     fmt = None
     if chat_format is not None:
-        from forgerl.chat import get_format
-
         fmt = get_format(chat_format)
 
     if name_or_dir == "default":

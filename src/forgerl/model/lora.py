@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from forgerl.errors import ConfigError
+
 
 def is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "get_base_model") and hasattr(model, "merge_adapter")
@@ -26,8 +28,6 @@ def add_lora(model: torch.nn.Module, rank: int, alpha: float, targets: list[str]
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        from forgerl.errors import ConfigError
-
         raise ConfigError("lora.rank > 0 needs peft: pip install 'forgerl[lora]' (or pip install peft)") from None
     return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0))
 

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forgerl.chat.base import ChatFormat, get_format, list_formats
+from forgerl.chat.base import ChatFormat, get_format, list_formats, segments_text
 from forgerl.errors import ConfigError
 from forgerl.types import Message, ToolCall, ToolSpec
 
@@ -249,7 +249,6 @@ def synthetic_episode(rng: random.Random) -> tuple[list[Message], list[ToolSpec]
 
 def corpus(seed: int = DEFAULT_SEED, episodes: int = 800) -> Iterator[str]:
     """The deterministic training text: episodes rendered in every format, math, prose, code."""
-    from forgerl.chat.base import segments_text
 
     rng = random.Random(seed)
     formats = [get_format(n) for n in list_formats()]
