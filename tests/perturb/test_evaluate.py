@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from forgerl.agent.loop import run_episode
 from forgerl.chat import get_format
+from forgerl.cli.perturb import perturb_app
 from forgerl.engine.base import SamplingParams
 from forgerl.engine.scripted import ScriptedEngine
 from forgerl.envs.base import make_env, sample_task
 from forgerl.perturb import PerturbSpec, perturbing, scaffold_set
-from forgerl.perturb.cli import perturb_app
 from forgerl.perturb.evaluate import (
     ScaffoldResult,
     evaluate_scaffolds,

@@ -46,7 +46,7 @@ def eval_command(
 
     load_cli_plugins(plugin)
     if scaffolds is not None:
-        from forgerl.perturb.cli import eval_command as scaffold_eval
+        from forgerl.cli.perturb import eval_command as scaffold_eval
 
         used, _ = resolve_settings(env, model, n, difficulty, seed, chat_format, max_turns, max_tokens, temperature)
         scaffold_eval(model=used.model, env=used.env, scaffolds=scaffolds, n=used.n, difficulty=used.difficulty or 1,

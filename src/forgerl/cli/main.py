@@ -316,7 +316,7 @@ def bench_weightsync(repeats: int = typer.Option(3, help="Pushes per model size 
 from forgerl.cli.engine import engine_app  # noqa: E402  (light: typer only)
 from forgerl.cli.eval import eval_command as _eval_command  # noqa: E402  (light: typer only)
 from forgerl.cli.gateway import gateway as _gateway_command  # noqa: E402  (light: typer + os)
-from forgerl.perturb.cli import perturb_app  # noqa: E402  (light: typer only)
+from forgerl.cli.perturb import perturb_app  # noqa: E402  (light: typer only)
 from forgerl.review.cli import review_app, rm_app  # noqa: E402  (light: typer only)
 
 app.command("eval")(_eval_command)

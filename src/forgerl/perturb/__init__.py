@@ -30,7 +30,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Names resolve lazily (PEP 562): `forgerl perturb --help` imports perturb/cli.py, which must not
+# Names resolve lazily (PEP 562): `forgerl perturb --help` imports cli/perturb.py, which must not
 # pull in the environments through this package.
 _EXPORTS = {
     "Perturbed": "apply", "apply_perturbations": "apply", "draw": "apply", "episode_seed": "apply",

@@ -1,7 +1,8 @@
 """`forgerl perturb ...`: preview perturbations and evaluate a policy per scaffold.
 
-Registered in cli/main.py with `app.add_typer(perturb_app, name="perturb")`. Heavy imports (torch,
-the engine) happen inside the commands.
+Registered in cli/main.py with `app.add_typer(perturb_app, name="perturb")`; the perturbations
+themselves are forgerl/perturb. Heavy imports (torch, the engine, the environments) are
+function-local so `forgerl --help` stays fast.
 """
 
 from __future__ import annotations
