@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
+from forgerl.cli.review import review_app, rm_app
 from forgerl.review.auth import verify_password
-from forgerl.review.cli import review_app, rm_app
 from forgerl.store import TrajectoryStore
 
 runner = CliRunner()

@@ -193,7 +193,7 @@ def served(monkeypatch):
 
 
 def _review(*args: str):
-    from forgerl.review.cli import review_app
+    from forgerl.cli.review import review_app
 
     return runner.invoke(review_app, list(args))
 

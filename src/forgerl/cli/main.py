@@ -317,7 +317,7 @@ from forgerl.cli.engine import engine_app  # noqa: E402  (light: typer only)
 from forgerl.cli.eval import eval_command as _eval_command  # noqa: E402  (light: typer only)
 from forgerl.cli.gateway import gateway as _gateway_command  # noqa: E402  (light: typer + os)
 from forgerl.cli.perturb import perturb_app  # noqa: E402  (light: typer only)
-from forgerl.review.cli import review_app, rm_app  # noqa: E402  (light: typer only)
+from forgerl.cli.review import review_app, rm_app  # noqa: E402  (light: typer only)
 
 app.command("eval")(_eval_command)
 app.command("gateway")(_gateway_command)

@@ -1,9 +1,8 @@
-"""`forgerl review ...` and `forgerl rm ...`, ready for the main CLI:
+"""`forgerl review ...` and `forgerl rm ...`, mounted by cli/main.py; the review app, the labels
+and the reward model are forgerl/review (the synthetic demo data: review/demo.py).
 
-    app.add_typer(review_app, name="review")
-    app.add_typer(rm_app, name="rm")
-
-Heavy imports (fastapi, uvicorn, torch, transformers) happen inside the commands.
+Heavy imports (fastapi, uvicorn, torch, transformers) are function-local so `forgerl --help`
+stays fast.
 """
 
 from __future__ import annotations
