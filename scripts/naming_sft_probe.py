@@ -37,8 +37,8 @@ from forgerl.perturb.spec import (
     Scaffold,
     ToolInfoSpec,
 )
-from forgerl.train.cli import run_sft
 from forgerl.train.config import TrainConfig
+from forgerl.train.sft import run_sft
 
 
 def main() -> None:

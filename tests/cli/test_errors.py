@@ -113,12 +113,12 @@ def test_debug_from_the_environment(tmp_path, capsys, monkeypatch):
 
 
 def test_a_bug_is_one_line_with_a_pointer_to_debug(monkeypatch, capsys):
-    import forgerl.train.cli
+    import forgerl.cli.train
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(forgerl.train.cli, "run_train", broken)
+    monkeypatch.setattr(forgerl.cli.train, "run_train", broken)
     code, _, err = _run(capsys, "train")
     assert code == 1 and "Traceback" not in err and "boom" in err and "--debug" in err
     assert len(err.strip().splitlines()) == 2

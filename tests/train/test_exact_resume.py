@@ -57,7 +57,7 @@ def crash_during_step(monkeypatch, step: int) -> None:
 @pytest.mark.security
 @pytest.mark.slow  # ~60 s of CPU: 4 + 2 real steps of a tiny model
 def test_a_copy_resumed_after_a_crash_mid_step_continues_itself_exactly(tmp_path, monkeypatch):
-    from forgerl.train.cli import run_train
+    from forgerl.cli.train import run_train
     from forgerl.train.loop import train
 
     original = tmp_path / "run"
@@ -117,7 +117,7 @@ def test_resume_uses_the_run_dir_given_not_the_one_in_config_toml(tmp_path, monk
 
     monkeypatch.setattr(rollout_train, "run_training", fake_training)
     monkeypatch.setattr(report, "write_report", lambda run_dir: Path(run_dir) / "report.md")
-    from forgerl.train.cli import run_train
+    from forgerl.cli.train import run_train
 
     run_train(resume=True, run_dir=str(copy), steps=3)
     assert seen["config"].run_dir == str(copy) and seen["config"].steps == 3

@@ -102,7 +102,7 @@ def test_an_old_run_config_is_refused_with_how_to_migrate():
 
 
 def test_resume_migrates_an_old_run_directory_once_and_says_so(tmp_path):
-    from forgerl.train.cli import _resume_config
+    from forgerl.cli.train import _resume_config
 
     run_dir = tmp_path / "old-run"
     run_dir.mkdir()

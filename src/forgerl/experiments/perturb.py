@@ -67,7 +67,7 @@ def starting_model(name: str, smollm2_dir: Path) -> str:
 
 def _sft(exp: ExperimentConfig, cfg: Any, spec: PerturbSpec | None, out: Path, log: Any) -> Path:
     """One arm's SFT stage from the run's starting model: (a) `spec` None, (b) perturbed by `spec`."""
-    from forgerl.train.cli import run_sft
+    from forgerl.train.sft import run_sft
 
     t0 = time.perf_counter()
     policy = run_sft(str(out), examples=exp.sft_examples, steps=exp.sft_steps, batch_size=exp.sft_batch_size,

@@ -253,3 +253,47 @@ def save_policy(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, met
     tokenizer.save_pretrained(out)
     (out / "forgerl.json").write_text(json.dumps({**metadata, "created_at": time.time()}, indent=2))
     return out
+
+
+def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples: int = 1500, steps: int = 600,
+            batch_size: int = 16, lr: float = 2e-3, seed: int = 0, chat_format: str = "minimax_m2",
+            difficulty: list[int] | None = None, init: str = "tiny-random", varied: bool = False,
+            perturb: PerturbSpec | None = None, max_length: int = 3072) -> Path:
+    """Build the default policy: verified scripted-solver conversations -> SFT of tiny-random.
+    With an active `perturb` spec the conversations are played under perturbed scaffolds
+    (perturb/gold.py); conversations over `max_length` tokens are left out."""
+    from rich.console import Console
+
+    from forgerl.chat import get_format
+    from forgerl.model.loading import DEFAULT_POLICY_DIR, load_policy
+    from forgerl.train.rollouts import make_task
+
+    console = Console()
+    levels = difficulty or [1, 2, 3]
+    t0 = time.perf_counter()
+    convs, rejected = asyncio.run(verified_conversations(
+        family, range(seed, seed + examples), make_task=lambda s: make_task(family, s, levels[s % len(levels)])[1],
+        error_every=5, varied=varied, perturb=perturb))
+    model, tokenizer = load_policy(init, device="cpu", chat_format=chat_format, seed=seed)
+    fmt = get_format(chat_format)
+    encoded = encode_within(tokenizer, fmt, convs, max_length)
+    too_long = len(convs) - len(encoded)
+    perturbed = " under perturbed scaffolds" if perturb is not None and perturb.active else ""
+    console.print(f"SFT data: {len(convs)} verified conversations from the {family} scripted solver{perturbed} "
+                  f"({rejected} rejected by the verifier, {too_long} over {max_length} tokens left out) "
+                  f"in {time.perf_counter() - t0:.1f} s")
+
+    def log(step: int, loss: float) -> None:
+        if step % 50 == 0 or step == steps - 1:
+            console.print(f"sft step {step:4d}  loss {loss:.4f}  ({time.perf_counter() - t0:.0f} s)")
+
+    losses = train_sft_encoded(model, encoded, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log=log)
+    target = Path(out) if out else DEFAULT_POLICY_DIR
+    save_policy(model, tokenizer, target, {
+        "made_by": "forgerl sft", "init": init, "family": family, "difficulty": levels, "examples": len(convs), "rejected": rejected,
+        "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "chat_format": chat_format, "varied_styles": varied,
+        "perturb": perturb.model_dump(mode="json") if perturb is not None and perturb.active else None,
+        "max_length": max_length, "too_long": too_long,
+        "final_loss": losses[-1] if losses else None, "seconds": time.perf_counter() - t0})
+    console.print(f"saved the policy to {target} in {time.perf_counter() - t0:.0f} s")
+    return target

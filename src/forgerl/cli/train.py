@@ -1,16 +1,22 @@
-"""What `forgerl train` and `forgerl sft` do, with a live rich display (kept out of the loop itself)."""
+"""`forgerl train`, `forgerl sft` and `forgerl export`, and what `forgerl train` does around the
+loop: resolve and check everything before the model loads (preflight), print the live table, write
+the report, and remove a run directory a failed start made. The loop itself is
+forgerl/rollout/train.py (`run_training`); the SFT bootstrap is forgerl/train/sft.py (`run_sft`).
+
+Heavy imports (torch, the trainer, the engine) are function-local so `forgerl --help` stays fast.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import typer
 
 from forgerl.train.config import PRE_GROUPED_NAME, TrainConfig, dump_config, load_config, migrate_run_config
 
-if TYPE_CHECKING:
-    from forgerl.perturb.spec import PerturbSpec
+# The commands below are plain functions that cli/main.py registers as `forgerl train`, `sft`, `export`.
 
 LIVE_COLUMNS = (("rollout/reward", "reward"), ("rollout/pass_rate", "pass"), ("eval/reward", "eval"),
                 ("train/loss", "loss"), ("train/entropy", "entropy"), ("mismatch/mean_abs_logprob", "|Δlogp|"),
@@ -151,54 +157,92 @@ def _resume_config(console: Any, config_path: str | None, overrides: dict[str, A
     return load_config(stored, steps=overrides.get("steps"), run_dir=str(run_dir))
 
 
-def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples: int = 1500, steps: int = 600,
-            batch_size: int = 16, lr: float = 2e-3, seed: int = 0, chat_format: str = "minimax_m2",
-            difficulty: list[int] | None = None, init: str = "tiny-random", varied: bool = False,
-            perturb: PerturbSpec | None = None, max_length: int = 3072) -> Path:
-    """Build the default policy: verified scripted-solver conversations -> SFT of tiny-random.
-    With an active `perturb` spec the conversations are played under perturbed scaffolds
-    (perturb/gold.py); conversations over `max_length` tokens are left out."""
-    from rich.console import Console
+def _config_default(name: str) -> str:
+    """A TrainConfig field's default for --help (train's options are None so that only the ones
+    given override the config file; the default is shown as the config's)."""
+    from forgerl.train.config import TrainConfig
 
-    from forgerl.chat import get_format
-    from forgerl.model.loading import DEFAULT_POLICY_DIR, load_policy
-    from forgerl.train.rollouts import make_task
-    from forgerl.train.sft import (
-        encode_within,
-        save_policy,
-        train_sft_encoded,
-        verified_conversations,
-    )
-
-    console = Console()
-    levels = difficulty or [1, 2, 3]
-    t0 = time.perf_counter()
-    convs, rejected = asyncio.run(verified_conversations(
-        family, range(seed, seed + examples), make_task=lambda s: make_task(family, s, levels[s % len(levels)])[1],
-        error_every=5, varied=varied, perturb=perturb))
-    model, tokenizer = load_policy(init, device="cpu", chat_format=chat_format, seed=seed)
-    fmt = get_format(chat_format)
-    encoded = encode_within(tokenizer, fmt, convs, max_length)
-    too_long = len(convs) - len(encoded)
-    perturbed = " under perturbed scaffolds" if perturb is not None and perturb.active else ""
-    console.print(f"SFT data: {len(convs)} verified conversations from the {family} scripted solver{perturbed} "
-                  f"({rejected} rejected by the verifier, {too_long} over {max_length} tokens left out) "
-                  f"in {time.perf_counter() - t0:.1f} s")
-
-    def log(step: int, loss: float) -> None:
-        if step % 50 == 0 or step == steps - 1:
-            console.print(f"sft step {step:4d}  loss {loss:.4f}  ({time.perf_counter() - t0:.0f} s)")
-
-    losses = train_sft_encoded(model, encoded, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log=log)
-    target = Path(out) if out else DEFAULT_POLICY_DIR
-    save_policy(model, tokenizer, target, {
-        "made_by": "forgerl sft", "init": init, "family": family, "difficulty": levels, "examples": len(convs), "rejected": rejected,
-        "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "chat_format": chat_format, "varied_styles": varied,
-        "perturb": perturb.model_dump(mode="json") if perturb is not None and perturb.active else None,
-        "max_length": max_length, "too_long": too_long,
-        "final_loss": losses[-1] if losses else None, "seconds": time.perf_counter() - t0})
-    console.print(f"saved the policy to {target} in {time.perf_counter() - t0:.0f} s")
-    return target
+    field = TrainConfig.model_fields[name]
+    value = field.get_default(call_default_factory=True)
+    return str(getattr(value, "name", value))
 
 
-__all__ = ["TrainConfig", "run_sft", "run_train"]
+def train(
+    config: str | None = typer.Argument(None, help="TOML config (see examples/configs/); defaults otherwise."),
+    model: str | None = typer.Option(None, help="`default`, `tiny-random`, a Hugging Face model directory, or a run "
+                                     "(RUN, RUN:best, RUN:step_N).", show_default=_config_default("model")),
+    env: str | None = typer.Option(None, help="Task family to train on.", show_default=_config_default("env")),
+    steps: int | None = typer.Option(None, help="Optimizer steps.", show_default=_config_default("steps")),
+    loss: str | None = typer.Option(None, help="cispo, grpo, ppo, dapo or gspo.", show_default=_config_default("loss")),
+    seed: int | None = typer.Option(None, help="Run seed.", show_default=_config_default("seed")),
+    device: str | None = typer.Option(None, help="cpu, cuda or auto.", show_default=_config_default("device")),
+    run_dir: str | None = typer.Option(None, help="Run directory (store, checkpoints, report).",
+                                       show_default=_config_default("run_dir")),
+    set_values: list[str] | None = typer.Option(
+        None, "--set", metavar="KEY=VALUE", show_default=False,
+        help="Set any config key (repeatable): steps=3, optim.lr=1e-4, loss.name=grpo, difficulty=[1,2]. Values are TOML "
+             "(a bare word is a string); applied after the config file, before the options above."),
+    print_config: bool = typer.Option(False, "--print-config",
+                                      help="Print the fully resolved config as TOML and exit (nothing is created)."),
+    resume: bool = typer.Option(False, help="Continue the run in --run-dir from its last checkpoint."),
+    plugin: list[str] | None = typer.Option(
+        None, "--plugin", show_default=False,
+        help="Module that registers your own task family or chat format: a module name or a .py path (repeatable; "
+             "added to the config's `plugins`; also FORGERL_PLUGINS and entry points, see docs/environments.md)."),
+) -> None:
+    """RL-train the agent (the main job). With no arguments: the embedded default policy on the
+    tool-reasoning family, on CPU, with the reward shown live and a report at the end."""
+    overrides: dict[str, object] = {"model": model, "env": env, "steps": steps, "seed": seed, "device": device,
+                                    "run_dir": run_dir}
+    if loss is not None:
+        overrides["loss"] = {"name": loss}
+    run_train(config, resume=resume, set_values=tuple(set_values or ()), print_only=print_config,
+              plugins=tuple(plugin or ()), **overrides)
+
+
+def export(
+    run: str = typer.Argument(..., help="RUN (its latest good checkpoint), RUN:best or RUN:step_N."),
+    out: str = typer.Option(..., "--out", help="New directory for the Hugging Face model (config, tokenizer, weights, README.md)."),
+) -> None:
+    """Export a trained model: a clean Hugging Face model directory with a model card (training
+    config, held-out curve, data), loadable by transformers and by `--model DIR`."""
+    from forgerl.errors import ConfigError
+    from forgerl.train.export import export_model
+
+    try:
+        target = export_model(run, out)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"exported {run} to {target}")
+
+
+def sft(
+    out: str | None = typer.Option(None, help="Output directory (default: the shipped default policy's place)."),
+    examples: int = typer.Option(1200, help="Scripted-solver conversations to generate (verified by the env)."),
+    steps: int = typer.Option(400, help="Optimizer steps."),
+    batch_size: int = typer.Option(8, help="Conversations per step."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (cosine decay after warm-up)."),
+    seed: int = typer.Option(0, help="Seed for data and initialisation."),
+    init: str = typer.Option("tiny-random", help="Model to start from (`tiny-random` or a checkpoint directory)."),
+    difficulty: str = typer.Option("1,2,3", help="Comma-separated difficulty levels the conversations are drawn from."),
+    varied_styles: bool = typer.Option(False, "--varied-styles", help="Draw each conversation's solver style (lookups per "
+                                       "round, terse or full thinking) from its seed, so the policy learns several ways to work."),
+    perturb_probability: float = typer.Option(0.0, min=0.0, max=1.0, help="Play each conversation under perturbed scaffolds: "
+                                              "the chance each perturbation dimension fires (0 = off; held-out scaffolds are never drawn)."),
+    perturb_strength: float = typer.Option(0.5, min=0.0, max=1.0, help="How much each fired dimension changes (0..1)."),
+    max_length: int = typer.Option(3072, min=64, help="Leave out conversations longer than this many tokens."),
+) -> None:
+    """Build the default policy: SFT of `tiny-random` on verified scripted-solver trajectories with
+    interleaved thinking (the reproducible bootstrap of the embedded default)."""
+    from forgerl.perturb.spec import PerturbSpec
+    from forgerl.train.sft import run_sft
+
+    levels = [int(x) for x in difficulty.split(",") if x.strip()]
+    spec = PerturbSpec.uniform(perturb_probability, perturb_strength) if perturb_probability > 0 else None
+    try:
+        run_sft(out, examples=examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=init,
+                difficulty=levels, varied=varied_styles, perturb=spec, max_length=max_length)
+    except ValueError as exc:  # bad settings (e.g. every conversation over --max-length): say so, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None

