@@ -103,10 +103,63 @@ def test_the_entry_point_wires_the_reward_model_as_the_sources_transform(tmp_pat
 
 def test_benchmarks_and_experiments_live_in_their_own_rooms() -> None:
     """Benchmark code lives in forgerl/bench, experiment drivers in forgerl/experiments (their
-    entry points: `forgerl bench ...`, scripts/*.py); no library package carries either."""
+    entry points: `forgerl bench ...` in cli/bench.py, scripts/*.py); no library package carries either."""
     strays = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
                     if ("bench" in p.stem or p.stem == "experiment")
-                    and p.parent.name not in ("bench", "experiments"))
+                    and p.parent.name not in ("bench", "experiments", "cli"))
     assert strays == []
     assert {p.stem for p in (SRC / "bench").glob("*.py")} >= {"engine", "prefix_tree", "scheduler", "weight_sync",
                                                                "losses", "sandbox"}
+
+
+def typer_commands_outside_cli() -> list[str]:
+    """Places outside forgerl/cli that build a typer app (`typer.Typer(...)`) or register a command
+    (a decorator `@<anything>.command(...)` / `.callback(...)`): every command lives in cli/."""
+    found: list[str] = []
+    for path in sorted(SRC.rglob("*.py")):
+        relative = path.relative_to(SRC)
+        if relative.parts[0] == "cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "Typer":
+                found.append(f"{relative}:{node.lineno}: Typer(...)")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for decorator in node.decorator_list:
+                    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                    if isinstance(target, ast.Attribute) and target.attr in ("command", "callback"):
+                        found.append(f"{relative}:{node.lineno}: @{target.attr} {node.name}")
+    return found
+
+
+def test_every_command_lives_in_cli() -> None:
+    """Issue 18 item 2: the commands were spread over eight packages; now `forgerl.cli` is the one
+    place a typer app or command is defined."""
+    assert typer_commands_outside_cli() == []
+
+
+def test_the_command_finder_sees_a_command(tmp_path, monkeypatch) -> None:
+    """The checker itself: a decorated command in a library package is reported."""
+    fake = tmp_path / "forgerl"
+    (fake / "cli").mkdir(parents=True)
+    (fake / "store").mkdir()
+    (fake / "cli" / "main.py").write_text("import typer\napp = typer.Typer()\n")
+    (fake / "store" / "cmd.py").write_text("import typer\napp = typer.Typer()\n@app.command()\ndef show(): ...\n")
+    monkeypatch.setitem(globals(), "SRC", fake)
+    assert sorted(typer_commands_outside_cli()) == ["store/cmd.py:2: Typer(...)", "store/cmd.py:4: @command show"]
+
+
+def typer_importers(package: str) -> list[str]:
+    """Files of `package` that import typer (the command-line library) anywhere in the file."""
+    found: list[str] = []
+    for path in sorted((SRC / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name == "typer" or name.startswith("typer.") for name in names):
+                found.append(str(path.relative_to(SRC)))
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("package", ["eval", "gateway", "review", "store", "perturb", "engine"])
+def test_library_packages_do_not_import_typer(package: str) -> None:
+    assert typer_importers(package) == [], f"forgerl.{package} imports typer: its command belongs in forgerl/cli"

@@ -1,7 +1,7 @@
 """The Python API: `forgerl.train`, `forgerl.evaluate`, `forgerl.rollout` (docs/python-api.md).
 
 Thin wrappers over what the commands run (`forgerl train`: rollout/train.py's run_training and
-train/report.py; `forgerl eval`: eval/run.py's run_eval; `forgerl rollout`: agent/demo.py's
+train/report.py; `forgerl eval`: eval/run.py's run_eval; `forgerl rollout`: cli/transcript.py's
 run_demo), so a script and the command line train, evaluate and roll out identically. They print
 nothing unless asked (`show=True`) and return the result objects. Heavy imports (torch, the
 engine) happen inside the calls: `import forgerl` stays cheap.
@@ -94,12 +94,12 @@ def rollout(env: str, model: str = "default", seed: int = 0, *, max_turns: int =
     """One agent episode on task `seed` of the family `env`, as `forgerl rollout` does; returns the
     Trajectory (messages, the exact token ids and logprobs of every LLM call, status, reward and
     its breakdown). `save_path` writes it as JSON; `show=True` prints the transcript. `options` go
-    to forgerl.agent.demo.run_demo: chat_format, engine (an engine object instead of loading `model`).
+    to forgerl.cli.transcript.run_demo: chat_format, engine (an engine object instead of loading `model`).
 
     >>> trajectory = forgerl.rollout("arithmetic", model="tiny-random", seed=3)
     >>> trajectory.status, trajectory.reward
     """
-    from forgerl.agent.demo import run_demo
+    from forgerl.cli.transcript import run_demo
 
     return run_demo(model=model, env=env, seed=seed, max_turns=max_turns, max_tokens=max_tokens,
                     save_path=save_path, console=_console(show), **options)

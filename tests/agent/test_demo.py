@@ -7,8 +7,8 @@ import io
 
 from rich.console import Console
 
-from forgerl.agent.demo import run_demo
 from forgerl.chat import get_format
+from forgerl.cli.transcript import run_demo
 from forgerl.engine.scripted import ScriptedEngine
 from forgerl.envs.base import make_env, sample_task
 from forgerl.types import Message, ToolCall, Trajectory, TrajectoryStatus

@@ -114,10 +114,10 @@ def test_rollout_n_writes_one_trajectory_per_episode_and_a_summary(tokenizer, tm
 
 
 def test_rollout_without_n_keeps_the_single_episode_demo(monkeypatch):
-    import forgerl.agent.demo
+    import forgerl.cli.transcript
 
     seen = {}
-    monkeypatch.setattr(forgerl.agent.demo, "run_demo", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(forgerl.cli.transcript, "run_demo", lambda **kwargs: seen.update(kwargs))
     result = cli("rollout", "--seed", "4", "--save", "t.json")
     assert result.exit_code == 0, result.output
     assert seen["seed"] == 4 and seen["save_path"] == "t.json" and seen["env"] == "tool-reasoning"

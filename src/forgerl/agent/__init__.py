@@ -1,6 +1,7 @@
 """The white-box agent: the interleaved-thinking tool loop, tool-call checking, context managers.
 
-`run_demo` (agent/demo.py) is not re-exported here so that importing the loop never pulls in rich.
+The transcript printer behind `forgerl rollout` is forgerl/cli/transcript.py (`run_demo`): presentation
+lives with the commands, and importing the loop never pulls in rich.
 """
 
 from forgerl.agent.context import ContextManager, DropOldToolOutputs

@@ -365,7 +365,7 @@ def rollout_command(
     with -n K, run K episodes concurrently on one engine and print a summary."""
     load_cli_plugins(plugin)
     if episodes is None and out is None:
-        from forgerl.agent.demo import run_demo
+        from forgerl.cli.transcript import run_demo
 
         run_demo(model=model, env=env, seed=seed, chat_format=chat_format, max_turns=max_turns,
                  max_tokens=max_tokens, save_path=save)

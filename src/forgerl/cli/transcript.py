@@ -4,6 +4,10 @@ With the built-in tiny random model the transcript is gibberish and the reward 0
 honest result of an untrained policy, shown so the whole path (engine -> loop -> env -> verifier)
 can be watched end to end. Everything the model wrote is printed as plain text, never as rich
 markup: model output is untrusted, and "[/]" in it must not break (or restyle) the terminal.
+
+In cli/ (it was agent/demo.py) because it is presentation: the agent package runs episodes, this
+prints one. `forgerl rollout` (cli/envs.py) and `forgerl.rollout(show=True)` (api.py) call it;
+cli/envs.py imports it inside the command, so `forgerl --help` does not load the agent and engine.
 """
 
 from __future__ import annotations
