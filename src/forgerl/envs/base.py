@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from forgerl.envs.rewards import RewardResult, RewardWeights, Verdict, compose_reward, run_verifier
 from forgerl.errors import ConfigError, ForgerlError
+from forgerl.plugins import load_plugins, plugin_hint
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
 if TYPE_CHECKING:
@@ -305,14 +306,10 @@ def family_info(name: str) -> Family:
     """The registered family `name`; on a miss, plug-ins are loaded once before giving up."""
     _load_builtins()
     if name not in _FAMILIES:
-        from forgerl.plugins import load_plugins
-
         load_plugins()
     try:
         return _FAMILIES[name]
     except KeyError:
-        from forgerl.plugins import plugin_hint
-
         known = ", ".join(sorted(_FAMILIES))
         raise KeyError(f"unknown task family {name!r}; registered families: {known}; {plugin_hint()}") from None
 
@@ -326,7 +323,7 @@ def make_env(
     if weights is not None:
         env.reward_weights = weights
     if noise is not None:
-        from forgerl.envs.noise import NoisyEnvironment
+        from forgerl.envs.noise import NoisyEnvironment  # cycle: forgerl.envs.noise imports forgerl.envs.base
 
         env = NoisyEnvironment(env, noise)
     return env
@@ -338,7 +335,6 @@ def sample_task(name: str, seed: int = 0, difficulty: int | None = None) -> Task
 
 def list_families() -> list[str]:
     """Every family: forgerl's own and those of loaded plug-ins (entry points, FORGERL_PLUGINS)."""
-    from forgerl.plugins import load_plugins
 
     _load_builtins()
     load_plugins()

@@ -26,7 +26,7 @@ class NumericAnswerEnv(Environment):
         self.task, self._submitted = task, None
 
     def _submit(self, answer: Any) -> str:
-        from forgerl.envs.arithmetic import format_number
+        from forgerl.envs.arithmetic import format_number  # cycle: forgerl.envs.arithmetic imports forgerl.envs.numeric
 
         if self._submitted is not None:
             raise ToolError("an answer was already submitted; only the first submission counts")

@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from forgerl.envs.arithmetic import CALCULATOR, calculate, format_number
 from forgerl.envs.base import Environment, Family, Task, register_family, submit_nothing
 from forgerl.envs.rewards import Verdict
 from forgerl.errors import ConfigError, ToolError, VerifierError
@@ -238,8 +239,6 @@ class ReasoningGymEnv(Environment):
         return self._submitted is not None
 
     def tools(self) -> list[ToolSpec]:
-        from forgerl.envs.arithmetic import CALCULATOR
-
         names = self.task.tools if self.task is not None else [SUBMIT_ANSWER.name]
         return [spec for spec in (CALCULATOR, SUBMIT_ANSWER) if spec.name in names]
 
@@ -258,8 +257,6 @@ class ReasoningGymEnv(Environment):
         if call.name not in allowed:
             raise ToolError(f"unknown tool {call.name!r}; available: {', '.join(allowed)}")
         if call.name == "calculator":
-            from forgerl.envs.arithmetic import calculate, format_number
-
             expression = call.arguments.get("expression")
             if not isinstance(expression, str):
                 raise ToolError("calculator needs a string argument 'expression'")

@@ -36,6 +36,7 @@ from typing import Any
 
 from forgerl.envs.arithmetic import calculate, format_number
 from forgerl.envs.base import Family, Observation, Solver, Step, Task, register_family, submit_nothing
+from forgerl.envs.noise import transient_failure_message
 from forgerl.envs.numeric import NumericAnswerEnv
 from forgerl.envs.rewards import Verdict
 from forgerl.errors import ToolError, VerifierError
@@ -493,7 +494,6 @@ class ToolReasoningEnv(NumericAnswerEnv):
 
 def transient_error(call: ToolCall) -> str:
     """The message of an injected transient failure (the same text envs/noise.py uses)."""
-    from forgerl.envs.noise import transient_failure_message
 
     return transient_failure_message(call.name)
 

@@ -21,7 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from forgerl.agent.tools import close_env
+from forgerl.chat import get_format
+from forgerl.engine import load_engine
 from forgerl.gateway.core import Gateway
+from forgerl.store import TrajectoryStore
 from forgerl.types import Boundary, Failure, TrajectoryStatus
 
 log = logging.getLogger(__name__)
@@ -75,7 +79,9 @@ class BackgroundGateway(ThreadedServer):
     def __init__(self, gateway: Gateway, *, host: str = "127.0.0.1", port: int = 0,
                  max_body_bytes: int | None = None) -> None:
         """`max_body_bytes`: the request-body cap (None: server/limits.py's default)."""
-        from forgerl.gateway.app import create_gateway_app
+        from forgerl.gateway.app import (
+            create_gateway_app,  # heavy: fastapi, httpx, starlette, kept out of this module's import
+        )
 
         self.gateway = gateway
         limit = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
@@ -87,7 +93,6 @@ async def shutdown_sessions(gateway: Gateway) -> int:
     """End every live session because the gateway is going away: FAILED at the timeout boundary
     (the rollout was cut off, as a cancelled white-box episode is), stored, environment closed.
     Never raises; returns how many sessions it ended."""
-    from forgerl.agent.tools import close_env  # light: agent/tools.py imports only errors and types
 
     live = [s for s in list(gateway.sessions.values()) if not s.ended]
     for session in live:
@@ -146,17 +151,15 @@ def serve_gateway(
     (None: server/limits.py's default)."""
     import uvicorn
 
-    from forgerl.chat import get_format
-    from forgerl.engine import load_engine
-    from forgerl.gateway.app import create_gateway_app
+    from forgerl.gateway.app import (
+        create_gateway_app,  # heavy: fastapi, httpx, starlette, kept out of this module's import
+    )
 
     store = None
     if run_dir is not None:
-        from forgerl.store import TrajectoryStore
-
         store = TrajectoryStore(run_dir)
     if upstream is not None:
-        from forgerl.gateway.remote import Upstream
+        from forgerl.gateway.remote import Upstream  # heavy: fastapi, httpx, kept out of this module's import
 
         engine: Any = Upstream(upstream, api_key=upstream_api_key).discover()
     else:

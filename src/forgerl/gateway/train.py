@@ -18,16 +18,19 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
+from forgerl.envs.base import family_info
 from forgerl.errors import ConfigError
+from forgerl.gateway.core import Gateway
+from forgerl.gateway.serve import BackgroundGateway
+from forgerl.review.train_hook import reward_model_transform_for
 from forgerl.rollout.source import RolloutBatch
+from forgerl.train.config import TrainConfig
+from forgerl.train.rollouts import training_seed
 from forgerl.types import Trajectory
-
-if TYPE_CHECKING:
-    from forgerl.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,6 @@ class GatewaySource:
     def check(self, config: TrainConfig) -> None:
         """The gateway serves the family's own environment: it cannot perturb it, nor run a family's
         own (multi-agent) episodes."""
-        from forgerl.envs.base import family_info
 
         if config.perturb.active:
             raise ConfigError("[perturb] is not supported when training through the gateway (its sessions serve the "
@@ -97,9 +99,6 @@ class GatewaySource:
                               "cannot drive through the gateway: train it with `forgerl train`")
 
     async def start(self, run: Any, *, resumed: bool) -> None:
-        from forgerl.gateway.core import Gateway
-        from forgerl.gateway.serve import BackgroundGateway
-
         if resumed:
             stale = [t.id for t in run.store.query(run_id=run.run_id, consumed=False)]
             run.store.supersede_trajectories(stale)
@@ -110,8 +109,6 @@ class GatewaySource:
         self._url, self._admin_key = bg.url, gateway.admin_key
 
     async def next_batch(self) -> RolloutBatch | None:
-        from forgerl.train.rollouts import training_seed
-
         run, config = self._run, self._run.config
         t0 = time.perf_counter()
         seeds = [training_seed(config.seed, run.step, g) for g in range(config.groups_per_step)]
@@ -144,9 +141,7 @@ def train_through_gateway(config: TrainConfig, agent: Agent, *, on_step: Callabl
     gateway on a loopback port: the training loop of `forgerl train` (held-out evaluation,
     checkpoints, best checkpoint, resume, reward model, stop signals) fed by a GatewaySource.
     Returns {run_dir, steps, rewards (rollout reward per step), eval_rewards}."""
-    from forgerl.review.train_hook import reward_model_transform_for
-    from forgerl.train.config import TrainConfig
-    from forgerl.train.loop import train
+    from forgerl.train.loop import train  # heavy: torch, kept out of this module's import
 
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"train_through_gateway takes a TrainConfig (forgerl.train.config.load_config), "

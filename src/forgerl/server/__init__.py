@@ -13,7 +13,7 @@ __all__ = ["create_app", "serve"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from forgerl.server import app
+        from forgerl.server import app  # heavy: fastapi, loaded on first use; app imports this package
 
         return getattr(app, name)
     raise AttributeError(f"module 'forgerl.server' has no attribute {name!r}")

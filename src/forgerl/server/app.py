@@ -46,6 +46,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from forgerl.chat.base import ChatFormat, get_format
+from forgerl.engine import load_engine
 from forgerl.engine.base import Engine
 from forgerl.server.admin import VERSION_HEADER, AdmissionGate, add_admin_routes
 from forgerl.server.auth import API_KEY_ENV, ApiKeyMiddleware, exposure_warning
@@ -157,8 +158,6 @@ def serve(
     the `/v1` routes need `api_key` (or FORGERL_API_KEY) as a bearer token when one is set.
     `served_model_name` is the id clients see and send (the model's path stays private)."""
     import uvicorn  # only when serving: importing the app (tests, the gateway) does not start a server
-
-    from forgerl.engine import load_engine  # type: ignore[attr-defined]  # torch: kept out of `forgerl --help`
 
     key = api_key or os.environ.get(API_KEY_ENV) or None
     warning = exposure_warning(host, key)

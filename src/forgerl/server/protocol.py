@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from forgerl.errors import ConfigError, ContextLengthError
+
 log = logging.getLogger(__name__)
 
 
@@ -113,7 +115,6 @@ def error_response(status: int, message: str, *, type_: str = "invalid_request_e
 def engine_failure(exc: Exception, prompt_param: str) -> Any:
     """The response to an engine error before any output: a prompt over the context limit or a bad
     setting is the caller's 400 (naming `prompt_param`), anything else a logged 500."""
-    from forgerl.errors import ConfigError, ContextLengthError
 
     if isinstance(exc, ContextLengthError):
         return error_response(400, str(exc), param=prompt_param, code="context_length_exceeded")

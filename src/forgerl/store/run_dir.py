@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from forgerl.store.errors import StoreError
+from forgerl.store.sqlite import STORE_FILENAME, TrajectoryStore, resolve_store_path
+
 ExportFormat = Literal["jsonl", "parquet"]
 
 
@@ -13,8 +16,6 @@ def export_store(run_dir: str | Path, fmt: ExportFormat, out: str | Path | None 
                  **filters: Any) -> tuple[Path, int]:
     """Export a run directory's trajectories; returns (file written, trajectories written).
     Without `out` the file is `run_dir/trajectories.<fmt>`."""
-    from forgerl.store.errors import StoreError
-    from forgerl.store.sqlite import STORE_FILENAME, TrajectoryStore, resolve_store_path
 
     if fmt not in ("jsonl", "parquet"):
         raise StoreError(f"unknown export format {fmt!r}; use jsonl or parquet")
@@ -30,8 +31,6 @@ def export_store(run_dir: str | Path, fmt: ExportFormat, out: str | Path | None 
 def summarize_store(run_dir: str | Path) -> list[dict[str, Any]]:
     """Per run: id, status, trajectory count, consumed count, mean reward, latest checkpoint step,
     and how many trajectories a resume superseded (kept in the file, left out of the counts)."""
-    from forgerl.store.errors import StoreError
-    from forgerl.store.sqlite import STORE_FILENAME, TrajectoryStore, resolve_store_path
 
     store_path = resolve_store_path(run_dir) if Path(run_dir).exists() else None
     if store_path is None or not store_path.is_file():

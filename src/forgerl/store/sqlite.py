@@ -586,14 +586,18 @@ class TrajectoryStore:
 
     def export_jsonl(self, path: str | os.PathLike[str], **filters: Any) -> int:
         """Write matching trajectories, one JSON object per line; returns how many."""
-        from forgerl.store.export import write_jsonl
+        from forgerl.store.export import (
+            write_jsonl,  # cycle: forgerl.store.export imports forgerl.store.sqlite (via forgerl.store)
+        )
 
         return write_jsonl(self, path, **filters)
 
     def export_parquet(self, path: str | os.PathLike[str], **filters: Any) -> int:
         """Write matching trajectories to Parquet (summary columns + the trajectory JSON); needs
         pyarrow. Returns how many."""
-        from forgerl.store.export import write_parquet
+        from forgerl.store.export import (
+            write_parquet,  # cycle: forgerl.store.export imports forgerl.store.sqlite (via forgerl.store)
+        )
 
         return write_parquet(self, path, **filters)
 

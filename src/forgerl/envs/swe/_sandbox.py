@@ -96,7 +96,7 @@ def _recorded_files(package: Package) -> list[str]:
 def forgerl_paths() -> list[str]:
     """forgerl's own answer keys: its package directory (the hidden suites) and the task data
     (each task's original code), wherever this install keeps them."""
-    from forgerl.envs.swe import DEFAULT_TASKS, tasks_path
+    from forgerl.envs.swe import DEFAULT_TASKS, tasks_path  # cycle: forgerl.envs.swe imports this module
 
     return [str(Path(forgerl.__file__).resolve().parent), str(DEFAULT_TASKS.parent), str(tasks_path())]
 
