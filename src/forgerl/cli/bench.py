@@ -18,7 +18,7 @@ def bench_sandbox(
     backend: str = typer.Option("auto", help="auto, bwrap, unshare or subprocess."),
 ) -> None:
     """Tool calls/s through the sandbox vs a bare subprocess, and rollouts/s of concurrent sandboxes."""
-    from forgerl.bench.sandbox import run_sandbox_bench
+    from forgerl.bench.sandbox import run_sandbox_bench  # heavy: forgerl.bench.sandbox, kept out of forgerl --help
 
     run_sandbox_bench(calls=calls, concurrent=concurrent, calls_per_rollout=calls_per_rollout, backend=backend)
 
@@ -32,7 +32,7 @@ def bench_losses(
     eval_every: int = typer.Option(2, help="Held-out evaluation interval (resolution of steps-to-target)."),
 ) -> None:
     """Train with each loss on the default task, same budget and seeds; print steps to target reward."""
-    from forgerl.bench.losses import run_loss_bench
+    from forgerl.bench.losses import run_loss_bench  # heavy: forgerl.bench, kept out of forgerl --help
 
     run_loss_bench(tuple(losses.split(",")), tuple(int(s) for s in seeds.split(",")), steps=steps,
                    target_gain=target_gain, eval_every=eval_every)
@@ -50,7 +50,9 @@ def bench_prefix_tree(
     dtype: str = typer.Option("auto", help="float32, bfloat16 or auto."),
 ) -> None:
     """Per-call vs per-trajectory vs prefix-tree training: tokens, fwd+bwd time, peak memory."""
-    from forgerl.bench.prefix_tree import run_prefix_tree_bench
+    from forgerl.bench.prefix_tree import (
+        run_prefix_tree_bench,  # heavy: forgerl.bench.prefix_tree (torch), kept out of forgerl --help
+    )
 
     run_prefix_tree_bench(model=model, turns=tuple(int(t) for t in turns.split(",")), group_size=group_size,
                           budget=budget, call_subset=call_subset, system_tokens=system_tokens, device=device, dtype=dtype)
@@ -69,7 +71,9 @@ def bench_engine(
     skip_per_request: bool = typer.Option(False, "--skip-per-request", help="Leave out HF generate one request at a time."),
 ) -> None:
     """Built-in engine vs transformers' plain generate (and vLLM) on an agent-like workload; prints the ratios."""
-    from forgerl.bench.engine import run_engine_bench_models
+    from forgerl.bench.engine import (
+        run_engine_bench_models,  # heavy: forgerl.bench.engine (torch), kept out of forgerl --help
+    )
 
     run_engine_bench_models([m.strip() for m in model.split(",") if m.strip()], sessions=sessions, turns=turns,
                             max_tokens=max_tokens, device=device, vllm=vllm, dtype=dtype, skip_per_request=skip_per_request)
@@ -87,7 +91,10 @@ def bench_scheduler(
     modes: str = typer.Option("sync,fifo,greedy,windowed", help="Comma-separated modes."),
 ) -> None:
     """Synchronous vs strict-FIFO vs greedy vs windowed-FIFO rollouts on one long-tailed workload."""
-    from forgerl.bench.scheduler import Workload, run_scheduler_bench
+    from forgerl.bench.scheduler import (  # heavy: forgerl.bench, kept out of forgerl --help
+        Workload,
+        run_scheduler_bench,
+    )
 
     run_scheduler_bench(Workload(tasks=tasks, batch_size=batch_size, capacity=capacity, max_staleness=max_staleness,
                                  train_s=train_s, seed=seed), modes=tuple(modes.split(",")), window=window)
@@ -96,6 +103,8 @@ def bench_scheduler(
 @bench_app.command("weightsync")
 def bench_weightsync(repeats: int = typer.Option(3, help="Pushes per model size and transport.")) -> None:
     """Weight push time vs model size: trainer -> `forgerl serve` through /dev/shm or a disk file."""
-    from forgerl.bench.weight_sync import run_weight_sync_bench
+    from forgerl.bench.weight_sync import (
+        run_weight_sync_bench,  # heavy: forgerl.bench.weight_sync, kept out of forgerl --help
+    )
 
     run_weight_sync_bench(repeats=repeats)

@@ -36,6 +36,7 @@ from forgerl.envs.base import (
     make_env,
     play_rounds,
     run_gold,
+    sample_task,
 )
 from forgerl.envs.tasks import generate_tasks
 from forgerl.errors import ConfigError
@@ -243,11 +244,10 @@ def run_rollouts(
     summary table. `engine` replaces the built-in one (tests inject a fake)."""
     from rich.console import Console
 
-    from forgerl.agent.loop import run_episode
-    from forgerl.agent.tools import close_env
-    from forgerl.chat import get_format
-    from forgerl.engine.base import SamplingParams
-    from forgerl.envs.base import sample_task
+    from forgerl.agent.loop import run_episode  # heavy: forgerl.agent.loop, kept out of forgerl --help
+    from forgerl.agent.tools import close_env  # heavy: forgerl.agent, kept out of forgerl --help
+    from forgerl.chat import get_format  # heavy: forgerl.chat, kept out of forgerl --help
+    from forgerl.engine.base import SamplingParams  # heavy: forgerl.engine, kept out of forgerl --help
 
     if n < 1:
         raise ConfigError(f"-n must be >= 1, got {n}")
@@ -255,7 +255,7 @@ def run_rollouts(
     fmt = get_format(chat_format)
     family_info(env)  # fail fast on an unknown family, before loading a model
     if engine is None:
-        from forgerl.engine import load_engine
+        from forgerl.engine import load_engine  # heavy: forgerl.engine, kept out of forgerl --help
 
         with console.status(f"loading {model} ..."):
             engine = load_engine(model, chat_format=chat_format, seed=seed)
@@ -365,7 +365,7 @@ def rollout_command(
     with -n K, run K episodes concurrently on one engine and print a summary."""
     load_cli_plugins(plugin)
     if episodes is None and out is None:
-        from forgerl.cli.transcript import run_demo
+        from forgerl.cli.transcript import run_demo  # heavy: forgerl.cli.transcript, kept out of forgerl --help
 
         run_demo(model=model, env=env, seed=seed, chat_format=chat_format, max_turns=max_turns,
                  max_tokens=max_tokens, save_path=save)

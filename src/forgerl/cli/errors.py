@@ -16,6 +16,8 @@ import traceback
 from dataclasses import dataclass
 from typing import TextIO
 
+from forgerl.errors import ForgerlError
+
 EXIT_USER_ERROR = 2
 EXIT_BUG = 1
 DEBUG_ENV = "FORGERL_DEBUG"
@@ -52,8 +54,6 @@ def one_line(text: str) -> str:
 def describe_user_error(exc: BaseException) -> UserError | None:
     """The user-facing form of `exc`, or None when it is not a user's mistake (a bug)."""
     from pydantic import ValidationError
-
-    from forgerl.errors import ForgerlError
 
     if isinstance(exc, ForgerlError):
         return UserError(one_line(str(exc)), getattr(exc, "hint", None))

@@ -8,6 +8,8 @@ import os
 
 import typer
 
+from forgerl.plugins import load_cli_plugins
+
 
 def gateway(
     model: str = typer.Option("tiny-random", help="`default`, `tiny-random` or a Hugging Face model directory."),
@@ -38,13 +40,15 @@ def gateway(
                                  "to have one generated", param_hint="FORGERL_GATEWAY_ADMIN_KEY")
     if max_body_mb <= 0:
         raise typer.BadParameter(f"must be > 0, got {max_body_mb}", param_hint="--max-body-mb")
-    from forgerl.cli.preflight import check_chat_format, check_port_free
-    from forgerl.plugins import load_cli_plugins
+    from forgerl.cli.preflight import (  # heavy: forgerl.cli.preflight, kept out of forgerl --help
+        check_chat_format,
+        check_port_free,
+    )
 
     load_cli_plugins(plugin or [])
     check_port_free(host, port)  # fail fast, before a model is loaded
     check_chat_format(chat_format)
-    from forgerl.gateway.serve import serve_gateway
+    from forgerl.gateway.serve import serve_gateway  # heavy: forgerl.gateway, kept out of forgerl --help
 
     serve_gateway(model=model, host=host, port=port, chat_format=chat_format, run_dir=run_dir, admin_key=admin_key,
                   session_ttl_s=session_ttl_s, served_model_name=served_model_name, upstream=upstream,

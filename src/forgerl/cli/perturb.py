@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from forgerl.perturb.spec import PerturbSpec, scaffold_set
+from forgerl.plugins import load_cli_plugins
+
 if TYPE_CHECKING:
     from rich.console import Console
 
     from forgerl.perturb.evaluate import ScaffoldResult
-    from forgerl.perturb.spec import PerturbSpec
 
 perturb_app = typer.Typer(help="Perturbations of the agent's operational space: preview, held-out scaffolds.",
                           no_args_is_help=True)
@@ -27,8 +29,6 @@ def load_spec(path: str | None, probability: float, strength: float) -> PerturbS
     """A spec from a TOML file (a `[perturb]` table, or the spec's fields at top level), else every
     dimension at `probability` and `strength`."""
     from pydantic import ValidationError
-
-    from forgerl.perturb.spec import PerturbSpec
 
     if path is None:
         return PerturbSpec.uniform(probability, strength)
@@ -58,8 +58,7 @@ def show_command(
                                      "module name or a .py path; repeatable). See docs/environments.md."),
 ) -> None:
     """Print the original and the perturbed episode side by side (tools, prompts, gold path, results)."""
-    from forgerl.perturb.show import show
-    from forgerl.plugins import load_cli_plugins
+    from forgerl.perturb.show import show  # heavy: forgerl.perturb.show, kept out of forgerl --help
 
     load_cli_plugins(plugin)
 
@@ -86,10 +85,10 @@ def eval_command(
     """Success rate (Wilson 95% CI) and mean reward per scaffold, greedy, on held-out tasks."""
     from rich.console import Console
 
-    from forgerl.engine import load_engine
-    from forgerl.perturb.evaluate import evaluate_scaffolds
-    from forgerl.perturb.spec import scaffold_set
-    from forgerl.plugins import load_cli_plugins
+    from forgerl.engine import load_engine  # heavy: forgerl.engine, kept out of forgerl --help
+    from forgerl.perturb.evaluate import (
+        evaluate_scaffolds,  # heavy: forgerl.perturb.evaluate, kept out of forgerl --help
+    )
 
     load_cli_plugins(plugin)
 

@@ -10,12 +10,13 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
+from forgerl.envs.base import family_info
 from forgerl.errors import ConfigError
+from forgerl.plugins import plugin_hint
 
 
 def _registry_error(exc: KeyError) -> ConfigError:
     """A registry's "unknown ..." KeyError as a ConfigError, its plug-in sentence moved to the hint."""
-    from forgerl.plugins import plugin_hint
 
     message = str(exc.args[0]) if exc.args else str(exc)
     hint = plugin_hint()
@@ -26,7 +27,6 @@ def _registry_error(exc: KeyError) -> ConfigError:
 
 def check_env(name: str, difficulty: Sequence[int] | None = None) -> None:
     """The task family is registered (built-in or plug-in) and has each of the requested difficulties."""
-    from forgerl.envs.base import family_info
 
     try:
         family = family_info(name)
@@ -40,7 +40,7 @@ def check_env(name: str, difficulty: Sequence[int] | None = None) -> None:
 
 def check_chat_format(name: str) -> None:
     """The chat format is registered (built-in or plug-in)."""
-    from forgerl.chat import get_format
+    from forgerl.chat import get_format  # heavy: forgerl.chat, kept out of forgerl --help
 
     try:
         get_format(name)
@@ -51,7 +51,11 @@ def check_chat_format(name: str) -> None:
 def check_model(name: str) -> None:
     """`name` is a built-in model, a Hugging Face directory, or a run reference (RUN, RUN:best,
     RUN:step_N) whose checkpoint exists and verifies: what load_policy would accept, without loading."""
-    from forgerl.model.loading import BUILTIN_MODELS, default_policy_dir, resolve_model_dir
+    from forgerl.model.loading import (  # heavy: forgerl.model.loading, kept out of forgerl --help
+        BUILTIN_MODELS,
+        default_policy_dir,
+        resolve_model_dir,
+    )
 
     if name == "default":
         default_policy_dir()

@@ -29,7 +29,7 @@ def _fail(message: str) -> None:
 
 
 def _existing_store(run: Path) -> Path:
-    from forgerl.store import STORE_FILENAME
+    from forgerl.store import STORE_FILENAME  # heavy: forgerl.store, kept out of forgerl --help
 
     path = run / STORE_FILENAME if run.is_dir() else run
     if not path.is_file():
@@ -79,8 +79,8 @@ def review(ctx: typer.Context,
                   "terminates HTTPS in front of the app")
     import uvicorn
 
-    from forgerl.review.app import create_app
-    from forgerl.review.rubric import load_rubric
+    from forgerl.review.app import create_app  # heavy: forgerl.review.app (fastapi, jinja2), kept out of forgerl --help
+    from forgerl.review.rubric import load_rubric  # heavy: forgerl.review, kept out of forgerl --help
 
     store_path = _existing_store(run)
     try:
@@ -113,8 +113,8 @@ def _tls_files(certfile: Path | None, keyfile: Path | None) -> tuple[str, str] |
 
 
 def _rm_scores(store_path: Path, rm_dir: Path) -> dict[str, float]:
-    from forgerl.review.rm import RewardModel
-    from forgerl.store import TrajectoryStore
+    from forgerl.review.rm import RewardModel  # heavy: forgerl.review, kept out of forgerl --help
+    from forgerl.store import TrajectoryStore  # heavy: forgerl.store, kept out of forgerl --help
 
     model = RewardModel.load(rm_dir)
     with TrajectoryStore(store_path) as store:
@@ -127,8 +127,12 @@ def add_expert(name: str = typer.Argument(..., help="the expert's sign-in name")
                password_stdin: bool = typer.Option(False, help="read the password from stdin (for scripts)"),
                reset: bool = typer.Option(False, help="set a new password for an existing expert")) -> None:
     """Create an expert account in the run's store (the password is stored as an argon2id hash)."""
-    from forgerl.review.auth import hash_password
-    from forgerl.store import StoreError, TrajectoryStore, UnknownRecordError
+    from forgerl.review.auth import hash_password  # heavy: forgerl.review, kept out of forgerl --help
+    from forgerl.store import (  # heavy: forgerl.store, kept out of forgerl --help
+        StoreError,
+        TrajectoryStore,
+        UnknownRecordError,
+    )
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -155,8 +159,11 @@ def demo(run: Path = typer.Option(..., "--run", help="run directory to create or
          seed: int = typer.Option(0), label: bool = typer.Option(False, help="also label with the scripted expert"),
          malicious: bool = typer.Option(False, help="add the XSS test trajectory")) -> None:
     """Store a synthetic run (ops tasks, a known scripted expert; see forgerl.review.demo)."""
-    from forgerl.review.demo import label_with_scripted_expert, make_demo_run
-    from forgerl.store import StoreError, TrajectoryStore
+    from forgerl.review.demo import (  # heavy: forgerl.review, kept out of forgerl --help
+        label_with_scripted_expert,
+        make_demo_run,
+    )
+    from forgerl.store import StoreError, TrajectoryStore  # heavy: forgerl.store, kept out of forgerl --help
 
     with TrajectoryStore(run) as store:
         try:
@@ -175,8 +182,12 @@ def scripted_label(run: Path = _RUN, seed: int = typer.Option(0, help="seeds the
     """Label every trajectory of a tool-reasoning run with the scripted grounding expert (prefers
     episodes that did the task through parsed tool calls, then tool calls without invented numbers,
     then the verified answer; see forgerl.review.tool_expert)."""
-    from forgerl.review.tool_expert import TOOL_EXPERT, grounded_fraction, label_with_tool_expert
-    from forgerl.store import TrajectoryStore
+    from forgerl.review.tool_expert import (  # heavy: forgerl.review, kept out of forgerl --help
+        TOOL_EXPERT,
+        grounded_fraction,
+        label_with_tool_expert,
+    )
+    from forgerl.store import TrajectoryStore  # heavy: forgerl.store, kept out of forgerl --help
 
     with TrajectoryStore(_existing_store(run)) as store:
         trajectories = store.query()
@@ -196,9 +207,14 @@ def rm_train(run: Path = _RUN, out: Path = typer.Option(None, help="where to sav
                                                    help="add the process statistics (forgerl.review.features) "
                                                         "to the text embeddings")) -> None:
     """Train the reward model on the run's labels; print train and held-out accuracy and calibration."""
-    from forgerl.review.rm import RewardModelConfig, load_label_data, result_dict, train_reward_model
-    from forgerl.review.rubric import load_rubric
-    from forgerl.store import TrajectoryStore
+    from forgerl.review.rm import (  # heavy: forgerl.review, kept out of forgerl --help
+        RewardModelConfig,
+        load_label_data,
+        result_dict,
+        train_reward_model,
+    )
+    from forgerl.review.rubric import load_rubric  # heavy: forgerl.review, kept out of forgerl --help
+    from forgerl.store import TrajectoryStore  # heavy: forgerl.store, kept out of forgerl --help
 
     store_path = _existing_store(run)
     try:
@@ -226,9 +242,13 @@ def rm_eval(run: Path = _RUN, model: Path = typer.Option(..., "--model", help="a
             rubric: Path = _RUBRIC) -> None:
     """Evaluate a trained reward model on every current label of a run (use a run it was not trained on,
     or the held-out figures of `rm train`)."""
-    from forgerl.review.rm import RewardModel, evaluate, load_label_data
-    from forgerl.review.rubric import load_rubric
-    from forgerl.store import TrajectoryStore
+    from forgerl.review.rm import (  # heavy: forgerl.review, kept out of forgerl --help
+        RewardModel,
+        evaluate,
+        load_label_data,
+    )
+    from forgerl.review.rubric import load_rubric  # heavy: forgerl.review, kept out of forgerl --help
+    from forgerl.store import TrajectoryStore  # heavy: forgerl.store, kept out of forgerl --help
 
     try:
         rubric_config = load_rubric(rubric)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import typer
 
+from forgerl.plugins import load_cli_plugins
+
 
 def serve(
     model: str = typer.Option("default", help="`default` (the shipped trained policy, as in rollout/eval/train), "
@@ -29,15 +31,18 @@ def serve(
     """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions with token-id prompts, /v1/models)."""
     if max_body_mb <= 0:
         raise typer.BadParameter(f"must be > 0, got {max_body_mb}", param_hint="--max-body-mb")
-    from forgerl.cli.preflight import check_chat_format, check_model, check_port_free
-    from forgerl.plugins import load_cli_plugins
+    from forgerl.cli.preflight import (  # heavy: forgerl.cli.preflight, kept out of forgerl --help
+        check_chat_format,
+        check_model,
+        check_port_free,
+    )
 
     load_cli_plugins(plugin or [])
     check_port_free(host, port)  # before the model loads: a port in use fails in a second, not after loading
     check_chat_format(chat_format)
     check_model(model)
     if engine == "vllm":
-        from forgerl.engine.vllm import serve_vllm
+        from forgerl.engine.vllm import serve_vllm  # heavy: forgerl.engine, kept out of forgerl --help
 
         if served_model_name is not None or api_key is not None:
             raise typer.BadParameter("--served-model-name and --api-key apply to the builtin engine only",
@@ -46,7 +51,7 @@ def serve(
         return
     if engine != "builtin":
         raise typer.BadParameter(f"unknown engine {engine!r}: use builtin or vllm", param_hint="--engine")
-    from forgerl.server.app import serve as _serve
+    from forgerl.server.app import serve as _serve  # heavy: forgerl.server, kept out of forgerl --help
 
     if api_key is not None and not api_key.strip():
         raise typer.BadParameter("must not be empty (leave it out to serve without a key)", param_hint="--api-key")

@@ -23,8 +23,8 @@ def export_command(
     max_reward: float | None = typer.Option(None, help="Only rewards <= this."),
 ) -> None:
     """Export trajectories to JSONL or Parquet."""
-    from forgerl.store.errors import StoreError
-    from forgerl.store.run_dir import export_store
+    from forgerl.store.errors import StoreError  # heavy: forgerl.store.errors, kept out of forgerl --help
+    from forgerl.store.run_dir import export_store  # heavy: forgerl.store, kept out of forgerl --help
 
     try:
         target, count = export_store(run_dir, fmt, out, run_id=run_id, family=family, status=status,  # type: ignore[arg-type]
@@ -40,8 +40,8 @@ def summary_command(
     run_dir: Path = typer.Argument(..., help="Run directory holding store.sqlite (or the .sqlite file)."),
 ) -> None:
     """Print each run's status, trajectory counts, mean reward and latest checkpoint."""
-    from forgerl.store.errors import StoreError
-    from forgerl.store.run_dir import summarize_store
+    from forgerl.store.errors import StoreError  # heavy: forgerl.store.errors, kept out of forgerl --help
+    from forgerl.store.run_dir import summarize_store  # heavy: forgerl.store, kept out of forgerl --help
 
     try:
         rows = summarize_store(run_dir)

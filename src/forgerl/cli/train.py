@@ -14,6 +14,9 @@ from typing import Any
 
 import typer
 
+from forgerl.errors import ConfigError
+from forgerl.perturb.spec import PerturbSpec
+from forgerl.plugins import load_run_plugins
 from forgerl.train.config import PRE_GROUPED_NAME, TrainConfig, dump_config, load_config, migrate_run_config
 
 # The commands below are plain functions that cli/main.py registers as `forgerl train`, `sft`, `export`.
@@ -40,15 +43,14 @@ def run_train(config_path: str | None = None, *, resume: bool = False, set_value
     if print_only:
         print(dump_config(config), end="")
         return
-    from forgerl.plugins import load_run_plugins
 
     load_run_plugins(config.plugins)
     preflight_train(config, resume=resume)
 
     from forgerl.rollout.train import (
         run_training as train,  # sync or windowed-FIFO, from config.rollout.mode
-    )
-    from forgerl.train.report import write_report
+    )  # heavy: forgerl.rollout.train (torch), kept out of forgerl --help
+    from forgerl.train.report import write_report  # heavy: forgerl.train.report, kept out of forgerl --help
 
     console.print(f"[bold]forgerl train[/]: model={config.model} env={config.env} difficulty={config.difficulty} "
                   f"loss={config.loss.name} steps={config.steps} groups={config.groups_per_step}x{config.group_size} "
@@ -68,7 +70,10 @@ def run_train(config_path: str | None = None, *, resume: bool = False, set_value
         row.add_row(str(step), *(f"{metrics[k]:.3f}" if k in metrics else "" for k, _ in LIVE_COLUMNS))
         console.print(row)
 
-    from forgerl.train.interrupt import EXIT_INTERRUPTED, TrainingInterrupted
+    from forgerl.train.interrupt import (  # heavy: forgerl.train.interrupt, kept out of forgerl --help
+        EXIT_INTERRUPTED,
+        TrainingInterrupted,
+    )
 
     made_run_dir = not Path(config.run_dir).exists()
     try:
@@ -89,14 +94,21 @@ def run_train(config_path: str | None = None, *, resume: bool = False, set_value
 
 def preflight_train(config: TrainConfig, *, resume: bool) -> None:
     """Everything `forgerl train` can check without loading the model or creating the run directory."""
-    from forgerl.cli.preflight import check_chat_format, check_env, check_model, check_new_run_dir
-    from forgerl.model.loading import resolve_device
+    from forgerl.cli.preflight import (  # heavy: forgerl.cli.preflight, kept out of forgerl --help
+        check_chat_format,
+        check_env,
+        check_model,
+        check_new_run_dir,
+    )
+    from forgerl.model.loading import resolve_device  # heavy: forgerl.model.loading, kept out of forgerl --help
 
     check_env(config.env, config.difficulty)
     check_chat_format(config.chat_format)
     check_model(config.model)
     resolve_device(config.device)
-    from forgerl.rollout.episode import check_episode_features
+    from forgerl.rollout.episode import (
+        check_episode_features,  # heavy: forgerl.rollout.episode, kept out of forgerl --help
+    )
 
     check_episode_features(config)
     if not resume:
@@ -133,7 +145,6 @@ def _resume_config(console: Any, config_path: str | None, overrides: dict[str, A
     """The config of the run in --run-dir, from its own config.toml; only --steps may change (to
     extend the run). The directory named on the command line is the run: a copied or moved run
     directory resumes itself, whatever run_dir its config.toml names (it is rewritten on open)."""
-    from forgerl.errors import ConfigError
 
     run_dir = overrides.get("run_dir")
     if set_values:
@@ -160,8 +171,6 @@ def _resume_config(console: Any, config_path: str | None, overrides: dict[str, A
 def _config_default(name: str) -> str:
     """A TrainConfig field's default for --help (train's options are None so that only the ones
     given override the config file; the default is shown as the config's)."""
-    from forgerl.train.config import TrainConfig
-
     field = TrainConfig.model_fields[name]
     value = field.get_default(call_default_factory=True)
     return str(getattr(value, "name", value))
@@ -206,8 +215,7 @@ def export(
 ) -> None:
     """Export a trained model: a clean Hugging Face model directory with a model card (training
     config, held-out curve, data), loadable by transformers and by `--model DIR`."""
-    from forgerl.errors import ConfigError
-    from forgerl.train.export import export_model
+    from forgerl.train.export import export_model  # heavy: forgerl.train.export (torch), kept out of forgerl --help
 
     try:
         target = export_model(run, out)
@@ -235,8 +243,7 @@ def sft(
 ) -> None:
     """Build the default policy: SFT of `tiny-random` on verified scripted-solver trajectories with
     interleaved thinking (the reproducible bootstrap of the embedded default)."""
-    from forgerl.perturb.spec import PerturbSpec
-    from forgerl.train.sft import run_sft
+    from forgerl.train.sft import run_sft  # heavy: forgerl.train.sft (torch), kept out of forgerl --help
 
     levels = [int(x) for x in difficulty.split(",") if x.strip()]
     spec = PerturbSpec.uniform(perturb_probability, perturb_strength) if perturb_probability > 0 else None

@@ -49,7 +49,7 @@ def run_demo(
     console = console or Console()
     fmt = get_format(chat_format)
     if engine is None:
-        from forgerl.engine import load_engine
+        from forgerl.engine import load_engine  # heavy: forgerl.engine, kept out of forgerl --help
 
         with console.status(f"loading {model} ..."):
             engine = load_engine(model, chat_format=chat_format, seed=seed)
