@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import typer
 
-from forgerl.cli.perturb import eval_command as scaffold_eval
-from forgerl.plugins import load_cli_plugins
-
 
 def eval_command(
     env: str | None = typer.Option(None, "--env", help="Task family (bfcl, reasoning-gym, ...) or "
@@ -45,9 +42,13 @@ def eval_command(
     """Evaluate a model on held-out tasks: pass rate with a 95% Wilson interval, per category or
     generator, trajectories written to a store. With --scaffolds: per perturbation scaffold."""
     from forgerl.eval.settings import resolve_settings  # heavy: forgerl.eval.settings, kept out of forgerl --help
+    from forgerl.plugins import load_cli_plugins  # heavy: pydantic, kept out of this import (test_eval.py)
 
     load_cli_plugins(plugin)
     if scaffolds is not None:
+        # heavy: pydantic, kept out of this import (test_eval.py)
+        from forgerl.cli.perturb import eval_command as scaffold_eval
+
         used, _ = resolve_settings(env, model, n, difficulty, seed, chat_format, max_turns, max_tokens, temperature)
         scaffold_eval(model=used.model, env=used.env, scaffolds=scaffolds, n=used.n, difficulty=used.difficulty or 1,
                       spec=spec, chat_format=used.chat_format, max_turns=used.max_turns, max_tokens=used.max_tokens,

@@ -12,7 +12,7 @@ __all__ = ["EvalReport", "GroupStats", "held_out_tasks", "run_tasks", "summarize
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from forgerl.eval import run
+        from forgerl.eval import run  # heavy: the agent and environments; settings.py stays light
 
         return getattr(run, name)
     raise AttributeError(f"module 'forgerl.eval' has no attribute {name!r}")

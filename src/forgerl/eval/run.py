@@ -26,15 +26,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forgerl.agent.loop import run_episode
+from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, close_env
+from forgerl.chat import get_format
+from forgerl.engine import load_engine
+from forgerl.engine.base import SamplingParams
 from forgerl.envs.base import Task, family_info, make_env, sample_task
+from forgerl.envs.bfcl import data as bfcl_data
+from forgerl.envs.bfcl import make_tasks
+from forgerl.envs.reasoning_gym import parse_mix, register_mix
 from forgerl.errors import ConfigError
+from forgerl.eval.settings import resolve_settings, settings_line
+from forgerl.store import TrajectoryStore
 from forgerl.types import Trajectory, TrajectoryStatus
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from forgerl.chat.base import ChatFormat
-    from forgerl.engine.base import Engine, SamplingParams
+    from forgerl.engine.base import Engine
 
 Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
 
@@ -124,8 +134,6 @@ def resolve_env(name: str) -> str:
     calculator) registers that mix first. SPEC = generator[:difficulty][*weight],..."""
     prefix, _, spec = name.partition(":")
     if spec and prefix in ("reasoning-gym", "reasoning-gym-tools"):
-        from forgerl.envs.reasoning_gym import parse_mix, register_mix
-
         register_mix(name, parse_mix(spec, tools=("calculator",) if prefix.endswith("-tools") else ()))
     return name
 
@@ -134,7 +142,7 @@ def held_out_tasks(env: str, n: int, *, seed: int = 0, difficulty: int | None = 
     """`n` evaluation tasks of family `env`. bfcl lists its eval split (cycled through the
     difficulty's categories in turn, so every category is represented); other families draw from
     the held-out seed range the trainer evaluates on."""
-    from forgerl.train.rollouts import HELD_OUT_SEED_BASE
+    from forgerl.train.rollouts import HELD_OUT_SEED_BASE  # cycle: package train imports eval
 
     if n < 1:
         raise ConfigError(f"-n must be >= 1, got {n}")
@@ -151,9 +159,7 @@ def held_out_tasks(env: str, n: int, *, seed: int = 0, difficulty: int | None = 
 def _bfcl_tasks(n: int, seed: int, difficulty: int | None, split: str) -> list[Task]:
     import random
 
-    from forgerl.envs.bfcl import data, make_tasks
-
-    categories = [c for c, level in data.CATEGORIES.items() if difficulty is None or level == difficulty]
+    categories = [c for c, level in bfcl_data.CATEGORIES.items() if difficulty is None or level == difficulty]
     per_category = [make_tasks(split, [c]) for c in categories]
     for tasks in per_category:
         random.Random(f"bfcl-eval:{seed}").shuffle(tasks)
@@ -180,9 +186,6 @@ async def run_tasks(
     environment never raises here: a failed cleanup is noted on its trajectory, the others are kept.
     `on_done()` is called after each episode (a progress bar)."""
     import dataclasses
-
-    from forgerl.agent.loop import run_episode
-    from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, close_env
 
     timeout = DEFAULT_TOOL_TIMEOUT_S if tool_timeout_s is None else tool_timeout_s
 
@@ -219,10 +222,6 @@ def run_eval(
     Every setting left None is training's held-out evaluation's (`held_out_settings`)."""
     from rich.console import Console
 
-    from forgerl.chat import get_format
-    from forgerl.engine.base import SamplingParams
-    from forgerl.eval.settings import resolve_settings, settings_line
-
     console = console or Console()
     if env is not None:
         env = resolve_env(env)
@@ -233,8 +232,7 @@ def run_eval(
     fmt = get_format(chat_format)
     console.print(settings_line(used, training), highlight=False, soft_wrap=True)
     if engine is None:
-        from forgerl.cli.preflight import check_model
-        from forgerl.engine import load_engine
+        from forgerl.cli.preflight import check_model  # cycle: package cli imports eval
 
         check_model(model)  # a missing directory or a bad run reference: one error, before loading
 
@@ -246,7 +244,7 @@ def run_eval(
               "temperature": temperature}
 
     async def main() -> list:
-        from forgerl.train.progress import step_progress
+        from forgerl.train.progress import step_progress  # cycle: package train imports eval
 
         try:
             with step_progress(f"eval {env}", len(tasks)) as advance:
@@ -260,8 +258,6 @@ def run_eval(
     trajectories = asyncio.run(main())
     report = summarize(trajectories, group_by, env=env, model=model)
     if out_dir is not None:
-        from forgerl.store import TrajectoryStore
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with TrajectoryStore(out) as store:

@@ -35,7 +35,7 @@ class EvalSettings:
 def held_out_settings(env: str | None = None) -> EvalSettings:
     """Training's held-out evaluation for family `env` (default: training's family), read from
     TrainConfig's defaults: the one place these numbers live (train/rollouts.py `evaluate`)."""
-    from forgerl.train.config import TrainConfig
+    from forgerl.train.config import TrainConfig  # cycle: package train imports eval
 
     cfg = TrainConfig.model_validate({} if env is None else {"env": env})  # the family's training difficulty
     return EvalSettings(env=cfg.env, model=cfg.model, n=cfg.eval.tasks, difficulty=_one_level(cfg.env, cfg.difficulty),
@@ -47,7 +47,7 @@ def _one_level(env: str, levels: list[int]) -> int | None:
     """Training cycles its held-out tasks through `levels`; eval takes one level or all of them."""
     if len(levels) == 1:
         return levels[0]
-    from forgerl.envs.base import family_info
+    from forgerl.envs.base import family_info  # heavy: forgerl.envs, pydantic, kept out of this import (test_eval.py)
 
     return None if list(family_info(env).difficulties) == list(levels) else levels[0]
 
@@ -58,7 +58,7 @@ def resolve_settings(env: str | None = None, model: str | None = None, n: int | 
                      ) -> tuple[EvalSettings, EvalSettings]:
     """(settings used, training's held-out settings for the same family): every None is training's
     value; `difficulty` may be ALL_DIFFICULTIES."""
-    from forgerl.errors import ConfigError
+    from forgerl.errors import ConfigError  # heavy: pydantic, kept out of this import (test_eval.py)
 
     base = held_out_settings(env)
     if isinstance(difficulty, str):
