@@ -21,7 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from forgerl.chat import get_format
 from forgerl.envs.base import Environment, Task
+from forgerl.envs.noise import NoiseConfig, NoisyEnvironment
 from forgerl.perturb.env import PerturbedEnvironment
 from forgerl.perturb.spec import ERROR_STYLES, PerturbSpec
 from forgerl.types import Trajectory
@@ -85,16 +87,12 @@ class Perturbed:
     def format(self, default: ChatFormat) -> ChatFormat:
         if self.chat_format is None or self.chat_format == default.name:
             return default
-        from forgerl.chat import get_format
-
         return get_format(self.chat_format)
 
     def sampling(self, base: SamplingParams, tokenizer: Any) -> SamplingParams:
         """`base` plus a stop on this format's end-of-message token (the engine stops on the run's own)."""
         if self.chat_format is None:
             return base
-        from forgerl.chat import get_format
-
         stop = tokenizer.convert_tokens_to_ids(get_format(self.chat_format).end_of_message)
         if stop is None or stop in base.stop_token_ids:
             return base
@@ -111,8 +109,6 @@ def apply_perturbations(task: Task, env: Environment, spec: PerturbSpec, seed: i
     }
     inner = env
     if (d := draws.get("environment")) is not None:
-        from forgerl.envs.noise import NoiseConfig, NoisyEnvironment
-
         inner = NoisyEnvironment(env, NoiseConfig(seed=d["seed"], failure_rate=d["failure_rate"],
                                                   latency_rate=d["latency_rate"], max_latency_s=d["max_latency_s"]))
     wrapped = PerturbedEnvironment(inner, draws, record, original_gold=task.gold)

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from forgerl.chat import get_format
 from forgerl.envs.base import Environment, Task, make_env, sample_task
 from forgerl.errors import ToolError
 from forgerl.perturb.apply import apply_perturbations
@@ -53,8 +54,6 @@ async def _play_gold(env: Environment, rounds: list[list[ToolCall]], retries: in
 
 
 def view(env: Environment, task: Task, chat_format: str) -> EpisodeView:
-    from forgerl.chat import get_format
-
     messages = env.reset(task)
     tools = env.tools()
     gold = env.gold_solution(task)
