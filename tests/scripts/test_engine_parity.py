@@ -36,7 +36,7 @@ def test_engines_share_every_setting_but_the_engine(parity: Any, tmp_path: Path)
                               "--chat-format", "hermes", "--steps", "3", "--seed", "7"])
     a = parity.build_config("builtin", args, "tiny-random").model_dump()
     b = parity.build_config("vllm", args, "tiny-random").model_dump()
-    assert (a.pop("engine"), b.pop("engine")) == ("builtin", "vllm")
+    assert (a.pop("engine")["kind"], b.pop("engine")["kind"]) == ("builtin", "vllm")
     assert (a.pop("run_dir"), b.pop("run_dir")) == (str(tmp_path / "builtin"), str(tmp_path / "vllm"))
     assert a == b
     assert (a["difficulty"], a["chat_format"], a["steps"], a["seed"]) == ([1], "hermes", 3, 7)
