@@ -10,7 +10,6 @@ refused outside sync mode; the gateway loop took `config: Any` and accepted [per
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
