@@ -12,7 +12,7 @@ from typing import Any
 
 def run_vllm_workload(model: Any, tokenizer: Any, workload: Any, *, name: str = "bench", threads: str = "0-1",
                       kv_cache_gib: float = 2.0, max_context: int = 2048) -> dict[str, float]:
-    """Serve `model` (an HF causal LM in memory) with vLLM and run `workload` (engine.bench.Workload)
+    """Serve `model` (an HF causal LM in memory) with vLLM and run `workload` (forgerl.bench.engine.Workload)
     as concurrent sessions. Returns tokens, seconds, tokens/s, the server's start-up seconds and
     the share of prompt tokens served from vLLM's prefix cache."""
     from forgerl.bench.engine import make_workload, run_engine

@@ -1,6 +1,6 @@
 """Weight sync across processes: the admin routes that load a new policy version into the engine.
 
-The trainer (`forgerl.rollout.weights.WeightPusher`) writes the weights as one safetensors file
+The trainer (`forgerl.weights.http_push.WeightPusher`) writes the weights as one safetensors file
 in a shared directory — `/dev/shm` by default, i.e. shared memory, so nothing touches a disk —
 and posts its path and version here. The file format is safe to load from another process (no
 pickle) and is memory-mapped, so the server reads it without a copy through a socket.
