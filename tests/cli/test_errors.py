@@ -182,3 +182,52 @@ def test_rm_train_refuses_too_few_labels_before_loading_the_encoder():
     one_pair = LabelData(texts={"a": [], "b": []}, tasks={"a": "t1", "b": "t1"}, preferences=[("a", "b")], ratings={})
     with pytest.raises(ValueError, match=r"too few labels for a reward model: 1 preference pair\(s\).*(held-out|training) split"):
         train_reward_model(one_pair, RewardModelConfig(encoder="no-such-encoder"))  # the encoder is never loaded
+
+
+def _assert_debug_traceback(capsys: pytest.CaptureFixture[str], *argv: str) -> None:
+    """The same command with --debug: still exit 2, now with the traceback (the error went through cli/errors.py)."""
+    code, _, err = _run(capsys, "--debug", *argv)
+    assert code == 2 and "Traceback" in err, err
+
+
+def _demo_run(tmp_path: Path) -> Path:
+    from forgerl.store import TrajectoryStore
+
+    run = tmp_path / "run"
+    with TrajectoryStore(run) as store:
+        store.add_run({}, run_id="r")
+    return run
+
+
+@pytest.mark.parametrize("argv", [
+    ("export", "{tmp}/not-a-run", "--out", "{tmp}/out"),
+    ("store", "summary", "{tmp}/nonexistent"),
+    ("store", "export", "{tmp}/nonexistent"),
+    ("review", "--run", "{tmp}/nonexistent"),
+    ("rm", "train", "--run", "{tmp}/nonexistent"),
+    ("rm", "eval", "--run", "{tmp}/nonexistent", "--model", "{tmp}/nope"),
+    ("review", "scripted-label", "--run", "{tmp}/nonexistent"),
+    ("review", "--run", "{run}", "--ssl-certfile", "{tmp}/cert.pem"),
+    ("review", "--run", "{run}", "--host", "0.0.0.0"),
+    ("review", "--run", "{run}", "--rubric", "{tmp}/no-rubric.toml"),
+    ("sft", "--init", "{tmp}/nonexistent", "--examples", "2", "--steps", "1", "--out", "{tmp}/sft"),
+], ids=lambda argv: " ".join(a for a in argv if "{" not in a))
+def test_each_command_reports_through_the_one_error_style(tmp_path, capsys, argv):
+    run = _demo_run(tmp_path)
+    args = [a.format(tmp=tmp_path, run=run) for a in argv]
+    code, _, err = _run(capsys, *args)
+    _assert_user_error(code, err, "hint:")
+    _assert_debug_traceback(capsys, *args)
+
+
+def test_store_export_of_an_unknown_format_says_which_exist(tmp_path, capsys):
+    run = _demo_run(tmp_path)
+    code, _, err = _run(capsys, "store", "export", str(run), "--format", "nope")
+    _assert_user_error(code, err, "jsonl or parquet", "hint:")
+    _assert_debug_traceback(capsys, "store", "export", str(run), "--format", "nope")
+
+
+@pytest.mark.parametrize("argv", [("sft", "--difficulty", "one,two"), ("review",)])
+def test_bad_or_missing_option_values_stay_typer_usage_errors(capsys, argv):
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and "Traceback" not in err and ("Invalid value" in err or "Missing option" in err), err

@@ -39,12 +39,16 @@ def test_helpers_refuse_a_directory_without_a_store(tmp_path):
     assert not (tmp_path / "empty").exists()  # looking did not create a run directory
 
 
-def test_commands(run_dir):
+def test_commands(run_dir, capsys):
     runner = CliRunner()
     result = runner.invoke(store_app, ["export", str(run_dir), "--format", "parquet", "--min-reward", "0.5"])
     assert result.exit_code == 0, result.output
     assert "wrote 2 trajectories" in result.output
     result = runner.invoke(store_app, ["summary", str(run_dir)])
     assert result.exit_code == 0 and "trajectories=4 consumed=1" in result.output
-    result = runner.invoke(store_app, ["export", str(run_dir), "--format", "csv"])
-    assert result.exit_code == 2 and "jsonl or parquet" in result.output
+    from forgerl.cli.main import run_cli  # errors are printed by run_cli (cli/errors.py), not by the command
+
+    code = run_cli(["store", "export", str(run_dir), "--format", "csv"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: unknown export format 'csv'") and "jsonl or parquet" in err
+    assert len(err.strip().splitlines()) == 2 and err.splitlines()[1].startswith("hint: ")

@@ -32,6 +32,15 @@ class UserError:
     hint: str | None = None
 
 
+def add_hint(exc: ForgerlError, hint: str) -> ForgerlError:
+    """`exc` with `hint` as its what-to-do line unless it already carries one: a command knows what
+    the user should do next better than the library that raised (`raise add_hint(exc, ...)` re-raises
+    the same error, so --debug still shows where it came from)."""
+    if not getattr(exc, "hint", None):
+        exc.hint = hint
+    return exc
+
+
 def debug_requested(argv: list[str]) -> bool:
     """--debug anywhere before a `--` separator, or FORGERL_DEBUG set to a true value."""
     head = argv[: argv.index("--")] if "--" in argv else argv

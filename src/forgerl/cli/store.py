@@ -7,6 +7,11 @@ from pathlib import Path
 
 import typer
 
+from forgerl.cli.errors import add_hint
+
+STORE_HINT = ("pass a run directory made by `forgerl train` (it holds store.sqlite) or the .sqlite file itself, "
+              "and --format jsonl or parquet")
+
 store_app = typer.Typer(help="Inspect and export a run's trajectory store (run_dir/store.sqlite).",
                         no_args_is_help=True)
 
@@ -29,9 +34,8 @@ def export_command(
     try:
         target, count = export_store(run_dir, fmt, out, run_id=run_id, family=family, status=status,  # type: ignore[arg-type]
                                      min_reward=min_reward, max_reward=max_reward)
-    except StoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    except StoreError as exc:  # cli/errors.py prints it: error + hint, exit 2
+        raise add_hint(exc, STORE_HINT) from None
     typer.echo(f"wrote {count} trajectories to {target}")
 
 
@@ -45,9 +49,8 @@ def summary_command(
 
     try:
         rows = summarize_store(run_dir)
-    except StoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    except StoreError as exc:  # cli/errors.py prints it: error + hint, exit 2
+        raise add_hint(exc, STORE_HINT) from None
     for row in rows:
         mean = "-" if row["mean_reward"] is None else f"{row['mean_reward']:.3f}"
         typer.echo(f"{row['run']}  {row['status']}  trajectories={row['trajectories']} "

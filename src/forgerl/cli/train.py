@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from forgerl.cli.errors import add_hint
 from forgerl.errors import ConfigError
 from forgerl.perturb.spec import PerturbSpec
 from forgerl.plugins import load_run_plugins
@@ -219,9 +220,9 @@ def export(
 
     try:
         target = export_model(run, out)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+    except ConfigError as exc:  # cli/errors.py prints it: error + hint, exit 2
+        raise add_hint(exc, "give a run directory made by `forgerl train` (RUN, RUN:best or RUN:step_N) "
+                            "and a new --out directory") from None
     typer.echo(f"exported {run} to {target}")
 
 
@@ -245,11 +246,22 @@ def sft(
     interleaved thinking (the reproducible bootstrap of the embedded default)."""
     from forgerl.train.sft import run_sft  # heavy: forgerl.train.sft (torch), kept out of forgerl --help
 
-    levels = [int(x) for x in difficulty.split(",") if x.strip()]
+    levels = _difficulty_levels(difficulty)
     spec = PerturbSpec.uniform(perturb_probability, perturb_strength) if perturb_probability > 0 else None
     try:
         run_sft(out, examples=examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=init,
                 difficulty=levels, varied=varied_styles, perturb=spec, max_length=max_length)
-    except ValueError as exc:  # bad settings (e.g. every conversation over --max-length): say so, no traceback
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+    except ConfigError as exc:  # a missing --init model and the like; cli/errors.py prints error + hint, exit 2
+        raise add_hint(exc, "pass --init tiny-random or a model directory, and check the other options") from None
+    except ValueError as exc:  # bad settings (e.g. every conversation over --max-length): a user's mistake, exit 2
+        raise ConfigError(str(exc), hint="change the option the message names (e.g. raise --max-length) "
+                                         "and run again") from exc
+
+
+def _difficulty_levels(difficulty: str) -> list[int]:
+    """--difficulty "1,2,3" as levels; anything else is a bad option value, which typer reports as usage."""
+    try:
+        return [int(x) for x in difficulty.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{difficulty!r} is not a comma-separated list of whole numbers, e.g. 1,2,3",
+                                 param_hint="--difficulty") from None
