@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from forgerl.review.labels import record_preference, record_rubric
 from forgerl.review.rubric import DEFAULT_RUBRIC, Rubric
 from forgerl.store import TrajectoryStore
 from forgerl.types import LLMCall, Message, ToolCall, ToolSpec, Trajectory
@@ -171,7 +172,6 @@ def label_with_scripted_expert(store: TrajectoryStore, trajectories: list[Trajec
                                rubric: Rubric = DEFAULT_RUBRIC, expert: str = SCRIPTED_EXPERT) -> tuple[int, int]:
     """Rubric-score every trajectory and state a preference on every pair of the same task (where
     the expert has one). Returns (rubric labels, preference labels) written."""
-    from forgerl.review.labels import record_preference, record_rubric
 
     rng = random.Random(seed)
     by_task: dict[str, list[Trajectory]] = {}

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from forgerl.review.features import PROCESS_FEATURES, verifier_reward
+from forgerl.review.labels import rubric_mean
 from forgerl.review.render import Segments, trajectory_segments
 from forgerl.review.rubric import DEFAULT_RUBRIC, Rubric
 from forgerl.store import TrajectoryStore
@@ -163,7 +164,6 @@ class LabelData:
 def load_label_data(store: TrajectoryStore, rubric: Rubric = DEFAULT_RUBRIC) -> LabelData:
     """Current preference labels (any rubric version: a preference does not depend on items) and
     rubric labels of `rubric.version`, with the text of every trajectory they mention."""
-    from forgerl.review.labels import rubric_mean
 
     preferences = []
     for lab in store.labels(kind="preference", current_only=True):

@@ -45,6 +45,7 @@ from forgerl.review.features import (
     verifier_reward,
     well_formed,
 )
+from forgerl.review.labels import record_preference, record_rubric
 from forgerl.review.rubric import DEFAULT_RUBRIC, Rubric
 from forgerl.store import TrajectoryStore
 from forgerl.types import Trajectory, TrajectoryStatus
@@ -96,7 +97,6 @@ def label_with_tool_expert(store: TrajectoryStore, trajectories: Sequence[Trajec
                            rubric: Rubric = DEFAULT_RUBRIC, expert: str = TOOL_EXPERT) -> tuple[int, int]:
     """Rubric-score every labellable trajectory and state a preference on every pair of the same
     task where the expert has one. Returns (rubric labels, preference labels) written."""
-    from forgerl.review.labels import record_preference, record_rubric
 
     rng = random.Random(seed)
     by_task: dict[str, list[Trajectory]] = {}

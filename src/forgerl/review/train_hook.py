@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING
 from forgerl.errors import ConfigError
 from forgerl.review.features import verifier_reward, well_formed
 from forgerl.review.rewards import ExpertRewardConfig, combined_reward
+from forgerl.review.rm import RewardModel
 from forgerl.types import Trajectory, TrajectoryStatus
 
 if TYPE_CHECKING:
-    from forgerl.review.rm import RewardModel
     from forgerl.train.config import RewardModelSpec
     from forgerl.train.run import Run
 
@@ -56,8 +56,6 @@ def load_training_reward_model(spec: RewardModelSpec) -> RewardModel | None:
     """The reward model `spec` names, loaded once per run; None when the component is off."""
     if spec.path is None:
         return None
-    from forgerl.review.rm import RewardModel
-
     try:
         return RewardModel.load(spec.path)
     except (ValueError, RuntimeError, OSError) as exc:
