@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from forgerl.cli.review import review_app, rm_app
+from forgerl.cli.main import run_cli
+from forgerl.cli.review import review_app
 from forgerl.review.auth import verify_password
 from forgerl.store import TrajectoryStore
 
 runner = CliRunner()
 
 
-def test_demo_add_expert_and_refusals(tmp_path):
+def _user_error(capsys, argv: list[str], monkeypatch=None, stdin: str | None = None) -> str:
+    """Run `forgerl <argv>` as the entry point does: a refusal is exit 2 with error + hint lines (cli/errors.py)."""
+    if stdin is not None:
+        import io
+
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = run_cli(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 2, err
+    assert lines[0].startswith("error: ") and lines[1].startswith("hint: ")
+    return err
+
+
+def test_demo_add_expert_and_refusals(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     result = runner.invoke(review_app, ["demo", "--run", str(run), "--tasks", "2", "--rollouts", "2", "--label"])
     assert result.exit_code == 0, result.output
@@ -22,26 +37,23 @@ def test_demo_add_expert_and_refusals(tmp_path):
     assert result.exit_code == 0, result.output
     with TrajectoryStore(run) as store:
         assert verify_password(store.get_expert("alice").password_hash, "correct horse battery")
-    again = runner.invoke(review_app, ["add-expert", "alice", "--run", str(run), "--password-stdin"],
-                          input="another-pass\n")
-    assert again.exit_code == 2 and "already exists" in again.output
-    short = runner.invoke(review_app, ["add-expert", "bob", "--run", str(run), "--password-stdin"], input="short\n")
-    assert short.exit_code == 2 and "at least 8" in short.output
-
-    remote = runner.invoke(review_app, ["--run", str(run), "--host", "0.0.0.0"])
-    assert remote.exit_code == 2 and "--allow-remote" in remote.output
-    missing = runner.invoke(review_app, ["--run", str(tmp_path / "nope")])
-    assert missing.exit_code == 2 and "no store" in missing.output
+    capsys.readouterr()
+    assert "already exists" in _user_error(capsys, ["review", "add-expert", "alice", "--run", str(run),
+                                                    "--password-stdin"], monkeypatch, "another-pass\n")
+    assert "at least 8" in _user_error(capsys, ["review", "add-expert", "bob", "--run", str(run), "--password-stdin"],
+                                       monkeypatch, "short\n")
+    assert "--allow-remote" in _user_error(capsys, ["review", "--run", str(run), "--host", "0.0.0.0"])
+    assert "no store" in _user_error(capsys, ["review", "--run", str(tmp_path / "nope")])
 
 
-def test_rm_train_without_labels_says_what_to_do(tmp_path):
+def test_rm_train_without_labels_says_what_to_do(tmp_path, capsys):
     run = tmp_path / "run"
     runner.invoke(review_app, ["demo", "--run", str(run), "--tasks", "1", "--rollouts", "2"])
-    result = runner.invoke(rm_app, ["train", "--run", str(run)])
-    assert result.exit_code == 2 and "no labels to train on" in result.output
+    capsys.readouterr()
+    assert "no labels to train on" in _user_error(capsys, ["rm", "train", "--run", str(run)])
 
 
-def test_scripted_label_on_a_tool_reasoning_run(tmp_path):
+def test_scripted_label_on_a_tool_reasoning_run(tmp_path, capsys):
     from forgerl.types import Message, ToolCall, Trajectory
 
     def episode(tid: str, expression: str, reward: float) -> Trajectory:
@@ -61,5 +73,5 @@ def test_scripted_label_on_a_tool_reasoning_run(tmp_path):
     result = runner.invoke(review_app, ["scripted-label", "--run", str(run)])
     assert result.exit_code == 0, result.output
     assert "2 rubric labels, 1 preferences; 0.50 of the trajectories are grounded" in result.output
-    again = runner.invoke(review_app, ["scripted-label", "--run", str(run)])
-    assert again.exit_code == 2 and "already holds labels" in again.output
+    capsys.readouterr()
+    assert "already holds labels" in _user_error(capsys, ["review", "scripted-label", "--run", str(run)])

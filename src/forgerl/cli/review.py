@@ -10,30 +10,49 @@ from __future__ import annotations
 import ipaddress
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
+
+from forgerl.cli.errors import add_hint
+from forgerl.errors import ConfigError
 
 review_app = typer.Typer(help="Expert review web app: browse trajectories, label them, compare A/B.",
                          invoke_without_command=True)
 rm_app = typer.Typer(help="Reward model trained on expert labels (Bradley–Terry + rubric regression).",
                      no_args_is_help=True)
 
+RUBRIC_HINT = "pass --rubric a rubric TOML (version, scale_min, scale_max, items), or leave it out for the default"
+RM_HINT = ("label the run first (`forgerl review --run DIR`, or `forgerl review scripted-label`), and check "
+           "--rubric and --model")
+
 _RUN = typer.Option(..., "--run", help="run directory (holds store.sqlite) or a .sqlite file")
 _RUBRIC = typer.Option(None, "--rubric", help="rubric TOML (version, scale_min, scale_max, items); "
                                               "default: the built-in forgerl-default-v1")
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", err=True, fg="red")
-    raise typer.Exit(2)
+def _fail(message: str, hint: str) -> NoReturn:
+    """A user's mistake in these commands: raised, so cli/errors.py prints it (error + hint, exit 2)."""
+    raise ConfigError(message, hint=hint)
+
+
+def _user_error(exc: ValueError, hint: str) -> ConfigError:
+    """A ValueError from the labels, rubric or model code as a user's mistake with `hint` (kept as
+    the cause, so --debug shows where it came from)."""
+    if isinstance(exc, ConfigError):
+        return add_hint(exc, hint)  # type: ignore[return-value]
+    error = ConfigError(str(exc), hint=hint)
+    error.__cause__ = exc
+    return error
 
 
 def _existing_store(run: Path) -> Path:
-    from forgerl.store import STORE_FILENAME  # heavy: forgerl.store, kept out of forgerl --help
+    from forgerl.store import STORE_FILENAME, StoreError  # heavy: forgerl.store, kept out of forgerl --help
 
     path = run / STORE_FILENAME if run.is_dir() else run
     if not path.is_file():
-        _fail(f"no store at {run}: expected a run directory containing {STORE_FILENAME}")
+        raise StoreError(f"no store at {run}: expected a run directory containing {STORE_FILENAME}",
+                         hint="pass --run a run directory made by `forgerl train` or `forgerl review demo`")
     return path
 
 
@@ -67,15 +86,15 @@ def review(ctx: typer.Context,
     if ctx.invoked_subcommand is not None:
         return
     if run is None:
-        _fail("pass --run DIR (the run directory to review)")
+        raise typer.BadParameter("pass --run DIR (the run directory to review)", ctx=ctx, param_hint="--run")
     tls_files = _tls_files(ssl_certfile, ssl_keyfile)
     if not _is_loopback(host):
         if not allow_remote:
             _fail(f"{host} is not a loopback address; the app shows model output and labels to anyone who can "
-                  "reach it: pass --allow-remote (with TLS) if you mean it")
+                  "reach it", "bind 127.0.0.1, or pass --allow-remote (with TLS) if you mean it")
         if tls_files is None and not behind_tls_proxy:
-            _fail(f"serving on {host} without TLS would send passwords and session cookies in clear text: pass "
-                  "--ssl-certfile CERT.pem --ssl-keyfile KEY.pem, or --behind-tls-proxy if a reverse proxy "
+            _fail(f"serving on {host} without TLS would send passwords and session cookies in clear text",
+                  "pass --ssl-certfile CERT.pem --ssl-keyfile KEY.pem, or --behind-tls-proxy if a reverse proxy "
                   "terminates HTTPS in front of the app")
     import uvicorn
 
@@ -86,7 +105,7 @@ def review(ctx: typer.Context,
     try:
         rubric_config = load_rubric(rubric)
     except ValueError as exc:
-        _fail(str(exc))
+        raise ConfigError(str(exc), hint=RUBRIC_HINT) from exc
     rm_scores = _rm_scores(store_path, rm) if rm is not None else None
     secure = tls_files is not None or behind_tls_proxy
     app = create_app(store_path, rubric=rubric_config, session_ttl_s=session_hours * 3600, rm_scores=rm_scores,
@@ -105,10 +124,10 @@ def _tls_files(certfile: Path | None, keyfile: Path | None) -> tuple[str, str] |
     if certfile is None and keyfile is None:
         return None
     if certfile is None or keyfile is None:
-        _fail("HTTPS needs both --ssl-certfile and --ssl-keyfile")
+        _fail("HTTPS needs both --ssl-certfile and --ssl-keyfile", "pass the PEM certificate and its private key")
     for what, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
         if not path.is_file():
-            _fail(f"{what} {path} is not a file; pass the PEM certificate and its private key")
+            _fail(f"{what} {path} is not a file", "pass the paths of the PEM certificate and its private key")
     return str(certfile), str(keyfile)
 
 
@@ -141,7 +160,7 @@ def add_expert(name: str = typer.Argument(..., help="the expert's sign-in name")
     try:
         hashed = hash_password(password)
     except ValueError as exc:
-        _fail(str(exc))
+        raise ConfigError(str(exc), hint="choose a longer password") from exc
     with TrajectoryStore(_existing_store(run)) as store:
         try:
             if reset:
@@ -149,7 +168,8 @@ def add_expert(name: str = typer.Argument(..., help="the expert's sign-in name")
             else:
                 store.add_expert(name, hashed)
         except (StoreError, UnknownRecordError) as exc:
-            _fail(str(exc))
+            raise add_hint(exc, "pass --reset to set a new password for an existing expert, or leave it out "
+                                "to create a new one") from None
     typer.echo(f"expert {name!r} {'updated' if reset else 'created'}")
 
 
@@ -170,7 +190,7 @@ def demo(run: Path = typer.Option(..., "--run", help="run directory to create or
             trajs = make_demo_run(store, n_tasks=tasks, rollouts=rollouts, seed=seed, run_id=f"demo-{seed}",
                                   with_malicious=malicious)
         except StoreError as exc:
-            _fail(str(exc))
+            raise add_hint(exc, "use a fresh --run directory or another --seed") from None
         typer.echo(f"stored {len(trajs)} trajectories in run demo-{seed} at {store.path}")
         if label:
             n_rubric, n_pref = label_with_scripted_expert(store, trajs, seed=seed)
@@ -192,7 +212,7 @@ def scripted_label(run: Path = _RUN, seed: int = typer.Option(0, help="seeds the
     with TrajectoryStore(_existing_store(run)) as store:
         trajectories = store.query()
         if store.labels(expert=TOOL_EXPERT):
-            _fail(f"{run} already holds labels by {TOOL_EXPERT}; label a fresh run")
+            _fail(f"{run} already holds labels by {TOOL_EXPERT}", "label a fresh run")
         n_rubric, n_pref = label_with_tool_expert(store, trajectories, seed=seed)
     typer.echo(f"{TOOL_EXPERT}: {n_rubric} rubric labels, {n_pref} preferences; "
                f"{grounded_fraction(trajectories):.2f} of the trajectories are grounded")
@@ -226,7 +246,7 @@ def rm_train(run: Path = _RUN, out: Path = typer.Option(None, help="where to sav
             data = load_label_data(store, rubric_config)
         model, result = train_reward_model(data, config, rubric_version=rubric_config.version)
     except ValueError as exc:
-        _fail(str(exc))
+        raise _user_error(exc, RM_HINT) from None
     target = out or store_path.parent / "reward_model"
     model.save(target, result_dict(result))
     typer.echo(f"tasks: {result.n_train_tasks} train, {result.n_held_out_tasks} held out")
@@ -256,7 +276,7 @@ def rm_eval(run: Path = _RUN, model: Path = typer.Option(..., "--model", help="a
         with TrajectoryStore(_existing_store(run)) as store:
             data = load_label_data(store, rubric_config)
     except ValueError as exc:
-        _fail(str(exc))
+        raise _user_error(exc, RM_HINT) from None
     ids = sorted(data.texts)
     scores = dict(zip(ids, rm.raw_scores([data.texts[i] for i in ids]), strict=True))
     for line in evaluate(scores, data, data.preferences, list(data.ratings)).lines():
