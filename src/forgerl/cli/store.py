@@ -9,8 +9,7 @@ import typer
 
 from forgerl.cli.errors import add_hint
 
-STORE_HINT = ("pass a run directory made by `forgerl train` (it holds store.sqlite) or the .sqlite file itself, "
-              "and --format jsonl or parquet")
+STORE_HINT = "pass a run directory made by `forgerl train` (it holds store.sqlite) or the .sqlite file itself"
 
 store_app = typer.Typer(help="Inspect and export a run's trajectory store (run_dir/store.sqlite).",
                         no_args_is_help=True)
@@ -35,7 +34,7 @@ def export_command(
         target, count = export_store(run_dir, fmt, out, run_id=run_id, family=family, status=status,  # type: ignore[arg-type]
                                      min_reward=min_reward, max_reward=max_reward)
     except StoreError as exc:  # cli/errors.py prints it: error + hint, exit 2
-        raise add_hint(exc, STORE_HINT) from None
+        raise add_hint(exc, f"{STORE_HINT}, and --format jsonl or parquet") from None
     typer.echo(f"wrote {count} trajectories to {target}")
 
 
