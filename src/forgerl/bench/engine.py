@@ -34,7 +34,12 @@ from typing import Any
 
 import torch
 
+from forgerl.bench.vllm import run_vllm_workload
 from forgerl.engine.base import SamplingParams
+from forgerl.engine.vllm.checkpoints import default_policy_standin, smollm2_checkpoint
+from forgerl.engine.vllm.server import CPU_UNSUPPORTED, vllm_python
+from forgerl.errors import ConfigError
+from forgerl.model.loading import load_policy, resolve_device
 
 SYSTEM_TOKENS = 160
 TASK_TOKENS = 24
@@ -129,16 +134,12 @@ REFERENCE = "reference: forgerl engine on"
 
 
 def _smollm2_dir() -> Path:
-    from forgerl.engine.vllm.checkpoints import smollm2_checkpoint
-
     cache = Path(os.environ.get("FORGERL_CACHE", Path.home() / ".cache" / "forgerl"))
     return smollm2_checkpoint(cache / "smollm2-135m-instruct")
 
 
 def _vllm_unavailable() -> str | None:
     """Why the vLLM column cannot run here (None when it can)."""
-    from forgerl.engine.vllm.server import vllm_python
-    from forgerl.errors import ConfigError
 
     try:
         vllm_python()
@@ -148,8 +149,6 @@ def _vllm_unavailable() -> str | None:
 
 
 def _load(model: str, device: str, dtype: str) -> tuple[Any, Any]:
-    from forgerl.model.loading import load_policy
-
     name = str(_smollm2_dir()) if model == "smollm2" else model
     policy, tokenizer = load_policy(name, device=device, dtype=dtype)
     # the engines never stop early here: every method generates exactly max_tokens per turn
@@ -158,7 +157,7 @@ def _load(model: str, device: str, dtype: str) -> tuple[Any, Any]:
 
 
 def _builtin(policy: Any, tokenizer: Any, w: Workload, max_ctx: int, name: str) -> tuple[int, float, dict[str, int]]:
-    from forgerl.engine.llm import LLMEngine
+    from forgerl.engine.llm import LLMEngine  # heavy: transformers, kept out of this module's import
 
     engine = LLMEngine(policy, tokenizer, model_name=name, max_context=max_ctx, num_slots=w.sessions)
     vocab = policy.get_output_embeddings().weight.shape[0]
@@ -191,8 +190,6 @@ def run_engine_bench(model: str = "tiny-random", sessions: int = 16, turns: int 
     each. Returns {"forgerl_tokens_per_s": ..., <method>: speed-up, "<method> tokens/s": ...}."""
     from rich.table import Table
 
-    from forgerl.model.loading import resolve_device
-
     console = _console()
     device = resolve_device(device)
     policy, tokenizer = _load(model, device, dtype)
@@ -206,14 +203,10 @@ def run_engine_bench(model: str = "tiny-random", sessions: int = 16, turns: int 
     standin_tmp: tempfile.TemporaryDirectory[str] | None = None
     try:
         if vllm and why_no_vllm is None:
-            from forgerl.engine.vllm.server import CPU_UNSUPPORTED
-
             model_type = getattr(policy.config, "model_type", None)
             if model_type in CPU_UNSUPPORTED:
                 # the MoE policy itself on the built-in engine, for reference; every compared column
                 # then runs on a dense stand-in vLLM can serve
-                from forgerl.engine.vllm.checkpoints import default_policy_standin
-
                 vocab = policy.get_output_embeddings().weight.shape[0]
                 w = make_workload(vocab, sessions, turns, max_tokens)
                 n, secs, _ = _builtin(policy, tokenizer, w, _max_ctx(w), model)
@@ -238,8 +231,6 @@ def run_engine_bench(model: str = "tiny-random", sessions: int = 16, turns: int 
         rows[BUILTIN] = (n, secs)
         dtypes[BUILTIN] = _dtype_name(policy)
         if vllm and why_no_vllm is None:
-            from forgerl.bench.vllm import run_vllm_workload
-
             out = run_vllm_workload(policy, tokenizer, w, name="bench", max_context=max(1024, max_ctx))
             rows[VLLM] = (int(out["tokens"]), out["seconds"])
             dtypes[VLLM] = "bfloat16"

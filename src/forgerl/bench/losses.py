@@ -23,7 +23,7 @@ def run_loss_bench(losses: tuple[str, ...] = ("cispo", "grpo", "dapo"), seeds: t
     from rich.console import Console
     from rich.table import Table
 
-    from forgerl.train.loop import train
+    from forgerl.train.loop import train  # heavy: torch, kept out of this module's import
 
     console = Console()
     base = base or TrainConfig()

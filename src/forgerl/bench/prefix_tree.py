@@ -24,6 +24,9 @@ from typing import Any, Self
 
 import torch
 
+from forgerl.model.loading import load_policy, resolve_device, resolve_dtype
+from forgerl.model.logprobs import MicroBatch, collate, pack_micro_batches, token_logprobs
+from forgerl.rl import cispo_loss
 from forgerl.types import LLMCall, TrainingSample, Trajectory, chain_samples
 
 MODES = ("per-call", "per-trajectory", "tree")
@@ -102,8 +105,7 @@ class _PeakMemory:
 
 
 def _micro_batches(mode: str, samples: list[TrainingSample], budget: int, device: torch.device) -> Iterator[Any]:
-    from forgerl.batching.tree import build_tree_batch
-    from forgerl.model.logprobs import collate, pack_micro_batches
+    from forgerl.batching.tree import build_tree_batch  # heavy: numpy, kept out of this module's import
 
     if mode == "tree":
         for mb in build_tree_batch(samples, budget, pad_to_multiple=128 if device.type == "cuda" else 1).micro_batches:
@@ -114,8 +116,7 @@ def _micro_batches(mode: str, samples: list[TrainingSample], budget: int, device
 
 
 def _tokens(mode: str, samples: list[TrainingSample], budget: int) -> tuple[int, int]:
-    from forgerl.batching.tree import build_tree_batch
-    from forgerl.model.logprobs import pack_micro_batches
+    from forgerl.batching.tree import build_tree_batch  # heavy: numpy, kept out of this module's import
 
     if mode == "tree":
         stats = build_tree_batch(samples, budget).stats
@@ -127,9 +128,7 @@ def _tokens(mode: str, samples: list[TrainingSample], budget: int) -> tuple[int,
 def run_mode(model: torch.nn.Module, mode: str, samples: list[TrainingSample], timed: list[TrainingSample], budget: int,
              scale: float = 1.0) -> ModeResult:
     """Forward+backward (CISPO over the batch's trainable tokens) of the `timed` samples."""
-    from forgerl.batching.forward import tree_token_logprobs
-    from forgerl.model.logprobs import MicroBatch, token_logprobs
-    from forgerl.rl import cispo_loss
+    from forgerl.batching.forward import tree_token_logprobs  # heavy: numpy, kept out of this module's import
 
     device = next(model.parameters()).device
     tokens, count = _tokens(mode, samples, budget)
@@ -171,8 +170,6 @@ def qwen_like_0p5b(vocab: int) -> Any:
 
 
 def load_bench_model(model: str, device: str, dtype: str) -> tuple[torch.nn.Module, int]:
-    from forgerl.model.loading import load_policy, resolve_device, resolve_dtype
-
     if model == "qwen-0.5b":
         from transformers import AutoModelForCausalLM
 

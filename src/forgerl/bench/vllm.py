@@ -9,15 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from forgerl.engine.vllm import VLLMEngine, VLLMServer, VLLMServerConfig
+from forgerl.engine.vllm.checkpoints import export_checkpoint, tiny_llama_checkpoint
+from forgerl.weights.vllm_reload import VLLMWeightPusher
+
 
 def run_vllm_workload(model: Any, tokenizer: Any, workload: Any, *, name: str = "bench", threads: str = "0-1",
                       kv_cache_gib: float = 2.0, max_context: int = 2048) -> dict[str, float]:
     """Serve `model` (an HF causal LM in memory) with vLLM and run `workload` (forgerl.bench.engine.Workload)
     as concurrent sessions. Returns tokens, seconds, tokens/s, the server's start-up seconds and
     the share of prompt tokens served from vLLM's prefix cache."""
-    from forgerl.bench.engine import make_workload, run_engine
-    from forgerl.engine.vllm import VLLMEngine, VLLMServer, VLLMServerConfig
-    from forgerl.engine.vllm.checkpoints import export_checkpoint
+    from forgerl.bench.engine import make_workload, run_engine  # heavy: torch, kept out of this module's import
 
     with tempfile.TemporaryDirectory(prefix="forgerl-vllm-bench-") as tmp:
         model_dir = export_checkpoint(model, tokenizer, Path(tmp) / "model")
@@ -45,9 +47,6 @@ def push_timings(model_dir: str | Path, *, repeats: int = 3, threads: str = "0-1
 
     import torch
     from safetensors.torch import load_file
-
-    from forgerl.engine.vllm import VLLMServer, VLLMServerConfig
-    from forgerl.weights.vllm_reload import VLLMWeightPusher
 
     model_dir = Path(model_dir)
     weights: dict[str, torch.Tensor] = {}
@@ -93,14 +92,12 @@ def push_table(sizes: list[str] | None = None, *, smollm2: bool = True, repeats:
     from rich.console import Console
     from rich.table import Table
 
-    from forgerl.engine.vllm.checkpoints import tiny_llama_checkpoint
-
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="forgerl-vllm-sizes-") as tmp:
         dirs: list[tuple[str, Path]] = [(label, tiny_llama_checkpoint(Path(tmp) / f"m{i}", **PUSH_SIZES[label]))
                                         for i, label in enumerate(sizes or list(PUSH_SIZES))]
         if smollm2:
-            from forgerl.bench.engine import _smollm2_dir
+            from forgerl.bench.engine import _smollm2_dir  # heavy: torch, kept out of this module's import
 
             dirs.append(("SmolLM2-135M-Instruct", _smollm2_dir()))
         for label, model_dir in dirs:

@@ -16,14 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from forgerl.chat import get_format
+from forgerl.model.loading import TinyMoEShape, tiny_config
+from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer
+from forgerl.weights import WeightPusher, default_shared_dir
+
 SIZES = ((128, 4, 192), (256, 6, 384), (512, 8, 768))  # (hidden, layers, expert width)
 
 
 def _model(hidden: int, layers: int, inter: int, vocab: int = 8192) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
-
-    from forgerl.model.loading import TinyMoEShape, tiny_config
 
     shape = TinyMoEShape(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          head_dim=hidden // 4, rotary_dim=hidden // 8, intermediate_size=inter)
@@ -54,11 +57,8 @@ def run_weight_sync_bench(repeats: int = 3, sizes: tuple[tuple[int, int, int], .
     from rich.console import Console
     from rich.table import Table
 
-    from forgerl.chat import get_format
-    from forgerl.engine.llm import LLMEngine
-    from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer
-    from forgerl.server.app import create_app
-    from forgerl.weights import WeightPusher, default_shared_dir
+    from forgerl.engine.llm import LLMEngine  # heavy: torch, transformers, kept out of this module's import
+    from forgerl.server.app import create_app  # heavy: fastapi, starlette, kept out of this module's import
 
     fmt = get_format("minimax_m2")
     tokenizer = prepare_tokenizer(load_default_tokenizer(), fmt)
