@@ -8,6 +8,7 @@ import os
 
 import typer
 
+from forgerl.errors import ConfigError
 from forgerl.plugins import load_cli_plugins
 
 
@@ -32,12 +33,13 @@ def gateway(
     admin key: FORGERL_GATEWAY_ADMIN_KEY, or else a generated one printed at start (and written to
     RUN_DIR/gateway-admin-key, mode 0600). Off loopback the key must be set (FORGERL_GATEWAY_ADMIN_KEY)."""
     admin_key = os.environ.get("FORGERL_GATEWAY_ADMIN_KEY") or None
+    new_key = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
     if host not in ("127.0.0.1", "localhost", "::1") and admin_key is None:
-        raise typer.BadParameter("binding beyond loopback needs FORGERL_GATEWAY_ADMIN_KEY set", param_hint="--host")
+        raise ConfigError(f"binding the gateway to {host} (beyond loopback) needs FORGERL_GATEWAY_ADMIN_KEY set",
+                          hint=f"export FORGERL_GATEWAY_ADMIN_KEY=$({new_key}), or bind 127.0.0.1")
     if admin_key is not None and len(admin_key) < 16:
-        raise typer.BadParameter("FORGERL_GATEWAY_ADMIN_KEY is shorter than 16 characters: use a long random key "
-                                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) or unset it "
-                                 "to have one generated", param_hint="FORGERL_GATEWAY_ADMIN_KEY")
+        raise ConfigError("FORGERL_GATEWAY_ADMIN_KEY is shorter than 16 characters",
+                          hint=f"use a long random key ({new_key}) or unset it to have one generated")
     if max_body_mb <= 0:
         raise typer.BadParameter(f"must be > 0, got {max_body_mb}", param_hint="--max-body-mb")
     from forgerl.cli.preflight import (  # heavy: forgerl.cli.preflight, kept out of forgerl --help
