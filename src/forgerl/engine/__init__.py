@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from forgerl.chat import get_format
 from forgerl.engine.base import Engine, GenerationResult, SamplingParams, TokenEvent
+from forgerl.model.loading import load_policy
 
 __all__ = ["Engine", "GenerationResult", "SamplingParams", "TokenEvent", "load_engine"]
 
@@ -22,14 +24,11 @@ def load_engine(
 ) -> Any:
     """The built-in engine over `model` (a built-in name such as `tiny-random`, or an HF directory),
     its tokenizer prepared for `chat_format`, stopping on the format's end-of-message marker."""
-    from forgerl.engine.llm import LLMEngine
-    from forgerl.model.loading import load_policy
+    from forgerl.engine.llm import LLMEngine  # cycle: forgerl.engine.llm imports forgerl.engine
 
     policy, tokenizer = load_policy(model, device=device, dtype=dtype, chat_format=chat_format, seed=seed)
     stop_ids: list[int] = []
     if chat_format is not None:
-        from forgerl.chat import get_format
-
         stop_ids.append(tokenizer.convert_tokens_to_ids(get_format(chat_format).end_of_message))
     if tokenizer.eos_token_id is not None:
         stop_ids.append(tokenizer.eos_token_id)

@@ -46,6 +46,7 @@ from forgerl.engine.base import (
 )
 from forgerl.errors import ConfigError, ContextLengthError, EngineError
 from forgerl.types import Timings
+from forgerl.weights import StaleWeightsAlarm, WeightPusher, default_shared_dir
 
 if TYPE_CHECKING:
     import httpx
@@ -491,12 +492,6 @@ def open_remote_engine(
     `--api-key` to $FORGERL_API_KEY. Weights travel as a safetensors file in
     `shared_dir` (default /dev/shm): the trainer and the server must share that filesystem."""
     import httpx
-
-    from forgerl.weights import (
-        StaleWeightsAlarm,
-        WeightPusher,
-        default_shared_dir,
-    )
 
     base_url = base_url.rstrip("/")
     token = admin_token or os.environ.get("FORGERL_ADMIN_TOKEN") or None

@@ -26,6 +26,8 @@ from forgerl.engine.vllm.server import (
     server_command,
     vllm_python,
 )
+from forgerl.model.loading import BUILTIN_MODELS, load_policy
+from forgerl.weights.vllm_reload import VLLMWeightPusher, state_digest
 
 __all__ = ["INSTALL_HINT", "VLLMEngine", "VLLMServer", "VLLMServerConfig", "completion_body", "install_vllm",
            "open_vllm_engine", "serve_vllm", "server_command", "vllm_python"]
@@ -49,9 +51,8 @@ def open_vllm_engine(
     """The trainer's `engine = "vllm"`: export `policy` to `work_dir/model`, start a supervised
     vLLM server on it, and return the adapter wired to a weight pusher (restarts reload the newest
     pushed weights). `server` overrides VLLMServerConfig fields (threads, kv_cache_gib, venv, ...)."""
-    from forgerl.engine.vllm.checkpoints import export_checkpoint
-    from forgerl.model.lora import inference_weights
-    from forgerl.weights.vllm_reload import VLLMWeightPusher, state_digest
+    from forgerl.engine.vllm.checkpoints import export_checkpoint  # cycle: checkpoints imports this package
+    from forgerl.model.lora import inference_weights  # heavy: torch, kept out of this module's import
 
     work = Path(work_dir)
     model_dir = export_checkpoint(policy, tokenizer, work / "model", dtype=dtype)
@@ -87,13 +88,10 @@ def serve_vllm(model: str, *, host: str = "127.0.0.1", port: int = 8000, chat_fo
     import tempfile
     import time
 
-    from forgerl.model.loading import BUILTIN_MODELS
-
     tmp: tempfile.TemporaryDirectory[str] | None = None
     model_dir = model
     if model in BUILTIN_MODELS:
-        from forgerl.engine.vllm.checkpoints import export_checkpoint
-        from forgerl.model.loading import load_policy
+        from forgerl.engine.vllm.checkpoints import export_checkpoint  # cycle: checkpoints imports this package
 
         tmp = tempfile.TemporaryDirectory(prefix="forgerl-vllm-")
         policy, tokenizer = load_policy(model, device="cpu", dtype="float32", chat_format=chat_format)

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from forgerl.errors import ConfigError
+from forgerl.model.loading import TinyMoEShape
+from forgerl.model.tokenizer import load_default_tokenizer
 
 
 def export_checkpoint(model: Any, tokenizer: Any, out_dir: str | os.PathLike[str], *, dtype: str = "bfloat16") -> Path:
@@ -58,8 +60,6 @@ def tiny_llama_checkpoint(out_dir: str | os.PathLike[str], *, vocab_size: int = 
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from forgerl.model.tokenizer import load_default_tokenizer
-
     out = Path(out_dir)
     tokenizer = load_default_tokenizer()
     vocab = max(vocab_size, len(tokenizer))
@@ -83,7 +83,6 @@ def default_policy_standin(out_dir: str | os.PathLike[str], *, seed: int = 0, dt
     routes with sigmoid scores plus a correction bias. Same width, depth, heads (head_dim 32), vocab
     and active FFN width per token (top-2 of 8 experts x 192 = 384) as loading.TinyMoEShape, so
     per-token compute and per-request overhead match what the policy would cost."""
-    from forgerl.model.loading import TinyMoEShape
 
     shape = TinyMoEShape()
     return tiny_llama_checkpoint(out_dir, vocab_size=4096, hidden_size=shape.hidden_size, layers=shape.num_hidden_layers,

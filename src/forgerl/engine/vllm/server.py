@@ -192,7 +192,7 @@ class VLLMServer:
         return self.proc is not None and self.proc.poll() is None
 
     def healthy(self) -> bool:
-        from forgerl.engine.vllm.client import health
+        from forgerl.engine.vllm.client import health  # cycle: client's package forgerl.engine.vllm imports this module
 
         return self.alive() and health(self.base_url)
 
@@ -244,7 +244,7 @@ class VLLMServer:
         self._spawned_at = time.monotonic()
 
     def _wait_healthy(self) -> None:
-        from forgerl.engine.vllm.client import health
+        from forgerl.engine.vllm.client import health  # cycle: client's package forgerl.engine.vllm imports this module
 
         deadline = time.monotonic() + self.cfg.start_timeout_s
         while time.monotonic() < deadline:
