@@ -36,9 +36,9 @@ def train(config: TrainConfig | Mapping[str, Any] | str | Path | None = None, *,
     >>> result = forgerl.train({"model": "tiny-random", "env": "arithmetic", "steps": 2}, run_dir="runs/demo")
     >>> result.eval_rewards          # [(0, 0.0), (2, 0.03)]
     """
-    from forgerl.plugins import load_run_plugins
-    from forgerl.rollout.train import run_training
-    from forgerl.train.report import write_report
+    from forgerl.plugins import load_run_plugins  # heavy: pydantic (via forgerl.errors), kept out of import forgerl
+    from forgerl.rollout.train import run_training  # heavy: torch, kept out of import forgerl
+    from forgerl.train.report import write_report  # heavy: pydantic, kept out of import forgerl
 
     cfg = as_train_config(config, overrides)
     load_run_plugins(cfg.plugins)
@@ -53,8 +53,8 @@ def as_train_config(config: TrainConfig | Mapping[str, Any] | str | Path | None,
     """A validated TrainConfig from any of the forms `train` takes, with `overrides` applied on top."""
     from pydantic import ValidationError
 
-    from forgerl.errors import ConfigError
-    from forgerl.train.config import TrainConfig, load_config
+    from forgerl.errors import ConfigError  # heavy: pydantic (via forgerl.types), kept out of import forgerl
+    from forgerl.train.config import TrainConfig, load_config  # heavy: pydantic, kept out of import forgerl
 
     overrides = dict(overrides or {})
     if config is None or isinstance(config, (str, Path)):
@@ -84,7 +84,7 @@ def evaluate(env: str, model: str = "default", n: int = 50, *, seed: int = 0, ou
     >>> report = forgerl.evaluate("arithmetic", model="tiny-random", n=8, max_tokens=32)
     >>> report.overall.pass_rate, report.overall.ci
     """
-    from forgerl.eval.run import run_eval
+    from forgerl.eval.run import run_eval  # heavy: pydantic, kept out of import forgerl
 
     return run_eval(env, model, n, seed=seed, out_dir=out_dir, console=_console(show), **options)
 
@@ -99,7 +99,7 @@ def rollout(env: str, model: str = "default", seed: int = 0, *, max_turns: int =
     >>> trajectory = forgerl.rollout("arithmetic", model="tiny-random", seed=3)
     >>> trajectory.status, trajectory.reward
     """
-    from forgerl.cli.transcript import run_demo
+    from forgerl.cli.transcript import run_demo  # heavy: pydantic, kept out of import forgerl
 
     return run_demo(model=model, env=env, seed=seed, max_turns=max_turns, max_tokens=max_tokens,
                     save_path=save_path, console=_console(show), **options)

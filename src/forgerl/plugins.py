@@ -174,8 +174,8 @@ def _load_entry_points() -> list[str]:
 def _register(obj: Any) -> None:
     """What an entry point names: a module (registered on import), a Family, a ChatFormat class,
     or a function called with no arguments."""
-    from forgerl.chat.base import _REGISTRY, ChatFormat, register_format
-    from forgerl.envs.base import Family, register_family
+    from forgerl.chat.base import _REGISTRY, ChatFormat, register_format  # cycle: chat.base imports this module
+    from forgerl.envs.base import Family, register_family  # cycle: envs.base imports this module
 
     if isinstance(obj, ModuleType):
         return
