@@ -15,6 +15,8 @@ from typing import Any
 import forgerl.rollout as _rollout_package  # docstring-only packages: nothing heavy is imported
 import forgerl.train as _train_package
 from forgerl.api import evaluate  # the standard library only at import
+from forgerl.api import rollout as _api_rollout
+from forgerl.api import train as _api_train
 
 __version__ = "0.1.0"
 
@@ -25,18 +27,14 @@ class _CallableTrainPackage(types.ModuleType):
     name would be replaced. The package's module object is made callable instead."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from forgerl.api import train
-
-        return train(*args, **kwargs)
+        return _api_train(*args, **kwargs)
 
 
 class _CallableRolloutPackage(types.ModuleType):
     """`forgerl.rollout`: the asynchronous-rollout subpackage, callable as the API function."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from forgerl.api import rollout
-
-        return rollout(*args, **kwargs)
+        return _api_rollout(*args, **kwargs)
 
 
 _train_package.__class__ = _CallableTrainPackage
@@ -48,7 +46,7 @@ rollout = _rollout_package
 def __getattr__(name: str) -> Any:
     """TrainConfig and load_config on first use (pydantic, not torch)."""
     if name in ("TrainConfig", "load_config"):
-        from forgerl.train import config
+        from forgerl.train import config  # heavy: pydantic, kept out of import forgerl (test_api)
 
         return getattr(config, name)
     raise AttributeError(f"module 'forgerl' has no attribute {name!r}")
