@@ -26,7 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from forgerl.envs.base import EpisodeLimits, Family, Task, register_family, submit_nothing
+from forgerl.agent.loop import run_episode
+from forgerl.envs.base import EpisodeLimits, Family, Task, register_family, run_gold, submit_nothing
 from forgerl.envs.numeric import NumericAnswerEnv
 from forgerl.envs.rewards import Verdict
 from forgerl.errors import ToolError
@@ -209,7 +210,6 @@ class CoordinatorEnv(_Warehouse, NumericAnswerEnv):
 
 async def _gold_subagent(task: Task, index: int) -> Trajectory:
     """A model-free sub-agent that plays the gold path (for `run_gold` and tests)."""
-    from forgerl.envs.base import run_gold
 
     env = SubAgentEnv()
     traj, _ = await run_gold(env, task)
@@ -240,8 +240,6 @@ async def run_multiagent_episode(engine: Any, chat_format: Any, task: Task, *, s
     """One episode: [coordinator, sub-0, sub-1, ...], every call recorded, credit assigned; all
     of them carry `group_id`."""
     import dataclasses
-
-    from forgerl.agent.loop import run_episode
 
     credit = credit or CreditConfig()
     episode = Trajectory(agent_id="coordinator", group_id=group_id)

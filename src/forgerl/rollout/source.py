@@ -31,6 +31,8 @@ from forgerl.engine.base import SamplingParams
 from forgerl.rollout.episode import check_episode_features, run_episode_for
 from forgerl.rollout.ledger import StoreLedger
 from forgerl.rollout.scheduler import Batch, RolloutScheduler, SchedulerConfig
+from forgerl.train.progress import step_progress
+from forgerl.train.rollouts import make_task, training_seed
 from forgerl.types import Trajectory
 
 if TYPE_CHECKING:
@@ -84,7 +86,6 @@ class RewardTransform(Protocol):
 # -- the scheduler source -----------------------------------------------------------------------
 def group_specs(config: TrainConfig) -> Iterator[dict[str, Any]]:
     """Task k of the run: the seed of (step k // G, group k % G), so every mode draws the same tasks."""
-    from forgerl.train.rollouts import training_seed
 
     for k in itertools.count():
         seed = training_seed(config.seed, k // config.groups_per_step, k % config.groups_per_step)
@@ -96,7 +97,6 @@ async def rollout_group(run: Run, spec: dict[str, Any], *, perturbed: bool,
     """`group_size` concurrent episodes of one task (a failed episode is data: see agent/loop.py);
     a multi-agent family's episodes contribute every agent's trajectory. `on_episode(spec)` is
     called as each episode ends (the step's progress bar)."""
-    from forgerl.train.rollouts import make_task
 
     cfg = run.config
     base = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
@@ -182,7 +182,6 @@ class SchedulerSource:
     async def next_batch(self) -> RolloutBatch | None:
         assert self._batches is not None and self.scheduler is not None and self._config is not None, "start() first"
         assert self._run is not None
-        from forgerl.train.progress import step_progress
 
         cfg = self._run.config
         with step_progress(f"step {self._run.step + 1} rollouts", cfg.groups_per_step * cfg.group_size) as advance:

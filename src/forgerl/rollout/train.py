@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from forgerl.review.train_hook import reward_model_transform_for
 from forgerl.rollout.scheduler import SchedulerConfig
 from forgerl.rollout.source import (
     SchedulerSource,
@@ -27,7 +28,6 @@ def default_source(config: TrainConfig, scheduler: SchedulerConfig | None = None
     """The scheduler source the config asks for, with its reward model (if any) as reward transform.
     The reward model is loaded here, before `train` opens the run: one that cannot be loaded leaves
     no run behind, and train/ never imports the review package."""
-    from forgerl.review.train_hook import reward_model_transform_for
 
     transform = reward_model_transform_for(config.reward_model)
     return SchedulerSource(scheduler, reward_transform=None if transform is None else lambda _run: transform)
