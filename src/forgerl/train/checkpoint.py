@@ -43,6 +43,8 @@ from typing import Any, TypeVar
 import torch
 
 from forgerl.errors import ForgerlError
+from forgerl.model.lora import causal_lm, inference_weights, is_peft
+from forgerl.store import TrajectoryStore
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,6 @@ def write_checkpoint(final: Path, policy: torch.nn.Module, optimizer: torch.opti
 def _write_policy(directory: Path, policy: torch.nn.Module) -> None:
     """The weights (and for a transformers model its config and generation config)."""
     from safetensors.torch import save_file, save_model
-
-    from forgerl.model.lora import causal_lm, inference_weights, is_peft
 
     # save_model, not save_file(state_dict()): tied weights (SmolLM2's embedding = LM head) are one
     # tensor under two names, which save_file refuses; save_model stores it once, load_model re-ties
@@ -258,7 +258,6 @@ def load_checkpoint(directory: Path, policy: torch.nn.Module, optimizer: torch.o
 def _policy_weights_file(directory: Path, policy: torch.nn.Module) -> Path:
     """The file the trainer's policy resumes from: the adapter-wrapped policy for LoRA (older
     checkpoints kept it in model.safetensors), model.safetensors otherwise."""
-    from forgerl.model.lora import is_peft
 
     if is_peft(policy) and (directory / LORA_POLICY_FILENAME).is_file():
         return directory / LORA_POLICY_FILENAME
@@ -454,7 +453,6 @@ def _live_checkpoint_names(run_dir: Path) -> set[str] | None:
     """Directory names of the checkpoints the run's store holds (not superseded); None without a store."""
     if not (Path(run_dir) / "store.sqlite").is_file():
         return None
-    from forgerl.store import TrajectoryStore
 
     with TrajectoryStore(run_dir) as store:
         runs = store.runs()

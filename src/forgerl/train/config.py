@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from forgerl.errors import ConfigError
 from forgerl.perturb.spec import PerturbSpec  # pydantic only
 from forgerl.rollout.scheduler import RolloutConfig  # pydantic only
+from forgerl.train.loggers import backend_installed, missing_backend_error
 
 
 class _Config(BaseModel):
@@ -98,7 +99,7 @@ class BuiltinEngineConfig(_Config):
     def open(self, model: Any, tokenizer: Any, *, config: TrainConfig, run_dir: Path,
              stop_token_ids: tuple[int, ...], slots: int) -> Any:
         """The engine serving `model` (the run's copy of the policy in the compute dtype)."""
-        from forgerl.engine.llm import LLMEngine
+        from forgerl.engine.llm import LLMEngine  # heavy: torch, transformers, kept out of this module's import
 
         return LLMEngine(model, tokenizer, model_name=config.model, max_context=config.max_context, num_slots=slots,
                          stop_token_ids=stop_token_ids, fp32_lm_head=config.fp32_lm_head)
@@ -118,7 +119,7 @@ class VllmEngineConfig(_Config):
     def open(self, model: Any, tokenizer: Any, *, config: TrainConfig, run_dir: Path,
              stop_token_ids: tuple[int, ...], slots: int) -> Any:
         """Export `model`, start the server in run_dir/vllm and wait until it serves."""
-        from forgerl.engine.vllm import open_vllm_engine
+        from forgerl.engine.vllm import open_vllm_engine  # heavy: ~30 forgerl modules, kept out of forgerl --help
 
         return open_vllm_engine(model, tokenizer, work_dir=run_dir / "vllm", model_name=config.model,
                                 stop_token_ids=stop_token_ids, max_context=config.max_context,
@@ -142,8 +143,8 @@ class RemoteEngineConfig(_Config):
     def open(self, model: Any, tokenizer: Any, *, config: TrainConfig, run_dir: Path,
              stop_token_ids: tuple[int, ...], slots: int) -> Any:
         """Connect, check the server serves the same model, and push the run's weights."""
-        from forgerl.engine.remote import open_remote_engine
-        from forgerl.model.lora import inference_weights
+        from forgerl.engine.remote import open_remote_engine  # heavy: ~30 forgerl modules, kept out of forgerl --help
+        from forgerl.model.lora import inference_weights  # heavy: torch, kept out of this module's import
 
         return open_remote_engine(self.url, tokenizer, admin_token=self.admin_token, stop_token_ids=stop_token_ids,
                                   max_context=config.max_context, initial_weights=inference_weights(model))
@@ -213,8 +214,6 @@ class LoggingConfig(_Config):
     @model_validator(mode="after")
     def _check_backends(self) -> LoggingConfig:
         from urllib.parse import urlsplit
-
-        from forgerl.train.loggers import backend_installed, missing_backend_error  # stdlib only at import
 
         if len(set(self.backends)) != len(self.backends):
             raise ValueError(f"logging.backends lists a backend twice: {self.backends}")
@@ -360,7 +359,7 @@ class TrainConfig(_Config):
 
 def _loss_traits(name: str) -> Any:
     """The loss's traits from rl/ (imported when a check needs them: `forgerl.rl` loads torch)."""
-    from forgerl.rl.traits import loss_traits
+    from forgerl.rl.traits import loss_traits  # heavy: torch, kept out of this module's import
 
     return loss_traits(name)
 

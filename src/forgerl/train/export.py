@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from forgerl.errors import ConfigError
+from forgerl.store import TrajectoryStore
 from forgerl.train.checkpoint import (
     ADAPTER_DIRNAME,
     CHECKSUMS_FILENAME,
@@ -91,7 +92,6 @@ def model_card(run_dir: Path, checkpoint: Path) -> str:
 def _run_record(run_dir: Path) -> tuple[dict[str, Any], list[tuple[int, float]], str]:
     if not (run_dir / "store.sqlite").is_file():
         return {}, [], "unknown"
-    from forgerl.store import TrajectoryStore
 
     with TrajectoryStore(run_dir) as store:
         runs = store.runs()

@@ -88,7 +88,7 @@ def open_loggers(config: TrainConfig, run_dir: Path, run_id: str) -> list[Any]:
 
 def flat_params(config: TrainConfig) -> dict[str, str]:
     """The public config as `section.key` -> text: what MLflow takes as parameters."""
-    from forgerl.train.config import public_config
+    from forgerl.train.config import public_config  # cycle: train.config imports this module
 
     out: dict[str, str] = {}
 
@@ -224,7 +224,7 @@ class TrackerSink:
 
 def final_eval_reward(run: Run) -> float | None:
     """The held-out reward of the latest evaluated step (None when the run never evaluated)."""
-    from forgerl.train.run import EVAL_METRIC
+    from forgerl.train.run import EVAL_METRIC  # cycle: train.run imports this module (via train.config)
 
     values = [(step, value) for step, _, value in run.store.metrics(run.run_id, EVAL_METRIC) if math.isfinite(value)]
     return max(values)[1] if values else None
@@ -232,7 +232,7 @@ def final_eval_reward(run: Run) -> float | None:
 
 def report_files(run_dir: Path) -> list[Path]:
     """report.md and reward.png, written now from the store (the CLI writes them again, identically)."""
-    from forgerl.train.report import write_report
+    from forgerl.train.report import write_report  # heavy: train.report, kept out of forgerl --help (via train.config)
 
     write_report(run_dir)
     return [p for p in (run_dir / "report.md", run_dir / "reward.png") if p.is_file()]
@@ -247,7 +247,7 @@ class WandbLogger(TrackerSink):
     def start(self, state: dict[str, Any]) -> dict[str, Any]:
         import wandb
 
-        from forgerl.train.config import public_config
+        from forgerl.train.config import public_config  # cycle: train.config imports this module
 
         cfg = self.config.logging
         wandb_id = str(state.get("id") or secrets.token_hex(8))  # W&B ids: [a-z0-9], unique per project

@@ -51,7 +51,7 @@ def train(config: TrainConfig, source: RolloutSource | None = None, *, resume: b
     checkpoints its last completed step, records status `interrupted` and raises
     TrainingInterrupted (its message is the resume command)."""
     if source is None:
-        from forgerl.rollout.train import default_source
+        from forgerl.rollout.train import default_source  # cycle: forgerl.rollout.train imports forgerl.train.loop
 
         source = default_source(config)
     source.check(config)  # a combination the source cannot do is refused before the run exists

@@ -26,6 +26,7 @@ import torch
 from forgerl.chat import get_format
 from forgerl.chat.base import ChatFormat
 from forgerl.errors import ConfigError
+from forgerl.model.loading import load_policy, resolve_device, resolve_dtype
 from forgerl.model.lora import add_lora, inference_weights
 from forgerl.model.moe import ExpertLoadTracker
 from forgerl.store import TrajectoryStore
@@ -38,6 +39,7 @@ from forgerl.train.checkpoint import (
 )
 from forgerl.train.config import TrainConfig, dump_config, public_config
 from forgerl.train.interrupt import StopControl
+from forgerl.train.loggers import open_loggers
 
 log = logging.getLogger(__name__)
 EVAL_METRIC = "eval/reward"
@@ -89,7 +91,6 @@ def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool
     """Open a new run in `config.run_dir`, or (resume) continue the one there from its latest good
     checkpoint, superseding what it recorded after that checkpoint. `keep_unconsumed`: leave the
     collected-but-untrained trajectories live (the async loop's ledger offers them again)."""
-    from forgerl.model.loading import load_policy, resolve_device, resolve_dtype
 
     run_dir = Path(config.run_dir)
     if resume:
@@ -234,8 +235,6 @@ def open_sinks(config: TrainConfig, run_dir: Path, run_id: str, *, purge_step: i
     if "tensorboard" in config.logging.backends:
         sinks.append(_tensorboard_sink(run_dir, purge_step=purge_step))
     if any(b != "tensorboard" for b in config.logging.backends):
-        from forgerl.train.loggers import open_loggers
-
         try:
             sinks.extend(open_loggers(config, run_dir, run_id))
         except BaseException:

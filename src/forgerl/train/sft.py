@@ -21,12 +21,16 @@ from typing import Any
 
 import torch
 
+from forgerl.chat import get_format
 from forgerl.chat.base import ChatFormat, encode_segments
 from forgerl.envs.base import Environment, Task, make_env, sample_task
 from forgerl.errors import ToolError
+from forgerl.model.loading import DEFAULT_POLICY_DIR, load_policy
 from forgerl.model.logprobs import collate, head_logits, token_logprobs
 from forgerl.model.lora import causal_lm, decoder_and_head
+from forgerl.perturb.gold import perturbed_gold_conversation
 from forgerl.perturb.spec import PerturbSpec
+from forgerl.train.rollouts import make_task
 from forgerl.types import Message, ToolSpec, TrainingSample, Trajectory
 
 MIN_SHARED_PREFIX = 32  # below this, sharing saves less than its second forward call costs
@@ -89,8 +93,6 @@ async def verified_conversations(family: str, seeds: Iterable[int], make_task: C
     for n, seed in enumerate(seeds):
         task = make_task(seed) if make_task else sample_task(family, seed)
         if perturb is not None and perturb.active:
-            from forgerl.perturb.gold import perturbed_gold_conversation
-
             played = await perturbed_gold_conversation(family, task, perturb, seed, varied=varied)
             if played.score == 1.0:
                 kept.append(Conversation(played.messages, played.tools, played.task_id, played.chat_format))
@@ -116,8 +118,6 @@ async def verified_conversations(family: str, seeds: Iterable[int], make_task: C
 def encode_conversation(tokenizer: Any, fmt: ChatFormat, conv: Conversation) -> tuple[list[int], list[int]]:
     """Token ids and trainable mask of `conv`, in its own chat format when it has one, else in `fmt`."""
     if conv.chat_format is not None and conv.chat_format != fmt.name:
-        from forgerl.chat import get_format
-
         fmt = get_format(conv.chat_format)
     rendered = encode_segments(tokenizer, fmt.render(conv.messages, conv.tools, add_generation_prompt=False))
     return rendered.ids, rendered.mask
@@ -263,10 +263,6 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
     With an active `perturb` spec the conversations are played under perturbed scaffolds
     (perturb/gold.py); conversations over `max_length` tokens are left out."""
     from rich.console import Console
-
-    from forgerl.chat import get_format
-    from forgerl.model.loading import DEFAULT_POLICY_DIR, load_policy
-    from forgerl.train.rollouts import make_task
 
     console = Console()
     levels = difficulty or [1, 2, 3]

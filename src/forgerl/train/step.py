@@ -85,7 +85,7 @@ def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
             if isinstance(mb, MicroBatch):
                 logp, entropy = token_logprobs(policy, mb, cfg.fp32_lm_head)
             else:
-                from forgerl.batching import tree_token_logprobs
+                from forgerl.batching import tree_token_logprobs  # heavy: numpy, kept out of this module's import
 
                 logp, entropy = tree_token_logprobs(policy, mb, cfg.fp32_lm_head)
         out = loss_fn(logp, mb.old_logprobs, mb.advantages, mb.loss_mask, num_tokens=total_tokens,
@@ -130,7 +130,7 @@ def _micro_batches(samples: list[TrainingSample], cfg: TrainConfig, device: torc
                    metrics: dict[str, float]) -> Iterator[Any]:
     """Micro-batches of the configured batch mode; fills `metrics` with the tokens each mode runs."""
     if cfg.batch_mode == "tree":
-        from forgerl.batching import build_tree_batch
+        from forgerl.batching import build_tree_batch  # heavy: numpy, kept out of this module's import
 
         batch = build_tree_batch(samples, cfg.optim.micro_batch_tokens, pad_to_multiple=128 if device.type == "cuda" else 1,
                                  pad_id=pad_id)
