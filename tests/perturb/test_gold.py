@@ -126,7 +126,7 @@ def test_a_family_without_a_scripted_solver_is_refused_with_what_to_do():
         asyncio.run(perturbed_gold_conversation("arithmetic", sample_task("arithmetic", 0), everything(), 0))
 
 
-def test_forgerl_sft_builds_a_policy_from_perturbed_data_and_records_how(tmp_path):
+def test_forgerl_sft_builds_a_policy_from_perturbed_data_and_records_how(tmp_path, capsys):
     import json
 
     from typer.testing import CliRunner
@@ -145,7 +145,9 @@ def test_forgerl_sft_builds_a_policy_from_perturbed_data_and_records_how(tmp_pat
     model, _ = load_policy(str(out), device="cpu")
     assert sum(p.numel() for p in model.parameters()) > 0
 
-    too_short = CliRunner().invoke(app, [*args[:2], str(tmp_path / "never"), *args[3:], "--max-length", "64"])
-    assert too_short.exit_code == 2
-    assert "longer than max_length=64" in " ".join(too_short.output.split()) and "Traceback" not in too_short.output
+    from forgerl.cli.main import run_cli  # the CLI's error path (CliRunner bypasses it)
+
+    assert run_cli([*args[:2], str(tmp_path / "never"), *args[3:], "--max-length", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "longer than max_length=64" in " ".join(err.split()) and "Traceback" not in err
     assert not (tmp_path / "never").exists()
