@@ -20,12 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "forgerl"
 
 # Package edges that still close a cycle, each with its reason. Removing them must leave the graph
 # acyclic, so a NEW cycle fails the test; delete an entry once its edge is gone (the test says so).
-ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {
-    # rollout/train.py (the training entry point over rollout sources) imports train.loop/config, while
-    # train.rollouts runs episodes through rollout.episode. Issue 18 item 1 (one training loop) owns
-    # both; the fix is to move rollout/train.py's driver under train/ (or episode running under rollout/).
-    ("rollout", "train"): "rollout/train.py drives train.loop; train.rollouts uses rollout.episode (issue 18)",
-}
+ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {}  # none since issue 18: forgerl/training.py wires train, rollout and review
 
 
 def _module_name(path: Path) -> str:

@@ -56,15 +56,15 @@ def test_offenders_sees_function_local_imports() -> None:
 
 def test_the_trainer_imports_nothing_from_review() -> None:
     """The reward model enters the loop as a reward transform the entry point wires
-    (rollout/train.py default_source, for `forgerl train` and forgerl.train()); train/ only sees
+    (forgerl/training.py default_source, for `forgerl train` and forgerl.train()); train/ only sees
     the RewardTransform protocol and reads the verifier's reward from forgerl.envs.rewards."""
     assert offenders("train", "forgerl.review") == []
 
 
 def test_a_reward_model_that_cannot_load_leaves_no_run(tmp_path) -> None:
     from forgerl.errors import ConfigError
-    from forgerl.rollout.train import run_training
     from forgerl.train.config import load_config
+    from forgerl.training import run_training
 
     rm = tmp_path / "rm"
     rm.mkdir()
@@ -88,8 +88,8 @@ def test_verifier_reward_reads_the_blended_record() -> None:
 
 def test_the_entry_point_wires_the_reward_model_as_the_sources_transform(tmp_path, monkeypatch) -> None:
     from forgerl.review import train_hook
-    from forgerl.rollout.train import default_source
     from forgerl.train.config import load_config
+    from forgerl.training import default_source
 
     loaded = object()
     monkeypatch.setattr(train_hook, "load_training_reward_model", lambda spec: loaded if spec.path else None)

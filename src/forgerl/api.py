@@ -1,6 +1,6 @@
 """The Python API: `forgerl.train`, `forgerl.evaluate`, `forgerl.rollout` (docs/python-api.md).
 
-Thin wrappers over what the commands run (`forgerl train`: rollout/train.py's run_training and
+Thin wrappers over what the commands run (`forgerl train`: forgerl/training.py's run_training and
 train/report.py; `forgerl eval`: eval/run.py's run_eval; `forgerl rollout`: cli/transcript.py's
 run_demo), so a script and the command line train, evaluate and roll out identically. They print
 nothing unless asked (`show=True`) and return the result objects. Heavy imports (torch, the
@@ -37,8 +37,8 @@ def train(config: TrainConfig | Mapping[str, Any] | str | Path | None = None, *,
     >>> result.eval_rewards          # [(0, 0.0), (2, 0.03)]
     """
     from forgerl.plugins import load_run_plugins  # heavy: pydantic (via forgerl.errors), kept out of import forgerl
-    from forgerl.rollout.train import run_training  # heavy: torch, kept out of import forgerl
     from forgerl.train.report import write_report  # heavy: pydantic, kept out of import forgerl
+    from forgerl.training import run_training  # heavy: torch, kept out of import forgerl
 
     cfg = as_train_config(config, overrides)
     load_run_plugins(cfg.plugins)

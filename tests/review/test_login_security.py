@@ -198,20 +198,28 @@ def _review(*args: str):
     return runner.invoke(review_app, list(args))
 
 
-def test_remote_without_tls_is_refused(run_dir, served):
-    result = _review("--run", str(run_dir), "--host", "0.0.0.0", "--allow-remote")
-    assert result.exit_code == 2
-    assert "--ssl-certfile" in result.output and "--behind-tls-proxy" in result.output
+def _refused(capsys, *args: str) -> str:
+    """`forgerl review ARGS` through the CLI's error path: exit 2, the error style, no traceback."""
+    from forgerl.cli.main import run_cli
+
+    assert run_cli(["review", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    return err
+
+
+def test_remote_without_tls_is_refused(run_dir, served, capsys):
+    err = _refused(capsys, "--run", str(run_dir), "--host", "0.0.0.0", "--allow-remote")
+    assert "--ssl-certfile" in err and "--behind-tls-proxy" in err
     assert served == []
 
 
-def test_half_a_tls_configuration_is_refused(run_dir, tmp_path, served):
+def test_half_a_tls_configuration_is_refused(run_dir, tmp_path, served, capsys):
     cert = tmp_path / "cert.pem"
     cert.write_text("x")
-    result = _review("--run", str(run_dir), "--ssl-certfile", str(cert))
-    assert result.exit_code == 2 and "--ssl-keyfile" in result.output
-    missing = _review("--run", str(run_dir), "--ssl-certfile", str(cert), "--ssl-keyfile", str(tmp_path / "nope.pem"))
-    assert missing.exit_code == 2 and "nope.pem" in missing.output
+    assert "--ssl-keyfile" in _refused(capsys, "--run", str(run_dir), "--ssl-certfile", str(cert))
+    err = _refused(capsys, "--run", str(run_dir), "--ssl-certfile", str(cert), "--ssl-keyfile", str(tmp_path / "nope.pem"))
+    assert "nope.pem" in err
     assert served == []
 
 

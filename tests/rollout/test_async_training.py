@@ -8,9 +8,9 @@ import collections
 import pytest
 
 from forgerl.rollout.scheduler import SchedulerConfig
-from forgerl.rollout.train import run_async_training
 from forgerl.store import TrajectoryStore
 from forgerl.train.config import TrainConfig
+from forgerl.training import run_async_training
 
 
 @pytest.mark.slow  # ~35 s of CPU (two evaluations and three real steps on a tiny model)
@@ -32,7 +32,7 @@ def test_async_training_runs_steps_within_the_staleness_bound(tmp_path):
 
 
 def test_advantage_groups_split_agents_by_role():
-    from forgerl.rollout.train import advantage_groups
+    from forgerl.rollout.source import advantage_groups
     from forgerl.types import Trajectory
 
     main = [Trajectory(), Trajectory()]

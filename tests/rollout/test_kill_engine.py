@@ -47,7 +47,7 @@ def admin(http: httpx.Client, url: str) -> dict[str, Any] | None:
 
 TRAINER = """
 import sys
-from forgerl.rollout.train import run_training
+from forgerl.training import run_training
 from forgerl.train.config import load_config
 result = run_training(load_config(sys.argv[1]))
 print("TRAINED", [s for s, _ in result.eval_rewards], flush=True)

@@ -100,8 +100,8 @@ def test_a_copy_resumed_after_a_crash_mid_step_continues_itself_exactly(tmp_path
 def test_resume_uses_the_run_dir_given_not_the_one_in_config_toml(tmp_path, monkeypatch):
     """The CLI helper hands the trainer the directory named on the command line (the slow test
     above runs it end to end)."""
-    import forgerl.rollout.train as rollout_train
     import forgerl.train.report as report
+    import forgerl.training as rollout_train
 
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -139,7 +139,7 @@ def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path):
 
 
 def test_a_damaged_checkpoint_is_one_line_and_exit_2_from_forgerl_train(tmp_path, monkeypatch, capsys):
-    import forgerl.rollout.train as rollout_train
+    import forgerl.training as rollout_train
     from forgerl.train.checkpoint import CheckpointError
 
     run_dir = tmp_path / "run"
@@ -166,7 +166,7 @@ def test_a_damaged_checkpoint_is_one_line_and_exit_2_from_forgerl_train(tmp_path
 @pytest.mark.slow  # ~30 s of CPU: the windowed loop, 3 + 2 real steps of a tiny model
 def test_the_async_loop_resumed_after_a_crash_trains_each_step_once(tmp_path):
     from forgerl.rollout.scheduler import SchedulerConfig
-    from forgerl.rollout.train import run_async_training
+    from forgerl.training import run_async_training
 
     run_dir = tmp_path / "run"
     config = load_config(None, **CONFIG, steps=4, run_dir=str(run_dir))

@@ -167,8 +167,8 @@ def test_sync_mode_trains_exactly_as_the_former_synchronous_loop(tmp_path):
     reward, and the final weights equal what the old train/loop.py produced (fixture)."""
     from safetensors.torch import load_file
 
-    from forgerl.rollout.train import run_training
     from forgerl.train.checkpoint import checkpoint_dir
+    from forgerl.training import run_training
 
     _register_parity_family()
     expected = json.loads((DATA / "sync_identity.json").read_text())

@@ -236,7 +236,7 @@ def test_a_tracker_that_fails_mid_run_warns_once_and_training_goes_on(tmp_path, 
 def test_training_sends_the_tensorboard_metrics_to_wandb_and_mlflow(tmp_path, offline_trackers):
     from mlflow.tracking import MlflowClient
 
-    from forgerl.rollout.train import run_training
+    from forgerl.training import run_training
 
     run_dir = tmp_path / "run"
     config = load_config(None, **TINY, steps=2, run_dir=str(run_dir),

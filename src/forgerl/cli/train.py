@@ -1,7 +1,7 @@
 """`forgerl train`, `forgerl sft` and `forgerl export`, and what `forgerl train` does around the
 loop: resolve and check everything before the model loads (preflight), print the live table, write
 the report, and remove a run directory a failed start made. The loop itself is
-forgerl/rollout/train.py (`run_training`); the SFT bootstrap is forgerl/train/sft.py (`run_sft`).
+forgerl/training.py (`run_training`); the SFT bootstrap is forgerl/train/sft.py (`run_sft`).
 
 Heavy imports (torch, the trainer, the engine) are function-local so `forgerl --help` stays fast.
 """
@@ -48,10 +48,10 @@ def run_train(config_path: str | None = None, *, resume: bool = False, set_value
     load_run_plugins(config.plugins)
     preflight_train(config, resume=resume)
 
-    from forgerl.rollout.train import (
-        run_training as train,  # sync or windowed-FIFO, from config.rollout.mode
-    )  # heavy: forgerl.rollout.train (torch), kept out of forgerl --help
     from forgerl.train.report import write_report  # heavy: forgerl.train.report, kept out of forgerl --help
+    from forgerl.training import (
+        run_training as train,  # sync or windowed-FIFO, from config.rollout.mode
+    )  # heavy: forgerl.training (torch), kept out of forgerl --help
 
     console.print(f"[bold]forgerl train[/]: model={config.model} env={config.env} difficulty={config.difficulty} "
                   f"loss={config.loss.name} steps={config.steps} groups={config.groups_per_step}x{config.group_size} "

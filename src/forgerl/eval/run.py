@@ -35,6 +35,7 @@ from forgerl.envs.base import Task, family_info, make_env, sample_task
 from forgerl.envs.bfcl import data as bfcl_data
 from forgerl.envs.bfcl import make_tasks
 from forgerl.envs.reasoning_gym import parse_mix, register_mix
+from forgerl.envs.suites import HELD_OUT_SEED_BASE
 from forgerl.errors import ConfigError
 from forgerl.eval.settings import resolve_settings, settings_line
 from forgerl.store import TrajectoryStore
@@ -142,7 +143,6 @@ def held_out_tasks(env: str, n: int, *, seed: int = 0, difficulty: int | None = 
     """`n` evaluation tasks of family `env`. bfcl lists its eval split (cycled through the
     difficulty's categories in turn, so every category is represented); other families draw from
     the held-out seed range the trainer evaluates on."""
-    from forgerl.train.rollouts import HELD_OUT_SEED_BASE  # cycle: package train imports eval
 
     if n < 1:
         raise ConfigError(f"-n must be >= 1, got {n}")
@@ -244,7 +244,7 @@ def run_eval(
               "temperature": temperature}
 
     async def main() -> list:
-        from forgerl.train.progress import step_progress  # cycle: package train imports eval
+        from forgerl.rollout.progress import step_progress  # heavy: rich progress, only when evaluating
 
         try:
             with step_progress(f"eval {env}", len(tasks)) as advance:

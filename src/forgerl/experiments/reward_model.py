@@ -299,7 +299,7 @@ def compare(rm_dir: str | Path, out: str | Path, *, steps: int = 10, seeds: tupl
             weight: float = 1.0, overrides: dict[str, Any] | None = None,
             arms: tuple[str, ...] = ("verifier", "verifier+rm")) -> list[ArmResult]:
     """Train each seed twice — verifier only, verifier + reward model — and measure the preference."""
-    from forgerl.rollout.train import run_training  # wires [reward_model] as the source's transform
+    from forgerl.training import run_training  # wires [reward_model] as the source's transform
 
     out = Path(out)
     results = []

@@ -28,8 +28,8 @@ from forgerl.gateway.core import Gateway
 from forgerl.gateway.serve import BackgroundGateway
 from forgerl.review.train_hook import reward_model_transform_for
 from forgerl.rollout.source import RolloutBatch
+from forgerl.rollout.tasks import training_seed
 from forgerl.train.config import TrainConfig
-from forgerl.train.rollouts import training_seed
 from forgerl.types import Trajectory
 
 log = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from forgerl.engine.base import SamplingParams
 from forgerl.rollout.episode import check_episode_features, run_episode_for
 from forgerl.rollout.ledger import StoreLedger
+from forgerl.rollout.progress import step_progress
 from forgerl.rollout.scheduler import Batch, RolloutScheduler, SchedulerConfig
-from forgerl.train.progress import step_progress
-from forgerl.train.rollouts import make_task, training_seed
+from forgerl.rollout.tasks import make_task, training_seed
 from forgerl.types import Trajectory
 
 if TYPE_CHECKING:

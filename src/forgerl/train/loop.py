@@ -12,7 +12,7 @@
 The source (forgerl/rollout/source.py) decides how rollouts are collected: the scheduler in sync,
 fifo, windowed or greedy mode, or black-box agents through the gateway. `train(config)` without a
 source uses the config's `[rollout]` scheduler with the config's reward model
-(rollout/train.py wires it: train/ never imports the review package).
+(forgerl/training.py wires it: train/ never imports the review package).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def train(config: TrainConfig, source: RolloutSource | None = None, *, resume: b
     checkpoints its last completed step, records status `interrupted` and raises
     TrainingInterrupted (its message is the resume command)."""
     if source is None:
-        from forgerl.rollout.train import default_source  # cycle: forgerl.rollout.train imports forgerl.train.loop
+        from forgerl.training import default_source  # cycle: forgerl.training imports forgerl.train.loop
 
         source = default_source(config)
     source.check(config)  # a combination the source cannot do is refused before the run exists

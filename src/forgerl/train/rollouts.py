@@ -14,24 +14,12 @@ from typing import TYPE_CHECKING
 
 from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S
 from forgerl.engine.base import SamplingParams
-from forgerl.envs.base import Environment, Task, make_env, sample_task
 from forgerl.rollout.episode import run_episode_for
+from forgerl.rollout.tasks import HELD_OUT_SEED_BASE, make_task, training_seed
 from forgerl.types import Trajectory, TrajectoryStatus
 
 if TYPE_CHECKING:
     from forgerl.train.run import Run
-
-HELD_OUT_SEED_BASE = 10_000_000  # evaluation tasks: seeds from here on, never used for training
-
-
-def training_seed(run_seed: int, step: int, group: int) -> int:
-    return (run_seed * 1_000_003 + step * 1_009 + group) % HELD_OUT_SEED_BASE
-
-
-def make_task(family: str, seed: int, difficulty: int | None) -> tuple[Environment, Task]:
-    """A fresh environment and its task; families with a difficulty dial get the level asked for."""
-    return make_env(family, seed), sample_task(family, seed, difficulty=difficulty)
-
 
 def tool_timeout_s(config: object) -> float | None:
     """The run's per-call tool timeout: `tool_timeout_s` of the config (TrainConfig has it), else the

@@ -1,7 +1,10 @@
-"""Entry points kept for callers: `run_training` (what `forgerl train` and `forgerl.train()` run) and
+"""The training entry points: `run_training` (what `forgerl train` and `forgerl.train()` run) and
 `run_async_training` (an explicit scheduler). Both are the one loop of train/loop.py fed by the
 scheduler source (rollout/source.py); the config's `[rollout] mode` picks the scheduler's mode
 (sync, fifo, windowed, greedy) and its `[reward_model]` becomes the source's reward transform.
+
+Why a module of its own above train/, rollout/ and review/: it wires the three together, so none
+of them has to import another upward (the package graph stays acyclic: tests/test_architecture.py).
 """
 
 from __future__ import annotations
@@ -10,13 +13,7 @@ from collections.abc import Callable
 
 from forgerl.review.train_hook import reward_model_transform_for
 from forgerl.rollout.scheduler import SchedulerConfig
-from forgerl.rollout.source import (
-    SchedulerSource,
-    advantage_groups,
-    group_specs,
-    rollout_group,
-    scheduler_config,
-)
+from forgerl.rollout.source import SchedulerSource
 from forgerl.train.config import TrainConfig
 from forgerl.train.interrupt import StopControl
 from forgerl.train.loop import TrainResult, train
@@ -45,5 +42,4 @@ def run_async_training(config: TrainConfig, scheduler: SchedulerConfig | None = 
     return train(config, default_source(config, scheduler), resume=resume, on_step=on_step, control=control)
 
 
-__all__ = ["advantage_groups", "default_source", "group_specs", "rollout_group", "run_async_training", "run_training",
-           "scheduler_config"]
+__all__ = ["default_source", "run_async_training", "run_training"]
