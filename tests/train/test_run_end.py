@@ -90,6 +90,7 @@ def test_stop_then_abandon_then_resume_reuses_rollouts_and_completes(tmp_path, m
         return group
 
     monkeypatch.setattr(source, "rollout_group", counting)
+    loop.train(load_config(run_dir / "config.toml"), resume=True)
     assert collected == [3, 3] and _status(run_dir) == "completed"  # step 2 reused, step 3 collected
     with TrajectoryStore(run_dir) as store:
         consumed_ids = {t.id for t in store.query(run_id=store.runs()[-1].id, consumed=True)}
