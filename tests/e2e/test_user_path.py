@@ -16,64 +16,17 @@ from pathlib import Path
 
 import httpx
 
-from forgerl.testing import start_cli_server
+from forgerl.testing import ECHO_FAMILY_SOURCE, start_cli_server
 
 REPO_TESTS = Path(__file__).resolve().parents[1]
 
-FAMILY_SOURCE = textwrap.dedent('''
-    """acme_agent: a task family and a chat format of a user's own."""
-    from forgerl.chat import register_format
-    from forgerl.envs import Environment, Family, Task, Verdict, register_env
-    from forgerl.envs.base import submit_nothing
-    from forgerl.errors import ToolError
-    from forgerl.types import Message, ToolCall, ToolSpec
+FAMILY_SOURCE = '''"""acme_agent: a task family and a chat format of a user's own."""
+from forgerl.chat import register_format
 
-    from acme_agent.lines import AcmeLinesFormat
+from acme_agent.lines import AcmeLinesFormat
 
-    register_format(AcmeLinesFormat)
-
-    WORDS = ["apple", "pear", "plum"]
-    SUBMIT = ToolSpec(name="submit_answer", description="Submit the word.", parameters={
-        "type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]})
-
-    def sample_task(seed: int) -> Task:
-        word = WORDS[seed % len(WORDS)]
-        return Task(id=f"acme-{seed}", family="acme-echo", prompt=f"Submit the word {word}.", answer=word)
-
-    class EchoEnv(Environment):
-        family = "acme-echo"
-
-        def __init__(self, seed: int = 0) -> None:
-            self.submitted = None
-
-        @property
-        def done(self) -> bool:
-            return self.submitted is not None
-
-        def tools(self):
-            return [SUBMIT]
-
-        def reset(self, task):
-            self.task, self.submitted = task, None
-            return [Message(role="user", content=task.prompt)]
-
-        async def execute(self, call):
-            if call.name != "submit_answer":
-                raise ToolError(f"unknown tool {call.name!r}; tools: submit_answer")
-            self.submitted = str(call.arguments.get("answer", ""))
-            return "Submitted."
-
-        def verify(self, trajectory):
-            ok = self.submitted == self.task.answer
-            return Verdict(outcome=float(ok), evidence={"submitted": self.submitted})
-
-        def gold_solution(self, task):
-            return [[ToolCall(name="submit_answer", arguments={"answer": task.answer})]]
-
-    register_env(Family(name="acme-echo", make_env=EchoEnv, sample_task=sample_task,
-                        description="Submit the word the prompt names.",
-                        noop=submit_nothing("submit_answer", answer="")))
-''')
+register_format(AcmeLinesFormat)
+''' + ECHO_FAMILY_SOURCE
 
 CONFIG = textwrap.dedent('''
     # my first run: my family, my chat format, a tiny model

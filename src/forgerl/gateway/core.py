@@ -223,16 +223,7 @@ class Gateway:
         infrastructure failure, kept out of the loss but stored."""
         out = []
         for session in [s for s in self.sessions.values() if s.expired(now) and not s.ended]:
-            session.ended = True
-            self._forget(session)
-            traj = session.trajectory
-            traj.status, traj.reward, traj.reward_breakdown = TrajectoryStatus.FAILED, None, {}
-            traj.failure = Failure(boundary=Boundary.TIMEOUT, message="session expired before it was ended",
-                                   turn=len(traj.calls))
-            traj.end_reason = "session expired"
-            if session.env is not None:
-                await close_env(session.env, traj)
-            await self._keep(session, traj)
+            traj = await self.cut_off(session, "session expired before it was ended", reason="session expired")
             self.counters["sessions_expired"] += 1
             out.append(traj)
         return out
@@ -240,6 +231,20 @@ class Gateway:
     def _forget(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
         self._by_digest.pop(session.key_digest, None)
+
+    async def cut_off(self, session: Session, message: str, *, reason: str) -> Trajectory:
+        """End a live session the client did not end (it expired, the gateway is stopping): FAILED
+        at the timeout boundary, no reward (kept out of the loss), environment closed, stored."""
+        session.ended = True
+        self._forget(session)
+        traj = session.trajectory
+        traj.status, traj.reward, traj.reward_breakdown = TrajectoryStatus.FAILED, None, {}
+        traj.failure = Failure(boundary=Boundary.TIMEOUT, message=message, turn=len(traj.calls))
+        traj.end_reason = reason
+        if session.env is not None:
+            await close_env(session.env, traj)
+        await self._keep(session, traj)
+        return traj
 
     async def _keep(self, session: Session, traj: Trajectory) -> None:
         if self.store is not None and self.run_id is not None:

@@ -10,7 +10,6 @@ and closes its environment, removing its sandbox; nothing is left on disk by a t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -21,12 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from forgerl.agent.tools import close_env
 from forgerl.chat import get_format
 from forgerl.engine import load_engine
 from forgerl.gateway.core import Gateway
 from forgerl.store import TrajectoryStore
-from forgerl.types import Boundary, Failure, TrajectoryStatus
 
 log = logging.getLogger(__name__)
 
@@ -96,21 +93,11 @@ async def shutdown_sessions(gateway: Gateway) -> int:
 
     live = [s for s in list(gateway.sessions.values()) if not s.ended]
     for session in live:
-        session.ended = True
-        gateway.sessions.pop(session.id, None)
-        traj = session.trajectory
-        traj.status, traj.reward, traj.reward_breakdown = TrajectoryStatus.FAILED, None, {}
-        traj.failure = Failure(boundary=Boundary.TIMEOUT, message="the gateway shut down before the session ended",
-                               turn=len(traj.calls))
-        traj.end_reason = "gateway shutdown"
-        if session.env is not None:
-            await close_env(session.env, traj)
-        if gateway.store is not None and gateway.run_id is not None:
-            try:
-                await asyncio.to_thread(gateway.store.add_trajectory, traj, gateway.run_id)
-            except Exception as exc:  # noqa: BLE001 — the next session must still be cleaned up
-                log.error("could not store session %s at shutdown: %s", session.id, exc)
-        gateway.finished[session.id] = traj
+        try:
+            await gateway.cut_off(session, "the gateway shut down before the session ended", reason="gateway shutdown")
+        except Exception as exc:  # noqa: BLE001 — the next session must still be cleaned up
+            log.error("could not store session %s at shutdown: %s", session.id, exc)
+            gateway.finished[session.id] = session.trajectory
     if live:
         log.warning("gateway shutdown: ended %d live session(s) as failed and removed their environments", len(live))
     return len(live)
