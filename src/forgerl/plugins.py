@@ -31,7 +31,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -171,20 +171,26 @@ def _load_entry_points() -> list[str]:
     return loaded
 
 
-def _register(obj: Any) -> None:
-    """What an entry point names: a module (registered on import), a Family, a ChatFormat class,
-    or a function called with no arguments."""
-    from forgerl.chat.base import _REGISTRY, ChatFormat, register_format  # cycle: chat.base imports this module
-    from forgerl.envs.base import Family, register_family  # cycle: envs.base imports this module
+_REGISTRARS: list[Callable[[Any], bool]] = []
+"""Registries that accept objects an entry point may name (a Family, a ChatFormat class): each takes
+the object and says whether it was one of theirs. chat.base and envs.base add theirs when imported,
+so this module imports neither (they import it: it is the lower layer)."""
 
+
+def add_registrar(registrar: Callable[[Any], bool]) -> None:
+    """Let `registrar` register objects that entry points name (see _REGISTRARS)."""
+    _REGISTRARS.append(registrar)
+
+
+def _register(obj: Any) -> None:
+    """What an entry point names: a module (registered on import), an object a registry accepts (a
+    Family, a ChatFormat class: the module that defines it imported its registry), or a function
+    called with no arguments."""
     if isinstance(obj, ModuleType):
         return
-    if isinstance(obj, Family):
-        register_family(obj)
-    elif isinstance(obj, type) and issubclass(obj, ChatFormat):
-        if _REGISTRY.get(obj.name) is not obj:
-            register_format(obj)
-    elif callable(obj):
+    if any(registrar(obj) for registrar in _REGISTRARS):
+        return
+    if callable(obj):
         obj()
     else:
         raise ConfigError(f"an entry point must name a module, a Family, a ChatFormat class or a function; "

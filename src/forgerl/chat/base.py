@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from forgerl.chat.escape import RenderError, check_markers
 from forgerl.errors import ConfigError
-from forgerl.plugins import load_plugins, plugin_hint
+from forgerl.plugins import add_registrar, load_plugins, plugin_hint
 from forgerl.types import Message, ToolCall, ToolSpec
 
 __all__ = [
@@ -167,6 +167,18 @@ def unregister_format(name: str) -> None:
 
 
 register = register_format  # the former private name, kept for existing imports
+
+
+def _register_entry_point(obj: object) -> bool:
+    """A ChatFormat class named by a `forgerl.formats` entry point (forgerl/plugins.py)."""
+    if not (isinstance(obj, type) and issubclass(obj, ChatFormat)):
+        return False
+    if _REGISTRY.get(obj.name) is not obj:
+        register_format(obj)
+    return True
+
+
+add_registrar(_register_entry_point)
 
 
 def reserved_markers(fmt: ChatFormat | type[ChatFormat]) -> tuple[str, ...]:

@@ -56,7 +56,10 @@ def eval_command(
         return
 
     # errors (unknown env or format, a bad setting, a missing model) reach the CLI's one error style
+    from forgerl.cli.preflight import check_model  # heavy: pydantic, kept out of this import (test_eval.py)
     from forgerl.eval.run import run_eval  # the environment stack: loaded when the command runs, not at --help
 
+    used, _ = resolve_settings(env, model, n, difficulty, seed, chat_format, max_turns, max_tokens, temperature)
+    check_model(used.model)  # a missing directory or a bad run reference: one error, before anything loads
     run_eval(env, model, n, difficulty=difficulty, split=split, seed=seed, chat_format=chat_format,
              max_turns=max_turns, max_tokens=max_tokens, temperature=temperature, group_by=group_by, out_dir=out)

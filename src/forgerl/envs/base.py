@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from forgerl.envs.rewards import RewardResult, RewardWeights, Verdict, compose_reward, run_verifier
 from forgerl.errors import ConfigError, ForgerlError
-from forgerl.plugins import load_plugins, plugin_hint
+from forgerl.plugins import add_registrar, load_plugins, plugin_hint
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
 if TYPE_CHECKING:
@@ -295,6 +295,17 @@ def register_env(family: Family) -> Family:
 def unregister_family(name: str) -> None:
     """Forget family `name` (tests that register throw-away families clean up with this)."""
     _FAMILIES.pop(name, None)
+
+
+def _register_entry_point(obj: object) -> bool:
+    """A Family named by a `forgerl.envs` entry point (forgerl/plugins.py)."""
+    if not isinstance(obj, Family):
+        return False
+    register_family(obj)
+    return True
+
+
+add_registrar(_register_entry_point)
 
 
 def _load_builtins() -> None:

@@ -232,10 +232,6 @@ def run_eval(
     fmt = get_format(chat_format)
     console.print(settings_line(used, training), highlight=False, soft_wrap=True)
     if engine is None:
-        from forgerl.cli.preflight import check_model  # cycle: package cli imports eval
-
-        check_model(model)  # a missing directory or a bad run reference: one error, before loading
-
         with console.status(f"loading {model} ..."):
             engine = load_engine(model, chat_format=chat_format, seed=seed, max_context=used.max_context)
     sampling = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed * 1000)  # top_p 1, as training
