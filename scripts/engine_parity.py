@@ -87,7 +87,7 @@ def build_config(engine: str, args: argparse.Namespace, model: str) -> Any:
 
 
 def run_one(engine: str, args: argparse.Namespace, model: str) -> dict[str, Any]:
-    from forgerl.train.loop import train
+    from forgerl.training import run_training
 
     config = build_config(engine, args, model)
     if (Path(config.run_dir) / "store.sqlite").exists():
@@ -103,7 +103,7 @@ def run_one(engine: str, args: argparse.Namespace, model: str) -> dict[str, Any]
               f"{row.get('time/sync_s', 0):.2f} s sync)", flush=True)
 
     t0 = time.perf_counter()
-    result = train(config, on_step=on_step)
+    result = run_training(config, on_step=on_step)
     return {"seconds": time.perf_counter() - t0, "eval": result.eval_rewards, "steps": steps,
             "env": config.env, "difficulty": config.difficulty, "chat_format": config.chat_format}
 

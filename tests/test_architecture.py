@@ -1,10 +1,10 @@
 """Architecture rules checked on the source itself (issue 18, item 2).
 
-* No import cycles between forgerl's first-level packages (forgerl.X -> forgerl.Y). Only
-  module-level imports count: imports under `if TYPE_CHECKING:` never run, and function-local
-  imports are the documented way to keep heavy dependencies out of `forgerl --help` (or to defer
-  one of the allowed edges below). A cycle between packages means neither can be understood,
-  tested or imported on its own, and import order starts to matter.
+* No import cycles between forgerl's first-level packages and top-level modules (forgerl.X ->
+  forgerl.Y), counting every import: module level, under `if TYPE_CHECKING:` and inside functions.
+  A function-local import keeps a heavy dependency out of `forgerl --help`; it must not be a way
+  around the layering. A cycle between packages means neither can be understood, tested or
+  imported on its own, and import order starts to matter.
 * Nothing outside forgerl.server imports a private (`_name`) from it: the gateway and the server
   share the public chat-completion module (server/chat.py) instead.
 """
@@ -60,13 +60,22 @@ def _module_level_imports(tree: ast.Module, module: str, is_package: bool) -> It
     yield from visit(tree.body)
 
 
+def _all_imports(tree: ast.Module, module: str, is_package: bool) -> Iterator[str]:
+    """Every forgerl module the file imports anywhere: at module level, under TYPE_CHECKING and
+    inside functions. A function-local import hides a cycle from Python's import machinery, not
+    from a reader: the layering must hold for all of them."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield from _module_level_imports(ast.Module(body=[node], type_ignores=[]), module, is_package)
+
+
 def _package(module: str) -> str | None:
     parts = module.split(".")
     return parts[1] if parts[0] == "forgerl" and len(parts) > 1 else None
 
 
 def package_graph() -> dict[tuple[str, str], set[str]]:
-    """(from package, to package) -> the module-level imports that make the edge."""
+    """(from package, to package) -> the imports that make the edge (all of them, see _all_imports)."""
     edges: dict[tuple[str, str], set[str]] = {}
     for path in sorted(SRC.rglob("*.py")):
         module = _module_name(path)
@@ -74,7 +83,7 @@ def package_graph() -> dict[tuple[str, str], set[str]]:
         if src is None:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        for name in _module_level_imports(tree, module, path.name == "__init__.py"):
+        for name in _all_imports(tree, module, path.name == "__init__.py"):
             dst = _package(name)
             if dst is not None and dst != src:
                 edges.setdefault((src, dst), set()).add(f"{module} -> {name}")

@@ -50,8 +50,8 @@ def test_building_blocks_do_not_import_the_orchestrator(package: str, forbidden:
 
 def test_offenders_sees_function_local_imports() -> None:
     """The checker itself: a local import inside a function body counts."""
-    rollout = imported_modules("rollout")
-    assert any(name.startswith("forgerl.train") for names in rollout.values() for name in names)
+    cli = imported_modules("cli")  # cli/train.py imports forgerl.train.report inside run_train only
+    assert any(name.startswith("forgerl.train.report") for names in cli.values() for name in names)
 
 
 def test_the_trainer_imports_nothing_from_review() -> None:

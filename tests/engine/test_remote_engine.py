@@ -302,7 +302,7 @@ def test_trainer_runs_on_a_forgerl_serve_process(tmp_path):
     from forgerl.model.loading import load_policy
     from forgerl.store import TrajectoryStore
     from forgerl.train.config import load_config
-    from forgerl.train.loop import train
+    from forgerl.training import run_training
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -314,7 +314,7 @@ def test_trainer_runs_on_a_forgerl_serve_process(tmp_path):
                           group_size=2, max_turns=2, max_tokens=12, max_context=512, eval={"every": 10, "tasks": 1},
                           checkpoint_every=1, seed=3, run_dir=str(tmp_path / "run"),
                           engine={"kind": "remote", "url": url, "admin_token": TOKEN})
-        result = train(cfg)
+        result = run_training(cfg)
         info = httpx.get(f"{url}/admin/weights", headers={"Authorization": f"Bearer {TOKEN}"}).json()
         assert info["policy_version"] == 2  # attach (0), then one push per step
     finally:

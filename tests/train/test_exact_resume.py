@@ -58,13 +58,13 @@ def crash_during_step(monkeypatch, step: int) -> None:
 @pytest.mark.slow  # ~60 s of CPU: 4 + 2 real steps of a tiny model
 def test_a_copy_resumed_after_a_crash_mid_step_continues_itself_exactly(tmp_path, monkeypatch):
     from forgerl.cli.train import run_train
-    from forgerl.train.loop import train
+    from forgerl.training import run_training
 
     original = tmp_path / "run"
     config = load_config(None, **CONFIG, steps=4, run_dir=str(original))
     crash_during_step(monkeypatch, 4)  # steps 1-3 done (3 after the checkpoint at 2), step 4 half done
     with pytest.raises(Crash):
-        train(config)
+        run_training(config)
     monkeypatch.undo()
     with TrajectoryStore(original) as store:
         run_id = store.runs()[0].id

@@ -121,12 +121,12 @@ def test_the_reward_transform_is_applied_before_storage_in_every_mode(tmp_path, 
 
 
 def test_multi_agent_with_perturbations_is_refused_before_a_run_exists(tmp_path):
-    from forgerl.train.loop import train
+    from forgerl.training import run_training
 
     config = load_config(None, model="tiny-random", env="parallel-lookup", perturb=everything().model_dump(),
                          run_dir=str(tmp_path / "run"))
     with pytest.raises(ConfigError, match=r"\[perturb\] cannot be combined with env 'parallel-lookup'"):
-        train(config)
+        run_training(config)
     assert not (tmp_path / "run").exists()
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from forgerl.train.config import TrainConfig
-from forgerl.train.loop import train
+from forgerl.training import run_training
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -24,7 +24,7 @@ def test_train_on_cuda_with_bf16_autocast(tmp_path, lora_rank):
                       difficulty=[1], lora={"rank": lora_rank}, optim={"lr": 1e-4 if lora_rank == 0 else 1e-3},
                       run_dir=str(tmp_path / "run"))
     steps: list[dict[str, float]] = []
-    result = train(cfg, on_step=lambda step, m: steps.append(dict(m)))
+    result = run_training(cfg, on_step=lambda step, m: steps.append(dict(m)))
     assert len(steps) == 3
     trained = [m for m in steps if m.get("train/samples", 0) > 0]
     assert trained, "no step had a group with a learning signal"

@@ -34,13 +34,14 @@ def test_first_request_finishes_the_step_second_abandons_but_never_mid_update(ca
 
 def test_a_run_that_raises_ends_failed(tmp_path, monkeypatch):
     import forgerl.train.loop as loop
+    import forgerl.training as training
 
     def broken(run, samples):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(loop, "optimize", broken)
     with pytest.raises(RuntimeError, match="boom"):
-        loop.train(load_config(None, **CONFIG, steps=1, run_dir=str(tmp_path / "run")))
+        training.run_training(load_config(None, **CONFIG, steps=1, run_dir=str(tmp_path / "run")))
     assert _status(tmp_path / "run") == "failed"
 
 
@@ -48,6 +49,7 @@ def test_a_run_that_raises_ends_failed(tmp_path, monkeypatch):
 @pytest.mark.slow  # ~40-60 s: three real steps of the tiny model with evaluations
 def test_stop_then_abandon_then_resume_reuses_rollouts_and_completes(tmp_path, monkeypatch):
     import forgerl.train.loop as loop
+    import forgerl.training as training
     from forgerl.eval.run import run_eval
     from forgerl.train.checkpoint import checkpoint_dir, read_best_pointer
 
@@ -56,7 +58,7 @@ def test_stop_then_abandon_then_resume_reuses_rollouts_and_completes(tmp_path, m
     control = StopControl()
     # a stop request from a hook after step 1: the step is finished, checkpointed, status interrupted
     with pytest.raises(TrainingInterrupted) as stopped:
-        loop.train(config, on_step=lambda step, metrics: control.request_stop(), control=control)
+        training.run_training(config, on_step=lambda step, metrics: control.request_stop(), control=control)
     assert not stopped.value.abandoned and stopped.value.step == 1
     assert f"forgerl train --resume --run-dir {run_dir}" in str(stopped.value)
     assert (checkpoint_dir(run_dir, 1) / "config.json").is_file() and _status(run_dir) == "interrupted"
@@ -71,7 +73,7 @@ def test_stop_then_abandon_then_resume_reuses_rollouts_and_completes(tmp_path, m
 
     monkeypatch.setattr(loop, "optimize", abandoned)
     with pytest.raises(TrainingInterrupted) as dropped:
-        loop.train(load_config(run_dir / "config.toml"), resume=True, control=abandon)
+        training.run_training(load_config(run_dir / "config.toml"), resume=True, control=abandon)
     assert dropped.value.abandoned and _status(run_dir) == "interrupted"
     with TrajectoryStore(run_dir) as store:
         pending = store.query(run_id=store.runs()[-1].id, consumed=False)
@@ -90,7 +92,7 @@ def test_stop_then_abandon_then_resume_reuses_rollouts_and_completes(tmp_path, m
         return group
 
     monkeypatch.setattr(source, "rollout_group", counting)
-    loop.train(load_config(run_dir / "config.toml"), resume=True)
+    training.run_training(load_config(run_dir / "config.toml"), resume=True)
     assert collected == [3, 3] and _status(run_dir) == "completed"  # step 2 reused, step 3 collected
     with TrajectoryStore(run_dir) as store:
         consumed_ids = {t.id for t in store.query(run_id=store.runs()[-1].id, consumed=True)}

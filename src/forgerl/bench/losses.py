@@ -23,7 +23,7 @@ def run_loss_bench(losses: tuple[str, ...] = ("cispo", "grpo", "dapo"), seeds: t
     from rich.console import Console
     from rich.table import Table
 
-    from forgerl.train.loop import train  # heavy: torch, kept out of this module's import
+    from forgerl.training import run_training  # heavy: torch, kept out of this module's import
 
     console = Console()
     base = base or TrainConfig()
@@ -39,7 +39,7 @@ def run_loss_bench(losses: tuple[str, ...] = ("cispo", "grpo", "dapo"), seeds: t
                 cfg.eval = cfg.eval.model_copy(update={"every": eval_every})
                 cfg.loss = cfg.loss.model_copy(update={"name": name})
                 console.print(f"[bold]{name}[/] seed {seed}: training {steps} steps ...")
-                result = train(cfg)
+                result = run_training(cfg)
                 start = result.eval_rewards[0][1]
                 starts.append(start)
                 target = start + target_gain

@@ -84,7 +84,7 @@ def _engine(cfg: Any, checkpoint: Path | None) -> Any:
     if checkpoint is not None:
         from safetensors.torch import load_file
 
-        from forgerl.train.checkpoint import verify_checkpoint  # heavy: torch, kept out of this module's import
+        from forgerl.model.checkpoints import verify_checkpoint  # heavy: the store (sqlite), only for a checkpoint
 
         verify_checkpoint(checkpoint)  # a damaged file is a CheckpointError naming it, not garbage weights
         engine.update_weights(load_file(str(checkpoint / "model.safetensors")), cfg.steps)
@@ -104,7 +104,7 @@ def _evaluate(cfg: Any, checkpoint: Path | None, scaffolds: list[Scaffold], n: i
 
 
 def run_experiment(exp: ExperimentConfig, log: Any = print) -> dict[str, Any]:
-    from forgerl.train.loop import train  # heavy: torch, kept out of this module's import
+    from forgerl.training import run_training  # heavy: torch, kept out of this module's import
 
     out = Path(exp.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ def run_experiment(exp: ExperimentConfig, log: Any = print) -> dict[str, Any]:
                 continue
             log(f"{arm}, seed {seed}: training {exp.steps} steps ...")
             t0 = time.perf_counter()
-            train(cfg)
+            run_training(cfg)
             seconds = time.perf_counter() - t0
             checkpoint = Path(cfg.run_dir) / "checkpoints" / f"step_{cfg.steps:06d}"
             log(f"{arm}, seed {seed}: trained in {seconds:.0f} s; evaluating {len(scaffolds)} scaffolds x {exp.eval_n} ...")

@@ -74,8 +74,10 @@ def resolve_model_dir(name_or_dir: str) -> str | Path:
     `RUN:best`, `RUN:step_N`) or a checkpoint directory resolves to that checkpoint, verified
     against its checksums; anything else is returned as given. Every command that loads a model
     goes through here, so each accepts run references."""
-    # local: checkpoint layout is train's (model -> train would be a cycle at module level)
-    from forgerl.train.checkpoint import CheckpointError, resolve_model_reference
+    from forgerl.model.checkpoints import (  # heavy: the store (sqlite), only when resolving
+        CheckpointError,
+        resolve_model_reference,
+    )
 
     try:
         resolved = resolve_model_reference(name_or_dir)

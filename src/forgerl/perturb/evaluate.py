@@ -21,9 +21,9 @@ from forgerl.chat import get_format
 from forgerl.engine.base import SamplingParams
 from forgerl.envs.base import make_env, sample_task
 from forgerl.envs.suites import HELD_OUT_SEED_BASE  # = train.rollouts'; importing train made a perturb <-> train cycle
-from forgerl.eval.run import wilson_interval  # the one Wilson interval (re-exported here)
 from forgerl.perturb.apply import apply_perturbations
 from forgerl.perturb.spec import Scaffold
+from forgerl.stats import wilson_interval  # the one Wilson interval (re-exported here)
 from forgerl.types import Trajectory, TrajectoryStatus
 
 

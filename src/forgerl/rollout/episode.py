@@ -19,12 +19,12 @@ from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, close_env
 from forgerl.envs.base import Environment, EpisodeLimits, Task, family_info
 from forgerl.errors import ConfigError
 from forgerl.perturb.apply import perturbing
+from forgerl.rollout.run_view import RunView
 from forgerl.types import Trajectory
 
 if TYPE_CHECKING:
     from forgerl.engine.base import SamplingParams
     from forgerl.perturb.spec import PerturbSpec
-    from forgerl.train.run import Run
 
 
 def check_episode_features(config: Any) -> None:
@@ -45,7 +45,7 @@ def episode_limits(config: Any) -> EpisodeLimits:
                          tool_timeout_s=getattr(config, "tool_timeout_s", DEFAULT_TOOL_TIMEOUT_S))
 
 
-async def run_episode_for(run: Run, task: Task, env: Environment, sampling: SamplingParams, *,
+async def run_episode_for(run: RunView, task: Task, env: Environment, sampling: SamplingParams, *,
                           perturbations: PerturbSpec | None, group_id: str | None = None) -> list[Trajectory]:
     """One episode of `task` on the run's engine, as the task's family runs it, with
     `perturbations` applied (None or an inactive spec: unperturbed). `env` is closed afterwards

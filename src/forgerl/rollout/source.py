@@ -25,19 +25,16 @@ import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from forgerl.engine.base import SamplingParams
 from forgerl.rollout.episode import check_episode_features, run_episode_for
 from forgerl.rollout.ledger import StoreLedger
 from forgerl.rollout.progress import step_progress
+from forgerl.rollout.run_view import RunView, TrainingConfig
 from forgerl.rollout.scheduler import Batch, RolloutScheduler, SchedulerConfig
 from forgerl.rollout.tasks import make_task, training_seed
 from forgerl.types import Trajectory
-
-if TYPE_CHECKING:
-    from forgerl.train.config import TrainConfig
-    from forgerl.train.run import Run
 
 
 @dataclass
@@ -59,12 +56,12 @@ class RolloutBatch:
 class RolloutSource(Protocol):
     """What the training loop needs from rollout collection (see the module docstring)."""
 
-    def check(self, config: TrainConfig) -> None:
+    def check(self, config: TrainingConfig) -> None:
         """Refuse (ConfigError, saying what to change) a config this source cannot train as asked,
         before the run is opened."""
         ...
 
-    async def start(self, run: Run, *, resumed: bool) -> None: ...
+    async def start(self, run: RunView, *, resumed: bool) -> None: ...
 
     async def next_batch(self) -> RolloutBatch | None: ...
 
@@ -84,7 +81,7 @@ class RewardTransform(Protocol):
 
 
 # -- the scheduler source -----------------------------------------------------------------------
-def group_specs(config: TrainConfig) -> Iterator[dict[str, Any]]:
+def group_specs(config: TrainingConfig) -> Iterator[dict[str, Any]]:
     """Task k of the run: the seed of (step k // G, group k % G), so every mode draws the same tasks."""
 
     for k in itertools.count():
@@ -92,7 +89,7 @@ def group_specs(config: TrainConfig) -> Iterator[dict[str, Any]]:
         yield {"k": k, "seed": seed, "difficulty": config.difficulty[seed % len(config.difficulty)]}
 
 
-async def rollout_group(run: Run, spec: dict[str, Any], *, perturbed: bool,
+async def rollout_group(run: RunView, spec: dict[str, Any], *, perturbed: bool,
                         on_episode: Callable[[dict[str, Any]], None] | None = None) -> list[Trajectory]:
     """`group_size` concurrent episodes of one task (a failed episode is data: see agent/loop.py);
     a multi-agent family's episodes contribute every agent's trajectory. `on_episode(spec)` is
@@ -129,7 +126,7 @@ def advantage_groups(trajectories: list[Trajectory]) -> list[list[Trajectory]]:
     return list(roles.values())
 
 
-def scheduler_config(config: TrainConfig) -> SchedulerConfig:
+def scheduler_config(config: TrainingConfig) -> SchedulerConfig:
     """The scheduler the config's `[rollout]` table asks for; a ticket is one group, so a batch is
     `groups_per_step` tickets. `sync` is the scheduler's own sync mode (one batch, no overlap)."""
     return config.rollout.scheduler(config.groups_per_step)
@@ -140,19 +137,19 @@ class SchedulerSource:
     restarts: rollouts generated but not trained on are offered again after a resume)."""
 
     def __init__(self, scheduler: SchedulerConfig | None = None, *,
-                 reward_transform: Callable[[Run], RewardTransform | None] | None = None) -> None:
+                 reward_transform: Callable[[RunView], RewardTransform | None] | None = None) -> None:
         self._config = scheduler
         self._make_transform = reward_transform  # built from the open run (which loaded the reward model)
         self.reward_transform: RewardTransform | None = None
         self.scheduler: RolloutScheduler | None = None
         self._batches: AsyncIterator[Batch] | None = None
-        self._run: Run | None = None
+        self._run: RunView | None = None
         self._advance: Callable[[], None] | None = None  # the progress bar of the step being collected
 
-    def check(self, config: TrainConfig) -> None:
+    def check(self, config: TrainingConfig) -> None:
         check_episode_features(config)
 
-    async def start(self, run: Run, *, resumed: bool) -> None:
+    async def start(self, run: RunView, *, resumed: bool) -> None:
         cfg = run.config
         sched = self._config or scheduler_config(cfg)
         if sched.batch_size != cfg.groups_per_step:

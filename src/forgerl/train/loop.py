@@ -10,9 +10,9 @@
     a stop request finishes the step; a second abandons it (train/interrupt.py)
 
 The source (forgerl/rollout/source.py) decides how rollouts are collected: the scheduler in sync,
-fifo, windowed or greedy mode, or black-box agents through the gateway. `train(config)` without a
-source uses the config's `[rollout]` scheduler with the config's reward model
-(forgerl/training.py wires it: train/ never imports the review package).
+fifo, windowed or greedy mode, or black-box agents through the gateway. `forgerl.training.run_training`
+builds the config's own source (its `[rollout]` scheduler with its reward model) and calls this
+loop: train/ imports neither rollout sources nor the review package.
 """
 
 from __future__ import annotations
@@ -44,16 +44,12 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def train(config: TrainConfig, source: RolloutSource | None = None, *, resume: bool = False, on_step: OnStep | None = None,
+def train(config: TrainConfig, source: RolloutSource, *, resume: bool = False, on_step: OnStep | None = None,
           control: StopControl | None = None) -> TrainResult:
-    """Run (or resume) training on batches from `source` (default: the config's scheduler).
+    """Run (or resume) training on batches from `source`.
     SIGINT/SIGTERM: the first finishes the step, the second abandons it; either way the run
     checkpoints its last completed step, records status `interrupted` and raises
     TrainingInterrupted (its message is the resume command)."""
-    if source is None:
-        from forgerl.training import default_source  # cycle: forgerl.training imports forgerl.train.loop
-
-        source = default_source(config)
     source.check(config)  # a combination the source cannot do is refused before the run exists
     start = time.perf_counter()
     run = open_run(config, resume=resume, keep_unconsumed=True)  # untrained rollouts: the source's to reuse or supersede
@@ -128,12 +124,6 @@ def stop_interrupted(run: Run, *, abandoned: bool) -> TrainingInterrupted:
                                abandoned=abandoned, checkpointed=checkpointed)
 
 
-def run_training(config: TrainConfig, *, resume: bool = False, on_step: OnStep | None = None,
-                 control: StopControl | None = None) -> TrainResult:
-    """`train` with the config's own source (kept for callers of the former synchronous loop)."""
-    return train(config, resume=resume, on_step=on_step, control=control)
-
-
 def rollout_metrics(trajectories: list[Trajectory], version: int) -> dict[str, float]:
     """Reward (overall, per family and difficulty), pass rate, status counts, sizes, staleness."""
     scored = [t for t in trajectories if t.reward is not None]
@@ -159,4 +149,4 @@ def _mean(values: list[Any]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-__all__ = ["TrainResult", "rollout_metrics", "run_training", "stop_interrupted", "train"]
+__all__ = ["TrainResult", "rollout_metrics", "stop_interrupted", "train"]
