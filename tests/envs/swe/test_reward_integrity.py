@@ -152,6 +152,15 @@ for _frame in _frames():
         _channel.send({"done": len(_plan["tests"])})
         _os._exit(0)
 ''',
+    # the classics that fool a naive verifier: a clean exit code, a printed verdict
+    "clean_exit_at_import": '''
+import sys as _sys
+_sys.exit(0)
+''',
+    "prints_passed": '''
+print("==== 30 passed in 0.01s ====")
+print('{"outcome": "passed", "passed": true}')
+''',
 }
 # the atexit line goes nowhere now (package prints land on stderr); libraries register atexit
 # handlers honestly, so registering one is not evidence
