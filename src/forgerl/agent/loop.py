@@ -26,7 +26,7 @@ from forgerl.agent.context import ContextManager
 from forgerl.agent.recording import llm_call, record_env_events, score_episode
 from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, INFRA_BOUNDARIES, ToolOutcome, run_tool_calls
 from forgerl.chat.base import ChatFormat, encode_segments
-from forgerl.engine.base import Engine, GenerationResult, SamplingParams
+from forgerl.engine.base import Engine, GenerationResult, SamplingParams, session_key
 from forgerl.envs.base import Environment, Task
 from forgerl.errors import ConfigError, ContextLengthError, EngineError, ForgerlError, ParseError
 from forgerl.types import Boundary, Failure, Message, ToolSpec, Trajectory, TrajectoryStatus
@@ -72,7 +72,7 @@ async def run_episode(
             params = _params_for_call(sampling, turn, len(ctx.prompt_ids), min(max_total_tokens, engine.max_context))
             if params is None:
                 return _finish(traj, env, Status.TRUNCATED, f"context budget reached ({len(ctx.prompt_ids)} tokens)")
-            result = await _generate(engine, ctx.prompt_ids, params, session_id=traj.id)
+            result = await _generate(engine, ctx.prompt_ids, params, session_id=session_key(traj.id, traj.group_id))
             reply, problem = _record_call(traj, engine, chat_format, tools, ctx.prompt_ids, result)
             if problem is None and not reply.tool_calls:
                 traj.messages.append(reply)

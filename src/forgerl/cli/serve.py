@@ -5,6 +5,8 @@ fastapi, torch or a model.
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from forgerl.plugins import load_cli_plugins
@@ -24,6 +26,9 @@ def serve(
                                                  "(default: --model; set it to keep a model path private)."),
     api_key: str | None = typer.Option(None, envvar="FORGERL_API_KEY", help="Require 'Authorization: Bearer KEY' on "
                                        "every /v1 request (401 otherwise; /health stays open)."),
+    weights_dir: str | None = typer.Option(None, envvar="FORGERL_WEIGHTS_DIR",
+                                           help="Directory weight pushes name files in (the `dir` transport: this "
+                                                "host's mount of the trainer's shared weights_dir; builtin engine)."),
     plugin: list[str] | None = typer.Option(None, "--plugin", show_default=False,
                                             help="Module registering your own chat format (repeatable; also "
                                                  "FORGERL_PLUGINS and entry points, see docs/formats.md)."),
@@ -53,7 +58,11 @@ def serve(
         raise typer.BadParameter(f"unknown engine {engine!r}: use builtin or vllm", param_hint="--engine")
     from forgerl.server.app import serve as _serve  # heavy: forgerl.server, kept out of forgerl --help
 
+    if weights_dir is not None and not os.path.isdir(weights_dir):
+        raise typer.BadParameter(f"{weights_dir!r} is not a directory on this host: give the path where the "
+                                 "trainer's shared weights_dir is mounted here", param_hint="--weights-dir")
     if api_key is not None and not api_key.strip():
         raise typer.BadParameter("must not be empty (leave it out to serve without a key)", param_hint="--api-key")
     _serve(model=model, host=host, port=port, chat_format=chat_format, admin_token=admin_token,
-           max_body_bytes=int(max_body_mb * 1024 * 1024), served_model_name=served_model_name, api_key=api_key)
+           max_body_bytes=int(max_body_mb * 1024 * 1024), served_model_name=served_model_name, api_key=api_key,
+           weights_dir=weights_dir)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from forgerl.errors import ConfigError
+from forgerl.errors import ConfigError, EngineError
 from forgerl.types import FinishReason, Timings
 
 MIN_TEMPERATURE = 1e-3
@@ -20,6 +20,11 @@ MIN_TEMPERATURE = 1e-3
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
+
+
+class EngineUnreachable(EngineError):
+    """The engine never received the request (connection refused: it is down), so sending it to
+    another engine cannot duplicate a sample (engine/router.py does)."""
 
 
 @dataclass
@@ -106,6 +111,26 @@ async def final_result(events: AsyncIterator[TokenEvent | GenerationResult]) -> 
     if result is None:
         raise RuntimeError("the engine's stream ended without a GenerationResult")
     return result
+
+
+GROUP_SEPARATOR = "/"
+"""Between a group key and a trajectory id in a session id (`session_key`)."""
+
+
+def session_key(trajectory_id: str, group_id: str | None) -> str:
+    """The session id of a trajectory's engine calls: `GROUP/TRAJECTORY` when it belongs to a group.
+
+    Why in the session id: the router (engine/router.py) sends the G rollouts of a group to one
+    engine so their shared prompt is computed once, and the session id is the one routing key the
+    Engine protocol already carries; every other engine treats it as an opaque string."""
+    return trajectory_id if not group_id else f"{group_id}{GROUP_SEPARATOR}{trajectory_id}"
+
+
+def group_of(session_id: str | None) -> str | None:
+    """The group key inside a `session_key` (None for a session without a group)."""
+    if not session_id or GROUP_SEPARATOR not in session_id:
+        return None
+    return session_id.rsplit(GROUP_SEPARATOR, 1)[0]
 
 
 def engine_info(engine: Engine) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from forgerl.engine.base import (
+    EngineUnreachable,
     GenerationResult,
     SamplingParams,
     TokenEvent,
@@ -47,9 +48,12 @@ from forgerl.engine.base import (
 from forgerl.errors import ConfigError, ContextLengthError, EngineError
 from forgerl.types import Timings
 from forgerl.weights import StaleWeightsAlarm, WeightPusher, default_shared_dir
+from forgerl.weights.dir import DirWeightPusher
 
 if TYPE_CHECKING:
     import httpx
+
+    from forgerl.weights.files import WeightDir
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +256,20 @@ class RemoteEngine:
     def attach_pusher(self, pusher: Any) -> None:
         self.pusher = pusher
 
+    def healthy(self) -> bool:
+        """The server answers /health (the router's probe of a down engine)."""
+        return health(self.base_url, transport=self._sync_transport)
+
+    def readmit(self, version: int) -> bool:
+        """Make the server serve `version` again (after a restart it serves its own weights): the
+        pusher posts that version's file once more. True when the server now reports `version`."""
+        if self.pusher is None or not hasattr(self.pusher, "reload"):
+            return self.policy_version == version
+        if not self.pusher.reload(version):
+            return False
+        self.policy_version = version
+        return True
+
     async def aclose(self) -> None:
         """Close this loop's HTTP client, then as close()."""
         entry = self._clients.pop(id(asyncio.get_running_loop()), None)
@@ -332,8 +350,10 @@ class RemoteEngine:
                 # reached the caller yet and a supervisor can bring the server back (or wait for it)
                 if emitted or self.supervisor is None or attempt >= self.max_retries or not self._retryable(exc):
                     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-                    raise EngineError(f"{self.server_kind} request {kind} ({type(exc).__name__}: {exc}) "
-                                      f"at {self.base_url}") from exc
+                    never_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and not emitted
+                    error = EngineUnreachable if never_sent else EngineError  # the router sends it elsewhere
+                    raise error(f"{self.server_kind} request {kind} ({type(exc).__name__}: {exc}) "
+                                f"at {self.base_url}") from exc
                 attempt += 1
                 self.stats["retries"] += 1
                 log.warning("%s request failed (%s); waiting for the server to come back (retry %d/%d)",
@@ -481,6 +501,9 @@ def open_remote_engine(
     shared_dir: str | os.PathLike[str] | None = None,
     reconnect_timeout_s: float = 600.0,
     timeout_s: float = 600.0,
+    files: WeightDir | None = None,
+    by_name: bool = False,
+    supervise: bool = True,
 ) -> RemoteEngine:
     """The trainer's `engine = "remote"`: a RemoteEngine on a running `forgerl serve --admin-token`.
 
@@ -490,7 +513,12 @@ def open_remote_engine(
     whatever it was started with (it must be the same architecture; the push fails otherwise).
     The admin token defaults to $FORGERL_ADMIN_TOKEN, the API key of a server started with
     `--api-key` to $FORGERL_API_KEY. Weights travel as a safetensors file in
-    `shared_dir` (default /dev/shm): the trainer and the server must share that filesystem."""
+    `shared_dir` (default /dev/shm): the trainer and the server must share that filesystem.
+
+    Behind the router (engine/pool.py): `files` is the WeightDir every engine's pusher shares (one
+    file per version for all), `by_name` posts file names for the server's --weights-dir (the `dir`
+    transport), and `supervise=False` makes a down server fail calls at once (EngineUnreachable)
+    instead of waiting for it: the router sends them to another engine."""
     import httpx
 
     base_url = base_url.rstrip("/")
@@ -524,13 +552,14 @@ def open_remote_engine(
     if served_context < max_context:
         raise ConfigError(f"max_context is {max_context} but the server at {base_url} serves a context of "
                           f"{served_context}: lower max_context or start the server with a larger one")
-    if shared_dir is None:  # a directory of this engine's own: version file names never collide
+    if shared_dir is None and files is None:  # a directory of this engine's own: version file names never collide
         base = default_shared_dir().parent
         base.mkdir(parents=True, exist_ok=True)
         shared_dir = tempfile.mkdtemp(prefix="forgerl-weights-", dir=base)
-    alarm = StaleWeightsAlarm(max_lag=0, patience=2)
-    pusher = WeightPusher(base_url, admin_token=token, shared_dir=shared_dir, alarm=alarm)
-    watch = ServerWatch(base_url, reconnect_timeout_s=reconnect_timeout_s, on_restart=pusher.restore)
+    alarm = StaleWeightsAlarm(max_lag=0, patience=2, name=f"the inference engine at {base_url}")
+    pusher_class = DirWeightPusher if by_name else WeightPusher
+    pusher = pusher_class(base_url, admin_token=token, shared_dir=shared_dir, alarm=alarm, files=files)
+    watch = ServerWatch(base_url, reconnect_timeout_s=reconnect_timeout_s, on_restart=pusher.restore) if supervise else None
     engine = RemoteEngine(base_url, tokenizer, model_name=str(model["id"]), max_context=max_context,
                           stop_token_ids=stop_token_ids, policy_version=policy_version, supervisor=watch,
                           max_retries=3, timeout_s=timeout_s, api_key=api_key)

@@ -107,8 +107,11 @@ class AdmissionGate:
 class WeightUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str
-    """A .safetensors file readable by the server (the trainer's shared directory)."""
+    path: str | None = None
+    """A .safetensors file readable by the server (the trainer's shared directory: `shm`)."""
+    name: str | None = None
+    """Or the name of a .safetensors file in the directory the server was started with
+    (`--weights-dir`: the `dir` transport, shared storage mounted anywhere on the server's host)."""
     version: int = Field(ge=0)
     """The new policy version; must be greater than the engine's."""
     mode: Literal["drain", "immediate"] = "drain"
@@ -124,7 +127,30 @@ def _err(status: int, message: str, code: str) -> JSONResponse:
                         status_code=status)
 
 
-def add_admin_routes(app: FastAPI, engine: Any, gate: AdmissionGate, admin_token: str | None) -> None:
+def resolve_weights_file(update: WeightUpdate, weights_dir: Path | None) -> Path | str:
+    """The file a push names, or the message of a 400 saying what was wrong and what to do."""
+    if (update.path is None) == (update.name is None):
+        return "give exactly one of path (a file on the server's machine) or name (a file in its --weights-dir)"
+    if update.name is not None:
+        if weights_dir is None:
+            return (f"the push names {update.name!r} in the weights directory, but this server was started without "
+                    "one: start `forgerl serve` with --weights-dir PATH (where the trainer's weights_dir is mounted)")
+        if Path(update.name).name != update.name or update.name in (".", ".."):
+            return f"name {update.name!r} must be a bare file name inside --weights-dir, not a path"
+        path = weights_dir / update.name
+        where = f"{update.name!r} in --weights-dir {str(weights_dir)!r}"
+        hint = "is the trainer's weights_dir the same storage as this server's --weights-dir?"
+    else:
+        path = Path(str(update.path))
+        where = repr(update.path)
+        hint = "the trainer and server must share the directory: for engines on other hosts use the dir transport"
+    if path.suffix != ".safetensors" or not path.is_file():
+        return f"{where} is not a readable .safetensors file on the server's machine ({hint})"
+    return path
+
+
+def add_admin_routes(app: FastAPI, engine: Any, gate: AdmissionGate, admin_token: str | None,
+                     weights_dir: Path | None = None) -> None:
     lock = asyncio.Lock()  # one weight update at a time
     # Identifies this server process: a trainer that sees it change knows the server restarted
     # (and lost the weights it pushed), so it pushes them again (forgerl/weights/http_push.py restore).
@@ -156,10 +182,9 @@ def add_admin_routes(app: FastAPI, engine: Any, gate: AdmissionGate, admin_token
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             return _err(400, f"invalid weight update ({where}): {first['msg']}", "invalid_request")
-        path = Path(update.path)
-        if path.suffix != ".safetensors" or not path.is_file():
-            return _err(400, f"{update.path!r} is not a readable .safetensors file on the server's machine "
-                             "(the trainer and server must share the directory)", "weights_not_found")
+        path = resolve_weights_file(update, weights_dir)
+        if isinstance(path, str):
+            return _err(400, path, "weights_not_found")
         async with lock:
             current = engine.policy_version
             if update.version <= current and not update.force:
@@ -169,7 +194,7 @@ def add_admin_routes(app: FastAPI, engine: Any, gate: AdmissionGate, admin_token
             try:
                 state = await asyncio.to_thread(_load, path)
             except Exception as exc:  # noqa: BLE001 — a bad file is the caller's error, not a crash
-                return _err(400, f"cannot read {update.path!r} as safetensors: {exc}", "weights_unreadable")
+                return _err(400, f"cannot read {path.name!r} as safetensors: {exc}", "weights_unreadable")
             t1 = time.perf_counter()
             waited = gate.in_flight if update.mode == "drain" else 0
             try:  # the gate reopens however this ends (a timeout, a refused file, a cancelled request)

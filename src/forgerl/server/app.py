@@ -37,6 +37,7 @@ import logging
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -63,13 +64,14 @@ __all__ = ["create_app", "serve"]
 
 def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: str | None = None,
                admin_token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               api_key: str | None = None) -> FastAPI:
+               api_key: str | None = None, weights_dir: str | os.PathLike[str] | None = None) -> FastAPI:
     """A FastAPI app serving `engine` under `served_model_name` (default: the engine's model name).
 
     `admin_token` enables the weight-sync routes (`/admin/weights`) for callers presenting it as a
     bearer token; without one they answer 404 and say how to enable them. Request bodies over
     `max_body_bytes` get a 413 (server/limits.py). `api_key`: every `/v1` request must present it
-    as a bearer token (401 otherwise; server/auth.py); `/health` stays open."""
+    as a bearer token (401 otherwise; server/auth.py); `/health` stays open. `weights_dir`: where
+    weight pushes that give a file *name* are read from (the `dir` transport, weights/dir.py)."""
     srv = ChatServer(engine, chat_format, served_model_name)
     gate = AdmissionGate()
     app = FastAPI(title="forgerl", description="OpenAI-compatible API over a forgerl engine")
@@ -78,7 +80,7 @@ def create_app(engine: Engine, chat_format: ChatFormat, *, served_model_name: st
     install_body_limit(app, max_body_bytes)
     if api_key:  # added last, so it runs first: a refused request's body is never read
         app.add_middleware(ApiKeyMiddleware, api_key=api_key)
-    add_admin_routes(app, engine, gate, admin_token)
+    add_admin_routes(app, engine, gate, admin_token, Path(weights_dir) if weights_dir is not None else None)
     add_completion_routes(app, engine, gate, srv.model_name)  # token-id prompts: the trainer's route
 
     @app.exception_handler(StarletteHTTPException)
@@ -151,6 +153,7 @@ def serve(
     model: str = "default", host: str = "127.0.0.1", port: int = 8000, chat_format: str = "minimax_m2",
     *, served_model_name: str | None = None, log_level: str = "info", admin_token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, api_key: str | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
 ) -> None:
     """Load `model` with the built-in engine and serve it until interrupted (loopback by default).
 
@@ -166,5 +169,5 @@ def serve(
     engine = load_engine(model, chat_format=chat_format)
     token = admin_token or os.environ.get("FORGERL_ADMIN_TOKEN") or None
     app = create_app(engine, get_format(chat_format), served_model_name=served_model_name, admin_token=token,
-                     max_body_bytes=max_body_bytes, api_key=key)
+                     max_body_bytes=max_body_bytes, api_key=key, weights_dir=weights_dir)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

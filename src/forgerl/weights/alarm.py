@@ -32,11 +32,13 @@ class StaleWeightsAlarm:
     """
 
     def __init__(self, *, max_lag: int = 0, patience: int = 2, raise_after: int | None = None,
-                 on_alarm: Callable[[str], None] | None = None, logger: logging.Logger | None = None) -> None:
+                 on_alarm: Callable[[str], None] | None = None, logger: logging.Logger | None = None,
+                 name: str = "the inference engine") -> None:
         if max_lag < 0 or patience < 1 or (raise_after is not None and raise_after < patience):
             raise ValueError("need max_lag >= 0, patience >= 1 and raise_after >= patience (or None)")
         self.max_lag, self.patience, self.raise_after = max_lag, patience, raise_after
         self.on_alarm = on_alarm
+        self.name = name  # which engine, in the messages: with many engines each has its own alarm
         self.log = logger or log
         self.streak = 0
         self.alarms = 0
@@ -45,20 +47,20 @@ class StaleWeightsAlarm:
     def check(self, trainer_version: int, engine_version: int | None) -> bool:
         """True while the alarm is firing."""
         if engine_version is not None and engine_version > trainer_version:
-            return self._fire(f"inference engine reports policy version {engine_version}, AHEAD of the trainer's "
+            return self._fire(f"{self.name} reports policy version {engine_version}, AHEAD of the trainer's "
                               f"{trainer_version}: another trainer may be pushing to it")
         lag = None if engine_version is None else trainer_version - engine_version
         if lag is not None and lag <= self.max_lag:
             if self.firing:
-                self.log.warning("stale-weights alarm cleared: the engine is at version %d (trainer %d)",
-                                 engine_version, trainer_version)
+                self.log.warning("stale-weights alarm cleared: %s is at version %d (trainer %d)",
+                                 self.name, engine_version, trainer_version)
             self.streak, self.firing = 0, False
             return False
         self.streak += 1
         if self.streak < self.patience:
             return False
         what = "cannot be reached" if lag is None else f"is at policy version {engine_version}, {lag} behind"
-        message = (f"STALE WEIGHTS: the inference engine {what} the trainer's version {trainer_version} for "
+        message = (f"STALE WEIGHTS: {self.name} {what} the trainer's version {trainer_version} for "
                    f"{self.streak} checks in a row; rollouts are being sampled by old weights (off-policy). "
                    "Check the weight pushes and the engine's /admin/weights.")
         fired = self._fire(message)

@@ -36,6 +36,21 @@ def default_shared_dir() -> Path:
     return base / f"forgerl-weights-{os.getpid()}"
 
 
+def write_atomically(state_dict: Mapping[str, Any], path: Path, *, fsync: bool = False) -> None:
+    """Save `state_dict` as safetensors at `path` so no reader ever sees a partial file: written
+    under a hidden temporary name in the same directory, then renamed into place. `fsync` flushes
+    the data first (shared storage: a server on another host must not read a renamed but
+    still-unwritten file after a crash of the writer)."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp))
+    if fsync:
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 @runtime_checkable
 class WeightTransport(Protocol):
     """Moves versioned weights from the trainer to an engine; all or nothing per push."""

@@ -23,10 +23,13 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forgerl.weights.alarm import StaleWeightsAlarm
-from forgerl.weights.base import PushResult, default_shared_dir
+from forgerl.weights.base import PushResult, default_shared_dir, write_atomically
+
+if TYPE_CHECKING:
+    from forgerl.weights.files import WeightDir
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +40,18 @@ INSTANCE_HEADER = "x-forgerl-server-instance"
 class WeightPusher:
     """Pushes new weights with a version to a `forgerl serve` process (see the module docstring)."""
 
+    by_name = False  # post the file's path (the server reads the trainer's path); DirWeightPusher posts its name
+
     def __init__(self, base_url: str, *, admin_token: str, shared_dir: str | os.PathLike[str] | None = None,
                  mode: str = "drain", drain_timeout_s: float = 60.0, timeout_s: float = 300.0,
-                 alarm: StaleWeightsAlarm | None = None, transport: Any = None) -> None:
+                 alarm: StaleWeightsAlarm | None = None, transport: Any = None, files: WeightDir | None = None) -> None:
         import httpx
 
         self.base_url = base_url.rstrip("/")
-        self.shared_dir = Path(shared_dir) if shared_dir is not None else default_shared_dir()
+        # `files`: a directory shared with the pushers of other engines (engine/router.py): each version
+        # is written once for all of them, and the WeightDir, not this pusher, deletes old files.
+        self.files = files
+        self.shared_dir = files.root if files is not None else Path(shared_dir) if shared_dir is not None else default_shared_dir()
         self.shared_dir.mkdir(parents=True, exist_ok=True)
         self.mode, self.drain_timeout_s = mode, drain_timeout_s
         self.alarm = alarm if alarm is not None else StaleWeightsAlarm()
@@ -56,14 +64,12 @@ class WeightPusher:
         """Write, post, verify; never raises for a failed push (the alarm does the shouting),
         except StaleWeightsError when the alarm is set to raise. `force` loads the weights even if
         the server holds a newer version (a trainer attaching to a server it did not start)."""
-        from safetensors.torch import save_file
-
         t0 = time.perf_counter()
-        path = self.shared_dir / f"policy_v{version:08d}.safetensors"
-        tmp = path.with_suffix(".tmp")
-        tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-        save_file(tensors, str(tmp))
-        os.replace(tmp, path)
+        if self.files is not None:
+            path = self.files.write(state_dict, version)
+        else:
+            path = self.shared_dir / f"policy_v{version:08d}.safetensors"
+            write_atomically(state_dict, path)
         size = path.stat().st_size
         t1 = time.perf_counter()
         result = PushResult(version=version, ok=False, engine_version=None, bytes=size, save_s=t1 - t0)
@@ -74,10 +80,11 @@ class WeightPusher:
             if path not in self._files:
                 self._files.append(path)
             for old in self._files[:-1]:  # the engine holds the newest; earlier files are done with
-                old.unlink(missing_ok=True)
+                if self.files is None:
+                    old.unlink(missing_ok=True)
             self._files = self._files[-1:]
         else:
-            if path not in self._files:  # never delete the file of the version the engine holds
+            if path not in self._files and self.files is None:  # never delete the file of the version the engine holds
                 path.unlink(missing_ok=True)
             log.error("weight push of version %d failed: %s", version, result.error)
         self.alarm.check(version, result.engine_version)
@@ -87,9 +94,9 @@ class WeightPusher:
         import httpx
 
         try:
+            where = {"name": path.name} if self.by_name else {"path": str(path.resolve())}
             resp = self._http.post(f"{self.base_url}/admin/weights", json={
-                "path": str(path.resolve()), "version": version, "mode": self.mode,
-                "drain_timeout_s": self.drain_timeout_s, "force": force})
+                **where, "version": version, "mode": self.mode, "drain_timeout_s": self.drain_timeout_s, "force": force})
             body = resp.json()
             if resp.status_code == 200:
                 result.ok, result.server, result.engine_version = True, body, body["policy_version"]
@@ -137,8 +144,27 @@ class WeightPusher:
             log.error("restoring policy version %d on the restarted server failed: %s", version, result.error)
         return result
 
+    def reload(self, version: int) -> bool:
+        """Make the server serve `version` (the router re-admitting an engine): True at once when it
+        does, else post that version's file again (force: a restarted server starts at its own
+        version 0) and True when it landed. False when no file of `version` is at hand."""
+        info = self.engine_info()
+        if info is not None and info[0] == version and (self.loaded is None or self.loaded[1] in (None, info[1])):
+            return True
+        path = self.files.path_of(version) if self.files is not None else next(
+            (f for f in self._files if f.name == f"policy_v{version:08d}.safetensors"), None)
+        if path is None or not path.is_file():
+            return False
+        result = PushResult(version=version, ok=False, engine_version=None, bytes=path.stat().st_size)
+        self._post(path, version, True, result)
+        if not result.ok:
+            log.error("loading policy version %d into %s failed: %s", version, self.base_url, result.error)
+        return result.ok
+
     def close(self) -> None:
         self._http.close()
+        if self.files is not None:
+            return  # the shared WeightDir owns the files (closed by whoever made it)
         for f in self._files:
             f.unlink(missing_ok=True)
         try:
