@@ -31,13 +31,10 @@ from typing import Any
 from forgerl.engine.remote import health, open_remote_engine
 from forgerl.engine.router import EngineRouter, RouterMember
 from forgerl.errors import ConfigError
-from forgerl.weights.base import default_shared_dir
+from forgerl.weights.base import check_transport, default_shared_dir
 from forgerl.weights.files import WeightDir
 
 log = logging.getLogger(__name__)
-
-TRANSPORTS = ("shm", "dir")
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -126,29 +123,6 @@ class LocalReplicas:
                     proc.wait(20)
 
 
-def check_transport(transport: str, urls: Sequence[str], weights_dir: str | os.PathLike[str] | None) -> None:
-    """Refuse a transport that cannot reach its engines, saying what to use instead."""
-    if transport not in TRANSPORTS:
-        raise ConfigError(f"unknown weight transport {transport!r}: use 'shm' (engines on this host) or 'dir' "
-                          "(engines on other hosts, through shared storage)")
-    if transport == "shm":
-        remote = [u for u in urls if not is_local_url(u)]
-        if remote:
-            raise ConfigError(f"weight transport 'shm' writes to this host's /dev/shm, which the engine(s) at "
-                              f"{', '.join(remote)} cannot read: use transport = 'dir' with weights_dir on storage "
-                              "those hosts mount (and start each server with --weights-dir)")
-    elif weights_dir is None:
-        raise ConfigError("weight transport 'dir' needs weights_dir: a directory on storage every engine host "
-                          "mounts (each server started with --weights-dir pointing at its mount of it)")
-
-
-def is_local_url(url: str) -> bool:
-    from urllib.parse import urlsplit
-
-    host = (urlsplit(url).hostname or "").lower()
-    return host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") or host.startswith("127.")
-
-
 def open_engine_pool(
     tokenizer: Any,
     *,
@@ -218,4 +192,4 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-__all__ = ["LocalReplicas", "check_transport", "is_local_url", "open_engine_pool"]
+__all__ = ["LocalReplicas", "open_engine_pool"]

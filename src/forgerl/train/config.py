@@ -127,27 +127,76 @@ class VllmEngineConfig(_Config):
 
 
 class RemoteEngineConfig(_Config):
-    """`[engine] kind = "remote"`: a `forgerl serve --admin-token` process at `url` (same model and
-    chat format); it gets the run's weights first and after every step."""
+    """`[engine] kind = "remote"`: `forgerl serve --admin-token` processes (same model and chat
+    format) that get the run's weights first and after every step. One server: `url`. Several,
+    behind the prefix-aware router (engine/router.py): `urls = [...]` (running anywhere) or
+    `replicas = K` (launched and supervised here, one per GPU, or the CPU cores split between them)."""
 
     kind: Literal["remote"]
     """Which rollout engine: builtin, vllm or remote; each kind takes its own keys."""
-    url: str = Field(min_length=1)
-    """The server's base URL, e.g. http://127.0.0.1:8000. The trainer and the server must share a
-    filesystem (weights travel as a file in /dev/shm)."""
+    url: str | None = Field(None, min_length=1)
+    """One server's base URL, e.g. http://127.0.0.1:8000 (weights travel as a file in /dev/shm:
+    the trainer and the server share a host)."""
+    urls: list[str] = Field(default_factory=list)
+    """Several servers' base URLs, on any host, behind the router (with `transport`)."""
+    replicas: int = Field(0, ge=0)
+    """Launch K `forgerl serve` replicas of `model` here instead (loopback ports, supervised:
+    a replica that dies is restarted and re-admitted with the current weights)."""
+    threads_per_replica: int | None = Field(None, ge=1)
+    """CPU threads of each launched replica (default: the machine's cores divided by `replicas`)."""
+    transport: Literal["shm", "dir"] = "shm"
+    """How weights reach the servers with `urls`/`replicas`: `shm` (a file in this host's
+    /dev/shm: every server on this host) or `dir` (a file in `weights_dir` on storage every
+    server's host mounts; start each server with --weights-dir at its mount of it)."""
+    weights_dir: str | None = None
+    """The shared directory of the `dir` transport, as mounted on the trainer's host."""
     admin_token: str | None = None
     """The server's admin token (default: $FORGERL_ADMIN_TOKEN). Never written to the run's
     config.toml (a secret in a run directory travels with every copy of it): a resumed run takes it
-    from $FORGERL_ADMIN_TOKEN."""
+    from $FORGERL_ADMIN_TOKEN. Launched replicas get a fresh token of their own."""
+
+    @model_validator(mode="after")
+    def _one_way_to_name_the_servers(self) -> RemoteEngineConfig:
+        given = [k for k, v in (("url", self.url), ("urls", self.urls), ("replicas", self.replicas)) if v]
+        if not given:
+            raise ValueError("engine.url: missing (engine kind 'remote' needs it), or urls = [...] for several "
+                             "servers behind the router, or replicas = K launched here")
+        if len(given) > 1:
+            raise ValueError(f"engine.{given[1]}: contradicts engine.{given[0]}: engine kind 'remote' takes exactly one "
+                             "of url (one server), urls = [...] (several, behind the router) or replicas = K (launched here)")
+        if len(set(self.urls)) != len(self.urls):
+            raise ValueError("engine.urls lists a server twice: each URL once (the router counts engines)")
+        if self.threads_per_replica is not None and not self.replicas:
+            raise ValueError("engine.threads_per_replica applies to replicas = K launched here; servers at urls "
+                             "set their own threads (OMP_NUM_THREADS where they start)")
+        if self.url is not None and (self.transport != "shm" or self.weights_dir is not None):
+            raise ValueError("engine.transport/weights_dir apply to urls = [...] or replicas; one url uses /dev/shm "
+                             "(write urls = [\"...\"] for one server on another host with transport = \"dir\")")
+        from forgerl.weights.base import check_transport  # heavy: keeps forgerl.weights out of config loading
+
+        try:
+            check_transport(self.transport, self.urls, self.weights_dir)
+        except ConfigError as exc:
+            raise ValueError(f"engine.transport: {exc}") from None
+        return self
 
     def open(self, model: Any, tokenizer: Any, *, config: TrainConfig, run_dir: Path,
              stop_token_ids: tuple[int, ...], slots: int) -> Any:
-        """Connect, check the server serves the same model, and push the run's weights."""
-        from forgerl.engine.remote import open_remote_engine  # heavy: ~30 forgerl modules, kept out of forgerl --help
+        """Connect, check the servers serve the same model, and push the run's weights."""
         from forgerl.model.lora import inference_weights  # heavy: torch, kept out of this module's import
 
-        return open_remote_engine(self.url, tokenizer, admin_token=self.admin_token, stop_token_ids=stop_token_ids,
-                                  max_context=config.max_context, initial_weights=inference_weights(model))
+        if self.url is not None:
+            from forgerl.engine.remote import open_remote_engine  # heavy: ~30 forgerl modules
+
+            return open_remote_engine(self.url, tokenizer, admin_token=self.admin_token, stop_token_ids=stop_token_ids,
+                                      max_context=config.max_context, initial_weights=inference_weights(model))
+        from forgerl.engine.pool import open_engine_pool  # heavy: ~30 forgerl modules, kept out of forgerl --help
+
+        return open_engine_pool(tokenizer, urls=self.urls, replicas=self.replicas, model=config.model,
+                                admin_token=self.admin_token, transport=self.transport, weights_dir=self.weights_dir,
+                                stop_token_ids=stop_token_ids, max_context=config.max_context,
+                                initial_weights=inference_weights(model), threads=self.threads_per_replica,
+                                log_dir=run_dir / "engines")
 
 
 def _default_engine_kind(value: object) -> object:
@@ -543,6 +592,8 @@ def _describe_problem(error: Any) -> str:
             return _foreign_engine_key(kind, str(raw_loc[1]))
     loc = ".".join(map(str, raw_loc)) or "config"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if message.startswith(f"{loc}."):  # a table's own check that names the key itself ([engine] kind = "remote")
+        return message
     if error["type"] == "missing":
         return f"{loc}: missing" + (f" (engine kind {kind!r} needs it)" if kind else "")
     if error["type"] == "extra_forbidden" and len(raw_loc) == 1 and str(raw_loc[0]) in MOVED_KEYS:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from forgerl.errors import ConfigError
 
 
 @dataclass
@@ -49,6 +51,34 @@ def write_atomically(state_dict: Mapping[str, Any], path: Path, *, fsync: bool =
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+TRANSPORTS = ("shm", "dir")
+"""The transports between a trainer and `forgerl serve` engines (`vllm-nccl` is vLLM's own, GPU only)."""
+
+
+def check_transport(transport: str, urls: Sequence[str], weights_dir: str | os.PathLike[str] | None) -> None:
+    """Refuse a transport that cannot reach its engines, saying what to use instead."""
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"unknown weight transport {transport!r}: use 'shm' (engines on this host) or 'dir' "
+                          "(engines on other hosts, through shared storage)")
+    if transport == "shm":
+        remote = [u for u in urls if not is_local_url(u)]
+        if remote:
+            raise ConfigError(f"weight transport 'shm' writes to this host's /dev/shm, which the engine(s) at "
+                              f"{', '.join(remote)} cannot read: use transport = 'dir' with weights_dir on storage "
+                              "those hosts mount (and start each server with --weights-dir)")
+    elif weights_dir is None:
+        raise ConfigError("weight transport 'dir' needs weights_dir: a directory on storage every engine host "
+                          "mounts (each server started with --weights-dir pointing at its mount of it)")
+
+
+def is_local_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") or host.startswith("127.")
+
 
 
 @runtime_checkable
