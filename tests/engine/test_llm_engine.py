@@ -110,6 +110,28 @@ def test_group_prompt_is_shared_between_sessions(engine, tiny_model):
         assert max(abs(a - b) for a, b in zip(r.logprobs, reference_logprobs(tiny_model, p, r.completion_ids))) < TOL
 
 
+def test_a_group_arriving_together_computes_its_prompt_once_and_exactly(tiny_model, char_tokenizer):
+    """The G rollouts of a group arrive in one step: one computes the shared prompt, the others wait
+    one step and copy it from that (running) slot. Exact: every logprob within TOL (1e-4, fp32) of a
+    full forward pass over the request's own context, as a fresh prefill is."""
+    eng = LLMEngine(tiny_model, char_tokenizer, max_context=256, num_slots=5)
+    shared = prompt(11, 40)
+    prompts = [shared + prompt(100 + i, 3) for i in range(4)]
+
+    async def main():
+        return await asyncio.gather(*(eng.generate(p, SamplingParams(max_tokens=6, seed=i), session_id=f"g/t{i}")
+                                      for i, p in enumerate(prompts)))
+
+    try:
+        results = run(main())
+    finally:
+        eng.close()
+    assert sorted(r.cached_tokens for r in results) == [0, 40, 40, 40]
+    assert eng.stats["prompt_tokens"] - eng.stats["cached_tokens"] == 43 + 3 * 3  # the prompt computed once
+    for p, r in zip(prompts, results):
+        assert max(abs(a - b) for a, b in zip(r.logprobs, reference_logprobs(tiny_model, p, r.completion_ids))) < TOL
+
+
 def test_requests_join_a_running_batch(engine, tiny_model):
     greedy = SamplingParams(max_tokens=20, temperature=0)
 

@@ -74,6 +74,11 @@ def _current_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+MIN_SHARED_PREFILL = 16
+"""Prompt tokens a request must gain by waiting one step for another request's prefill (engine
+step: `_prefix_comes_with`); below this, computing them again is cheaper than the wait."""
+
+
 @dataclass
 class _Slot:
     index: int
@@ -243,18 +248,33 @@ class LLMEngine:
     def _admit(self) -> None:
         """Move waiting requests into free slots and prefill them together in one forward."""
         admitted: list[_Slot] = []
+        deferred: list[_Request] = []
         with self._lock:
             while self._waiting:
                 if self._waiting[0].cancelled:
                     self._waiting.popleft()
+                    continue
+                if self._prefix_comes_with(self._waiting[0], admitted):
+                    deferred.append(self._waiting.popleft())
                     continue
                 slot = self._pick_slot(self._waiting[0])
                 if slot is None:
                     break
                 self._claim(slot, self._waiting.popleft())
                 admitted.append(slot)
+            self._waiting.extendleft(reversed(deferred))
         for start in range(0, len(admitted), self.max_prefill_batch):
             self._prefill(admitted[start:start + self.max_prefill_batch])
+
+    def _prefix_comes_with(self, request: _Request, admitted: list[_Slot]) -> bool:
+        """True when a request admitted in this step will compute at least MIN_SHARED_PREFILL
+        more of `request`'s prompt than any slot holds now (the G rollouts of a group arriving
+        together): `request` waits one step and copies that prefix then, instead of computing it too."""
+        if not admitted:
+            return False
+        cached = max(common_prefix_len(s.tokens, request.prompt_ids) for s in self.slots)
+        coming = max(common_prefix_len(s.request.prompt_ids, request.prompt_ids) for s in admitted)
+        return min(coming, len(request.prompt_ids) - 1) - cached >= MIN_SHARED_PREFILL
 
     def _pick_slot(self, request: _Request) -> _Slot | None:
         """The free slot whose cached tokens share the longest prefix with the prompt (a slot last
@@ -269,6 +289,14 @@ class LLMEngine:
         best = max(free, key=score)
         shared = common_prefix_len(best.tokens, request.prompt_ids)
         lru = min(free, key=lambda s: (len(s.tokens) > 0, s.last_used, s.index))
+        donor = max(self.slots, key=lambda s: common_prefix_len(s.tokens, request.prompt_ids))
+        if common_prefix_len(donor.tokens, request.prompt_ids) > shared:
+            # a running request holds a longer prefix (another rollout of the group): its first
+            # positions are final, copy them into the least useful free slot
+            shared = common_prefix_len(donor.tokens, request.prompt_ids)
+            self.kv.copy_slot(donor.index, lru.index, shared)
+            lru.tokens, lru.session_id = donor.tokens[:shared], None
+            return lru
         if shared == 0:
             return lru
         if shared < len(best.tokens) and best.session_id != request.session_id and lru is not best:
