@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from forgerl.cores import Share
 from forgerl.engine.base import (
     GenerationResult,
     SamplingParams,
@@ -111,6 +112,7 @@ class LLMEngine:
         stop_token_ids: tuple[int, ...] = (),
         fp32_lm_head: bool = True,
         policy_version: int = 0,
+        threads: Share | None = None,
     ) -> None:
         cfg = model.config
         self.model = model
@@ -121,6 +123,7 @@ class LLMEngine:
         self.fp32_lm_head = fp32_lm_head
         self.default_stop_ids = frozenset(stop_token_ids)
         self.max_prefill_batch = max_prefill_batch
+        self.threads = threads  # the core plan's share for the thread that runs the steps (forgerl/cores.py)
         self.device = next(model.parameters()).device
         self._decoder = model.base_model
         self._lm_head = model.get_output_embeddings()
@@ -220,6 +223,8 @@ class LLMEngine:
 
     async def _schedule(self) -> None:
         try:
+            if self.threads is not None:  # per thread: the trainer's worker thread keeps its own count
+                self.threads.apply()
             while True:
                 with self._lock:
                     if self._closed or (not self._waiting and not self._running()):

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from forgerl.cores import CorePlan, CoresConfig  # pydantic only
 from forgerl.errors import ConfigError
 from forgerl.perturb.spec import PerturbSpec  # pydantic only
 from forgerl.rollout.scheduler import RolloutConfig  # pydantic only
@@ -102,7 +103,8 @@ class BuiltinEngineConfig(_Config):
         from forgerl.engine.llm import LLMEngine  # heavy: torch, transformers, kept out of this module's import
 
         return LLMEngine(model, tokenizer, model_name=config.model, max_context=config.max_context, num_slots=slots,
-                         stop_token_ids=stop_token_ids, fp32_lm_head=config.fp32_lm_head)
+                         stop_token_ids=stop_token_ids, fp32_lm_head=config.fp32_lm_head,
+                         threads=config.core_plan().engine)
 
 
 class VllmEngineConfig(_Config):
@@ -361,6 +363,9 @@ class TrainConfig(_Config):
     "experts as reward models"); off by default. Held-out evaluation keeps the verifier's reward."""
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     """Metric sinks besides the store: TensorBoard, Weights & Biases, MLflow (`[logging] backends = [...]`)."""
+    cores: CoresConfig = Field(default_factory=CoresConfig)
+    """How this host's cores are shared by the trainer and the engine (forgerl/cores.py): by default
+    disjoint when rollouts overlap training, all of them for each phase when synchronous."""
 
     @model_validator(mode="before")
     @classmethod
@@ -390,6 +395,13 @@ class TrainConfig(_Config):
             raise ValueError("difficulty must list at least one level")
         return self
 
+
+    def core_plan(self) -> CorePlan:
+        """This process's threads and cores: the trainer's share (`in_trainer` wraps the optimizer
+        step) and the in-process engine's (the engine applies it in its own thread)."""
+        engine_processes = getattr(self.engine, "replicas", 0) or (1 if self.engine.kind == "vllm" else 0)
+        return self.cores.plan_for(overlapped=self.rollout.mode != "sync", engine_in_process=self.engine.kind == "builtin",
+                                   engine_processes=engine_processes)
 
     def _check_rollout(self) -> None:
         """The asynchronous modes' combinations are the scheduler's to judge (rollout/scheduler.py)."""

@@ -89,7 +89,8 @@ async def _train_steps(run: Run, source: RolloutSource, result: TrainResult, on_
             if batch is None or run.control.stop_requested:  # unacknowledged: the resume offers it again
                 break
             t0 = time.perf_counter()
-            metrics = await asyncio.to_thread(optimize, run, build_samples(batch.groups, cfg))  # begins the update
+            # the trainer's threads/cores in its worker thread (forgerl/cores.py); begins the update
+            metrics = await asyncio.to_thread(cfg.core_plan().in_trainer(optimize), run, build_samples(batch.groups, cfg))
             t1 = time.perf_counter()
             run.control.begin_update()  # no-op when optimize already began it (a stub optimize in tests)
             run.push_weights()
