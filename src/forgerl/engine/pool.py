@@ -74,8 +74,9 @@ class LocalReplicas:
                 proc = self.procs[i]
                 if proc is not None and proc.poll() is not None:
                     self.stop()
+                    tail = self.log_path(i).read_text(errors="replace").strip().splitlines()[-6:]
                     raise ConfigError(f"engine replica {i} (`forgerl serve` on port {self.ports[i]}) exited with code "
-                                      f"{proc.returncode}; its log: {self.log_path(i)}")
+                                      f"{proc.returncode}; its log ({self.log_path(i)}) ends:\n" + "\n".join(tail))
                 if time.monotonic() > deadline:
                     self.stop()
                     raise ConfigError(f"engine replica {i} did not answer /health within {self.start_timeout_s:.0f}s; "
@@ -151,6 +152,8 @@ def open_engine_pool(
     if replicas:
         admin_token = admin_token or secrets.token_hex(16)
         served_dir = Path(weights_dir) if transport == "dir" and weights_dir is not None else None
+        if served_dir is not None:
+            served_dir.mkdir(parents=True, exist_ok=True)
         gpus = _gpu_count()
         launched = LocalReplicas(replicas, model=model, admin_token=admin_token, weights_dir=served_dir,
                                  threads=threads, gpus=gpus, log_dir=log_dir, extra_args=replica_args)
