@@ -11,10 +11,17 @@ how the bias is updated. forgerl uses DeepSeek-V3's sign rule, applied after eve
 so under-loaded experts become slightly more attractive and over-loaded ones less; `step_size`
 (default 1e-3) is a config field. Loads are counted with forward hooks on the router modules, in
 training forwards only (rollout-time routing happens in the engine's copy of the weights).
+
+Sharded training (train/sharded.py): each rank counts its own share of the batch; the counts are
+summed over ranks (`all_reduce_counts`) before the update, so every rank applies the same bias
+change and the replicated bias buffers never diverge. The zero-weight micro-batches a rank runs to
+keep FSDP's collectives in step are not counted (`counting(False)`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +40,7 @@ class ExpertLoadTracker:
     counts: dict[str, torch.Tensor] = field(default_factory=dict)
     _handles: list = field(default_factory=list)
     _blocks: dict[str, nn.Module] = field(default_factory=dict)
+    _counting: bool = True
 
     def __post_init__(self) -> None:
         for name, module in self.model.named_modules():
@@ -49,12 +57,30 @@ class ExpertLoadTracker:
 
     def _hook(self, name: str):
         def record(module: nn.Module, inputs, output) -> None:
-            if not module.training:
+            if not module.training or not self._counting:
                 return
             top_k_index = output[2]  # (router_logits, weights, top_k_index)
             self.counts[name] += torch.bincount(top_k_index.reshape(-1).cpu(), minlength=self.counts[name].numel())
 
         return record
+
+    @contextlib.contextmanager
+    def counting(self, enabled: bool) -> Iterator[None]:
+        """Count (or, False, ignore) the selections of the forwards inside."""
+        previous, self._counting = self._counting, enabled
+        try:
+            yield
+        finally:
+            self._counting = previous
+
+    def all_reduce_counts(self) -> None:
+        """Sum every layer's counts over the ranks of the default process group (a collective)."""
+        import torch.distributed as dist
+
+        for name, block in self._blocks.items():
+            total = self.counts[name].to(block.e_score_correction_bias.device)  # NCCL reduces GPU tensors only
+            dist.all_reduce(total)
+            self.counts[name] = total.cpu()
 
     def loads(self) -> dict[str, torch.Tensor]:
         """Per layer: the fraction of routed selections each expert received (sums to 1)."""

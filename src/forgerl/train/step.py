@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -33,6 +33,7 @@ from forgerl.rl import get_loss
 from forgerl.rl.advantages import group_normalized
 from forgerl.rl.traits import loss_traits
 from forgerl.train.config import TrainConfig
+from forgerl.train.sharded import gather, gather_head, max_over_ranks, share
 from forgerl.types import TrainingSample, Trajectory, TrajectoryStatus, chain_samples
 
 if TYPE_CHECKING:
@@ -66,22 +67,38 @@ def _loss_kwargs(config: TrainConfig) -> dict[str, Any]:
 
 
 def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
-    """Gradient over all samples (micro-batched), clip, AdamW step, MoE bias update; metrics."""
+    """Gradient over all samples (micro-batched), clip, AdamW step, MoE bias update; metrics.
+    Sharded (`run.sharding`, train/sharded.py): rank 0 hands the batch to the followers, each rank
+    trains its token-balanced share with the loss normalised over the whole batch, and the metrics
+    are the whole batch's."""
     cfg, policy = run.config, run.policy
+    sharding = getattr(run, "sharding", None)  # None: one process (bare runs of benchmarks and tests too)
+    if sharding is not None and sharding.is_leader:
+        sharding.send("optimize", samples)
     if not samples:
         return {"train/samples": 0.0}
     start = time.perf_counter()
     loss_fn = get_loss(cfg.loss.name)
-    total_tokens = sum(s.num_tokens for s in samples)
+    total_tokens = sum(s.num_tokens for s in samples)  # the whole batch's, on every rank
     device = next(policy.parameters()).device
     policy.train()
     run.optimizer.zero_grad(set_to_none=True)
-    weighted: dict[str, float] = {}
-    new_lp, old_lp, entropies = [], [], []
-    loss_total = 0.0
     batch_metrics: dict[str, float] = {}
-    for mb in _micro_batches(samples, cfg, device, run.tokenizer.pad_token_id or 0, batch_metrics):
-        with mixed_precision(device, run.compute_dtype):
+    pad_id = run.tokenizer.pad_token_id or 0
+    mine = samples if sharding is None else share(samples, sharding)
+    plan = _micro_batches(mine, cfg, device, pad_id, batch_metrics)
+    real_count = len(plan)
+    count = real_count if sharding is None else max_over_ranks(real_count, sharding)
+    if real_count < count:  # zero-weight micro-batches: FSDP's collectives must match on every rank
+        filler = plan[0] if plan else _micro_batches(samples[:1], cfg, device, pad_id, {})[0]
+        plan = plan + [filler] * (count - len(plan))
+    part = _Partial()
+    for index, make in enumerate(plan):
+        real = index < real_count
+        mb = make()
+        if sharding is not None:
+            gather_head(policy)
+        with mixed_precision(device, run.compute_dtype), run.tracker.counting(real):
             if isinstance(mb, MicroBatch):
                 logp, entropy = token_logprobs(policy, mb, cfg.fp32_lm_head)
             else:
@@ -90,45 +107,91 @@ def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
                 logp, entropy = tree_token_logprobs(policy, mb, cfg.fp32_lm_head)
         out = loss_fn(logp, mb.old_logprobs, mb.advantages, mb.loss_mask, num_tokens=total_tokens,
                       num_sequences=len(samples), entropy=entropy, **_loss_kwargs(cfg))
+        if not real:
+            (out.loss * 0.0).backward()
+            continue
         out.loss.backward()
-        loss_total += float(out.loss.detach())
-        share = mb.num_tokens / total_tokens
-        for name, value in out.metrics.items():
-            if isinstance(value, (int, float)) and math.isfinite(value) and name not in ("tokens", "sequences", "loss"):
-                weighted[name] = weighted.get(name, 0.0) + share * float(value)
-        keep = mb.loss_mask.bool()
-        new_lp.append(logp.detach()[keep])
-        old_lp.append(mb.old_logprobs[keep])
-        entropies.append(entropy[keep])
+        part.add(out, mb, logp, entropy, total_tokens)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
+    if hasattr(grad_norm, "full_tensor"):  # sharded: a DTensor holding the global norm
+        grad_norm = grad_norm.full_tensor()
     control = getattr(run, "control", None)  # absent on the bare runs of benchmarks and tests
     if control is not None:
         control.begin_update()  # an abandoned step stops here, before the weights change
     run.optimizer.step()
+    if sharding is not None and run.tracker.is_moe:
+        run.tracker.all_reduce_counts()  # every rank applies the same bias update: ranks never diverge
     moe = run.tracker.metrics()
     if cfg.moe_bias_step > 0 and run.tracker.is_moe:
         run.tracker.update_bias(cfg.moe_bias_step)
-    new, old = torch.cat(new_lp), torch.cat(old_lp)
-    metrics = {f"loss/{k}": v for k, v in weighted.items()}
+    if sharding is not None:
+        part, batch_metrics = _Partial.merge(gather((part, batch_metrics)))
+    metrics = part.metrics()
     metrics.update({
-        "train/loss": loss_total,
         "train/samples": float(len(samples)),
         "train/tokens": float(total_tokens),
         "train/grad_norm": float(grad_norm),
-        "train/entropy": float(torch.cat(entropies).mean()),
         "train/tokens_per_s": total_tokens / max(1e-9, time.perf_counter() - start),
         **batch_metrics,
-        "mismatch/mean_abs_logprob": float((new - old).abs().mean()),
-        "mismatch/prob_corr": _corr(new.exp(), old.exp()),
         **moe,
     })
     return metrics
 
 
+class _Partial:
+    """The metrics' sums over one rank's micro-batches, mergeable across ranks."""
+
+    def __init__(self) -> None:
+        self.loss = 0.0
+        self.weighted: dict[str, float] = {}
+        self.new_lp: list[torch.Tensor] = []
+        self.old_lp: list[torch.Tensor] = []
+        self.entropies: list[torch.Tensor] = []
+
+    def add(self, out: Any, mb: Any, logp: torch.Tensor, entropy: torch.Tensor, total_tokens: int) -> None:
+        self.loss += float(out.loss.detach())
+        share = mb.num_tokens / total_tokens
+        for name, value in out.metrics.items():
+            if isinstance(value, (int, float)) and math.isfinite(value) and name not in ("tokens", "sequences", "loss"):
+                self.weighted[name] = self.weighted.get(name, 0.0) + share * float(value)
+        keep = mb.loss_mask.bool()
+        self.new_lp.append(logp.detach()[keep].cpu())
+        self.old_lp.append(mb.old_logprobs[keep].cpu())
+        self.entropies.append(entropy[keep].cpu())
+
+    @staticmethod
+    def merge(parts: list[tuple[_Partial, dict[str, float]]]) -> tuple[_Partial, dict[str, float]]:
+        """Every rank's partial sums as one (metrics of the whole batch); batch stats add up."""
+        total, stats = _Partial(), {}
+        for part, batch in parts:
+            total.loss += part.loss
+            for name, value in part.weighted.items():
+                total.weighted[name] = total.weighted.get(name, 0.0) + value
+            total.new_lp += part.new_lp
+            total.old_lp += part.old_lp
+            total.entropies += part.entropies
+            for name, value in batch.items():
+                stats[name] = stats.get(name, 0.0) + value
+        if "batch/tree_reduction" in stats and stats.get("batch/processed_tokens"):
+            stats["batch/tree_reduction"] = stats["batch/sample_tokens"] / stats["batch/processed_tokens"]
+        return total, stats
+
+    def metrics(self) -> dict[str, float]:
+        new, old = torch.cat(self.new_lp), torch.cat(self.old_lp)
+        out = {f"loss/{k}": v for k, v in self.weighted.items()}
+        out.update({"train/loss": self.loss, "train/entropy": float(torch.cat(self.entropies).mean()),
+                    "mismatch/mean_abs_logprob": float((new - old).abs().mean()),
+                    "mismatch/prob_corr": _corr(new.exp(), old.exp())})
+        return out
+
+
 def _micro_batches(samples: list[TrainingSample], cfg: TrainConfig, device: torch.device, pad_id: int,
-                   metrics: dict[str, float]) -> Iterator[Any]:
-    """Micro-batches of the configured batch mode; fills `metrics` with the tokens each mode runs."""
+                   metrics: dict[str, float]) -> list[Callable[[], Any]]:
+    """Micro-batches of the configured batch mode, each made on the device when called; fills
+    `metrics` with the tokens each mode runs."""
+    if not samples:
+        return []
     if cfg.batch_mode == "tree":
         from forgerl.batching import build_tree_batch  # heavy: numpy, kept out of this module's import
 
@@ -138,15 +201,12 @@ def _micro_batches(samples: list[TrainingSample], cfg: TrainConfig, device: torc
                         "batch/processed_tokens": float(batch.stats.packed_tokens),
                         "batch/tree_reduction": batch.stats.reduction,
                         "batch/micro_batches": float(batch.stats.micro_batches)})
-        for mb in batch.micro_batches:
-            yield mb.to(device)
-        return
+        return [lambda mb=mb: mb.to(device) for mb in batch.micro_batches]
     chunks = pack_micro_batches(samples, cfg.optim.micro_batch_tokens)
     metrics.update({"batch/sample_tokens": float(sum(len(s.input_ids) for s in samples)),
                     "batch/processed_tokens": float(sum(len(c) * max(len(s.input_ids) for s in c) for c in chunks)),
                     "batch/micro_batches": float(len(chunks))})
-    for chunk in chunks:
-        yield collate(chunk, device, pad_id=pad_id)
+    return [lambda chunk=chunk: collate(chunk, device, pad_id=pad_id) for chunk in chunks]
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -1,0 +1,138 @@
+"""A sharded optimizer step (FSDP2, 2 ranks over gloo, 1 thread each) equals the one-process step:
+parameters within 1e-5 (fp32) after two steps, for a dense tiny Llama, with LoRA, and for the tiny
+M2 MoE (its selection bias after the bias update too), on uneven samples that give the two ranks
+different micro-batch counts (the shorter rank runs zero-weight micro-batches). Also: the sharded
+training state (DCP) of the 2-rank run resumes in one process (resharded 2 -> 1)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from forgerl.model.lora import add_lora, inference_weights
+from forgerl.model.moe import ExpertLoadTracker
+from forgerl.testing import build_micro_moe
+from forgerl.train.config import TrainConfig
+from forgerl.train.sharded import Sharding, load_training_state, share
+from forgerl.train.step import _micro_batches, optimize
+from forgerl.types import TrainingSample
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+LENGTHS = [90, 12, 14, 9, 16, 11, 13, 10, 15]  # one long sample on rank 0, many short ones on rank 1
+TOLERANCE = 1e-5
+
+
+def train_config(variant: str) -> TrainConfig:
+    # adam_eps 1e-6, not forgerl's 1e-15: with 1e-15 Adam's first step is lr * sign(g), so a
+    # gradient element of ~1e-10 (rounding noise of a sum taken in another order) moves a weight
+    # by the full lr; the gradients themselves agree to ~1e-8 (what this test is about)
+    return TrainConfig(optim={"micro_batch_tokens": 32, "lr": 1e-3, "adam_eps": 1e-6}, batch_mode="chain" if variant == "lora" else "tree",
+                       moe_bias_step=0.01 if variant == "moe" else 0.0,
+                       lora={"rank": 4, "targets": ["q_proj", "v_proj"]} if variant == "lora" else {})
+
+
+def build_model(variant: str, config: TrainConfig) -> torch.nn.Module:
+    """The variant's tiny model, identical for a seed (LoRA's random A matrices included)."""
+    if variant == "moe":
+        return build_micro_moe().train()
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
+    if variant == "lora":
+        model = add_lora(model, config.lora.rank, config.lora.alpha, config.lora.targets)
+    return model.train()
+
+
+def samples_for(variant: str, step: int) -> list[TrainingSample]:
+    """Fixed, uneven samples; recorded logprobs near but not at the model's (an off-policy batch)."""
+    rng = random.Random(step * 7 + len(variant))
+    out = []
+    for i, n in enumerate(LENGTHS):
+        mask = [0] * 4 + [1] * (n - 4)
+        out.append(TrainingSample(input_ids=[rng.randrange(1, 300) for _ in range(n)], loss_mask=mask,
+                                  old_logprobs=[-5.5 - rng.random() if m else 0.0 for m in mask],
+                                  advantages=[(1.0 if i % 2 else -1.0) if m else 0.0 for m in mask],
+                                  trajectory_id=f"t{i}", calls=[0], policy_versions=[0]))
+    return out
+
+
+def fake_run(model: torch.nn.Module, config: TrainConfig) -> SimpleNamespace:
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.optim.lr,
+                                  betas=config.optim.betas, eps=config.optim.adam_eps)
+    return SimpleNamespace(config=config, policy=model, optimizer=optimizer, tracker=ExpertLoadTracker(model),
+                           tokenizer=SimpleNamespace(pad_token_id=0), compute_dtype=torch.float32)
+
+
+def run_ranks(tmp_path: Path, *args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--max-restarts", "0",
+           "--standalone", str(WORKER), *args]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+def one_process(variant: str) -> tuple[torch.nn.Module, SimpleNamespace]:
+    config = train_config(variant)
+    model = build_model(variant, config)
+    run = fake_run(model, config)
+    for step in range(2):
+        optimize(run, samples_for(variant, step))
+    return model, run
+
+
+def test_the_split_is_token_balanced_and_gives_uneven_micro_batch_counts():
+    samples = samples_for("dense", 0)
+    parts = [share(samples, Sharding(rank, 2, rank, torch.device("cpu"))) for rank in range(2)]
+    assert sorted(s.trajectory_id for p in parts for s in p) == sorted(s.trajectory_id for s in samples)
+    tokens = [sum(len(s.input_ids) for s in p) for p in parts]
+    assert abs(tokens[0] - tokens[1]) <= max(LENGTHS)
+    for variant in ("dense", "lora"):
+        cfg = train_config(variant)
+        counts = [len(_micro_batches(p, cfg, torch.device("cpu"), 0, {})) for p in parts]
+        assert counts[0] != counts[1], counts  # the shorter rank must pad with zero-weight micro-batches
+
+
+@pytest.mark.parametrize("variant", ["dense", "lora", "moe"])
+def test_sharded_step_equals_the_one_process_step(tmp_path, variant):
+    out = tmp_path / "sharded.pt"
+    run_ranks(tmp_path, variant, str(out))
+    sharded = torch.load(out, weights_only=True)
+    reference, _ = one_process(variant)
+    expected = inference_weights(reference)
+    assert sharded.keys() == expected.keys()
+    initial = inference_weights(build_model(variant, train_config(variant)))
+    moved = 0.0
+    for name, tensor in expected.items():
+        assert torch.allclose(sharded[name], tensor, atol=TOLERANCE, rtol=0), (name, (sharded[name] - tensor).abs().max())
+        moved = max(moved, float((tensor - initial[name]).abs().max()))
+    assert moved > 5e-4  # the steps changed the weights (the comparison is not between two untouched models)
+    if variant == "moe":
+        biases = [n for n in expected if n.endswith("e_score_correction_bias")]
+        assert biases and all(not torch.equal(expected[n], initial[n]) for n in biases)  # both layers updated
+
+
+def test_a_two_rank_training_state_resumes_in_one_process(tmp_path):
+    """DCP reshards: the 2-rank model and optimizer state loads into one process, whose next step
+    equals the uninterrupted one-process run's third step."""
+    run_ranks(tmp_path, "dense", str(tmp_path / "w.pt"), str(tmp_path / "dcp"))
+    config = train_config("dense")
+    resumed = build_model("dense", config)
+    run = fake_run(resumed, config)
+    load_training_state(tmp_path / "dcp", resumed, run.optimizer)
+    reference, reference_run = one_process("dense")
+    for r in (run, reference_run):
+        optimize(r, samples_for("dense", 2))
+    for (name, a), b in zip(resumed.state_dict().items(), reference.state_dict().values()):
+        assert torch.allclose(a, b, atol=TOLERANCE, rtol=0), name
+    assert not torch.equal(copy.deepcopy(resumed.state_dict())["lm_head.weight"],
+                           build_model("dense", config).state_dict()["lm_head.weight"])
