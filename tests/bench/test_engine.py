@@ -3,6 +3,8 @@ judged by the ratio the benchmark prints, not by a unit test)."""
 
 from __future__ import annotations
 
+import pytest
+
 from forgerl.bench.engine import (
     BUILTIN,
     HF_BATCHED,
@@ -37,3 +39,41 @@ def test_vllm_column_is_skipped_with_the_reason_when_vllm_is_missing(capsys, mon
     assert "vLLM column skipped" in out and "forgerl engine install-vllm" in out  # says how to install it
     assert all(VLLM not in r and HF_BATCHED in r for r in results.values())
     assert "summary" in out  # several models: one side-by-side table at the end
+
+
+def test_competing_load_bench_reports_every_row_and_ends_its_load(capsys, monkeypatch):
+    """`--competing-load`: quiet and loaded rows, with and without the core plan, each as a share
+    of the quiet throughput; the load processes are gone afterwards (speed is judged by the
+    printed ratio on a quiet machine, not here)."""
+    import os
+
+    import forgerl.bench.engine as bench
+
+    started: list[int] = []
+    real_enter = bench.CompetingLoad.__enter__
+
+    def recording_enter(self):
+        out = real_enter(self)
+        started.extend(p.pid for p in self.procs)
+        return out
+
+    monkeypatch.setattr(bench.CompetingLoad, "__enter__", recording_enter)
+    out = bench.run_engine_load_bench(model="tiny-random", sessions=2, turns=1, max_tokens=2, load_processes=1)
+    text = capsys.readouterr().out
+    rows = ("quiet, default threads", "quiet, the plan's engine share", "loaded, default threads (no plan)",
+            "loaded, engine on the plan", "loaded, engine and load on the plan")
+    assert all(out[r] > 0 and out[f"{r} / quiet"] > 0 for r in rows)
+    assert out["quiet, default threads / quiet"] == 1.0
+    assert "goal >= 40%" in text and "core plan split" in text
+    assert len(started) == 2  # one load for the unplanned rows, one planned
+    for pid in started:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_competing_load_needs_a_process():
+    from forgerl.bench.engine import run_engine_load_bench
+    from forgerl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at least 1 process"):
+        run_engine_load_bench(model="tiny-random", load_processes=0)

