@@ -93,3 +93,26 @@ def test_a_replica_killed_mid_run_costs_only_its_in_flight_rollouts(tmp_path):
         store.close()
         router.close()
     assert all(p.poll() is not None for p in router.replicas.procs)
+
+
+@pytest.mark.slow  # two replicas and two RL steps: ~40 s on 2 busy cores
+@pytest.mark.timeout(600)
+def test_the_trainer_runs_on_replicas_launched_from_the_config(tmp_path):
+    from forgerl.train.config import load_config
+    from forgerl.training import run_training
+
+    cfg = load_config(model="tiny-random", env="arithmetic", difficulty=[1], steps=2, groups_per_step=2, group_size=2,
+                      max_turns=2, max_tokens=12, max_context=512, eval={"every": 10, "tasks": 1}, checkpoint_every=1,
+                      seed=3, run_dir=str(tmp_path / "run"),
+                      engine={"kind": "remote", "replicas": 2, "threads_per_replica": 1, "transport": "dir",
+                              "weights_dir": str(tmp_path / "shared")})
+    result = run_training(cfg)
+    assert [s for s, _ in result.eval_rewards] == [0, 2]
+    with TrajectoryStore(tmp_path / "run") as store:
+        trajectories = store.query(run_id=store.runs()[0].id)
+    assert len(trajectories) == 8 and all(t.status != TrajectoryStatus.FAILED for t in trajectories)
+    assert {c.policy_version for t in trajectories for c in t.calls} == {0, 1}
+    logs = sorted((tmp_path / "run" / "engines").glob("replica*.log"))
+    # both loaded the run's weights: the attach push and one push per step
+    assert len(logs) == 2 and all(p.read_text().count('"POST /admin/weights HTTP/1.1" 200') == 3 for p in logs)
+    assert list((tmp_path / "shared").glob("*.safetensors")) == []  # the run's weight files are removed at the end
