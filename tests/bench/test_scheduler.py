@@ -3,6 +3,8 @@ and (slow tier) the full workload meets the issue's goals."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from forgerl.bench.scheduler import MODES, Workload, run_mode, run_scheduler_bench, task_plan
@@ -36,3 +38,37 @@ def test_full_bench_meets_the_goals():
     assert windowed["traj_per_s"] >= 2.5 * sync["traj_per_s"]
     assert windowed["stale_max"] <= w.max_staleness
     assert windowed["mix_tv"] < greedy["mix_tv"]
+
+
+TINY = ["model=tiny-random", "env=arithmetic", "difficulty=[1]", "groups_per_step=2", "group_size=2", "max_turns=1",
+        "max_tokens=8", "max_context=512", "eval.every=1", "eval.tasks=1", "logging.backends=[]"]
+
+
+def test_real_mode_trains_each_arm_in_its_own_process_and_reports_it(capsys, tmp_path):
+    """`--real` on a very short main job: each arm is a real `forgerl train` process with its own
+    run directory; the report has each arm's wall time, ratio to sync and held-out rewards."""
+    from forgerl.bench.scheduler_real import run_real_scheduler_bench
+
+    results = run_real_scheduler_bench(steps=1, seed=3, set_values=TINY, keep=tmp_path, timeout_s=240)
+    out = capsys.readouterr().out
+    assert set(results) == {"sync", "windowed"}
+    for mode, r in results.items():
+        assert r.status == "completed" and r.wall_s > 0 and r.train_s > 0, mode
+        assert [step for step, _ in r.eval_rewards] == [0, 1], mode  # held-out at step 0 and at the end
+        assert 0.0 <= r.eval_first <= 1.0 and 0.0 <= r.eval_last <= 1.0
+        assert (tmp_path / f"{mode}.log").is_file() and any((tmp_path / mode).iterdir())  # its own run directory
+    assert results["sync"].eval_first == results["windowed"].eval_first  # same seed, same starting policy
+    assert "windowed / synchronous wall time" in out and "goal <= 0.8x" in out
+    assert "core plan split" in out and "core plan shared" in out  # the plan each arm ran with
+
+
+def test_real_mode_refuses_unknown_modes_and_steps():
+    from forgerl.bench.scheduler_real import run_real_scheduler_bench, train_command
+    from forgerl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="each must be one of"):
+        run_real_scheduler_bench(steps=1, modes=("sync", "fast"))
+    with pytest.raises(ConfigError, match="--steps must be at least 1"):
+        run_real_scheduler_bench(steps=0)
+    cmd = train_command("windowed", steps=2, seed=1, run_dir=Path("/tmp/x"), set_values=["optim.lr=1e-5"])
+    assert cmd[1:4] == ["-m", "forgerl.cli.main", "train"] and "rollout.mode=windowed" in cmd and "optim.lr=1e-5" in cmd

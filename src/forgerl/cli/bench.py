@@ -104,9 +104,25 @@ def bench_scheduler(
     max_staleness: int = typer.Option(8, help="Staleness bound in policy versions."),
     train_s: float = typer.Option(0.12, help="Simulated trainer step in seconds."),
     seed: int = typer.Option(0, help="Workload seed."),
-    modes: str = typer.Option("sync,fifo,greedy,windowed", help="Comma-separated modes."),
+    modes: str = typer.Option("sync,fifo,greedy,windowed", help="Comma-separated modes (--real: sync,windowed)."),
+    real: bool = typer.Option(False, "--real", help="Run the actual main job (`forgerl train`, default config) per "
+                              "mode instead of the simulation: wall time, ratio and held-out reward of each."),
+    steps: int = typer.Option(15, help="--real: training steps per arm."),
+    set_values: list[str] = typer.Option([], "--set", help="--real: a config key for both arms (KEY=VALUE, repeatable)."),
+    keep: str | None = typer.Option(None, help="--real: keep the arms' run directories and logs here (default: a temp dir)."),
 ) -> None:
     """Synchronous vs strict-FIFO vs greedy vs windowed-FIFO rollouts on one long-tailed workload."""
+    if real:
+        from pathlib import Path
+
+        from forgerl.bench.scheduler_real import (
+            run_real_scheduler_bench,  # heavy: training config and store, kept out of forgerl --help
+        )
+
+        chosen = ("sync", "windowed") if modes == "sync,fifo,greedy,windowed" else tuple(modes.split(","))
+        run_real_scheduler_bench(steps=steps, seed=seed, modes=chosen, set_values=set_values,
+                                 keep=Path(keep) if keep else None)
+        return
     from forgerl.bench.scheduler import (  # heavy: forgerl.bench, kept out of forgerl --help
         Workload,
         run_scheduler_bench,
