@@ -129,19 +129,56 @@ def test_a_subprocess_launched_with_a_share_gets_its_thread_count():
     assert out.stdout.strip() == "1"
 
 
+def test_the_engine_takes_every_core_between_trainer_steps_and_its_share_during_them():
+    p = plan(4, overlapped=True, engine_cores=1)
+    assert p.engine.alone == 4 and "4 between trainer steps" in p.describe()
+    assert plan(4, overlapped=True, pin=True).engine.alone == 0  # pinned: never beyond its own cores
+    seen: dict[str, int] = {}
+
+    def step() -> None:
+        p.engine.follow()  # an engine step while the trainer's step runs (any thread may ask)
+        seen["during"] = torch.get_num_threads()
+
+    before = torch.get_num_threads()
+    try:
+        p.engine.follow()
+        seen["between"] = torch.get_num_threads()
+        t = threading.Thread(target=p.in_trainer(step))
+        t.start()
+        t.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"between": 4, "during": 1}
+
+
 def test_a_windowed_run_gives_the_trainer_and_the_engine_their_own_threads(tmp_path, monkeypatch):
     """One real step of the tiny model, windowed, on a made-up 4-core host with one engine core:
-    the optimizer runs with 3 threads in its worker thread and the engine (the event-loop thread,
-    where `on_step` is called) with 1."""
+    the optimizer runs with 3 threads in its worker thread; the engine's steps (on the event-loop
+    thread) run with 1 while the optimizer runs and with all 4 otherwise."""
+    import time
+
     import forgerl.cores as cores
     import forgerl.train.loop as loop
     import forgerl.training as training
 
     monkeypatch.setattr(cores, "HOST_CPUS", (0, 1, 2, 3))
+    engine_steps: list[tuple[bool, int]] = []  # (trainer step running, the engine thread's team size)
+    real_follow = cores.Share.follow
+
+    def follow(self):  # called by the engine before each step
+        running = cores.trainer_running()
+        real_follow(self)
+        if running == cores.trainer_running():  # no step began or ended meanwhile
+            engine_steps.append((running, torch.get_num_threads()))
+
+    monkeypatch.setattr(cores.Share, "follow", follow)
     seen: dict[str, int] = {}
 
     def optimize(run, samples):
         seen["trainer"] = torch.get_num_threads()
+        deadline = time.monotonic() + 60
+        while not any(running for running, _ in engine_steps) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the windowed rollouts have stepped the engine during this step
         return {}
 
     monkeypatch.setattr(loop, "optimize", optimize)
@@ -150,7 +187,9 @@ def test_a_windowed_run_gives_the_trainer_and_the_engine_their_own_threads(tmp_p
                          rollout={"mode": "windowed"}, cores={"engine_cores": 1}, run_dir=str(tmp_path / "run"))
     before = torch.get_num_threads()
     try:
-        training.run_training(config, on_step=lambda step, metrics: seen.setdefault("engine", torch.get_num_threads()))
+        training.run_training(config)
     finally:
         torch.set_num_threads(before)  # the engine set the main thread's count; leave the test process as it was
-    assert seen == {"trainer": 3, "engine": 1}
+    assert seen == {"trainer": 3}
+    assert {threads for running, threads in engine_steps if running} == {1}
+    assert {threads for running, threads in engine_steps if not running} == {4}

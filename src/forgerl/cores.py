@@ -30,6 +30,7 @@ take turns (`sync`), each phase may use every core (`shared`). torchrun ranks on
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -102,16 +103,31 @@ class Share:
     threads: int
     cpus: tuple[int, ...]
     pin: bool = False
+    alone: int = 0
+    """Threads while no trainer step runs in this process (0: always `threads`). A split plan's
+    in-process engine takes every core between the trainer's steps (evaluation, a trainer waiting
+    for its batch) and its own share while a step runs; `follow` switches at each engine step."""
+
+    def wanted_threads(self) -> int:
+        return self.alone if self.alone and not trainer_running() else self.threads
 
     def apply(self) -> tuple[int, set[int] | None]:
         """Give the *calling thread* this share; returns what it had, for `restore`."""
         import torch
 
         before = (torch.get_num_threads(), _thread_affinity() if self.pin else None)
-        torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.wanted_threads())
         if self.pin and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, self.cpus)
         return before
+
+    def follow(self) -> None:
+        """The team size for this moment (see `alone`), in the calling thread; set only on a change."""
+        import torch
+
+        want = self.wanted_threads()
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
 
     @staticmethod
     def restore(before: tuple[int, set[int] | None]) -> None:
@@ -155,8 +171,15 @@ class CorePlan:
             return fn
 
         def call(*args: P.args, **kwargs: P.kwargs) -> R:
-            with applied(share):
-                return fn(*args, **kwargs)
+            global _trainer_steps
+            with _trainer_lock:
+                _trainer_steps += 1
+            try:
+                with applied(share):
+                    return fn(*args, **kwargs)
+            finally:
+                with _trainer_lock:
+                    _trainer_steps -= 1
 
         return call
 
@@ -170,11 +193,21 @@ class CorePlan:
         if self.trainer is not None:
             parts.append(f"trainer {self.trainer.threads} thread(s) on {_cpu_list(self.trainer.cpus)}")
         if self.engine is not None:
-            parts.append(f"engine {self.engine.threads} on {_cpu_list(self.engine.cpus)}")
+            alone = f" ({self.engine.alone} between trainer steps)" if self.engine.alone else ""
+            parts.append(f"engine {self.engine.threads} on {_cpu_list(self.engine.cpus)}{alone}")
         for i, share in enumerate(self.engine_processes):
             parts.append(f"engine process {i} {share.threads} on {_cpu_list(share.cpus)}")
         pinned = any(s.pin for s in (self.trainer, self.engine, *self.engine_processes) if s is not None)
         return ", ".join(parts) + (" (pinned)" if pinned else "") + (f"; {self.note}" if self.note else "")
+
+
+_trainer_steps = 0  # trainer steps running in this process now (in `CorePlan.in_trainer`)
+_trainer_lock = threading.Lock()
+
+
+def trainer_running() -> bool:
+    """Whether a trainer step (`CorePlan.in_trainer`) is running in this process right now."""
+    return _trainer_steps > 0
 
 
 @contextmanager
@@ -225,7 +258,8 @@ def make_plan(config: CoresConfig, *, overlapped: bool, engine_in_process: bool,
         engine_cpus, trainer_cpus = cpus[n - engine_n:], cpus[:n - engine_n]
         mine = _slices(trainer_cpus, ranks)[local_rank]
         trainer = Share(len(mine), mine, config.pin)
-        engine = Share(len(engine_cpus), engine_cpus, config.pin) if engine_in_process and local_rank == 0 else None
+        alone = 0 if config.pin or ranks > 1 else n  # one trainer, unpinned: the engine may take every core between steps
+        engine = Share(len(engine_cpus), engine_cpus, config.pin, alone) if engine_in_process and local_rank == 0 else None
         procs = tuple(Share(len(s), s, config.pin) for s in _slices(engine_cpus, engine_processes)) \
             if engine_processes else ()
         return CorePlan("split", trainer, engine, procs, note)

