@@ -7,7 +7,14 @@ import asyncio
 
 import pytest
 
-from forgerl.engine.base import EngineUnreachable, GenerationResult, SamplingParams, group_of, session_key
+from forgerl.engine.base import (
+    EngineUnreachable,
+    GenerationResult,
+    SamplingParams,
+    TokenEvent,
+    group_of,
+    session_key,
+)
 from forgerl.engine.router import EngineRouter, RouterMember
 from forgerl.errors import EngineError
 from forgerl.types import Timings
@@ -37,8 +44,14 @@ class FakeEngine:
         return GenerationResult([7, 8], [-0.5, -0.5], "stop", self.policy_version, len(prompt_ids),
                                 timings=Timings(total_s=0.01))
 
-    def stream(self, prompt_ids, params, session_id=None):
-        raise NotImplementedError
+    async def stream(self, prompt_ids, params, session_id=None):
+        if not self.alive:
+            raise EngineUnreachable(f"{self.name} refused the connection")
+        self.calls.append((session_id, list(prompt_ids)))
+        yield TokenEvent(7, -0.5)
+        if self.fail_in_flight:
+            raise EngineError(f"{self.name}: connection reset mid-stream")
+        yield GenerationResult([7], [-0.5], "stop", self.policy_version, len(prompt_ids), timings=Timings(total_s=0.01))
 
     def update_weights(self, state_dict, version):
         if self.alive and self.accepts_weights:
@@ -221,3 +234,26 @@ def test_a_dead_replica_is_restarted_once_per_outage():
     assert restarts == [0]
     engines[0].alive = True
     assert router.readmit(router.members[0])
+
+
+def test_streams_are_routed_like_calls_and_a_refused_stream_goes_elsewhere():
+    router, engines = make(2)
+
+    async def collect(session: str) -> list:
+        return [event async for event in router.stream([1, 2, 3], PARAMS, session_id=session)]
+
+    async def main():
+        first = await collect("s")
+        owner = next(e for e in engines if e.calls)
+        owner.alive = False
+        second = await collect("s")
+        other = next(e for e in engines if e is not owner)
+        other.fail_in_flight = True  # dies after the first token: the caller saw tokens, so no retry
+        with pytest.raises(EngineError, match="mid-stream"):
+            await collect("s")
+        return first, second, owner, other
+
+    first, second, owner, other = asyncio.run(main())
+    assert isinstance(first[-1], GenerationResult) and isinstance(second[-1], GenerationResult)
+    assert len(owner.calls) == 1 and len(other.calls) == 2 and router.stats["rerouted"] == 1
+    assert all(m.queued_tokens == 0 and m.in_flight == 0 for m in router.members)
