@@ -6,6 +6,7 @@
     weight_sync.py   weight push time: shared memory vs disk vs in-process (weights/)
     losses.py        CISPO vs GRPO vs DAPO, steps to a target reward (rl/)
     sandbox.py       what tool-call isolation costs (envs/sandbox/)
+    router.py        K engine replicas: sticky + group routing vs round-robin (engine/router.py)
 
 They live apart from the library so that the library's packages carry no benchmark code and
 importing them never pulls a benchmark's dependencies. Nothing is imported here: each command
