@@ -11,7 +11,10 @@ Columns (each on a fresh workload, so no cache carries over from the one before)
   - `sticky + group`: engine/router.py (a trajectory's calls where its prefix is, a group on one
     replica, otherwise the cheapest);
   - `1 replica x K threads`: the sticky + group workload again on one `forgerl serve` with all K
-    threads, for throughput at equal total threads.
+    threads, for throughput at equal total threads;
+  - `1 replica x 1 thread`: and on one with one thread (what K replicas gain over one, per thread:
+    on a CPU shared with other processes, K OpenMP threads in one process can be far slower than
+    K one-thread processes).
 
 Cache hit = prompt tokens the server reused from its KV cache (its `cached_tokens`) over all prompt
 tokens sent. Sampling is seeded, so every column samples the same tokens from the same weights.
@@ -144,13 +147,14 @@ def run_router_bench(*, replicas: int = 2, groups: int = 4, group_size: int = 4,
         results["sticky + group"] = run_workload(router, sticky_work)
     finally:
         many.stop()
-    one = LocalReplicas(1, model=model, admin_token=token, threads=replicas)
-    try:
-        single = _clients(one.start(), context)
-        _warm_up(single)
-        results[f"1 replica x {replicas} threads"] = run_workload(single[0], sticky_work)
-    finally:
-        one.stop()
+    for threads in (replicas, 1):  # equal total threads; and one thread, to tell threads from replicas
+        one = LocalReplicas(1, model=model, admin_token=token, threads=threads)
+        try:
+            single = _clients(one.start(), context)
+            _warm_up(single)
+            results[f"1 replica x {threads} thread{'s' if threads > 1 else ''}"] = run_workload(single[0], sticky_work)
+        finally:
+            one.stop()
     figures = _figures(results, replicas)
     if not quiet:
         _print(results, figures, replicas, groups, group_size, turns, new_tokens, model)
@@ -162,6 +166,7 @@ def _figures(results: dict[str, Measured], replicas: int) -> dict[str, float]:
     single = results[f"1 replica x {replicas} threads"]
     return {"sticky_hit_rate": sticky.hit_rate, "round_robin_hit_rate": rr.hit_rate,
             "single_hit_rate": single.hit_rate, "throughput_ratio": single.wall_s / sticky.wall_s,
+            "one_thread_ratio": results["1 replica x 1 thread"].wall_s / sticky.wall_s,
             "round_robin_wall_ratio": rr.wall_s / sticky.wall_s}
 
 
@@ -182,7 +187,8 @@ def _print(results: dict[str, Measured], figures: dict[str, float], replicas: in
     console.print(table)
     console.print(f"sticky + group serves {figures['sticky_hit_rate']:.1%} of prompt tokens from cache "
                   f"(round-robin {figures['round_robin_hit_rate']:.1%}); {replicas} replicas x 1 thread finish "
-                  f"{figures['throughput_ratio']:.2f}x as fast as 1 replica x {replicas} threads")
+                  f"{figures['throughput_ratio']:.2f}x as fast as 1 replica x {replicas} threads "
+                  f"({figures['one_thread_ratio']:.2f}x as fast as 1 replica x 1 thread)")
 
 
 __all__ = ["RoundRobin", "Workload", "make_workload", "run_router_bench", "run_workload"]
