@@ -17,11 +17,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from forgerl.errors import ConfigError
 from forgerl.model.lora import add_lora, inference_weights
 from forgerl.model.moe import ExpertLoadTracker
 from forgerl.testing import build_micro_moe
 from forgerl.train.config import TrainConfig
-from forgerl.train.sharded import Sharding, load_training_state, share
+from forgerl.train.sharded import Sharding, check_world, load_training_state, share
 from forgerl.train.step import _micro_batches, optimize
 from forgerl.types import TrainingSample
 
@@ -102,6 +103,18 @@ def test_the_split_is_token_balanced_and_gives_uneven_micro_batch_counts():
         assert counts[0] != counts[1], counts  # the shorter rank must pad with zero-weight micro-batches
 
 
+def test_a_prompts_samples_stay_on_one_rank():
+    """A group's rollouts share their prompt: split apart, its prefix tree (and the MoE loads of
+    the shared prompt) would be counted on two ranks."""
+    base = samples_for("dense", 0)
+    group = [s.model_copy(update={"input_ids": [7, 7, 7, 7] + s.input_ids[4:], "trajectory_id": f"g{i}"})
+             for i, s in enumerate(base[1:5])]
+    samples = [base[0], *group, *base[5:]]
+    parts = [{s.trajectory_id for s in share(samples, Sharding(rank, 2, rank, torch.device("cpu")))} for rank in range(2)]
+    assert any({"g0", "g1", "g2", "g3"} <= part for part in parts)
+    assert parts[0].isdisjoint(parts[1]) and len(parts[0] | parts[1]) == len(samples)
+
+
 @pytest.mark.parametrize("variant", ["dense", "lora", "moe"])
 def test_sharded_step_equals_the_one_process_step(tmp_path, variant):
     out = tmp_path / "sharded.pt"
@@ -136,3 +149,22 @@ def test_a_two_rank_training_state_resumes_in_one_process(tmp_path):
         assert torch.allclose(a, b, atol=TOLERANCE, rtol=0), name
     assert not torch.equal(copy.deepcopy(resumed.state_dict())["lm_head.weight"],
                            build_model("dense", config).state_dict()["lm_head.weight"])
+
+
+def test_a_world_the_device_cannot_serve_is_a_config_error():
+    with pytest.raises(ConfigError, match="runs on CPU .gloo. or CUDA .NCCL., not on mps"):
+        check_world("mps", 2)
+    if torch.cuda.device_count() < 8:
+        with pytest.raises(ConfigError, match=f"8 ranks per node need 8 GPUs, but this node has {torch.cuda.device_count()}"):
+            check_world("cuda", 8)
+    check_world("cpu", 2)  # gloo: any number of ranks
+
+
+def test_several_nodes_without_a_rendezvous_endpoint_is_refused(tmp_path, capsys):
+    from forgerl.cli.main import run_cli
+
+    code = run_cli(["train", "--model", "tiny-random", "--env", "arithmetic", "--run-dir", str(tmp_path / "run"),
+                    "--nproc-per-node", "2", "--nnodes", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--nnodes 2 needs --rdzv-endpoint HOST:PORT" in err and "hint:" in err
+    assert not (tmp_path / "run").exists()

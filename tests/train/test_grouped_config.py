@@ -85,6 +85,7 @@ def test_default_config_maps_one_to_one_from_the_old_defaults():
 # Tables added since the grouping, each with the check that its defaults leave the default run as it was.
 NEW_TABLES = {
     "cores": lambda config: config.core_plan().trainer is None and config.core_plan().engine is None,  # sync: nothing set
+    "distributed": lambda config: config.distributed.timeout_s > 0,  # read only when torchrun's world size is above 1
 }
 
 

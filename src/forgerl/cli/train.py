@@ -8,7 +8,10 @@ Heavy imports (torch, the trainer, the engine) are function-local so `forgerl --
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,8 @@ LIVE_COLUMNS = (("rollout/reward", "reward"), ("rollout/pass_rate", "pass"), ("e
 
 
 def run_train(config_path: str | None = None, *, resume: bool = False, set_values: tuple[str, ...] = (),
-              print_only: bool = False, plugins: tuple[str, ...] = (), **overrides: Any) -> None:
+              print_only: bool = False, plugins: tuple[str, ...] = (), world: World | None = None,
+              **overrides: Any) -> None:
     """`forgerl train`: resolve and check everything (config, family, chat format, model, run
     directory) before the model is loaded or the run directory made; a start that fails before
     anything was recorded removes the run directory it made. Errors propagate to the CLI's one
@@ -46,7 +50,15 @@ def run_train(config_path: str | None = None, *, resume: bool = False, set_value
         return
 
     load_run_plugins(config.plugins)
+    if _is_follower_rank():  # inside torchrun, a rank other than 0: a shard and rank 0's commands, nothing else
+        from forgerl.train.follower import follow  # heavy: forgerl.train.follower (torch), kept out of forgerl --help
+
+        follow(config)
+        return
     preflight_train(config, resume=resume)
+    if world is not None and world.sharded and "WORLD_SIZE" not in os.environ:
+        launch_ranks(config, world, _command_line(config_path, resume, set_values, plugins, overrides))
+        return
 
     from forgerl.train.report import write_report  # heavy: forgerl.train.report, kept out of forgerl --help
     from forgerl.training import (
@@ -91,6 +103,77 @@ def run_train(config_path: str | None = None, *, resume: bool = False, set_value
     evals = ", ".join(f"step {s}: {r:.3f}" for s, r in result.eval_rewards)
     console.print(f"held-out reward: {evals}")
     console.print(f"done in {time.perf_counter() - start:.0f} s; report: {report}")
+
+
+@dataclass(frozen=True)
+class World:
+    """`--nproc-per-node`, `--nnodes`, `--node-rank`, `--rdzv-endpoint`: how many ranks and where."""
+
+    nproc_per_node: int = 1
+    nnodes: str | None = None
+    node_rank: int | None = None
+    rdzv_endpoint: str | None = None
+
+    @property
+    def sharded(self) -> bool:
+        return self.nproc_per_node > 1 or self.nnodes not in (None, "1") or self.rdzv_endpoint is not None
+
+    def flags(self) -> list[str]:
+        out = ["--nproc-per-node", str(self.nproc_per_node)]
+        for name, value in (("--nnodes", self.nnodes), ("--node-rank", self.node_rank),
+                            ("--rdzv-endpoint", self.rdzv_endpoint)):
+            if value is not None:
+                out += [name, str(value)]
+        return out
+
+
+def _is_follower_rank() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+
+
+def launch_ranks(config: TrainConfig, world: World, command: list[str]) -> None:
+    """Run `forgerl COMMAND` as the world's ranks under torch.distributed.run (train/launch.py); a
+    failed rank becomes one error naming it, with the command that resumes the run (exit 1)."""
+    import shlex
+
+    from forgerl.model.loading import resolve_device  # heavy: forgerl.model.loading, kept out of forgerl --help
+    from forgerl.train.launch import (  # heavy: forgerl.train.launch (torch), kept out of forgerl --help
+        failure_message,
+        launch,
+        torchrun_args,
+    )
+    from forgerl.train.sharded import check_world  # heavy: forgerl.train.sharded (torch), kept out of forgerl --help
+
+    check_world(resolve_device(config.device), world.nproc_per_node)
+    if world.nnodes not in (None, "1") and world.rdzv_endpoint is None:
+        raise ConfigError(f"--nnodes {world.nnodes} needs --rdzv-endpoint HOST:PORT: the address where the nodes meet",
+                          hint="give node 0's address and a free port, e.g. --rdzv-endpoint 10.0.0.1:29400, on every node")
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    try:
+        launch(torchrun_args(world.nproc_per_node, world.nnodes, world.node_rank, world.rdzv_endpoint, command),
+               world.nproc_per_node)
+    except ChildFailedError as exc:
+        resume = shlex.join(["forgerl", "train", "--resume", "--run-dir", config.run_dir, *world.flags()])
+        what, hint = failure_message(exc, Path(config.run_dir), resume)
+        print(f"error: sharded training failed: {what}\nhint: {hint}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _command_line(config_path: str | None, resume: bool, set_values: tuple[str, ...], plugins: tuple[str, ...],
+                  overrides: dict[str, Any]) -> list[str]:
+    """This `forgerl train` command again, without the launch flags: what each rank runs."""
+    command = ["train"] + ([config_path] if config_path else [])
+    for name in ("model", "env", "steps", "seed", "device", "run_dir"):
+        if overrides.get(name) is not None:
+            command += [f"--{name.replace('_', '-')}", str(overrides[name])]
+    if overrides.get("loss") is not None:
+        command += ["--loss", overrides["loss"]["name"]]
+    for value in set_values:
+        command += ["--set", value]
+    for plugin in plugins:
+        command += ["--plugin", plugin]
+    return command + (["--resume"] if resume else [])
 
 
 def preflight_train(config: TrainConfig, *, resume: bool) -> None:
@@ -199,6 +282,17 @@ def train(
         None, "--plugin", show_default=False,
         help="Module that registers your own task family or chat format: a module name or a .py path (repeatable; "
              "added to the config's `plugins`; also FORGERL_PLUGINS and entry points, see docs/environments.md)."),
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", min=1, rich_help_panel="Sharded training (docs/scaling.md)",
+                                       help="Ranks on this node (one per GPU): >1 shards the trainer with FSDP2 under "
+                                            "torch.distributed.run; rank 0 runs the rollouts, engine and store."),
+    nnodes: str | None = typer.Option(None, "--nnodes", rich_help_panel="Sharded training (docs/scaling.md)",
+                                      help="Nodes in the run (torchrun's --nnodes); run the same command on each."),
+    node_rank: int | None = typer.Option(None, "--node-rank", min=0, rich_help_panel="Sharded training (docs/scaling.md)",
+                                         help="This node's index, 0 to nnodes-1 (0 is the node that runs rank 0)."),
+    rdzv_endpoint: str | None = typer.Option(None, "--rdzv-endpoint", metavar="HOST:PORT",
+                                             rich_help_panel="Sharded training (docs/scaling.md)",
+                                             help="Where the nodes meet (torchrun's c10d rendezvous): a host every node "
+                                                  "reaches, e.g. node 0's address and a free port."),
 ) -> None:
     """RL-train the agent (the main job). With no arguments: the embedded default policy on the
     tool-reasoning family, on CPU, with the reward shown live and a report at the end."""
@@ -206,8 +300,9 @@ def train(
                                     "run_dir": run_dir}
     if loss is not None:
         overrides["loss"] = {"name": loss}
+    world = World(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
     run_train(config, resume=resume, set_values=tuple(set_values or ()), print_only=print_config,
-              plugins=tuple(plugin or ()), **overrides)
+              plugins=tuple(plugin or ()), world=world, **overrides)
 
 
 def export(

@@ -26,6 +26,14 @@ load it. For a LoRA run `model.safetensors` holds the merged weights under the b
 `adapter/` the peft adapter, and `lora_policy.safetensors` the adapter-wrapped policy the trainer
 resumes from (exact, where un-merging would not be). `checkpoints/best.json` names the checkpoint
 with the best held-out reward; it is replaced atomically, and no checkpoint is ever pruned.
+
+Sharded runs (train/sharded.py) write the same directory with `dcp/` in place of the trainer's
+files: the model and optimizer shards as torch.distributed.checkpoint wrote them (every rank its
+own files, so the run directory must be on storage all nodes share), checksummed like the rest.
+`model.safetensors` then holds the full weights rank 0 gathered (LoRA merged, no `adapter/`), so
+engines, `RUN:best` and `forgerl eval` load it as they load any checkpoint. DCP reshards on load: a
+sharded checkpoint resumes on another world size, one process included; a one-process checkpoint
+does not resume sharded (a CheckpointError says to resume it with one process).
 """
 
 from __future__ import annotations
@@ -55,12 +63,14 @@ from forgerl.model.checkpoints import (
     verify_checkpoint,
 )
 from forgerl.model.lora import causal_lm, inference_weights, is_peft
+from forgerl.train.sharded import load_training_state
 
 log = logging.getLogger(__name__)
 
 MODEL_FILENAME = "model.safetensors"
 OPTIMIZER_FILENAME = "optimizer.pt"
 RNG_FILENAME = "rng.pt"
+DCP_DIRNAME = "dcp"
 LORA_POLICY_FILENAME = "lora_policy.safetensors"
 ADAPTER_DIRNAME = "adapter"
 _SAFETENSORS_METADATA = {"format": "pt"}  # what transformers and other safetensors readers expect
@@ -85,6 +95,40 @@ def write_checkpoint(final: Path, policy: torch.nn.Module, optimizer: torch.opti
     (tmp / STATE_FILENAME).write_text(json.dumps(state))
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
+    return _seal(tmp, final)
+
+
+def write_sharded_checkpoint(final: Path, weights: Callable[[], dict[str, torch.Tensor]], policy: torch.nn.Module,
+                             training_state: Callable[[Path], None], state: dict[str, Any], *,
+                             tokenizer: Any = None) -> Path:
+    """Rank 0's part of a sharded checkpoint, as atomic as `write_checkpoint`: every rank writes
+    its shards into `dcp/` of the temporary directory (`training_state`, a collective), then rank 0
+    adds the full weights (`weights`, a collective too), config, tokenizer and state, checksums
+    every file (shards included) and renames the directory into place."""
+    final = Path(final)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    training_state(tmp / DCP_DIRNAME)
+    from safetensors.torch import save_file
+
+    full = weights()
+    model = causal_lm(policy)
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "tie_word_embeddings", False):
+        full = _drop_tied_copies(model, full)
+    save_file({name: tensor.contiguous() for name, tensor in full.items()}, str(tmp / MODEL_FILENAME),
+              metadata=_SAFETENSORS_METADATA)
+    _write_model_config(tmp, policy)
+    torch.save({"torch": torch.get_rng_state()}, tmp / RNG_FILENAME)
+    (tmp / STATE_FILENAME).write_text(json.dumps(state))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    return _seal(tmp, final)
+
+
+def _seal(tmp: Path, final: Path) -> Path:
+    """Checksum and fsync every file of `tmp`, then rename it to `final` (replacing one there)."""
     for path in tmp.rglob("*"):
         if path.is_file():
             normal_file_mode(path)
@@ -114,6 +158,11 @@ def _write_policy(directory: Path, policy: torch.nn.Module) -> None:
         policy.save_pretrained(str(directory / ADAPTER_DIRNAME))
     else:
         save_model(policy, str(directory / MODEL_FILENAME), metadata=_SAFETENSORS_METADATA)
+    _write_model_config(directory, policy)
+
+
+def _write_model_config(directory: Path, policy: torch.nn.Module) -> None:
+    """A transformers model's config and generation config, as from_pretrained expects them."""
     model = causal_lm(policy)
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "save_pretrained"):
@@ -187,15 +236,28 @@ def load_checkpoint(directory: Path, policy: torch.nn.Module, optimizer: torch.o
     if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("version"), int)):
         raise CheckpointError(f"checkpoint file {directory / STATE_FILENAME} does not hold a step and a policy "
                               f"version (got {str(state)[:80]})")
-    weights = _policy_weights_file(directory, policy)
-    _read(weights, lambda p: load_model(policy, str(p)))
-    _check_finite(policy, weights)
-    optimizer_state = _read(directory / OPTIMIZER_FILENAME, lambda p: torch.load(p, weights_only=True))
-    _check_finite_state(optimizer_state, directory / OPTIMIZER_FILENAME)
-    _read(directory / OPTIMIZER_FILENAME, lambda _: optimizer.load_state_dict(optimizer_state))
+    if (directory / DCP_DIRNAME).is_dir():  # written by a sharded run: DCP reshards it for one process
+        _read_dir(directory / DCP_DIRNAME, lambda p: load_training_state(p, policy, optimizer))
+        _check_finite(policy, directory / DCP_DIRNAME)
+    else:
+        weights = _policy_weights_file(directory, policy)
+        _read(weights, lambda p: load_model(policy, str(p)))
+        _check_finite(policy, weights)
+        optimizer_state = _read(directory / OPTIMIZER_FILENAME, lambda p: torch.load(p, weights_only=True))
+        _check_finite_state(optimizer_state, directory / OPTIMIZER_FILENAME)
+        _read(directory / OPTIMIZER_FILENAME, lambda _: optimizer.load_state_dict(optimizer_state))
     rng = _read(directory / RNG_FILENAME, lambda p: torch.load(p, weights_only=True)["torch"])
     _read(directory / RNG_FILENAME, lambda _: torch.set_rng_state(rng))
     return state
+
+
+def _read_dir(path: Path, load: Callable[[Path], T]) -> T:
+    """`_read` for a directory (a DCP checkpoint): its errors as one CheckpointError naming it."""
+    try:
+        return load(path)
+    except Exception as exc:  # noqa: BLE001 — as in _read
+        raise CheckpointError(f"checkpoint directory {path} cannot be loaded: {type(exc).__name__}: "
+                              f"{_one_line(exc)}") from None
 
 
 def _policy_weights_file(directory: Path, policy: torch.nn.Module) -> Path:
@@ -268,6 +330,37 @@ def restore_latest(run_dir: Path, records: list[Any], policy: torch.nn.Module,
         raise CheckpointError(f"{failures[0]}; no earlier checkpoint of this run loads either"
                               + (f" ({len(failures) - 1} more failed)" if len(failures) > 1 else "")
                               + ": restore the checkpoint files from a backup, or start a new run with another --run-dir")
+    return None
+
+
+def restore_latest_sharded(run_dir: Path, records: list[Any], training_state: Callable[[Path], None]
+                           ) -> tuple[Any, dict[str, Any]] | None:
+    """Rank 0's part of a sharded resume: the newest checkpoint that verifies (earlier ones are
+    tried with a warning, as in `restore_latest`), then every rank loads its `dcp/` (a collective,
+    so a load that fails after verification fails the run: there is no fallback past it)."""
+    failures: list[str] = []
+    for record in sorted(records, key=lambda r: (r.step, r.id), reverse=True):
+        directory = Path(run_dir) / "checkpoints" / Path(record.path).name
+        if directory.is_dir() and not (directory / DCP_DIRNAME).is_dir():  # not damage: no fallback past it
+            raise CheckpointError(f"checkpoint {directory} was written by a one-process run (it has no {DCP_DIRNAME}/ "
+                                  "sharded state) and does not resume sharded",
+                                  hint="resume it with one process (without --nproc-per-node); checkpoints of a "
+                                       "sharded run resume on any number of ranks, one included")
+        try:
+            verify_checkpoint(directory)
+            state = _read(directory / STATE_FILENAME, lambda p: json.loads(p.read_text(encoding="utf-8")))
+            if state.get("step") != record.step:
+                raise CheckpointError(f"checkpoint file {directory / STATE_FILENAME} holds step {state.get('step')} but "
+                                      f"the store records this checkpoint at step {record.step}")
+        except CheckpointError as exc:
+            failures.append(str(exc))
+            log.warning("%s", exc)
+            continue
+        training_state(directory / DCP_DIRNAME)
+        return record, state
+    if failures:
+        raise CheckpointError(failures[0] + (f" ({len(failures) - 1} earlier checkpoint(s) failed too)"
+                                             if len(failures) > 1 else ""))
     return None
 
 

@@ -282,6 +282,16 @@ class LoggingConfig(_Config):
         return self
 
 
+class DistributedConfig(_Config):
+    """Sharded training under torchrun (`forgerl train --nproc-per-node N`, docs/scaling.md). Used
+    only when the world size is above 1; one process ignores it."""
+
+    timeout_s: float = Field(600.0, gt=0)
+    """How long a collective (gradient reduction, weight export, checkpoint) waits for the other
+    ranks before the run fails with an error naming the problem, instead of hanging on a dead or
+    stuck rank. Rank 0's rollouts and evaluation between steps do not count against it."""
+
+
 class TrainConfig(_Config):
     """One RL run. `forgerl train` with no config uses these defaults: the embedded default policy
     on the tool-reasoning family, on CPU."""
@@ -363,6 +373,8 @@ class TrainConfig(_Config):
     "experts as reward models"); off by default. Held-out evaluation keeps the verifier's reward."""
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     """Metric sinks besides the store: TensorBoard, Weights & Biases, MLflow (`[logging] backends = [...]`)."""
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    """Sharded training across processes and nodes (`[distributed] timeout_s`); see docs/scaling.md."""
     cores: CoresConfig = Field(default_factory=CoresConfig)
     """How this host's cores are shared by the trainer and the engine (forgerl/cores.py): by default
     disjoint when rollouts overlap training, all of them for each phase when synchronous."""

@@ -34,12 +34,23 @@ from forgerl.train.checkpoint import (
     checkpoint_dir,
     remove_best_pointer,
     restore_latest,
+    restore_latest_sharded,
     write_best_pointer,
     write_checkpoint,
+    write_sharded_checkpoint,
 )
 from forgerl.train.config import TrainConfig, dump_config, public_config
 from forgerl.train.interrupt import StopControl
 from forgerl.train.loggers import open_loggers
+from forgerl.train.sharded import (
+    Sharding,
+    close_sharding,
+    full_weights,
+    init_sharding,
+    load_training_state,
+    save_training_state,
+    shard_policy,
+)
 
 log = logging.getLogger(__name__)
 EVAL_METRIC = "eval/reward"
@@ -69,12 +80,15 @@ class Run:
     """The step of the checkpoint the weights in memory were last saved at (or restored from)."""
     best_eval: float | None = None
     """The best held-out reward of a checkpointed step so far (step 0, the starting model, is not one)."""
+    sharding: Sharding | None = None
+    """Sharded training (train/sharded.py): this is rank 0, the others follow its commands
+    (train/follower.py); None for one process."""
 
     def push_weights(self) -> None:
         """New weights to the engine with the next policy version (in process: a state-dict copy;
         LoRA adapters merged in)."""
         self.version += 1
-        self.engine.update_weights(inference_weights(self.policy), self.version)
+        self.engine.update_weights(engine_weights(self), self.version)
 
     def is_new_best(self, eval_reward: float) -> bool:
         """Whether a held-out reward at this (trained) step beats every checkpointed one: the loops
@@ -87,12 +101,24 @@ class Run:
             sink(self.step, metrics)
 
 
+def engine_weights(run: Run) -> dict[str, Any]:
+    """The full weights as the engine names them (sharded: gathered from every rank)."""
+    sharding = getattr(run, "sharding", None)  # bare runs (tests) have none
+    if sharding is None:
+        return inference_weights(run.policy)
+    sharding.send("export")
+    return full_weights(run.policy)
+
+
 def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool = False) -> Run:
     """Open a new run in `config.run_dir`, or (resume) continue the one there from its latest good
     checkpoint, superseding what it recorded after that checkpoint. `keep_unconsumed`: leave the
     collected-but-untrained trajectories live (the async loop's ledger offers them again)."""
 
     run_dir = Path(config.run_dir)
+    # sharded: join the other ranks first; they read config.toml before they join, so it is not
+    # rewritten under them
+    sharding = init_sharding(resolve_device(config.device), config.distributed.timeout_s)
     if resume:
         if not (run_dir / "store.sqlite").is_file():
             raise ConfigError(f"cannot resume: {run_dir} holds no run (no store.sqlite)")
@@ -100,29 +126,19 @@ def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool
         raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dump_config(config))
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    compute_dtype = resolve_dtype(config.dtype, device)
-    # FP32 master weights for the trainer (AdamW updates smaller than a bf16 weight's rounding step
-    # would vanish in bf16 weights); the engine serves a copy in the compute dtype.
-    policy, tokenizer = load_policy(config.model, device=device, dtype="float32", chat_format=config.chat_format,
-                                    seed=config.seed)
-    engine_model = copy.deepcopy(policy).to(compute_dtype).eval()
-    if config.lora.rank > 0:
-        policy = add_lora(policy, config.lora.rank, config.lora.alpha, config.lora.targets)
+    policy, tokenizer, engine_model, compute_dtype = build_policy(config, sharding, engine_copy=True)
     fmt = get_format(config.chat_format)
     stop = (tokenizer.convert_tokens_to_ids(fmt.end_of_message),)
     slots = max(8, config.groups_per_step * config.group_size)
     # each engine kind opens its own engine (train/config.py: builtin, vllm, remote)
     engine = config.engine.open(engine_model, tokenizer, config=config, run_dir=run_dir, stop_token_ids=stop, slots=slots)
-    policy.train()
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.optim.lr,
-                                  betas=config.optim.betas, eps=config.optim.adam_eps, weight_decay=config.optim.weight_decay)
+    optimizer = build_optimizer(config, policy)
     store = TrajectoryStore(run_dir)
     runs = store.runs()
     run_id = runs[-1].id if (resume and runs) else store.add_run(public_config(config))
     run = Run(config, run_dir, store, run_id, policy, tokenizer, fmt, engine, optimizer, ExpertLoadTracker(policy))
     run.compute_dtype = compute_dtype
+    run.sharding = sharding
     purge_from: int | None = None
     try:
         if resume:
@@ -137,12 +153,47 @@ def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool
     return run
 
 
+def build_policy(config: TrainConfig, sharding: Sharding | None, *, engine_copy: bool
+                 ) -> tuple[torch.nn.Module, Any, torch.nn.Module | None, torch.dtype]:
+    """The trainer's policy (FP32 master weights, LoRA, sharded when there are several ranks), its
+    tokenizer, the engine's copy in the compute dtype (when asked: rank 0) and that dtype. Every
+    rank runs the same steps in the same order (seed, load, LoRA), so their RNGs agree too."""
+    torch.manual_seed(config.seed)
+    device = str(sharding.device) if sharding is not None else resolve_device(config.device)
+    compute_dtype = resolve_dtype(config.dtype, device)
+    # FP32 master weights for the trainer (AdamW updates smaller than a bf16 weight's rounding step
+    # would vanish in bf16 weights); the engine serves a copy in the compute dtype.
+    policy, tokenizer = load_policy(config.model, device=device, dtype="float32", chat_format=config.chat_format,
+                                    seed=config.seed)
+    engine_model = copy.deepcopy(policy).to(compute_dtype).eval() if engine_copy else None
+    if config.lora.rank > 0:
+        policy = add_lora(policy, config.lora.rank, config.lora.alpha, config.lora.targets)  # before sharding
+    if sharding is not None:
+        shard_policy(policy, sharding, compute_dtype, config.fp32_lm_head)
+    policy.train()
+    return policy, tokenizer, engine_model, compute_dtype
+
+
+def build_optimizer(config: TrainConfig, policy: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.optim.lr,
+                             betas=config.optim.betas, eps=config.optim.adam_eps, weight_decay=config.optim.weight_decay)
+
+
 def save_checkpoint(run: Run) -> Path:
     """Write the run's checkpoint for its current step (atomically, with checksums; a loadable
     model directory with config and tokenizer), record it, and name the best one."""
-    final = write_checkpoint(checkpoint_dir(run.run_dir, run.step), run.policy, run.optimizer,
-                             {"step": run.step, "version": run.version, "time": time.time()},
-                             tokenizer=getattr(run, "tokenizer", None))  # bare runs (tests) have none
+    state = {"step": run.step, "version": run.version, "time": time.time()}
+    sharding = getattr(run, "sharding", None)  # bare runs (tests) have none
+    if sharding is None:
+        final = write_checkpoint(checkpoint_dir(run.run_dir, run.step), run.policy, run.optimizer, state,
+                                 tokenizer=getattr(run, "tokenizer", None))  # bare runs (tests) have none
+    else:
+        def training_state(directory: Path) -> None:
+            sharding.send("save", str(directory))
+            save_training_state(directory, run.policy, run.optimizer)
+
+        final = write_sharded_checkpoint(checkpoint_dir(run.run_dir, run.step), lambda: engine_weights(run), run.policy,
+                                         training_state, state, tokenizer=run.tokenizer)
     run.store.add_checkpoint(run.run_id, run.step, final, policy_version=run.version)
     run.checkpointed_step = run.step
     update_best_checkpoint(run)
@@ -179,6 +230,8 @@ def finish_run(run: Run, status: str) -> None:
         run.store.set_run_status(run.run_id, status)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 — the run's own outcome matters more
         log.warning("could not record run status %r: %s", status, exc)
+    if getattr(run, "sharding", None) is not None and status != "failed":  # after a failure a follower may sit in a collective:
+        run.sharding.send("stop")  # torchrun stops it when rank 0 exits
     for sink in run.sinks:  # trackers: final reward, report artifacts, their run's status
         finish = getattr(sink, "finish", None)
         if finish is not None:
@@ -191,17 +244,27 @@ def finish_run(run: Run, status: str) -> None:
 def _load_latest_checkpoint(run: Run) -> bool:
     """Load the run's latest good checkpoint into it (falling back past damaged ones, with a
     warning) and push its weights to the engine; False when the run has no checkpoint yet."""
-    restored = restore_latest(run.run_dir, run.store.checkpoints(run.run_id), run.policy, run.optimizer)
+    records = run.store.checkpoints(run.run_id)
+    sharding = getattr(run, "sharding", None)  # bare runs (tests) have none
+    if sharding is None:
+        restored = restore_latest(run.run_dir, records, run.policy, run.optimizer)
+    else:
+        def training_state(directory: Path) -> None:
+            sharding.send("load", str(directory))
+            load_training_state(directory, run.policy, run.optimizer)
+
+        restored = restore_latest_sharded(run.run_dir, records, training_state)
     if restored is None:
         return False
     _, state = restored
     run.step, run.version = state["step"], state["version"]
     run.checkpointed_step = run.step
-    run.engine.update_weights(inference_weights(run.policy), run.version)
+    run.engine.update_weights(engine_weights(run), run.version)
     return True
 
 
 def close_run(run: Run) -> None:
+    close_sharding(getattr(run, "sharding", None))
     run.engine.close()
     run.tracker.close()
     for sink in run.sinks:

@@ -6,7 +6,7 @@ order), and keeping the collectives in one place keeps that order auditable. Wor
 reaches this module: `Sharding` is None and train/ runs exactly today's one-process code.
 
 How the gradient stays the one-process gradient: every rank sees the whole batch (rank 0 sends it),
-takes its share by token count (`share`), and normalises the loss by the batch's *global* trainable
+takes its share by token count, a prompt's samples together (`share`), and normalises the loss by the batch's *global* trainable
 token count; FSDP's reduce-scatter then sums (its default averaging is switched off with
 `set_gradient_divide_factor(1)`). Every rank runs the same number of micro-batches (an all-reduce
 MAX of the counts); a rank with fewer runs zero-weight ones, because FSDP's collectives inside
@@ -75,13 +75,14 @@ def set_threads_per_rank(local_world_size: int) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size))
 
 
-def init_sharding(device: torch.device, timeout_s: float) -> Sharding | None:
+def init_sharding(device: torch.device | str, timeout_s: float) -> Sharding | None:
     """Join the process group torchrun describes (None outside torchrun or with one process): NCCL
     on CUDA, gloo on CPU, and an explicit timeout, so a dead or stuck rank fails the run instead of
     hanging it."""
     rank, world, local_rank, local_world = world_from_env()
     if world == 1:
         return None
+    device = torch.device(device)
     check_world(device, local_world)
     set_threads_per_rank(local_world)
     if device.type == "cuda":
@@ -94,8 +95,9 @@ def init_sharding(device: torch.device, timeout_s: float) -> Sharding | None:
     return Sharding(rank, world, local_rank, device, commands)
 
 
-def check_world(device: torch.device, local_world_size: int) -> None:
+def check_world(device: torch.device | str, local_world_size: int) -> None:
     """A world size the device cannot serve is a ConfigError, before any process group exists."""
+    device = torch.device(device)
     if device.type == "mps":
         raise ConfigError("sharded training (--nproc-per-node > 1) runs on CPU (gloo) or CUDA (NCCL), not on mps",
                           hint="set device = 'cpu' or drop --nproc-per-node")
@@ -154,15 +156,29 @@ def gather_head(policy: torch.nn.Module) -> None:
 
 
 def share(samples: list[TrainingSample], sharding: Sharding) -> list[TrainingSample]:
-    """This rank's samples: a deterministic, token-balanced split (largest first, each to the rank
-    with the fewest tokens so far, ties to the lower rank), in the batch's own order."""
+    """This rank's samples: a deterministic, token-balanced split whose unit is a prompt's samples
+    (a group's rollouts share their prompt: kept on one rank, its prefix tree stays whole, so the
+    shared prompt is still computed once and the MoE expert loads count it once, as in one
+    process). Largest unit first, each to the rank with the fewest tokens so far, ties to the lower
+    rank; the batch's own order within a rank."""
+    units: dict[tuple[int, ...], list[int]] = {}
+    for index, sample in enumerate(samples):
+        units.setdefault(_prompt_of(sample), []).append(index)
+    sizes = {key: sum(len(samples[i].input_ids) for i in members) for key, members in units.items()}
     loads = [0] * sharding.world_size
-    owner: dict[int, int] = {}
-    for index in sorted(range(len(samples)), key=lambda i: (-len(samples[i].input_ids), i)):
+    mine: set[int] = set()
+    for key in sorted(units, key=lambda k: (-sizes[k], units[k][0])):
         rank = min(range(sharding.world_size), key=lambda r: (loads[r], r))
-        owner[index] = rank
-        loads[rank] += len(samples[index].input_ids)
-    return [s for i, s in enumerate(samples) if owner[i] == sharding.rank]
+        loads[rank] += sizes[key]
+        if rank == sharding.rank:
+            mine.update(units[key])
+    return [s for i, s in enumerate(samples) if i in mine]
+
+
+def _prompt_of(sample: TrainingSample) -> tuple[int, ...]:
+    """The tokens before the sample's first trainable one: its (first call's) prompt."""
+    first = next((i for i, m in enumerate(sample.loss_mask) if m), len(sample.input_ids))
+    return tuple(sample.input_ids[:first])
 
 
 def max_over_ranks(value: int, sharding: Sharding) -> int:
