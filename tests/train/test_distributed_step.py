@@ -168,3 +168,13 @@ def test_several_nodes_without_a_rendezvous_endpoint_is_refused(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2 and "--nnodes 2 needs --rdzv-endpoint HOST:PORT" in err and "hint:" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_train_help_documents_the_launch_flags():
+    from typer.testing import CliRunner
+
+    from forgerl.cli.main import app
+
+    out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    for flag in ("--nproc-per-node", "--nnodes", "--node-rank", "--rdzv-endpoint", "docs/scaling.md"):
+        assert flag in out, flag

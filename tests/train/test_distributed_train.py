@@ -198,3 +198,28 @@ def test_a_killed_rank_ends_the_run_with_the_rank_named(tmp_path):
     assert proc.returncode != 0
     assert f"rank 1 (pid {pid}" in err and "SIGKILL" in err, err[-3000:]
     assert "the run is checkpointed at step" in err and "forgerl train --resume --run-dir run --nproc-per-node 2" in err
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path):
+    """Ctrl-C reaches every process of the terminal's group; torchrun passes it to the ranks. Rank
+    0 finishes the step and checkpoints (the followers ignore SIGINT: rank 0 still needs them)."""
+    (tmp_path / "run.toml").write_text(CONFIG.replace("steps = 2", "steps = 50"))
+    (tmp_path / "parity.py").write_text(PARITY_FAMILY)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "forgerl.cli.main", "train", "run.toml", "--run-dir", "run",
+                             "--nproc-per-node", "2"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 180
+    while not (tmp_path / "run" / "checkpoints" / "step_000001").is_dir():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the sharded run did not reach step 1"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "resume with: forgerl train --resume --run-dir run --nproc-per-node 2" in err
+    with TrajectoryStore(tmp_path / "run") as store:
+        run = store.runs()[0]
+        assert run.status == "interrupted"
+        latest = store.latest_checkpoint(run.id)
+    assert latest is not None and latest.step >= 1

@@ -148,16 +148,22 @@ def launch_ranks(config: TrainConfig, world: World, command: list[str]) -> None:
     if world.nnodes not in (None, "1") and world.rdzv_endpoint is None:
         raise ConfigError(f"--nnodes {world.nnodes} needs --rdzv-endpoint HOST:PORT: the address where the nodes meet",
                           hint="give node 0's address and a free port, e.g. --rdzv-endpoint 10.0.0.1:29400, on every node")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    from forgerl.train.interrupt import EXIT_INTERRUPTED  # heavy: forgerl.train.interrupt, kept out of forgerl --help
+
+    resume = shlex.join(["forgerl", "train", "--resume", "--run-dir", config.run_dir, *world.flags()])
     try:
         launch(torchrun_args(world.nproc_per_node, world.nnodes, world.node_rank, world.rdzv_endpoint, command),
                world.nproc_per_node)
     except ChildFailedError as exc:
-        resume = shlex.join(["forgerl", "train", "--resume", "--run-dir", config.run_dir, *world.flags()])
         what, hint = failure_message(exc, Path(config.run_dir), resume)
         print(f"error: sharded training failed: {what}\nhint: {hint}", file=sys.stderr)
         raise SystemExit(1) from None
+    except SignalException as exc:  # Ctrl-C / SIGTERM: torchrun passed it to the ranks and stopped them
+        print(f"stopped by {exc.sigval.name}; resume with: {resume}", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 def _command_line(config_path: str | None, resume: bool, set_values: tuple[str, ...], plugins: tuple[str, ...],

@@ -14,6 +14,7 @@ themselves keep `[distributed] timeout_s`. When rank 0 dies, torchrun stops the 
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,9 @@ class Shard:
 def follow(config: TrainConfig) -> None:
     """Join the group, build this rank's shard exactly as rank 0 builds its own, then run rank 0's
     commands until it says stop."""
+    # Ctrl-C reaches every rank (torchrun forwards it): rank 0 alone decides to finish the step and
+    # checkpoint, which needs this rank until it says stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sharding = init_sharding(resolve_device(config.device), config.distributed.timeout_s)
     if sharding is None or sharding.is_leader:
         raise RuntimeError("follow() is for ranks other than 0 of a torchrun world")
