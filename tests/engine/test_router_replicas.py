@@ -50,8 +50,11 @@ def test_a_replica_killed_mid_run_costs_only_its_in_flight_rollouts(tmp_path):
         return traj
 
     async def kill_replica_0_while_it_samples() -> None:
-        while router.members[0].in_flight == 0:
-            await asyncio.sleep(0.002)
+        """SIGKILL once the server itself counts requests it is working on (its admission gate)."""
+        url, auth = router.members[0].name, {"Authorization": f"Bearer {router.replicas.admin_token}"}
+        async with httpx.AsyncClient(headers=auth, timeout=5) as http:
+            while (await http.get(f"{url}/admin/weights")).json()["in_flight"] < 2:
+                await asyncio.sleep(0.005)
         router.replicas.kill(0)
 
     async def rollouts() -> list[Trajectory]:
