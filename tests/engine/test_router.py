@@ -4,6 +4,7 @@ scheduling, the cost-aware pick, a dead engine, re-admission after weights, the 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -32,6 +33,7 @@ class FakeEngine:
         self.hold: asyncio.Event | None = None
         self.calls: list[tuple[str | None, list[int]]] = []
         self.restarts = 0
+        self.push_s = 0.0
 
     async def generate(self, prompt_ids, params, session_id=None):
         if not self.alive:
@@ -54,6 +56,7 @@ class FakeEngine:
         yield GenerationResult([7], [-0.5], "stop", self.policy_version, len(prompt_ids), timings=Timings(total_s=0.01))
 
     def update_weights(self, state_dict, version):
+        time.sleep(self.push_s)
         if self.alive and self.accepts_weights:
             self.policy_version = version
 
@@ -257,3 +260,22 @@ def test_streams_are_routed_like_calls_and_a_refused_stream_goes_elsewhere():
     assert isinstance(first[-1], GenerationResult) and isinstance(second[-1], GenerationResult)
     assert len(owner.calls) == 1 and len(other.calls) == 2 and router.stats["rerouted"] == 1
     assert all(m.queued_tokens == 0 and m.in_flight == 0 for m in router.members)
+
+
+def test_a_hung_push_does_not_stall_the_trainer_and_the_engine_returns_once_it_lands():
+    router, engines = make(2, push_timeout_s=0.2)
+    engines[1].push_s = 1.0
+    start = time.monotonic()
+    router.update_weights({}, 1)
+    assert time.monotonic() - start < 0.9 and [m.name for m in router.available()] == ["e0"]
+    time.sleep(1.0)  # the push lands late
+
+    async def main():
+        for _ in range(100):
+            router._probe_down_members()
+            await asyncio.sleep(0.02)
+            if router.members[1].up:
+                return
+
+    asyncio.run(main())
+    assert router.members[1].up and engines[1].policy_version == 1

@@ -27,7 +27,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,10 +74,13 @@ class RouterMember:
 
 class EngineRouter:
     """An Engine over K engines (see the module docstring). `recheck_s`: how often a down engine is
-    probed; `wait_s`: how long a call waits for an available engine before failing."""
+    probed; `wait_s`: how long a call waits for an available engine before failing;
+    `push_timeout_s`: how long `update_weights` waits for the engines (a hung one must not stall
+    the trainer: it stays out of the rotation until it reports the version)."""
 
     def __init__(self, members: Sequence[RouterMember | Any], *, policy_version: int | None = None,
-                 recheck_s: float = 1.0, wait_s: float = 60.0, close_engines: Callable[[], None] | None = None) -> None:
+                 recheck_s: float = 1.0, wait_s: float = 60.0, push_timeout_s: float = 180.0,
+                 close_engines: Callable[[], None] | None = None) -> None:
         if not members:
             raise ConfigError("the engine router needs at least one engine")
         self.members = [m if isinstance(m, RouterMember) else RouterMember(m) for m in members]
@@ -86,7 +89,7 @@ class EngineRouter:
         first = self.members[0].engine
         self.model_name, self.tokenizer, self.max_context = first.model_name, first.tokenizer, first.max_context
         self.policy_version = first.policy_version if policy_version is None else policy_version
-        self.recheck_s, self.wait_s = recheck_s, wait_s
+        self.recheck_s, self.wait_s, self.push_timeout_s = recheck_s, wait_s, push_timeout_s
         self._close_engines = close_engines
         self.replicas: Any = None  # engine/pool.py's LocalReplicas when the engines were launched here
         self._sessions: OrderedDict[str, RouterMember] = OrderedDict()
@@ -153,8 +156,12 @@ class EngineRouter:
             except Exception as exc:  # noqa: BLE001 — one engine's failure must not stop the others
                 log.error("weight push of version %d to %s failed: %s", version, member.name, exc)
 
-        with ThreadPoolExecutor(max_workers=len(self.members)) as pool:
-            list(pool.map(push, self.members))
+        pool = ThreadPoolExecutor(max_workers=len(self.members), thread_name_prefix="router-push")
+        _, late = wait([pool.submit(push, m) for m in self.members], timeout=self.push_timeout_s)
+        pool.shutdown(wait=False)  # a hung engine's push finishes (or fails) on its own; the trainer goes on
+        if late:
+            log.error("%d engine(s) did not confirm policy version %d within %.0fs; they serve no rollouts until "
+                      "they do", len(late), version, self.push_timeout_s)
         self.policy_version = version
         for m in self.members:
             if m.engine.policy_version != version:
