@@ -9,6 +9,7 @@ import time
 import pytest
 
 from forgerl.engine.base import (
+    EngineDown,
     EngineUnreachable,
     GenerationResult,
     SamplingParams,
@@ -17,7 +18,7 @@ from forgerl.engine.base import (
     session_key,
 )
 from forgerl.engine.router import EngineRouter, RouterMember
-from forgerl.errors import EngineError
+from forgerl.errors import ContextLengthError, EngineError
 from forgerl.types import Timings
 
 PARAMS = SamplingParams(max_tokens=4)
@@ -39,10 +40,12 @@ class FakeEngine:
         if not self.alive:
             raise EngineUnreachable(f"{self.name} refused the connection")
         self.calls.append((session_id, list(prompt_ids)))
+        if len(prompt_ids) > self.max_context:
+            raise ContextLengthError(f"prompt has {len(prompt_ids)} tokens, the context is {self.max_context}")
         if self.hold is not None:
             await self.hold.wait()
         if self.fail_in_flight:
-            raise EngineError(f"{self.name}: connection reset mid-request")
+            raise EngineDown(f"{self.name}: connection reset mid-request")
         return GenerationResult([7, 8], [-0.5, -0.5], "stop", self.policy_version, len(prompt_ids),
                                 timings=Timings(total_s=0.01))
 
@@ -52,7 +55,7 @@ class FakeEngine:
         self.calls.append((session_id, list(prompt_ids)))
         yield TokenEvent(7, -0.5)
         if self.fail_in_flight:
-            raise EngineError(f"{self.name}: connection reset mid-stream")
+            raise EngineDown(f"{self.name}: connection reset mid-stream")
         yield GenerationResult([7], [-0.5], "stop", self.policy_version, len(prompt_ids), timings=Timings(total_s=0.01))
 
     def update_weights(self, state_dict, version):
@@ -279,3 +282,15 @@ def test_a_hung_push_does_not_stall_the_trainer_and_the_engine_returns_once_it_l
 
     asyncio.run(main())
     assert router.members[1].up and engines[1].policy_version == 1
+
+
+def test_a_refused_request_reaches_the_caller_and_leaves_the_engine_in():
+    router, engines = make(1)
+
+    async def main():
+        with pytest.raises(ContextLengthError):
+            await router.generate([1] * 5000, PARAMS, session_id="s")
+        return await router.generate([1, 2], PARAMS, session_id="s")
+
+    assert asyncio.run(main()).finish_reason == "stop"
+    assert router.members[0].up and router.report()["e0"]["failures"] == 0 and router.members[0].in_flight == 0

@@ -22,7 +22,13 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-class EngineUnreachable(EngineError):
+class EngineDown(EngineError):
+    """The engine failed while it held the request (connection lost, timed out, answered 5xx): the
+    engine itself is in trouble, unlike a refused request (a 4xx, a prompt too long), which is an
+    EngineError only. The router (engine/router.py) takes such an engine out of the rotation."""
+
+
+class EngineUnreachable(EngineDown):
     """The engine never received the request (connection refused: it is down), so sending it to
     another engine cannot duplicate a sample (engine/router.py does)."""
 

@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from forgerl.engine.base import (
+    EngineDown,
     EngineUnreachable,
     GenerationResult,
     SamplingParams,
@@ -351,7 +352,7 @@ class RemoteEngine:
                 if emitted or self.supervisor is None or attempt >= self.max_retries or not self._retryable(exc):
                     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
                     never_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and not emitted
-                    error = EngineUnreachable if never_sent else EngineError  # the router sends it elsewhere
+                    error = EngineUnreachable if never_sent else EngineDown  # the router routes around both
                     raise error(f"{self.server_kind} request {kind} ({type(exc).__name__}: {exc}) "
                                 f"at {self.base_url}") from exc
                 attempt += 1
@@ -360,7 +361,7 @@ class RemoteEngine:
                             self.server_kind, exc, attempt, self.max_retries)
                 ok = await asyncio.to_thread(self.supervisor.ensure_running)
                 if not ok:
-                    raise EngineError(f"the {self.server_kind} at {self.base_url} died and could not be restarted: "
+                    raise EngineDown(f"the {self.server_kind} at {self.base_url} died and could not be restarted: "
                                       f"{self.supervisor.last_error}") from exc
 
     async def _post(self, body: dict[str, Any], prompt_ids: list[int], version: int, created: float) -> GenerationResult:

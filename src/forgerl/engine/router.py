@@ -13,9 +13,11 @@ Why these rules (M2's Forge router, the brief of issue 19):
 
 An engine is *available* when it is up and serves the router's current policy version (the version
 barrier: an engine that did not load the newest push gets no new rollout until it has). A call the
-engine never received (EngineUnreachable: it is down) goes to another engine; any other EngineError
-marks the engine down and reaches the caller, which records the rollout as an infrastructure
-failure (never a zero reward). Sessions pinned to a down engine are re-pinned at their next call.
+engine never received (EngineUnreachable: it is down) goes to another engine; one it lost
+(EngineDown: connection reset, timeout, 5xx) marks the engine down and reaches the caller, which
+records the rollout as an infrastructure failure (never a zero reward). A refused request (any
+other EngineError: a 4xx, a prompt too long) reaches the caller and leaves the engine in.
+Sessions pinned to a down engine are re-pinned at their next call.
 A down engine is probed in the background every `recheck_s`: once it answers, the newest weights
 are loaded into it (`readmit`) and it is admitted again only if it then reports the current version.
 """
@@ -31,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from forgerl.engine.base import EngineUnreachable, GenerationResult, SamplingParams, TokenEvent, group_of
+from forgerl.engine.base import EngineDown, EngineUnreachable, GenerationResult, SamplingParams, TokenEvent, group_of
 from forgerl.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
@@ -111,11 +113,11 @@ class EngineRouter:
                 tried.add(id(member))
                 self.stats["rerouted"] += 1
                 continue
-            except EngineError as exc:
+            except EngineDown as exc:
                 self._settle(member, work)
                 self._mark_down(member, str(exc))
                 raise
-            except BaseException:
+            except BaseException:  # a refused request (EngineError: 4xx, prompt too long) leaves the engine in
                 self._settle(member, work)
                 raise
             self._settle(member, work, result, prompt_ids)
@@ -136,7 +138,7 @@ class EngineRouter:
                     emitted = True
                     yield event
                 return
-            except EngineError as exc:
+            except EngineDown as exc:
                 self._mark_down(member, str(exc))
                 if emitted or not isinstance(exc, EngineUnreachable):
                     raise
