@@ -1,7 +1,7 @@
 """One rank of the sharded-step parity test (tests/train/test_distributed_step.py), run by
 `python -m torch.distributed.run --nproc-per-node 2 THIS_FILE VARIANT OUT [CHECKPOINT]`: builds the
 variant's tiny model, shards it, takes two optimizer steps on the test's fixed samples, and rank 0
-saves the full (merged) weights to OUT. With CHECKPOINT it also writes a sharded training state
+saves the full (merged) weights and its metrics to OUT. With CHECKPOINT it also writes a sharded training state
 there (DCP) after the steps. Not collected by pytest (no test_ prefix)."""
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ def main(variant: str, out: str, checkpoint: str | None = None) -> None:
     sharded.shard_policy(model, sharding, torch.float32, config.fp32_lm_head)
     run = fake_run(model, config)
     run.sharding = sharding
+    metrics = []
     for step in range(2):
         samples = samples_for(variant, step)
         if sharding.is_leader:
-            optimize(run, samples)  # rank 0 sends the batch; the follower receives it
+            metrics.append(optimize(run, samples))  # rank 0 sends the batch; the follower receives it
         else:
             kind, payload = sharding.receive()
             assert kind == "optimize"
@@ -40,7 +41,7 @@ def main(variant: str, out: str, checkpoint: str | None = None) -> None:
     if checkpoint is not None:
         sharded.save_training_state(Path(checkpoint), model, run.optimizer)
     if sharding.is_leader:
-        torch.save(weights, out)
+        torch.save({"weights": weights, "metrics": metrics}, out)
     sharded.close_sharding(sharding)
 
 

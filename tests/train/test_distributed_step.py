@@ -82,13 +82,12 @@ def run_ranks(tmp_path: Path, *args: str) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
-def one_process(variant: str) -> tuple[torch.nn.Module, SimpleNamespace]:
+def one_process(variant: str) -> tuple[torch.nn.Module, SimpleNamespace, list[dict[str, float]]]:
     config = train_config(variant)
     model = build_model(variant, config)
     run = fake_run(model, config)
-    for step in range(2):
-        optimize(run, samples_for(variant, step))
-    return model, run
+    metrics = [optimize(run, samples_for(variant, step)) for step in range(2)]
+    return model, run, metrics
 
 
 def test_the_split_is_token_balanced_and_gives_uneven_micro_batch_counts():
@@ -119,9 +118,14 @@ def test_a_prompts_samples_stay_on_one_rank():
 def test_sharded_step_equals_the_one_process_step(tmp_path, variant):
     out = tmp_path / "sharded.pt"
     run_ranks(tmp_path, variant, str(out))
-    sharded = torch.load(out, weights_only=True)
-    reference, _ = one_process(variant)
+    saved = torch.load(out, weights_only=True)
+    sharded = saved["weights"]
+    reference, _, reference_metrics = one_process(variant)
     expected = inference_weights(reference)
+    for got, want in zip(saved["metrics"], reference_metrics):  # the whole batch's metrics, gathered to rank 0
+        for name in ("train/loss", "train/entropy", "train/grad_norm", "mismatch/mean_abs_logprob", "mismatch/prob_corr",
+                     "loss/clip_frac_high", "loss/is_ratio_mean", "batch/sample_tokens", "train/tokens"):
+            assert abs(got[name] - want[name]) < 1e-5, (name, got[name], want[name])
     assert sharded.keys() == expected.keys()
     initial = inference_weights(build_model(variant, train_config(variant)))
     moved = 0.0
@@ -142,7 +146,7 @@ def test_a_two_rank_training_state_resumes_in_one_process(tmp_path):
     resumed = build_model("dense", config)
     run = fake_run(resumed, config)
     load_training_state(tmp_path / "dcp", resumed, run.optimizer)
-    reference, reference_run = one_process("dense")
+    reference, reference_run, _ = one_process("dense")
     for r in (run, reference_run):
         optimize(r, samples_for("dense", 2))
     for (name, a), b in zip(resumed.state_dict().items(), reference.state_dict().values()):

@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from forgerl.envs.rewards import verifier_reward
 from forgerl.train.config import TrainConfig
+from forgerl.train.follower import follow
 from forgerl.train.interrupt import StopControl, TrainingInterrupted, handle_stop_signals
 from forgerl.train.rollouts import evaluate
 from forgerl.train.run import Run, close_run, finish_run, open_run, save_checkpoint, save_checkpoint_if_new
+from forgerl.train.sharded import is_follower_rank
 from forgerl.train.step import build_samples, optimize
 from forgerl.types import Trajectory
 
@@ -49,7 +51,11 @@ def train(config: TrainConfig, source: RolloutSource, *, resume: bool = False, o
     """Run (or resume) training on batches from `source`.
     SIGINT/SIGTERM: the first finishes the step, the second abandons it; either way the run
     checkpoints its last completed step, records status `interrupted` and raises
-    TrainingInterrupted (its message is the resume command)."""
+    TrainingInterrupted (its message is the resume command). Under torchrun, ranks other than 0
+    hold a shard and follow rank 0's commands instead (train/follower.py)."""
+    if is_follower_rank():
+        follow(config)
+        return TrainResult(run_dir=str(config.run_dir))
     source.check(config)  # a combination the source cannot do is refused before the run exists
     start = time.perf_counter()
     run = open_run(config, resume=resume, keep_unconsumed=True)  # untrained rollouts: the source's to reuse or supersede

@@ -67,6 +67,12 @@ def world_from_env() -> tuple[int, int, int, int]:
             int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", 1))))
 
 
+def is_follower_rank() -> bool:
+    """Inside torchrun, a rank other than 0 (it holds a shard and follows rank 0's commands)."""
+    rank, world, _, _ = world_from_env()
+    return world > 1 and rank != 0
+
+
 def set_threads_per_rank(local_world_size: int) -> None:
     """Ranks on one host split its cores (N ranks with all cores each thrash: measured 2 ranks on 2
     cores); OMP_NUM_THREADS, when the user set it, wins."""
@@ -254,6 +260,6 @@ def load_training_state(directory: Path, policy: torch.nn.Module, optimizer: tor
     set_state_dict(policy, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
-__all__ = ["Sharding", "check_world", "close_sharding", "full_weights", "gather", "init_sharding",
+__all__ = ["Sharding", "check_world", "close_sharding", "full_weights", "gather", "init_sharding", "is_follower_rank",
            "load_training_state", "max_over_ranks", "merge_lora", "save_training_state", "shard_policy", "share",
            "world_from_env"]
