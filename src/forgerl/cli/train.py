@@ -128,6 +128,7 @@ class World:
 
 
 def _is_follower_rank() -> bool:
+    """torchrun's rank other than 0 (read from its variables here, so --help imports no torch)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
 
 
@@ -136,6 +137,14 @@ def launch_ranks(config: TrainConfig, world: World, command: list[str]) -> None:
     failed rank becomes one error naming it, with the command that resumes the run (exit 1)."""
     import shlex
 
+    if config.distributed.launcher == "ray":  # Ray places the ranks (train/ray_launch.py); the rest is torchrun's
+        from forgerl.train.ray_launch import launch_ranks_with_ray  # heavy: imports ray, an optional extra
+
+        launch_ranks_with_ray(command, nproc_per_node=world.nproc_per_node, nnodes=world.nnodes, node_rank=world.node_rank,
+                              rdzv_endpoint=world.rdzv_endpoint, device=config.device, timeout_s=config.distributed.timeout_s,
+                              run_dir=Path(config.run_dir), resume_command=shlex.join(
+                                  ["forgerl", "train", "--resume", "--run-dir", config.run_dir, *world.flags()]))
+        return
     from forgerl.model.loading import resolve_device  # heavy: forgerl.model.loading, kept out of forgerl --help
     from forgerl.train.launch import (  # heavy: forgerl.train.launch (torch), kept out of forgerl --help
         failure_message,

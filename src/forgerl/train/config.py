@@ -290,6 +290,10 @@ class DistributedConfig(_Config):
     """How long a collective (gradient reduction, weight export, checkpoint) waits for the other
     ranks before the run fails with an error naming the problem, instead of hanging on a dead or
     stuck rank. Rank 0's rollouts and evaluation between steps do not count against it."""
+    launcher: Literal["torchrun", "ray"] = "torchrun"
+    """What starts the ranks of `--nproc-per-node N [--nnodes M]`: `torchrun` (torch.distributed.run,
+    the same command on every node) or `ray` (one command on any node of a Ray cluster, or a local
+    one: Ray places the N x M ranks; needs `pip install 'forgerl[ray]'`; train/ray_launch.py)."""
 
 
 class TrainConfig(_Config):

@@ -60,7 +60,8 @@ def failure_message(error: Any, run_dir: Path, resume_command: str) -> tuple[str
 
 
 def _describe(rank: int, failure: Any) -> str:
-    where = f"rank {rank} (pid {failure.pid}, local rank {failure.local_rank})"
+    node = getattr(failure, "node", None)  # the Ray launcher's exits name their node (train/ray_launch.py)
+    where = f"rank {rank} (pid {failure.pid}, local rank {failure.local_rank}{f', node {node}' if node else ''})"
     if failure.exitcode < 0:
         name = failure.signal_name()
         why = {"SIGKILL": " (kill -9, or the kernel's out-of-memory killer: see `dmesg`)",
