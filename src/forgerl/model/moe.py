@@ -15,7 +15,13 @@ training forwards only (rollout-time routing happens in the engine's copy of the
 Sharded training (train/sharded.py): each rank counts its own share of the batch; the counts are
 summed over ranks (`all_reduce_counts`) before the update, so every rank applies the same bias
 change and the replicated bias buffers never diverge. The zero-weight micro-batches a rank runs to
-keep FSDP's collectives in step are not counted (`counting(False)`).
+keep FSDP's collectives in step are not counted (`counting(False)`). Loads count the tokens the
+forwards compute, so they depend on how the batch is cut, in one process too: a prefix-tree
+micro-batch computes (and counts) a shared prefix once. Ranks keep each prompt's samples together,
+but a prefix that different prompts share (the system prompt, the tool list) is computed once per
+rank holding any of them, where one process computes it once; the sign rule usually absorbs that,
+but the sharded bias is not guaranteed to equal the one-process bias (seen: a 2-step LoRA run of
+the tiny MoE, 3 of 16 bias entries one or two steps of `moe_bias_step` apart).
 """
 
 from __future__ import annotations
