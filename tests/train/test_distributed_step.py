@@ -182,3 +182,23 @@ def test_train_help_documents_the_launch_flags():
     out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
     for flag in ("--nproc-per-node", "--nnodes", "--node-rank", "--rdzv-endpoint", "docs/scaling.md"):
         assert flag in out, flag
+
+
+def test_expert_loads_do_not_depend_on_how_the_batch_is_packed():
+    """Loads count each sample's tokens as if it ran alone (a shared tree prefix once per sample,
+    padding never): one tree, many small trees and padded chains give the same counts, which is
+    what lets a sharded run update the MoE bias exactly as one process does."""
+    base = samples_for("moe", 0)
+    shared = [s.model_copy(update={"input_ids": [5] * 6 + s.input_ids[6:]}) for s in base[1:5]]  # one prompt, four samples
+    samples = [base[0], *shared, *base[5:]]
+    counts = []
+    for mode, budget in (("tree", 10_000), ("tree", 32), ("chain", 32), ("chain", 10_000)):
+        cfg = TrainConfig(optim={"micro_batch_tokens": budget}, batch_mode=mode, moe_bias_step=0.0)
+        run = fake_run(build_model("moe", cfg), cfg)
+        optimize(run, samples)
+        counts.append({name: c.clone() for name, c in run.tracker.counts.items()})
+    k = build_micro_moe().config.num_experts_per_tok
+    for name, c in counts[0].items():
+        assert int(c.sum()) == k * sum(len(s.input_ids) for s in samples)  # every token of every sample, k slots
+        for other in counts[1:]:
+            assert torch.equal(other[name], c), (name, other[name], c)

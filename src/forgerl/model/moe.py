@@ -12,16 +12,17 @@ so under-loaded experts become slightly more attractive and over-loaded ones les
 (default 1e-3) is a config field. Loads are counted with forward hooks on the router modules, in
 training forwards only (rollout-time routing happens in the engine's copy of the weights).
 
+Loads are counted as if every sample ran alone: the trainer passes each micro-batch's token
+multiplicities (`counting(weights=...)`: how many of its samples contain each position; 0 for
+padding), so a prefix-tree node shared by five samples counts five times and padding never. The bias
+update then does not depend on how the batch is packed into micro-batches or trees — nor on how it
+is split between ranks.
+
 Sharded training (train/sharded.py): each rank counts its own share of the batch; the counts are
 summed over ranks (`all_reduce_counts`) before the update, so every rank applies the same bias
-change and the replicated bias buffers never diverge. The zero-weight micro-batches a rank runs to
-keep FSDP's collectives in step are not counted (`counting(False)`). Loads count the tokens the
-forwards compute, so they depend on how the batch is cut, in one process too: a prefix-tree
-micro-batch computes (and counts) a shared prefix once. Ranks keep each prompt's samples together,
-but a prefix that different prompts share (the system prompt, the tool list) is computed once per
-rank holding any of them, where one process computes it once; the sign rule usually absorbs that,
-but the sharded bias is not guaranteed to equal the one-process bias (seen: a 2-step LoRA run of
-the tiny MoE, 3 of 16 bias entries one or two steps of `moe_bias_step` apart).
+change (the one one process would apply) and the replicated bias buffers never diverge. The
+zero-weight micro-batches a rank runs to keep FSDP's collectives in step are not counted
+(`counting(False)`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class ExpertLoadTracker:
     _handles: list = field(default_factory=list)
     _blocks: dict[str, nn.Module] = field(default_factory=dict)
     _counting: bool = True
+    _weights: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         for name, module in self.model.named_modules():
@@ -65,19 +67,29 @@ class ExpertLoadTracker:
         def record(module: nn.Module, inputs, output) -> None:
             if not module.training or not self._counting:
                 return
-            top_k_index = output[2]  # (router_logits, weights, top_k_index)
-            self.counts[name] += torch.bincount(top_k_index.reshape(-1).cpu(), minlength=self.counts[name].numel())
+            top_k_index = output[2]  # (router_logits, weights, top_k_index): [tokens, k]
+            size = self.counts[name].numel()
+            if self._weights is None:
+                self.counts[name] += torch.bincount(top_k_index.reshape(-1).cpu(), minlength=size)
+                return
+            # a tree row that is one chain runs only its real tokens: the first ones of the weights
+            weights = self._weights[: top_k_index.shape[0]].to(top_k_index.device, torch.float64)
+            per_slot = weights.repeat_interleave(top_k_index.shape[1])
+            counted = torch.bincount(top_k_index.reshape(-1), weights=per_slot, minlength=size)
+            self.counts[name] += counted.round().long().cpu()
 
         return record
 
     @contextlib.contextmanager
-    def counting(self, enabled: bool) -> Iterator[None]:
-        """Count (or, False, ignore) the selections of the forwards inside."""
-        previous, self._counting = self._counting, enabled
+    def counting(self, enabled: bool = True, weights: torch.Tensor | None = None) -> Iterator[None]:
+        """Count (or, False, ignore) the selections of the forwards inside; `weights` [tokens]: how
+        many times each token the router sees counts (its flattened input's order)."""
+        previous = self._counting, self._weights
+        self._counting, self._weights = enabled, None if weights is None else weights.reshape(-1)
         try:
             yield
         finally:
-            self._counting = previous
+            self._counting, self._weights = previous
 
     def all_reduce_counts(self) -> None:
         """Sum every layer's counts over the ranks of the default process group (a collective)."""

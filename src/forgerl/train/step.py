@@ -98,7 +98,7 @@ def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
         mb = make()
         if sharding is not None:
             gather_head(policy)
-        with mixed_precision(device, run.compute_dtype), run.tracker.counting(real):
+        with mixed_precision(device, run.compute_dtype), run.tracker.counting(real, _multiplicity(mb)):
             if isinstance(mb, MicroBatch):
                 logp, entropy = token_logprobs(policy, mb, cfg.fp32_lm_head)
             else:
@@ -182,6 +182,16 @@ class _Partial:
         out.update({"train/loss": self.loss, "train/entropy": entropy / max(n, 1.0),
                     "mismatch/mean_abs_logprob": abs_diff / max(n, 1.0), "mismatch/prob_corr": _corr(self.sums)})
         return out
+
+
+def _multiplicity(mb: Any) -> torch.Tensor:
+    """How many of the micro-batch's samples contain each position of its forward (flattened): a
+    tree node once per sample under it, padding 0 (so the MoE loads are the unbatched ones)."""
+    if isinstance(mb, MicroBatch):
+        return mb.attention_mask.reshape(-1).long()
+    lengths = torch.tensor([len(s.input_ids) for s in mb.samples], device=mb.row_packed.device)
+    inside = torch.arange(mb.row_packed.shape[1], device=lengths.device)[None, :] < lengths[:, None]
+    return torch.bincount(mb.row_packed[inside], minlength=mb.length)
 
 
 def _micro_batches(samples: list[TrainingSample], cfg: TrainConfig, device: torch.device, pad_id: int,
