@@ -20,6 +20,8 @@ from forgerl.train.step import optimize  # noqa: E402
 
 
 def main(variant: str, out: str, checkpoint: str | None = None) -> None:
+    if variant == "abandon":
+        return abandon(out)
     torch.set_num_threads(1)
     sharding = sharded.init_sharding(torch.device("cpu"), timeout_s=60)
     assert sharding is not None and sharding.world_size == 2
@@ -42,6 +44,34 @@ def main(variant: str, out: str, checkpoint: str | None = None) -> None:
         sharded.save_training_state(Path(checkpoint), model, run.optimizer)
     if sharding.is_leader:
         torch.save({"weights": weights, "metrics": metrics}, out)
+    sharded.close_sharding(sharding)
+
+
+def abandon(out: str) -> None:
+    """Rank 0 abandons its step at the optimizer (a second Ctrl-C): no rank's shard may change."""
+    from forgerl.train.interrupt import Abandon, StopControl
+
+    torch.set_num_threads(1)
+    sharding = sharded.init_sharding(torch.device("cpu"), timeout_s=60)
+    config = train_config("dense")
+    model = build_model("dense", config)
+    sharded.shard_policy(model, sharding, torch.float32, config.fp32_lm_head)
+    before = sharded.full_weights(model)
+    run = fake_run(model, config)
+    run.sharding = sharding
+    if sharding.is_leader:
+        run.control = StopControl(stop_requested=True, abandon_requested=True)
+        try:
+            optimize(run, samples_for("dense", 0))
+            raise AssertionError("rank 0's abandoned step did not raise")
+        except Abandon:
+            pass
+    else:
+        kind, payload = sharding.receive()
+        assert optimize(run, payload) == {"train/samples": 0.0}
+    after = sharded.full_weights(model)  # both ranks are still in step: this collective must meet
+    if sharding.is_leader:
+        torch.save({"before": before, "after": after}, out)
     sharded.close_sharding(sharding)
 
 

@@ -138,6 +138,15 @@ def test_sharded_step_equals_the_one_process_step(tmp_path, variant):
         assert biases and all(not torch.equal(expected[n], initial[n]) for n in biases)  # both layers updated
 
 
+def test_an_abandoned_step_changes_no_rank(tmp_path):
+    """Rank 0 abandons the step before the optimizer (a second Ctrl-C): it tells the other ranks,
+    so none steps its shard and the next collective still meets."""
+    run_ranks(tmp_path, "abandon", str(tmp_path / "w.pt"))
+    saved = torch.load(tmp_path / "w.pt", weights_only=True)
+    for name, tensor in saved["before"].items():
+        assert torch.equal(saved["after"][name], tensor), name
+
+
 def test_a_two_rank_training_state_resumes_in_one_process(tmp_path):
     """DCP reshards: the 2-rank model and optimizer state loads into one process, whose next step
     equals the uninterrupted one-process run's third step."""

@@ -193,6 +193,14 @@ def max_over_ranks(value: int, sharding: Sharding) -> int:
     return int(t.item())
 
 
+def agree(go: bool, sharding: Sharding) -> bool:
+    """Rank 0's `go` on every rank: one decision (e.g. to abandon a step before the optimizer
+    changes any shard) that every rank then follows."""
+    flag = torch.tensor([1 if go else 0], dtype=torch.long, device=sharding.device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def gather(value: Any) -> list[Any]:
     """Every rank's `value` (small python objects: metric partial sums)."""
     out: list[Any] = [None] * dist.get_world_size()
@@ -260,6 +268,6 @@ def load_training_state(directory: Path, policy: torch.nn.Module, optimizer: tor
     set_state_dict(policy, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
-__all__ = ["Sharding", "check_world", "close_sharding", "full_weights", "gather", "init_sharding", "is_follower_rank",
+__all__ = ["Sharding", "agree", "check_world", "close_sharding", "full_weights", "gather", "init_sharding", "is_follower_rank",
            "load_training_state", "max_over_ranks", "merge_lora", "save_training_state", "shard_policy", "share",
            "world_from_env"]

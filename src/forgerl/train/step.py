@@ -33,7 +33,7 @@ from forgerl.rl import get_loss
 from forgerl.rl.advantages import group_normalized
 from forgerl.rl.traits import loss_traits
 from forgerl.train.config import TrainConfig
-from forgerl.train.sharded import gather, gather_head, max_over_ranks, share
+from forgerl.train.sharded import agree, gather, gather_head, max_over_ranks, share
 from forgerl.types import TrainingSample, Trajectory, TrajectoryStatus, chain_samples
 
 if TYPE_CHECKING:
@@ -117,8 +117,17 @@ def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
     if hasattr(grad_norm, "full_tensor"):  # sharded: a DTensor holding the global norm
         grad_norm = grad_norm.full_tensor()
     control = getattr(run, "control", None)  # absent on the bare runs of benchmarks and tests
-    if control is not None:
-        control.begin_update()  # an abandoned step stops here, before the weights change
+    abandoned: BaseException | None = None
+    try:
+        if control is not None:
+            control.begin_update()  # an abandoned step stops here, before the weights change
+    except BaseException as exc:  # noqa: BLE001 — re-raised below, once the other ranks know
+        abandoned = exc
+    if sharding is not None and not agree(abandoned is None, sharding):  # rank 0 decides for every rank
+        if abandoned is None:
+            return {"train/samples": 0.0}  # a follower: rank 0 abandoned the step, no shard may change
+    if abandoned is not None:
+        raise abandoned
     run.optimizer.step()
     if sharding is not None and run.tracker.is_moe:
         run.tracker.all_reduce_counts()  # every rank applies the same bias update: ranks never diverge
