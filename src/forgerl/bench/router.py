@@ -147,13 +147,18 @@ def run_router_bench(*, replicas: int = 2, groups: int = 4, group_size: int = 4,
         results["sticky + group"] = run_workload(router, sticky_work)
     finally:
         many.stop()
-    for threads in (replicas, 1):  # equal total threads; and one thread, to tell threads from replicas
-        one = LocalReplicas(1, model=model, admin_token=token, threads=threads)
-        try:
+    # equal total threads; and one thread, to tell threads from replicas. Both start together (an idle
+    # server takes no CPU) and serve one after the other.
+    singles = {threads: LocalReplicas(1, model=model, admin_token=token, threads=threads) for threads in (replicas, 1)}
+    try:
+        for one in singles.values():
+            one.launch(0)
+        for threads, one in singles.items():
             single = _clients(one.start(), context)
             _warm_up(single)
             results[f"1 replica x {threads} thread{'s' if threads > 1 else ''}"] = run_workload(single[0], sticky_work)
-        finally:
+    finally:
+        for one in singles.values():
             one.stop()
     figures = _figures(results, replicas)
     if not quiet:
