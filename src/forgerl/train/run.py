@@ -106,8 +106,9 @@ def engine_weights(run: Run) -> dict[str, Any]:
     sharding = getattr(run, "sharding", None)  # bare runs (tests) have none
     if sharding is None:
         return inference_weights(run.policy)
-    sharding.send("export")
-    return full_weights(run.policy)
+    with sharding.lock:
+        sharding.send("export")
+        return full_weights(run.policy)
 
 
 def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool = False) -> Run:
@@ -192,8 +193,9 @@ def save_checkpoint(run: Run) -> Path:
             sharding.send("save", str(directory))
             save_training_state(directory, run.policy, run.optimizer)
 
-        final = write_sharded_checkpoint(checkpoint_dir(run.run_dir, run.step), lambda: engine_weights(run), run.policy,
-                                         training_state, state, tokenizer=run.tokenizer)
+        with sharding.lock:  # the step in flight (if any) finishes first
+            final = write_sharded_checkpoint(checkpoint_dir(run.run_dir, run.step), lambda: engine_weights(run),
+                                             run.policy, training_state, state, tokenizer=run.tokenizer)
     run.store.add_checkpoint(run.run_id, run.step, final, policy_version=run.version)
     run.checkpointed_step = run.step
     update_best_checkpoint(run)
@@ -231,7 +233,8 @@ def finish_run(run: Run, status: str) -> None:
     except Exception as exc:  # noqa: BLE001 — the run's own outcome matters more
         log.warning("could not record run status %r: %s", status, exc)
     if getattr(run, "sharding", None) is not None and status != "failed":  # after a failure a follower may sit in a collective:
-        run.sharding.send("stop")  # torchrun stops it when rank 0 exits
+        with run.sharding.lock:  # torchrun stops it when rank 0 exits
+            run.sharding.send("stop")
     for sink in run.sinks:  # trackers: final reward, report artifacts, their run's status
         finish = getattr(sink, "finish", None)
         if finish is not None:

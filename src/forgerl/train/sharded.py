@@ -16,6 +16,7 @@ forward and backward must match across ranks.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -36,14 +37,17 @@ hours between steps. A dead rank 0 does not leave followers waiting: torchrun st
 @dataclass
 class Sharding:
     """This process's place in the group. `commands` is a gloo group with a long timeout used only
-    to hand commands from rank 0 to the followers (`send` / `receive`)."""
+    to hand commands from rank 0 to the followers (`send` / `receive`). `lock`: rank 0 issues
+    collectives from two threads (the optimizer step runs in a worker thread, checkpoints and
+    weight pushes in the loop's), so each command and its collectives hold it: a checkpoint asked
+    for by a stop signal waits for the step in flight instead of interleaving with it."""
 
     rank: int
     world_size: int
     local_rank: int
     device: torch.device
     commands: Any = None
-    _sent: int = field(default=0, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def is_leader(self) -> bool:

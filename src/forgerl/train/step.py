@@ -33,7 +33,7 @@ from forgerl.rl import get_loss
 from forgerl.rl.advantages import group_normalized
 from forgerl.rl.traits import loss_traits
 from forgerl.train.config import TrainConfig
-from forgerl.train.sharded import agree, gather, gather_head, max_over_ranks, share
+from forgerl.train.sharded import Sharding, agree, gather, gather_head, max_over_ranks, share
 from forgerl.types import TrainingSample, Trajectory, TrajectoryStatus, chain_samples
 
 if TYPE_CHECKING:
@@ -71,10 +71,17 @@ def optimize(run: Run, samples: list[TrainingSample]) -> dict[str, float]:
     Sharded (`run.sharding`, train/sharded.py): rank 0 hands the batch to the followers, each rank
     trains its token-balanced share with the loss normalised over the whole batch, and the metrics
     are the whole batch's."""
-    cfg, policy = run.config, run.policy
     sharding = getattr(run, "sharding", None)  # None: one process (bare runs of benchmarks and tests too)
-    if sharding is not None and sharding.is_leader:
-        sharding.send("optimize", samples)
+    if sharding is None:
+        return _optimize(run, samples, None)
+    with sharding.lock:
+        if sharding.is_leader:
+            sharding.send("optimize", samples)
+        return _optimize(run, samples, sharding)
+
+
+def _optimize(run: Run, samples: list[TrainingSample], sharding: Sharding | None) -> dict[str, float]:
+    cfg, policy = run.config, run.policy
     if not samples:
         return {"train/samples": 0.0}
     start = time.perf_counter()
