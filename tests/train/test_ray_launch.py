@@ -17,9 +17,10 @@ from types import SimpleNamespace
 import pytest
 
 from forgerl.errors import ConfigError
+from forgerl.ray_support import require_ray
 from forgerl.train.config import load_config
 from forgerl.train.launch import failure_message
-from forgerl.train.ray_launch import Placed, RankExit, RayWorld, rank_env, ray_world, require_ray
+from forgerl.train.ray_launch import Placed, RankExit, RayWorld, rank_env, ray_world
 
 # The torchrun end-to-end test's tiny config, family and comparisons (tests have no package to import from)
 _spec = importlib.util.spec_from_file_location("_distributed_train", Path(__file__).with_name("test_distributed_train.py"))
@@ -51,6 +52,20 @@ def test_ray_missing_is_a_clear_error_naming_the_extra(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="needs Ray"):
         launch_ranks(config, World(nproc_per_node=2), ["train"])
     assert not (tmp_path / "run").exists()
+
+
+def test_a_cluster_that_cannot_be_joined_is_a_clear_error(monkeypatch):
+    from forgerl.ray_support import join_ray
+
+    def refuse(**_: object) -> None:
+        raise ConnectionError("Failed to connect to Ray cluster at 10.9.9.9:6379")
+
+    fake = SimpleNamespace(is_initialized=lambda: False, init=refuse)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setenv("RAY_ADDRESS", "10.9.9.9:6379")
+    with pytest.raises(ConfigError, match="could not join the Ray cluster at 10.9.9.9:6379") as info:
+        join_ray()
+    assert "ray status" in info.value.hint and "RAY_AUTH_MODE=token" in info.value.hint
 
 
 def test_torchrun_flags_and_ranges_are_refused_with_ray():
@@ -155,3 +170,53 @@ def kill_during_a_ray_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, ac
     assert "the run is checkpointed at step" in err and "forgerl train --resume --run-dir run --nproc-per-node 2" in err
     assert dist_case.rank_pid(tag, 0) is None and dist_case.rank_pid(tag, 1) is None  # no rank left behind
     return pid, err
+
+
+@pytest.fixture
+def ray_cluster(tmp_path_factory, monkeypatch):
+    """An existing Ray cluster (`ray start --head --block`, 4 logical CPUs: 2 ranks + 2 one-thread
+    replicas), as users have one; its address in RAY_ADDRESS. Stopped by ending the process we started."""
+    import re
+    import subprocess
+    import tempfile
+
+    from forgerl.engine.pool import free_port
+
+    ray_bin = Path(sys.executable).with_name("ray")
+    temp = tempfile.mkdtemp(prefix="rt")  # short: Ray's socket paths must fit 107 bytes
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    head = subprocess.Popen([str(ray_bin), "start", "--head", "--num-cpus", "4", "--port", str(free_port()),
+                             "--ray-client-server-port", str(free_port()), "--dashboard-port", str(free_port()),
+                             "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp, "--block"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    address, deadline = None, time.time() + 90
+    assert head.stdout is not None
+    while address is None and time.time() < deadline and head.poll() is None:
+        found = re.search(r"ray start --address='([^']+)'", head.stdout.readline())
+        address = found.group(1) if found else None
+    try:
+        assert address is not None, "ray start did not report its address"
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+        yield address
+    finally:
+        head.terminate()  # --block: ray start stops the processes it started
+        head.wait(60)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ray_ranks_and_ray_engine_replicas_on_an_existing_cluster(tmp_path, ray_cluster):
+    """2 ranks placed by Ray; rank 0 joins the same cluster (RAY_ADDRESS from the launcher) and places
+    the 2 engine replicas there too; the run trains and both replicas took every weight push."""
+    pytest.importorskip("ray", reason="the Ray launcher needs the `ray` extra (pip install 'forgerl[ray]')")
+    engine = '\n[engine]\nkind = "remote"\nreplicas = 2\nthreads_per_replica = 1\n'
+    (tmp_path / "run.toml").write_text(RAY_CONFIG + engine)
+    (tmp_path / "parity.py").write_text(dist_case.PARITY_FAMILY)
+    out = dist_case.forgerl(tmp_path, "run.toml", "--run-dir", "run", "--nproc-per-node", "2")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert f"Connecting to existing Ray cluster at address: {ray_cluster}" in out.stderr
+    logs = sorted((tmp_path / "run" / "engines").glob("replica*.log"))
+    # the attach push and one per step, on both replicas
+    assert len(logs) == 2 and all(p.read_text().count('"POST /admin/weights HTTP/1.1" 200') == 3 for p in logs)
+    assert len(dist_case.rollouts(tmp_path / "run")) == 12

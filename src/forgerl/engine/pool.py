@@ -141,9 +141,11 @@ def open_engine_pool(
     timeout_s: float = 600.0,
     log_dir: Path | None = None,
     replica_args: Sequence[str] = (),
+    launcher: str = "local",
 ) -> EngineRouter:
     """An EngineRouter over `urls` or over `replicas` launched here (exactly one of the two).
-    `initial_weights`, when given, are pushed to every engine as `policy_version` first."""
+    `initial_weights`, when given, are pushed to every engine as `policy_version` first.
+    `launcher = "ray"` places the replicas with Ray instead (engine/ray_replicas.py)."""
     if bool(urls) == bool(replicas):
         raise ConfigError("give the engines either as urls (servers already running) or as replicas = K "
                           "(launched here), not both and not neither")
@@ -155,9 +157,15 @@ def open_engine_pool(
         if served_dir is not None:
             served_dir.mkdir(parents=True, exist_ok=True)
         gpus = _gpu_count()
-        launched = LocalReplicas(replicas, model=model, admin_token=admin_token, weights_dir=served_dir,
-                                 threads=threads, gpus=gpus, log_dir=log_dir, extra_args=replica_args)
+        launched = _replicas_class(launcher)(replicas, model=model, admin_token=admin_token, weights_dir=served_dir,
+                                             threads=threads, gpus=gpus, log_dir=log_dir, extra_args=replica_args)
         urls = launched.start()
+        if launcher == "ray":  # Ray may have placed replicas on other nodes, which `shm` cannot reach
+            try:
+                check_transport(transport, urls, weights_dir)
+            except ConfigError:
+                launched.stop()
+                raise
     root = Path(weights_dir) if weights_dir is not None else default_shared_dir()
     files = WeightDir(root, fsync=transport == "dir")
     engines: list[Any] = []
@@ -185,6 +193,15 @@ def open_engine_pool(
     router = EngineRouter(members, policy_version=policy_version, close_engines=close_all)
     router.replicas = launched
     return router
+
+
+def _replicas_class(launcher: str) -> Any:
+    """LocalReplicas, or RayReplicas for `[distributed] launcher = "ray"` (the same interface)."""
+    if launcher == "ray":
+        from forgerl.engine.ray_replicas import RayReplicas  # heavy: needs ray, an optional extra
+
+        return RayReplicas
+    return LocalReplicas
 
 
 def _gpu_count() -> int:

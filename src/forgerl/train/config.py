@@ -198,7 +198,8 @@ class RemoteEngineConfig(_Config):
                                 admin_token=self.admin_token, transport=self.transport, weights_dir=self.weights_dir,
                                 stop_token_ids=stop_token_ids, max_context=config.max_context,
                                 initial_weights=inference_weights(model), threads=self.threads_per_replica,
-                                log_dir=run_dir / "engines")
+                                log_dir=run_dir / "engines",
+                                launcher="ray" if config.distributed.launcher == "ray" else "local")
 
 
 def _default_engine_kind(value: object) -> object:
@@ -293,7 +294,8 @@ class DistributedConfig(_Config):
     launcher: Literal["torchrun", "ray"] = "torchrun"
     """What starts the ranks of `--nproc-per-node N [--nnodes M]`: `torchrun` (torch.distributed.run,
     the same command on every node) or `ray` (one command on any node of a Ray cluster, or a local
-    one: Ray places the N x M ranks; needs `pip install 'forgerl[ray]'`; train/ray_launch.py)."""
+    one: Ray places the N x M ranks, and `[engine] replicas = K` as Ray actors too; needs
+    `pip install 'forgerl[ray]'`; train/ray_launch.py, engine/ray_replicas.py)."""
 
 
 class TrainConfig(_Config):

@@ -16,7 +16,8 @@ Why this shape:
   the others at once and becomes the torchrun path's message (train/launch.py `failure_message`),
   with the node named. No restarts: a restarted rank cannot rejoin a half-done step.
 
-Ray is an optional extra; this module imports it only inside its functions.
+Ray is an optional extra (forgerl/ray_support.py imports it); this module uses it only inside its
+functions. With this launcher, `[engine] replicas = K` are Ray actors too (engine/ray_replicas.py).
 """
 
 from __future__ import annotations
@@ -34,23 +35,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from forgerl.errors import ConfigError
+from forgerl.ray_support import join_ray, require_ray
 from forgerl.train.interrupt import EXIT_INTERRUPTED
 from forgerl.train.launch import failure_message
 
 # Driver environment variables the ranks need on any node (settings, not the driver host's paths).
 FORWARDED_PREFIXES = ("FORGERL_", "HF_", "OMP_", "MKL_", "TORCH_", "NCCL_", "GLOO_", "TOKENIZERS_", "TRANSFORMERS_")
 STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL: rank 0 checkpoints on SIGTERM when it can
-
-
-def require_ray() -> Any:
-    """The `ray` module, or a ConfigError naming the extra to install."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("[distributed] launcher = \"ray\" needs Ray, which is not installed in this environment",
-                          hint="pip install 'forgerl[ray]' (on every node of the cluster), or set "
-                               "[distributed] launcher = \"torchrun\"") from None
-    return ray
 
 
 @dataclass(frozen=True)
@@ -133,7 +124,8 @@ class RankActor:
     def run(self, args: Sequence[str], env: dict[str, str], cwd: str) -> tuple[int, int, float]:
         """Run the rank to its end: (pid, exit status, when it ended); a negative status is a signal."""
         full_env = {**os.environ, **env}
-        self.proc = subprocess.Popen([sys.executable, *args], env=full_env, cwd=cwd, preexec_fn=_die_with_parent)
+        where = cwd if os.path.isdir(cwd) else None  # the driver's directory, where this node has it (shared storage)
+        self.proc = subprocess.Popen([sys.executable, *args], env=full_env, cwd=where, preexec_fn=_die_with_parent)
         code = self.proc.wait()
         return self.proc.pid, code, time.time()
 
@@ -211,11 +203,10 @@ def launch_ranks_with_ray(command: list[str], *, nproc_per_node: int, nnodes: st
     """`forgerl train --nproc-per-node N [--nnodes M]` with launcher = "ray": join the Ray cluster
     (RAY_ADDRESS, or the one `ray start` made on this machine) or start a local one, place the ranks
     and run them (launch_with_ray)."""
-    ray = require_ray()
+    require_ray()
     if node_rank is not None or rdzv_endpoint is not None:  # refused before Ray starts
         ray_world(nproc_per_node, nnodes, node_rank, rdzv_endpoint, device, 0)
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True)
+    ray = join_ray()
     world = ray_world(nproc_per_node, nnodes, node_rank, rdzv_endpoint, device, ray.cluster_resources().get("GPU", 0))
     launch_with_ray(ray, command, world, timeout_s=timeout_s, run_dir=run_dir, resume_command=resume_command)
 
@@ -228,7 +219,9 @@ def launch_with_ray(ray: Any, command: list[str], world: RayWorld, *, timeout_s:
     try:
         port = ray.get(placed.actors[0].free_port.remote(), timeout=timeout_s)
         args = ["-m", "forgerl.cli.main", *command]
-        placed.refs = {actor.run.remote(args, rank_env(placed, rank, port), os.getcwd()): rank
+        cluster = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address,  # rank 0 places engine replicas here
+                   **{k: v for k, v in os.environ.items() if k.startswith("RAY_AUTH_")}}  # and needs its token mode
+        placed.refs = {actor.run.remote(args, {**rank_env(placed, rank, port), **cluster}, os.getcwd()): rank
                        for rank, actor in enumerate(placed.actors)}
         exits, lost = wait_for_ranks(ray, placed)
     except KeyboardInterrupt:  # Ctrl-C: SIGTERM to every rank (rank 0 checkpoints), wait for them, say how to resume
@@ -290,4 +283,4 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-__all__ = ["RankExit", "RayWorld", "launch_ranks_with_ray", "launch_with_ray", "place_ranks", "ray_world", "require_ray"]
+__all__ = ["RankExit", "RayWorld", "launch_ranks_with_ray", "launch_with_ray", "place_ranks", "ray_world"]
