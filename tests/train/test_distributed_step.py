@@ -74,12 +74,16 @@ def fake_run(model: torch.nn.Module, config: TrainConfig) -> SimpleNamespace:
                            tokenizer=SimpleNamespace(pad_token_id=0), compute_dtype=torch.float32)
 
 
-def run_ranks(tmp_path: Path, *args: str) -> None:
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> Path:
+    """The two ranks' results for every case below, from one launch (tests/train/distributed_worker.py)."""
+    out = tmp_path_factory.mktemp("ranks")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--max-restarts", "0",
-           "--standalone", str(WORKER), *args]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+           "--standalone", str(WORKER), str(out)]
+    proc = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return out
 
 
 def one_process(variant: str) -> tuple[torch.nn.Module, SimpleNamespace, list[dict[str, float]]]:
@@ -115,10 +119,8 @@ def test_a_prompts_samples_stay_on_one_rank():
 
 
 @pytest.mark.parametrize("variant", ["dense", "lora", "moe"])
-def test_sharded_step_equals_the_one_process_step(tmp_path, variant):
-    out = tmp_path / "sharded.pt"
-    run_ranks(tmp_path, variant, str(out))
-    saved = torch.load(out, weights_only=True)
+def test_sharded_step_equals_the_one_process_step(ranks, variant):
+    saved = torch.load(ranks / f"{variant}.pt", weights_only=True)
     sharded = saved["weights"]
     reference, _, reference_metrics = one_process(variant)
     expected = inference_weights(reference)
@@ -138,23 +140,21 @@ def test_sharded_step_equals_the_one_process_step(tmp_path, variant):
         assert biases and all(not torch.equal(expected[n], initial[n]) for n in biases)  # both layers updated
 
 
-def test_an_abandoned_step_changes_no_rank(tmp_path):
+def test_an_abandoned_step_changes_no_rank(ranks):
     """Rank 0 abandons the step before the optimizer (a second Ctrl-C): it tells the other ranks,
     so none steps its shard and the next collective still meets."""
-    run_ranks(tmp_path, "abandon", str(tmp_path / "w.pt"))
-    saved = torch.load(tmp_path / "w.pt", weights_only=True)
+    saved = torch.load(ranks / "abandon.pt", weights_only=True)
     for name, tensor in saved["before"].items():
         assert torch.equal(saved["after"][name], tensor), name
 
 
-def test_a_two_rank_training_state_resumes_in_one_process(tmp_path):
+def test_a_two_rank_training_state_resumes_in_one_process(ranks):
     """DCP reshards: the 2-rank model and optimizer state loads into one process, whose next step
     equals the uninterrupted one-process run's third step."""
-    run_ranks(tmp_path, "dense", str(tmp_path / "w.pt"), str(tmp_path / "dcp"))
     config = train_config("dense")
     resumed = build_model("dense", config)
     run = fake_run(resumed, config)
-    load_training_state(tmp_path / "dcp", resumed, run.optimizer)
+    load_training_state(ranks / "dcp", resumed, run.optimizer)
     reference, reference_run, _ = one_process("dense")
     for r in (run, reference_run):
         optimize(r, samples_for("dense", 2))
