@@ -1,8 +1,9 @@
 """`[distributed] launcher = "ray"` (train/ray_launch.py). Without Ray: a clear error naming the
-extra, and the placement, environment and failure message checked on plain values. With Ray (the
-`ray` extra; skipped otherwise), on a local Ray instance, CPU, 2 ranks of 1 thread: `forgerl train`
-equals the one-process run (the torchrun test's config and comparison), and a rank killed with
-SIGKILL ends the run with the rank and its node named and the resume command."""
+extra, a cluster that cannot be joined, and the placement, environment and failure message checked
+on plain values. With Ray (the `ray` extra; skipped otherwise), CPU, 2 ranks of 1 thread, on a fresh
+local Ray instance: `forgerl train` equals the one-process run (the torchrun test's config and
+comparison), a rank killed with SIGKILL (or its actor) ends the run with the rank and its node named
+and the resume command; on an existing `ray start` cluster, 2 ranks and 2 engine replicas placed by Ray."""
 
 from __future__ import annotations
 
@@ -182,6 +183,7 @@ def ray_cluster(tmp_path_factory, monkeypatch):
 
     from forgerl.engine.pool import free_port
 
+    pytest.importorskip("ray", reason="the Ray launcher needs the `ray` extra (pip install 'forgerl[ray]')")
     ray_bin = Path(sys.executable).with_name("ray")
     temp = tempfile.mkdtemp(prefix="rt")  # short: Ray's socket paths must fit 107 bytes
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
@@ -209,7 +211,6 @@ def ray_cluster(tmp_path_factory, monkeypatch):
 def test_ray_ranks_and_ray_engine_replicas_on_an_existing_cluster(tmp_path, ray_cluster):
     """2 ranks placed by Ray; rank 0 joins the same cluster (RAY_ADDRESS from the launcher) and places
     the 2 engine replicas there too; the run trains and both replicas took every weight push."""
-    pytest.importorskip("ray", reason="the Ray launcher needs the `ray` extra (pip install 'forgerl[ray]')")
     engine = '\n[engine]\nkind = "remote"\nreplicas = 2\nthreads_per_replica = 1\n'
     (tmp_path / "run.toml").write_text(RAY_CONFIG + engine)
     (tmp_path / "parity.py").write_text(dist_case.PARITY_FAMILY)

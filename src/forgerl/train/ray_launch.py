@@ -103,7 +103,7 @@ class RankExit:
 
 
 class RankActor:
-    """One rank, as a Ray actor (made remote in `_actor_class`): it runs the rank's command as a child
+    """One rank, as a Ray actor (made remote in `place_ranks`): it runs the rank's command as a child
     process and reports how it ended. Threaded (two calls at once), so `stop` reaches a rank that
     `run` is waiting on."""
 
@@ -179,7 +179,15 @@ def place_ranks(ray: Any, world: RayWorld, timeout_s: float) -> Placed:
     actors = [actor_class.options(num_cpus=world.threads, num_gpus=world.gpus, scheduling_strategy=
                                   PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank // world.nproc_per_node))
               .remote() for rank in range(world.size)]
-    places = ray.get([a.where.remote() for a in actors], timeout=timeout_s)
+    try:
+        places = ray.get([a.where.remote() for a in actors], timeout=timeout_s)
+    except ray.exceptions.RayError as exc:  # e.g. a node whose Python has no forgerl, or a worker that cannot start
+        for actor in actors:
+            ray.kill(actor)
+        remove_placement_group(pg)
+        raise ConfigError(f"Ray placed the ranks but could not start them: {_first_line(exc)}",
+                          hint="every node needs the same Python environment with forgerl (and its extras) "
+                               "installed; `ray logs` shows the workers' errors") from None
     return Placed(pg, actors, [ip for ip, _ in places], [ids for _, ids in places], world)
 
 
