@@ -178,6 +178,7 @@ def ray_cluster(tmp_path_factory, monkeypatch):
     """An existing Ray cluster (`ray start --head --block`, 4 logical CPUs: 2 ranks + 2 one-thread
     replicas), as users have one; its address in RAY_ADDRESS. Stopped by ending the process we started."""
     import re
+    import shutil
     import subprocess
     import tempfile
 
@@ -204,6 +205,7 @@ def ray_cluster(tmp_path_factory, monkeypatch):
     finally:
         head.terminate()  # --block: ray start stops the processes it started
         head.wait(60)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow
