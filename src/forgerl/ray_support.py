@@ -1,11 +1,14 @@
 """Ray, the optional extra behind `[distributed] launcher = "ray"`: import it with a clear error
-when it is missing, and join the cluster once per process. Shared by the rank launcher
+when it is missing, join the cluster once per process, and start an actor's child process so that
+it dies with the actor and takes signals. Shared by the rank launcher
 (train/ray_launch.py) and the engine replicas it places (engine/ray_replicas.py); nothing else in
 forgerl imports Ray."""
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from typing import Any
 
 from forgerl.errors import ConfigError
@@ -38,4 +41,18 @@ def join_ray() -> Any:
     return ray
 
 
-__all__ = ["join_ray", "require_ray"]
+def child_of_actor() -> None:
+    """`preexec_fn` of a process a Ray actor starts (a rank, an engine replica): SIGKILL it when the
+    actor dies, so a lost actor leaves nothing behind; and take SIGINT/SIGTERM as a fresh process
+    does (a Ray worker ignores or blocks them, and a child inherits that), so Ctrl-C reaches rank 0's
+    checkpoint-and-stop and a replica stops on SIGTERM."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+__all__ = ["child_of_actor", "join_ray", "require_ray"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -149,17 +150,7 @@ def test_a_lost_rank_actor_ends_the_run_with_the_rank_and_node_named(tmp_path, m
 def kill_during_a_ray_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, actor: bool) -> tuple[int, str]:
     """Start a 2-rank Ray run, SIGKILL rank 1 (or its actor) after the step-1 checkpoint; check the
     run ended at once, non-zero, with the resume command and no rank left. Returns (rank 1's pid, stderr)."""
-    pytest.importorskip("ray", reason="the Ray launcher needs the `ray` extra (pip install 'forgerl[ray]')")
-    monkeypatch.setenv("RAY_ADDRESS", "local")  # a fresh local Ray instance, never someone's cluster
-    (tmp_path / "run.toml").write_text(RAY_CONFIG.replace("steps = 2", "steps = 50"))
-    (tmp_path / "parity.py").write_text(dist_case.PARITY_FAMILY)
-    tag = f"ray-kill-{os.getpid()}-{time.time()}"
-    proc = dist_case.forgerl(tmp_path, "run.toml", "--run-dir", "run", "--nproc-per-node", "2", tag=tag, wait=False)
-    deadline = time.time() + 180
-    while not (tmp_path / "run" / "checkpoints" / "step_000001").is_dir():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "the Ray run did not reach step 1"
-        time.sleep(0.2)
+    proc, tag = start_a_long_ray_run(tmp_path, monkeypatch)
     pid = dist_case.rank_pid(tag, 1)
     assert pid is not None
     parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # the RankActor's worker
@@ -173,13 +164,43 @@ def kill_during_a_ray_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, ac
     return pid, err
 
 
+@pytest.mark.slow
+def test_ctrl_c_lets_rank_0_checkpoint_and_stops_every_rank(tmp_path, monkeypatch):
+    """SIGINT to `forgerl train` (what Ctrl-C sends it): forwarded to the ranks as torchrun does, rank 0
+    finishes its step and checkpoints, the run exits 130 with the resume command."""
+    proc, tag = start_a_long_ray_run(tmp_path, monkeypatch)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "stopped by SIGINT; resume with: forgerl train --resume --run-dir run --nproc-per-node 2" in err
+    assert "training interrupted: finished the step in progress" in err  # rank 0's own words, through Ray's log
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*"))
+    assert len(checkpoints) >= 2 and not any(name.endswith(".tmp") for name in checkpoints), checkpoints
+    assert dist_case.rank_pid(tag, 0) is None and dist_case.rank_pid(tag, 1) is None
+
+
+def start_a_long_ray_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[subprocess.Popen, str]:
+    """A 50-step 2-rank run on a fresh local Ray instance, returned once its step-1 checkpoint exists."""
+    pytest.importorskip("ray", reason="the Ray launcher needs the `ray` extra (pip install 'forgerl[ray]')")
+    monkeypatch.setenv("RAY_ADDRESS", "local")  # a fresh local Ray instance, never someone's cluster
+    (tmp_path / "run.toml").write_text(RAY_CONFIG.replace("steps = 2", "steps = 50"))
+    (tmp_path / "parity.py").write_text(dist_case.PARITY_FAMILY)
+    tag = f"ray-run-{os.getpid()}-{time.time()}"
+    proc = dist_case.forgerl(tmp_path, "run.toml", "--run-dir", "run", "--nproc-per-node", "2", tag=tag, wait=False)
+    deadline = time.time() + 180
+    while not (tmp_path / "run" / "checkpoints" / "step_000001").is_dir():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the Ray run did not reach step 1"
+        time.sleep(0.2)
+    return proc, tag
+
+
 @pytest.fixture
 def ray_cluster(tmp_path_factory, monkeypatch):
     """An existing Ray cluster (`ray start --head --block`, 4 logical CPUs: 2 ranks + 2 one-thread
     replicas), as users have one; its address in RAY_ADDRESS. Stopped by ending the process we started."""
     import re
     import shutil
-    import subprocess
     import tempfile
 
     from forgerl.engine.pool import free_port

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from typing import Any
 
 from forgerl.engine.remote import health
 from forgerl.errors import ConfigError
-from forgerl.ray_support import join_ray
+from forgerl.ray_support import child_of_actor, join_ray
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class ReplicaActor:
                 "--port", str(self.port)]
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
-                                         cwd=self.cwd, preexec_fn=_die_with_parent)
+                                         cwd=self.cwd, preexec_fn=child_of_actor)
 
     def exit_code(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
@@ -83,14 +82,6 @@ class ReplicaActor:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-
-
-def _die_with_parent() -> None:
-    """In the server process: SIGKILL it when its actor dies, so a lost actor leaves no server behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class RayReplicas:

@@ -35,13 +35,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from forgerl.errors import ConfigError
-from forgerl.ray_support import join_ray, require_ray
+from forgerl.ray_support import child_of_actor, join_ray, require_ray
 from forgerl.train.interrupt import EXIT_INTERRUPTED
 from forgerl.train.launch import failure_message
 
 # Driver environment variables the ranks need on any node (settings, not the driver host's paths).
 FORWARDED_PREFIXES = ("FORGERL_", "HF_", "OMP_", "MKL_", "TORCH_", "NCCL_", "GLOO_", "TOKENIZERS_", "TRANSFORMERS_")
-STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL: rank 0 checkpoints on SIGTERM when it can
+STOP_GRACE_S = 20.0  # after a failure: SIGTERM to the other ranks, SIGKILL this much later
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class RankExit:
 
 class RankActor:
     """One rank, as a Ray actor (made remote in `place_ranks`): it runs the rank's command as a child
-    process and reports how it ended. Threaded (two calls at once), so `stop` reaches a rank that
+    process and reports how it ended. Threaded (two calls at once), so `signal` reaches a rank that
     `run` is waiting on."""
 
     def __init__(self) -> None:
@@ -125,27 +125,14 @@ class RankActor:
         """Run the rank to its end: (pid, exit status, when it ended); a negative status is a signal."""
         full_env = {**os.environ, **env}
         where = cwd if os.path.isdir(cwd) else None  # the driver's directory, where this node has it (shared storage)
-        self.proc = subprocess.Popen([sys.executable, *args], env=full_env, cwd=where, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen([sys.executable, *args], env=full_env, cwd=where, preexec_fn=child_of_actor)
         code = self.proc.wait()
         return self.proc.pid, code, time.time()
 
-    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _die_with_parent() -> None:
-    """In the rank's child process: SIGKILL it when its actor dies, so a lost actor leaves no rank behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    def signal(self, signum: int) -> None:
+        """Send the rank `signum` if it is still running; returns at once (the driver times the escalation)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signum)
 
 
 @dataclass
@@ -232,13 +219,12 @@ def launch_with_ray(ray: Any, command: list[str], world: RayWorld, *, timeout_s:
         placed.refs = {actor.run.remote(args, {**rank_env(placed, rank, port), **cluster}, os.getcwd()): rank
                        for rank, actor in enumerate(placed.actors)}
         exits, lost = wait_for_ranks(ray, placed)
-    except KeyboardInterrupt:  # Ctrl-C: SIGTERM to every rank (rank 0 checkpoints), wait for them, say how to resume
-        stop_ranks(ray, placed)
-        ray.wait(list(placed.refs), num_returns=len(placed.refs), timeout=STOP_GRACE_S + 10)
+    except KeyboardInterrupt:  # Ctrl-C: forwarded, as torchrun does; rank 0 finishes its step and checkpoints
+        interrupt_ranks(ray, placed, timeout_s)
         print(f"stopped by SIGINT; resume with: {resume_command}", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
     finally:
-        _release(ray, placed)
+        _release(ray, placed)  # killing an actor kills its rank, if still running (child_of_actor)
     failed = {rank: e for rank, e in exits.items() if e.exitcode != 0}
     if failed or lost:
         what, hint = failure_message(SimpleNamespace(failures=failed), run_dir, resume_command)
@@ -248,14 +234,19 @@ def launch_with_ray(ray: Any, command: list[str], world: RayWorld, *, timeout_s:
 
 
 def wait_for_ranks(ray: Any, placed: Placed) -> tuple[dict[int, RankExit], list[str]]:
-    """Wait until every rank has ended; at the first failure stop the rest. Returns each rank's exit
-    and a description of each rank whose actor was lost (no exit status to report)."""
+    """Wait until every rank has ended; at the first failure SIGTERM the rest, SIGKILL them after
+    STOP_GRACE_S. Returns each rank's exit and a description of each rank whose actor was lost."""
     exits: dict[int, RankExit] = {}
     lost: list[str] = []
     pending = list(placed.refs)
-    stopping = False
+    kill_at: float | None = None
     while pending:
-        done, pending = ray.wait(pending, num_returns=1)
+        timeout = None if kill_at is None else max(0.0, kill_at - time.monotonic())
+        done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
+        if not done:  # the grace period is over
+            signal_ranks(placed, signal.SIGKILL)
+            kill_at = float("inf")
+            continue
         rank = placed.refs[done[0]]
         try:
             pid, code, ended = ray.get(done[0])
@@ -265,17 +256,26 @@ def wait_for_ranks(ray: Any, placed: Placed) -> tuple[dict[int, RankExit], list[
             lost.append(f"rank {rank} (on node {placed.nodes[rank]}) was lost with its Ray actor: "
                         f"{_first_line(exc)} (a killed worker, a lost node, or Ray's memory monitor: see `ray logs`)")
             failed = True
-        if failed and not stopping:
-            stopping = True
-            stop_ranks(ray, placed, skip=rank)
+        if failed and kill_at is None:
+            signal_ranks(placed, signal.SIGTERM)
+            kill_at = time.monotonic() + STOP_GRACE_S
     return exits, lost
 
 
-def stop_ranks(ray: Any, placed: Placed, skip: int | None = None) -> None:
-    """SIGTERM every rank still running (SIGKILL after the grace period); returns at once."""
-    for rank, actor in enumerate(placed.actors):
-        if rank != skip:
-            actor.stop.remote()
+def interrupt_ranks(ray: Any, placed: Placed, timeout_s: float) -> None:
+    """Ctrl-C: SIGINT to every rank (followers ignore it; rank 0 finishes the step, checkpoints and
+    tells them to stop) and wait up to `timeout_s` for them; a second Ctrl-C stops waiting."""
+    signal_ranks(placed, signal.SIGINT)
+    try:
+        ray.wait(list(placed.refs), num_returns=len(placed.refs), timeout=timeout_s)
+    except KeyboardInterrupt:
+        pass
+
+
+def signal_ranks(placed: Placed, signum: int) -> None:
+    """Send `signum` to every rank still running; returns at once."""
+    for actor in placed.actors:
+        actor.signal.remote(signum)
 
 
 def _release(ray: Any, placed: Placed) -> None:
