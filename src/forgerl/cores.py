@@ -6,13 +6,16 @@ machine. On one host forgerl co-locates several such threads and processes — t
 launched engine processes. Left alone they oversubscribe: two teams of N threads on N cores, and
 every parallel region ends at a barrier that waits for whichever thread the kernel preempted. On
 the 2-core CI machine (2026-12-06, docs/benchmarks.md) the built-in engine fell from 2,353 to
-76 tok/s (3%) next to two busy torch processes; with one thread it kept 573 tok/s.
+76 tok/s (3%) next to two busy torch processes; with one thread it kept 573 tok/s, and 1,207 of
+2,282 (53%) when those processes ran on the plan too.
 
 What the platform offers, measured with this project's torch 2.13 CPU build (GNU OpenMP):
 - `torch.set_num_threads` is *per thread*: it sizes the calling thread's OpenMP team only (the
   engine's thread keeps its count when the trainer's thread changes its own); a thread that never
   calls it starts from the last value any thread set. So each role sets its own count in the thread
-  that runs it: `Share.apply` in the engine's step loop, `CorePlan.in_trainer` around `optimize`.
+  that runs it: `Share.apply`/`follow` in the engine's step loop, `CorePlan.in_trainer` around
+  `optimize`. Being per thread and cheap, it can change at every engine step: a split plan's engine
+  takes every core between the trainer's steps and its share during them (`Share.alone`).
 - `os.sched_setaffinity(0, cpus)` binds the calling *thread* (Linux); OpenMP threads it creates
   afterwards inherit the binding, a team created before does not move. Pinning is therefore opt-in
   (`[cores] pin = true`) and exact only for roles whose team is created after it.
