@@ -13,6 +13,9 @@ waiting for a batch / wall time), staleness mean/max (versions), stale re-queues
 batch's difficulty mix is from the task distribution (mean total-variation distance; a batch of B
 random tasks is not exactly the distribution either, so the synchronous mode's figure — batches
 that *are* the submitted tasks in order — is the noise floor).
+
+The simulation leaves out what co-located rollouts and training cost each other on real cores;
+`--real` (bench/scheduler_real.py) runs the actual main job instead.
 """
 
 from __future__ import annotations
