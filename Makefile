@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.forgerl-installed
 
-.PHONY: lint lock test-security setup setup-vllm train demo test test-vllm test-slow bench clean
+.PHONY: lint lock test-security setup setup-vllm train demo test test-vllm test-ray test-slow bench clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
@@ -38,6 +38,10 @@ test-vllm: $(STAMP)  # integration tests against a real vLLM server (installs .v
 
 test-security: $(STAMP)  # the slow attacks and failure injections of docs/security.md (CI runs them)
 	$(BIN)/python -m pytest -q -m security
+
+test-ray: $(STAMP)  # the optional Ray launcher and Ray engine replicas, with the `ray` extra (CI runs them)
+	$(BIN)/pip install -q -c constraints.txt "ray==2.60.0"
+	$(BIN)/python -m pytest -q -m "slow or not slow" tests/train/test_ray_launch.py tests/engine/test_ray_replicas.py
 
 test-slow: $(STAMP)
 	$(BIN)/pip install -q -e ".[agents]"  # mini-swe-agent, driven through the gateway

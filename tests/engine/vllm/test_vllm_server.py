@@ -218,9 +218,11 @@ def test_trainer_path_push_after_an_optimizer_step(served):
     assert second.policy_version == version + 1 and second.logprobs != first.logprobs
 
 
-async def _until_requests_running(base_url: str, timeout_s: float = 60.0) -> None:
+async def _until_requests_running(base_url: str, tasks: list[asyncio.Task], timeout_s: float = 60.0) -> bool:
     """Wait until the server reports requests in generation (its `vllm:num_requests_running` gauge),
-    so the kill below lands mid-generation however fast the machine is."""
+    so the kill below lands mid-generation however fast the machine is. False when every task ended
+    before any was seen running (a completion can sample its stop token within a few tokens: seen
+    once in CI, 2026-12-06, as a 60 s wait for requests that had already finished)."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
@@ -230,7 +232,9 @@ async def _until_requests_running(base_url: str, timeout_s: float = 60.0) -> Non
             running = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                        if line.startswith("vllm:num_requests_running")]
             if running and max(running) > 0:
-                return
+                return True
+            if all(t.done() for t in tasks):
+                return False
             await asyncio.sleep(0.02)
     raise AssertionError(f"no request was running on {base_url} within {timeout_s:.0f} s")
 
@@ -243,10 +247,17 @@ def test_server_crash_mid_run_is_survived(served):
     restarts = server.restarts
 
     async def run():
-        # long completions (the context is 512): the kill must find them still generating
-        tasks = [asyncio.create_task(engine.generate([11 + i] * 16, SamplingParams(max_tokens=480, temperature=1.0)))
-                 for i in range(3)]
-        await _until_requests_running(server.base_url)
+        # long completions (the context is 512): the kill must find them still generating; a batch
+        # that ended before the kill (early stop tokens) proves nothing, so another is sent
+        for attempt in range(5):
+            tasks = [asyncio.create_task(engine.generate([11 + i] * 16, SamplingParams(max_tokens=480, temperature=1.0,
+                                                                                       seed=attempt * 10 + i)))
+                     for i in range(3)]
+            if await _until_requests_running(server.base_url, tasks):
+                break
+            await asyncio.gather(*tasks)
+        else:
+            raise AssertionError("5 batches of completions all ended before they were seen running")
         await asyncio.to_thread(server.kill)  # SIGKILL the whole server mid-generation
         return await asyncio.gather(*tasks)
 
