@@ -7,7 +7,7 @@ so the built-in engine, a scripted fake and a vLLM adapter are interchangeable.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -106,6 +106,16 @@ class Engine(Protocol):
     def update_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading token ids two sequences share: the KV an engine (or the router's guess of
+    one) can reuse for a prompt."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 async def final_result(events: AsyncIterator[TokenEvent | GenerationResult]) -> GenerationResult:

@@ -30,6 +30,7 @@ from forgerl.engine.base import (
     GenerationResult,
     SamplingParams,
     TokenEvent,
+    common_prefix_len,
     final_result,
 )
 from forgerl.engine.kv import SlotKVCache, WritePlan
@@ -87,14 +88,6 @@ class _Slot:
     request: _Request | None = None
     session_id: str | None = None
     last_used: float = 0.0
-
-
-def common_prefix_len(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class LLMEngine:

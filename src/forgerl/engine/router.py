@@ -33,20 +33,20 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from forgerl.engine.base import EngineDown, EngineUnreachable, GenerationResult, SamplingParams, TokenEvent, group_of
+from forgerl.engine.base import (
+    EngineDown,
+    EngineUnreachable,
+    GenerationResult,
+    SamplingParams,
+    TokenEvent,
+    common_prefix_len,
+    group_of,
+)
 from forgerl.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
 
 MAX_PINS = 200_000  # sticky entries kept (least recently used dropped): one per trajectory and group
-
-
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 @dataclass
@@ -328,4 +328,4 @@ def _pin(table: OrderedDict[str, RouterMember], key: str, member: RouterMember) 
         table.popitem(last=False)
 
 
-__all__ = ["EngineRouter", "EngineUnreachable", "RouterMember", "common_prefix_len"]
+__all__ = ["EngineRouter", "EngineUnreachable", "RouterMember"]
