@@ -145,13 +145,20 @@ class Share:
         """Environment for a process launched with this share: team sizes, and idle OpenMP threads
         that sleep rather than spin on cores another process needs. Add `preexec_fn=share.pin_child`
         (or os.sched_setaffinity(pid, ...)) to bind it."""
-        n = str(self.threads)
-        return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "OMP_WAIT_POLICY": "PASSIVE"}
+        return thread_env(self.threads)
 
     def pin_child(self) -> None:
         """A `preexec_fn` binding the child to this share's cores (when pinning is on)."""
         if self.pin and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, self.cpus)
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment sizing a launched process's thread teams to `threads`, with idle OpenMP threads
+    sleeping instead of spinning (every process forgerl launches on a shared host: engine replicas,
+    subprocess shares)."""
+    n = str(threads)
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 @dataclass(frozen=True)

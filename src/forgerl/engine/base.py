@@ -110,12 +110,20 @@ class Engine(Protocol):
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     """How many leading token ids two sequences share: the KV an engine (or the router's guess of
-    one) can reuse for a prompt."""
+    one) can reuse for a prompt. Called per slot and per recent prompt on every request, over
+    contexts of thousands of tokens: equal blocks are skipped by slice comparison (in C), then the
+    last block is walked token by token."""
     n = min(len(a), len(b))
     i = 0
+    if type(a) is type(b):  # a list slice never equals a tuple slice: mixed types walk token by token
+        while i + _PREFIX_BLOCK <= n and a[i:i + _PREFIX_BLOCK] == b[i:i + _PREFIX_BLOCK]:
+            i += _PREFIX_BLOCK
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+_PREFIX_BLOCK = 256
 
 
 async def final_result(events: AsyncIterator[TokenEvent | GenerationResult]) -> GenerationResult:

@@ -254,10 +254,11 @@ class LLMEngine:
                 if self._waiting[0].cancelled:
                     self._waiting.popleft()
                     continue
-                if self._prefix_comes_with(self._waiting[0], admitted):
+                held = self._held_prefixes(self._waiting[0])  # once per request: both checks below read it
+                if self._prefix_comes_with(self._waiting[0], admitted, held):
                     deferred.append(self._waiting.popleft())
                     continue
-                slot = self._pick_slot(self._waiting[0])
+                slot = self._pick_slot(self._waiting[0], held)
                 if slot is None:
                     break
                 self._claim(slot, self._waiting.popleft())
@@ -266,34 +267,35 @@ class LLMEngine:
         for start in range(0, len(admitted), self.max_prefill_batch):
             self._prefill(admitted[start:start + self.max_prefill_batch])
 
-    def _prefix_comes_with(self, request: _Request, admitted: list[_Slot]) -> bool:
+    def _held_prefixes(self, request: _Request) -> dict[int, int]:
+        """{slot index: how many leading prompt tokens of `request` that slot's cache holds}."""
+        return {s.index: common_prefix_len(s.tokens, request.prompt_ids) for s in self.slots}
+
+    def _prefix_comes_with(self, request: _Request, admitted: list[_Slot], held: dict[int, int]) -> bool:
         """True when a request admitted in this step will compute at least MIN_SHARED_PREFILL
         more of `request`'s prompt than any slot holds now (the G rollouts of a group arriving
         together): `request` waits one step and copies that prefix then, instead of computing it too."""
         if not admitted:
             return False
-        cached = max(common_prefix_len(s.tokens, request.prompt_ids) for s in self.slots)
+        cached = max(held.values(), default=0)
         coming = max(common_prefix_len(s.request.prompt_ids, request.prompt_ids) for s in admitted)
         return min(coming, len(request.prompt_ids) - 1) - cached >= MIN_SHARED_PREFILL
 
-    def _pick_slot(self, request: _Request) -> _Slot | None:
+    def _pick_slot(self, request: _Request, held: dict[int, int]) -> _Slot | None:
         """The free slot whose cached tokens share the longest prefix with the prompt (a slot last
         used by the same session wins ties); otherwise the least recently used free slot."""
         free = [s for s in self.slots if s.request is None]
         if not free:
             return None
 
-        def score(s: _Slot) -> tuple[int, int, float]:
-            return (common_prefix_len(s.tokens, request.prompt_ids), int(s.session_id == request.session_id), -s.last_used)
-
-        best = max(free, key=score)
-        shared = common_prefix_len(best.tokens, request.prompt_ids)
+        best = max(free, key=lambda s: (held[s.index], int(s.session_id == request.session_id), -s.last_used))
+        shared = held[best.index]
         lru = min(free, key=lambda s: (len(s.tokens) > 0, s.last_used, s.index))
-        donor = max(self.slots, key=lambda s: common_prefix_len(s.tokens, request.prompt_ids))
-        if common_prefix_len(donor.tokens, request.prompt_ids) > shared:
+        donor = max(self.slots, key=lambda s: held[s.index])
+        if held[donor.index] > shared:
             # a running request holds a longer prefix (another rollout of the group): its first
             # positions are final, copy them into the least useful free slot
-            shared = common_prefix_len(donor.tokens, request.prompt_ids)
+            shared = held[donor.index]
             self.kv.copy_slot(donor.index, lru.index, shared)
             lru.tokens, lru.session_id = donor.tokens[:shared], None
             return lru

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from forgerl.cores import thread_env
 from forgerl.engine.remote import health, open_remote_engine
 from forgerl.engine.router import EngineRouter, RouterMember
 from forgerl.errors import ConfigError
@@ -96,7 +97,7 @@ class LocalReplicas:
         if self.gpus >= self.count:
             env["CUDA_VISIBLE_DEVICES"] = str(i)
         else:
-            env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+            env.update(thread_env(self.threads))
         args = [sys.executable, "-m", "forgerl.cli.main", "serve", "--model", self.model, "--port", str(self.ports[i]),
                 *self.extra_args]
         if self.weights_dir is not None:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from forgerl.cores import thread_env
 from forgerl.engine.remote import health
 from forgerl.errors import ConfigError
 from forgerl.ray_support import child_of_actor, join_ray
@@ -112,7 +113,7 @@ class RayReplicas:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
         env = {"FORGERL_ADMIN_TOKEN": self.admin_token}
         if not gpus:
-            env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+            env.update(thread_env(self.threads))
         args = ["--model", self.model, *self.extra_args]
         if self.weights_dir is not None:
             args += ["--weights-dir", str(self.weights_dir)]
