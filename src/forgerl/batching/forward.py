@@ -73,11 +73,20 @@ def tree_token_logprobs(model: torch.nn.Module, mb: TreeMicroBatch, fp32_head: b
     """logp [B, W] of each trainable target token (differentiable) and the entropy [B, W] at the
     predicting position (detached); both 0 where `mb.loss_mask` is 0. Same contract as
     `forgerl.model.logprobs.token_logprobs`."""
+    logp, entropy, _ = tree_token_logprobs_and_hidden(model, mb, fp32_head, mode)
+    return logp, entropy
+
+
+def tree_token_logprobs_and_hidden(model: torch.nn.Module, mb: TreeMicroBatch, fp32_head: bool = True,
+                                   mode: TreeAttentionMode = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`tree_token_logprobs` plus the decoder's last hidden states [L, H] of the packed row (the
+    same forward; `hidden[mb.row_packed]` gives them per sample): what the MTP heads read when
+    they are co-trained in the RL step (train/mtp_cotrain.py)."""
     decoder, head = _decoder_and_head(model)
     hidden = tree_hidden_states(decoder, mb, mode)
     if mb.target_index.numel() == 0:  # nothing trainable: a zero that still depends on the model
         zero = hidden.sum() * 0.0
-        return torch.zeros_like(mb.loss_mask) + zero.float(), torch.zeros_like(mb.loss_mask)
+        return torch.zeros_like(mb.loss_mask) + zero.float(), torch.zeros_like(mb.loss_mask), hidden
     picked = hidden[mb.source_index]  # [N, H]
     # lazy, like _decoder_and_head (train/ imports batching/)
 
@@ -89,7 +98,7 @@ def tree_token_logprobs(model: torch.nn.Module, mb: TreeMicroBatch, fp32_head: b
     with torch.no_grad():
         ent = -(logp_all.exp() * logp_all).sum(-1)
         entropy = torch.where(keep, ent[mb.row_target], torch.zeros((), dtype=ent.dtype, device=ent.device))
-    return logp, entropy
+    return logp, entropy, hidden
 
 
 def tree_sequence_logprobs(model: torch.nn.Module, sequences: Sequence[tuple[Sequence[int], Sequence[int]]],

@@ -84,6 +84,14 @@ def mixed_precision(device: torch.device | str, dtype: torch.dtype) -> contextli
 def token_logprobs(model: torch.nn.Module, mb: MicroBatch, fp32_head: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """logp [B, L] of each trainable target token under `model` (differentiable) and the policy's
     entropy [B, L] at the predicting position (detached); both 0 where `loss_mask` is 0."""
+    logp, entropy, _ = token_logprobs_and_hidden(model, mb, fp32_head)
+    return logp, entropy
+
+
+def token_logprobs_and_hidden(model: torch.nn.Module, mb: MicroBatch, fp32_head: bool = True
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`token_logprobs` plus the decoder's last hidden states [B, L, H] of the same forward (what
+    the MTP heads read when they are co-trained in the RL step, train/mtp_cotrain.py)."""
     decoder, head = decoder_and_head(model)
     hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
     rows, cols = mb.loss_mask.nonzero(as_tuple=True)  # target positions
@@ -95,4 +103,4 @@ def token_logprobs(model: torch.nn.Module, mb: MicroBatch, fp32_head: bool = Tru
     with torch.no_grad():
         ent = -(logp_all.exp() * logp_all).sum(-1)
         entropy = torch.zeros_like(logp).index_put((rows, cols), ent)
-    return logp, entropy
+    return logp, entropy, hidden

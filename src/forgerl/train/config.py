@@ -80,6 +80,23 @@ class LoraConfig(_Config):
     """Module names that get adapters."""
 
 
+class MTPConfig(_Config):
+    """Co-training the policy's MTP heads during RL (`[mtp]`, train/mtp_cotrain.py): the heads learn
+    the moving policy's next-token distributions (top-K KL), so speculative decoding keeps its
+    acceptance as the policy changes. The main model's update never depends on it."""
+
+    cotrain: bool | None = None
+    """None: on when the policy has MTP heads (`forgerl mtp add`), off otherwise; true without
+    heads is an error; false leaves the heads as they are."""
+    top_k: int = Field(16, ge=1)
+    """The policy's distribution is restricted to its top-K tokens (renormalised) in the KL."""
+    weight: float = Field(1.0, gt=0)
+    """Scale of the KL loss (it only reaches the MTP heads' own parameters)."""
+    max_positions: int = Field(2048, ge=1)
+    """Most trainable tokens co-trained per micro-batch (each at every depth); beyond it every
+    trainable span keeps its proportional share, from its start. Bounds the heads' cost."""
+
+
 class EvalConfig(_Config):
     """Held-out evaluation during training (`[eval]`); also `forgerl eval`'s defaults."""
 
@@ -96,6 +113,9 @@ class BuiltinEngineConfig(_Config):
 
     kind: Literal["builtin"] = "builtin"
     """Which rollout engine: builtin, vllm or remote; each kind takes its own keys."""
+    speculative: int | None = Field(None, ge=0)
+    """Draft tokens per decode step from the policy's MTP heads, verified by the policy in one
+    forward (lossless speculative decoding): unset = one per MTP module (off without heads), 0 = off."""
 
     def open(self, model: Any, tokenizer: Any, *, config: TrainConfig, run_dir: Path,
              stop_token_ids: tuple[int, ...], slots: int) -> Any:
@@ -104,7 +124,7 @@ class BuiltinEngineConfig(_Config):
 
         return LLMEngine(model, tokenizer, model_name=config.model, max_context=config.max_context, num_slots=slots,
                          stop_token_ids=stop_token_ids, fp32_lm_head=config.fp32_lm_head,
-                         threads=config.core_plan().engine)
+                         threads=config.core_plan().engine, speculative=self.speculative)
 
 
 class VllmEngineConfig(_Config):
@@ -350,6 +370,8 @@ class TrainConfig(_Config):
     """Compute the LM head in FP32 on both the trainer and the engine (M1's mismatch fix)."""
     lora: LoraConfig = Field(default_factory=LoraConfig)
     """LoRA adapters instead of full fine-tuning: `[lora] rank = 8`."""
+    mtp: MTPConfig = Field(default_factory=MTPConfig)
+    """Co-training the MTP heads (speculative decoding's drafts) against the policy: `[mtp] cotrain = false`."""
     moe_bias_step: float = Field(1e-3, ge=0)
     """Aux-loss-free load balancing: step of the sign rule on the router's selection bias (0 disables)."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -408,6 +430,10 @@ class TrainConfig(_Config):
         if self.batch_mode == "chain" and not _loss_traits(self.loss.name).token_level:
             raise ValueError(f"batch_mode 'chain' merges a trajectory's calls into one sequence, which changes the "
                              f"sequence-level loss {self.loss.name!r}; use batch_mode 'tree' or 'call'")
+        if self.mtp.cotrain and self.lora.rank > 0:
+            raise ValueError("mtp.cotrain = true with LoRA (lora.rank > 0): the MTP heads are not co-trained under "
+                             "LoRA (their weights are frozen by the adapters); set mtp.cotrain = false or train "
+                             "without LoRA")
         self._check_rollout()
         if not self.difficulty:
             raise ValueError("difficulty must list at least one level")

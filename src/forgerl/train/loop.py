@@ -27,6 +27,7 @@ from forgerl.envs.rewards import verifier_reward
 from forgerl.train.config import TrainConfig
 from forgerl.train.follower import follow
 from forgerl.train.interrupt import StopControl, TrainingInterrupted, handle_stop_signals
+from forgerl.train.mtp_cotrain import SpecMeter
 from forgerl.train.rollouts import evaluate
 from forgerl.train.run import Run, close_run, finish_run, open_run, save_checkpoint, save_checkpoint_if_new
 from forgerl.train.sharded import is_follower_rank
@@ -89,6 +90,7 @@ async def _train_steps(run: Run, source: RolloutSource, result: TrainResult, on_
         result.eval_rewards.append((0, await evaluate(run)))
         run.log({"eval/reward": result.eval_rewards[0][1]})
     await source.start(run, resumed=resumed)
+    spec = SpecMeter(run.engine)  # speculative decoding's acceptance per step (built-in engine with MTP heads)
     try:
         while run.step < cfg.steps and not run.control.stop_requested:
             batch = await source.next_batch()
@@ -106,6 +108,7 @@ async def _train_steps(run: Run, source: RolloutSource, result: TrainResult, on_
             source.on_weights(run.version)
             metrics.update(rollout_metrics(batch.trajectories, run.version))
             metrics.update(batch.metrics)
+            metrics.update(spec.step(run.engine))
             metrics.update({"time/train_s": t1 - t0, "time/sync_s": time.perf_counter() - t1})
             new_best = False
             if run.step % cfg.eval.every == 0 or run.step == cfg.steps:

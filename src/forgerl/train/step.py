@@ -27,12 +27,14 @@ from forgerl.model.logprobs import (
     collate,
     mixed_precision,
     pack_micro_batches,
-    token_logprobs,
+    token_logprobs_and_hidden,
 )
+from forgerl.model.mtp import get_mtp
 from forgerl.rl import get_loss
 from forgerl.rl.advantages import group_normalized
 from forgerl.rl.traits import loss_traits
 from forgerl.train.config import TrainConfig
+from forgerl.train.mtp_cotrain import DraftMetrics, cotrain_heads, draft_kl, micro_batch_rows
 from forgerl.train.sharded import Sharding, agree, gather, gather_head, max_over_ranks, share
 from forgerl.types import TrainingSample, Trajectory, TrajectoryStatus, chain_samples
 
@@ -100,6 +102,8 @@ def _optimize(run: Run, samples: list[TrainingSample], sharding: Sharding | None
         filler = plan[0] if plan else _micro_batches(samples[:1], cfg, device, pad_id, {})[0]
         plan = plan + [filler] * (count - len(plan))
     part = _Partial()
+    heads = cotrain_heads(policy, cfg.mtp, sharded=sharding is not None)  # MTP co-training (train/mtp_cotrain.py)
+    drafts = DraftMetrics(len(heads.depths)) if heads is not None else None
     for index, make in enumerate(plan):
         real = index < real_count
         mb = make()
@@ -107,20 +111,34 @@ def _optimize(run: Run, samples: list[TrainingSample], sharding: Sharding | None
             gather_head(policy)
         with mixed_precision(device, run.compute_dtype), run.tracker.counting(real, _multiplicity(mb)):
             if isinstance(mb, MicroBatch):
-                logp, entropy = token_logprobs(policy, mb, cfg.fp32_lm_head)
+                logp, entropy, hidden = token_logprobs_and_hidden(policy, mb, cfg.fp32_lm_head)
             else:
-                from forgerl.batching import tree_token_logprobs  # heavy: numpy, kept out of this module's import
+                from forgerl.batching.forward import (  # heavy: numpy, kept out of this module's import
+                    tree_token_logprobs_and_hidden,
+                )
 
-                logp, entropy = tree_token_logprobs(policy, mb, cfg.fp32_lm_head)
+                logp, entropy, hidden = tree_token_logprobs_and_hidden(policy, mb, cfg.fp32_lm_head)
         out = loss_fn(logp, mb.old_logprobs, mb.advantages, mb.loss_mask, num_tokens=total_tokens,
                       num_sequences=len(samples), entropy=entropy, **_loss_kwargs(cfg))
         if not real:
             (out.loss * 0.0).backward()
             continue
-        out.loss.backward()
+        loss = out.loss
+        if heads is not None and drafts is not None:  # the heads' routers are not the main model's loads
+            t0, weight = time.perf_counter(), mb.num_tokens / total_tokens
+            with mixed_precision(device, run.compute_dtype), run.tracker.counting(False):
+                kl = draft_kl(policy, heads, *micro_batch_rows(mb, hidden), cfg.mtp, cfg.fp32_lm_head)
+            drafts.add(kl, weight, time.perf_counter() - t0)
+            loss = loss + kl.loss * weight  # reaches the heads only: everything it reads is detached
+        loss.backward()
         part.add(out, mb, logp, entropy, total_tokens)
-    trainable = [p for p in policy.parameters() if p.requires_grad]
-    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
+    # the main model's norm and clipping never include the MTP heads: its update is the same with or without them
+    attached = get_mtp(policy)
+    mtp_ids = set() if attached is None else {id(p) for p in attached.parameters()}
+    trainable = [p for p in policy.parameters() if p.requires_grad and id(p) not in mtp_ids]
+    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, clip)
+    mtp_norm = None if heads is None else torch.nn.utils.clip_grad_norm_([p for p in heads.parameters()], clip)
     if hasattr(grad_norm, "full_tensor"):  # sharded: a DTensor holding the global norm
         grad_norm = grad_norm.full_tensor()
     control = getattr(run, "control", None)  # absent on the bare runs of benchmarks and tests
@@ -152,6 +170,8 @@ def _optimize(run: Run, samples: list[TrainingSample], sharding: Sharding | None
         **batch_metrics,
         **moe,
     })
+    if drafts is not None and mtp_norm is not None:
+        metrics.update(drafts.metrics(float(mtp_norm)))
     return metrics
 
 
