@@ -29,6 +29,9 @@ def serve(
     weights_dir: str | None = typer.Option(None, envvar="FORGERL_WEIGHTS_DIR",
                                            help="Directory weight pushes name files in (the `dir` transport: this "
                                                 "host's mount of the trainer's shared weights_dir; builtin engine)."),
+    speculative: int | None = typer.Option(None, min=0, help="Draft tokens per decode step from the model's MTP "
+                                           "heads (lossless speculative decoding; builtin engine). Default: one "
+                                           "per MTP module, off without heads; 0 turns it off."),
     plugin: list[str] | None = typer.Option(None, "--plugin", show_default=False,
                                             help="Module registering your own chat format (repeatable; also "
                                                  "FORGERL_PLUGINS and entry points, see docs/formats.md)."),
@@ -49,8 +52,8 @@ def serve(
     if engine == "vllm":
         from forgerl.engine.vllm import serve_vllm  # heavy: forgerl.engine, kept out of forgerl --help
 
-        if served_model_name is not None or api_key is not None:
-            raise typer.BadParameter("--served-model-name and --api-key apply to the builtin engine only",
+        if served_model_name is not None or api_key is not None or speculative is not None:
+            raise typer.BadParameter("--served-model-name, --api-key and --speculative apply to the builtin engine only",
                                      param_hint="--engine")
         serve_vllm(model, host=host, port=port, chat_format=chat_format)
         return
@@ -65,4 +68,4 @@ def serve(
         raise typer.BadParameter("must not be empty (leave it out to serve without a key)", param_hint="--api-key")
     _serve(model=model, host=host, port=port, chat_format=chat_format, admin_token=admin_token,
            max_body_bytes=int(max_body_mb * 1024 * 1024), served_model_name=served_model_name, api_key=api_key,
-           weights_dir=weights_dir)
+           weights_dir=weights_dir, speculative=speculative)

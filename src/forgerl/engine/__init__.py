@@ -21,9 +21,11 @@ def load_engine(
     num_slots: int = 32,
     fp32_lm_head: bool = True,
     seed: int = 0,
+    speculative: int | None = None,
 ) -> Any:
     """The built-in engine over `model` (a built-in name such as `tiny-random`, or an HF directory),
-    its tokenizer prepared for `chat_format`, stopping on the format's end-of-message marker."""
+    its tokenizer prepared for `chat_format`, stopping on the format's end-of-message marker.
+    `speculative`: draft tokens per step from the model's MTP heads (None = one per head, 0 = off)."""
     from forgerl.engine.llm import LLMEngine  # cycle: forgerl.engine.llm imports forgerl.engine
 
     policy, tokenizer = load_policy(model, device=device, dtype=dtype, chat_format=chat_format, seed=seed)
@@ -34,4 +36,4 @@ def load_engine(
         stop_ids.append(tokenizer.eos_token_id)
     limit = getattr(policy.config, "max_position_embeddings", max_context) or max_context
     return LLMEngine(policy, tokenizer, model_name=model, max_context=min(max_context, limit), num_slots=num_slots,
-                     stop_token_ids=tuple(stop_ids), fp32_lm_head=fp32_lm_head)
+                     stop_token_ids=tuple(stop_ids), fp32_lm_head=fp32_lm_head, speculative=speculative)

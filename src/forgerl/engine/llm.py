@@ -8,6 +8,11 @@ and cannot let requests join a running batch. Here one scheduler task owns the m
            the new tokens are prefilled) -> one decode step for every running request -> stream
            each sampled token (id + raw logprob) back to its caller -> free finished slots
 
+With `speculative` > 0 (a policy with MTP heads, model/mtp.py) the decode step drafts up to N tokens
+per request with the MTP modules and verifies them all in one forward of the main model, accepting
+by lossless speculative sampling (engine/speculative.py): same tokens for greedy, the same
+distribution otherwise, logprobs always the main model's.
+
 The steps run as a task on the caller's event loop (see `_start_scheduler`). Every result carries
 the policy version the request started with (the oldest that sampled any of its tokens, if a weight
 update landed mid-request); `update_weights` swaps weights between two steps.
@@ -35,7 +40,9 @@ from forgerl.engine.base import (
 )
 from forgerl.engine.kv import SlotKVCache, WritePlan
 from forgerl.engine.sampling import sample_rows
-from forgerl.errors import ContextLengthError, EngineError
+from forgerl.engine.speculative import propose, verify_row
+from forgerl.errors import ConfigError, ContextLengthError, EngineError
+from forgerl.model.mtp import MTPHeads, get_mtp, window_mask
 from forgerl.types import Timings
 from forgerl.weights.check import check_weight_push
 
@@ -106,6 +113,7 @@ class LLMEngine:
         fp32_lm_head: bool = True,
         policy_version: int = 0,
         threads: Share | None = None,
+        speculative: int | None = None,
     ) -> None:
         cfg = model.config
         self.model = model
@@ -123,8 +131,10 @@ class LLMEngine:
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         dtype = next(model.parameters()).dtype
+        self._mtp, self.speculative = _speculation(model, speculative)
         # one extra position per slot is scratch space for idle rows inside a decode batch
-        self.kv = SlotKVCache(cfg.num_hidden_layers, num_slots, kv_heads, max_context + 1, head_dim, dtype, self.device)
+        self.kv = SlotKVCache(cfg.num_hidden_layers, num_slots, kv_heads, max_context + 1, head_dim, dtype, self.device,
+                              hidden_size=cfg.hidden_size if self.speculative else None)
         self.slots = [_Slot(i) for i in range(num_slots)]
         self._waiting: deque[_Request] = deque()
         self._lock = threading.Lock()  # guards the waiting queue and who runs the scheduler
@@ -133,7 +143,8 @@ class LLMEngine:
         self._closed = False
         self._torn: str | None = None  # why the weights are half-written (a copy failed mid-push), or None
         self.stats = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "decode_steps": 0,
-                      "prefill_forwards": 0}
+                      "prefill_forwards": 0, "spec": {"proposed": [0] * self.speculative,
+                                                      "accepted": [0] * self.speculative, "row_forwards": 0, "tokens": 0}}
 
     # ------------------------------------------------------------------ public API
     async def generate(self, prompt_ids: list[int], params: SamplingParams, session_id: str | None = None) -> GenerationResult:
@@ -228,7 +239,10 @@ class LLMEngine:
                     with self._model_lock, torch.inference_mode():
                         self._admit()
                         if self._running():
-                            self._decode_step()
+                            if self.speculative:
+                                self._speculative_step()
+                            else:
+                                self._decode_step()
                 except Exception as exc:  # an engine bug must not hang callers: fail what is in flight
                     self._fail_all(EngineError(f"engine step failed: {type(exc).__name__}: {exc}"))
                 await asyncio.sleep(0)
@@ -296,7 +310,7 @@ class LLMEngine:
             # a running request holds a longer prefix (another rollout of the group): its first
             # positions are final, copy them into the least useful free slot
             shared = held[donor.index]
-            self.kv.copy_slot(donor.index, lru.index, shared)
+            self.kv.copy_slot(donor.index, lru.index, shared)  # hidden states too, for the drafts
             lru.tokens, lru.session_id = donor.tokens[:shared], None
             return lru
         if shared == 0:
@@ -367,14 +381,26 @@ class LLMEngine:
         for s in running:
             s.tokens.append(s.request.completion[-1])
         self.stats["decode_steps"] += 1
+        self.stats["spec"]["row_forwards"] += len(running)
+        self.stats["spec"]["tokens"] += len(running)
         self._accept_tokens(running, logits[[s.index for s in running]])
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
                  last_index: torch.Tensor | None) -> torch.Tensor:
         """Logits [rows, vocab] at `last_index[row]` (default: the last position) of each row."""
-        out = self._decoder(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=self.kv, use_cache=True)
-        hidden = out.last_hidden_state
+        hidden = self._hidden_states(ids, positions, mask)
         hidden = hidden[:, -1] if last_index is None else hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index]
+        return self._logits(hidden)
+
+    def _hidden_states(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The main model's last hidden states [rows, q_len, H] under the current write plan (kept
+        in the cache for the MTP drafts when speculation is on)."""
+        out = self._decoder(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=self.kv, use_cache=True)
+        self.kv.store_hidden(out.last_hidden_state)
+        return out.last_hidden_state
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head over hidden states [..., H] -> [..., vocab]."""
         if self.fp32_lm_head:  # M1 found train/inference mismatch until the head ran in FP32 (M2_NOTES §1)
             weight = self._lm_head.weight.float()
             bias = None if self._lm_head.bias is None else self._lm_head.bias.float()
@@ -385,14 +411,121 @@ class LLMEngine:
         requests = [s.request for s in slots]
         toks, lps = sample_rows(logits, [r.params for r in requests], [r.generator for r in requests])
         for slot, req, tok, lp in zip(slots, requests, toks, lps):
-            req.completion.append(tok)
-            req.logprobs.append(lp)
-            self.stats["generated_tokens"] += 1
-            if req.want_tokens:
-                req.emit(TokenEvent(tok, lp))
-            finish = self._finish_reason(req, slot)
-            if finish is not None or req.cancelled:
-                self._complete(slot, req, finish or "abort")
+            self._emit_token(slot, req, tok, lp)
+
+    def _emit_token(self, slot: _Slot, req: _Request, tok: int, lp: float) -> bool:
+        """Record and stream one sampled token; True when it finished the request."""
+        req.completion.append(tok)
+        req.logprobs.append(lp)
+        self.stats["generated_tokens"] += 1
+        if req.want_tokens:
+            req.emit(TokenEvent(tok, lp))
+        finish = self._finish_reason(req, slot)
+        if finish is not None or req.cancelled:
+            self._complete(slot, req, finish or "abort")
+            return True
+        return False
+
+    # ------------------------------------------------------------------ speculative decoding
+    def _speculative_step(self) -> None:
+        """Draft with the MTP heads, verify every row's token + drafts in one main forward, then
+        emit the accepted tokens one by one (stops, stop strings and limits checked per token)."""
+        running = self._running()
+        counts = [self._draft_budget(s) for s in running]
+        drafts, qs = self._draft(running, counts)
+        logits = self._verify(running, drafts)  # [rows, 1 + max drafts, V] float32
+        spec = self.stats["spec"]
+        self.stats["decode_steps"] += 1
+        spec["row_forwards"] += len(running)
+        for r, (slot, row_drafts, row_qs) in enumerate(zip(running, drafts, qs)):
+            req = slot.request
+            m = len(row_drafts)
+            emitted, accepted = verify_row(logits[r, :m + 1], row_drafts, row_qs, req.params, req.generator)
+            for k in range(m):
+                spec["proposed"][k] += 1
+                spec["accepted"][k] += int(k < accepted)
+            raw = torch.log_softmax(logits[r, :len(emitted)], dim=-1)  # the main model's, never the draft's
+            lps = raw.gather(-1, torch.tensor(emitted, device=raw.device).unsqueeze(1)).squeeze(1).tolist()
+            for tok, lp in zip(emitted, lps):
+                slot.tokens.append(req.completion[-1])  # its keys/values were written by the verify forward
+                spec["tokens"] += 1
+                if self._emit_token(slot, req, tok, lp):
+                    break  # anything after a finish is discarded
+
+    def _draft_budget(self, slot: _Slot) -> int:
+        """Drafts for this row: the configured number, fewer near max_tokens or the context limit
+        (every emitted token but the last must leave the request unfinished)."""
+        req = slot.request
+        left = req.params.max_tokens - len(req.completion) - 1
+        room = self.max_context - len(slot.tokens) - 2
+        return max(0, min(self.speculative, left, room))
+
+    def _draft(self, running: list[_Slot], counts: list[int]) -> tuple[list[list[int]], list[list[torch.Tensor | None]]]:
+        """Up to `counts[r]` draft tokens per row from the MTP heads, all rows batched per depth.
+
+        Depth 1 runs over the last `window` cached positions i (the main model's hidden state at i
+        and token x_{i+1}, the last being the token just sampled); its output at the last
+        position drafts the next token. Depth k reuses depth k-1's outputs with the tokens shifted
+        once more, the previous draft appended."""
+        drafts: list[list[int]] = [[] for _ in running]
+        qs: list[list[torch.Tensor | None]] = [[] for _ in running]
+        rows = [r for r, c in enumerate(counts) if c > 0]
+        if not rows:
+            return drafts, qs
+        heads = self._mtp
+        assert heads is not None
+        width = min(heads.window, max(len(running[r].tokens) for r in rows))
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        tokens = torch.zeros((len(rows), width), dtype=torch.long)
+        valid = torch.zeros((len(rows), width), dtype=torch.bool)
+        for i, r in enumerate(rows):
+            slot = running[r]
+            cached, w = len(slot.tokens), min(width, len(slot.tokens))
+            positions[i, width - w:] = torch.arange(cached - w, cached)
+            tokens[i, width - w:] = torch.tensor(slot.tokens[cached - w + 1:] + [slot.request.completion[-1]])
+            valid[i, width - w:] = True
+        positions, tokens, valid = positions.to(self.device), tokens.to(self.device), valid.to(self.device)
+        assert self.kv.hidden is not None
+        index = torch.tensor([running[r].index for r in rows], device=self.device)
+        previous = self.kv.hidden[index.unsqueeze(1), positions]  # [rows, width, H]: depth 0
+        mask = window_mask(valid, heads.window, previous.dtype)
+        pos_emb = heads.position_embeddings(previous, positions)
+        embed = self.model.get_input_embeddings()
+        requests = [running[r].request for r in rows]
+        for k in range(1, max(counts) + 1):
+            previous = heads.depth(k, previous, embed(tokens), pos_emb, mask)
+            logits = self._logits(heads.head_input(k, previous[:, -1]))
+            active = [counts[r] >= k for r in rows]
+            toks, row_qs = propose(logits, [q.params for q in requests], [q.generator for q in requests], active)
+            for i, r in enumerate(rows):
+                if active[i]:
+                    drafts[r].append(toks[i])
+                    qs[r].append(row_qs[i])
+            step = torch.tensor([max(t, 0) for t in toks], device=self.device)
+            tokens = torch.cat([tokens[:, 1:], step.unsqueeze(1)], dim=1)
+        return drafts, qs
+
+    def _verify(self, running: list[_Slot], drafts: list[list[int]]) -> torch.Tensor:
+        """One main-model forward over [last sampled token, drafts...] of every running row (slots
+        0..n as views, idle rows and padding at the scratch position); logits [running, q, V]."""
+        num_rows = max(s.index for s in running) + 1
+        width = 1 + max(len(d) for d in drafts)
+        scratch = self.kv.max_len - 1
+        ids = torch.zeros((num_rows, width), dtype=torch.long)
+        positions = torch.full((num_rows, width), scratch, dtype=torch.long)
+        for slot, row in zip(running, drafts):
+            new, start = [slot.request.completion[-1], *row], len(slot.tokens)
+            ids[slot.index, :len(new)] = torch.tensor(new)
+            positions[slot.index, :len(new)] = torch.arange(start, start + len(new))
+        kv_len = max(len(s.tokens) + len(d) for s, d in zip(running, drafts)) + 1
+        ids, positions = ids.to(self.device), positions.to(self.device)
+        self.kv.set_plan(WritePlan("verify", num_rows=num_rows, positions=positions, kv_len=kv_len))
+        pad = positions == scratch
+        mask = torch.arange(kv_len, device=self.device)[None, None, :] <= positions[:, :, None]  # causal
+        mask &= ~pad.unsqueeze(-1)
+        mask[:, :, 0] |= pad  # padding queries attend one position so softmax stays finite; output unused
+        hidden = self._hidden_states(ids, positions.clamp(max=kv_len), mask[:, None])
+        return self._logits(hidden[[s.index for s in running]]).float()
 
     def _finish_reason(self, req: _Request, slot: _Slot) -> tuple[str, str | int | None] | None:
         tok = req.completion[-1]
@@ -456,6 +589,24 @@ class LLMEngine:
             if slot.request is not None:
                 slot.request.emit(exc)
                 slot.request, slot.tokens = None, []
+
+
+def _speculation(model: Any, speculative: int | None) -> tuple[MTPHeads | None, int]:
+    """(the MTP heads, drafts per round) for the `speculative` option: None = one draft per MTP
+    module the model has (0 without heads), 0 = off."""
+    heads = get_mtp(model)
+    modules = 0 if heads is None else len(heads.depths)
+    if speculative is None:
+        return heads, modules
+    if speculative < 0:
+        raise ConfigError(f"speculative must be >= 0 draft tokens (0 = off, unset = one per MTP module), got {speculative}")
+    if speculative > 0 and heads is None:
+        raise ConfigError(f"speculative = {speculative} needs a policy with MTP heads, and this one has none: add them "
+                          "(`forgerl mtp add`) or set speculative = 0")
+    if speculative > modules:
+        raise ConfigError(f"speculative = {speculative} draft tokens but the policy has {modules} MTP module(s), one "
+                          f"per draft depth: use at most {modules} (or expand the heads)")
+    return heads, speculative
 
 
 def _covers_all(state_dict: Mapping[str, Any], targets: Mapping[str, torch.Tensor],

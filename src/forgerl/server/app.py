@@ -153,7 +153,7 @@ def serve(
     model: str = "default", host: str = "127.0.0.1", port: int = 8000, chat_format: str = "minimax_m2",
     *, served_model_name: str | None = None, log_level: str = "info", admin_token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, api_key: str | None = None,
-    weights_dir: str | os.PathLike[str] | None = None,
+    weights_dir: str | os.PathLike[str] | None = None, speculative: int | None = None,
 ) -> None:
     """Load `model` with the built-in engine and serve it until interrupted (loopback by default).
 
@@ -166,7 +166,7 @@ def serve(
     warning = exposure_warning(host, key)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    engine = load_engine(model, chat_format=chat_format)
+    engine = load_engine(model, chat_format=chat_format, speculative=speculative)
     token = admin_token or os.environ.get("FORGERL_ADMIN_TOKEN") or None
     app = create_app(engine, get_format(chat_format), served_model_name=served_model_name, admin_token=token,
                      max_body_bytes=max_body_bytes, api_key=key, weights_dir=weights_dir)
