@@ -212,7 +212,8 @@ def test_weight_push_mid_request_reaches_drafts_and_target(model):
 def test_speculative_option_is_checked(model):
     tok = CharTokenizer()
     bare = build_micro_moe(VOCAB)
-    assert LLMEngine(bare, tok, max_context=32, num_slots=1).speculative == 0  # auto: off without heads
+    off = LLMEngine(bare, tok, max_context=32, num_slots=1)
+    assert off.speculative == 0 and "spec" not in off.stats  # auto: off without heads, no counters
     assert LLMEngine(model, tok, max_context=32, num_slots=1, speculative=2).speculative == 2
     with pytest.raises(ConfigError, match="has 3 MTP module"):
         LLMEngine(model, tok, max_context=32, num_slots=1, speculative=4)

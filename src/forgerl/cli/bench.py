@@ -73,8 +73,31 @@ def bench_engine(
     skip_per_request: bool = typer.Option(False, "--skip-per-request", help="Leave out HF generate one request at a time."),
     competing_load: int = typer.Option(0, "--competing-load", help="Instead: the built-in engine quiet vs next to this "
                                        "many busy torch processes, with and without the core plan (CPU)."),
+    speculative: bool = typer.Option(False, "--speculative", help="Instead: the built-in engine with and without the "
+                                     "model's MTP drafts, greedy (same tokens asserted), at --batches sessions."),
+    batches: str = typer.Option("1,4,16", help="--speculative: comma-separated batch sizes (concurrent sessions)."),
+    random_mtp: int = typer.Option(0, "--random-mtp", help="--speculative: attach this many untrained MTP heads first "
+                                   "(they accept ~nothing: checks the bench runs and shows the drafting overhead)."),
 ) -> None:
     """Built-in engine vs transformers' plain generate (and vLLM) on an agent-like workload; prints the ratios."""
+    if speculative:
+        from forgerl.bench.engine import (
+            run_speculative_bench,  # heavy: forgerl.bench.engine (torch), kept out of forgerl --help
+        )
+
+        models = [m.strip() for m in model.split(",") if m.strip()]
+        if len(models) != 1 or vllm or competing_load:
+            raise ConfigError("--speculative measures one model's built-in engine",
+                              hint="give one --model and leave out --vllm and --competing-load")
+        try:
+            sizes = tuple(int(b) for b in batches.split(",") if b.strip())
+        except ValueError:
+            raise ConfigError(f"--batches must be comma-separated integers, got {batches!r}") from None
+        if not sizes or min(sizes) < 1:
+            raise ConfigError(f"--batches needs batch sizes >= 1, got {batches!r}")
+        run_speculative_bench(model=models[0], batches=sizes, turns=turns, max_tokens=max_tokens, device=device,
+                              dtype=dtype, random_mtp=random_mtp)
+        return
     if competing_load:
         from forgerl.bench.engine import (
             run_engine_load_bench,  # heavy: forgerl.bench.engine (torch), kept out of forgerl --help

@@ -142,9 +142,11 @@ class LLMEngine:
         self._scheduler_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._torn: str | None = None  # why the weights are half-written (a copy failed mid-push), or None
-        self.stats = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "decode_steps": 0,
-                      "prefill_forwards": 0, "spec": {"proposed": [0] * self.speculative,
-                                                      "accepted": [0] * self.speculative, "row_forwards": 0, "tokens": 0}}
+        self.stats: dict[str, Any] = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0,
+                                      "decode_steps": 0, "prefill_forwards": 0}
+        if self.speculative:  # cumulative; acceptance at depth k = accepted[k] / proposed[k]
+            self.stats["spec"] = {"proposed": [0] * self.speculative, "accepted": [0] * self.speculative,
+                                  "row_forwards": 0, "tokens": 0}
 
     # ------------------------------------------------------------------ public API
     async def generate(self, prompt_ids: list[int], params: SamplingParams, session_id: str | None = None) -> GenerationResult:
@@ -381,8 +383,6 @@ class LLMEngine:
         for s in running:
             s.tokens.append(s.request.completion[-1])
         self.stats["decode_steps"] += 1
-        self.stats["spec"]["row_forwards"] += len(running)
-        self.stats["spec"]["tokens"] += len(running)
         self._accept_tokens(running, logits[[s.index for s in running]])
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
