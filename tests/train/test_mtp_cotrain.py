@@ -101,7 +101,7 @@ def test_draft_kl_equals_a_direct_per_position_computation(path: str) -> None:
     assert kl.positions == sum(sum(s.loss_mask[1:]) for s in rows)
 
 
-def test_crops_cover_the_window_reach_and_the_cap_keeps_each_spans_share() -> None:
+def test_crops_cover_the_window_reach_and_the_cap_keeps_spread_whole_spans() -> None:
     mask = torch.zeros(2, 60)
     mask[0, 30:40] = 1
     mask[0, 43:45] = 1  # close enough to merge with the first span's crop
@@ -112,7 +112,7 @@ def test_crops_cover_the_window_reach_and_the_cap_keeps_each_spans_share() -> No
     assert plan.positions == 22 and len(plan.pairs[1]) == 22
     capped = plan_crops(mask, depths=2, window=4, max_positions=11)
     kept = sorted({(b, t + 1) for (_, _, b, t) in capped.pairs[0]})
-    assert kept == [(0, t) for t in range(30, 35)] + [(0, 43)] + [(1, t) for t in range(50, 55)]
+    assert kept == [(0, t) for t in range(30, 40)] + [(1, 50)]  # whole spans, spread: the first and the last
 
 
 def fake_run(model, config: TrainConfig):
@@ -154,6 +154,11 @@ def test_the_main_models_update_does_not_depend_on_the_heads(batch_mode: str) ->
         moved = max(float((heads.state_dict()[k] - v).abs().max()) for k, v in heads_before.items())
         assert (moved > 1e-4) if arm == "cotrain" else moved == 0.0, (arm, moved)
     assert any("e_score_correction_bias" in k and float(v.abs().max()) > 0 for k, v in reference.items())
+    for name in ("moe/max_over_mean_load", "moe/mean_max_over_mean_load"):
+        assert results["none"][3][-1][name] == results["cotrain"][3][-1][name] == results["frozen"][3][-1][name]
+    _, heads_before, heads, _ = results["cotrain"]
+    biases = [k for k in heads_before if "e_score_correction_bias" in k]
+    assert biases and all(torch.equal(heads.state_dict()[k], heads_before[k]) for k in biases)  # never counted
     cotrained = results["cotrain"][3]
     assert {"mtp/draft_kl", "mtp/draft_kl_depth1", "mtp/draft_kl_depth2", "mtp/grad_norm"} <= cotrained[0].keys()
     assert not any(k.startswith("mtp/") for k in results["frozen"][3][0])

@@ -96,13 +96,10 @@ def plan_crops(loss_mask: torch.Tensor, depths: int, window: int, max_positions:
     """Which rows the heads run over, for trainable tokens t (loss_mask[b, t] = 1) at every depth
     k with i = t - k - 1 >= 0. A span [a, b) of trainable tokens needs positions a - K - 1 .. b - 1
     plus K * (window - 1) before them (depth k at j reads depth k - 1 over j - window + 1 .. j).
-    Over `max_positions` tokens, each span keeps floor(len * max / total) tokens from its start."""
+    Over `max_positions` tokens, whole spans evenly spread over the micro-batch are kept
+    (`_spread`): each crop costs its reach again, so fewer, longer crops are cheaper."""
     rows = [[int(v) for v in r] for r in (loss_mask > 0).to(torch.int8).cpu().tolist()]
-    spans = [(b, a, e) for b, r in enumerate(rows) for a, e in _spans(r)]
-    total = sum(e - a for _, a, e in spans)
-    if total > max_positions:
-        spans = [(b, a, a + (e - a) * max_positions // total) for b, a, e in spans]
-        spans = [s for s in spans if s[2] > s[1]]
+    spans = _spread([(b, a, e) for b, r in enumerate(rows) for a, e in _spans(r)], max_positions)
     reach = depths * (window - 1) + depths + 1
     crops: list[list[int]] = []  # [sample, start, end, ...]
     targets: list[list[int]] = []
@@ -121,6 +118,23 @@ def plan_crops(loss_mask: torch.Tensor, depths: int, window: int, max_positions:
                 if t - k - 1 >= 0:
                     pairs[k - 1].append((row, t - k - 1 - lo, b, t - 1))
     return CropPlan([c[0] for c in crops], [c[1] for c in crops], [c[2] - c[1] for c in crops], pairs)
+
+
+def _spread(spans: list[tuple[int, int, int]], budget: int) -> list[tuple[int, int, int]]:
+    """Spans (sample, start, end) holding at most `budget` tokens: all of them when they fit, else
+    every n-th one (n so that their mean length fills the budget), the last cut to fit."""
+    total = sum(e - a for _, a, e in spans)
+    if total <= budget:
+        return spans
+    keep = max(1, min(len(spans), -(-budget * len(spans) // total)))
+    chosen, left = [], budget
+    for j in range(keep):
+        b, a, e = spans[(2 * j + 1) * len(spans) // (2 * keep)]
+        if left <= 0:
+            break
+        chosen.append((b, a, min(e, a + left)))
+        left -= chosen[-1][2] - a
+    return chosen
 
 
 class _Detached(nn.Module):
