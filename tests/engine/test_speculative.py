@@ -295,3 +295,31 @@ def test_sampled_tokens_follow_the_target_distribution(sharp_model, params):
     spec = engine.stats["spec"]
     assert spec["proposed"][1] == runs and spec["proposed"][0] >= runs  # all drafted tokens 2 and 3 (then more)
     assert 0 < spec["accepted"][0] < 0.8 * spec["proposed"][0]  # bad drafts: many refusals, some kept
+
+
+def test_draft_caches_equal_the_teacher_forced_heads(model):
+    """The engine computes each MTP depth incrementally (its own small caches, a restart a few
+    windows back when far behind); wherever a depth's output has a full window of computed
+    positions it must equal MTPHeads.forward over the whole sequence, as training computes it."""
+    engine = LLMEngine(model, CharTokenizer(), max_context=96, num_slots=1)
+    heads, window = get_mtp(model), get_mtp(model).window
+    first = prompt(21, 5)
+    turn1 = asyncio.run(engine.generate(first, SamplingParams(max_tokens=12, temperature=0)))
+    second = first + turn1.completion_ids + prompt(22, 30)  # far past the caches: they restart
+    checked = []
+    for ctx in (first, second):
+        if ctx is second:
+            asyncio.run(engine.generate(ctx, SamplingParams(max_tokens=10, temperature=0)))
+        slot = engine.slots[0]
+        ids = torch.tensor([slot.tokens])
+        with torch.no_grad():
+            h0 = model.model(ids).last_hidden_state
+            expected = heads(h0, ids, model.get_input_embeddings())
+        for k in range(1, DEPTHS + 1):
+            lo, hi = slot.draft_lo[k - 1], slot.draft_hi[k - 1]
+            exact_from = 0 if lo == 0 else lo + window - 1
+            assert hi - exact_from >= 3
+            got = heads.head_input(k, engine._draft_caches[k - 1].hidden[0, exact_from:hi])
+            assert torch.allclose(got, expected[k - 1][0, exact_from:hi], atol=TOL), (k, lo, hi)
+            checked.append((k, lo, hi))
+    assert any(lo > 0 for _, lo, _ in checked)  # the second turn restarted its caches

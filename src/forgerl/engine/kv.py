@@ -30,9 +30,11 @@ class WritePlan:
     decode: slots `0..num_rows`, one token each, at `positions[row]`.
     verify: slots `0..num_rows`, row r's tokens at `positions[r, :]` (a speculative step's token
         and drafts; padding and idle rows at the scratch position); keys/values come back as views.
+    window: slots `slots[r]`, row r's tokens at `positions[r, :]`; the keys/values returned are
+        those at `key_positions[r, :]` only (an MTP module's attention window), gathered.
     """
 
-    kind: str  # "prefill" | "prefill_many" | "decode" | "verify"
+    kind: str  # "prefill" | "prefill_many" | "decode" | "verify" | "window"
     slot: int = 0
     start: int = 0
     length: int = 0
@@ -40,6 +42,7 @@ class WritePlan:
     positions: torch.Tensor | None = None  # decode: [num_rows]; prefill_many, verify: [rows, q_len]
     slots: torch.Tensor | None = None  # prefill_many: [rows]
     kv_len: int = 0  # how many positions the returned keys/values cover
+    key_positions: torch.Tensor | None = None  # window: [rows, span]
 
 
 class SlotKVCache(Cache):
@@ -72,10 +75,14 @@ class SlotKVCache(Cache):
             k_buf[plan.slot, :, plan.start:end] = key_states[0]
             v_buf[plan.slot, :, plan.start:end] = value_states[0]
             return k_buf[plan.slot:plan.slot + 1, :, :end], v_buf[plan.slot:plan.slot + 1, :, :end]
-        if plan.kind == "prefill_many":
+        if plan.kind in ("prefill_many", "window"):
             rows = plan.slots.unsqueeze(1).expand_as(plan.positions)
             k_buf[rows, :, plan.positions] = key_states.transpose(1, 2)
             v_buf[rows, :, plan.positions] = value_states.transpose(1, 2)
+            if plan.kind == "window":
+                keys = plan.slots.unsqueeze(1).expand_as(plan.key_positions)
+                return (k_buf[keys, :, plan.key_positions].transpose(1, 2),
+                        v_buf[keys, :, plan.key_positions].transpose(1, 2))
             return k_buf[plan.slots, :, :plan.kv_len], v_buf[plan.slots, :, :plan.kv_len]
         if plan.kind == "verify":
             rows = self._rows.unsqueeze(1).expand_as(plan.positions)
@@ -95,7 +102,7 @@ class SlotKVCache(Cache):
             return
         if plan.kind == "prefill":
             buf[plan.slot, plan.start:plan.start + plan.length] = hidden[0]
-        elif plan.kind == "prefill_many":
+        elif plan.kind in ("prefill_many", "window"):
             buf[plan.slots.unsqueeze(1).expand_as(plan.positions), plan.positions] = hidden
         elif plan.kind == "decode":
             buf[self._rows, plan.positions] = hidden[:, 0]

@@ -42,7 +42,7 @@ from forgerl.engine.kv import SlotKVCache, WritePlan
 from forgerl.engine.sampling import sample_rows
 from forgerl.engine.speculative import propose, verify_row
 from forgerl.errors import ConfigError, ContextLengthError, EngineError
-from forgerl.model.mtp import MTPHeads, get_mtp, window_mask
+from forgerl.model.mtp import MTPHeads, get_mtp
 from forgerl.types import Timings
 from forgerl.weights.check import check_weight_push
 
@@ -95,6 +95,10 @@ class _Slot:
     request: _Request | None = None
     session_id: str | None = None
     last_used: float = 0.0
+    # per MTP depth k: positions [draft_lo[k], draft_hi[k]) hold final keys/values and outputs of
+    # that depth in its cache (speculative decoding; see LLMEngine._draft)
+    draft_lo: list[int] = field(default_factory=list)
+    draft_hi: list[int] = field(default_factory=list)
 
 
 class LLMEngine:
@@ -135,7 +139,13 @@ class LLMEngine:
         # one extra position per slot is scratch space for idle rows inside a decode batch
         self.kv = SlotKVCache(cfg.num_hidden_layers, num_slots, kv_heads, max_context + 1, head_dim, dtype, self.device,
                               hidden_size=cfg.hidden_size if self.speculative else None)
-        self.slots = [_Slot(i) for i in range(num_slots)]
+        self.slots = [_Slot(i, draft_lo=[0] * self.speculative, draft_hi=[0] * self.speculative)
+                      for i in range(num_slots)]
+        # one small cache per MTP depth (its own layers' keys/values and outputs h^k), so each draft
+        # round computes only the positions that are new since the last one
+        self._draft_caches = [] if not self.speculative or self._mtp is None else [
+            SlotKVCache(self._mtp.layers_per_module, num_slots, kv_heads, max_context + 1, head_dim, dtype, self.device,
+                        hidden_size=cfg.hidden_size) for _ in range(self.speculative)]
         self._waiting: deque[_Request] = deque()
         self._lock = threading.Lock()  # guards the waiting queue and who runs the scheduler
         self._model_lock = threading.Lock()  # one engine step or one weight update at a time
@@ -312,7 +322,7 @@ class LLMEngine:
             # a running request holds a longer prefix (another rollout of the group): its first
             # positions are final, copy them into the least useful free slot
             shared = held[donor.index]
-            self.kv.copy_slot(donor.index, lru.index, shared)  # hidden states too, for the drafts
+            self._copy_prefix(donor, lru, shared)
             lru.tokens, lru.session_id = donor.tokens[:shared], None
             return lru
         if shared == 0:
@@ -320,15 +330,25 @@ class LLMEngine:
         if shared < len(best.tokens) and best.session_id != request.session_id and lru is not best:
             # `best` holds another session's longer context: copy the shared prefix (e.g. the
             # prompt of a group) into a spare slot instead of evicting that context.
-            self.kv.copy_slot(best.index, lru.index, shared)
+            self._copy_prefix(best, lru, shared)
             lru.tokens, lru.session_id = best.tokens[:shared], None
             return lru
         return best
+
+    def _copy_prefix(self, src: _Slot, dst: _Slot, length: int) -> None:
+        """Copy the first `length` cached positions of `src` into `dst` (main cache and drafts')."""
+        self.kv.copy_slot(src.index, dst.index, length)
+        for cache in self._draft_caches:
+            cache.copy_slot(src.index, dst.index, length)
+        dst.draft_lo = list(src.draft_lo)
+        dst.draft_hi = [min(hi, length - k) for k, hi in enumerate(src.draft_hi, start=1)]
 
     def _claim(self, slot: _Slot, request: _Request) -> None:
         """Give `slot` to `request`, keeping the cached prefix they share (all but the last prompt
         token at most: the last one must be fed to get the next token's logits)."""
         reuse = min(common_prefix_len(slot.tokens, request.prompt_ids), len(request.prompt_ids) - 1)
+        # depth k's output at i read token i+k: final only where that token is still in the prefix
+        slot.draft_hi = [min(hi, reuse - k) for k, hi in enumerate(slot.draft_hi, start=1)]
         slot.request, slot.session_id, slot.tokens = request, request.session_id, request.prompt_ids[:reuse]
         request.cached_tokens, request.version, request.started = reuse, self.policy_version, time.perf_counter()
 
@@ -463,47 +483,78 @@ class LLMEngine:
     def _draft(self, running: list[_Slot], counts: list[int]) -> tuple[list[list[int]], list[list[torch.Tensor | None]]]:
         """Up to `counts[r]` draft tokens per row from the MTP heads, all rows batched per depth.
 
-        Depth 1 runs over the last `window` cached positions i (the main model's hidden state at i
-        and token x_{i+1}, the last being the token just sampled); its output at the last
-        position drafts the next token. Depth k reuses depth k-1's outputs with the tokens shifted
-        once more, the previous draft appended."""
+        Depth k at position i reads the main model's (k=1) or depth k-1's output at i and token
+        x_{i+k}, attending over depth k's last `window` positions. For a row with P cached tokens
+        and x_P just sampled, depth k runs over the positions from where its cache stops being
+        final to P-1; its output at P-1 drafts token P+k (reading drafts d_1..d_{k-1} as tokens).
+        Positions up to P-k read only known tokens and stay final; later ones are recomputed next
+        round. A cache far behind (a new turn, a fresh slot) restarts (n-k+1) windows before P, so
+        everything the last depth reads at P-1 is computed over full windows, as in training."""
         drafts: list[list[int]] = [[] for _ in running]
         qs: list[list[torch.Tensor | None]] = [[] for _ in running]
-        rows = [r for r, c in enumerate(counts) if c > 0]
-        if not rows:
-            return drafts, qs
         heads = self._mtp
         assert heads is not None
-        width = min(heads.window, max(len(running[r].tokens) for r in rows))
-        positions = torch.zeros((len(rows), width), dtype=torch.long)
-        tokens = torch.zeros((len(rows), width), dtype=torch.long)
-        valid = torch.zeros((len(rows), width), dtype=torch.bool)
-        for i, r in enumerate(rows):
-            slot = running[r]
-            cached, w = len(slot.tokens), min(width, len(slot.tokens))
-            positions[i, width - w:] = torch.arange(cached - w, cached)
-            tokens[i, width - w:] = torch.tensor(slot.tokens[cached - w + 1:] + [slot.request.completion[-1]])
-            valid[i, width - w:] = True
-        positions, tokens, valid = positions.to(self.device), tokens.to(self.device), valid.to(self.device)
-        assert self.kv.hidden is not None
-        index = torch.tensor([running[r].index for r in rows], device=self.device)
-        previous = self.kv.hidden[index.unsqueeze(1), positions]  # [rows, width, H]: depth 0
-        mask = window_mask(valid, heads.window, previous.dtype)
-        pos_emb = heads.position_embeddings(previous, positions)
         embed = self.model.get_input_embeddings()
-        requests = [running[r].request for r in rows]
-        for k in range(1, max(counts) + 1):
-            previous = heads.depth(k, previous, embed(tokens), pos_emb, mask)
-            logits = self._logits(heads.head_input(k, previous[:, -1]))
-            active = [counts[r] >= k for r in rows]
-            toks, row_qs = propose(logits, [q.params for q in requests], [q.generator for q in requests], active)
+        for k in range(1, max(counts, default=0) + 1):
+            rows = [r for r, c in enumerate(counts) if c >= k]
+            hidden = self._depth_forward(heads, embed, k, [running[r] for r in rows], [drafts[r] for r in rows])
+            requests = [running[r].request for r in rows]
+            toks, row_qs = propose(self._logits(heads.head_input(k, hidden)), [q.params for q in requests],
+                                   [q.generator for q in requests], [True] * len(rows))
             for i, r in enumerate(rows):
-                if active[i]:
-                    drafts[r].append(toks[i])
-                    qs[r].append(row_qs[i])
-            step = torch.tensor([max(t, 0) for t in toks], device=self.device)
-            tokens = torch.cat([tokens[:, 1:], step.unsqueeze(1)], dim=1)
+                drafts[r].append(toks[i])
+                qs[r].append(row_qs[i])
         return drafts, qs
+
+    def _depth_forward(self, heads: MTPHeads, embed: Any, k: int, slots: list[_Slot],
+                       drafts: list[list[int]]) -> torch.Tensor:
+        """Depth k over each slot's new positions (see `_draft`); its outputs at P-1 [rows, H]."""
+        window, cache, d = heads.window, self._draft_caches[k - 1], k - 1
+        previous = self.kv.hidden if k == 1 else self._draft_caches[k - 2].hidden
+        assert previous is not None and cache.hidden is not None
+        spans = []
+        for slot in slots:
+            cached = len(slot.tokens)
+            restart = max(0, cached - (self.speculative - k + 1) * window)
+            if slot.draft_hi[d] < restart or slot.draft_lo[d] > restart:
+                slot.draft_lo[d] = slot.draft_hi[d] = restart
+            spans.append((slot.draft_hi[d], cached, slot.draft_lo[d]))
+        width = max(end - start for start, end, _ in spans)
+        keys_width = max(end - max(lo, start - window + 1) for start, end, lo in spans)
+        scratch = cache.max_len - 1
+        positions = torch.full((len(slots), width), scratch, dtype=torch.long)
+        key_positions = torch.full((len(slots), keys_width), scratch, dtype=torch.long)
+        tokens = torch.zeros((len(slots), width), dtype=torch.long)
+        for r, (slot, row_drafts, (start, end, lo)) in enumerate(zip(slots, drafts, spans)):
+            # x_{i+k} for i in [start, end): cached tokens, then x_P (just sampled), then this round's drafts
+            ahead = [slot.request.completion[-1], *row_drafts]
+            known = slot.tokens[start + k:end] + ahead[max(0, start + k - end):k]
+            tokens[r, :end - start] = torch.tensor(known)
+            positions[r, :end - start] = torch.arange(start, end)
+            first_key = max(lo, start - window + 1)
+            key_positions[r, :end - first_key] = torch.arange(first_key, end)
+        positions, key_positions, tokens = positions.to(self.device), key_positions.to(self.device), tokens.to(self.device)
+        index = torch.tensor([s.index for s in slots], device=self.device)
+        lows = torch.tensor([lo for _, _, lo in spans], device=self.device)
+        pad = positions == scratch
+        q, kp = positions[:, :, None], key_positions[:, None, :]
+        mask = (kp <= q) & (kp > q - window) & (kp >= lows[:, None, None]) & (kp != scratch)
+        mask &= ~pad[:, :, None]
+        mask[:, :, 0] |= pad  # padding queries attend one key so softmax stays finite; output unused
+        cache.set_plan(WritePlan("window", slots=index, positions=positions, key_positions=key_positions))
+        module = heads.depths[k - 1]
+        x = module.eh_proj(torch.cat([module.hnorm(previous[index.unsqueeze(1), positions]),
+                                      module.enorm(embed(tokens))], dim=-1))
+        clamped = positions.masked_fill(pad, 0)
+        pos_emb = heads.position_embeddings(x, clamped)
+        for layer in module.layers:
+            out = layer(x, position_embeddings=pos_emb, attention_mask=mask[:, None], past_key_values=cache)
+            x = out[0] if isinstance(out, tuple) else out
+        cache.store_hidden(x)
+        for slot, (_, end, _) in zip(slots, spans):  # positions up to P-k read only known tokens
+            slot.draft_hi[d] = max(slot.draft_hi[d], end - k + 1)
+        last = torch.tensor([end - start - 1 for start, end, _ in spans], device=self.device)
+        return x[torch.arange(len(slots), device=self.device), last]
 
     def _verify(self, running: list[_Slot], drafts: list[list[int]]) -> torch.Tensor:
         """One main-model forward over [last sampled token, drafts...] of every running row (slots
