@@ -15,6 +15,7 @@ from forgerl.cli.envs import envs_app, rollout_command
 from forgerl.cli.errors import DEBUG_ENV, debug_requested, report, strip_debug
 from forgerl.cli.eval import eval_command
 from forgerl.cli.gateway import gateway
+from forgerl.cli.mtp import mtp_app
 from forgerl.cli.perturb import perturb_app
 from forgerl.cli.review import review_app, rm_app
 from forgerl.cli.serve import serve
@@ -80,6 +81,7 @@ def _mount_commands(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
     app.command("gateway")(gateway)
     app.add_typer(engine_app, name="engine")
+    app.add_typer(mtp_app, name="mtp")
     app.add_typer(perturb_app, name="perturb")
     app.add_typer(review_app, name="review")
     app.add_typer(rm_app, name="rm")

@@ -351,6 +351,9 @@ def sft(
                                               "the chance each perturbation dimension fires (0 = off; held-out scaffolds are never drawn)."),
     perturb_strength: float = typer.Option(0.5, min=0.0, max=1.0, help="How much each fired dimension changes (0..1)."),
     max_length: int = typer.Option(3072, min=64, help="Leave out conversations longer than this many tokens."),
+    mtp_weight: float | None = typer.Option(None, "--mtp-weight", min=0.0, help="Weight of the MTP heads' loss "
+                                            "(default 0.3 when the model has MTP heads, else off)."),
+    mtp_modules: int = typer.Option(0, "--mtp-modules", min=0, help="Attach this many fresh MTP heads when --init has none."),
 ) -> None:
     """Build the default policy: SFT of `tiny-random` on verified scripted-solver trajectories with
     interleaved thinking (the reproducible bootstrap of the embedded default)."""
@@ -360,7 +363,8 @@ def sft(
     spec = PerturbSpec.uniform(perturb_probability, perturb_strength) if perturb_probability > 0 else None
     try:
         run_sft(out, examples=examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=init,
-                difficulty=levels, varied=varied_styles, perturb=spec, max_length=max_length)
+                difficulty=levels, varied=varied_styles, perturb=spec, max_length=max_length, mtp_weight=mtp_weight,
+                mtp_modules=mtp_modules)
     except ConfigError as exc:  # a missing --init model and the like; cli/errors.py prints error + hint, exit 2
         raise add_hint(exc, "pass --init tiny-random or a model directory, and check the other options") from None
     except ValueError as exc:  # bad settings (e.g. every conversation over --max-length): a user's mistake, exit 2

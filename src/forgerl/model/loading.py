@@ -121,7 +121,9 @@ def load_policy(
     `tiny-random` is built from a config with a fixed seed (no download). A run directory or run
     reference (`RUN`, `RUN:best`, `RUN:step_N`) resolves to its checkpoint (resolve_model_dir). A directory is loaded with
     `AutoModelForCausalLM`; when the format's markers had to be added to its tokenizer, the
-    embedding matrix is resized to match.
+    embedding matrix is resized to match. MTP heads that config.json declares are attached and
+    loaded from `mtp.safetensors` beside the weights (model/mtp.py `load_mtp`; a missing file
+    warns and loads with MTP off).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -164,5 +166,8 @@ def load_policy(
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
+        from forgerl.model.mtp import load_mtp  # heavy: torch, as the rest of this function
+
+        load_mtp(model, path)  # the MTP heads config.json declares, from mtp.safetensors (model/mtp.py)
     model.eval()
     return model, tokenizer

@@ -24,15 +24,22 @@ off, and loaders that know nothing of MTP (transformers, vLLM) never see the ext
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from forgerl.errors import ConfigError
 from forgerl.model.logprobs import head_logits
 from forgerl.model.lora import causal_lm
+
+log = logging.getLogger(__name__)
 
 MTP_ATTRIBUTE = "mtp"
 MTP_PREFIX = "mtp."
@@ -247,3 +254,78 @@ def topk_kl(policy_logp: torch.Tensor, draft_logp: torch.Tensor, top_k: int) -> 
     log_p = torch.log_softmax(top_logp, dim=-1)
     log_q = draft_logp.gather(-1, top_index)
     return (p * (log_p - log_q)).sum(-1)
+
+
+# -- on disk: mtp.safetensors beside the Hugging Face weights -----------------------------------
+
+
+@contextlib.contextmanager
+def detached_mtp(model: nn.Module) -> Iterator[MTPHeads | None]:
+    """The model without its MTP heads for the duration (config untouched), so Hugging Face
+    `save_pretrained`, safetensors' `save_model`/`load_model` and vLLM see only the main weights;
+    the heads are put back afterwards, whatever happened inside."""
+    lm = _lm(model)
+    heads = get_mtp(lm)
+    if heads is not None:
+        delattr(lm, MTP_ATTRIBUTE)
+    try:
+        yield heads
+    finally:
+        if heads is not None:
+            setattr(lm, MTP_ATTRIBUTE, heads)
+
+
+def without_mtp(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict minus its `mtp.*` entries: what an engine that knows nothing of MTP loads."""
+    return split_state(state)[0]
+
+
+def save_mtp(model: nn.Module, directory: str | Path) -> Path | None:
+    """Write the heads to `directory/mtp.safetensors` (names without the `mtp.` prefix); None, and
+    any stale file removed, when the model has none. config.json (written by the caller's
+    save_pretrained) carries the shape, recorded by attach_mtp/expand_mtp."""
+    from safetensors.torch import save_file
+
+    path = Path(directory) / MTP_FILENAME
+    heads = get_mtp(model)
+    if heads is None:
+        path.unlink(missing_ok=True)
+        return None
+    state = {name: tensor.detach().contiguous() for name, tensor in heads.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "pt"})
+    return path
+
+
+def load_mtp(model: nn.Module, directory: str | Path) -> MTPHeads | None:
+    """Attach and load the heads config.json declares from `directory/mtp.safetensors`.
+
+    No MTP in the config: nothing happens (None). MTP in the config but no file (a checkpoint
+    whose heads were stripped, e.g. copied without mtp.safetensors): a warning, and the model
+    loads with MTP off (num_mtp_modules reset to 0). A file whose names or shapes do not match the
+    declared shape is a ConfigError naming it."""
+    from safetensors.torch import load_file
+
+    lm = _lm(model)
+    shape = mtp_shape(lm.config)
+    if shape is None:
+        return None
+    path = Path(directory) / MTP_FILENAME
+    if not path.is_file():
+        log.warning("%s declares %d MTP module(s) but has no %s: loading with MTP off (speculative decoding "
+                    "and MTP co-training unavailable; rebuild the heads with `forgerl mtp add`)",
+                    Path(directory) / "config.json", shape.modules, MTP_FILENAME)
+        remove_mtp(lm)
+        return None
+    heads = attach_mtp(lm, shape)
+    try:
+        state = load_file(str(path), device=str(next(lm.parameters()).device))
+        heads.load_state_dict({k: v.to(next(heads.parameters()).dtype) if v.is_floating_point() else v
+                               for k, v in state.items()}, strict=True)
+    except Exception as exc:  # noqa: BLE001 — safetensors header errors and load_state_dict mismatches alike
+        remove_mtp(lm)
+        text = " ".join(str(exc).split())
+        raise ConfigError(f"{path} does not hold the {shape.modules} MTP module(s) x {shape.layers} layer(s) "
+                          f"config.json declares: {type(exc).__name__}: {text[:300]}",
+                          hint="rebuild the heads with `forgerl mtp add`, or delete the file and set "
+                               "num_mtp_modules to 0 in config.json") from None
+    return heads

@@ -7,7 +7,8 @@ the loader with a traceback that does not name it, or — 64 KB of 0xFF inside a
 NaN weights to safetensors — loads silently and fails steps later as non-finite logprobs.
 
 A checkpoint directory `run_dir/checkpoints/step_NNNNNN/` holds `model.safetensors` (weights incl.
-buffers such as the MoE selection bias), `optimizer.pt`, `rng.pt`, `state.json` (step, policy
+buffers such as the MoE selection bias), `mtp.safetensors` when the policy has MTP heads
+(model/mtp.py; kept out of model.safetensors so transformers and vLLM load it as is), `optimizer.pt`, `rng.pt`, `state.json` (step, policy
 version) and `checksums.json` (sha256 and size of each of them). It is written into `step_N.tmp`,
 every file fsynced, then renamed into place and the parent fsynced, so a directory under its final
 name is complete; the store records it only after that. Loading verifies every file against
@@ -63,6 +64,7 @@ from forgerl.model.checkpoints import (
     verify_checkpoint,
 )
 from forgerl.model.lora import causal_lm, inference_weights, is_peft
+from forgerl.model.mtp import MTP_FILENAME, detached_mtp, save_mtp, split_state
 from forgerl.train.sharded import load_training_state
 
 log = logging.getLogger(__name__)
@@ -117,8 +119,12 @@ def write_sharded_checkpoint(final: Path, weights: Callable[[], dict[str, torch.
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "tie_word_embeddings", False):
         full = _drop_tied_copies(model, full)
+    full, mtp = split_state(full)  # the MTP heads go to mtp.safetensors, as in a one-process checkpoint
     save_file({name: tensor.contiguous() for name, tensor in full.items()}, str(tmp / MODEL_FILENAME),
               metadata=_SAFETENSORS_METADATA)
+    if mtp:
+        save_file({name: tensor.contiguous() for name, tensor in mtp.items()}, str(tmp / MTP_FILENAME),
+                  metadata=_SAFETENSORS_METADATA)
     _write_model_config(tmp, policy)
     torch.save({"torch": torch.get_rng_state()}, tmp / RNG_FILENAME)
     (tmp / STATE_FILENAME).write_text(json.dumps(state))
@@ -145,19 +151,22 @@ def _seal(tmp: Path, final: Path) -> Path:
 
 
 def _write_policy(directory: Path, policy: torch.nn.Module) -> None:
-    """The weights (and for a transformers model its config and generation config)."""
+    """The weights (and for a transformers model its config and generation config). MTP heads
+    go to their own mtp.safetensors, so model.safetensors loads in transformers and vLLM as is."""
     from safetensors.torch import save_file, save_model
 
     # save_model, not save_file(state_dict()): tied weights (SmolLM2's embedding = LM head) are one
     # tensor under two names, which save_file refuses; save_model stores it once, load_model re-ties
-    if is_peft(policy):
-        save_model(policy, str(directory / LORA_POLICY_FILENAME), metadata=_SAFETENSORS_METADATA)
-        merged = {name: tensor.contiguous() for name, tensor in inference_weights(policy).items()}
-        save_file(_drop_tied_copies(causal_lm(policy), merged), str(directory / MODEL_FILENAME),
-                  metadata=_SAFETENSORS_METADATA)
-        policy.save_pretrained(str(directory / ADAPTER_DIRNAME))
-    else:
-        save_model(policy, str(directory / MODEL_FILENAME), metadata=_SAFETENSORS_METADATA)
+    with detached_mtp(policy):
+        if is_peft(policy):
+            save_model(policy, str(directory / LORA_POLICY_FILENAME), metadata=_SAFETENSORS_METADATA)
+            merged = {name: tensor.contiguous() for name, tensor in inference_weights(policy).items()}
+            save_file(_drop_tied_copies(causal_lm(policy), merged), str(directory / MODEL_FILENAME),
+                      metadata=_SAFETENSORS_METADATA)
+            policy.save_pretrained(str(directory / ADAPTER_DIRNAME))
+        else:
+            save_model(policy, str(directory / MODEL_FILENAME), metadata=_SAFETENSORS_METADATA)
+    save_mtp(policy, directory)
     _write_model_config(directory, policy)
 
 
@@ -228,7 +237,7 @@ def _sync_dir(path: Path) -> None:
 def load_checkpoint(directory: Path, policy: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Verify, then load weights, optimizer state and RNG from `directory`; returns its state.json
     (step, version). Any problem is a one-line CheckpointError naming the file."""
-    from safetensors.torch import load_model
+    from safetensors.torch import load_file, load_model
 
     directory = Path(directory)
     verify_checkpoint(directory)
@@ -241,7 +250,10 @@ def load_checkpoint(directory: Path, policy: torch.nn.Module, optimizer: torch.o
         _check_finite(policy, directory / DCP_DIRNAME)
     else:
         weights = _policy_weights_file(directory, policy)
-        _read(weights, lambda p: load_model(policy, str(p)))
+        with detached_mtp(policy) as heads:
+            _read(weights, lambda p: load_model(policy, str(p)))
+        if heads is not None:  # the trainer's policy has heads: the checkpoint must hold them
+            _read(directory / MTP_FILENAME, lambda p: heads.load_state_dict(load_file(str(p)), strict=True))
         _check_finite(policy, weights)
         optimizer_state = _read(directory / OPTIMIZER_FILENAME, lambda p: torch.load(p, weights_only=True))
         _check_finite_state(optimizer_state, directory / OPTIMIZER_FILENAME)

@@ -28,6 +28,7 @@ from forgerl.errors import ToolError
 from forgerl.model.loading import DEFAULT_POLICY_DIR, load_policy
 from forgerl.model.logprobs import collate, head_logits, token_logprobs
 from forgerl.model.lora import causal_lm, decoder_and_head
+from forgerl.model.mtp import MTPShape, attach_mtp, detached_mtp, get_mtp, mtp_cross_entropy, save_mtp
 from forgerl.perturb.gold import perturbed_gold_conversation
 from forgerl.perturb.spec import PerturbSpec
 from forgerl.train.rollouts import make_task
@@ -137,8 +138,22 @@ def shared_prefix_length(batch: Sequence[tuple[list[int], list[int]]]) -> int:
     return n
 
 
+@dataclass
+class MTPInputs:
+    """What the MTP heads train on for one SFT batch, taken from the same forward as the SFT loss:
+    the main model's last hidden states (with gradient) over each row, its tokens, trainable mask,
+    valid (non-padding) positions and true positions. Rows may start inside the sequences (a
+    shared prefix contributes only the last positions the heads' windows reach)."""
+
+    hidden: torch.Tensor
+    ids: torch.Tensor
+    mask: torch.Tensor
+    valid: torch.Tensor
+    positions: torch.Tensor
+
+
 def _shared_prefix_logprobs(model: torch.nn.Module, batch: Sequence[tuple[list[int], list[int]]], prefix: int,
-                            device: Any) -> tuple[torch.Tensor, int]:
+                            device: Any, mtp_reach: int = 0) -> tuple[torch.Tensor, int, MTPInputs | None]:
     """Target-token logprobs with the shared prefix run once: a two-level prefix tree built from
     the model's own KV cache. The prefix's keys/values are computed once (with gradient), repeated
     for every sequence, and the suffixes attend to them at positions that continue from the prefix,
@@ -148,7 +163,8 @@ def _shared_prefix_logprobs(model: torch.nn.Module, batch: Sequence[tuple[list[i
 
     decoder, head = decoder_and_head(model)
     cache = DynamicCache(config=causal_lm(model).config)
-    decoder(input_ids=torch.tensor([batch[0][0][:prefix]], device=device), past_key_values=cache, use_cache=True)
+    prefix_ids = torch.tensor([batch[0][0][:prefix]], device=device)
+    prefix_hidden = decoder(input_ids=prefix_ids, past_key_values=cache, use_cache=True).last_hidden_state
     cache.batch_repeat_interleave(len(batch))
     width = max(len(ids) for ids, _ in batch) - prefix
     ids = torch.zeros(len(batch), width, dtype=torch.long)
@@ -168,7 +184,66 @@ def _shared_prefix_logprobs(model: torch.nn.Module, batch: Sequence[tuple[list[i
     rows, cols = mask.nonzero(as_tuple=True)
     logits = head_logits(head, hidden[rows, cols - 1])
     logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[rows, cols].unsqueeze(-1)).squeeze(-1)
-    return logp.sum(), int(rows.numel())
+    if mtp_reach <= 0:
+        return logp.sum(), int(rows.numel()), None
+    # the heads' rows: the prefix's last positions their windows reach, then each suffix
+    lead = min(prefix, mtp_reach + 1)
+    count = len(batch)
+    targets = torch.zeros(count, width, dtype=torch.bool)
+    for i, (seq, seq_mask) in enumerate(batch):
+        targets[i, :len(seq) - prefix] = torch.tensor(seq_mask[prefix:], dtype=torch.bool)
+    inputs = MTPInputs(
+        hidden=torch.cat([prefix_hidden[:, prefix - lead:].expand(count, -1, -1), hidden], dim=1),
+        ids=torch.cat([prefix_ids[:, prefix - lead:].expand(count, -1), ids], dim=1),
+        mask=torch.cat([torch.zeros(count, lead, dtype=torch.bool), targets], dim=1).to(device),
+        valid=torch.cat([torch.ones(count, lead, dtype=torch.bool, device=device), attn[:, prefix:].bool()], dim=1),
+        positions=(prefix - lead + torch.arange(lead + width, device=device)).unsqueeze(0).expand(count, -1))
+    return logp.sum(), int(rows.numel()), inputs
+
+
+def _padded_logprobs(model: torch.nn.Module, batch: Sequence[tuple[list[int], list[int]]],
+                     device: Any) -> tuple[torch.Tensor, int, MTPInputs]:
+    """Summed target logprobs over right-padded rows (token_logprobs' computation), keeping the
+    hidden states for the MTP heads."""
+    decoder, head = decoder_and_head(model)
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.zeros(len(batch), width, dtype=torch.long)
+    valid = torch.zeros(len(batch), width, dtype=torch.bool)
+    mask = torch.zeros(len(batch), width, dtype=torch.bool)
+    for i, (seq, seq_mask) in enumerate(batch):
+        ids[i, :len(seq)] = torch.tensor(seq)
+        valid[i, :len(seq)] = True
+        mask[i, :len(seq)] = torch.tensor(seq_mask, dtype=torch.bool)
+    ids, valid, mask = ids.to(device), valid.to(device), mask.to(device)
+    hidden = decoder(input_ids=ids, attention_mask=valid.long()).last_hidden_state
+    train = mask.clone()
+    train[:, 0] = False  # the first token has nothing before it to be predicted from
+    rows, cols = train.nonzero(as_tuple=True)
+    logits = head_logits(head, hidden[rows, cols - 1])
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[rows, cols].unsqueeze(-1)).squeeze(-1)
+    positions = torch.arange(width, device=device).unsqueeze(0).expand(len(batch), -1)
+    return logp.sum(), int(rows.numel()), MTPInputs(hidden, ids, mask, valid, positions)
+
+
+def sft_mtp_loss(model: torch.nn.Module, batch: Sequence[tuple[list[int], list[int]]],
+                 device: Any) -> tuple[torch.Tensor, int, torch.Tensor, list[float]]:
+    """`sft_loss` plus the MTP heads' cross-entropy (mtp_cross_entropy, mean over depths) on the
+    same batch from the same forward: (summed SFT loss, target count, MTP loss, per-depth MTP
+    losses). The MTP gradient flows into the main model too, as in M2's pre-training."""
+    heads = get_mtp(model)
+    if heads is None:
+        raise ValueError("sft_mtp_loss needs a model with MTP heads (model.mtp.attach_mtp)")
+    reach = len(heads.depths) * heads.window
+    prefix = shared_prefix_length(batch)
+    inputs = None
+    if prefix >= MIN_SHARED_PREFIX:
+        logp_sum, n, inputs = _shared_prefix_logprobs(model, batch, prefix, device, mtp_reach=reach)
+    if inputs is None:
+        logp_sum, n, inputs = _padded_logprobs(model, batch, device)
+    decoder, head = decoder_and_head(model)
+    outputs = heads(inputs.hidden, inputs.ids, decoder.embed_tokens, positions=inputs.positions, valid=inputs.valid)
+    mtp_loss, per_depth = mtp_cross_entropy(head, outputs, inputs.ids, inputs.mask)
+    return -logp_sum, n, mtp_loss, per_depth
 
 
 def sft_loss(model: torch.nn.Module, batch: Sequence[tuple[list[int], list[int]]], device: Any,
@@ -179,7 +254,7 @@ def sft_loss(model: torch.nn.Module, batch: Sequence[tuple[list[int], list[int]]
     of 8 tool-reasoning conversations, same gradients within 1e-6)."""
     prefix = shared_prefix_length(batch) if share_prefix else 0
     if prefix >= MIN_SHARED_PREFIX:
-        logp_sum, n = _shared_prefix_logprobs(model, batch, prefix, device)
+        logp_sum, n, _ = _shared_prefix_logprobs(model, batch, prefix, device)
         return -logp_sum, n
     samples = [TrainingSample(input_ids=ids, loss_mask=mask, old_logprobs=[0.0] * len(ids), advantages=[0.0] * len(ids),
                               trajectory_id="sft", calls=[], policy_versions=[]) for ids, mask in batch]
@@ -221,8 +296,15 @@ def train_sft(model: torch.nn.Module, tokenizer: Any, fmt: ChatFormat, conversat
 
 def train_sft_encoded(model: torch.nn.Module, encoded: Sequence[tuple[list[int], list[int]]], *, steps: int,
                       batch_size: int = 16, lr: float = 2e-3, warmup: int = 20, seed: int = 0, device: Any = "cpu",
-                      log: Callable[[int, float], None] | None = None) -> list[float]:
-    """`train_sft` on conversations already encoded as (ids, trainable mask)."""
+                      log: Callable[[int, float], None] | None = None, mtp_weight: float = 0.0,
+                      mtp_log: Callable[[int, list[float]], None] | None = None) -> list[float]:
+    """`train_sft` on conversations already encoded as (ids, trainable mask). With `mtp_weight` > 0
+    (the model must have MTP heads) the objective is the SFT loss + mtp_weight x the MTP loss
+    (`sft_mtp_loss`), and `mtp_log` gets each step's per-depth MTP losses; the losses returned
+    (and given to `log`) are the whole objective's."""
+    if mtp_weight > 0 and get_mtp(model) is None:
+        raise ValueError(f"mtp_weight={mtp_weight} needs MTP heads on the model: attach them (--mtp-modules K) "
+                         "or start from a policy that has them")
     rng = random.Random(seed)
     optim = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -231,8 +313,14 @@ def train_sft_encoded(model: torch.nn.Module, encoded: Sequence[tuple[list[int],
     losses = []
     for step in range(steps):
         batch = rng.sample(encoded, min(batch_size, len(encoded)))
-        loss_sum, n = sft_loss(model, batch, device)
-        loss = loss_sum / max(1, n)
+        if mtp_weight > 0:
+            loss_sum, n, mtp_loss, per_depth = sft_mtp_loss(model, batch, device)
+            loss = loss_sum / max(1, n) + mtp_weight * mtp_loss
+            if mtp_log is not None:
+                mtp_log(step, per_depth)
+        else:
+            loss_sum, n = sft_loss(model, batch, device)
+            loss = loss_sum / max(1, n)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -246,10 +334,13 @@ def train_sft_encoded(model: torch.nn.Module, encoded: Sequence[tuple[list[int],
 
 
 def save_policy(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, metadata: dict[str, Any]) -> Path:
-    """A Hugging Face checkpoint directory (safetensors) + the tokenizer + how it was made."""
+    """A Hugging Face checkpoint directory (safetensors) + the tokenizer + how it was made. MTP
+    heads go to mtp.safetensors beside model.safetensors, which holds the main model only."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    with detached_mtp(model):
+        model.save_pretrained(out, safe_serialization=True)
+    save_mtp(model, out)
     tokenizer.save_pretrained(out)
     (out / "forgerl.json").write_text(json.dumps({**metadata, "created_at": time.time()}, indent=2))
     return out
@@ -258,10 +349,13 @@ def save_policy(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, met
 def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples: int = 1500, steps: int = 600,
             batch_size: int = 16, lr: float = 2e-3, seed: int = 0, chat_format: str = "minimax_m2",
             difficulty: list[int] | None = None, init: str = "tiny-random", varied: bool = False,
-            perturb: PerturbSpec | None = None, max_length: int = 3072) -> Path:
+            perturb: PerturbSpec | None = None, max_length: int = 3072, mtp_weight: float | None = None,
+            mtp_modules: int = 0) -> Path:
     """Build the default policy: verified scripted-solver conversations -> SFT of tiny-random.
     With an active `perturb` spec the conversations are played under perturbed scaffolds
-    (perturb/gold.py); conversations over `max_length` tokens are left out."""
+    (perturb/gold.py); conversations over `max_length` tokens are left out. `mtp_modules` K > 0
+    attaches K fresh MTP heads when the init has none; `mtp_weight` weighs their loss (default:
+    0.3, M2's pre-training weight, when the model has heads, else off)."""
     from rich.console import Console
 
     console = Console()
@@ -271,6 +365,7 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
         family, range(seed, seed + examples), make_task=lambda s: make_task(family, s, levels[s % len(levels)])[1],
         error_every=5, varied=varied, perturb=perturb))
     model, tokenizer = load_policy(init, device="cpu", chat_format=chat_format, seed=seed)
+    mtp_weight = _mtp_setup(model, mtp_weight, mtp_modules, seed)
     fmt = get_format(chat_format)
     encoded = encode_within(tokenizer, fmt, convs, max_length)
     too_long = len(convs) - len(encoded)
@@ -283,13 +378,40 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
         if step % 50 == 0 or step == steps - 1:
             console.print(f"sft step {step:4d}  loss {loss:.4f}  ({time.perf_counter() - t0:.0f} s)")
 
-    losses = train_sft_encoded(model, encoded, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log=log)
+    mtp_final: list[float] = []
+
+    def mtp_log(step: int, per_depth: list[float]) -> None:
+        mtp_final[:] = per_depth
+        if step % 50 == 0 or step == steps - 1:
+            console.print("    mtp " + "  ".join(f"depth {k} {v:.4f}" for k, v in enumerate(per_depth, start=1)))
+
+    losses = train_sft_encoded(model, encoded, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log=log,
+                               mtp_weight=mtp_weight, mtp_log=mtp_log)
     target = Path(out) if out else DEFAULT_POLICY_DIR
     save_policy(model, tokenizer, target, {
         "made_by": "forgerl sft", "init": init, "family": family, "difficulty": levels, "examples": len(convs), "rejected": rejected,
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "chat_format": chat_format, "varied_styles": varied,
         "perturb": perturb.model_dump(mode="json") if perturb is not None and perturb.active else None,
         "max_length": max_length, "too_long": too_long,
-        "final_loss": losses[-1] if losses else None, "seconds": time.perf_counter() - t0})
+        "final_loss": losses[-1] if losses else None, "seconds": time.perf_counter() - t0,
+        "mtp_weight": mtp_weight, "mtp_final_losses": mtp_final or None})
     console.print(f"saved the policy to {target} in {time.perf_counter() - t0:.0f} s")
     return target
+
+
+M2_MTP_WEIGHT = 0.3
+"""MiniMax-M2's MTP loss weight in pre-training (0.1 in the decay phase)."""
+
+
+def _mtp_setup(model: torch.nn.Module, weight: float | None, modules: int, seed: int) -> float:
+    """Attach `modules` fresh heads when asked and the model has none; the MTP loss weight to use."""
+    if weight is not None and weight < 0:
+        raise ValueError(f"--mtp-weight {weight}: the MTP loss weight must be >= 0")
+    if modules > 0 and get_mtp(model) is None:
+        attach_mtp(model, MTPShape(modules), seed=seed)
+    if get_mtp(model) is None:
+        if weight:
+            raise ValueError(f"--mtp-weight {weight} needs MTP heads: pass --mtp-modules K to attach K fresh ones, "
+                             "or --init a policy that has them")
+        return 0.0
+    return M2_MTP_WEIGHT if weight is None else weight

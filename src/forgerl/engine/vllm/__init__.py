@@ -53,6 +53,7 @@ def open_vllm_engine(
     pushed weights). `server` overrides VLLMServerConfig fields (threads, kv_cache_gib, venv, ...)."""
     from forgerl.engine.vllm.checkpoints import export_checkpoint  # cycle: checkpoints imports this package
     from forgerl.model.lora import inference_weights  # heavy: torch, kept out of this module's import
+    from forgerl.model.mtp import without_mtp  # heavy: torch; vLLM never sees the MTP heads
 
     work = Path(work_dir)
     model_dir = export_checkpoint(policy, tokenizer, work / "model", dtype=dtype)
@@ -67,7 +68,7 @@ def open_vllm_engine(
             import torch
 
             weights = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v
-                       for k, v in inference_weights(policy).items()}
+                       for k, v in without_mtp(inference_weights(policy)).items()}
             pusher.baseline(state_digest(weights), weights)
         engine = VLLMEngine(supervisor.base_url, tokenizer, model_name=model_name, max_context=max_context,
                             stop_token_ids=stop_token_ids, policy_version=policy_version, supervisor=supervisor)

@@ -23,7 +23,10 @@ def export_checkpoint(model: Any, tokenizer: Any, out_dir: str | os.PathLike[str
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from forgerl.model.mtp import remove_mtp  # heavy: torch, as the rest of this function
+
     copy_ = copy.deepcopy(model).to(device="cpu", dtype=getattr(torch, dtype))
+    remove_mtp(copy_)  # vLLM loads the main model only: no mtp.* weights, num_mtp_modules 0
     copy_.config.dtype = getattr(torch, dtype)
     copy_.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

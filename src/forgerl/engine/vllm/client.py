@@ -26,6 +26,7 @@ retry is a fresh sample, never a splice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from forgerl.engine.remote import RemoteEngine, _ServerGone, completion_body, health
@@ -41,3 +42,9 @@ class VLLMEngine(RemoteEngine):
 
     def __init__(self, base_url: str, tokenizer: Any, *, retry_in_flight: bool = True, **kwargs: Any) -> None:
         super().__init__(base_url, tokenizer, retry_in_flight=retry_in_flight, **kwargs)
+
+    def update_weights(self, state_dict: Mapping[str, Any], version: int, *, force: bool = False) -> None:
+        """vLLM serves the main model only: MTP heads (`mtp.*`, model/mtp.py) are never pushed."""
+        from forgerl.model.mtp import without_mtp  # heavy: torch, kept out of this module's import
+
+        super().update_weights(without_mtp(dict(state_dict)), version, force=force)
