@@ -323,3 +323,19 @@ def test_draft_caches_equal_the_teacher_forced_heads(model):
             assert torch.allclose(got, expected[k - 1][0, exact_from:hi], atol=TOL), (k, lo, hi)
             checked.append((k, lo, hi))
     assert any(lo > 0 for _, lo, _ in checked)  # the second turn restarted its caches
+
+
+def test_an_abandoned_stream_frees_its_slot_with_speculation_on(model):
+    engine = LLMEngine(model, CharTokenizer(), max_context=96, num_slots=1)
+
+    async def main():
+        seen = 0
+        async for _ in engine.stream(prompt(5, 8), SamplingParams(max_tokens=40, temperature=1.0, seed=1)):
+            seen += 1
+            if seen == 3:
+                break  # the caller stops listening: the request is cancelled
+        return seen, await engine.generate(prompt(6, 8), SamplingParams(max_tokens=6, temperature=0))
+
+    seen, after = asyncio.run(main())
+    assert seen == 3 and len(after.completion_ids) == 6  # the one slot was freed for the next request
+    assert engine.stats["generated_tokens"] < 40 + 6

