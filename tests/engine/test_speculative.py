@@ -339,3 +339,46 @@ def test_an_abandoned_stream_frees_its_slot_with_speculation_on(model):
     seen, after = asyncio.run(main())
     assert seen == 3 and len(after.completion_ids) == 6  # the one slot was freed for the next request
     assert engine.stats["generated_tokens"] < 40 + 6
+
+
+def _scenario(seed: int, tok: CharTokenizer) -> tuple[list[tuple[list[int], SamplingParams, str]], int, int]:
+    """Random requests: shared prefixes, stop tokens and strings, lengths up to the context limit,
+    fewer slots than requests (queueing, prefix copies between slots)."""
+    rng = random.Random(seed)
+    base = [rng.randrange(1, VOCAB) for _ in range(rng.randrange(1, 30))]
+    context = rng.choice([40, 64])
+    requests = []
+    for _ in range(rng.randrange(1, 9)):
+        shared = base[:rng.randrange(0, len(base) + 1)] if rng.random() < 0.6 else []
+        ids = (shared + [rng.randrange(1, VOCAB) for _ in range(rng.randrange(1, 20))])[:context - 2]
+        params = SamplingParams(max_tokens=rng.randrange(1, 25), temperature=0,
+                                stop_token_ids=[rng.randrange(1, VOCAB)] if rng.random() < 0.3 else [],
+                                stop=[tok.decode([rng.randrange(1, VOCAB)])] if rng.random() < 0.3 else [])
+        requests.append((ids, params, f"s{rng.randrange(3)}"))
+    return requests, rng.randrange(1, 5), context
+
+
+def test_random_workloads_decode_identically(model):
+    """12 random workloads (see _scenario), plain vs speculative with random and oracle drafts:
+    same tokens, finish reasons and logprobs (1e-4)."""
+    tok = CharTokenizer()
+
+    def run_all(engine, requests):
+        async def one(i, ids, params, session):
+            await asyncio.sleep(0.0005 * i)  # staggered arrivals: requests join running batches
+            return await engine.generate(ids, params, session_id=session)
+
+        async def main():
+            return await asyncio.gather(*(one(i, *req) for i, req in enumerate(requests)))
+
+        return asyncio.run(main())
+
+    for seed in range(12):
+        requests, slots, context = _scenario(seed, tok)
+        want = run_all(LLMEngine(model, tok, max_context=context, num_slots=slots, speculative=0), requests)
+        reference = {tuple(ids): r.completion_ids for (ids, _, _), r in zip(requests, want)}
+        for engine in (LLMEngine(model, tok, max_context=context, num_slots=slots),
+                       OracleDrafts(model, tok, max_context=context, num_slots=slots, reference=reference)):
+            for g, w in zip(run_all(engine, requests), want):
+                assert (g.completion_ids, g.finish_reason, g.stop_reason) == (w.completion_ids, w.finish_reason, w.stop_reason), seed
+                assert g.logprobs == pytest.approx(w.logprobs, abs=TOL)
