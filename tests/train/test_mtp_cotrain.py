@@ -177,7 +177,7 @@ def test_co_training_moves_the_drafts_toward_the_policy() -> None:
     assert all(later < kls[0] for later in kls[1:]), kls
 
 
-def test_config_is_checked() -> None:
+def test_config_is_checked(caplog) -> None:
     plain = build_micro_moe()
     assert cotrain_heads(plain, MTPConfig()) is None  # default: off without heads
     with pytest.raises(ConfigError, match="forgerl mtp add"):
@@ -185,7 +185,12 @@ def test_config_is_checked() -> None:
     model = with_heads()
     assert cotrain_heads(model, MTPConfig()) is get_mtp(model)
     assert cotrain_heads(model, MTPConfig(cotrain=False)) is None
-    assert cotrain_heads(model, MTPConfig(), sharded=True) is None
+    with caplog.at_level("WARNING", logger="forgerl.train.mtp_cotrain"):
+        assert cotrain_heads(model, MTPConfig(), sharded=True) is None
+        assert cotrain_heads(model, MTPConfig(), sharded=True) is None
+    assert [r.getMessage() for r in caplog.records if "co-training is off" in r.getMessage()] == [
+        "MTP co-training is off: sharded training (--nproc-per-node > 1) does not co-train MTP heads yet: set "
+        "[mtp] cotrain = false (the heads then keep their weights) or train in one process"]  # said once, not every step
     with pytest.raises(ConfigError, match="sharded"):
         cotrain_heads(model, MTPConfig(cotrain=True), sharded=True)
     lora = add_lora(with_heads(), rank=2, alpha=4, targets=["q_proj"])

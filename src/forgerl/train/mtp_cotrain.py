@@ -20,6 +20,7 @@ co-trained tokens of a micro-batch.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,9 @@ from forgerl.model.logprobs import head_logits
 from forgerl.model.lora import causal_lm, is_peft
 from forgerl.model.mtp import MTPHeads, get_mtp, mtp_logprobs, topk_kl
 from forgerl.train.config import MTPConfig
+
+log = logging.getLogger(__name__)
+_told: set[int] = set()  # the policies already told (once per run, not every step) why co-training is off
 
 ADD_HEADS_HINT = "add heads to the policy with `forgerl mtp add` (docs/mtp.md), or set [mtp] cotrain = false"
 
@@ -46,12 +50,15 @@ def cotrain_heads(policy: nn.Module, config: MTPConfig, *, sharded: bool = False
     elif is_peft(policy) or not all(p.requires_grad for p in heads.parameters()):
         reason = "the policy is trained with LoRA, which freezes the MTP heads: set [mtp] cotrain = false or train without LoRA"
     elif sharded:
-        reason = ("MTP co-training is not implemented for sharded training (--nproc-per-node > 1): set "
-                  "[mtp] cotrain = false (the heads then keep their weights) or train in one process")
+        reason = ("sharded training (--nproc-per-node > 1) does not co-train MTP heads yet: set [mtp] cotrain = "
+                  "false (the heads then keep their weights) or train in one process")
     if reason is None:
         return heads
     if config.cotrain:
         raise ConfigError(f"[mtp] cotrain = true, but {reason}")
+    if heads is not None and id(policy) not in _told:  # on by default, but impossible here: say so once
+        _told.add(id(policy))
+        log.warning("MTP co-training is off: %s", reason)
     return None
 
 
