@@ -120,3 +120,16 @@ def test_vllm_gets_no_mtp_weights(tmp_path, tokenizer) -> None:
     engine.update_weights(model.state_dict(), 1)
     assert pushed and not [k for k in pushed[0] if k.startswith("mtp.")]
     assert "lm_head.weight" in pushed[0]
+
+
+def test_export_keeps_the_heads(tmp_path, tokenizer) -> None:
+    from forgerl.train.export import export_model
+
+    model = policy_with_heads(0)
+    write_checkpoint(tmp_path / "run" / "checkpoints" / "step_000001", model, one_step(model), {"step": 1, "version": 1},
+                     tokenizer=tokenizer)
+    out = export_model(str(tmp_path / "run"), tmp_path / "exported")
+    assert (out / MTP_FILENAME).is_file() and not (out / "optimizer.pt").exists()
+    loaded, _ = load_policy(str(out))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
