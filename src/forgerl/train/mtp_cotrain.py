@@ -87,16 +87,13 @@ class CropPlan:
         return len(self.pairs[0]) if self.pairs else 0
 
 
-def _spans(mask_row: list[int]) -> list[tuple[int, int]]:
-    """Runs [a, b) of set entries."""
-    spans, start = [], None
-    for t, m in enumerate(mask_row + [0]):
-        if m and start is None:
-            start = t
-        elif not m and start is not None:
-            spans.append((start, t))
-            start = None
-    return spans
+def _spans(mask: torch.Tensor) -> list[tuple[int, int, int]]:
+    """Runs (row, a, b) of set entries [a, b) of a [B, W] mask, row by row (vectorised: rows of
+    long agent chains have tens of thousands of positions)."""
+    edges = torch.diff((mask > 0).to(torch.int8).cpu(), dim=1, prepend=torch.zeros(mask.shape[0], 1, dtype=torch.int8),
+                       append=torch.zeros(mask.shape[0], 1, dtype=torch.int8))
+    starts, ends = (edges == 1).nonzero().tolist(), (edges == -1).nonzero().tolist()
+    return [(b, a, e) for (b, a), (_, e) in zip(starts, ends)]
 
 
 def plan_crops(loss_mask: torch.Tensor, depths: int, window: int, max_positions: int) -> CropPlan:
@@ -105,8 +102,7 @@ def plan_crops(loss_mask: torch.Tensor, depths: int, window: int, max_positions:
     plus K * (window - 1) before them (depth k at j reads depth k - 1 over j - window + 1 .. j).
     Over `max_positions` tokens, whole spans evenly spread over the micro-batch are kept
     (`_spread`): each crop costs its reach again, so fewer, longer crops are cheaper."""
-    rows = [[int(v) for v in r] for r in (loss_mask > 0).to(torch.int8).cpu().tolist()]
-    spans = _spread([(b, a, e) for b, r in enumerate(rows) for a, e in _spans(r)], max_positions)
+    spans = _spread(_spans(loss_mask), max_positions)
     reach = depths * (window - 1) + depths + 1
     crops: list[list[int]] = []  # [sample, start, end, ...]
     targets: list[list[int]] = []
