@@ -34,11 +34,14 @@ def policy_with_heads(seed: int) -> torch.nn.Module:
 
 def one_step(model: torch.nn.Module) -> torch.optim.Optimizer:
     """An AdamW step touching the heads too, so the optimizer holds state for their parameters."""
+    from forgerl.model.lora import causal_lm
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    lm = causal_lm(model)
     ids = torch.randint(1, 4000, (1, 12), generator=torch.Generator().manual_seed(0))
-    hidden = model.model(input_ids=ids).last_hidden_state
-    outputs = get_mtp(model)(hidden, ids, model.model.embed_tokens)
-    (model.lm_head(hidden).logsumexp(-1).mean() + sum(model.lm_head(o).logsumexp(-1).mean() for o in outputs)).backward()
+    hidden = lm.model(input_ids=ids).last_hidden_state
+    outputs = get_mtp(lm)(hidden, ids, lm.model.embed_tokens)
+    (lm.lm_head(hidden).logsumexp(-1).mean() + sum(lm.lm_head(o).logsumexp(-1).mean() for o in outputs)).backward()
     optimizer.step()
     return optimizer
 
@@ -133,3 +136,37 @@ def test_export_keeps_the_heads(tmp_path, tokenizer) -> None:
     loaded, _ = load_policy(str(out))
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
+
+
+def test_lora_checkpoint_resumes_the_wrapped_heads_and_loads_merged(tmp_path, tokenizer) -> None:
+    """LoRA wraps the heads' projections too: the checkpoint resumes them adapter and all, and
+    mtp.safetensors holds them merged, so `--model` of the checkpoint loads the heads."""
+    from forgerl.model.lora import add_lora, inference_weights
+
+    def lora_policy(seed):
+        return add_lora(policy_with_heads(seed), rank=4, alpha=8, targets=["q_proj", "v_proj"])
+
+    trained = lora_policy(0)
+    assert any(".mtp." in name and "lora_A" in name for name, _ in trained.named_parameters())
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.01)  # a trained adapter: merged weights differ from the base
+    optimizer = one_step(trained)
+    merged = inference_weights(trained)
+    saved = {name: tensor.clone() for name, tensor in trained.state_dict().items()}
+    # (merging and un-merging the adapter rounds the base weights in memory: compare with `saved`)
+    directory = write_checkpoint(tmp_path / "step_000001", trained, optimizer, {"step": 1, "version": 1},
+                                 tokenizer=tokenizer)
+    fresh = lora_policy(1)
+    load_checkpoint(directory, fresh, torch.optim.AdamW(fresh.parameters()))
+    for name, tensor in fresh.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    loaded, _ = load_policy(str(directory))
+    assert get_mtp(loaded) is not None
+    heads = [name for name in loaded.state_dict() if name.startswith("mtp.")]
+    assert heads and any(not torch.equal(merged[n], saved[n.replace("q_proj.", "q_proj.base_layer.")
+                                                         .replace("mtp.", "base_model.model.mtp.", 1)])
+                         for n in heads if "q_proj.weight" in n)  # the adapter was merged into the heads
+    for name, tensor in loaded.state_dict().items():
+        assert torch.allclose(tensor, merged[name], atol=1e-6), name

@@ -157,16 +157,18 @@ def _write_policy(directory: Path, policy: torch.nn.Module) -> None:
 
     # save_model, not save_file(state_dict()): tied weights (SmolLM2's embedding = LM head) are one
     # tensor under two names, which save_file refuses; save_model stores it once, load_model re-ties
-    with detached_mtp(policy):
-        if is_peft(policy):
-            save_model(policy, str(directory / LORA_POLICY_FILENAME), metadata=_SAFETENSORS_METADATA)
-            merged = {name: tensor.contiguous() for name, tensor in inference_weights(policy).items()}
-            save_file(_drop_tied_copies(causal_lm(policy), merged), str(directory / MODEL_FILENAME),
-                      metadata=_SAFETENSORS_METADATA)
-            policy.save_pretrained(str(directory / ADAPTER_DIRNAME))
-        else:
+    if is_peft(policy):  # the adapter-wrapped policy (heads included) for resume; the rest merged
+        save_model(policy, str(directory / LORA_POLICY_FILENAME), metadata=_SAFETENSORS_METADATA)
+        merged, mtp = split_state({name: tensor.contiguous() for name, tensor in inference_weights(policy).items()})
+        save_file(_drop_tied_copies(causal_lm(policy), merged), str(directory / MODEL_FILENAME),
+                  metadata=_SAFETENSORS_METADATA)
+        if mtp:  # LoRA also wraps the heads' projections: saved merged, as load_policy attaches them
+            save_file(mtp, str(directory / MTP_FILENAME), metadata=_SAFETENSORS_METADATA)
+        policy.save_pretrained(str(directory / ADAPTER_DIRNAME))
+    else:
+        with detached_mtp(policy):
             save_model(policy, str(directory / MODEL_FILENAME), metadata=_SAFETENSORS_METADATA)
-    save_mtp(policy, directory)
+        save_mtp(policy, directory)
     _write_model_config(directory, policy)
 
 
@@ -250,10 +252,13 @@ def load_checkpoint(directory: Path, policy: torch.nn.Module, optimizer: torch.o
         _check_finite(policy, directory / DCP_DIRNAME)
     else:
         weights = _policy_weights_file(directory, policy)
-        with detached_mtp(policy) as heads:
+        if weights.name == LORA_POLICY_FILENAME:  # the whole adapter-wrapped policy, heads included
             _read(weights, lambda p: load_model(policy, str(p)))
-        if heads is not None:  # the trainer's policy has heads: the checkpoint must hold them
-            _read(directory / MTP_FILENAME, lambda p: heads.load_state_dict(load_file(str(p)), strict=True))
+        else:
+            with detached_mtp(policy) as heads:
+                _read(weights, lambda p: load_model(policy, str(p)))
+            if heads is not None:  # the trainer's policy has heads: the checkpoint must hold them
+                _read(directory / MTP_FILENAME, lambda p: heads.load_state_dict(load_file(str(p)), strict=True))
         _check_finite(policy, weights)
         optimizer_state = _read(directory / OPTIMIZER_FILENAME, lambda p: torch.load(p, weights_only=True))
         _check_finite_state(optimizer_state, directory / OPTIMIZER_FILENAME)
