@@ -376,7 +376,8 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
 
     def log(step: int, loss: float) -> None:
         if step % 50 == 0 or step == steps - 1:
-            console.print(f"sft step {step:4d}  loss {loss:.4f}  ({time.perf_counter() - t0:.0f} s)")
+            what = f" (SFT + {mtp_weight} x MTP)" if mtp_weight else ""
+            console.print(f"sft step {step:4d}  loss {loss:.4f}{what}  ({time.perf_counter() - t0:.0f} s)")
 
     mtp_final: list[float] = []
 
