@@ -13,7 +13,8 @@ from forgerl.errors import ConfigError
 def test_speculative_bench_runs_with_random_heads(capsys):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    out = run_speculative_bench(model="tiny-random", batches=(1, 3), turns=2, max_tokens=5, device="cpu", random_mtp=2)
+    out = run_speculative_bench(model="tiny-random", batches=(1, 3), turns=2, max_tokens=5, device="cpu", random_mtp=2,
+                                workload="synthetic")
     text = capsys.readouterr().out
     assert set(out) == {1, 3}
     for batch, row in out.items():
@@ -26,3 +27,12 @@ def test_speculative_bench_runs_with_random_heads(capsys):
 def test_speculative_bench_needs_mtp_heads():
     with pytest.raises(ConfigError, match="no MTP heads"):
         run_speculative_bench(model="tiny-random", batches=(1,), turns=1, max_tokens=2, device="cpu")
+
+
+def test_speculative_bench_on_real_conversations(capsys):
+    """The default workload: verified tool-reasoning conversations cut at their assistant turns."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    out = run_speculative_bench(model="tiny-random", batches=(2,), turns=2, max_tokens=4, device="cpu", random_mtp=1)
+    assert out[2]["tokens"] == 2 * 2 * 4
+    assert "workload=conversations" in capsys.readouterr().out

@@ -412,6 +412,53 @@ def run_engine_load_bench(model: str = "default", sessions: int = 16, turns: int
 # tokens (asserted): the ratio then compares equal work, and the run doubles as a losslessness check.
 
 SPECULATIVE_BATCHES = (1, 4, 16)
+CONVERSATION_SEED_BASE = 20_000_000
+"""Seeds of the `conversations` workload: neither training (from 0) nor held-out eval (10^7) draws them."""
+
+
+@dataclass
+class ConversationWorkload:
+    """Real agent contexts: per session, per turn, a verified scripted-solver conversation up to
+    the start of its t-th assistant message (so turn t's prompt extends turn t-1's, as a session's
+    does). Random token ids (`Workload`) are what no draft model can predict: MTP heads learn the
+    policy's own text, so speculation is measured on text like the policy's."""
+
+    prompts: list[list[list[int]]]
+    new_tokens: int
+
+    @property
+    def sessions(self) -> int:
+        return len(self.prompts)
+
+
+def conversation_workload(tokenizer: Any, sessions: int, turns: int, new_tokens: int, family: str = "tool-reasoning",
+                          seed: int = 0) -> ConversationWorkload:
+    from forgerl.chat import get_format  # heavy: chat formats, only for this workload
+    from forgerl.train.mtp_build import MTPBuild, conversations_for  # heavy: environments and tasks
+    from forgerl.train.sft import encode_within  # heavy: the SFT module
+
+    start = CONVERSATION_SEED_BASE + 1000 * seed
+    convs = conversations_for(MTPBuild(family=family), range(start, start + sessions))
+    prompts = []
+    for ids, mask in encode_within(tokenizer, get_format("minimax_m2"), convs):
+        starts = [i for i in range(1, len(ids)) if mask[i] and not mask[i - 1]]  # assistant messages begin
+        prompts.append([ids[:i] for i in starts[:turns]])
+    if len(prompts) < sessions:
+        raise ConfigError(f"only {len(prompts)} of {sessions} {family} conversations were usable for the workload")
+    return ConversationWorkload(prompts, new_tokens)
+
+
+def run_conversations_greedy(engine: Any, w: ConversationWorkload) -> list[list[int]]:
+    """Each session's turns in order (concurrent sessions), greedy; the completions in order."""
+    params = SamplingParams(max_tokens=w.new_tokens, temperature=0)
+
+    async def session(s: int) -> list[list[int]]:
+        return [(await engine.generate(p, params, session_id=f"bench-{s}")).completion_ids for p in w.prompts[s]]
+
+    async def main() -> list[list[int]]:
+        return [c for s in await asyncio.gather(*(session(s) for s in range(w.sessions))) for c in s]
+
+    return asyncio.run(main())
 
 
 def run_engine_greedy(engine: Any, w: Workload) -> list[list[int]]:
@@ -433,17 +480,23 @@ def run_engine_greedy(engine: Any, w: Workload) -> list[list[int]]:
     return asyncio.run(main())
 
 
-def _timed_greedy(policy: Any, tokenizer: Any, w: Workload, speculative: int) -> tuple[list[list[int]], float, dict[str, Any]]:
+def _timed_greedy(policy: Any, tokenizer: Any, w: Workload | ConversationWorkload,
+                  speculative: int) -> tuple[list[list[int]], float, dict[str, Any]]:
     from forgerl.engine.llm import LLMEngine  # heavy: transformers, kept out of this module's import
 
-    engine = LLMEngine(policy, tokenizer, model_name="bench", max_context=_max_ctx(w), num_slots=w.sessions,
+    if isinstance(w, ConversationWorkload):
+        max_ctx = max(len(p) for s in w.prompts for p in s) + w.new_tokens + 8
+        run = run_conversations_greedy
+    else:
+        max_ctx, run = _max_ctx(w), run_engine_greedy
+    engine = LLMEngine(policy, tokenizer, model_name="bench", max_context=max_ctx, num_slots=w.sessions,
                        speculative=speculative)
     vocab = policy.get_output_embeddings().weight.shape[0]
     try:
         run_engine_greedy(engine, make_workload(vocab, 2, 1, 4, seed=1))  # warm-up
         spec_before = copy.deepcopy(engine.stats.get("spec", {}))
         t0 = time.perf_counter()
-        completions = run_engine_greedy(engine, w)
+        completions = run(engine, w)
         secs = time.perf_counter() - t0
     finally:
         engine.close()
@@ -455,9 +508,11 @@ def _timed_greedy(policy: Any, tokenizer: Any, w: Workload, speculative: int) ->
 
 def run_speculative_bench(model: str = "default", batches: tuple[int, ...] = SPECULATIVE_BATCHES, turns: int = 4,
                           max_tokens: int = 24, device: str = "auto", dtype: str = "auto",
-                          random_mtp: int = 0) -> dict[int, dict[str, Any]]:
+                          random_mtp: int = 0, workload: str = "conversations") -> dict[int, dict[str, Any]]:
     """Decode tokens/s without and with MTP speculation at each batch size (sessions), the same
     greedy tokens asserted; prints the ratio, acceptance per depth and tokens per verify forward.
+    `workload`: `conversations` (real agent contexts, ConversationWorkload) or `synthetic` (the
+    random-token sessions of the main engine bench, which no draft can predict).
     `random_mtp` > 0 attaches that many untrained heads first (they accept ~nothing: a check that
     the bench runs, and a measure of the drafting overhead, not of the speed-up)."""
     from rich.table import Table
@@ -474,16 +529,21 @@ def run_speculative_bench(model: str = "default", batches: tuple[int, ...] = SPE
         raise ConfigError(f"{model} has no MTP heads, so there is nothing to draft with",
                           hint="add them (`forgerl mtp add`), bench a policy that has them, or pass --random-mtp K "
                                "to check the bench with untrained heads")
+    if workload not in ("conversations", "synthetic"):
+        raise ConfigError(f"unknown workload {workload!r}", hint="use conversations or synthetic")
     vocab = policy.get_output_embeddings().weight.shape[0]
     console.print(f"[bold]forgerl bench engine --speculative[/]: model={model} device={device} "
                   f"threads={torch.get_num_threads()} mtp depths={len(heads.depths)} window={heads.window}"
-                  f"{' (random heads)' if random_mtp else ''} turns={turns} new_tokens/turn={max_tokens} greedy")
+                  f"{' (random heads)' if random_mtp else ''} workload={workload} turns={turns} "
+                  f"new_tokens/turn={max_tokens} greedy")
     table = Table(title=f"{model}: decode tokens/s, plain vs MTP speculative (same tokens)")
     for col in ("batch", "tokens", "plain tok/s", "speculative tok/s", "ratio", "acceptance per depth", "tokens/forward"):
         table.add_column(col, justify="right")
     out: dict[int, dict[str, Any]] = {}
     for batch in batches:
-        w = make_workload(vocab, batch, turns, max_tokens)
+        w: Workload | ConversationWorkload = (
+            conversation_workload(tokenizer, batch, turns, max_tokens) if workload == "conversations"
+            else make_workload(vocab, batch, turns, max_tokens))
         plain, plain_s, _ = _timed_greedy(policy, tokenizer, w, 0)
         spec, spec_s, stats = _timed_greedy(policy, tokenizer, w, len(heads.depths))
         if spec != plain:

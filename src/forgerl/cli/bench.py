@@ -78,6 +78,8 @@ def bench_engine(
     batches: str = typer.Option("1,4,16", help="--speculative: comma-separated batch sizes (concurrent sessions)."),
     random_mtp: int = typer.Option(0, "--random-mtp", help="--speculative: attach this many untrained MTP heads first "
                                    "(they accept ~nothing: checks the bench runs and shows the drafting overhead)."),
+    workload: str = typer.Option("conversations", help="--speculative: `conversations` (real agent contexts from the "
+                                 "tool-reasoning solver) or `synthetic` (random-token sessions, as the main table)."),
 ) -> None:
     """Built-in engine vs transformers' plain generate (and vLLM) on an agent-like workload; prints the ratios."""
     if speculative:
@@ -96,7 +98,7 @@ def bench_engine(
         if not sizes or min(sizes) < 1:
             raise ConfigError(f"--batches needs batch sizes >= 1, got {batches!r}")
         run_speculative_bench(model=models[0], batches=sizes, turns=turns, max_tokens=max_tokens, device=device,
-                              dtype=dtype, random_mtp=random_mtp)
+                              dtype=dtype, random_mtp=random_mtp, workload=workload)
         return
     if competing_load:
         from forgerl.bench.engine import (
