@@ -8,7 +8,8 @@ from pathlib import Path
 from forgerl.store import TrajectoryStore
 
 COLUMNS = ("rollout/reward", "rollout/pass_rate", "rollout/verifier_reward", "rollout/rm_score", "eval/reward", "train/loss", "train/entropy",
-           "mismatch/mean_abs_logprob", "loss/clip_frac_high", "time/rollout_s", "time/train_s")
+           "mismatch/mean_abs_logprob", "loss/clip_frac_high", "mtp/draft_kl", "mtp/accept_depth1", "mtp/tokens_per_forward",
+           "time/rollout_s", "time/train_s")
 
 
 def metric_table(store: TrajectoryStore, run_id: str) -> dict[int, dict[str, float]]:

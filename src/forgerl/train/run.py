@@ -42,6 +42,7 @@ from forgerl.train.checkpoint import (
 from forgerl.train.config import TrainConfig, dump_config, public_config
 from forgerl.train.interrupt import StopControl
 from forgerl.train.loggers import open_loggers
+from forgerl.train.mtp_cotrain import cotrain_heads
 from forgerl.train.sharded import (
     Sharding,
     close_sharding,
@@ -128,6 +129,7 @@ def open_run(config: TrainConfig, *, resume: bool = False, keep_unconsumed: bool
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dump_config(config))
     policy, tokenizer, engine_model, compute_dtype = build_policy(config, sharding, engine_copy=True)
+    cotrain_heads(policy, config.mtp, sharded=sharding is not None)  # a bad [mtp] fails here, before the engine starts
     fmt = get_format(config.chat_format)
     stop = (tokenizer.convert_tokens_to_ids(fmt.end_of_message),)
     slots = max(8, config.groups_per_step * config.group_size)

@@ -1,0 +1,21 @@
+"""A bad [mtp] section fails when the run opens (before the engine starts or step 0 evaluates)."""
+
+from __future__ import annotations
+
+import pytest
+
+from forgerl.errors import ConfigError
+from forgerl.train.config import TrainConfig
+from forgerl.train.run import open_run
+
+
+def test_cotrain_true_without_heads_fails_at_open(tmp_path, monkeypatch) -> None:
+    import forgerl.train.run as run_module
+
+    opened = []
+    monkeypatch.setattr(run_module.TrajectoryStore, "__init__", lambda self, *a, **k: opened.append(a))
+    config = TrainConfig(model="tiny-random", run_dir=str(tmp_path / "run"), mtp={"cotrain": True},
+                         logging={"backends": []})
+    with pytest.raises(ConfigError, match="no MTP heads"):
+        open_run(config)
+    assert opened == []  # refused before the store (and the engine) were opened
