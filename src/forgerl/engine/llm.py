@@ -22,10 +22,12 @@ update landed mid-request); `update_weights` swaps weights between two steps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -589,7 +591,8 @@ class LLMEngine:
         mask = torch.arange(kv_len, device=self.device)[None, None, :] <= positions[:, :, None]  # causal
         mask &= ~pad.unsqueeze(-1)
         mask[:, :, 0] |= pad  # padding queries attend one position so softmax stays finite; output unused
-        hidden = self._hidden_states(ids, positions.clamp(max=kv_len), mask[:, None])
+        with _gqa_without_copies(self.device):
+            hidden = self._hidden_states(ids, positions.clamp(max=kv_len), mask[:, None])
         return self._logits(hidden[[s.index for s in running]]).float()
 
     def _finish_reason(self, req: _Request, slot: _Slot) -> tuple[str, str | int | None] | None:
@@ -654,6 +657,29 @@ class LLMEngine:
             if slot.request is not None:
                 slot.request.emit(exc)
                 slot.request, slot.tokens = None, []
+
+
+GQA_ENV = "TRANSFORMERS_SDPA_FORCE_GQA"
+
+
+@contextlib.contextmanager
+def _gqa_without_copies(device: torch.device) -> Iterator[None]:
+    """On CPU, let SDPA read grouped key/value heads directly during a verify forward.
+
+    Why: with a mask and more than one query token (a verify forward has 1 + drafts per row),
+    transformers copies every cached key/value once per query-head group (`repeat_kv`) in each
+    layer; at batch 16 over ~1.4k-token agent contexts that copy cost as much as the drafting.
+    A single-query decode step avoids it already (`pack_gqa`). SDPA's own `enable_gqa` computes
+    the same attention without the copy; transformers takes that path when this variable is set.
+    On CUDA it would push masked attention off the fast kernels, so it is left alone there."""
+    if device.type != "cpu" or os.environ.get(GQA_ENV) is not None:
+        yield
+        return
+    os.environ[GQA_ENV] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(GQA_ENV, None)
 
 
 def _speculation(model: Any, speculative: int | None) -> tuple[MTPHeads | None, int]:
