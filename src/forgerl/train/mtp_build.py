@@ -203,12 +203,12 @@ class MTPBuild:
     layers: int = 1
     window: int = DEFAULT_WINDOW
     steps: int = 300
-    expand_steps: int = 300
+    expand_steps: int = 450
     batch_size: int = 8
     chunk: int = 256
-    lr: float = 1e-3
+    lr: float = 2e-3
     family: str = "tool-reasoning"
-    examples: int = 400
+    examples: int = 240
     heldout: int = 48
     difficulty: tuple[int, ...] = (1, 2, 3, 4)
     varied: bool = True
