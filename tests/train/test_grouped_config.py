@@ -86,6 +86,9 @@ def test_default_config_maps_one_to_one_from_the_old_defaults():
 NEW_TABLES = {
     "cores": lambda config: config.core_plan().trainer is None and config.core_plan().engine is None,  # sync: nothing set
     "distributed": lambda config: config.distributed.timeout_s > 0,  # read only when torchrun's world size is above 1
+    # unset: the MTP heads are co-trained when the policy has them; the main model's update is the
+    # same with or without them (tests/train/test_mtp_cotrain.py)
+    "mtp": lambda config: config.mtp.cotrain is None,
 }
 
 
