@@ -8,8 +8,9 @@ NaN weights to safetensors — loads silently and fails steps later as non-finit
 
 A checkpoint directory `run_dir/checkpoints/step_NNNNNN/` holds `model.safetensors` (weights incl.
 buffers such as the MoE selection bias), `mtp.safetensors` when the policy has MTP heads
-(model/mtp.py; kept out of model.safetensors so transformers and vLLM load it as is), `optimizer.pt`, `rng.pt`, `state.json` (step, policy
-version) and `checksums.json` (sha256 and size of each of them). It is written into `step_N.tmp`,
+(model/mtp.py; kept out of model.safetensors so transformers and vLLM load it as is),
+`optimizer.pt`, `rng.pt`, `state.json` (step, policy version) and `checksums.json` (sha256 and
+size of each of them). It is written into `step_N.tmp`,
 every file fsynced, then renamed into place and the parent fsynced, so a directory under its final
 name is complete; the store records it only after that. Loading verifies every file against
 `checksums.json` first; a directory without one (written by an older forgerl) loads with a
@@ -258,6 +259,11 @@ def load_checkpoint(directory: Path, policy: torch.nn.Module, optimizer: torch.o
             with detached_mtp(policy) as heads:
                 _read(weights, lambda p: load_model(policy, str(p)))
             if heads is not None:  # the trainer's policy has heads: the checkpoint must hold them
+                if not (directory / MTP_FILENAME).is_file():
+                    raise CheckpointError(f"checkpoint {directory} has no {MTP_FILENAME} but the policy being resumed "
+                                          "has MTP heads: the run was started from a model without them",
+                                          hint="resume with the model the run started from (without MTP heads: "
+                                               "num_mtp_modules 0 in its config.json)")
                 _read(directory / MTP_FILENAME, lambda p: heads.load_state_dict(load_file(str(p)), strict=True))
         _check_finite(policy, weights)
         optimizer_state = _read(directory / OPTIMIZER_FILENAME, lambda p: torch.load(p, weights_only=True))

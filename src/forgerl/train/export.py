@@ -4,8 +4,9 @@ training run, with a model card.
 Why: a checkpoint also holds the trainer's state (optimizer, RNG, step), which a user of the model
 does not want; the export keeps only what `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained`
 read (plus the LoRA adapter where the run had one, and `mtp.safetensors` where the policy has MTP
-heads: `load_policy` attaches them, transformers ignores the file), with normal file modes, and a README.md that
-says how the model was made: the base model, the training config, the data, the held-out curve.
+heads: `load_policy` attaches them, transformers ignores the file), with normal file modes, and a
+README.md that says how the model was made: the base model, the training config, the data, the
+held-out curve.
 The checkpoint is verified against its checksums before anything is copied.
 """
 
