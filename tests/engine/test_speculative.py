@@ -13,9 +13,10 @@ import random
 import pytest
 import torch
 
+from forgerl.engine import speculative
 from forgerl.engine.base import GenerationResult, SamplingParams
 from forgerl.engine.llm import LLMEngine
-from forgerl.engine.speculative import filtered_probs
+from forgerl.engine.speculative import PROBE_EVERY, filtered_probs
 from forgerl.errors import ConfigError
 from forgerl.model.mtp import MTPShape, attach_mtp, get_mtp
 from forgerl.testing import CharTokenizer, build_micro_moe
@@ -297,10 +298,12 @@ def test_sampled_tokens_follow_the_target_distribution(sharp_model, params):
     assert 0 < spec["accepted"][0] < 0.8 * spec["proposed"][0]  # bad drafts: many refusals, some kept
 
 
-def test_draft_caches_equal_the_teacher_forced_heads(model):
+def test_draft_caches_equal_the_teacher_forced_heads(model, monkeypatch):
     """The engine computes each MTP depth incrementally (its own small caches, a restart a few
     windows back when far behind); wherever a depth's output has a full window of computed
-    positions it must equal MTPHeads.forward over the whole sequence, as training computes it."""
+    positions it must equal MTPHeads.forward over the whole sequence, as training computes it.
+    (Random heads would stop drafting after three rounds: every depth is made to pay here.)"""
+    monkeypatch.setattr(speculative, "DEPTH_COST", -1.0)
     engine = LLMEngine(model, CharTokenizer(), max_context=96, num_slots=1)
     heads, window = get_mtp(model), get_mtp(model).window
     first = prompt(21, 5)
@@ -382,3 +385,24 @@ def test_random_workloads_decode_identically(model):
             for g, w in zip(run_all(engine, requests), want):
                 assert (g.completion_ids, g.finish_reason, g.stop_reason) == (w.completion_ids, w.finish_reason, w.stop_reason), seed
                 assert g.logprobs == pytest.approx(w.logprobs, abs=TOL)
+
+
+def test_drafting_stops_when_it_does_not_pay_and_stays_on_when_it_does(model):
+    """Adaptive draft length: random heads (nearly every draft refused) draft only on probe
+    rounds, so a long request runs mostly plain decode steps; oracle drafts keep the full depth.
+    Either way the tokens are the plain engine's."""
+    tok = CharTokenizer()
+    greedy = SamplingParams(max_tokens=64, temperature=0)
+    context = prompt(31, 6)
+    want = asyncio.run(LLMEngine(model, tok, max_context=96, num_slots=1, speculative=0).generate(context, greedy))
+    random_heads = LLMEngine(model, tok, max_context=96, num_slots=1)
+    assert asyncio.run(random_heads.generate(context, greedy)).completion_ids == want.completion_ids
+    spec = random_heads.stats["spec"]
+    rounds = spec["row_forwards"]
+    assert rounds > 40 and spec["accepted"][0] <= 2  # nearly every draft refused, many rounds
+    assert spec["proposed"][0] <= 3 + rounds // PROBE_EVERY + 1  # three optimistic rounds, then probes only
+    assert spec["proposed"][DEPTHS - 1] >= rounds // PROBE_EVERY  # a probe drafts the full depth
+    oracle = OracleDrafts(model, tok, max_context=96, num_slots=1, reference={tuple(context): want.completion_ids})
+    assert asyncio.run(oracle.generate(context, greedy)).completion_ids == want.completion_ids
+    spec = oracle.stats["spec"]
+    assert spec["proposed"][DEPTHS - 1] >= spec["row_forwards"] - 2  # every round at full depth (but the last)

@@ -8,6 +8,9 @@ import torch
 
 from forgerl.engine.base import SamplingParams
 from forgerl.engine.speculative import (
+    DEPTH_COST,
+    PROBE_EVERY,
+    DraftDepth,
     acceptance_probability,
     filtered_probs,
     output_distribution,
@@ -98,3 +101,29 @@ def test_inactive_rows_draw_nothing_from_their_generator():
     toks, qs = propose(logits, [params, params], [a, b], [True, False])
     assert toks[1] == -1 and qs[1] is None
     assert torch.rand((), generator=b) != torch.rand((), generator=a)  # a drew once, b did not
+
+
+def test_draft_depth_follows_acceptance_and_probes():
+    """Refused drafts switch depths off within a few rounds; a probe round drafts the full depth;
+    once drafts are accepted again the estimates climb back over the cost; all kept = full depth."""
+    depth = DraftDepth(3)
+    limits = []
+    for _ in range(2 * PROBE_EVERY):
+        limits.append(depth.limit())
+        depth.record(limits[-1], 0)
+    assert limits[:3] == [3, 3, 3] and limits[3] == 0  # three refused rounds are enough
+    assert [i for i, n in enumerate(limits) if n and i >= 3] == [PROBE_EVERY - 1, 2 * PROBE_EVERY - 1]  # probes
+    assert all(r < DEPTH_COST for r in depth.rates)
+    for _ in range(4 * PROBE_EVERY):  # the heads got good: probes see acceptance and switch depths back on
+        n = depth.limit()
+        depth.record(n, n)
+    assert depth.limit() == 3
+    good = DraftDepth(3)
+    for _ in range(3 * PROBE_EVERY):
+        assert good.limit() == 3
+        good.record(3, 2 if _ % 2 else 3)  # depth 3 kept half the time, 1 and 2 always: still pays
+    partial = DraftDepth(3)
+    for _ in range(8):
+        n = partial.limit()
+        partial.record(n, min(n, 1))  # only depth 1 ever kept
+    assert partial.limit() == 1

@@ -43,7 +43,7 @@ from forgerl.engine.base import (
 )
 from forgerl.engine.kv import SlotKVCache, WritePlan
 from forgerl.engine.sampling import sample_rows
-from forgerl.engine.speculative import propose, verify_row
+from forgerl.engine.speculative import DraftDepth, propose, verify_row
 from forgerl.errors import ConfigError, ContextLengthError, EngineError
 from forgerl.model.mtp import MTPHeads, get_mtp
 from forgerl.types import Timings
@@ -68,6 +68,7 @@ class _Request:
     started: float = 0.0
     cancelled: bool = False
     want_tokens: bool = True  # stream() callers get TokenEvents; generate() callers only the result
+    drafting: DraftDepth | None = None  # speculative decoding: how many drafts pay for this request
 
     def emit(self, item: Any) -> None:
         try:
@@ -454,16 +455,23 @@ class LLMEngine:
         """Draft with the MTP heads, verify every row's token + drafts in one main forward, then
         emit the accepted tokens one by one (stops, stop strings and limits checked per token)."""
         running = self._running()
-        counts = [self._draft_budget(s) for s in running]
+        counts = [min(self._draft_budget(s), s.request.drafting.limit()) for s in running]
+        spec = self.stats["spec"]
+        spec["row_forwards"] += len(running)
+        if not any(counts):  # no row's drafts pay this round: a plain decode step (the drafts' caches catch up later)
+            for s in running:
+                s.request.drafting.record(0, 0)
+            spec["tokens"] += len(running)
+            self._decode_step()
+            return
         drafts, qs = self._draft(running, counts)
         logits = self._verify(running, drafts)  # [rows, 1 + max drafts, V] float32
-        spec = self.stats["spec"]
         self.stats["decode_steps"] += 1
-        spec["row_forwards"] += len(running)
         for r, (slot, row_drafts, row_qs) in enumerate(zip(running, drafts, qs)):
             req = slot.request
             m = len(row_drafts)
             emitted, accepted = verify_row(logits[r, :m + 1], row_drafts, row_qs, req.params, req.generator)
+            req.drafting.record(m, accepted)
             for k in range(m):
                 spec["proposed"][k] += 1
                 spec["accepted"][k] += int(k < accepted)
@@ -635,7 +643,8 @@ class LLMEngine:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,))))
         return _Request(prompt_ids=prompt_ids, params=params, session_id=session_id, loop=asyncio.get_running_loop(),
-                        queue=asyncio.Queue(), generator=gen, stop_ids=self.default_stop_ids | frozenset(params.stop_token_ids))
+                        queue=asyncio.Queue(), generator=gen, stop_ids=self.default_stop_ids | frozenset(params.stop_token_ids),
+                        drafting=DraftDepth(self.speculative) if self.speculative else None)
 
     def _weight_tensors(self) -> dict[str, torch.Tensor]:
         """Parameters and buffers by state-dict name (buffers such as an MoE router's selection

@@ -102,3 +102,48 @@ def verify_row(target_logits: torch.Tensor, drafts: list[int], qs: list[torch.Te
             continue
         return drafts[:j] + [sample_index(residual(p[j], q), generator)], j
     return drafts + [sample_index(p[m], generator)], m
+
+
+DEPTH_COST = 0.4
+"""What drafting one more depth costs, in plain decode steps: an MTP depth (one decoder layer, its
+norms, projection and the LM head) plus one more token in the verify forward. Measured on the
+default policy on CPU (issue 23) at about 0.3-0.5. A fixed number, not a timing, so the decision
+below depends only on the request's own tokens and stays reproducible."""
+
+PROBE_EVERY = 16
+"""Every this many rounds a request drafts its full depth whatever its estimates say, so an
+estimate that fell (stale heads) recovers once pushed weights make the heads good again."""
+
+RATE_DECAY = 0.7
+"""Weight the previous estimate keeps at each round (an EMA over roughly the last 3 rounds): fast
+enough that untrained heads stop drafting after three rounds, slow enough that one unlucky refusal
+of good heads does not switch a depth off."""
+
+
+class DraftDepth:
+    """How many drafts pay for one request: per depth k, an estimate of the chance that drafts
+    1..k are all accepted (an EMA of what this request's own rounds saw, starting optimistic).
+
+    Drafting depth k costs DEPTH_COST plain steps and gains one token with that chance, so the
+    request drafts the leading depths whose chance exceeds the cost. Lossless by construction:
+    fewer drafts never change what is sampled, only how many tokens one forward yields. Per
+    request (not engine-wide) so a seeded request draws the same tokens whatever shares its batch."""
+
+    def __init__(self, depths: int) -> None:
+        self.rates = [1.0] * depths
+        self.rounds = 0
+
+    def limit(self) -> int:
+        """Drafts for this round: the full depth on a probe round, else the leading depths that pay."""
+        if self.rounds % PROBE_EVERY == PROBE_EVERY - 1:
+            return len(self.rates)
+        k = 0
+        while k < len(self.rates) and self.rates[k] > DEPTH_COST:
+            k += 1
+        return k
+
+    def record(self, drafted: int, accepted: int) -> None:
+        """One round's outcome: `drafted` drafts proposed, the first `accepted` of them kept."""
+        self.rounds += 1
+        for k in range(drafted):
+            self.rates[k] = RATE_DECAY * self.rates[k] + (1.0 - RATE_DECAY) * float(k < accepted)
