@@ -467,17 +467,26 @@ class LLMEngine:
         drafts, qs = self._draft(running, counts)
         logits = self._verify(running, drafts)  # [rows, 1 + max drafts, V] float32
         self.stats["decode_steps"] += 1
+        # whole-batch argmax and log-softmax, one call each rather than one per row
+        best = logits.argmax(dim=-1).tolist() if any(s.request.params.temperature == 0 for s in running) else None
+        outcomes = []
         for r, (slot, row_drafts, row_qs) in enumerate(zip(running, drafts, qs)):
             req = slot.request
             m = len(row_drafts)
-            emitted, accepted = verify_row(logits[r, :m + 1], row_drafts, row_qs, req.params, req.generator)
+            emitted, accepted = verify_row(logits[r, :m + 1], row_drafts, row_qs, req.params, req.generator,
+                                           best=None if best is None else best[r][:m + 1])
             req.drafting.record(m, accepted)
             for k in range(m):
                 spec["proposed"][k] += 1
                 spec["accepted"][k] += int(k < accepted)
-            raw = torch.log_softmax(logits[r, :len(emitted)], dim=-1)  # the main model's, never the draft's
-            lps = raw.gather(-1, torch.tensor(emitted, device=raw.device).unsqueeze(1)).squeeze(1).tolist()
-            for tok, lp in zip(emitted, lps):
+            outcomes.append(emitted)
+        width = logits.shape[1]
+        index = torch.tensor([e + [0] * (width - len(e)) for e in outcomes], device=logits.device)
+        # the main model's raw logprobs, never the draft's
+        lps = torch.log_softmax(logits, dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1).tolist()
+        for slot, emitted, row_lps in zip(running, outcomes, lps):
+            req = slot.request
+            for tok, lp in zip(emitted, row_lps):
                 slot.tokens.append(req.completion[-1])  # its keys/values were written by the verify forward
                 spec["tokens"] += 1
                 if self._emit_token(slot, req, tok, lp):
@@ -538,47 +547,55 @@ class LLMEngine:
 
     def _depth_forward(self, heads: MTPHeads, embed: Any, k: int, slots: list[_Slot],
                        drafts: list[list[int]]) -> torch.Tensor:
-        """Depth k over each slot's new positions (see `_draft`); its outputs at P-1 [rows, H]."""
+        """Depth k over each slot's new positions (see `_draft`); its outputs at P-1 [rows, H].
+
+        Every index tensor is built from Python lists in one call each: at batch 1 a depth's
+        layer runs in under a millisecond, so each small tensor op here is a visible share of it."""
         window, cache, d = heads.window, self._draft_caches[k - 1], k - 1
         previous = self.kv.hidden if k == 1 else self._draft_caches[k - 2].hidden
         assert previous is not None and cache.hidden is not None
-        spans = [(self._draft_start(slot, k), len(slot.tokens), slot.draft_lo[d]) for slot in slots]
-        width = max(end - start for start, end, _ in spans)
-        keys_width = max(end - max(lo, start - window + 1) for start, end, lo in spans)
         scratch = cache.max_len - 1
-        positions = torch.full((len(slots), width), scratch, dtype=torch.long)
-        key_positions = torch.full((len(slots), keys_width), scratch, dtype=torch.long)
-        tokens = torch.zeros((len(slots), width), dtype=torch.long)
-        for r, (slot, row_drafts, (start, end, lo)) in enumerate(zip(slots, drafts, spans)):
+        spans = []
+        for slot in slots:
+            start = self._draft_start(slot, k)
+            spans.append((start, len(slot.tokens), max(slot.draft_lo[d], start - window + 1)))
+        width = max(end - start for start, end, _ in spans)
+        keys_width = max(end - first_key for _, end, first_key in spans)
+        token_rows, position_rows, key_rows = [], [], []
+        for slot, row_drafts, (start, end, first_key) in zip(slots, drafts, spans):
             # x_{i+k} for i in [start, end): cached tokens, then x_P (just sampled), then this round's drafts
             ahead = [slot.request.completion[-1], *row_drafts]
-            known = slot.tokens[start + k:end] + ahead[max(0, start + k - end):k]
-            tokens[r, :end - start] = torch.tensor(known)
-            positions[r, :end - start] = torch.arange(start, end)
-            first_key = max(lo, start - window + 1)
-            key_positions[r, :end - first_key] = torch.arange(first_key, end)
-        positions, key_positions, tokens = positions.to(self.device), key_positions.to(self.device), tokens.to(self.device)
-        index = torch.tensor([s.index for s in slots], device=self.device)
-        lows = torch.tensor([lo for _, _, lo in spans], device=self.device)
-        pad = positions == scratch
-        q, kp = positions[:, :, None], key_positions[:, None, :]
-        mask = (kp <= q) & (kp > q - window) & (kp >= lows[:, None, None]) & (kp != scratch)
-        mask &= ~pad[:, :, None]
-        mask[:, :, 0] |= pad  # padding queries attend one key so softmax stays finite; output unused
+            pad = width - (end - start)
+            token_rows.append(slot.tokens[start + k:end] + ahead[max(0, start + k - end):k] + [0] * pad)
+            position_rows.append([*range(start, end), *[scratch] * pad])
+            key_rows.append([*range(first_key, end), *[scratch] * (keys_width - (end - first_key))])
+        device = self.device
+        positions = torch.tensor(position_rows, device=device)
+        key_positions = torch.tensor(key_rows, device=device)
+        index = torch.tensor([s.index for s in slots], device=device)
+        padded = any(end - start < width for start, end, _ in spans)
+        # a padding query stands at position 0 (its output is never read); gathered keys all lie at
+        # or after the slot's draft_lo, and padding keys (the scratch position) after every query
+        query = positions.masked_fill(positions == scratch, 0) if padded else positions
+        q, kp = query[:, :, None], key_positions[:, None, :]
+        mask = (kp <= q) & (kp > q - window)
+        if padded:
+            mask[:, :, 0] |= (positions == scratch)  # padding queries attend one key so softmax stays finite
         cache.set_plan(WritePlan("window", slots=index, positions=positions, key_positions=key_positions))
         module = heads.depths[k - 1]
         x = module.eh_proj(torch.cat([module.hnorm(previous[index.unsqueeze(1), positions]),
-                                      module.enorm(embed(tokens))], dim=-1))
-        clamped = positions.masked_fill(pad, 0)
-        pos_emb = heads.position_embeddings(x, clamped)
+                                      module.enorm(embed(torch.tensor(token_rows, device=device)))], dim=-1))
+        pos_emb = heads.position_embeddings(x, query)
         for layer in module.layers:
             out = layer(x, position_embeddings=pos_emb, attention_mask=mask[:, None], past_key_values=cache)
             x = out[0] if isinstance(out, tuple) else out
         cache.store_hidden(x)
         for slot, (_, end, _) in zip(slots, spans):  # positions up to P-k read only known tokens
             slot.draft_hi[d] = max(slot.draft_hi[d], end - k + 1)
-        last = torch.tensor([end - start - 1 for start, end, _ in spans], device=self.device)
-        return x[torch.arange(len(slots), device=self.device), last]
+        if not padded:
+            return x[:, -1]
+        last = torch.tensor([end - start - 1 for start, end, _ in spans], device=device)
+        return x[torch.arange(len(slots), device=device), last]
 
     def _verify(self, running: list[_Slot], drafts: list[list[int]]) -> torch.Tensor:
         """One main-model forward over [last sampled token, drafts...] of every running row (slots
@@ -586,22 +603,22 @@ class LLMEngine:
         num_rows = max(s.index for s in running) + 1
         width = 1 + max(len(d) for d in drafts)
         scratch = self.kv.max_len - 1
-        ids = torch.zeros((num_rows, width), dtype=torch.long)
-        positions = torch.full((num_rows, width), scratch, dtype=torch.long)
+        id_rows, position_rows = [[0] * width for _ in range(num_rows)], [[scratch] * width for _ in range(num_rows)]
         for slot, row in zip(running, drafts):
-            new, start = [slot.request.completion[-1], *row], len(slot.tokens)
-            ids[slot.index, :len(new)] = torch.tensor(new)
-            positions[slot.index, :len(new)] = torch.arange(start, start + len(new))
+            start = len(slot.tokens)
+            id_rows[slot.index][:len(row) + 1] = [slot.request.completion[-1], *row]
+            position_rows[slot.index][:len(row) + 1] = range(start, start + len(row) + 1)
         kv_len = max(len(s.tokens) + len(d) for s, d in zip(running, drafts)) + 1
-        ids, positions = ids.to(self.device), positions.to(self.device)
+        positions = torch.tensor(position_rows, device=self.device)
         self.kv.set_plan(WritePlan("verify", num_rows=num_rows, positions=positions, kv_len=kv_len))
-        pad = positions == scratch
-        mask = torch.arange(kv_len, device=self.device)[None, None, :] <= positions[:, :, None]  # causal
-        mask &= ~pad.unsqueeze(-1)
-        mask[:, :, 0] |= pad  # padding queries attend one position so softmax stays finite; output unused
+        # causal; a padding query stands at position 0, so it attends exactly one key (softmax stays
+        # finite; its output is never read) and its rotary position is a valid one
+        query = positions.masked_fill(positions == scratch, 0)
+        mask = torch.arange(kv_len, device=self.device)[None, None, :] <= query[:, :, None]
         with _gqa_without_copies(self.device):
-            hidden = self._hidden_states(ids, positions.clamp(max=kv_len), mask[:, None])
-        return self._logits(hidden[[s.index for s in running]]).float()
+            hidden = self._hidden_states(torch.tensor(id_rows, device=self.device), query, mask[:, None])
+        rows = hidden if len(running) == num_rows else hidden[[s.index for s in running]]
+        return self._logits(rows).float()
 
     def _finish_reason(self, req: _Request, slot: _Slot) -> tuple[str, str | int | None] | None:
         tok = req.completion[-1]

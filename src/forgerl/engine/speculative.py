@@ -79,16 +79,18 @@ def propose(logits: torch.Tensor, params: list[SamplingParams], generators: list
 
 
 def verify_row(target_logits: torch.Tensor, drafts: list[int], qs: list[torch.Tensor | None],
-               params: SamplingParams, generator: torch.Generator) -> tuple[list[int], int]:
+               params: SamplingParams, generator: torch.Generator,
+               best: list[int] | None = None) -> tuple[list[int], int]:
     """Accept a prefix of `drafts` against the target and add one token of the target's own.
 
     target_logits [m+1, V]: row j is the target's next-token logits after the context plus
     drafts[:j]. Returns (emitted tokens, how many drafts were accepted): the accepted drafts, then
     either the correction for the first refused draft or, when all m were accepted, a bonus token
-    sampled from the target's last row. Always emits at least one token."""
+    sampled from the target's last row. Always emits at least one token. `best`: the argmax of
+    each row of `target_logits`, when the caller has it already (greedy rows only read that)."""
     m = len(drafts)
     if params.temperature == 0:
-        best = target_logits.argmax(dim=-1).tolist()
+        best = target_logits.argmax(dim=-1).tolist() if best is None else best
         accepted = 0
         while accepted < m and drafts[accepted] == best[accepted]:
             accepted += 1
