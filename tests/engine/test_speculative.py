@@ -50,9 +50,9 @@ class OracleDrafts(LLMEngine):
     """Drafts the reference continuation of each request (from a plain engine), every fifth token
     spoiled, after running the real MTP heads (whose drafts it replaces)."""
 
-    def __init__(self, *args, reference: dict[tuple[int, ...], list[int]], **kwargs) -> None:
+    def __init__(self, *args, reference: dict[tuple[int, ...], list[int]], spoil: int = 5, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.reference = reference
+        self.reference, self.spoil = reference, spoil
 
     def _draft(self, running, counts):
         drafts, qs = super()._draft(running, counts)
@@ -62,7 +62,7 @@ class OracleDrafts(LLMEngine):
             for k in range(len(row)):
                 at = done + k
                 good = ref[at] if at < len(ref) else 0
-                row[k] = (good + 1) % VOCAB if at % 5 == 4 else good
+                row[k] = (good + 1) % VOCAB if at % self.spoil == self.spoil - 1 else good
         return drafts, qs
 
 
@@ -302,7 +302,7 @@ def test_draft_caches_equal_the_teacher_forced_heads(model, monkeypatch):
     """The engine computes each MTP depth incrementally (its own small caches, a restart a few
     windows back when far behind); wherever a depth's output has a full window of computed
     positions it must equal MTPHeads.forward over the whole sequence, as training computes it.
-    (Random heads would stop drafting after three rounds: every depth is made to pay here.)"""
+    (Random heads would stop drafting after two rounds: every depth is made to pay here.)"""
     monkeypatch.setattr(speculative, "DEPTH_COST", -1.0)
     engine = LLMEngine(model, CharTokenizer(), max_context=96, num_slots=1)
     heads, window = get_mtp(model), get_mtp(model).window
@@ -389,20 +389,32 @@ def test_random_workloads_decode_identically(model):
 
 def test_drafting_stops_when_it_does_not_pay_and_stays_on_when_it_does(model):
     """Adaptive draft length: random heads (nearly every draft refused) draft only on probe
-    rounds, so a long request runs mostly plain decode steps; oracle drafts keep the full depth.
-    Either way the tokens are the plain engine's."""
+    rounds after two, and a session's next turn carries that on (until a weight push);
+    drafts that are always right keep the full depth. Either way the tokens are the plain engine's."""
     tok = CharTokenizer()
     greedy = SamplingParams(max_tokens=64, temperature=0)
     context = prompt(31, 6)
-    want = asyncio.run(LLMEngine(model, tok, max_context=96, num_slots=1, speculative=0).generate(context, greedy))
-    random_heads = LLMEngine(model, tok, max_context=96, num_slots=1)
-    assert asyncio.run(random_heads.generate(context, greedy)).completion_ids == want.completion_ids
+    want = asyncio.run(LLMEngine(model, tok, max_context=200, num_slots=1, speculative=0).generate(context, greedy))
+    random_heads = LLMEngine(model, tok, max_context=200, num_slots=1)
+    assert asyncio.run(random_heads.generate(context, greedy, "s")).completion_ids == want.completion_ids
     spec = random_heads.stats["spec"]
     rounds = spec["row_forwards"]
     assert rounds > 40 and spec["accepted"][0] <= 2  # nearly every draft refused, many rounds
-    assert spec["proposed"][0] <= 3 + rounds // PROBE_EVERY + 1  # three optimistic rounds, then probes only
-    assert spec["proposed"][DEPTHS - 1] >= rounds // PROBE_EVERY  # a probe drafts the full depth
-    oracle = OracleDrafts(model, tok, max_context=96, num_slots=1, reference={tuple(context): want.completion_ids})
+    assert spec["proposed"][DEPTHS - 1] == 2  # two optimistic rounds at full depth
+    assert spec["proposed"][0] == 2 + rounds // PROBE_EVERY  # then a one-depth probe every PROBE_EVERY rounds
+
+    def drafted_in_next_turn() -> list[int]:
+        before = list(spec["proposed"])
+        asyncio.run(random_heads.generate(context + want.completion_ids + prompt(32, 3),
+                                          SamplingParams(max_tokens=8, temperature=0), "s"))
+        return [a - b for a, b in zip(spec["proposed"], before)]
+
+    carried = drafted_in_next_turn()
+    assert carried[DEPTHS - 1] == 0 and carried[0] <= 1  # the session's estimate carried over: a probe at most
+    random_heads.update_weights({}, version=1)
+    assert drafted_in_next_turn()[DEPTHS - 1] == 2  # after a push the estimates start over
+    reference = {tuple(context): want.completion_ids}
+    oracle = OracleDrafts(model, tok, max_context=200, num_slots=1, reference=reference, spoil=1000)
     assert asyncio.run(oracle.generate(context, greedy)).completion_ids == want.completion_ids
     spec = oracle.stats["spec"]
     assert spec["proposed"][DEPTHS - 1] >= spec["row_forwards"] - 2  # every round at full depth (but the last)

@@ -104,24 +104,30 @@ def test_inactive_rows_draw_nothing_from_their_generator():
 
 
 def test_draft_depth_follows_acceptance_and_probes():
-    """Refused drafts switch depths off within a few rounds; a probe round drafts the full depth;
-    once drafts are accepted again the estimates climb back over the cost; all kept = full depth."""
+    """Two refused rounds switch depths off; a probe round drafts one depth more; once drafts are
+    accepted again the probes switch the depths back on one by one; good heads (a few refusals)
+    keep the full depth; heads that go stale mid-request stop drafting within a dozen rounds."""
     depth = DraftDepth(3)
     limits = []
     for _ in range(2 * PROBE_EVERY):
         limits.append(depth.limit())
         depth.record(limits[-1], 0)
-    assert limits[:3] == [3, 3, 3] and limits[3] == 0  # three refused rounds are enough
-    assert [i for i, n in enumerate(limits) if n and i >= 3] == [PROBE_EVERY - 1, 2 * PROBE_EVERY - 1]  # probes
-    assert all(r < DEPTH_COST for r in depth.rates)
+    assert limits[:3] == [3, 3, 0]  # two refused rounds are enough
+    assert {i: n for i, n in enumerate(limits) if n and i >= 2} == {PROBE_EVERY - 1: 1, 2 * PROBE_EVERY - 1: 1}
+    assert all(r <= DEPTH_COST for r in depth.rates)
     for _ in range(4 * PROBE_EVERY):  # the heads got good: probes see acceptance and switch depths back on
         n = depth.limit()
         depth.record(n, n)
     assert depth.limit() == 3
     good = DraftDepth(3)
-    for _ in range(3 * PROBE_EVERY):
+    for i in range(10 * PROBE_EVERY):
         assert good.limit() == 3
-        good.record(3, 2 if _ % 2 else 3)  # depth 3 kept half the time, 1 and 2 always: still pays
+        good.record(3, 0 if i % 20 in (13, 14) else 2 if i % 5 == 2 else 3)  # 70% kept at depth 3, runs of refusals
+    stale = 0
+    while good.limit() == 3:
+        good.record(3, 0)
+        stale += 1
+    assert stale <= 12
     partial = DraftDepth(3)
     for _ in range(8):
         n = partial.limit()

@@ -514,7 +514,9 @@ def run_speculative_bench(model: str = "default", batches: tuple[int, ...] = SPE
     `workload`: `conversations` (real agent contexts, ConversationWorkload) or `synthetic` (the
     random-token sessions of the main engine bench, which no draft can predict).
     `random_mtp` > 0 attaches that many untrained heads first (they accept ~nothing: a check that
-    the bench runs, and a measure of the drafting overhead, not of the speed-up)."""
+    the bench runs, and a measure of what useless heads cost once the engine's adaptive draft length
+    has switched them off, not of the speed-up). `drafts/row-step` is how many drafts a row proposed
+    per decode step on average (the full depth when drafting pays, near 0 when it does not)."""
     from rich.table import Table
 
     from forgerl.model.mtp import MTPShape, attach_mtp, get_mtp  # heavy: torch, kept out of this module's import
@@ -537,7 +539,8 @@ def run_speculative_bench(model: str = "default", batches: tuple[int, ...] = SPE
                   f"{' (random heads)' if random_mtp else ''} workload={workload} turns={turns} "
                   f"new_tokens/turn={max_tokens} greedy")
     table = Table(title=f"{model}: decode tokens/s, plain vs MTP speculative (same tokens)")
-    for col in ("batch", "tokens", "plain tok/s", "speculative tok/s", "ratio", "acceptance per depth", "tokens/forward"):
+    for col in ("batch", "tokens", "plain tok/s", "speculative tok/s", "ratio", "acceptance per depth", "tokens/forward",
+                "drafts/row-step"):
         table.add_column(col, justify="right")
     out: dict[int, dict[str, Any]] = {}
     for batch in batches:
@@ -551,10 +554,13 @@ def run_speculative_bench(model: str = "default", batches: tuple[int, ...] = SPE
         tokens = sum(len(c) for c in plain)
         acceptance = [a / p if p else 0.0 for a, p in zip(stats["accepted"], stats["proposed"])]
         per_forward = stats["tokens"] / max(1, stats["row_forwards"])
+        drafts = sum(stats["proposed"]) / max(1, stats["row_forwards"])
         out[batch] = {"tokens": tokens, "plain_tokens_per_s": tokens / plain_s, "spec_tokens_per_s": tokens / spec_s,
-                      "ratio": plain_s / spec_s, "acceptance": acceptance, "tokens_per_forward": per_forward}
+                      "ratio": plain_s / spec_s, "acceptance": acceptance, "tokens_per_forward": per_forward,
+                      "drafts_per_row_step": drafts}
         table.add_row(str(batch), str(tokens), f"{tokens / plain_s:.1f}", f"{tokens / spec_s:.1f}",
-                      f"{plain_s / spec_s:.2f}x", " / ".join(f"{a:.0%}" for a in acceptance), f"{per_forward:.2f}")
+                      f"{plain_s / spec_s:.2f}x", " / ".join(f"{a:.0%}" for a in acceptance), f"{per_forward:.2f}",
+                      f"{drafts:.2f}")
     console.print(table)
     console.print("tokens/forward counts the verify forwards of decode steps (the first token of each turn comes "
                   "from the prefill); the issue's goal on the default policy on CPU: >= 1.5x at batch 1, >= 1.2x at 16",

@@ -103,6 +103,7 @@ class _Slot:
     # that depth in its cache (speculative decoding; see LLMEngine._draft)
     draft_lo: list[int] = field(default_factory=list)
     draft_hi: list[int] = field(default_factory=list)
+    drafting: DraftDepth | None = None  # the last request's draft-length estimate, for its session's next one
 
 
 class LLMEngine:
@@ -217,8 +218,8 @@ class LLMEngine:
             self._torn = None
             self.policy_version = version
             for slot in self.slots:
-                if slot.request is None:
-                    slot.tokens, slot.session_id = [], None
+                if slot.request is None:  # (new weights: drafting estimates start over too)
+                    slot.tokens, slot.session_id, slot.drafting = [], None, None
 
     async def aclose(self) -> None:
         self.close()
@@ -353,6 +354,8 @@ class LLMEngine:
         reuse = min(common_prefix_len(slot.tokens, request.prompt_ids), len(request.prompt_ids) - 1)
         # depth k's output at i read token i+k: final only where that token is still in the prefix
         slot.draft_hi = [min(hi, reuse - k) for k, hi in enumerate(slot.draft_hi, start=1)]
+        if slot.drafting is not None and request.session_id is not None and slot.session_id == request.session_id:
+            request.drafting = slot.drafting  # the session's next turn: what drafting paid so far still holds
         slot.request, slot.session_id, slot.tokens = request, request.session_id, request.prompt_ids[:reuse]
         request.cached_tokens, request.version, request.started = reuse, self.policy_version, time.perf_counter()
 
@@ -642,7 +645,7 @@ class LLMEngine:
             completion_ids=list(req.completion), logprobs=list(req.logprobs), finish_reason=reason,
             policy_version=req.version, prompt_tokens=len(req.prompt_ids), cached_tokens=req.cached_tokens,
             stop_reason=stop_reason, timings=timings))
-        slot.request, slot.last_used = None, now
+        slot.request, slot.last_used, slot.drafting = None, now, req.drafting
 
     # ------------------------------------------------------------------ helpers
     def _make_request(self, prompt_ids: list[int], params: SamplingParams, session_id: str | None) -> _Request:

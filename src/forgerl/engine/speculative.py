@@ -106,46 +106,60 @@ def verify_row(target_logits: torch.Tensor, drafts: list[int], qs: list[torch.Te
     return drafts + [sample_index(p[m], generator)], m
 
 
-DEPTH_COST = 0.4
+DEPTH_COST = 0.5
 """What drafting one more depth costs, in plain decode steps: an MTP depth (one decoder layer, its
 norms, projection and the LM head) plus one more token in the verify forward. Measured on the
-default policy on CPU (issue 23) at about 0.3-0.5. A fixed number, not a timing, so the decision
-below depends only on the request's own tokens and stays reproducible."""
+default policy on CPU (issue 23): about 0.5 at batch 1, nearer 0.8 at batch 16 over long agent
+contexts. A fixed number, not a timing, so the decision below depends only on the request's own
+tokens and stays reproducible (a seeded request samples the same whatever shares its batch)."""
 
-PROBE_EVERY = 16
-"""Every this many rounds a request drafts its full depth whatever its estimates say, so an
-estimate that fell (stale heads) recovers once pushed weights make the heads good again."""
+PROBE_EVERY = 32
+"""Every this many rounds a request drafts one depth more than its estimates say pays, so an
+estimate that fell (stale heads) recovers once pushed weights make the heads good again. One
+depth, not all: with useless heads a probe then costs about one depth, not the whole draft."""
 
-RATE_DECAY = 0.7
-"""Weight the previous estimate keeps at each round (an EMA over roughly the last 3 rounds): fast
-enough that untrained heads stop drafting after three rounds, slow enough that one unlucky refusal
-of good heads does not switch a depth off."""
+MEMORY = 0.95
+"""Weight each earlier round keeps per round in a request's acceptance counts (they describe about
+the last 20 rounds): steady enough that a few unlucky refusals of good heads leave a depth on,
+quick enough that heads that went stale mid-session stop drafting within about ten rounds."""
+
+PRIOR = 1.5
+"""Imagined kept drafts every estimate starts with: a new request drafts its full depth, useless
+heads stop after two refused rounds, one early refusal of good heads leaves the depth on."""
 
 
 class DraftDepth:
     """How many drafts pay for one request: per depth k, an estimate of the chance that drafts
-    1..k are all accepted (an EMA of what this request's own rounds saw, starting optimistic).
+    1..k are all accepted, from decayed counts of this request's own rounds plus PRIOR imagined
+    kept drafts (so a new estimate starts at 1).
 
     Drafting depth k costs DEPTH_COST plain steps and gains one token with that chance, so the
-    request drafts the leading depths whose chance exceeds the cost. Lossless by construction:
-    fewer drafts never change what is sampled, only how many tokens one forward yields. Per
-    request (not engine-wide) so a seeded request draws the same tokens whatever shares its batch."""
+    request drafts the leading depths whose chance exceeds the cost. A session's next request starts
+    from where its last one left off (the engine hands the estimate on with the slot; it starts over
+    after a weight push). Lossless by construction: fewer drafts never change what is sampled, only
+    how many tokens one forward yields. Per request (not engine-wide) so a seeded request draws the
+    same tokens whatever shares its batch."""
 
     def __init__(self, depths: int) -> None:
-        self.rates = [1.0] * depths
+        self.kept = [0.0] * depths
+        self.tried = [0.0] * depths
         self.rounds = 0
 
+    @property
+    def rates(self) -> list[float]:
+        return [(kept + PRIOR) / (tried + PRIOR) for kept, tried in zip(self.kept, self.tried)]
+
     def limit(self) -> int:
-        """Drafts for this round: the full depth on a probe round, else the leading depths that pay."""
-        if self.rounds % PROBE_EVERY == PROBE_EVERY - 1:
-            return len(self.rates)
-        k = 0
-        while k < len(self.rates) and self.rates[k] > DEPTH_COST:
+        """Drafts for this round: the leading depths that pay, one more on a probe round."""
+        k, rates = 0, self.rates
+        while k < len(rates) and rates[k] > DEPTH_COST:
             k += 1
-        return k
+        probe = self.rounds % PROBE_EVERY == PROBE_EVERY - 1
+        return min(len(rates), k + int(probe))
 
     def record(self, drafted: int, accepted: int) -> None:
         """One round's outcome: `drafted` drafts proposed, the first `accepted` of them kept."""
         self.rounds += 1
         for k in range(drafted):
-            self.rates[k] = RATE_DECAY * self.rates[k] + (1.0 - RATE_DECAY) * float(k < accepted)
+            self.kept[k] = MEMORY * self.kept[k] + float(k < accepted)
+            self.tried[k] = MEMORY * self.tried[k] + 1.0
