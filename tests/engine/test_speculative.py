@@ -47,22 +47,31 @@ def full_forward_logprobs(model, prompt_ids: list[int], completion: list[int]) -
 
 
 class OracleDrafts(LLMEngine):
-    """Drafts the reference continuation of each request (from a plain engine), every fifth token
-    spoiled, after running the real MTP heads (whose drafts it replaces)."""
+    """Drafts the reference continuation of each request (from a plain engine), every `spoil`-th
+    token spoiled, after running the real MTP heads (whose drafts it replaces before each deeper
+    depth reads them, as the heads' own drafts would be read)."""
 
     def __init__(self, *args, reference: dict[tuple[int, ...], list[int]], spoil: int = 5, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.reference, self.spoil = reference, spoil
 
+    def _oracle(self, slot, row: list[int]) -> None:
+        ref = self.reference[tuple(slot.request.prompt_ids)]
+        done = len(slot.request.completion)
+        for k in range(len(row)):
+            at = done + k
+            good = ref[at] if at < len(ref) else 0
+            row[k] = (good + 1) % VOCAB if at % self.spoil == self.spoil - 1 else good
+
+    def _depth_forward(self, heads, embed, k, slots, drafts):
+        for slot, row in zip(slots, drafts):  # the same lists `_draft` appends to
+            self._oracle(slot, row)
+        return super()._depth_forward(heads, embed, k, slots, drafts)
+
     def _draft(self, running, counts):
         drafts, qs = super()._draft(running, counts)
         for slot, row in zip(running, drafts):
-            ref = self.reference[tuple(slot.request.prompt_ids)]
-            done = len(slot.request.completion)
-            for k in range(len(row)):
-                at = done + k
-                good = ref[at] if at < len(ref) else 0
-                row[k] = (good + 1) % VOCAB if at % self.spoil == self.spoil - 1 else good
+            self._oracle(slot, row)
         return drafts, qs
 
 
@@ -298,17 +307,26 @@ def test_sampled_tokens_follow_the_target_distribution(sharp_model, params):
     assert 0 < spec["accepted"][0] < 0.8 * spec["proposed"][0]  # bad drafts: many refusals, some kept
 
 
-def test_draft_caches_equal_the_teacher_forced_heads(model, monkeypatch):
+@pytest.mark.parametrize("drafts", ["heads", "oracle"])
+def test_draft_caches_equal_the_teacher_forced_heads(model, monkeypatch, drafts):
     """The engine computes each MTP depth incrementally (its own small caches, a restart a few
-    windows back when far behind); wherever a depth's output has a full window of computed
-    positions it must equal MTPHeads.forward over the whole sequence, as training computes it.
-    (Random heads would stop drafting after two rounds: every depth is made to pay here.)"""
+    windows back when far behind, positions that read kept drafts kept as final); wherever a
+    depth's output has a full window of computed positions it must equal MTPHeads.forward over
+    the whole sequence, as training computes it. With the heads' own drafts nearly every draft is
+    refused; with oracle drafts most are kept. (Random heads would stop drafting after two
+    rounds: every depth is made to pay here.)"""
     monkeypatch.setattr(speculative, "DEPTH_COST", -1.0)
-    engine = LLMEngine(model, CharTokenizer(), max_context=96, num_slots=1)
+    tok = CharTokenizer()
+    first, plain = prompt(21, 5), LLMEngine(model, tok, max_context=96, num_slots=1, speculative=0)
+    want1 = asyncio.run(plain.generate(first, SamplingParams(max_tokens=12, temperature=0)))
+    second = first + want1.completion_ids + prompt(22, 30)  # far past the caches: they restart
+    want2 = asyncio.run(plain.generate(second, SamplingParams(max_tokens=10, temperature=0)))
+    engine = LLMEngine(model, tok, max_context=96, num_slots=1) if drafts == "heads" else OracleDrafts(
+        model, tok, max_context=96, num_slots=1,
+        reference={tuple(first): want1.completion_ids, tuple(second): want2.completion_ids})
     heads, window = get_mtp(model), get_mtp(model).window
-    first = prompt(21, 5)
     turn1 = asyncio.run(engine.generate(first, SamplingParams(max_tokens=12, temperature=0)))
-    second = first + turn1.completion_ids + prompt(22, 30)  # far past the caches: they restart
+    assert turn1.completion_ids == want1.completion_ids
     checked = []
     for ctx in (first, second):
         if ctx is second:
@@ -319,13 +337,17 @@ def test_draft_caches_equal_the_teacher_forced_heads(model, monkeypatch):
             h0 = model.model(ids).last_hidden_state
             expected = heads(h0, ids, model.get_input_embeddings())
         for k in range(1, DEPTHS + 1):
-            lo, hi = slot.draft_lo[k - 1], slot.draft_hi[k - 1]
+            # teacher forcing knows the tokens in the slot (not the last one sampled)
+            lo, hi = slot.draft_lo[k - 1], min(slot.draft_hi[k - 1], len(slot.tokens) - k)
             exact_from = 0 if lo == 0 else lo + window - 1
             assert hi - exact_from >= 3
             got = heads.head_input(k, engine._draft_caches[k - 1].hidden[0, exact_from:hi])
             assert torch.allclose(got, expected[k - 1][0, exact_from:hi], atol=TOL), (k, lo, hi)
             checked.append((k, lo, hi))
     assert any(lo > 0 for _, lo, _ in checked)  # the second turn restarted its caches
+    spec = engine.stats["spec"]
+    if drafts == "oracle":
+        assert spec["accepted"][DEPTHS - 1] > 0.3 * spec["proposed"][DEPTHS - 1]
 
 
 def test_an_abandoned_stream_frees_its_slot_with_speculation_on(model):

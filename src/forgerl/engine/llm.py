@@ -487,13 +487,25 @@ class LLMEngine:
         index = torch.tensor([e + [0] * (width - len(e)) for e in outcomes], device=logits.device)
         # the main model's raw logprobs, never the draft's
         lps = torch.log_softmax(logits, dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1).tolist()
-        for slot, emitted, row_lps in zip(running, outcomes, lps):
-            req = slot.request
+        for slot, emitted, row_lps, row_drafts in zip(running, outcomes, lps, drafts):
+            req, end, sent = slot.request, len(slot.tokens), 0
             for tok, lp in zip(emitted, row_lps):
                 slot.tokens.append(req.completion[-1])  # its keys/values were written by the verify forward
                 spec["tokens"] += 1
+                sent += 1
                 if self._emit_token(slot, req, tok, lp):
                     break  # anything after a finish is discarded
+            self._keep_accepted_drafts(slot, end, min(len(emitted) - 1, sent), len(row_drafts))
+
+    def _keep_accepted_drafts(self, slot: _Slot, end: int, known: int, depths: int) -> None:
+        """Depth k's positions that read drafts are final after all when those drafts were kept.
+
+        This round depth k computed positions up to end-1 (P-1), position i reading token x_{i+k};
+        the drafts read as x_{P+1}..x_{P+known} are now the sequence's own tokens, so positions
+        up to P+known-k are final and the next round need not compute them again (at full
+        acceptance every depth then runs over the new positions only, not k-1 more)."""
+        for d in range(depths):
+            slot.draft_hi[d] = max(slot.draft_hi[d], end + min(0, known - d))
 
     def _draft_budget(self, slot: _Slot) -> int:
         """Drafts for this row: the configured number, fewer near max_tokens or the context limit
