@@ -12,7 +12,9 @@ With `speculative` > 0 (a policy with MTP heads, model/mtp.py) the decode step d
 per request with the MTP modules (each depth keeps a small cache of its own, so a round computes only
 the positions new since the last) and verifies them all in one forward of the main model, accepting
 by lossless speculative sampling (engine/speculative.py): same tokens for greedy, the same
-distribution otherwise, logprobs always the main model's.
+distribution otherwise, logprobs always the main model's. How many drafts a request gets adapts to
+how many its heads have been getting accepted (`DraftDepth`): untrained or stale heads soon draft
+nothing, and a step where no row drafts is a plain decode step.
 
 The steps run as a task on the caller's event loop (see `_start_scheduler`). Every result carries
 the policy version the request started with (the oldest that sampled any of its tokens, if a weight
