@@ -9,7 +9,9 @@
 #   bench64: the T=64 part alone;
 #   dist: the sharded trainer on one GPU (tests/train/test_gpu_sharded.py: FSDP2 over NCCL with world
 #      size 1, FP32 parity with the one-process step, bf16 + FP32 head), then `forgerl train
-#      --nproc-per-node 1 --device cuda` for 2 steps, then (when vLLM is importable) the vLLM tests.
+#      --nproc-per-node 1 --device cuda` for 2 steps, then (when vLLM is importable) the vLLM tests;
+#   spec: `forgerl bench engine --speculative` on CUDA: the default policy with and without its MTP
+#      drafts at batch 1/4/16 (greedy; the bench asserts both arms generate the same tokens).
 # Runs with whatever python has CUDA torch + transformers (PYTHON=...); a machine without the
 # project's pure-Python deps can be given wheels: WHEELS=dir (installed into a private target dir).
 # Output: $OUT (default ./gpu-out) holds tests.log and bench.log.
@@ -51,6 +53,11 @@ run_dist() {
   else
     echo "vllm not importable: the vllm-nccl check is not run" | tee -a "$OUT/dist.log"
   fi
+}
+run_spec() {
+  export COLUMNS=200
+  timeout "${BENCH_TIMEOUT:-300}" "$PY" -m forgerl.cli.main bench engine --speculative --model default --device cuda \
+    --turns 4 2>&1 | tee "$OUT/spec.log"
 }
 # STEPS: which parts, in order (default: tests then bench)
 for step in ${STEPS:-tests bench}; do "run_$step"; done
