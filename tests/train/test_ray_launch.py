@@ -20,6 +20,7 @@ import pytest
 
 from forgerl.errors import ConfigError
 from forgerl.ray_support import require_ray
+from forgerl.store import TrajectoryStore
 from forgerl.train.config import load_config
 from forgerl.train.launch import failure_message
 from forgerl.train.ray_launch import Placed, RankExit, RayWorld, rank_env, ray_world
@@ -175,7 +176,15 @@ def test_ctrl_c_lets_rank_0_checkpoint_and_stops_every_rank(tmp_path, monkeypatc
     assert "stopped by SIGINT; resume with: forgerl train --resume --run-dir run --nproc-per-node 2" in err
     assert "training interrupted: finished the step in progress" in err  # rank 0's own words, through Ray's log
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*"))
-    assert len(checkpoints) >= 2 and not any(name.endswith(".tmp") for name in checkpoints), checkpoints
+    assert checkpoints and not any(name.endswith(".tmp") for name in checkpoints), checkpoints
+    # the step in progress was checkpointed: the newest checkpoint is the last step the run recorded
+    # (step 1 itself when the signal lands in step 1's tail, after its checkpoint appeared; seen under load)
+    with TrajectoryStore(tmp_path / "run") as store:
+        run = store.runs()[0]
+        assert run.status == "interrupted"
+        last_step = max(step for step, _, _ in store.metrics(run.id))
+        latest = store.latest_checkpoint(run.id)
+    assert latest is not None and latest.step == last_step and checkpoints[-1] == f"step_{last_step:06d}", checkpoints
     assert dist_case.rank_pid(tag, 0) is None and dist_case.rank_pid(tag, 1) is None
 
 
