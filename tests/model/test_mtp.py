@@ -103,3 +103,24 @@ def test_expand_copies_the_last_module(policy) -> None:
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
     lp = mtp_logprobs(model.lm_head, torch.zeros(2, 5, 128))
     assert lp.shape == (2, 5, model.config.vocab_size)
+
+
+def test_dependency_reach_is_exact(policy) -> None:
+    """The deepest head's prediction of token t reads positions t - reach .. t - 1 of the input
+    (hidden states and tokens): anything earlier changes nothing, position t - reach changes it."""
+    heads = get_mtp(policy)
+    depths, reach = len(heads.depths), heads.reach
+    assert reach == depths * heads.window + 1
+    ids = torch.randint(1, 4000, (1, 40), generator=torch.Generator().manual_seed(3))
+    t = 39
+    with torch.no_grad():
+        h0 = policy.model(input_ids=ids).last_hidden_state
+        base = heads(h0, ids, policy.model.embed_tokens)[-1][:, t - depths - 1]
+        before = h0.clone()
+        before[:, : t - reach] += 1.0
+        same = heads(before, ids, policy.model.embed_tokens)[-1][:, t - depths - 1]
+        edge = h0.clone()
+        edge[:, t - reach] += 1.0
+        moved = heads(edge, ids, policy.model.embed_tokens)[-1][:, t - depths - 1]
+    assert torch.allclose(base, same, atol=1e-5)
+    assert not torch.allclose(base, moved, atol=1e-4)

@@ -38,7 +38,7 @@ def test_cropped_rows_and_pieces_compute_what_whole_rows_do(setup) -> None:
     head input the whole uncropped sequence gives it (within 1e-5)."""
     model, encoded = setup
     heads = get_mtp(model)
-    reach = len(heads.depths) * heads.window
+    reach = heads.reach
     rows = heads_rows(model, encoded, reach)
     rng = random.Random(0)
     with torch.no_grad():

@@ -107,7 +107,7 @@ def test_crops_cover_the_window_reach_and_the_cap_keeps_spread_whole_spans() -> 
     mask[0, 43:45] = 1  # close enough to merge with the first span's crop
     mask[1, 50:60] = 1
     plan = plan_crops(mask, depths=2, window=4, max_positions=1000)
-    reach = 2 * 3 + 3
+    reach = 2 * 4 + 1  # dependency_reach(2 depths, window 4), written out: the formula under test
     assert list(zip(plan.sample, plan.start, plan.length)) == [(0, 30 - reach, 45 - (30 - reach)), (1, 50 - reach, reach + 10)]
     assert plan.positions == 22 and len(plan.pairs[1]) == 22
     capped = plan_crops(mask, depths=2, window=4, max_positions=11)

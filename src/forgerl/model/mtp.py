@@ -67,6 +67,15 @@ def mtp_shape(config: Any) -> MTPShape | None:
                     int(getattr(config, "mtp_window", DEFAULT_WINDOW) or DEFAULT_WINDOW))
 
 
+def dependency_reach(depths: int, window: int) -> int:
+    """How many positions before a target token the heads' predictions of it read: depth k predicts
+    token t from position t - k - 1, and each depth's windowed attention reads window - 1 positions
+    further back than the one before, so the deepest reads back to t - (depths * window + 1).
+    Cropping a row to start that far before its first target changes no prediction (training,
+    co-training and SFT crop by it)."""
+    return depths * window + 1
+
+
 def _lm(model: nn.Module) -> nn.Module:
     return causal_lm(model)
 
@@ -111,6 +120,11 @@ class MTPHeads(nn.Module):
         self.depths = nn.ModuleList([MTPModule(config, norm_cls, layer_cls, shape.layers) for _ in range(shape.modules)])
         self.rotary = type(decoder.rotary_emb)(config=config)
         self.layers_per_module = shape.layers
+
+    @property
+    def reach(self) -> int:
+        """dependency_reach of these heads."""
+        return dependency_reach(len(self.depths), self.window)
 
     @property
     def shape(self) -> MTPShape:

@@ -42,6 +42,7 @@ from forgerl.model.mtp import (
     MTPHeads,
     MTPShape,
     attach_mtp,
+    dependency_reach,
     expand_mtp,
     get_mtp,
     mtp_cross_entropy,
@@ -69,15 +70,15 @@ class HeadsRow:
 def heads_rows(model: torch.nn.Module, encoded: Sequence[tuple[list[int], list[int]]], reach: int,
                device: str | torch.device = "cpu") -> list[HeadsRow]:
     """Run the frozen main model once per conversation and keep what the heads need: from `reach`
-    (+1) positions before the first trainable token on. Conversations with nothing to train are
-    left out."""
+    (dependency_reach) positions before the first trainable token on. Conversations with nothing
+    to train are left out."""
     decoder, _ = decoder_and_head(model)
     rows = []
     for ids, mask in encoded:
         if not any(mask):
             continue
         first = next(i for i, m in enumerate(mask) if m)
-        start = max(0, first - 1 - reach)
+        start = max(0, first - reach)
         hidden = decoder(input_ids=torch.tensor([ids], device=device)).last_hidden_state[0]
         rows.append(HeadsRow(torch.tensor(ids[start:], device=device), torch.tensor(mask[start:], device=device).bool(),
                              start, hidden[start:].detach()))
@@ -101,16 +102,17 @@ def pad_rows(rows: Sequence[HeadsRow]) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def segment(row: HeadsRow, chunk: int, reach: int, rng: random.Random) -> HeadsRow:
-    """A random piece of `row` with at most `chunk` target positions and the `reach` (+1) before
-    them that those targets' heads read; targets in the lead-in are masked, so each one counted
-    is computed exactly as in the whole row. Short rows are returned whole."""
-    if len(row.ids) <= chunk + reach + 1:
+    """A random piece of `row` with at most `chunk` target positions and the `reach`
+    (dependency_reach) before them that those targets' heads read; targets in the lead-in are
+    masked, so each one counted is computed exactly as in the whole row. Short rows are returned
+    whole."""
+    if len(row.ids) <= chunk + reach:
         return row
-    begin = rng.randrange(0, len(row.ids) - chunk - reach)
-    end = begin + reach + 1 + chunk
+    begin = rng.randrange(0, len(row.ids) - chunk - reach + 1)
+    end = begin + reach + chunk
     mask = row.mask[begin:end].clone()
     if begin > 0:
-        mask[:reach + 1] = False
+        mask[:reach] = False
     return HeadsRow(row.ids[begin:end], mask, row.start + begin, row.hidden[begin:end])
 
 
@@ -131,7 +133,7 @@ def train_heads(model: torch.nn.Module, rows: Sequence[HeadsRow], *, steps: int,
     on a random `chunk` of targets per sampled conversation (`segment`: the cost of a step stays
     flat whatever the conversations' lengths). Returns the per-depth losses of every step."""
     heads = _heads(model)
-    reach = len(heads.depths) * heads.window
+    reach = heads.reach
     frozen = [p for name, p in model.named_parameters() if p.requires_grad and ".mtp." not in f".{name}"]
     for p in frozen:
         p.requires_grad_(False)
@@ -246,7 +248,7 @@ def add_mtp_heads(model: torch.nn.Module, tokenizer: Any, fmt: ChatFormat, build
         echo("the model already has MTP heads: replacing them with fresh ones")
         remove_mtp(model)
     attach_mtp(model, MTPShape(build.modules, build.layers, build.window), seed=build.seed)
-    reach = build.expand_to * build.window
+    reach = dependency_reach(build.expand_to, build.window)  # the expanded heads' reach: rows serve both stages
     rows = heads_rows(model, encode_within(tokenizer, fmt, train_convs, build.max_length), reach)
     held = heads_rows(model, encode_within(tokenizer, fmt, held_convs, build.max_length), reach)
     echo(f"MTP data: {len(rows)} training and {len(held)} held-out conversations "

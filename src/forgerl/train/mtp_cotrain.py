@@ -29,7 +29,7 @@ from torch import nn
 from forgerl.errors import ConfigError
 from forgerl.model.logprobs import head_logits
 from forgerl.model.lora import causal_lm, is_peft
-from forgerl.model.mtp import MTPHeads, get_mtp, mtp_logprobs, topk_kl
+from forgerl.model.mtp import MTPHeads, dependency_reach, get_mtp, mtp_logprobs, topk_kl
 from forgerl.train.config import MTPConfig
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def plan_crops(loss_mask: torch.Tensor, depths: int, window: int, max_positions:
     Over `max_positions` tokens, whole spans evenly spread over the micro-batch are kept
     (`_spread`): each crop costs its reach again, so fewer, longer crops are cheaper."""
     spans = _spread(_spans(loss_mask), max_positions)
-    reach = depths * (window - 1) + depths + 1
+    reach = dependency_reach(depths, window)
     crops: list[list[int]] = []  # [sample, start, end, ...]
     targets: list[list[int]] = []
     for b, a, e in spans:

@@ -187,7 +187,7 @@ def _shared_prefix_logprobs(model: torch.nn.Module, batch: Sequence[tuple[list[i
     if mtp_reach <= 0:
         return logp.sum(), int(rows.numel()), None
     # the heads' rows: the prefix's last positions their windows reach, then each suffix
-    lead = min(prefix, mtp_reach + 1)
+    lead = min(prefix, mtp_reach)
     count = len(batch)
     targets = torch.zeros(count, width, dtype=torch.bool)
     for i, (seq, seq_mask) in enumerate(batch):
@@ -233,7 +233,7 @@ def sft_mtp_loss(model: torch.nn.Module, batch: Sequence[tuple[list[int], list[i
     heads = get_mtp(model)
     if heads is None:
         raise ValueError("sft_mtp_loss needs a model with MTP heads (model.mtp.attach_mtp)")
-    reach = len(heads.depths) * heads.window
+    reach = heads.reach
     prefix = shared_prefix_length(batch)
     inputs = None
     if prefix >= MIN_SHARED_PREFIX:
