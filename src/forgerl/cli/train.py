@@ -338,7 +338,8 @@ def export(
 
 def sft(
     out: str | None = typer.Option(None, help="Output directory (default: the shipped default policy's place)."),
-    examples: int = typer.Option(1200, help="Scripted-solver conversations to generate (verified by the env)."),
+    examples: int | None = typer.Option(None, min=0, help="Scripted-solver conversations to generate (verified by the "
+                                        "env). Default 1200, or 0 with --from-store (then the store's alone)."),
     steps: int = typer.Option(400, help="Optimizer steps."),
     batch_size: int = typer.Option(8, help="Conversations per step."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (cosine decay after warm-up)."),
@@ -354,17 +355,39 @@ def sft(
     mtp_weight: float | None = typer.Option(None, "--mtp-weight", min=0.0, help="Weight of the MTP heads' loss "
                                             "(default 0.3 when the model has MTP heads, else off)."),
     mtp_modules: int = typer.Option(0, "--mtp-modules", min=0, help="Attach this many fresh MTP heads when --init has none."),
+    from_store: str | None = typer.Option(None, "--from-store", metavar="RUN_DIR", rich_help_panel="Rejection sampling",
+                                          help="Also train on a run's own trajectories that passed its verifier (trained "
+                                               "on the token ids the run recorded; --init must share the run's tokenizer)."),
+    min_reward: float = typer.Option(1.0, "--min-reward", rich_help_panel="Rejection sampling",
+                                     help="Keep completed trajectories whose verifier reward is at least this (1.0 = "
+                                          "every rubric item passed)."),
+    families: str | None = typer.Option(None, "--families", metavar="A,B", rich_help_panel="Rejection sampling",
+                                        help="Keep only these task families (default: all in the store)."),
+    max_examples: int | None = typer.Option(None, "--max-examples", min=1, rich_help_panel="Rejection sampling",
+                                            help="At most this many stored trajectories (a seeded sample)."),
+    drop_prompt_sections: float = typer.Option(0.0, "--drop-prompt-sections", min=0.0, max=1.0,
+                                               rich_help_panel="Rejection sampling",
+                                               help="Prompt distillation: drop each `## ` section of the system prompt "
+                                                    "with this probability per example (recorded in sft_examples.jsonl)."),
 ) -> None:
     """Build the default policy: SFT of `tiny-random` on verified scripted-solver trajectories with
-    interleaved thinking (the reproducible bootstrap of the embedded default)."""
+    interleaved thinking (the reproducible bootstrap of the embedded default); with --from-store,
+    on a run's passing trajectories too (rejection sampling), optionally with prompt distillation."""
     from forgerl.train.sft import run_sft  # heavy: forgerl.train.sft (torch), kept out of forgerl --help
+    from forgerl.train.sft_store import StoreSelection  # heavy: forgerl.train.sft_store (the store), kept out of --help
 
     levels = _difficulty_levels(difficulty)
     spec = PerturbSpec.uniform(perturb_probability, perturb_strength) if perturb_probability > 0 else None
+    named = tuple(f.strip() for f in families.split(",") if f.strip()) if families else None
+    if from_store is None and (families is not None or max_examples is not None or min_reward != 1.0):
+        raise typer.BadParameter("--min-reward, --families and --max-examples choose trajectories from a store: "
+                                 "add --from-store RUN_DIR", param_hint="--from-store")
+    scripted = examples if examples is not None else (0 if from_store is not None else 1200)
     try:
-        run_sft(out, examples=examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=init,
+        run_sft(out, examples=scripted, steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=init,
                 difficulty=levels, varied=varied_styles, perturb=spec, max_length=max_length, mtp_weight=mtp_weight,
-                mtp_modules=mtp_modules)
+                mtp_modules=mtp_modules, from_store=from_store, drop_prompt_sections=drop_prompt_sections,
+                store_selection=StoreSelection(min_reward, named, max_examples))
     except ConfigError as exc:  # a missing --init model and the like; cli/errors.py prints error + hint, exit 2
         raise add_hint(exc, "pass --init tiny-random or a model directory, and check the other options") from None
     except ValueError as exc:  # bad settings (e.g. every conversation over --max-length): a user's mistake, exit 2

@@ -5,6 +5,10 @@ the family provides `gold_messages`), rejection-sampled by the family's own veri
 conversations that score 1.0 are kept. Each conversation is rendered with the same chat format and
 the same `encode_segments` the agent loop uses, so SFT trains exactly the token sequences the
 policy will later sample (assistant bodies trainable, everything else masked).
+
+A run's own passing trajectories can be added or used alone (`run_sft(from_store=...)`: rejection
+sampling from RL, trained on the ids the store recorded), and an expert system prompt can be
+partly dropped per example (prompt distillation): both in sft_store.py.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from forgerl.model.mtp import MTPShape, attach_mtp, detached_mtp, get_mtp, mtp_c
 from forgerl.perturb.gold import perturbed_gold_conversation
 from forgerl.perturb.spec import PerturbSpec
 from forgerl.train.rollouts import make_task
+from forgerl.train.sft_store import SFTExample, StoreSelection, distilled_messages, example_rng, store_examples
 from forgerl.types import Message, ToolSpec, TrainingSample, Trajectory
 
 MIN_SHARED_PREFIX = 32  # below this, sharing saves less than its second forward call costs
@@ -346,33 +351,74 @@ def save_policy(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, met
     return out
 
 
+def scripted_examples(tokenizer: Any, fmt: ChatFormat, conversations: Sequence[Conversation], *, family: str,
+                      drop_p: float = 0.0, seed: int = 0) -> list[SFTExample]:
+    """The scripted conversations as SFT examples, each with its system prompt's `## ` sections
+    dropped with probability `drop_p` (seeded per conversation, recorded in its source). Dropping
+    re-renders only the prompt: assistant bodies are encoded on their own (encode_segments), so
+    their ids are the same with or without the sections."""
+    out = []
+    for n, conv in enumerate(conversations):
+        key = f"{conv.task_id}:{n}"
+        messages, record = distilled_messages(conv.messages, drop_p, example_rng(seed, key))
+        if drop_p == 0:
+            record = {"sections": [], "dropped": [], "distill": "off"}
+        ids, mask = encode_conversation(tokenizer, fmt, Conversation(messages, conv.tools, conv.task_id, conv.chat_format))
+        out.append(SFTExample(ids, mask, {"source": "scripted", "family": family, "task": conv.task_id, "index": n,
+                                          **record}))
+    return out
+
+
+def within_length(examples: Sequence[SFTExample], max_length: int | None) -> list[SFTExample]:
+    """`examples` no longer than `max_length` tokens (`encode_within` for SFTExample)."""
+    kept = [e for e in examples if max_length is None or len(e.ids) <= max_length]
+    if not kept:
+        raise ValueError(f"all {len(examples)} SFT conversations are longer than max_length={max_length} tokens; "
+                         "raise max_length (up to the model's context) or use easier tasks")
+    return kept
+
+
+EXAMPLES_FILE = "sft_examples.jsonl"
+"""Beside forgerl.json in an SFT output: one line per example trained on, saying where it came from
+(scripted task or stored run + trajectory + reward) and which expert-prompt sections it dropped."""
+
+
 def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples: int = 1500, steps: int = 600,
             batch_size: int = 16, lr: float = 2e-3, seed: int = 0, chat_format: str = "minimax_m2",
             difficulty: list[int] | None = None, init: str = "tiny-random", varied: bool = False,
             perturb: PerturbSpec | None = None, max_length: int = 3072, mtp_weight: float | None = None,
-            mtp_modules: int = 0) -> Path:
+            mtp_modules: int = 0, from_store: str | None = None, store_selection: StoreSelection | None = None,
+            drop_prompt_sections: float = 0.0) -> Path:
     """Build the default policy: verified scripted-solver conversations -> SFT of tiny-random.
     With an active `perturb` spec the conversations are played under perturbed scaffolds
     (perturb/gold.py); conversations over `max_length` tokens are left out. `mtp_modules` K > 0
     attaches K fresh MTP heads when the init has none; `mtp_weight` weighs their loss (default:
-    0.3, M2's pre-training weight, when the model has heads, else off)."""
+    0.3, M2's pre-training weight, when the model has heads, else off). `from_store` adds a run's
+    passing trajectories (sft_store.py; `examples=0` trains on them alone); `drop_prompt_sections`
+    is prompt distillation's per-section drop probability. Every example trained on is listed in
+    EXAMPLES_FILE beside the policy."""
     from rich.console import Console
 
     console = Console()
     levels = difficulty or [1, 2, 3]
     t0 = time.perf_counter()
-    convs, rejected = asyncio.run(verified_conversations(
-        family, range(seed, seed + examples), make_task=lambda s: make_task(family, s, levels[s % len(levels)])[1],
-        error_every=5, varied=varied, perturb=perturb))
+    if examples <= 0 and from_store is None:
+        raise ValueError("nothing to train on: --examples 0 needs --from-store RUN_DIR (a run's passing trajectories)")
     model, tokenizer = load_policy(init, device="cpu", chat_format=chat_format, seed=seed)
     mtp_weight = _mtp_setup(model, mtp_weight, mtp_modules, seed)
-    fmt = get_format(chat_format)
-    encoded = encode_within(tokenizer, fmt, convs, max_length)
-    too_long = len(convs) - len(encoded)
-    perturbed = " under perturbed scaffolds" if perturb is not None and perturb.active else ""
-    console.print(f"SFT data: {len(convs)} verified conversations from the {family} scripted solver{perturbed} "
-                  f"({rejected} rejected by the verifier, {too_long} over {max_length} tokens left out) "
-                  f"in {time.perf_counter() - t0:.1f} s")
+    data, convs, rejected = [], [], 0
+    if examples > 0:
+        convs, rejected = asyncio.run(verified_conversations(
+            family, range(seed, seed + examples), make_task=lambda s: make_task(family, s, levels[s % len(levels)])[1],
+            error_every=5, varied=varied, perturb=perturb))
+        data += scripted_examples(tokenizer, get_format(chat_format), convs, family=family, drop_p=drop_prompt_sections,
+                                  seed=seed)
+    if from_store is not None:
+        data += store_examples(from_store, tokenizer, store_selection or StoreSelection(), drop_p=drop_prompt_sections,
+                               seed=seed)
+    kept = within_length(data, max_length)
+    console.print(_data_line(kept, len(data) - len(kept), rejected, family, max_length, perturb, from_store,
+                             time.perf_counter() - t0), markup=False, highlight=False)
 
     def log(step: int, loss: float) -> None:
         if step % 50 == 0 or step == steps - 1:
@@ -386,18 +432,50 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
         if step % 50 == 0 or step == steps - 1:
             console.print("    mtp " + "  ".join(f"depth {k} {v:.4f}" for k, v in enumerate(per_depth, start=1)))
 
-    losses = train_sft_encoded(model, encoded, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log=log,
-                               mtp_weight=mtp_weight, mtp_log=mtp_log)
+    losses = train_sft_encoded(model, [(e.ids, e.mask) for e in kept], steps=steps, batch_size=batch_size, lr=lr,
+                               seed=seed, log=log, mtp_weight=mtp_weight, mtp_log=mtp_log)
     target = Path(out) if out else DEFAULT_POLICY_DIR
     save_policy(model, tokenizer, target, {
         "made_by": "forgerl sft", "init": init, "family": family, "difficulty": levels, "examples": len(convs), "rejected": rejected,
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "chat_format": chat_format, "varied_styles": varied,
         "perturb": perturb.model_dump(mode="json") if perturb is not None and perturb.active else None,
-        "max_length": max_length, "too_long": too_long,
+        "max_length": max_length, "too_long": len(data) - len(kept),
         "final_loss": losses[-1] if losses else None, "seconds": time.perf_counter() - t0,
-        "mtp_weight": mtp_weight, "mtp_final_losses": mtp_final or None})
+        "mtp_weight": mtp_weight, "mtp_final_losses": mtp_final or None,
+        "data": _data_record(kept, from_store, store_selection, drop_prompt_sections)})
+    (target / EXAMPLES_FILE).write_text("".join(json.dumps(e.source, sort_keys=True) + "\n" for e in kept))
     console.print(f"saved the policy to {target} in {time.perf_counter() - t0:.0f} s")
     return target
+
+
+def _data_line(kept: Sequence[SFTExample], too_long: int, rejected: int, family: str, max_length: int,
+               perturb: PerturbSpec | None, from_store: str | None, seconds: float) -> str:
+    """The console's one line on what the SFT trains on."""
+    scripted = sum(e.source["source"] == "scripted" for e in kept)
+    stored = {e.source["trajectory"] for e in kept if e.source["source"] == "store"}
+    perturbed = " under perturbed scaffolds" if perturb is not None and perturb.active else ""
+    parts = [f"{scripted} verified conversations from the {family} scripted solver{perturbed} ({rejected} rejected "
+             "by the verifier)"] if scripted or rejected else []
+    if from_store is not None:
+        parts.append(f"{len(stored)} passing trajectories from the store in {from_store}")
+    dropped = sum(bool(e.source["dropped"]) for e in kept)
+    distilled = f"; {dropped} with expert-prompt sections dropped" if dropped else ""
+    return (f"SFT data: {' + '.join(parts)}, {too_long} over {max_length} tokens left out{distilled}, "
+            f"in {seconds:.1f} s")
+
+
+def _data_record(kept: Sequence[SFTExample], from_store: str | None, selection: StoreSelection | None,
+                 drop_p: float) -> dict[str, Any]:
+    """forgerl.json's summary of the data (EXAMPLES_FILE has it per example)."""
+    selection = selection or StoreSelection()
+    stored = [e.source for e in kept if e.source["source"] == "store"]
+    return {"examples_file": EXAMPLES_FILE, "scripted": sum(e.source["source"] == "scripted" for e in kept),
+            "store": None if from_store is None else {
+                "run_dir": str(from_store), "min_reward": selection.min_reward,
+                "families": list(selection.families) if selection.families is not None else None,
+                "max_examples": selection.max_examples, "trajectories": len({s["trajectory"] for s in stored}),
+                "sequences": len(stored)},
+            "drop_prompt_sections": drop_p, "with_sections_dropped": sum(bool(e.source["dropped"]) for e in kept)}
 
 
 M2_MTP_WEIGHT = 0.3
