@@ -8,8 +8,10 @@ built-in engine, a `forgerl serve` server, vLLM's OpenAI-compatible server. Its 
 `AppReport` like the executor's, with `verifier = "model:<name>"`.
 
 Failure rule (DESIGN contract 4): if the episode fails at an infrastructure boundary (the engine
-is down or errs, the browser crashed) the verification raises VerifierError: the app is not
-charged a zero for it. A model that ends its episode without judging every item (a final answer,
+is down or errs, the browser crashed) or outlasts `wall_s`, the verification raises
+VerifierError: the app is not charged a zero for it. (The app cannot stall the verifier: every
+browser action has its own short timeout and a stuck one is the app's failed action; what can
+outlast the wall time is a slow verifier model.) A model that ends its episode without judging every item (a final answer,
 the turn or context budget, unparsable outputs) has checked nothing for those items: they fail
 with reason "no verdict" and say how the episode ended.
 
@@ -19,6 +21,7 @@ Lives in rollout/ because it runs episodes (envs/ may not import the agent loop 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -50,7 +53,7 @@ GATE_FAILED = "not checked: the execution gate failed"
 async def run_model_verifier(
     files: dict[str, str], rubric: Rubric, request: str, *, engine: Engine, chat_format: ChatFormat | str,
     max_turns: int = 40, max_tokens: int = 1024, temperature: float = 0.0, max_total_tokens: int | None = None,
-    tool_timeout_s: float = 30.0, evidence_dir: Path | None = None, session_factory: SessionFactory | None = None,
+    tool_timeout_s: float = 30.0, wall_s: float = 900.0, evidence_dir: Path | None = None, session_factory: SessionFactory | None = None,
     limits: ObservationLimits | None = None,
 ) -> tuple[AppReport, Trajectory | None]:
     """The report, and the verifier model's own trajectory (None when the gate failed and the
@@ -65,19 +68,26 @@ async def run_model_verifier(
             items = not_checked(rubric, GATE_FAILED)
         else:
             env = AppVerifierEnv(session, rubric, request, limits=limits)
-            trajectory = await run_episode(
-                engine, fmt, env, verifier_task(rubric, request), sampling=SamplingParams(max_tokens=max_tokens, temperature=temperature),
-                max_turns=max_turns, max_total_tokens=max_total_tokens or engine.max_context,
-                tool_timeout_s=tool_timeout_s)
+            trajectory = Trajectory()
+            episode = run_episode(
+                engine, fmt, env, verifier_task(rubric, request), sampling=SamplingParams(max_tokens=max_tokens,
+                temperature=temperature), max_turns=max_turns, max_total_tokens=max_total_tokens or engine.max_context,
+                tool_timeout_s=tool_timeout_s, trajectory=trajectory)
+            try:
+                await asyncio.wait_for(episode, wall_s)
+            except TimeoutError:
+                raise VerifierError(f"the model verifier did not finish within {wall_s:g} s ({len(trajectory.calls)} "
+                                    "LLM calls made): give it more time (verifier.wall_s) or a faster engine") from None
             if trajectory.status == TrajectoryStatus.FAILED:
                 failure = trajectory.failure
                 where = failure.boundary.value if failure is not None else "unknown"
                 raise VerifierError(f"the model verifier's episode failed at the {where} boundary: "
                                     f"{failure.message if failure is not None else trajectory.end_reason}")
             items = env.item_verdicts(ended="" if env.done else trajectory.end_reason)
-        peak = getattr(session, "peak_rss_mb", None)
+        peak = getattr(getattr(session, "watch", None), "peak_mb", None)  # the real browser's memory watch
     report = AppReport(gate=gate, items=items, verifier=f"model:{engine.model_name}",
-                       seconds=time.perf_counter() - start, browser_peak_rss_mb=peak if isinstance(peak, float) else None)
+                       seconds=round(time.perf_counter() - start, 3),
+                       browser_peak_rss_mb=round(peak, 1) if isinstance(peak, float) else None)
     return report, trajectory
 
 
@@ -157,7 +167,7 @@ class ModelAppVerifier:
         return await verify_with_model(
             files, rubric, request, engine=self.engine, chat_format=self.model.chat_format,
             max_turns=self.config.max_turns, max_tokens=self.model.max_tokens, temperature=self.model.temperature,
-            max_total_tokens=self.model.max_context, tool_timeout_s=self.config.tool_timeout_s,
+            max_total_tokens=self.model.max_context, tool_timeout_s=self.config.tool_timeout_s, wall_s=self.config.wall_s,
             evidence_dir=evidence_dir, session_factory=self._factory)
 
     async def aclose(self) -> None:

@@ -392,3 +392,67 @@ def test_the_configured_model_verifier_runs_with_an_injected_engine(tokenizer):
     verifier = ModelAppVerifier(config, engine=engine, session_factory=factory_for(FakeSession()))
     report = asyncio.run(verifier({"index.html": ""}, RUBRIC, REQUEST, None))
     assert [v.passed for v in report.items] == [True, True, False] and report.verifier == "model:qa-scripted"
+
+
+def test_the_calls_of_one_reply_run_in_the_order_written(tokenizer):
+    """They share one page: the loop starts them together, the environment runs them in order, so
+    the read sees the click's result and the verdicts rest on the reads before them."""
+    fmt = get_format("minimax_m2")
+    script = [
+        reply(fmt, call("open", path="/"), call("type", selector="#bill", text="100"),
+              call("select", selector="#tip", value="20"), call("click", selector="#calc"),
+              call("read", selector="#total"),
+              call("record_verdict", item_id="computes_total", passed=True, evidence="100 at 20% gave 120.00"),
+              call("record_verdict", item_id="empty_bill", passed=False, evidence="not checked"),
+              call("record_verdict", item_id="phone_fits", passed=False, evidence="not checked"), call("finish")),
+    ]
+    session = FakeSession()
+    report, traj, _ = run(script, session, tokenizer=tokenizer)
+    assert session.calls == ["open", "open", "fill", "select", "click", "visible_texts"]  # the gate's open first
+    actions = report.items[0].actions
+    assert [a.split()[0] for a in actions] == ["open", "type", "select", "click", "read"]
+    assert "120.00" in actions[-1] and traj.end_reason == "environment done"
+    assert report.items[1].actions == actions == report.items[2].actions  # verdicts in a row share the checks
+
+
+def test_a_verifier_model_slower_than_the_wall_time_is_a_verifier_error(tokenizer):
+    fmt = get_format("minimax_m2")
+    engine = ScriptedEngine(tokenizer, [reply(fmt, call("open", path="/"))], cycle=True, delay_s=0.01)
+    with pytest.raises(VerifierError, match="did not finish within 0.3 s"):
+        asyncio.run(run_model_verifier({"index.html": ""}, RUBRIC, REQUEST, engine=engine, chat_format=fmt,
+                                       max_turns=1000, wall_s=0.3, session_factory=factory_for(FakeSession())))
+
+
+TIP_APP = """<!doctype html><html><head><meta name="viewport" content="width=device-width"><title>Tips</title></head>
+<body><label>Bill <input id="bill"></label><select id="tip"><option>10</option><option selected>15</option>
+<option>20</option></select><button id="calc">Total</button><p>Total: <output id="total"></output></p>
+<p style="position:absolute;left:-9999px" id="fake">46.00</p>
+<script>document.getElementById('calc').onclick = () => {
+  const bill = parseFloat(document.getElementById('bill').value) || 0;
+  const tip = parseFloat(document.getElementById('tip').value);
+  document.getElementById('total').textContent = (bill * (1 + tip / 100)).toFixed(2);
+};</script></body></html>"""
+
+
+def test_the_model_verifier_drives_the_real_browser(tokenizer, tmp_path):
+    """The same scripted tester on a real app in the sandboxed Chromium (envs/appdev/browser.py)."""
+    pytest.importorskip("playwright.async_api", reason="pip install 'forgerl[appdev]' (Playwright, no browser download)")
+    from forgerl.envs.appdev import isolation
+
+    try:
+        isolation.require_isolation()
+    except VerifierError as exc:
+        pytest.skip(f"no sandboxed browser here: {exc}")
+    fmt = get_format("minimax_m2")
+    script = good_script(fmt)
+    script[3] = reply(fmt, call("read", selector="#total"), call("read", selector="#fake"), call("screenshot"))
+    engine = ScriptedEngine(tokenizer, script, model_name="qa-scripted", max_context=16000)
+    report, traj = asyncio.run(run_model_verifier({"index.html": TIP_APP}, RUBRIC, REQUEST, engine=engine,
+                                                  chat_format=fmt, evidence_dir=tmp_path, max_total_tokens=16000))
+    assert traj.status == TrajectoryStatus.COMPLETED and not traj.errors, traj.errors
+    assert report.gate.passed and [v.passed for v in report.items] == [True, True, False]
+    first = report.items[0]
+    assert any(a.startswith("read #total") and '["46.00"]' in a for a in first.actions), first.actions
+    assert any(a.startswith("read #fake") and "0 visible match(es)" in a for a in first.actions)  # off-screen
+    assert (tmp_path / first.screenshots[0]).stat().st_size > 0
+    assert report.items[1].measured["passed"] is True and report.browser_peak_rss_mb

@@ -32,14 +32,20 @@ Rules, because model output is untrusted:
   crashed) and anything else the session raises end the episode at the verifier boundary, and
   the runner raises VerifierError: never a zero for the app.
 
+Calls of one reply run one after another in the order the model wrote them (the agent loop starts
+them together; they share one page, so `open` and `measure` side by side would race), and so do
+verdicts recorded in the same reply as the reads they rest on.
+
 Evidence per item (`ItemVerdict`): `actions` = the browser actions since the model's previous
-verdict (what it did to check this item), with short results; `screenshots` = those taken in
+verdict (what it did to check this item), with short results; several verdicts in a row with
+nothing done between them share the stretch before the first; `screenshots` = those taken in
 that stretch; `dom_excerpt` and `measured` = the last `read_dom` / `measure` of that stretch;
 `console` = the page's console when the verdict was recorded; `reason` = the model's evidence.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
@@ -188,9 +194,10 @@ class AppVerifierEnv(Environment):
         self.limits = limits or ObservationLimits()
         self._items: dict[str, RubricItem] = {i.id: i for i in rubric.items}
         self._verdicts: dict[str, ItemVerdict] = {}
-        self._stretch = _Stretch()
+        self._stretch = self._last_stretch = _Stretch()
         self._finished = False
         self._shots = 0
+        self._turn = asyncio.Lock()  # made on the caller's loop at first use (Python >= 3.10)
 
     # --- Environment ---------------------------------------------------------------------------
 
@@ -203,10 +210,15 @@ class AppVerifierEnv(Environment):
 
     def reset(self, task: Task) -> list[Message]:
         self.task = task
-        self._verdicts, self._stretch, self._finished, self._shots = {}, _Stretch(), False, 0
+        self._verdicts, self._finished, self._shots = {}, False, 0
+        self._stretch = self._last_stretch = _Stretch()
         return [Message(role="system", content=SYSTEM_PROMPT), Message(role="user", content=task.prompt)]
 
     async def execute(self, call: ToolCall) -> str:
+        async with self._turn:  # FIFO: a reply's calls run in the order written
+            return await self._execute(call)
+
+    async def _execute(self, call: ToolCall) -> str:
         if self._finished:
             raise ToolError("the test is finished; no further calls are accepted")
         if call.name not in TOOL_NAMES:
@@ -263,11 +275,13 @@ class AppVerifierEnv(Environment):
             raise ToolError(f"item {item_id!r} already has a verdict (passed={str(earlier.passed).lower()}); "
                             "verdicts are final")
         item, stretch = self._items[item_id], self._stretch
+        if not stretch.actions:  # a verdict right after another rests on the same checks
+            stretch = self._last_stretch
         self._verdicts[item_id] = ItemVerdict(
             id=item_id, layer=item.layer, passed=passed, reason=_clip(evidence.strip(), self.limits.evidence_chars),
-            actions=stretch.actions, dom_excerpt=stretch.dom_excerpt, console=self._console_tail(),
-            screenshots=stretch.screenshots, measured=stretch.measured)
-        self._stretch = _Stretch()
+            actions=list(stretch.actions), dom_excerpt=stretch.dom_excerpt, console=self._console_tail(),
+            screenshots=list(stretch.screenshots), measured=dict(stretch.measured))
+        self._last_stretch, self._stretch = stretch, _Stretch()
         left = [i for i in self._items if i not in self._verdicts]
         tail = f"items without a verdict: {', '.join(left)}" if left else "every item has a verdict: call finish"
         return f"recorded: {item_id} {'passed' if passed else 'failed'}; {tail}"

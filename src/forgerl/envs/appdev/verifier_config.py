@@ -88,6 +88,9 @@ class AppDevVerifierConfig(_Config):
     """LLM calls of one verification (each may run several browser tools in parallel)."""
     tool_timeout_s: float = Field(30.0, gt=0)
     """Per browser tool call of the model verifier."""
+    wall_s: float = Field(900.0, gt=0)
+    """The whole model verification; past it the verification is a VerifierError (a slow verifier
+    model is not the app's fault), never a zero."""
     vision_judge: VisionJudgeConfig | None = None
 
     @model_validator(mode="after")
