@@ -38,6 +38,7 @@ from forgerl.review.auth import (
     tokens_match,
     verify_password,
 )
+from forgerl.review.evidence import EvidenceRefused, read_screenshot
 from forgerl.review.labels import agreement, label_queue, record_comment, record_preference, record_rubric
 from forgerl.review.render import trajectory_view
 from forgerl.review.rubric import DEFAULT_RUBRIC, Rubric
@@ -369,6 +370,18 @@ def create_app(run_dir: str | os.PathLike[str], *, rubric: Rubric = DEFAULT_RUBR
                     siblings=siblings[:5], labels=labels_for_view(trajectory_id),
                     my_scores=mine[-1].payload["scores"] if mine else {},
                     my_note=mine[-1].payload.get("note", "") if mine else "")
+
+    @app.get("/t/{trajectory_id}/screenshot/{index}")
+    def screenshot(request: Request, trajectory_id: str, index: int) -> Response:
+        """A screenshot an AppDev verdict of the trajectory names, by its index (evidence.py decides
+        what may be read: PNG files inside the trajectory's evidence directory only)."""
+        signed_in(request)
+        evidence = store.get_trajectory(trajectory_id).metadata.get("reward_evidence")
+        try:
+            data = read_screenshot(evidence, index)
+        except EvidenceRefused as exc:
+            return Response(f"screenshot {index} not served: {exc}", status_code=404, media_type="text/plain")
+        return Response(data, media_type="image/png")
 
     # -- labelling -----------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """A stored trajectory turned into what the review pages show: steps in order, each with its
 thinking, tool calls (arguments pretty-printed) and observations, the deliverable (the submitted
-answer or the final reply, labelled as which), the reward breakdown, the verifier's evidence and (optionally) per-token data of every LLM call.
+answer or the final reply, labelled as which), the reward breakdown, the verifier's evidence (an
+AppDev verifier's as a per-item table: evidence.py) and (optionally) per-token data of every LLM call.
 
 Everything here stays plain text: escaping happens once, in the templates (Jinja2 autoescape), and
 nothing is ever rendered as Markdown or HTML — model output is untrusted.
@@ -13,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from forgerl.review.evidence import AppEvidenceView, appdev_view
 from forgerl.review.features import process_features, verifier_reward
 from forgerl.types import Message, ToolCall, Trajectory
 
@@ -97,6 +99,7 @@ class TrajectoryView:
     final: FinalView
     diff: str | None
     evidence: str | None
+    appdev: AppEvidenceView | None  # the AppDev verifier's per-item verdicts, when the evidence is one
     failure: str | None
     errors: list[str]
     perturbation: str | None
@@ -186,6 +189,7 @@ def trajectory_view(traj: Trajectory) -> TrajectoryView:
         id=traj.id, task_id=traj.task_id, family=traj.family, status=traj.status.value,
         reward=traj.reward, breakdown=reward_parts(traj.reward_breakdown), steps=steps, final=final_view(traj, observations),
         diff=_find_diff(evidence, traj.metadata), evidence=None if evidence is None else _pretty(evidence),
+        appdev=appdev_view(evidence),
         failure=None if traj.failure is None else f"{traj.failure.boundary.value}: {traj.failure.message}",
         errors=[f"{e.boundary.value}: {e.message}" for e in traj.errors],
         perturbation=None if traj.perturbations is None else _pretty(traj.perturbations), calls=calls)

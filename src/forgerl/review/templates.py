@@ -36,6 +36,7 @@ pre,.text{white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,mo
 label{display:inline-block;margin-right:.8em} textarea{width:100%;min-height:3em}
 button{padding:.3em .9em}
 .pager{display:flex;flex-wrap:wrap;gap:.8em;align-items:baseline;margin:.5em 0}
+.shot{margin:.3em 0} .shot img{max-width:100%;border:1px solid #ddd}
 </style></head><body>
 <header><strong>forgerl review</strong>
 {% if expert %}<a href="/">runs</a><a href="/trajectories">trajectories</a><a href="/queue">queue</a><a href="/agreement">agreement</a>
@@ -102,6 +103,20 @@ reward {% if v.reward is not none %}<span title="{{ v.reward }}">{{ short_number
 {% if v.failure %}<p class="err">failed at {{ v.failure }}</p>{% endif %}
 {% for e in v.errors %}<p class="err text">{{ e }}</p>{% endfor %}
 {% endmacro %}
+{% macro appdev(v) %}{% set a = v.appdev %}
+<h3 id="appdev-summary">App verifier: {{ a.passed }} of {{ a.total }} rubric items passed{% if not a.gate_passed %} · the execution gate failed (reward 0){% endif %}</h3>
+{% if a.verifier or a.seconds is not none %}<p class="muted">{{ a.verifier or '' }}{% if a.seconds is not none %} · {{ '%.1f' % a.seconds }} s{% endif %}</p>{% endif %}
+<table id="appdev-items"><tr><th>item</th><th>layer</th><th>result</th><th>reason</th></tr>
+{% for r in a.rows %}<tr class="verdict"><td>{{ r.id }}</td><td>{{ r.layer }}</td><td class="{{ 'ok' if r.passed else 'err' }}">{{ 'pass' if r.passed else 'fail' }}</td><td class="text">{{ r.reason }}</td></tr>
+{% if r.actions or r.console or r.dom_excerpt or r.measured or r.shots %}<tr><td colspan="4">
+{% if r.actions %}<details><summary>actions ({{ r.actions | length }})</summary><ol>{% for x in r.actions %}<li class="text">{{ x }}</li>{% endfor %}</ol></details>{% endif %}
+{% if r.console %}<details><summary>console ({{ r.console | length }} line{{ '' if r.console | length == 1 else 's' }})</summary><pre>{% for line in r.console %}{{ line }}
+{% endfor %}</pre></details>{% endif %}
+{% if r.dom_excerpt %}<details><summary>DOM excerpt</summary><pre class="dom">{{ r.dom_excerpt }}</pre></details>{% endif %}
+{% if r.measured %}<details><summary>measured</summary><pre>{{ r.measured }}</pre></details>{% endif %}
+{% for s in r.shots %}<figure class="shot"><a href="/t/{{ v.id | urlencode }}/screenshot/{{ s.index }}"><img src="/t/{{ v.id | urlencode }}/screenshot/{{ s.index }}" alt="screenshot {{ s.name }}" loading="lazy"></a><figcaption class="muted">{{ s.name }}</figcaption></figure>{% endfor %}
+</td></tr>{% endif %}{% endfor %}</table>
+{% endmacro %}
 {% macro deliverable(v) %}
 <div class="box" id="deliverable"><h3 id="final-heading">{{ v.final.heading }}</h3>
 {% if v.final.kind == 'submitted' %}<p class="muted">the episode ended in the tool call <strong>{{ v.final.tool }}</strong>; its arguments:</p>{% endif %}
@@ -110,7 +125,8 @@ reward {% if v.reward is not none %}<span title="{{ v.reward }}">{{ short_number
 {% if v.final.observation is not none %}<p class="muted">the environment answered</p><div class="obs text">{{ v.final.observation }}</div>{% endif %}
 {% if v.diff %}<h3>Files changed</h3><pre>{% for line in v.diff.splitlines() %}<span class="{{ 'add' if line.startswith('+') else ('del' if line.startswith('-') else '') }}">{{ line }}</span>
 {% endfor %}</pre>{% endif %}
-{% if v.evidence %}<h3>Verifier evidence</h3><pre id="evidence">{{ v.evidence }}</pre>{% endif %}
+{% if v.appdev %}{{ appdev(v) }}<details><summary>raw verifier evidence</summary><pre id="evidence">{{ v.evidence }}</pre></details>
+{% elif v.evidence %}<h3>Verifier evidence</h3><pre id="evidence">{{ v.evidence }}</pre>{% endif %}
 {% if v.perturbation %}<h3>Perturbation</h3><pre>{{ v.perturbation }}</pre>{% endif %}</div>
 {% endmacro %}"""
 
