@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -37,7 +38,14 @@ from forgerl.engine.base import Engine, SamplingParams
 from forgerl.envs.appdev.model_verifier import AppVerifierEnv, ObservationLimits, not_checked, run_gate, verifier_task
 from forgerl.envs.appdev.rubric import AppReport, Rubric, ServerSpec
 from forgerl.envs.appdev.session import BrowserSession
-from forgerl.envs.appdev.verifier_config import AppDevVerifierConfig, AppVerifier, VerifierModelConfig
+from forgerl.envs.appdev.verifier_config import (
+    AppDevVerifierConfig,
+    AppVerifier,
+    VerifierModelConfig,
+    VisionJudgeConfig,
+)
+from forgerl.envs.appdev.vision_judge import judge_visual_items
+from forgerl.envs.base import Task
 from forgerl.errors import ConfigError, VerifierError
 from forgerl.types import Trajectory, TrajectoryStatus
 
@@ -53,42 +61,56 @@ GATE_FAILED = "not checked: the execution gate failed"
 async def run_model_verifier(
     files: dict[str, str], rubric: Rubric, request: str, *, engine: Engine, chat_format: ChatFormat | str,
     max_turns: int = 40, max_tokens: int = 1024, temperature: float = 0.0, max_total_tokens: int | None = None,
-    tool_timeout_s: float = 30.0, wall_s: float = 900.0, evidence_dir: Path | None = None, session_factory: SessionFactory | None = None,
-    limits: ObservationLimits | None = None,
+    tool_timeout_s: float = 30.0, wall_s: float = 900.0, evidence_dir: Path | None = None,
+    session_factory: SessionFactory | None = None, limits: ObservationLimits | None = None,
+    vision_judge: VisionJudgeConfig | None = None, judge_transport: Any = None,
 ) -> tuple[AppReport, Trajectory | None]:
     """The report, and the verifier model's own trajectory (None when the gate failed and the
-    model was not asked). See the module docstring for what raises."""
+    model was not asked). `vision_judge`: also judge the visual items on screenshots
+    (envs/appdev/vision_judge.py; `judge_transport` is an httpx transport for tests). See the
+    module docstring for what raises."""
     start = time.perf_counter()
     fmt = get_format(chat_format) if isinstance(chat_format, str) else chat_format
-    factory = session_factory or _browser_session
+    sampling = SamplingParams(max_tokens=max_tokens, temperature=temperature)
     trajectory = None
-    async with factory(files, rubric.server, evidence_dir) as session:
-        gate = await run_gate(session, rubric)
-        if not gate.passed:
-            items = not_checked(rubric, GATE_FAILED)
-        else:
-            env = AppVerifierEnv(session, rubric, request, limits=limits)
-            trajectory = Trajectory()
-            episode = run_episode(
-                engine, fmt, env, verifier_task(rubric, request), sampling=SamplingParams(max_tokens=max_tokens,
-                temperature=temperature), max_turns=max_turns, max_total_tokens=max_total_tokens or engine.max_context,
-                tool_timeout_s=tool_timeout_s, trajectory=trajectory)
-            try:
-                await asyncio.wait_for(episode, wall_s)
-            except TimeoutError:
-                raise VerifierError(f"the model verifier did not finish within {wall_s:g} s ({len(trajectory.calls)} "
-                                    "LLM calls made): give it more time (verifier.wall_s) or a faster engine") from None
-            if trajectory.status == TrajectoryStatus.FAILED:
-                failure = trajectory.failure
-                where = failure.boundary.value if failure is not None else "unknown"
-                raise VerifierError(f"the model verifier's episode failed at the {where} boundary: "
-                                    f"{failure.message if failure is not None else trajectory.end_reason}")
-            items = env.item_verdicts(ended="" if env.done else trajectory.end_reason)
-        peak = getattr(getattr(session, "watch", None), "peak_mb", None)  # the real browser's memory watch
+    with contextlib.ExitStack() as stack:
+        if vision_judge is not None and evidence_dir is None:  # the judge reads the screenshots back
+            evidence_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="forgerl-judge-")))
+        async with (session_factory or _browser_session)(files, rubric.server, evidence_dir) as session:
+            gate = await run_gate(session, rubric)
+            if not gate.passed:
+                items = not_checked(rubric, GATE_FAILED)
+            else:
+                env = AppVerifierEnv(session, rubric, request, limits=limits)
+                trajectory = await _episode(env, engine, fmt, verifier_task(rubric, request), sampling, max_turns,
+                                            max_total_tokens or engine.max_context, tool_timeout_s, wall_s)
+                items = env.item_verdicts(ended="" if env.done else trajectory.end_reason)
+                items = await judge_visual_items(session, rubric.items, items, vision_judge, rubric.server.entry,
+                                                 evidence_dir, transport=judge_transport)
+            peak = getattr(getattr(session, "watch", None), "peak_mb", None)  # the real browser's memory watch
     report = AppReport(gate=gate, items=items, verifier=f"model:{engine.model_name}",
                        seconds=round(time.perf_counter() - start, 3),
                        browser_peak_rss_mb=round(peak, 1) if isinstance(peak, float) else None)
     return report, trajectory
+
+
+async def _episode(env: AppVerifierEnv, engine: Engine, fmt: ChatFormat, task: Task, sampling: SamplingParams,
+                   max_turns: int, max_total_tokens: int, tool_timeout_s: float, wall_s: float) -> Trajectory:
+    """The verifier model's episode; VerifierError when it fails at an infrastructure boundary or
+    outlasts `wall_s` (module docstring)."""
+    trajectory = Trajectory()
+    episode = run_episode(engine, fmt, env, task, sampling=sampling, max_turns=max_turns,
+                          max_total_tokens=max_total_tokens, tool_timeout_s=tool_timeout_s, trajectory=trajectory)
+    try:
+        await asyncio.wait_for(episode, wall_s)
+    except TimeoutError:
+        raise VerifierError(f"the model verifier did not finish within {wall_s:g} s ({len(trajectory.calls)} "
+                            "LLM calls made): give it more time (verifier.wall_s) or a faster engine") from None
+    if trajectory.status == TrajectoryStatus.FAILED:
+        failure = trajectory.failure
+        where, why = (failure.boundary.value, failure.message) if failure is not None else ("unknown", trajectory.end_reason)
+        raise VerifierError(f"the model verifier's episode failed at the {where} boundary: {why}")
+    return trajectory
 
 
 async def verify_with_model(files: dict[str, str], rubric: Rubric, request: str, *, engine: Engine,
@@ -168,7 +190,7 @@ class ModelAppVerifier:
             files, rubric, request, engine=self.engine, chat_format=self.model.chat_format,
             max_turns=self.config.max_turns, max_tokens=self.model.max_tokens, temperature=self.model.temperature,
             max_total_tokens=self.model.max_context, tool_timeout_s=self.config.tool_timeout_s, wall_s=self.config.wall_s,
-            evidence_dir=evidence_dir, session_factory=self._factory)
+            evidence_dir=evidence_dir, session_factory=self._factory, vision_judge=self.config.vision_judge)
 
     async def aclose(self) -> None:
         if self._engine is not None:

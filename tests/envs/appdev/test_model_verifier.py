@@ -20,7 +20,8 @@ from forgerl.engine.scripted import ScriptedEngine
 from forgerl.envs.appdev.model_verifier import NO_VERDICT, AppVerifierEnv, verifier_task
 from forgerl.envs.appdev.rubric import PHONE, Rubric, Viewport
 from forgerl.envs.appdev.session import ActionFailed
-from forgerl.envs.appdev.verifier_config import AppDevVerifierConfig, VerifierModelConfig
+from forgerl.envs.appdev.verifier_config import AppDevVerifierConfig, VerifierModelConfig, VisionJudgeConfig
+from forgerl.envs.appdev.vision_judge import SKIPPED
 from forgerl.errors import ToolError, VerifierError
 from forgerl.rollout.appdev_verifier import (
     GATE_FAILED,
@@ -59,6 +60,7 @@ class FakeSession:
         self.viewport: Viewport | None = None
         self.calls: list[str] = []
         self.shots = 0
+        self.evidence_dir = None
 
     def _hook(self, name: str) -> None:
         self.calls.append(name)
@@ -126,6 +128,8 @@ class FakeSession:
     async def screenshot(self, name: str) -> str:
         self._hook("screenshot")
         self.shots += 1
+        if self.evidence_dir is not None:
+            (self.evidence_dir / f"{name}.png").write_bytes(b"\x89PNG fake " + name.encode())
         return f"{name}.png"
 
     def console(self) -> list[str]:
@@ -138,6 +142,7 @@ class FakeSession:
 def factory_for(session: FakeSession):
     @contextlib.asynccontextmanager
     async def factory(files, server, evidence_dir):
+        session.evidence_dir = evidence_dir
         yield session
     return factory
 
@@ -191,7 +196,8 @@ def test_a_scripted_tester_judges_every_item_through_the_agent_loop(tokenizer, c
     assert any(a.startswith("read #total") and "46.00" in a for a in first.actions)
     assert first.screenshots == ["verifier-01.png"] and first.reason == "40 at 15% showed 46.00"
     assert first.console == ["log: ready"]
-    assert phone.measured == {"check": "no_horizontal_scroll", "passed": True, "document_width": 375}
+    assert phone.measured == {"check": "no_horizontal_scroll", "passed": True, "document_width": 375,
+                              "vision_judge": SKIPPED}  # no vision endpoint configured: recorded as such
     assert phone.actions[0].startswith("open / phone") and phone.screenshots == []
     # the model read the words of the rubric, never its machine steps; the request's ids are there
     prompt = tokenizer.decode(engine.prompts[0], skip_special_tokens=False)
@@ -456,3 +462,48 @@ def test_the_model_verifier_drives_the_real_browser(tokenizer, tmp_path):
     assert any(a.startswith("read #fake") and "0 visible match(es)" in a for a in first.actions)  # off-screen
     assert (tmp_path / first.screenshots[0]).stat().st_size > 0
     assert report.items[1].measured["passed"] is True and report.browser_peak_rss_mb
+
+
+def judge_transport(answers: list[Any], seen: list[dict]):
+    """A vision endpoint (httpx MockTransport) answering `answers` in order; an int is an HTTP status."""
+    import httpx
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append({"url": str(request.url), "auth": request.headers.get("authorization"),
+                     "body": json.loads(request.content)})
+        answer = answers[len(seen) - 1]
+        if isinstance(answer, int):
+            return httpx.Response(answer, text="overloaded")
+        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": answer}}]})
+
+    return httpx.MockTransport(handle)
+
+
+JUDGE = VisionJudgeConfig(url="http://judge.test/", model="vision-qa", api_key_env="JUDGE_KEY")
+
+
+def test_a_configured_vision_judge_sees_each_visual_item_and_can_fail_it(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUDGE_KEY", "k")
+    seen: list[dict] = []
+    transport = judge_transport(['Sure. {"passed": false, "reason": "the buttons overlap the header"}'], seen)
+    report, _, _ = run(good_script(get_format("minimax_m2")), FakeSession(), tokenizer=tokenizer,
+                       vision_judge=JUDGE, judge_transport=transport, evidence_dir=tmp_path)
+    assert len(seen) == 1  # one visual item
+    request = seen[0]
+    assert request["url"] == "http://judge.test/v1/chat/completions" and request["auth"] == "Bearer k"
+    text, image = request["body"]["messages"][0]["content"]
+    assert "No horizontal scrolling on a phone." in text["text"] and request["body"]["model"] == "vision-qa"
+    assert image["image_url"]["url"].startswith("data:image/png;base64,")
+    phone = report.items[1]
+    assert not phone.passed and "vision judge: the buttons overlap the header" in phone.reason  # measured ok, judged not
+    assert phone.measured["vision_judge"]["screenshot"] == "judge-phone_fits.png" in phone.screenshots
+    assert [v.passed for v in report.items] == [True, False, False]
+    assert "vision_judge" not in report.items[0].measured  # interaction items are not judged on screenshots
+
+
+@pytest.mark.parametrize(("answer", "match"), [(503, "answered HTTP 503"), ("looks fine to me", "did not answer with")])
+def test_a_vision_judge_that_fails_is_a_verifier_error(tokenizer, answer, match):
+    transport = judge_transport([answer], [])
+    with pytest.raises(VerifierError, match=match):
+        run(good_script(get_format("minimax_m2")), FakeSession(), tokenizer=tokenizer, vision_judge=JUDGE,
+            judge_transport=transport)  # no evidence directory given: a temporary one holds the screenshots

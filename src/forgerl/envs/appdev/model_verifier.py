@@ -328,6 +328,8 @@ class AppVerifierEnv(Environment):
         if name == "screenshot":
             self._shots += 1
             path = await session.screenshot(f"verifier-{self._shots:02d}")
+            if not path:
+                return "no screenshot taken (no evidence directory, or the page cannot be drawn)"
             self._stretch.screenshots.append(path)
             return f"saved {path} (kept as evidence for reviewers)"
         if name == "console":
