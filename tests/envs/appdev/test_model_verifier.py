@@ -322,8 +322,8 @@ def test_an_engine_failure_is_a_verifier_error_not_a_zero(tokenizer):
 
 
 @pytest.mark.parametrize(("session", "reason"), [
-    (FakeSession(status=500), "answered HTTP 500"),
-    (FakeSession(load_errors=("error: Uncaught TypeError: x is undefined",)), "1 console error(s) while loading"),
+    (FakeSession(status=500), "/ answered HTTP 500, not 200"),
+    (FakeSession(load_errors=("error: Uncaught TypeError: x is undefined",)), "console error while loading: error: Unc"),
 ])
 def test_a_failed_gate_scores_zero_without_asking_the_model(tokenizer, session, reason):
     report, traj, engine = run([], session, tokenizer=tokenizer)
@@ -414,7 +414,7 @@ def test_the_calls_of_one_reply_run_in_the_order_written(tokenizer):
     ]
     session = FakeSession()
     report, traj, _ = run(script, session, tokenizer=tokenizer)
-    assert session.calls == ["open", "open", "fill", "select", "click", "visible_texts"]  # the gate's open first
+    assert session.calls == ["open", "screenshot", "open", "fill", "select", "click", "visible_texts"]  # gate first
     actions = report.items[0].actions
     assert [a.split()[0] for a in actions] == ["open", "type", "select", "click", "read"]
     assert "120.00" in actions[-1] and traj.end_reason == "environment done"

@@ -67,10 +67,8 @@ from forgerl.envs.rewards import Verdict
 from forgerl.errors import ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
-__all__ = [
-    "NO_VERDICT", "SYSTEM_PROMPT", "AppVerifierEnv", "ObservationLimits", "gate_verdict", "gate_verdict_from_load",
-    "not_checked", "run_gate", "verifier_task",
-]
+__all__ = ["NO_VERDICT", "SYSTEM_PROMPT", "AppVerifierEnv", "ObservationLimits", "gate_verdict", "not_checked",
+           "run_gate", "verifier_task"]
 
 FAMILY = "appdev-verifier"
 NO_VERDICT = "no verdict"
@@ -424,34 +422,34 @@ def _path(value: object) -> str:
 
 async def run_gate(session: BrowserSession, rubric: Rubric) -> ItemVerdict:
     """The built-in execution gate (rubric.py): the entry page answers HTTP 200 and loads with no
-    uncaught error and no console error. Shared by both verifiers' contract; the model verifier
-    runs it itself before the model sees the app (the model is not asked to judge it)."""
+    uncaught error and no console error. Judged as the rubric executor judges it (executor.py),
+    before the model sees the app: the model is not asked about the gate."""
+    entry = rubric.server.entry
+    actions = [f"open {entry}"]
     try:
-        loaded = await session.open(rubric.server.entry, viewport=DESKTOP, fresh_storage=True)
+        loaded = await session.open(entry, viewport=DESKTOP, fresh_storage=True)
     except ActionFailed as exc:
-        return gate_verdict(False, f"the entry page did not load: {exc}", [f"open {rubric.server.entry}"], {})
-    return gate_verdict_from_load(loaded, rubric.server.entry)
-
-
-def gate_verdict_from_load(loaded: dict[str, Any], entry: str) -> ItemVerdict:
-    """The gate's verdict from `BrowserSession.open`'s answer for the entry page."""
-    status, errors, console = loaded.get("status"), list(loaded.get("errors", [])), list(loaded.get("console_errors", []))
+        note = getattr(session, "server_note", lambda: "")()  # the real browser says why the server is silent
+        return gate_verdict(False, f"the entry page {entry} did not load: {exc}" + (f"; {note}" if note else ""),
+                            actions, {}, console=session.console())
     problems = []
-    if status != 200:
-        problems.append(f"the entry page {entry} answered HTTP {status}")
-    if errors:
-        problems.append(f"{len(errors)} uncaught error(s) while loading")
-    if console:
-        problems.append(f"{len(console)} console error(s) while loading")
-    reason = "; ".join(problems) or f"served {entry} with HTTP 200 and loaded without errors"
-    return gate_verdict(not problems, reason, [f"open {entry} -> HTTP {status}"], {"status": status},
-                        console=[str(e)[:300] for e in (errors + console)][:20])
+    if loaded.get("status") != 200:
+        problems.append(f"{entry} answered HTTP {loaded.get('status')}, not 200")
+    if loaded.get("errors"):
+        problems.append(f"uncaught error while loading: {loaded['errors'][0]}")
+    if loaded.get("console_errors"):
+        problems.append(f"console error while loading: {loaded['console_errors'][0]}")
+    shot = await session.screenshot(GATE_ID)
+    verdict = gate_verdict(not problems, "; ".join(problems) or "serves and loads cleanly", actions,
+                           {"status": loaded.get("status"), "title": loaded.get("title", "")}, console=session.console())
+    return verdict.model_copy(update={"screenshots": [shot] if shot else [],
+                                      "dom_excerpt": await session.dom("body", 2000) if problems else ""})
 
 
 def gate_verdict(passed: bool, reason: str, actions: list[str], measured: dict[str, Any], *,
                  console: list[str] | None = None) -> ItemVerdict:
     return ItemVerdict(id=GATE_ID, layer="execution", passed=passed, reason=reason, actions=actions,
-                       measured=measured, console=console or [])
+                       measured=measured, console=[str(line)[:500] for line in (console or [])][-50:])
 
 
 def not_checked(rubric: Rubric, reason: str) -> list[ItemVerdict]:
