@@ -25,6 +25,14 @@ def bench_sandbox(
     run_sandbox_bench(calls=calls, concurrent=concurrent, calls_per_rollout=calls_per_rollout, backend=backend)
 
 
+@bench_app.command("appdev-verifier")
+def bench_appdev_verifier(repeats: int = typer.Option(5, help="Verifications per app (the median is shown).")) -> None:
+    """Seconds per AppDev verification (rubric executor, one Chromium each) and the browser's peak memory."""
+    from forgerl.bench.appdev import run_appdev_bench  # heavy: Playwright and the browser, kept out of forgerl --help
+
+    run_appdev_bench(repeats=repeats)
+
+
 @bench_app.command("losses")
 def bench_losses(
     losses: str = typer.Option("cispo,grpo,dapo", help="Comma-separated losses to compare."),

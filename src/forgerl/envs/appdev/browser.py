@@ -40,6 +40,8 @@ __all__ = ["BrowserLimits", "ChromiumSession", "open_app"]
 _MAX_LOG_LINES = 200
 _MAX_LINE = 500
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+_RESET_PATH = "/__forgerl_reset__"
+_CLEAR_JS = "() => { localStorage.clear(); sessionStorage.clear(); window.name = ''; }"
 
 
 def _short(exc: BaseException) -> str:
@@ -57,10 +59,13 @@ class ChromiumSession:
         self.watch = watch
         self._context: Any = None
         self._page: Any = None
+        self._cdp: Any = None
         self._console: list[str] = []
         self._errors: list[str] = []
         self._crashed = ""
         self._shots = 0
+        self.server_note: Any = lambda: ""
+        """Why the app server is not answering, if it is not (set by open_app; the gate reports it)."""
 
     # -- pages -------------------------------------------------------------------------------
 
@@ -68,10 +73,44 @@ class ChromiumSession:
         self._alive()
         viewport = viewport or Viewport()
         size = {"width": viewport.width, "height": viewport.height}
+        if not await self._reuse_page(size, fresh_storage):
+            await self._new_page(size, fresh_storage)
+        self._console, self._errors = [], []
+        status = await self._goto(path)
+        return {"status": status, "url": self._page.url, "title": await self._safe_title(),
+                "errors": list(self._errors), "console_errors": [c for c in self._console if c.startswith("error:")]}
+
+    async def _reuse_page(self, size: dict[str, int], fresh_storage: bool) -> bool:
+        """Reuse a healthy page for the next load (a new page spawns a renderer: ~0.5 s each on a
+        small machine). With fresh storage, it first goes to a blank page on the app's origin that
+        the browser answers itself (`_RESET_PATH`: the app's code never runs there; the old
+        document's unload handlers have run by then) and clears local and session storage and
+        window.name there, then the origin's IndexedDB, caches and cookies through CDP. A crashed
+        or hung page is never reused."""
+        page = self._page
+        if page is None or self._crashed or page.is_closed():
+            return False
+        timeout = self.limits.action_timeout_s
+        try:
+            for extra in self._context.pages:
+                if extra is not page:  # popups the app opened
+                    await asyncio.wait_for(extra.close(), timeout)
+            if fresh_storage:
+                await page.goto(self.origin + _RESET_PATH, timeout=timeout * 1000)
+                await asyncio.wait_for(page.evaluate(_CLEAR_JS), timeout)
+                await self._cdp.send("Storage.clearDataForOrigin", {"origin": self.origin, "storageTypes": "all"})
+                await self._context.clear_cookies()
+            await page.set_viewport_size(size)
+        except Exception:  # noqa: BLE001 — start over with a new context instead
+            return False
+        return True
+
+    async def _new_page(self, size: dict[str, int], fresh_storage: bool) -> None:
         if self._page is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._page.close(), self.limits.action_timeout_s)
-        if fresh_storage or self._context is None:
+            self._page = None
+        if fresh_storage or self._context is None or self._crashed:
             await self._close_context()
             try:
                 self._context = await self._browser.new_context(viewport=size, service_workers="block")
@@ -82,15 +121,15 @@ class ChromiumSession:
         try:
             page = await self._context.new_page()
             await page.set_viewport_size(size)
+            self._cdp = await self._context.new_cdp_session(page)
         except Exception as exc:  # noqa: BLE001
+            self._alive()
             raise VerifierError(f"Chromium could not open a page: {_short(exc)}") from exc
-        self._page, self._console, self._errors, self._crashed = page, [], [], ""
+        self._page, self._crashed = page, ""
         page.on("console", self._on_console)
         page.on("pageerror", self._on_error)
         page.on("crash", self._on_crash)
-        status = await self._goto(path)
-        return {"status": status, "url": page.url, "title": await self._safe_title(),
-                "errors": list(self._errors), "console_errors": [c for c in self._console if c.startswith("error:")]}
+        await page.route(self.origin + _RESET_PATH, _fulfill_blank)
 
     async def _goto(self, path: str) -> int | None:
         if not path.startswith("/"):
@@ -99,6 +138,7 @@ class ChromiumSession:
             response = await self._page.goto(self.origin + path, wait_until="load")
         except Exception as exc:  # noqa: BLE001 — a hung or crashed page is the app's fault
             self._alive()
+            await self._check_responsive()
             raise ActionFailed(f"loading {path} failed: {self._crash_note() or _short(exc)}") from exc
         return response.status if response is not None else None
 
@@ -132,7 +172,18 @@ class ChromiumSession:
             await call(self._page.locator(selector).first)
         except Exception as exc:  # noqa: BLE001
             self._alive()
+            await self._check_responsive()
             raise ActionFailed(f"{what} {selector}: {self._crash_note() or _short(exc)}") from exc
+
+    async def _check_responsive(self) -> None:
+        """After a failed action: a page whose script never yields (an endless loop) is marked
+        hung, so later reads fail at once instead of each waiting out its timeout."""
+        if self._crashed:
+            return
+        try:
+            await asyncio.wait_for(self._page.evaluate("1"), 1.0)
+        except Exception:  # noqa: BLE001
+            self._crashed = "the page stopped responding (a script that never yields?)"
 
     async def click(self, selector: str) -> None:
         await self._act("click", selector, lambda loc: loc.click())
@@ -153,9 +204,12 @@ class ChromiumSession:
 
     async def _eval(self, what: str, script: str, arg: Any) -> Any:
         self._need_page()
+        if self._crashed:
+            raise ActionFailed(f"{what}: {self._crashed}")
         try:
             return await asyncio.wait_for(self._page.evaluate(script, arg), self.limits.action_timeout_s)
         except TimeoutError as exc:
+            self._crashed = "the page stopped responding (a script that never yields?)"
             raise ActionFailed(f"{what}: the page did not answer within {self.limits.action_timeout_s:g} s "
                                "(a busy script?)") from exc
         except Exception as exc:  # noqa: BLE001
@@ -252,6 +306,10 @@ class ChromiumSession:
             self._context, self._page = None, None
 
 
+async def _fulfill_blank(route: Any) -> None:
+    await route.fulfill(status=200, content_type="text/html", body="<!doctype html><title>reset</title>")
+
+
 @contextlib.asynccontextmanager
 async def open_app(files: dict[str, str], server: ServerSpec | None = None, *, limits: BrowserLimits | None = None,
                    evidence_dir: Path | None = None) -> AsyncIterator[ChromiumSession]:
@@ -273,17 +331,24 @@ async def open_app(files: dict[str, str], server: ServerSpec | None = None, *, l
     uid: int | None = None
     try:
         app = await isolation.start_app(files, server, root, limits)
-        await app.wait_ready(limits.start_timeout_s)
+        ready = await app.wait_ready(limits.start_timeout_s)
         wrapper, uid = isolation.browser_wrapper(root, chrome, app.bridge, limits)
         watch = isolation.MemoryWatch(root / "browser.pid", limits.memory_mb)
         async with async_playwright() as pw:
             try:
-                browser = await pw.chromium.launch(executable_path=str(wrapper), headless=True,
+                # V8's own heap cap makes a page that allocates without end crash early and cheaply;
+                # MemoryWatch bounds the rest (DOM, images, many pages)
+                heap = f"--js-flags=--max-old-space-size={max(64, limits.memory_mb // 3)}"
+                browser = await pw.chromium.launch(executable_path=str(wrapper), headless=True, args=[heap],
                                                    timeout=limits.start_timeout_s * 1000)
             except Exception as exc:  # noqa: BLE001
                 raise VerifierError(f"Chromium did not start in its sandbox: {_short(exc)}") from exc
             watcher = asyncio.create_task(watch.run())
             session = ChromiumSession(browser, f"http://127.0.0.1:{isolation.PORT}", limits, evidence_dir, watch)
+            if not ready:
+                session.server_note = lambda: (f"the app server did not answer on port {isolation.PORT} within "
+                                               f"{limits.start_timeout_s:g} s (exit code {app.exited}); its output ends: "
+                                               f"{app.log(800)!r}")
             try:
                 yield session
             finally:

@@ -54,7 +54,7 @@ class BrowserLimits:
     """Wall-clock seconds for a whole verification; items not reached by then fail."""
     action_timeout_s: float = 3.0
     """Per browser action (click, fill, an expectation's wait)."""
-    load_timeout_s: float = 8.0
+    load_timeout_s: float = 6.0
     """Per page load (goto, reload)."""
     start_timeout_s: float = 15.0
     """For the app server to answer and for Chromium to start."""
@@ -152,7 +152,7 @@ class AppServer:
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.proc.wait(), 5)
         await self.sandbox.close()
 

@@ -5,6 +5,7 @@
   or `opacity:0` on it or an ancestor, no skipped `content-visibility`);
 - a box of non-zero width and height, also after clipping by every ancestor whose overflow is
   hidden/clip (a zero-height `overflow:hidden` wrapper hides its content);
+- text not drawn in a fully transparent colour (form controls excepted);
 - the box inside the page's scrollable area: not left of x=0 or above y=0, and not right of the
   document's width. When the page's overflow is hidden (no scrolling), the area is the viewport.
 
@@ -54,6 +55,7 @@ const __fr = {
         contentVisibilityAuto: true})) return false;
     const s = getComputedStyle(el);
     if (s.visibility !== 'visible') return false;
+    if (/rgba\([^)]*,\s*0\)$/.test(s.color) && !['INPUT', 'SELECT', 'TEXTAREA'].includes(el.tagName)) return false;
     const b = __fr.box(el);
     if (!(b.w > 0 && b.h > 0)) return false;
     const a = __fr.area();
