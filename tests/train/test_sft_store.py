@@ -102,16 +102,16 @@ def test_sections_cut_at_headings_and_join_back_exactly():
 
 
 def test_only_completed_trajectories_at_the_reward_threshold_are_taken(run_dir, episodes):
-    chosen = passing_trajectories(run_dir, StoreSelection())
-    assert [t.id for _, t in chosen] == [t.id for t in episodes[:3]] and {r for r, _ in chosen} == {"run-a"}
-    lower = passing_trajectories(run_dir, StoreSelection(min_reward=0.0))
+    chosen, held = passing_trajectories(run_dir, StoreSelection())
+    assert held == 5 and [t.id for _, t in chosen] == [t.id for t in episodes[:3]] and {r for r, _ in chosen} == {"run-a"}
+    lower, _ = passing_trajectories(run_dir, StoreSelection(min_reward=0.0))
     assert len(lower) == 4  # the wrong answer (0.0) too, never the truncated one
-    assert len(passing_trajectories(run_dir, StoreSelection(max_examples=2), seed=1)) == 2
-    assert passing_trajectories(run_dir, StoreSelection(families=("arithmetic",))) == chosen
+    assert len(passing_trajectories(run_dir, StoreSelection(max_examples=2), seed=1)[0]) == 2
+    assert passing_trajectories(run_dir, StoreSelection(families=("arithmetic",)))[0] == chosen
 
 
 def test_store_examples_are_the_recorded_ids_and_masks(run_dir, episodes, tokenizer):
-    examples = store_examples(run_dir, tokenizer, StoreSelection())
+    examples = store_examples(passing_trajectories(run_dir, StoreSelection())[0], tokenizer)
     assert len(examples) == 3
     for example, traj in zip(examples, episodes):
         (sample,) = chain_samples(traj, [0.0] * len(traj.calls))
@@ -183,7 +183,7 @@ def test_ids_from_another_tokenizer_are_refused(tmp_path, episodes, tokenizer):
         store.add_run(run_id="other")
         store.add_trajectories(shifted, "other")
     with pytest.raises(ConfigError, match="not made by this model's tokenizer"):
-        store_examples(tmp_path / "other", tokenizer, StoreSelection())
+        store_examples(passing_trajectories(tmp_path / "other", StoreSelection())[0], tokenizer)
 
 
 def test_forgerl_sft_from_a_store_records_every_example(tmp_path, run_dir, episodes, capsys):
@@ -193,15 +193,18 @@ def test_forgerl_sft_from_a_store_records_every_example(tmp_path, run_dir, episo
 
     out = tmp_path / "policy"
     args = ["sft", "--out", str(out), "--from-store", str(run_dir), "--steps", "2", "--batch-size", "2",
-            "--drop-prompt-sections", "0.5", "--seed", "3"]
+            "--drop-prompt-sections", "0.5", "--seed", "3", "--examples", "2", "--difficulty", "1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "3 passing trajectories from the store" in " ".join(result.output.split())
+    assert "3 passing trajectories (of 5) from the store" in " ".join(result.output.split())
     lines = [json.loads(line) for line in (out / "sft_examples.jsonl").read_text().splitlines()]
-    assert [x["trajectory"] for x in lines] == [t.id for t in episodes[:3]]
-    assert all(x["source"] == "store" and x["reward"] == 1.0 and x["run"] == "run-a" for x in lines)
+    assert [x["source"] for x in lines] == ["scripted"] * 2 + ["store"] * 3  # --examples 2 mixes scripted data in
+    assert [x["trajectory"] for x in lines[2:]] == [t.id for t in episodes[:3]]
+    assert all(x["reward"] == 1.0 and x["run"] == "run-a" for x in lines[2:])
+    assert all(x["family"] == "tool-reasoning" and x["distill"] != "off" for x in lines[:2])
     made = json.loads((out / "forgerl.json").read_text())["data"]
-    assert made["scripted"] == 0 and made["store"]["trajectories"] == 3 and made["drop_prompt_sections"] == 0.5
+    assert made["scripted"] == 2 and made["store"]["trajectories"] == 3 and made["store"]["held"] == 5
+    assert made["drop_prompt_sections"] == 0.5
     assert made["with_sections_dropped"] == sum(bool(x["dropped"]) for x in lines)
 
     assert run_cli(["sft", "--out", str(tmp_path / "never"), "--from-store", str(run_dir), "--min-reward", "2"]) == 2

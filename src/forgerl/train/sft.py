@@ -36,7 +36,14 @@ from forgerl.model.mtp import MTPShape, attach_mtp, detached_mtp, get_mtp, mtp_c
 from forgerl.perturb.gold import perturbed_gold_conversation
 from forgerl.perturb.spec import PerturbSpec
 from forgerl.train.rollouts import make_task
-from forgerl.train.sft_store import SFTExample, StoreSelection, distilled_messages, example_rng, store_examples
+from forgerl.train.sft_store import (
+    SFTExample,
+    StoreSelection,
+    distilled_messages,
+    example_rng,
+    passing_trajectories,
+    store_examples,
+)
 from forgerl.types import Message, ToolSpec, TrainingSample, Trajectory
 
 MIN_SHARED_PREFIX = 32  # below this, sharing saves less than its second forward call costs
@@ -404,6 +411,7 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
     t0 = time.perf_counter()
     if examples <= 0 and from_store is None:
         raise ValueError("nothing to train on: --examples 0 needs --from-store RUN_DIR (a run's passing trajectories)")
+    chosen, held = passing_trajectories(from_store, store_selection or StoreSelection(), seed) if from_store else ([], 0)
     model, tokenizer = load_policy(init, device="cpu", chat_format=chat_format, seed=seed)
     mtp_weight = _mtp_setup(model, mtp_weight, mtp_modules, seed)
     data, convs, rejected = [], [], 0
@@ -414,11 +422,10 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
         data += scripted_examples(tokenizer, get_format(chat_format), convs, family=family, drop_p=drop_prompt_sections,
                                   seed=seed)
     if from_store is not None:
-        data += store_examples(from_store, tokenizer, store_selection or StoreSelection(), drop_p=drop_prompt_sections,
-                               seed=seed)
+        data += store_examples(chosen, tokenizer, drop_p=drop_prompt_sections, seed=seed)
     kept = within_length(data, max_length)
-    console.print(_data_line(kept, len(data) - len(kept), rejected, family, max_length, perturb, from_store,
-                             time.perf_counter() - t0), markup=False, highlight=False)
+    console.print(_data_line(kept, len(data) - len(kept), rejected, family, max_length, perturb, from_store, held,
+                             drop_prompt_sections, time.perf_counter() - t0), markup=False, highlight=False)
 
     def log(step: int, loss: float) -> None:
         if step % 50 == 0 or step == steps - 1:
@@ -442,14 +449,14 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
         "max_length": max_length, "too_long": len(data) - len(kept),
         "final_loss": losses[-1] if losses else None, "seconds": time.perf_counter() - t0,
         "mtp_weight": mtp_weight, "mtp_final_losses": mtp_final or None,
-        "data": _data_record(kept, from_store, store_selection, drop_prompt_sections)})
+        "data": _data_record(kept, from_store, held, store_selection, drop_prompt_sections)})
     (target / EXAMPLES_FILE).write_text("".join(json.dumps(e.source, sort_keys=True) + "\n" for e in kept))
     console.print(f"saved the policy to {target} in {time.perf_counter() - t0:.0f} s")
     return target
 
 
 def _data_line(kept: Sequence[SFTExample], too_long: int, rejected: int, family: str, max_length: int,
-               perturb: PerturbSpec | None, from_store: str | None, seconds: float) -> str:
+               perturb: PerturbSpec | None, from_store: str | None, held: int, drop_p: float, seconds: float) -> str:
     """The console's one line on what the SFT trains on."""
     scripted = sum(e.source["source"] == "scripted" for e in kept)
     stored = {e.source["trajectory"] for e in kept if e.source["source"] == "store"}
@@ -457,14 +464,16 @@ def _data_line(kept: Sequence[SFTExample], too_long: int, rejected: int, family:
     parts = [f"{scripted} verified conversations from the {family} scripted solver{perturbed} ({rejected} rejected "
              "by the verifier)"] if scripted or rejected else []
     if from_store is not None:
-        parts.append(f"{len(stored)} passing trajectories from the store in {from_store}")
+        parts.append(f"{len(stored)} passing trajectories (of {held}) from the store in {from_store}")
     dropped = sum(bool(e.source["dropped"]) for e in kept)
     distilled = f"; {dropped} with expert-prompt sections dropped" if dropped else ""
+    if drop_p > 0 and not any(e.source["sections"] for e in kept):
+        distilled = "; no system prompt has `## ` sections, so --drop-prompt-sections dropped nothing"
     return (f"SFT data: {' + '.join(parts)}, {too_long} over {max_length} tokens left out{distilled}, "
             f"in {seconds:.1f} s")
 
 
-def _data_record(kept: Sequence[SFTExample], from_store: str | None, selection: StoreSelection | None,
+def _data_record(kept: Sequence[SFTExample], from_store: str | None, held: int, selection: StoreSelection | None,
                  drop_p: float) -> dict[str, Any]:
     """forgerl.json's summary of the data (EXAMPLES_FILE has it per example)."""
     selection = selection or StoreSelection()
@@ -473,7 +482,8 @@ def _data_record(kept: Sequence[SFTExample], from_store: str | None, selection: 
             "store": None if from_store is None else {
                 "run_dir": str(from_store), "min_reward": selection.min_reward,
                 "families": list(selection.families) if selection.families is not None else None,
-                "max_examples": selection.max_examples, "trajectories": len({s["trajectory"] for s in stored}),
+                "max_examples": selection.max_examples, "held": held,
+                "trajectories": len({s["trajectory"] for s in stored}),
                 "sequences": len(stored)},
             "drop_prompt_sections": drop_p, "with_sections_dropped": sum(bool(e.source["dropped"]) for e in kept)}
 

@@ -112,9 +112,10 @@ class StoreSelection:
 
 
 def passing_trajectories(run_dir: str | Path, selection: StoreSelection,
-                         seed: int = 0) -> list[tuple[str, Trajectory]]:
-    """(run id, trajectory) for every trajectory `selection` keeps, in the store's order. Raises
-    ConfigError saying what the store holds when it is missing, empty or nothing passes."""
+                         seed: int = 0) -> tuple[list[tuple[str, Trajectory]], int]:
+    """(run id, trajectory) for every trajectory `selection` keeps, in the store's order, and how
+    many trajectories the store holds. Raises ConfigError saying what the store holds when it is
+    missing, empty or nothing passes."""
     path = resolve_store_path(run_dir) if Path(run_dir).exists() else None
     if path is None or not path.is_file():
         raise ConfigError(f"--from-store {run_dir}: no trajectory store there (expected a run directory holding "
@@ -146,7 +147,7 @@ def passing_trajectories(run_dir: str | Path, selection: StoreSelection,
     if selection.max_examples is not None and len(kept) > selection.max_examples:
         chosen = set(random.Random(seed).sample(range(len(kept)), selection.max_examples))
         kept = [k for i, k in enumerate(kept) if i in chosen]
-    return kept
+    return kept, sum(statuses.values())
 
 
 def _nothing_passes(run_dir: str | Path, selection: StoreSelection, statuses: Counter[str], rewards: list[float],
@@ -230,16 +231,15 @@ def trajectory_examples(run_id: str, traj: Trajectory, tokenizer: Any, *, drop_p
     return out
 
 
-def store_examples(run_dir: str | Path, tokenizer: Any, selection: StoreSelection, *, drop_p: float = 0.0,
+def store_examples(chosen: Sequence[tuple[str, Trajectory]], tokenizer: Any, *, drop_p: float = 0.0,
                    seed: int = 0) -> list[SFTExample]:
-    """Every passing trajectory's examples (`passing_trajectories`, `trajectory_examples`).
+    """The examples of the trajectories `passing_trajectories` chose (`trajectory_examples`).
     Raises ConfigError when none of them re-renders with `tokenizer`: the store's ids were made
     by another tokenizer (or chat format) than the model being trained, so they mean nothing to it."""
-    chosen = passing_trajectories(run_dir, selection, seed)
     examples = [e for run_id, traj in chosen for e in trajectory_examples(run_id, traj, tokenizer, drop_p=drop_p, seed=seed)]
     vocab = len(tokenizer)
     if not any(e.source["rerenders_exactly"] for e in examples) or any(max(e.ids) >= vocab for e in examples):
-        raise ConfigError(f"--from-store {run_dir}: the stored token ids were not made by this model's tokenizer "
-                          f"(none of the {len(chosen)} passing trajectories re-renders to its recorded prompt)",
+        raise ConfigError(f"--from-store: the stored token ids were not made by this model's tokenizer (none of the "
+                          f"{len(chosen)} passing trajectories re-renders to its recorded prompt)",
                           hint="pass --init the run's own model (e.g. --init RUN_DIR) or one with the same tokenizer")
     return examples
