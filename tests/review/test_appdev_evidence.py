@@ -151,6 +151,7 @@ def test_other_evidence_stays_raw_json(evidence):
     assert screenshot_names({"items": "not a list"}) == []
     view = appdev_view(evidence)
     assert view is not None and [r.id for r in view.rows] == ["execution", "total", "phone<scroll>"]
+    assert view.screenshots_kept and not appdev_view({**evidence, "evidence_dir": None}).screenshots_kept
     assert [s.index for r in view.rows for s in r.shots] == list(range(len(SHOTS)))
 
 
@@ -200,3 +201,15 @@ def test_in_a_browser_the_screenshot_shows_and_no_hostile_text_runs(run_dir, evi
         thread.join(10)
     assert widths == [40] + [0] * (len(SHOTS) - 1)
     assert dialogs == [] and '<script>alert("dom")</script>' in shown and HOSTILE_CONSOLE in shown
+
+
+def test_screenshots_of_a_removed_evidence_directory_show_as_names(run_dir, evidence, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from forgerl.review.app import create_app
+
+    _add_appdev_trajectory(run_dir, {**evidence, "evidence_dir": str(tmp_path / "cleaned-up")})
+    with TestClient(create_app(run_dir)) as client:
+        assert sign_in(client, "alice").status_code == 303
+        html = client.get("/t/traj_app").text
+    assert 'id="screenshots-gone"' in html and "<img " not in html and "screenshot item-total.png" in html

@@ -61,6 +61,7 @@ class AppEvidenceView:
     total: int
     verifier: str | None
     seconds: float | None
+    screenshots_kept: bool  # the evidence directory still exists (episodes keep it only when asked to)
 
 
 def _verdicts(evidence: Any) -> tuple[ItemVerdict, list[ItemVerdict]] | None:
@@ -96,11 +97,11 @@ def appdev_view(evidence: Any) -> AppEvidenceView | None:
         measured = json.dumps(v.measured, indent=2, sort_keys=True, ensure_ascii=False, default=str) if v.measured else None
         rows.append(VerdictRow(v.id, v.layer, v.passed, v.reason, list(v.actions), list(v.console), v.dom_excerpt,
                                measured, shots))
-    seconds = evidence.get("seconds")
-    verifier = evidence.get("verifier")
+    seconds, verifier, root = evidence.get("seconds"), evidence.get("verifier"), evidence.get("evidence_dir")
     return AppEvidenceView(rows, gate.passed, sum(i.passed for i in items), len(items),
                            verifier if isinstance(verifier, str) else None,
-                           float(seconds) if isinstance(seconds, int | float) and not isinstance(seconds, bool) else None)
+                           float(seconds) if isinstance(seconds, int | float) and not isinstance(seconds, bool) else None,
+                           isinstance(root, str) and os.path.isabs(root) and os.path.isdir(root))
 
 
 def read_screenshot(evidence: Any, index: int) -> bytes:

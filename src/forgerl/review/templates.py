@@ -36,7 +36,7 @@ pre,.text{white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,mo
 label{display:inline-block;margin-right:.8em} textarea{width:100%;min-height:3em}
 button{padding:.3em .9em}
 .pager{display:flex;flex-wrap:wrap;gap:.8em;align-items:baseline;margin:.5em 0}
-.shot{margin:.3em 0} .shot img{max-width:100%;border:1px solid #ddd}
+.shot{margin:.3em 0} .shot img{max-width:100%;max-height:18em;border:1px solid #ddd}
 </style></head><body>
 <header><strong>forgerl review</strong>
 {% if expert %}<a href="/">runs</a><a href="/trajectories">trajectories</a><a href="/queue">queue</a><a href="/agreement">agreement</a>
@@ -106,6 +106,7 @@ reward {% if v.reward is not none %}<span title="{{ v.reward }}">{{ short_number
 {% macro appdev(v) %}{% set a = v.appdev %}
 <h3 id="appdev-summary">App verifier: {{ a.passed }} of {{ a.total }} rubric items passed{% if not a.gate_passed %} · the execution gate failed (reward 0){% endif %}</h3>
 {% if a.verifier or a.seconds is not none %}<p class="muted">{{ a.verifier or '' }}{% if a.seconds is not none %} · {{ '%.1f' % a.seconds }} s{% endif %}</p>{% endif %}
+{% if not a.screenshots_kept and a.rows | selectattr('shots') | list %}<p class="muted" id="screenshots-gone">the screenshots were not kept (an episode keeps its evidence directory only when FORGERL_APPDEV_EVIDENCE names a directory to keep it in)</p>{% endif %}
 <table id="appdev-items"><tr><th>item</th><th>layer</th><th>result</th><th>reason</th></tr>
 {% for r in a.rows %}<tr class="verdict"><td>{{ r.id }}</td><td>{{ r.layer }}</td><td class="{{ 'ok' if r.passed else 'err' }}">{{ 'pass' if r.passed else 'fail' }}</td><td class="text">{{ r.reason }}</td></tr>
 {% if r.actions or r.console or r.dom_excerpt or r.measured or r.shots %}<tr><td colspan="4">
@@ -114,7 +115,7 @@ reward {% if v.reward is not none %}<span title="{{ v.reward }}">{{ short_number
 {% endfor %}</pre></details>{% endif %}
 {% if r.dom_excerpt %}<details><summary>DOM excerpt</summary><pre class="dom">{{ r.dom_excerpt }}</pre></details>{% endif %}
 {% if r.measured %}<details><summary>measured</summary><pre>{{ r.measured }}</pre></details>{% endif %}
-{% for s in r.shots %}<figure class="shot"><a href="/t/{{ v.id | urlencode }}/screenshot/{{ s.index }}"><img src="/t/{{ v.id | urlencode }}/screenshot/{{ s.index }}" alt="screenshot {{ s.name }}" loading="lazy"></a><figcaption class="muted">{{ s.name }}</figcaption></figure>{% endfor %}
+{% for s in r.shots %}{% if not a.screenshots_kept %}<span class="muted">screenshot {{ s.name }}</span> {% else %}<figure class="shot"><a href="/t/{{ v.id | urlencode }}/screenshot/{{ s.index }}"><img src="/t/{{ v.id | urlencode }}/screenshot/{{ s.index }}" alt="screenshot {{ s.name }}" loading="lazy"></a><figcaption class="muted">{{ s.name }}</figcaption></figure>{% endif %}{% endfor %}
 </td></tr>{% endif %}{% endfor %}</table>
 {% endmacro %}
 {% macro deliverable(v) %}
