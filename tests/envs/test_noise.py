@@ -145,7 +145,12 @@ def test_gold_under_noise_still_scores_one_with_run_gold():
     assert result.score == 1.0 and result.evidence["noise"]["events"]
 
 
-@pytest.mark.parametrize("family", list_families())
+def _families() -> list:
+    """Every family; those whose episodes need a browser (`validation_cost`) in the browser tier."""
+    return [pytest.param(f, marks=pytest.mark.browser) if family_info(f).validation_cost else f for f in list_families()]
+
+
+@pytest.mark.parametrize("family", _families())
 def test_the_agent_loop_survives_all_noise(family, tokenizer):
     """Every registered family, wrapped in loud noise, played by the gold path with retries."""
     fmt = get_format("minimax_m2")

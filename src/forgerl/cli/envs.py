@@ -9,6 +9,9 @@ torch at module level.
 gold path on generated tasks (each must score 1.0) and scores the no-ops (the empty episode, and
 the no-op the family declares with its own tools, `Family.noop`: each must score <= 0). A family
 that fails either is not to be trained on; one that declares no no-op is validated with a warning.
+A family that declares partial solutions (`Family.variants`, e.g. seeded broken apps) must score
+each strictly between 0 and 1. A family with a `validation_cost` (a browser per episode) is
+validated only when named.
 
 The typer commands of `forgerl envs list/validate` and `forgerl rollout` live here too (with
 `--plugin`), so a user's family can be named on the command line (forgerl/plugins.py).
@@ -81,13 +84,18 @@ class ValidationRow:
     tasks: int = 0
     gold_passed: int = 0
     noop_zero: int = 0
+    variants: int = 0
+    variants_between: int = 0
+    """Declared partial solutions played, and how many scored strictly between 0 and 1."""
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     """Things not checked (a family without a declared no-op); they do not fail the row."""
+    skipped: str = ""
+    """Why the family was not validated (an expensive family not named on the command line)."""
 
     @property
     def ok(self) -> bool:
-        return self.gold_passed == self.tasks and self.noop_zero == self.tasks
+        return self.gold_passed == self.tasks and self.noop_zero == self.tasks and self.variants_between == self.variants
 
 
 async def _gold_score(env: Environment, task: Task) -> float:
@@ -162,7 +170,32 @@ async def _validate_level(family: str, difficulty: int | None, n: int, seed: int
             row.noop_zero += 1
         else:
             row.problems.append(f"{task.id}: a no-op scored {max(noop):g}, expected <= 0")
+        await _check_variants(fam, index, task, row)
     return row
+
+
+async def _check_variants(family: Family, seed: int, task: Task, row: ValidationRow) -> None:
+    """Play each declared partial solution (`Family.variants`): it must score strictly between 0 and 1."""
+    try:
+        scripts = family.variants(task) if family.variants is not None else {}
+    except Exception as exc:
+        row.variants += 1
+        row.problems.append(f"{task.id}: variants: {type(exc).__name__}: {exc}")
+        return
+    for name, rounds in scripts.items():
+        row.variants += 1
+        env = make_env(family.name, seed)
+        try:
+            _, result = await play_rounds(env, task, lambda _task, rounds=rounds: rounds)
+        except Exception as exc:
+            row.problems.append(f"{task.id}: variant {name}: {type(exc).__name__}: {exc}")
+            continue
+        finally:
+            await env.close()
+        if 0 < result.score < 1:
+            row.variants_between += 1
+        else:
+            row.problems.append(f"{task.id}: variant {name} scored {result.score:g}, expected strictly between 0 and 1")
 
 
 def validate_families(names: list[str] | None = None, per_difficulty: int = 20, seed: int = 0) -> list[ValidationRow]:
@@ -173,6 +206,9 @@ def validate_families(names: list[str] | None = None, per_difficulty: int = 20, 
     rows = []
     for name in families:
         fam = family_info(name)
+        if names is None and fam.validation_cost:
+            rows.append(ValidationRow(family=name, difficulty=0, skipped=fam.validation_cost))
+            continue
         levels: list[int | None] = list(fam.difficulties) if fam.generate is not None else [None]
         for level in levels:
             rows.append(asyncio.run(_validate_level(name, level, per_difficulty, seed)))
@@ -184,13 +220,21 @@ def print_validation(console: Console, rows: list[ValidationRow], max_problems: 
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="environment validation (gold must score 1, no-ops <= 0)")
-    for column in ("family", "difficulty", "tasks", "gold = 1", "no-op <= 0", "ok"):
+    table = Table(title="environment validation (gold must score 1, no-ops <= 0, variants in (0, 1))")
+    for column in ("family", "difficulty", "tasks", "gold = 1", "no-op <= 0", "variants in (0, 1)", "ok"):
         table.add_column(column)
     for row in rows:
+        if row.skipped:
+            table.add_row(row.family, "-", "-", "-", "-", "-", Text("skipped", style="yellow"))
+            continue
+        variants = f"{row.variants_between}/{row.variants}" if row.variants else "-"
         table.add_row(row.family, str(row.difficulty), str(row.tasks), str(row.gold_passed), str(row.noop_zero),
-                      Text("yes", style="green") if row.ok else Text("NO", style="red"))
+                      variants, Text("yes", style="green") if row.ok else Text("NO", style="red"))
     console.print(table)
+    for row in rows:
+        if row.skipped:
+            console.print(Text(f"skipped {row.family}: {row.skipped}; validate it by name: "
+                               f"forgerl envs validate {row.family}", style="yellow"))
     for warning in dict.fromkeys(w for row in rows for w in row.warnings):
         console.print(Text(f"warning: {warning}", style="yellow"))
     problems = [p for row in rows for p in row.problems]

@@ -46,7 +46,7 @@ __all__ = [
 # here: it is a plug-in (forgerl/plugins.py: --plugin, plugins = [...], entry points).
 BUILTIN_FAMILY_MODULES = (
     "forgerl.envs.arithmetic", "forgerl.envs.tool_reasoning", "forgerl.envs.cowork", "forgerl.envs.swe",
-    "forgerl.envs.reasoning_gym", "forgerl.envs.bfcl", "forgerl.rollout.multiagent",
+    "forgerl.envs.reasoning_gym", "forgerl.envs.bfcl", "forgerl.rollout.multiagent", "forgerl.envs.appdev",
 )
 
 
@@ -208,6 +208,9 @@ class EnvironmentWrapper(Environment):
 NoopScript = Callable[[Task], list[list[ToolCall]]]
 """Rounds of tool calls that do none of the work but end the episode (e.g. submit an empty answer)."""
 
+VariantScripts = Callable[[Task], dict[str, list[list[ToolCall]]]]
+"""Named scripts that do part of the work (a seeded broken solution), for `Family.variants`."""
+
 
 def submit_nothing(tool: str, **arguments: Any) -> NoopScript:
     """The usual no-op: one call of the family's own submit tool with `arguments` (e.g.
@@ -254,7 +257,14 @@ class Family:
     `episode_runner` says how the trainer runs one episode of this family when that is more than
     the plain agent loop on `make_env`'s environment (a multi-agent family: a coordinator that
     spawns sub-agents). It is a capability the family declares, so the trainer never checks
-    family names; None = the plain agent loop (forgerl/rollout/episode.py)."""
+    family names; None = the plain agent loop (forgerl/rollout/episode.py).
+
+    `variants` declares seeded partial solutions (e.g. a reference app with one feature broken),
+    by name; `envs validate` plays each and requires a score strictly between 0 and 1, so a
+    verifier that only ever answers 0 or 1 is caught. None: no partial credit to check.
+
+    `validation_cost`, when set, says why validating this family is expensive (a browser per
+    episode): `envs validate` without a family name skips it with that note, naming it validates it."""
 
     name: str
     make_env: Callable[[int], Environment]
@@ -264,6 +274,8 @@ class Family:
     generate: Callable[[int, int], Task] | None = None
     noop: NoopScript | None = None
     episode_runner: EpisodeRunner | None = None
+    variants: VariantScripts | None = None
+    validation_cost: str = ""
 
     def task(self, seed: int, difficulty: int | None = None) -> Task:
         if difficulty is None:
