@@ -74,9 +74,11 @@ def evidence(tmp_path):
 
 
 def _add_appdev_trajectory(run_dir, evidence) -> None:
+    """Stored as episodes record it: the family's evidence under `verifier` of the composed reward's."""
+    composed = {"verifier": evidence, "process": {"llm_calls": 2}, "weights": {"outcome": 1.0}}
     traj = Trajectory(id="traj_app", task_id="appdev-1", family="appdev", reward=0.5,
                       messages=[Message(role="user", content="build a tip calculator")],
-                      metadata={"reward_evidence": evidence})
+                      metadata={"reward_evidence": composed})
     with TrajectoryStore(run_dir) as store:
         store.add_trajectory(traj, store.runs()[0].id)
 

@@ -3,7 +3,8 @@ check, and the one way the app reads a screenshot a verdict names.
 
 An AppDev episode's `reward_evidence` holds the verifier's verdicts (envs/appdev/rubric.py
 ItemVerdict): `gate` (the execution gate), `items` (one per rubric item), `evidence_dir` (where the
-screenshots were written) and, when recorded, `verifier` and `seconds`. Everything in a verdict is
+screenshots were written) and, when recorded, `verifier` and `seconds` — under the key `verifier`
+when the reward was composed with process signals (envs/rewards.py), as episodes record it. Everything in a verdict is
 untrusted: the app under test wrote the DOM and the console lines, and a model verifier writes the
 reasons, the action list and even the screenshot names. So the page shows it all as escaped text
 (templates.py autoescape), and a screenshot is served only when it is a regular PNG file inside the
@@ -64,9 +65,18 @@ class AppEvidenceView:
     screenshots_kept: bool  # the evidence directory still exists (episodes keep it only when asked to)
 
 
+def _app_evidence(evidence: Any) -> dict[str, Any] | None:
+    """The dict holding the verdicts: `evidence` itself, or the family's part of a composed reward's."""
+    for found in (evidence, evidence.get("verifier") if isinstance(evidence, dict) else None):
+        if isinstance(found, dict) and isinstance(found.get("items"), list) and "gate" in found:
+            return found
+    return None
+
+
 def _verdicts(evidence: Any) -> tuple[ItemVerdict, list[ItemVerdict]] | None:
     """(gate, items) when `evidence` has the AppDev shape, else None (the page shows the raw JSON)."""
-    if not isinstance(evidence, dict) or not isinstance(evidence.get("items"), list) or "gate" not in evidence:
+    evidence = _app_evidence(evidence)
+    if evidence is None:
         return None
     try:
         return ItemVerdict.model_validate(evidence["gate"]), [ItemVerdict.model_validate(i) for i in evidence["items"]]
@@ -90,6 +100,8 @@ def appdev_view(evidence: Any) -> AppEvidenceView | None:
     if found is None:
         return None
     gate, items = found
+    evidence = _app_evidence(evidence)
+    assert evidence is not None  # _verdicts found it
     rows, index = [], 0
     for v in (gate, *items):
         shots = [Shot(index + k, name) for k, name in enumerate(v.screenshots)]
@@ -111,7 +123,7 @@ def read_screenshot(evidence: Any, index: int) -> bytes:
     names = screenshot_names(evidence)
     if not 0 <= index < len(names):
         raise EvidenceRefused("no such screenshot in this trajectory's verdicts")
-    root_text = evidence.get("evidence_dir")
+    root_text = (_app_evidence(evidence) or {}).get("evidence_dir")
     if not isinstance(root_text, str) or not os.path.isabs(root_text) or "\x00" in root_text:
         raise EvidenceRefused("the verdicts record no absolute evidence directory")
     name = names[index]
