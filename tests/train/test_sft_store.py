@@ -110,6 +110,17 @@ def test_only_completed_trajectories_at_the_reward_threshold_are_taken(run_dir, 
     assert passing_trajectories(run_dir, StoreSelection(families=("arithmetic",)))[0] == chosen
 
 
+def test_the_threshold_is_on_the_verifier_outcome_not_the_shaped_reward(tmp_path, episodes):
+    shaped = episodes[0].model_copy(update={"id": "shaped", "reward": 0.9})  # a turn penalty took 0.1
+    bare = episodes[1].model_copy(update={"id": "bare", "reward": 1.0, "reward_breakdown": {}})
+    unscored = episodes[2].model_copy(update={"id": "bare-low", "reward": 0.5, "reward_breakdown": {}})
+    with TrajectoryStore(tmp_path / "shaped") as store:
+        store.add_run(run_id="s")
+        store.add_trajectories([shaped, bare, unscored], "s")
+    chosen, _ = passing_trajectories(tmp_path / "shaped", StoreSelection())
+    assert [t.id for _, t in chosen] == ["shaped", "bare"]
+
+
 def test_store_examples_are_the_recorded_ids_and_masks(run_dir, episodes, tokenizer):
     examples = store_examples(passing_trajectories(run_dir, StoreSelection())[0], tokenizer)
     assert len(examples) == 3
@@ -118,7 +129,7 @@ def test_store_examples_are_the_recorded_ids_and_masks(run_dir, episodes, tokeni
         assert example.ids == sample.input_ids and example.mask == sample.loss_mask
         assert _trained(example.ids, example.mask) == [t for c in traj.calls for t in c.completion_ids]
         assert example.source | {"calls": None} == example.source | {
-            "source": "store", "run": "run-a", "trajectory": traj.id, "reward": 1.0, "family": "arithmetic",
+            "source": "store", "run": "run-a", "trajectory": traj.id, "outcome": 1.0, "reward": 1.0, "family": "arithmetic",
             "dropped": [], "distill": "off", "rerenders_exactly": True, "root": 0, "calls": None}
 
 
@@ -171,7 +182,7 @@ def test_a_missing_or_empty_store_or_nothing_passing_is_a_clear_error(tmp_path, 
     with pytest.raises(ConfigError) as info:
         passing_trajectories(run_dir, StoreSelection(min_reward=1.5))
     said = str(info.value)
-    assert "none of its 5 trajectories (4 completed, 1 truncated)" in said and "0.000 to 1.000" in said
+    assert "none of its 5 trajectories (4 completed, 1 truncated)" in said and "outcomes 0.000 to 1.000" in said
     with pytest.raises(ConfigError, match="families in the store: arithmetic"):
         passing_trajectories(run_dir, StoreSelection(families=("cowork",)))
 
@@ -200,7 +211,7 @@ def test_forgerl_sft_from_a_store_records_every_example(tmp_path, run_dir, episo
     lines = [json.loads(line) for line in (out / "sft_examples.jsonl").read_text().splitlines()]
     assert [x["source"] for x in lines] == ["scripted"] * 2 + ["store"] * 3  # --examples 2 mixes scripted data in
     assert [x["trajectory"] for x in lines[2:]] == [t.id for t in episodes[:3]]
-    assert all(x["reward"] == 1.0 and x["run"] == "run-a" for x in lines[2:])
+    assert all(x["outcome"] == 1.0 and x["run"] == "run-a" for x in lines[2:])
     assert all(x["family"] == "tool-reasoning" and x["distill"] != "off" for x in lines[:2])
     made = json.loads((out / "forgerl.json").read_text())["data"]
     assert made["scripted"] == 2 and made["store"]["trajectories"] == 3 and made["store"]["held"] == 5

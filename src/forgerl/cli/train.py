@@ -359,8 +359,8 @@ def sft(
                                           help="Also train on a run's own trajectories that passed its verifier (trained "
                                                "on the token ids the run recorded; --init must share the run's tokenizer)."),
     min_reward: float = typer.Option(1.0, "--min-reward", rich_help_panel="Rejection sampling",
-                                     help="Keep completed trajectories whose verifier reward is at least this (1.0 = "
-                                          "every rubric item passed)."),
+                                     help="Keep completed trajectories whose verifier outcome (the pass rate, before "
+                                          "process penalties) is at least this (1.0 = every rubric item passed)."),
     families: str | None = typer.Option(None, "--families", metavar="A,B", rich_help_panel="Rejection sampling",
                                         help="Keep only these task families (default: all in the store)."),
     max_examples: int | None = typer.Option(None, "--max-examples", min=1, rich_help_panel="Rejection sampling",

@@ -1,7 +1,9 @@
 """SFT data from a run's own trajectories (rejection sampling) and prompt distillation (M2's AppDev recipe).
 
-Rejection sampling: the conversations of a run that its verifier passed (completed, verifier reward
->= a threshold; 1.0 = every rubric item passed) become SFT data. They are trained on the token
+Rejection sampling: the conversations of a run that its verifier passed (completed, verifier outcome
+>= a threshold; 1.0 = every rubric item passed) become SFT data. The outcome is the verifier's own
+score (`reward_breakdown["outcome"]`, the pass rate), not the reward, which process penalties or a
+reward model may have moved. They are trained on the token
 ids the store recorded, with the recorded loss masks (`chain_samples`, the same samples RL trains
 on), not on a re-rendering of their messages: the recorded ids are what the policy really sampled
 (DESIGN contract 1), and text -> ids again could drift (a completion the format would render
@@ -103,7 +105,7 @@ def distilled_messages(messages: Sequence[Message], p: float, rng: random.Random
 
 @dataclass(frozen=True)
 class StoreSelection:
-    """Which of a run's trajectories are SFT data: completed ones whose verifier reward is at least
+    """Which of a run's trajectories are SFT data: completed ones whose verifier outcome is at least
     `min_reward`, of `families` (None = all), at most `max_examples` of them (a seeded sample)."""
 
     min_reward: float = 1.0
@@ -133,7 +135,7 @@ def passing_trajectories(run_dir: str | Path, selection: StoreSelection,
             if selection.families is not None and row["family"] not in selection.families:
                 continue
             traj = Trajectory.model_validate_json(text)
-            reward = verifier_reward(traj)
+            reward = verifier_outcome(traj)
             if reward is not None:
                 rewards.append(reward)
                 if reward >= selection.min_reward:
@@ -154,11 +156,18 @@ def _nothing_passes(run_dir: str | Path, selection: StoreSelection, statuses: Co
                     families: Counter[str]) -> str:
     held = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     which = f" of {', '.join(selection.families)}" if selection.families is not None else ""
-    scored = (f"the {len(rewards)} completed{which} have verifier rewards {min(rewards):.3f} to {max(rewards):.3f}"
+    scored = (f"the {len(rewards)} completed{which} have verifier outcomes {min(rewards):.3f} to {max(rewards):.3f}"
               if rewards else f"none of them is a scored, completed trajectory{which}")
     present = ", ".join(f"{f} ({n})" for f, n in sorted(families.items()))
     return (f"--from-store {run_dir}: none of its {sum(statuses.values())} trajectories ({held}) passes the filter "
-            f"(completed, verifier reward >= {selection.min_reward}{which}): {scored}; families in the store: {present}")
+            f"(completed, verifier outcome >= {selection.min_reward}{which}): {scored}; families in the store: {present}")
+
+
+def verifier_outcome(traj: Trajectory) -> float | None:
+    """The verifier's outcome (the pass rate) as the reward composition recorded it; the verifier's
+    reward where no breakdown records one (trajectories scored outside forgerl's composition)."""
+    outcome = traj.reward_breakdown.get("outcome")
+    return outcome if outcome is not None else verifier_reward(traj)
 
 
 def _trainable(call: LLMCall) -> LLMCall:
@@ -220,7 +229,7 @@ def trajectory_examples(run_id: str, traj: Trajectory, tokenizer: Any, *, drop_p
     calls = [_trainable(c) for c in traj.calls]
     samples = chain_samples(traj.model_copy(update={"calls": calls}), [0.0] * len(calls))
     source = {"source": "store", "run": run_id, "trajectory": traj.id, "task": traj.task_id, "family": traj.family,
-              "reward": verifier_reward(traj), "rerenders_exactly": exact, **record}
+              "outcome": verifier_outcome(traj), "reward": traj.reward, "rerenders_exactly": exact, **record}
     out = []
     for root, sample in enumerate(samples):
         ids, mask = sample.input_ids, sample.loss_mask
