@@ -195,6 +195,10 @@ def test_ids_from_another_tokenizer_are_refused(tmp_path, episodes, tokenizer):
         store.add_trajectories(shifted, "other")
     with pytest.raises(ConfigError, match="not made by this model's tokenizer"):
         store_examples(passing_trajectories(tmp_path / "other", StoreSelection())[0], tokenizer)
+    cut = [t.model_copy(update={"calls": [c.model_copy(update={"finish_reason": "length"}) for c in t.calls]})
+           for t in episodes[:2]]
+    with pytest.raises(ConfigError, match="none of the 2 passing trajectories has a completion to train on"):
+        store_examples([("run-a", t) for t in cut], tokenizer)
 
 
 def test_forgerl_sft_from_a_store_records_every_example(tmp_path, run_dir, episodes, capsys):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from forgerl.chat import get_format
-from forgerl.chat.base import encode_segments
+from forgerl.chat.base import RenderError, encode_segments
 from forgerl.envs.rewards import verifier_reward
 from forgerl.errors import ConfigError
 from forgerl.store import STORE_FILENAME, TrajectoryStore, resolve_store_path
@@ -124,7 +124,7 @@ def passing_trajectories(run_dir: str | Path, selection: StoreSelection,
                           f"{STORE_FILENAME})", hint="pass the --run-dir of a `forgerl train` run")
     kept: list[tuple[str, Trajectory]] = []
     statuses: Counter[str] = Counter()
-    rewards: list[float] = []
+    outcomes: list[float] = []
     families: Counter[str] = Counter()
     with TrajectoryStore(path) as store:
         for row, text in store.iter_export_rows():
@@ -135,16 +135,16 @@ def passing_trajectories(run_dir: str | Path, selection: StoreSelection,
             if selection.families is not None and row["family"] not in selection.families:
                 continue
             traj = Trajectory.model_validate_json(text)
-            reward = verifier_outcome(traj)
-            if reward is not None:
-                rewards.append(reward)
-                if reward >= selection.min_reward:
+            outcome = verifier_outcome(traj)
+            if outcome is not None:
+                outcomes.append(outcome)
+                if outcome >= selection.min_reward:
                     kept.append((row["run_id"], traj))
     if not statuses:
         raise ConfigError(f"--from-store {run_dir}: the store holds no trajectories",
                           hint="train the run first (forgerl train --run-dir ...) or point at another run")
     if not kept:
-        raise ConfigError(_nothing_passes(run_dir, selection, statuses, rewards, families),
+        raise ConfigError(_nothing_passes(run_dir, selection, statuses, outcomes, families),
                           hint="lower --min-reward, widen --families, or collect more trajectories")
     if selection.max_examples is not None and len(kept) > selection.max_examples:
         chosen = set(random.Random(seed).sample(range(len(kept)), selection.max_examples))
@@ -152,12 +152,12 @@ def passing_trajectories(run_dir: str | Path, selection: StoreSelection,
     return kept, sum(statuses.values())
 
 
-def _nothing_passes(run_dir: str | Path, selection: StoreSelection, statuses: Counter[str], rewards: list[float],
+def _nothing_passes(run_dir: str | Path, selection: StoreSelection, statuses: Counter[str], outcomes: list[float],
                     families: Counter[str]) -> str:
     held = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     which = f" of {', '.join(selection.families)}" if selection.families is not None else ""
-    scored = (f"the {len(rewards)} completed{which} have verifier outcomes {min(rewards):.3f} to {max(rewards):.3f}"
-              if rewards else f"none of them is a scored, completed trajectory{which}")
+    scored = (f"the {len(outcomes)} completed{which} have verifier outcomes {min(outcomes):.3f} to {max(outcomes):.3f}"
+              if outcomes else f"none of them is a scored, completed trajectory{which}")
     present = ", ".join(f"{f} ({n})" for f, n in sorted(families.items()))
     return (f"--from-store {run_dir}: none of its {sum(statuses.values())} trajectories ({held}) passes the filter "
             f"(completed, verifier outcome >= {selection.min_reward}{which}): {scored}; families in the store: {present}")
@@ -187,12 +187,13 @@ def rerenders_exactly(traj: Trajectory, tokenizer: Any) -> bool:
     """Whether rendering the trajectory's opening messages with its chat format and `tokenizer`
     gives the first call's recorded prompt ids (so the ids and the messages agree, and the
     tokenizer is the one that made them)."""
-    try:
-        fmt = get_format(traj.chat_format)
-    except ConfigError:
+    if not traj.calls:
         return False
-    rendered = fmt.render(_prompt_messages(traj), traj.tools, add_generation_prompt=True)
-    return bool(traj.calls) and encode_segments(tokenizer, rendered).ids == traj.calls[0].prompt_ids
+    try:
+        rendered = get_format(traj.chat_format).render(_prompt_messages(traj), traj.tools, add_generation_prompt=True)
+    except (ConfigError, RenderError):  # a format this install lacks, or messages it cannot render
+        return False
+    return encode_segments(tokenizer, rendered).ids == traj.calls[0].prompt_ids
 
 
 def _system_swap(traj: Trajectory, tokenizer: Any, p: float,
@@ -246,6 +247,10 @@ def store_examples(chosen: Sequence[tuple[str, Trajectory]], tokenizer: Any, *, 
     Raises ConfigError when none of them re-renders with `tokenizer`: the store's ids were made
     by another tokenizer (or chat format) than the model being trained, so they mean nothing to it."""
     examples = [e for run_id, traj in chosen for e in trajectory_examples(run_id, traj, tokenizer, drop_p=drop_p, seed=seed)]
+    if not examples:
+        raise ConfigError(f"--from-store: none of the {len(chosen)} passing trajectories has a completion to train on "
+                          "(every one could not be parsed or was cut by the token limit)",
+                          hint="collect more trajectories or lower --min-reward")
     vocab = len(tokenizer)
     if not any(e.source["rerenders_exactly"] for e in examples) or any(max(e.ids) >= vocab for e in examples):
         raise ConfigError(f"--from-store: the stored token ids were not made by this model's tokenizer (none of the "
