@@ -79,6 +79,53 @@ def test_validate_fails_with_exit_code_1_and_says_why(broken_families, name, pro
     assert not row.ok and len(row.problems) >= 3
 
 
+class _HalfCreditEnv(ArithmeticEnv):
+    """Half credit for an answer off by one: a family with partial solutions."""
+
+    def verify(self, trajectory: Trajectory) -> Verdict:
+        verdict = super().verify(trajectory)
+        off_by_one = self._submitted is not None and abs(self._submitted - self.task.answer) == 1
+        return Verdict(outcome=0.5) if off_by_one else verdict
+
+
+def _answers(**offsets: float):
+    def scripts(task):
+        return {name: [[ToolCall(name="submit_answer", arguments={"answer": task.answer + off})]]
+                for name, off in offsets.items()}
+
+    return scripts
+
+
+def test_validate_requires_declared_variants_strictly_between_zero_and_one(monkeypatch):
+    base.list_families()
+    fine = Family(name="half-credit", make_env=_HalfCreditEnv, sample_task=arithmetic_task,
+                  variants=_answers(low=-1, high=1))
+    monkeypatch.setitem(base._FAMILIES, "half-credit", fine)
+    (row,) = validate_families(["half-credit"], per_difficulty=2)
+    assert row.ok and (row.variants, row.variants_between) == (4, 4)
+    result = cli("envs", "validate", "half-credit", "-n", "2")
+    assert result.exit_code == 0 and "4/4" in result.output
+
+    lax = Family(name="all-or-nothing", make_env=_HalfCreditEnv, sample_task=arithmetic_task,
+                 variants=_answers(exact=0, far=7))
+    monkeypatch.setitem(base._FAMILIES, "all-or-nothing", lax)
+    (row,) = validate_families(["all-or-nothing"], per_difficulty=1)
+    assert not row.ok and (row.variants, row.variants_between) == (2, 0)
+    assert [p.split(": ", 1)[1] for p in row.problems] == [
+        "variant exact scored 1, expected strictly between 0 and 1", "variant far scored 0, expected strictly between 0 and 1"]
+
+
+def test_validate_without_a_name_skips_costly_families_and_says_how_to_run_them(monkeypatch):
+    base.list_families()
+    costly = Family(name="costly", make_env=ArithmeticEnv, sample_task=arithmetic_task, validation_cost="needs a GPU")
+    monkeypatch.setitem(base._FAMILIES, "costly", costly)
+    rows = validate_families(None, per_difficulty=1)
+    skipped = [r for r in rows if r.skipped]
+    assert {r.family for r in skipped} >= {"costly", "appdev"} and all(r.ok and r.tasks == 0 for r in skipped)
+    (row,) = validate_families(["costly"], per_difficulty=1)
+    assert row.ok and row.tasks == 1 and not row.skipped
+
+
 def test_validate_unknown_family_is_a_usage_error():
     result = cli("envs", "validate", "no-such-family")
     assert result.exit_code == 2 and "unknown task family" in result.output
