@@ -162,8 +162,8 @@ def test_the_agent_loop_survives_all_noise(family, tokenizer):
         noisy_calls += sum(c.name not in env.config.exempt_tools for round_ in gold for c in round_)
         replay = GoldReplayWithRetries(env, gold, fmt.render_assistant_body)
         engine = ScriptedEngine(tokenizer, [replay] * 60, max_context=32768)  # BFCL long-context items exceed 8k
-        traj = asyncio.run(run_episode(engine, fmt, env, task, sampling=SamplingParams(max_tokens=600), max_turns=60,
-                                       max_total_tokens=32768))
+        sampling = SamplingParams(max_tokens=8192)  # one appdev write_file reply is a few thousand tokens
+        traj = asyncio.run(run_episode(engine, fmt, env, task, sampling=sampling, max_turns=60, max_total_tokens=32768))
         assert traj.status == TrajectoryStatus.COMPLETED and traj.reward == 1.0, (traj.failure, traj.metadata)
         events = traj.metadata["reward_evidence"]["noise"]["events"]
         failures = [e for e in events if e["kind"] == "failure"]

@@ -7,9 +7,12 @@ The difficulty dial picks the kind of app (templates.py):
    reload), an expense tracker with hash-routed views, a notes app with a Python standard-library
    server that keeps the notes.
 
-Within a level the template is `seed % 3`, so any three consecutive seeds cover every template
-(`envs validate -n 3` sees them all); the rest (ids, wording, values) comes from an rng seeded by
-(family, difficulty, seed). A task stores the template's params (`data.params`), the rubric
+Within a level the template is `(seed + seed // 3) % 3`: three consecutive seeds from a multiple
+of 3 cover every template (`envs validate appdev -n 3` at seed 0 sees them all; any five
+consecutive seeds do), and so do the seeds of one residue mod 3, which is what a mixed-difficulty
+set hands each level (`sample_task`: level 1 + seed % 3; generate_tasks cycles levels by index),
+so the level and the template are never locked together. The rest (ids, wording, values) comes
+from an rng seeded by (family, difficulty, seed). A task stores the template's params (`data.params`), the rubric
 (`verifier.rubric`) and the hidden values (`data.hidden`, for tests); the gold app and its broken
 variants are rebuilt from the params on demand (`gold_files`, `broken_variants`).
 """
@@ -40,7 +43,8 @@ def generate_task(seed: int, difficulty: int = 1) -> Task:
     """One AppDev task; the same (seed, difficulty) always gives the same task."""
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"appdev difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
-    name = BY_DIFFICULTY[difficulty][seed % len(BY_DIFFICULTY[difficulty])]
+    names = BY_DIFFICULTY[difficulty]
+    name = names[(seed + seed // 3) % len(names)]
     template = TEMPLATES[name]
     rng = random.Random(f"{FAMILY}:{difficulty}:{seed}")
     for _ in range(MAX_REDRAWS):
