@@ -2,7 +2,7 @@
 (tests/envs/appdev/apps/, independent of the task templates), many of which try to game it.
 
 Each case: an app directory, a rubric, and the verdict a careful human reaches for the gate and
-every item (reasoning in the comment). A handful run in the default suite; the rest are the
+every item (reasoning in the comment). Three run in the default suite (a correct app, a gaming one, a hostile server); the rest are the
 `browser` tier (`make test-browser`, run by CI). Skipped only where Chromium or Playwright is
 missing.
 """
@@ -125,9 +125,9 @@ CASES = [
     # #tip inside a zero-height overflow:hidden wrapper
     ("tip: result clipped away", "tip_clip", TIP, tip(fail=COMPUTE), False),
     # a transparent full-page overlay takes every click; not interactive, so no overlap
-    ("tip: transparent overlay", "tip_overlay", TIP, tip(fail=COMPUTE), True),
+    ("tip: transparent overlay", "tip_overlay", TIP, tip(fail=COMPUTE), False),
     # the handler's error swallowed by try/catch: no error anywhere, no result either
-    ("tip: swallowed error", "tip_swallowed", TIP, tip(fail=COMPUTE), True),
+    ("tip: swallowed error", "tip_swallowed", TIP, tip(fail=COMPUTE), False),
     # the handler is attached only when localStorage remembers a first visit
     ("tip: works on second load only", "tip_second_load", TIP, tip(fail=COMPUTE), False),
     # the result appears after 700 ms: expectations wait for it
@@ -208,8 +208,10 @@ def test_verdicts_match_the_hand_written_ones(app, rubric, expected, tmp_path):
     from forgerl.envs.appdev.executor import verify_app
 
     evidence = tmp_path / "evidence"
+    # 1.5 s per action (the default is 3): every verdict here holds for any timeout above the
+    # slowest legitimate update (tip_slow's 0.7 s); failing expectations wait it out, so it halves the cost
     report = asyncio.run(verify_app(load_app(app, evidence), rubric, evidence_dir=evidence,
-                                    limits=BrowserLimits(wall_s=60)))
+                                    limits=BrowserLimits(wall_s=60, action_timeout_s=1.5)))
     got = {GATE_ID: report.gate.passed, **{v.id: v.passed for v in report.items}}
     reasons = {v.id: v.reason for v in [report.gate, *report.items]}
     assert got == expected, reasons

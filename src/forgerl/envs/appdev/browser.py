@@ -306,6 +306,16 @@ class ChromiumSession:
             self._context, self._page = None, None
 
 
+def _server_note(app: isolation.AppServer, ready: bool, limits: BrowserLimits) -> str:
+    notes = []
+    if not ready:
+        notes.append(f"the app server did not answer on port {isolation.PORT} within {limits.start_timeout_s:g} s "
+                     f"(exit code {app.exited}); its output ends: {app.log(800)!r}")
+    if app.over_quota:
+        notes.append(f"the app server was stopped: {app.over_quota}")
+    return "; ".join(notes)
+
+
 async def _fulfill_blank(route: Any) -> None:
     await route.fulfill(status=200, content_type="text/html", body="<!doctype html><title>reset</title>")
 
@@ -329,11 +339,10 @@ async def open_app(files: dict[str, str], server: ServerSpec | None = None, *, l
     root = isolation.new_root()
     app: isolation.AppServer | None = None
     uid: int | None = None
+    ready_task: asyncio.Task | None = None
     try:
         app = await isolation.start_app(files, server, root, limits)
-        ready = await app.wait_ready(limits.start_timeout_s)
-        if not ready and server.kind == "static":  # the verifier's own server: never the app's fault
-            raise VerifierError(f"the static file server did not start in the app's sandbox: {app.log(800)!r}")
+        ready_task = asyncio.create_task(app.wait_ready(limits.start_timeout_s))  # while Chromium starts
         wrapper, uid = isolation.browser_wrapper(root, chrome, app.bridge, limits)
         watch = isolation.MemoryWatch(root / "browser.pid", limits.memory_mb)
         async with async_playwright() as pw:
@@ -347,11 +356,11 @@ async def open_app(files: dict[str, str], server: ServerSpec | None = None, *, l
                 raise VerifierError(f"Chromium did not start in its sandbox: {_short(exc)}") from exc
             watcher = asyncio.create_task(watch.run())
             session = ChromiumSession(browser, f"http://127.0.0.1:{isolation.PORT}", limits, evidence_dir, watch)
-            if not ready:
-                session.server_note = lambda: (f"the app server did not answer on port {isolation.PORT} within "
-                                               f"{limits.start_timeout_s:g} s (exit code {app.exited}); its output ends: "
-                                               f"{app.log(800)!r}")
             try:
+                ready = await ready_task
+                if not ready and server.kind == "static":  # the verifier's own server: never the app's fault
+                    raise VerifierError(f"the static file server did not start in the app's sandbox: {app.log(800)!r}")
+                session.server_note = lambda: _server_note(app, ready, limits)
                 yield session
             finally:
                 watcher.cancel()
@@ -361,6 +370,10 @@ async def open_app(files: dict[str, str], server: ServerSpec | None = None, *, l
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(browser.close(), 10)
     finally:
+        if ready_task is not None and not ready_task.done():
+            ready_task.cancel()
+            with contextlib.suppress(BaseException):
+                await ready_task
         if app is not None:
             await app.close()
         await asyncio.to_thread(isolation.sweep_uid, uid)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from forgerl.envs.appdev import relay
 from forgerl.envs.appdev.rubric import ServerSpec
-from forgerl.envs.sandbox import Limits, backend_works, create_sandbox
+from forgerl.envs.sandbox import Limits, backend_works, create_sandbox, quota
 from forgerl.envs.sandbox.base import Sandbox, new_sandbox_uid, remove_tree, sandbox_env
 from forgerl.envs.sandbox.bwrap import BwrapBackend, bwrap_path, system_mounts
 from forgerl.envs.sandbox.process import kill_uid
@@ -117,6 +117,8 @@ class AppServer:
     bridge: Path
     proc: asyncio.subprocess.Process
     log_path: Path
+    quota_task: asyncio.Task | None = None
+    over_quota: str = ""
 
     def log(self, max_chars: int = 2000) -> str:
         try:
@@ -148,7 +150,20 @@ class AppServer:
         except OSError:
             return False
 
+    async def police_quota(self, limits: Limits) -> None:
+        """Kill the server once its workspace grows past the sandbox's disk quota (a server
+        writing files without end would fill the host's disk)."""
+        start = await asyncio.to_thread(quota.measure, self.sandbox.workspace)
+        usage = await quota.watch(self.sandbox.workspace, limits, start)
+        self.over_quota = quota.quota_message(usage, limits, killed=True)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
     async def close(self) -> None:
+        if self.quota_task is not None:
+            self.quota_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.quota_task
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
@@ -160,7 +175,7 @@ class AppServer:
 async def start_app(files: dict[str, str], server: ServerSpec, root: Path, limits: BrowserLimits) -> AppServer:
     """Write `files` into a fresh bwrap sandbox and start its server behind the app-side relay."""
     sandbox_limits = Limits(wall_s=limits.wall_s, cpu_s=limits.wall_s, memory_mb=limits.app_memory_mb,
-                            max_procs=limits.app_max_procs)
+                            max_procs=limits.app_max_procs, max_file_mb=16, max_workspace_mb=128)
     try:
         sandbox = create_sandbox(files, limits=sandbox_limits, backend="bwrap")
     except Exception as exc:
@@ -181,7 +196,9 @@ async def start_app(files: dict[str, str], server: ServerSpec, root: Path, limit
     except BaseException:
         await sandbox.close()
         raise
-    return AppServer(sandbox, bridge, proc, log_path)
+    app = AppServer(sandbox, bridge, proc, log_path)
+    app.quota_task = asyncio.create_task(app.police_quota(sandbox_limits))
+    return app
 
 
 def browser_wrapper(root: Path, chrome: str, bridge: Path, limits: BrowserLimits) -> tuple[Path, int | None]:
