@@ -185,6 +185,12 @@ CASES = [
     ("python: HTTP 500", "py_500", SUM, {GATE_ID: False, "sum": False, "sum_negative": False, "on_screen": False}, False),
     ("python: slow start", "py_slow_start", SUM, {GATE_ID: True, "sum": True, "sum_negative": True, "on_screen": True},
      False),
+    # writes 1 MB files without end before serving: stopped at the workspace quota, never serves
+    ("python: fills the disk", "py_disk_fill", SUM, {GATE_ID: False, "sum": False, "sum_negative": False,
+                                                     "on_screen": False}, False),
+    # allocates without end before serving: MemoryError at the address-space limit, never serves
+    ("python: exhausts memory", "py_memory", SUM, {GATE_ID: False, "sum": False, "sum_negative": False,
+                                                   "on_screen": False}, False),
     ("python: hostile server", "py_snoop", SNOOP, {GATE_ID: True, "isolated": True, "hidden_sum": False}, True),
 ]
 
@@ -215,6 +221,10 @@ def test_verdicts_match_the_hand_written_ones(app, rubric, expected, tmp_path):
     got = {GATE_ID: report.gate.passed, **{v.id: v.passed for v in report.items}}
     reasons = {v.id: v.reason for v in [report.gate, *report.items]}
     assert got == expected, reasons
+    if app == "py_disk_fill":
+        assert "disk quota" in report.gate.reason, report.gate.reason
+    if app == "py_memory":
+        assert "MemoryError" in report.gate.reason, report.gate.reason
     passed = [v for v in report.items if v.passed]
     assert report.outcome == (len(passed) / len(report.items) if report.gate.passed else 0.0)
     for verdict in [report.gate, *report.items]:
