@@ -182,8 +182,10 @@ class ChromiumSession:
             return
         try:
             await asyncio.wait_for(self._page.evaluate("1"), 1.0)
-        except Exception:  # noqa: BLE001
+        except TimeoutError:
             self._crashed = "the page stopped responding (a script that never yields?)"
+        except Exception:  # noqa: BLE001 — navigating, closed: not hung
+            pass
 
     async def click(self, selector: str) -> None:
         await self._act("click", selector, lambda loc: loc.click())
