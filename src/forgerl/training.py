@@ -1,7 +1,8 @@
 """The training entry points: `run_training` (what `forgerl train` and `forgerl.train()` run) and
 `run_async_training` (an explicit scheduler). Both are the one loop of train/loop.py fed by the
 scheduler source (rollout/source.py); the config's `[rollout] mode` picks the scheduler's mode
-(sync, fifo, windowed, greedy) and its `[reward_model]` becomes the source's reward transform.
+(sync, fifo, windowed, greedy), its `[reward_model]` becomes the source's reward transform, and its
+`[verifier]` becomes this process's app verifier (the appdev family's judge).
 
 Why a module of its own above train/, rollout/ and review/: it wires the three together, so none
 of them has to import another upward (the package graph stays acyclic: tests/test_architecture.py).
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from forgerl.envs.appdev.verifier_config import set_app_verifier
 from forgerl.review.train_hook import reward_model_transform_for
+from forgerl.rollout.appdev_verifier import open_app_verifier
 from forgerl.rollout.scheduler import SchedulerConfig
 from forgerl.rollout.source import SchedulerSource
 from forgerl.train.config import TrainConfig
@@ -27,6 +30,7 @@ def default_source(config: TrainConfig, scheduler: SchedulerConfig | None = None
     no run behind, and train/ never imports the review package."""
 
     transform = reward_model_transform_for(config.reward_model)
+    set_app_verifier(open_app_verifier(config.verifier) if config.verifier.kind == "model" else None)
     return SchedulerSource(scheduler, reward_transform=None if transform is None else lambda _run: transform)
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from forgerl.cores import CorePlan, CoresConfig  # pydantic only
+from forgerl.envs.appdev.verifier_config import AppDevVerifierConfig  # pydantic only
 from forgerl.errors import ConfigError
 from forgerl.perturb.spec import PerturbSpec  # pydantic only
 from forgerl.rollout.scheduler import RolloutConfig  # pydantic only
@@ -422,6 +423,10 @@ class TrainConfig(_Config):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     """Synchronous or asynchronous (windowed-FIFO) rollout collection; `[rollout] mode = "windowed"`.
     The batch size is `groups_per_step` (a ticket is one group)."""
+    verifier: AppDevVerifierConfig = Field(default_factory=AppDevVerifierConfig)
+    """Who judges families whose verifier is an agent (appdev): the deterministic rubric executor
+    (`kind = "executor"`, the default, offline) or a model driving the browser tools through the
+    agent loop (`kind = "model"`, `[verifier.model]` its engine; docs/appdev.md)."""
     reward_model: RewardModelSpec = Field(default_factory=RewardModelSpec)
     """An expert-label reward model as a reward component of training rollouts (M2_NOTES §5,
     "experts as reward models"); off by default. Held-out evaluation keeps the verifier's reward."""
