@@ -3,8 +3,9 @@ scores 1.0, submitting nothing scores 0, and each seeded broken variant (a JS er
 a missing feature, a layout that overflows a phone) scores strictly between 0 and 1.
 
 The default suite plays one template (the tip calculator: gold, the no-ops and all three broken
-variants); the `browser` tier (`make test-browser`, run by CI) runs `forgerl envs validate appdev`
-over every template at every difficulty. Skipped only where Chromium or Playwright is missing."""
+variants); the `browser` tier (`make test-browser`, run by CI) runs what `forgerl envs validate
+appdev -n 3` runs, every template at every difficulty, one test per difficulty. Skipped only where
+Chromium or Playwright is missing."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from forgerl.cli.envs import _validate_level
-from forgerl.envs.appdev import TEMPLATES, generate_task
+from forgerl.envs.appdev import DIFFICULTIES, generate_task
+from forgerl.envs.appdev.templates import BY_DIFFICULTY
 
 CHROMIUM = os.environ.get("FORGERL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None or importlib.util.find_spec("playwright") is None,
@@ -32,10 +34,29 @@ def test_one_template_gold_one_no_op_zero_broken_variants_between():
 
 
 @pytest.mark.browser
-def test_envs_validate_appdev_every_template_and_difficulty():
+@pytest.mark.parametrize("difficulty", DIFFICULTIES)
+def test_envs_validate_appdev_every_template(difficulty):
+    """What `forgerl envs validate appdev -n 3` checks, one difficulty per test (each well inside
+    the per-test timeout): three tasks, one per template of the level."""
+    assert {generate_task(s, difficulty).data["template"] for s in range(3)} == set(BY_DIFFICULTY[difficulty])
+    row = asyncio.run(_validate_level("appdev", difficulty, 3, 0))
+    assert row.problems == [] and row.ok
+    assert (row.tasks, row.gold_passed, row.noop_zero, row.variants, row.variants_between) == (3, 3, 3, 9, 9)
+
+
+def test_validate_names_appdev_on_the_command_line(monkeypatch):
+    """The command runs appdev when named (here with its rows stubbed: the browser runs above)."""
+    import forgerl.cli.envs as envs_cli
+    from forgerl.cli.envs import ValidationRow
     from forgerl.cli.main import app
 
+    seen = []
+
+    async def level(family, difficulty, n, seed):
+        seen.append((family, difficulty, n))
+        return ValidationRow(family=family, difficulty=difficulty, tasks=n, gold_passed=n, noop_zero=n, variants=3 * n,
+                             variants_between=3 * n)
+
+    monkeypatch.setattr(envs_cli, "_validate_level", level)
     result = CliRunner().invoke(app, ["envs", "validate", "appdev", "-n", "3"])
-    assert result.exit_code == 0, result.output
-    assert result.output.count("yes") == 3 and "9/9" in result.output and "NO" not in result.output
-    assert len(TEMPLATES) == 9  # -n 3 per difficulty covers every template (seed % 3 picks it)
+    assert result.exit_code == 0 and "9/9" in result.output and seen == [("appdev", d, 3) for d in DIFFICULTIES]
