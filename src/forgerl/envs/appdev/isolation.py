@@ -2,16 +2,18 @@
 
     host (trusted)                 browser sandbox (uid B, own PID+net ns)   app sandbox (uid A)
     Playwright driver ──CDP pipe── chromium ── 127.0.0.1:8000 ── relay ┐
-                                                                       /bridge/app.sock
-                                                        relay ── 127.0.0.1:8000 ── app server ┘
+                                                    /bridge/app.sock (host-made)
+                                       (listening fd) relay ── 127.0.0.1:8000 ── app server ┘
 
-- Playwright stays on the host and launches `wrapper.sh` as Chromium's executable: the script
+- Playwright stays on the host and launches `chromium.sh` as Chromium's executable: the script
   execs bwrap, which execs Chromium, so the `--remote-debugging-pipe` fds 3/4 pass straight through.
 - The app (agent-written, hostile) runs in a second sandbox with another throw-away uid and PID
   namespace: it cannot see Chromium's or the driver's processes, cannot open their /proc/PID/fd,
   cannot signal them, and cannot see the evidence directory (it is bound nowhere).
 - Both sandboxes have `--unshare-net`: each sees only its own loopback; the relays (relay.py)
-  carry HTTP between them through one unix socket in a directory bound into both.
+  carry HTTP between them through one unix socket the host creates: the app's sandbox inherits
+  its listening descriptor, the browser's sandbox connects to it through a read-only bind. The
+  app can write nowhere but its own workspace (whose disk quota is policed) and its capped /tmp.
 - Limits: the app server gets the sandbox's rlimits (address space, processes, CPU); Chromium
   reserves terabytes of address space, so instead `MemoryWatch` sums the proportional set size
   (PSS: shared pages counted once) of the browser sandbox's processes and kills the largest
@@ -27,6 +29,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -100,12 +103,6 @@ def _drop_to(uid: int | None) -> list[str]:
     if uid is None:
         return []
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
-
-
-def _with_bridge(argv: list[str], bridge: Path) -> list[str]:
-    """Bind the bridge directory into a bwrap command line built by the sandbox backend."""
-    cut = argv.index("--")
-    return [*argv[:cut], "--bind", str(bridge), "/bridge", *argv[cut:]]
 
 
 @dataclass
@@ -182,17 +179,19 @@ async def start_app(files: dict[str, str], server: ServerSpec, root: Path, limit
         raise VerifierError(f"could not create the app's sandbox: {exc}") from exc
     try:
         bridge = root / "bridge"
-        bridge.mkdir(mode=0o711)
-        if sandbox.uid is not None:
-            os.chown(bridge, sandbox.uid, sandbox.uid)
-        backend = BwrapBackend(sandbox.base, sandbox.workspace, sandbox.uid, sandbox.sandbox_id)
-        argv = ["python3", "-c", _RELAY_CODE, "app", server.kind, str(PORT), server.script]
-        spawn = backend.spawn(argv, ".", sandbox_limits)
-        log_path = root / "app.log"
-        with open(log_path, "wb") as log_fh:
-            proc = await asyncio.create_subprocess_exec(
-                *_with_bridge(spawn.argv, bridge), env=spawn.env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_fh, stderr=log_fh, start_new_session=True)
+        bridge.mkdir(mode=0o711)  # the host's: neither sandbox may write here
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(str(bridge / "app.sock"))
+            os.chmod(bridge / "app.sock", 0o666)  # the browser's sandbox connects as its own uid
+            listener.listen(64)
+            backend = BwrapBackend(sandbox.base, sandbox.workspace, sandbox.uid, sandbox.sandbox_id)
+            argv = ["python3", "-c", _RELAY_CODE, "app", server.kind, str(PORT), server.script, str(listener.fileno())]
+            spawn = backend.spawn(argv, ".", sandbox_limits)
+            log_path = root / "app.log"
+            with open(log_path, "wb") as log_fh:
+                proc = await asyncio.create_subprocess_exec(
+                    *spawn.argv, env=spawn.env, stdin=asyncio.subprocess.DEVNULL, stdout=log_fh, stderr=log_fh,
+                    start_new_session=True, pass_fds=(listener.fileno(),))
     except BaseException:
         await sandbox.close()
         raise

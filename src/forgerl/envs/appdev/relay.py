@@ -1,16 +1,17 @@
 """The two ends of the loopback bridge between the browser's sandbox and the app's sandbox.
 
 Each sandbox has a network namespace with only its own loopback, so Chromium cannot reach the
-app's port and neither can reach the host. A directory holding one unix socket is bound into both
-(`/bridge`): in the app's sandbox `serve_app` listens on `/bridge/app.sock` and forwards every
-connection to the app's `127.0.0.1:PORT`; in the browser's sandbox `serve_browser` listens on
-`127.0.0.1:PORT` and forwards every connection to `/bridge/app.sock`. The page thus sees an
-ordinary `http://127.0.0.1:PORT` origin and nothing else.
+app's port and neither can reach the host. The host (trusted) creates one listening unix socket,
+`<root>/bridge/app.sock`, in a directory only it may write, and hands the listening descriptor
+to the app's sandbox at its start: there `serve_app` accepts on it and forwards every connection
+to the app's `127.0.0.1:PORT`. The directory is bound read-only into the browser's sandbox
+(`/bridge`), where `serve_browser` listens on `127.0.0.1:PORT` and forwards every connection to
+`/bridge/app.sock`. The page thus sees an ordinary `http://127.0.0.1:PORT` origin and nothing
+else, and the app never has a writable path outside its own workspace.
 
-This file runs INSIDE the sandboxes as `python3 relay.py ...` (standard library only, never
-imported by forgerl). The socket file lives where the app's uid can write, so whoever connects to
-it opens it with O_PATH|O_NOFOLLOW and checks that it is a socket: a symlink planted by the app
-cannot redirect a connection elsewhere.
+This file runs INSIDE the sandboxes as `python3 -c <this file> ...` (standard library only; the
+host imports it only for `connect_unix`). Connections open the socket with O_PATH|O_NOFOLLOW and
+check it is a socket, so nothing at that path can redirect them elsewhere.
 """
 
 from __future__ import annotations
@@ -84,13 +85,10 @@ def serve_browser(port: int, ready: str) -> None:
     _accept_forever(listener, lambda: connect_unix(SOCKET))
 
 
-def serve_app(kind: str, port: int, script: str) -> int:
-    """App side: /bridge/app.sock -> 127.0.0.1:port, then run the app server (the verifier's
-    static file server over the workspace, or the app's own `python3 <script> <port>`)."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(SOCKET)
-    os.chmod(SOCKET, 0o666)  # the browser's sandbox runs as another uid
-    listener.listen(64)
+def serve_app(kind: str, port: int, script: str, listen_fd: int) -> int:
+    """App side: the inherited listening socket -> 127.0.0.1:port, then run the app server (the
+    verifier's static file server over the workspace, or the app's own `python3 <script> <port>`)."""
+    listener = socket.socket(fileno=listen_fd)
     tcp = lambda: socket.create_connection(("127.0.0.1", port), timeout=10)  # noqa: E731
     threading.Thread(target=_accept_forever, args=(listener, tcp), daemon=True).start()
     if kind == "static":
@@ -110,4 +108,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "browser":
         serve_browser(int(sys.argv[2]), sys.argv[3])
     else:
-        sys.exit(serve_app(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+        sys.exit(serve_app(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])))
