@@ -24,6 +24,7 @@ import re
 
 from forgerl.envs.appdev.rubric import Rubric
 from forgerl.envs.appdev.templates import BY_DIFFICULTY, TEMPLATES, VARIANTS, Template
+from forgerl.envs.appdev.templates.common import CLOSINGS
 from forgerl.envs.base import Task
 from forgerl.errors import ConfigError
 
@@ -48,7 +49,7 @@ def generate_task(seed: int, difficulty: int = 1) -> Task:
     template = TEMPLATES[name]
     rng = random.Random(f"{FAMILY}:{difficulty}:{seed}")
     for _ in range(MAX_REDRAWS):
-        params = template.draw(rng)
+        params = template.draw(rng) | {"closing": rng.randrange(len(CLOSINGS))}
         prompt, hidden = template.request(params), template.hidden(params)
         if not any(appears_in(v, prompt) for v in hidden):
             break

@@ -161,11 +161,26 @@ def pick_ids(rng: random.Random, pools: dict[str, tuple[str, ...]]) -> dict[str,
     return {role: rng.choice(pool) for role, pool in pools.items()}
 
 
-STATIC_CLOSING = ("Build it as plain HTML, CSS and JavaScript with index.html as the entry page (other files "
-                  "next to it are fine). Nothing may be loaded from the network: no CDNs or external libraries. "
-                  "It must work on a phone (375 px wide) without horizontal scrolling, with readable text "
-                  "contrast and no overlapping controls.")
-INTROS = ("I need {what}.", "Please build {what}.", "Could you make {what}?", "Build me {what}.")
+CLOSINGS = (
+    "Build it as plain HTML, CSS and JavaScript with index.html as the entry page (other files next to it are "
+    "fine). Nothing may be loaded from the network: no CDNs or external libraries. It must work on a phone "
+    "(375 px wide) without horizontal scrolling, with readable text contrast and no overlapping controls.",
+    "Use plain HTML, CSS and JavaScript only, starting from index.html (you may add more files beside it), and "
+    "nothing from the network (no CDNs, no libraries). On a phone screen 375 px wide it must fit without "
+    "sideways scrolling; keep the text readable against its background and the controls from overlapping.",
+    "Keep it to plain HTML/CSS/JS with index.html as the page that opens; it has to work offline, so no external "
+    "scripts, fonts or libraries. It should look right on a 375 px wide phone: no horizontal scrolling, text "
+    "with good contrast, controls that do not overlap.",
+)
+"""How a static request ends (`closing(params)` picks one per task): the stack and the visual bar."""
+
+
+def closing(params: dict[str, Any]) -> str:
+    return CLOSINGS[params.get("closing", 0) % len(CLOSINGS)]
+
+
+INTROS = ("I need {what}.", "Please build {what}.", "Could you make {what}?", "Build me {what}.",
+          "I would like {what}.", "Can you put together {what}?")
 
 
 # --- the template protocol ----------------------------------------------------------------------

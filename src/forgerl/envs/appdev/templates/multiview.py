@@ -11,10 +11,10 @@ from forgerl.envs.appdev.templates.common import (
     BASE_CSS,
     INTROS,
     OVERFLOW_CSS,
-    STATIC_CLOSING,
     UNDEFINED_CALLS,
     apply_variant,
     click,
+    closing,
     decimal_text,
     fill,
     flow,
@@ -68,7 +68,7 @@ def expense_request(p: dict[str, Any]) -> str:
             f"an element with class `name` and the amount (two decimals) in an element with class `amount`. The "
             f"summary view shows the sum of all amounts with two decimals in `#{i['total']}` and the number of "
             f"expenses in `#{i['count']}`. Expenses are kept in localStorage, so they survive a reload. "
-            f"{STATIC_CLOSING}")
+            f"{closing(p)}")
 
 
 def _add_expenses(i: dict[str, str], batch: list[list[Any]]) -> list[Step]:

@@ -12,10 +12,10 @@ from forgerl.envs.appdev.templates.common import (
     BASE_CSS,
     INTROS,
     OVERFLOW_CSS,
-    STATIC_CLOSING,
     UNDEFINED_CALLS,
     apply_variant,
     click,
+    closing,
     decimal_text,
     fill,
     flow,
@@ -63,7 +63,7 @@ def todo_request(p: dict[str, Any]) -> str:
     if p["persist"]:
         text += (f" A button `{i['clear']}` removes every done todo. The todos and their done state are kept "
                  "in localStorage, so reloading the page shows the same list.")
-    return f"{text} {STATIC_CLOSING}"
+    return f"{text} {closing(p)}"
 
 
 def _add(i: dict[str, str], texts: list[str]) -> list[Step]:
@@ -253,7 +253,7 @@ def form_request(p: dict[str, Any]) -> str:
             f"a whole number from {p['min_age']} to 120 gives `{_age_msg(p)}`. Error elements of valid fields are "
             f"empty or hidden. When every field is valid, show `{pre}<name>{post}` (with the trimmed name) in "
             f"`#{i['success']}`, which is otherwise empty or hidden. The page must not reload on submit. "
-            f"{STATIC_CLOSING}")
+            f"{closing(p)}")
 
 
 def form_rubric(p: dict[str, Any]) -> Rubric:
@@ -385,7 +385,7 @@ def table_request(p: dict[str, Any]) -> str:
             "the rows by that column ascending; clicking the same button again flips to descending (and back); "
             "clicking another column's button sorts by that column ascending. A text input "
             f"`{i['search']}` shows only the rows whose name contains the typed text, ignoring case, updating as "
-            f"you type (rows that do not match are not displayed). {STATIC_CLOSING}")
+            f"you type (rows that do not match are not displayed). {closing(p)}")
 
 
 def table_rubric(p: dict[str, Any]) -> Rubric:

@@ -11,11 +11,11 @@ from forgerl.envs.appdev.templates.common import (
     BASE_CSS,
     INTROS,
     OVERFLOW_CSS,
-    STATIC_CLOSING,
     UNDEFINED_CALLS,
     apply_variant,
     clear_of_ties,
     click,
+    closing,
     decimal_text,
     fill,
     flow,
@@ -75,7 +75,7 @@ def tip_request(p: dict[str, Any]) -> str:
             f"people sharing the bill (id `{i['people']}`). When the button with id `{i['calc']}` is clicked, show "
             f"the tip in the element `#{i['tip']}`, the bill plus the tip in `#{i['total']}`, and that total divided "
             f"by the number of people in `#{i['each']}`. Show each result as a plain number with exactly two "
-            f"decimals (no currency sign), rounded to the nearest cent. {STATIC_CLOSING}")
+            f"decimals (no currency sign), rounded to the nearest cent. {closing(p)}")
 
 
 def _tip_recalc(p: dict[str, Any]) -> tuple[int, int, int, int]:
@@ -214,7 +214,7 @@ def convert_request(p: dict[str, Any]) -> str:
             f"({a} to {b}) and value `{bwd}` ({b} to {a}). When the button `{i['convert']}` is clicked, show the "
             f"converted value in `#{i['result']}` as the number with exactly two decimals (rounded), a space, and "
             f"the target unit's symbol ({b} or {a}). {rule} If the input is empty or not a number, show exactly "
-            f"`{p['message']}` in `#{i['result']}` instead. {STATIC_CLOSING}")
+            f"`{p['message']}` in `#{i['result']}` instead. {closing(p)}")
 
 
 def _converted(p: dict[str, Any], forward: bool, tenths: int) -> str:
@@ -306,7 +306,7 @@ def counter_request(p: dict[str, Any]) -> str:
             f"value as digits only, starting at 0. A number input `{i['step']}` holds the step size (it starts at "
             f"1). The button `{i['inc']}` adds the step to the value and the button `{i['dec']}` subtracts it, but "
             f"the value never goes below zero: it stops at 0. The button `{i['reset']}` sets the value back to 0. "
-            f"{STATIC_CLOSING}")
+            f"{closing(p)}")
 
 
 def counter_rubric(p: dict[str, Any]) -> Rubric:
