@@ -11,8 +11,9 @@ of them has to import another upward (the package graph stays acyclic: tests/tes
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-from forgerl.envs.appdev.verifier_config import set_app_verifier
+from forgerl.envs.appdev.verifier_config import set_app_verifier, set_evidence_root
 from forgerl.review.train_hook import reward_model_transform_for
 from forgerl.rollout.appdev_verifier import open_app_verifier
 from forgerl.rollout.scheduler import SchedulerConfig
@@ -22,6 +23,8 @@ from forgerl.train.interrupt import StopControl
 from forgerl.train.loop import TrainResult, train
 
 OnStep = Callable[[int, dict[str, float]], None]
+APP_EVIDENCE_DIR = "appdev-evidence"
+"""Where a run with `[verifier] keep_evidence` keeps its appdev screenshots, inside the run directory."""
 
 
 def default_source(config: TrainConfig, scheduler: SchedulerConfig | None = None) -> SchedulerSource:
@@ -31,6 +34,7 @@ def default_source(config: TrainConfig, scheduler: SchedulerConfig | None = None
 
     transform = reward_model_transform_for(config.reward_model)
     set_app_verifier(open_app_verifier(config.verifier) if config.verifier.kind == "model" else None)
+    set_evidence_root(Path(config.run_dir).resolve() / APP_EVIDENCE_DIR if config.verifier.keep_evidence else None)
     return SchedulerSource(scheduler, reward_transform=None if transform is None else lambda _run: transform)
 
 

@@ -34,3 +34,20 @@ def test_default_is_the_rubric_executor_and_resets_a_previous_choice():
 def test_model_kind_without_its_engine_is_a_config_error_naming_the_table():
     with pytest.raises(ValueError, match="verifier.model: missing"):
         TrainConfig.model_validate({"env": "appdev", "verifier": {"kind": "model"}})
+
+
+def test_keep_evidence_puts_screenshots_under_the_run_directory(tmp_path, monkeypatch):
+    from forgerl.envs.appdev import AppDevEnv
+    from forgerl.envs.appdev.env import EVIDENCE_ENV
+    from forgerl.envs.appdev.verifier_config import evidence_root, set_evidence_root
+
+    monkeypatch.delenv(EVIDENCE_ENV, raising=False)
+    try:
+        default_source(TrainConfig.model_validate({"env": "appdev", "run_dir": str(tmp_path / "run"),
+                                                   "verifier": {"keep_evidence": True}}))
+        assert evidence_root() == tmp_path / "run" / "appdev-evidence"
+        assert AppDevEnv()._evidence_root == tmp_path / "run" / "appdev-evidence"
+        default_source(TrainConfig.model_validate({"env": "appdev", "run_dir": str(tmp_path / "run")}))
+        assert evidence_root() is None and AppDevEnv()._evidence_root is None
+    finally:
+        set_evidence_root(None)

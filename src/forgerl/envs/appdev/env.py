@@ -13,7 +13,8 @@ rubric executor (executor.py `verify_app`) unless a run chose a model verifier
 
 Evidence files (screenshots) are written under an evidence directory per episode. By default it
 is a temporary directory removed at `close()`; with `evidence_root` (or the environment variable
-FORGERL_APPDEV_EVIDENCE naming a directory) each episode writes into its own subdirectory there
+FORGERL_APPDEV_EVIDENCE naming a directory, or a run's `[verifier] keep_evidence`:
+verifier_config.set_evidence_root) each episode writes into its own subdirectory there
 and keeps it, so the review app can show the screenshots (evidence["evidence_dir"] says where).
 
 Infrastructure failures at `submit` (the browser or the sandbox failing) raise VerifierError out
@@ -34,6 +35,7 @@ import forgerl
 from forgerl.envs.appdev.generator import FAMILY, gold_files, task_rubric
 from forgerl.envs.appdev.rubric import GATE_ID, AppReport, ItemVerdict, Rubric
 from forgerl.envs.appdev.verifier_config import AppVerifier, app_verifier_override
+from forgerl.envs.appdev.verifier_config import evidence_root as run_evidence_root
 from forgerl.envs.base import Environment, Task, Verdict
 from forgerl.envs.sandbox import BACKENDS, Limits, Sandbox, available_backend, create_sandbox, remove_tree
 from forgerl.errors import SandboxError, ToolError, VerifierError
@@ -147,7 +149,7 @@ class AppDevEnv(Environment):
         self.seed = seed
         self.task: Task | None = None
         self._verifier = verifier
-        root = evidence_root if evidence_root is not None else os.environ.get(EVIDENCE_ENV) or None
+        root = evidence_root if evidence_root is not None else os.environ.get(EVIDENCE_ENV) or run_evidence_root()
         self._evidence_root = Path(root) if root else None
         self._limits = limits or Limits(wall_s=SHELL_WALL_S, cpu_s=SHELL_WALL_S, memory_mb=1024,
                                         max_workspace_mb=64, max_workspace_files=2000)

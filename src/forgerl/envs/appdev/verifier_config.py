@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from forgerl.envs.appdev.rubric import AppReport, Rubric
 
 __all__ = ["AppDevVerifierConfig", "AppVerifier", "VerifierModelConfig", "VisionJudgeConfig", "app_verifier_override",
-           "set_app_verifier"]
+           "evidence_root", "set_app_verifier", "set_evidence_root"]
 
 
 class _Config(BaseModel):
@@ -92,6 +92,10 @@ class AppDevVerifierConfig(_Config):
     """The whole model verification; past it the verification is a VerifierError (a slow verifier
     model is not the app's fault), never a zero."""
     vision_judge: VisionJudgeConfig | None = None
+    keep_evidence: bool = False
+    """Keep every verification's screenshots under the run directory (`appdev-evidence/`), so the
+    review app shows them inline; off by default (about 0.2 MB per episode). The per-item verdicts
+    (actions, DOM excerpts, console lines) are on the trajectory either way."""
 
     @model_validator(mode="after")
     def _model_for_model(self) -> AppDevVerifierConfig:
@@ -112,6 +116,7 @@ class AppVerifier(Protocol):
 
 
 _OVERRIDE: list[AppVerifier | None] = [None]
+_EVIDENCE_ROOT: list[Path | None] = [None]
 
 
 def set_app_verifier(verifier: AppVerifier | None) -> None:
@@ -123,3 +128,14 @@ def set_app_verifier(verifier: AppVerifier | None) -> None:
 def app_verifier_override() -> AppVerifier | None:
     """The verifier `set_app_verifier` chose, or None for the default rubric executor."""
     return _OVERRIDE[0]
+
+
+def set_evidence_root(root: Path | str | None) -> None:
+    """Keep the screenshots of every appdev episode this process makes from now on under `root`
+    (None: temporary, removed when the episode closes). The run wires `[verifier] keep_evidence`."""
+    _EVIDENCE_ROOT[0] = None if root is None else Path(root)
+
+
+def evidence_root() -> Path | None:
+    """The directory `set_evidence_root` chose, or None."""
+    return _EVIDENCE_ROOT[0]
