@@ -35,7 +35,8 @@ from forgerl.agent.loop import run_episode
 from forgerl.chat import get_format
 from forgerl.chat.base import ChatFormat
 from forgerl.engine.base import Engine, SamplingParams
-from forgerl.envs.appdev.model_verifier import AppVerifierEnv, ObservationLimits, not_checked, run_gate, verifier_task
+from forgerl.envs.appdev.executor import run_gate
+from forgerl.envs.appdev.model_verifier import AppVerifierEnv, ObservationLimits, not_checked, verifier_task
 from forgerl.envs.appdev.rubric import AppReport, Rubric, ServerSpec
 from forgerl.envs.appdev.session import BrowserSession
 from forgerl.envs.appdev.verifier_config import (

@@ -323,7 +323,7 @@ def test_an_engine_failure_is_a_verifier_error_not_a_zero(tokenizer):
 
 @pytest.mark.parametrize(("session", "reason"), [
     (FakeSession(status=500), "/ answered HTTP 500, not 200"),
-    (FakeSession(load_errors=("error: Uncaught TypeError: x is undefined",)), "console error while loading: error: Unc"),
+    (FakeSession(load_errors=("error: Uncaught TypeError: x is undefined",)), "console error while loading: Uncaught TypeError"),
 ])
 def test_a_failed_gate_scores_zero_without_asking_the_model(tokenizer, session, reason):
     report, traj, engine = run([], session, tokenizer=tokenizer)

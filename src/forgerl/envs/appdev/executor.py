@@ -24,7 +24,7 @@ from forgerl.envs.appdev.isolation import BrowserLimits
 from forgerl.envs.appdev.rubric import DESKTOP, GATE_ID, AppReport, ItemVerdict, Rubric, RubricItem, Step
 from forgerl.envs.appdev.session import ActionFailed, BrowserSession
 
-__all__ = ["run_rubric", "verify_app"]
+__all__ = ["run_gate", "run_rubric", "verify_app"]
 
 _POLL_S = 0.1
 _DOM_CHARS = 2000
@@ -48,7 +48,7 @@ async def verify_app(files: dict[str, str], rubric: Rubric, *, evidence_dir: Pat
 async def run_rubric(session: BrowserSession, rubric: Rubric, limits: BrowserLimits,
                      deadline: float) -> tuple[ItemVerdict, list[ItemVerdict]]:
     """The gate, then every item while time is left (items not reached fail with that reason)."""
-    gate = await _bounded(_gate(session, rubric), _gate_failed, deadline)
+    gate = await _bounded(run_gate(session, rubric), _gate_failed, deadline)
     verdicts = []
     for item in rubric.items:
         if not gate.passed:
@@ -78,7 +78,10 @@ def _gate_failed(reason: str) -> ItemVerdict:
     return ItemVerdict(id=GATE_ID, layer="execution", passed=False, reason=reason)
 
 
-async def _gate(session: BrowserSession, rubric: Rubric) -> ItemVerdict:
+async def run_gate(session: BrowserSession, rubric: Rubric) -> ItemVerdict:
+    """The built-in execution gate (rubric.py), the same for the executor and a model verifier
+    (which runs it before the model sees the app): the entry page answers HTTP 200 and loads with
+    no uncaught error and no console error."""
     entry = rubric.server.entry
     actions = [f"open {entry}"]
     try:

@@ -53,7 +53,6 @@ from typing import Any, ClassVar
 
 from forgerl.envs.appdev.rubric import (
     DESKTOP,
-    GATE_ID,
     PHONE,
     VISUAL_CHECKS,
     ItemVerdict,
@@ -67,8 +66,7 @@ from forgerl.envs.rewards import Verdict
 from forgerl.errors import ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
-__all__ = ["NO_VERDICT", "SYSTEM_PROMPT", "AppVerifierEnv", "ObservationLimits", "gate_verdict", "not_checked",
-           "run_gate", "verifier_task"]
+__all__ = ["NO_VERDICT", "SYSTEM_PROMPT", "AppVerifierEnv", "ObservationLimits", "not_checked", "verifier_task"]
 
 FAMILY = "appdev-verifier"
 NO_VERDICT = "no verdict"
@@ -419,38 +417,6 @@ def _path(value: object) -> str:
 
 
 # --- the execution gate ------------------------------------------------------------------------
-
-async def run_gate(session: BrowserSession, rubric: Rubric) -> ItemVerdict:
-    """The built-in execution gate (rubric.py): the entry page answers HTTP 200 and loads with no
-    uncaught error and no console error. Judged as the rubric executor judges it (executor.py),
-    before the model sees the app: the model is not asked about the gate."""
-    entry = rubric.server.entry
-    actions = [f"open {entry}"]
-    try:
-        loaded = await session.open(entry, viewport=DESKTOP, fresh_storage=True)
-    except ActionFailed as exc:
-        note = getattr(session, "server_note", lambda: "")()  # the real browser says why the server is silent
-        return gate_verdict(False, f"the entry page {entry} did not load: {exc}" + (f"; {note}" if note else ""),
-                            actions, {}, console=session.console())
-    problems = []
-    if loaded.get("status") != 200:
-        problems.append(f"{entry} answered HTTP {loaded.get('status')}, not 200")
-    if loaded.get("errors"):
-        problems.append(f"uncaught error while loading: {loaded['errors'][0]}")
-    if loaded.get("console_errors"):
-        problems.append(f"console error while loading: {loaded['console_errors'][0]}")
-    shot = await session.screenshot(GATE_ID)
-    verdict = gate_verdict(not problems, "; ".join(problems) or "serves and loads cleanly", actions,
-                           {"status": loaded.get("status"), "title": loaded.get("title", "")}, console=session.console())
-    return verdict.model_copy(update={"screenshots": [shot] if shot else [],
-                                      "dom_excerpt": await session.dom("body", 2000) if problems else ""})
-
-
-def gate_verdict(passed: bool, reason: str, actions: list[str], measured: dict[str, Any], *,
-                 console: list[str] | None = None) -> ItemVerdict:
-    return ItemVerdict(id=GATE_ID, layer="execution", passed=passed, reason=reason, actions=actions,
-                       measured=measured, console=[str(line)[:500] for line in (console or [])][-50:])
-
 
 def not_checked(rubric: Rubric, reason: str) -> list[ItemVerdict]:
     """Every rubric item failed unchecked (the gate failed, so the outcome is 0 anyway)."""
