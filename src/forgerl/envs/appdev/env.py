@@ -260,7 +260,7 @@ class AppDevEnv(Environment):
         if not files:
             return "The workspace is empty."
         root = self._sandbox.workspace
-        return "\n".join(f"{rel} ({(root / rel).stat().st_size} bytes)" for rel in files)
+        return "\n".join(f"{rel} ({(root / rel).lstat().st_size} bytes)" for rel in files)  # lstat: a link is not followed out
 
     async def _read_file(self, args: dict[str, Any]) -> str:
         rel = self._rel(args.get("path"))
