@@ -65,7 +65,9 @@ def run_train(config_path: str | None = None, *, resume: bool = False, set_value
         run_training as train,  # sync or windowed-FIFO, from config.rollout.mode
     )  # heavy: forgerl.training (torch), kept out of forgerl --help
 
-    console.print(f"[bold]forgerl train[/]: model={config.model} env={config.env} difficulty={config.difficulty} "
+    tasks = (f"env={config.env} difficulty={config.difficulty}" if config.curriculum is None else
+             f"curriculum={len(config.curriculum.stages)} stages of {','.join(config.curriculum.families())}")
+    console.print(f"[bold]forgerl train[/]: model={config.model} {tasks} "
                   f"loss={config.loss.name} steps={config.steps} groups={config.groups_per_step}x{config.group_size} "
                   f"run_dir={config.run_dir}{' (resume)' if resume else ''}")
     header = Table(show_header=True, header_style="bold", box=None)
@@ -201,7 +203,14 @@ def preflight_train(config: TrainConfig, *, resume: bool) -> None:
     )
     from forgerl.model.loading import resolve_device  # heavy: forgerl.model.loading, kept out of forgerl --help
 
-    check_env(config.env, config.difficulty)
+    if config.curriculum is None:
+        check_env(config.env, config.difficulty)
+    else:  # the stages name the families; `env` is not used
+        from forgerl.rollout.curriculum import (
+            check_curriculum,  # heavy: forgerl.rollout (envs), kept out of forgerl --help
+        )
+
+        check_curriculum(config.curriculum)
     check_chat_format(config.chat_format)
     check_model(config.model)
     resolve_device(config.device)

@@ -94,6 +94,9 @@ class GatewaySource:
             raise ConfigError("[perturb] is not supported when training through the gateway (its sessions serve the "
                               "family's unperturbed environment to the agent program): remove [perturb], or train "
                               "with `forgerl train`, whose rollouts are perturbed")
+        if config.curriculum is not None:
+            raise ConfigError("[[curriculum.stages]] is not supported when training through the gateway (its sessions "
+                              "draw tasks of `env` alone): remove the curriculum, or train with `forgerl train`")
         if family_info(config.env).episode_runner is not None:
             raise ConfigError(f"env {config.env!r} runs its own multi-agent episodes, which a black-box agent program "
                               "cannot drive through the gateway: train it with `forgerl train`")

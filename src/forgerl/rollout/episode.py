@@ -32,26 +32,31 @@ def check_episode_features(config: Any) -> None:
     own episodes (a multi-agent family builds its agents' environments itself, so a perturbed
     scaffold could not reach them)."""
     perturb = getattr(config, "perturb", None)
-    family = family_info(config.env)
-    if perturb is not None and perturb.active and family.episode_runner is not None:
-        raise ConfigError(f"[perturb] cannot be combined with env {family.name!r}: that family runs its own "
-                          "(multi-agent) episodes, whose environments perturbations cannot wrap; remove [perturb] "
-                          "or train another family")
+    curriculum = getattr(config, "curriculum", None)
+    for name in curriculum.families() if curriculum is not None else [config.env]:
+        family = family_info(name)
+        if perturb is not None and perturb.active and family.episode_runner is not None:
+            raise ConfigError(f"[perturb] cannot be combined with env {family.name!r}: that family runs its own "
+                              "(multi-agent) episodes, whose environments perturbations cannot wrap; remove [perturb] "
+                              "or train another family")
 
 
-def episode_limits(config: Any) -> EpisodeLimits:
-    """The run's per-episode limits (turns, context, tool timeout) from its config."""
-    return EpisodeLimits(max_turns=config.max_turns, max_total_tokens=config.max_context,
+def episode_limits(config: Any, *, max_turns: int | None = None, max_context: int | None = None) -> EpisodeLimits:
+    """The run's per-episode limits (turns, context, tool timeout) from its config; a curriculum
+    domain may narrow turns and context (None: the run's)."""
+    return EpisodeLimits(max_turns=max_turns or config.max_turns, max_total_tokens=max_context or config.max_context,
                          tool_timeout_s=getattr(config, "tool_timeout_s", DEFAULT_TOOL_TIMEOUT_S))
 
 
 async def run_episode_for(run: RunView, task: Task, env: Environment, sampling: SamplingParams, *,
-                          perturbations: PerturbSpec | None, group_id: str | None = None) -> list[Trajectory]:
+                          perturbations: PerturbSpec | None, group_id: str | None = None, family: str | None = None,
+                          limits: EpisodeLimits | None = None) -> list[Trajectory]:
     """One episode of `task` on the run's engine, as the task's family runs it, with
     `perturbations` applied (None or an inactive spec: unperturbed). `env` is closed afterwards
-    (cleanup never raises: one failed cleanup must not lose a batch)."""
-    limits = episode_limits(run.config)
-    family = family_info(run.config.env)
+    (cleanup never raises: one failed cleanup must not lose a batch). `family` and `limits`
+    default to the run's `env` and limits (a curriculum passes its domain's)."""
+    limits = limits or episode_limits(run.config)
+    family = family_info(family or run.config.env)
     if family.episode_runner is not None:
         if perturbations is not None and perturbations.active:  # TrainConfig refuses this combination
             raise ValueError(f"family {family.name!r} runs its own episodes, which cannot be perturbed")

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from forgerl.engine.base import SamplingParams
-from forgerl.rollout.episode import check_episode_features, run_episode_for
+from forgerl.rollout.curriculum import check_curriculum, curriculum_specs, domain_metrics
+from forgerl.rollout.episode import check_episode_features, episode_limits, run_episode_for
 from forgerl.rollout.ledger import StoreLedger
 from forgerl.rollout.progress import step_progress
 from forgerl.rollout.run_view import RunView, TrainingConfig
@@ -82,8 +83,11 @@ class RewardTransform(Protocol):
 
 # -- the scheduler source -----------------------------------------------------------------------
 def group_specs(config: TrainingConfig) -> Iterator[dict[str, Any]]:
-    """Task k of the run: the seed of (step k // G, group k % G), so every mode draws the same tasks."""
-
+    """Task k of the run: the seed of (step k // G, group k % G), so every mode draws the same tasks;
+    with a curriculum also its family, stage and limits (rollout/curriculum.py)."""
+    if getattr(config, "curriculum", None) is not None:
+        yield from curriculum_specs(config.curriculum, run_seed=config.seed, groups_per_step=config.groups_per_step)
+        return
     for k in itertools.count():
         seed = training_seed(config.seed, k // config.groups_per_step, k % config.groups_per_step)
         yield {"k": k, "seed": seed, "difficulty": config.difficulty[seed % len(config.difficulty)]}
@@ -96,14 +100,16 @@ async def rollout_group(run: RunView, spec: dict[str, Any], *, perturbed: bool,
     called as each episode ends (the step's progress bar)."""
 
     cfg = run.config
-    base = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    base = SamplingParams(max_tokens=spec.get("max_tokens") or cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
     group_id = f"task{spec['k']}"
+    family = spec.get("family") or cfg.env  # a curriculum's spec names its family (and may narrow the limits)
+    limits = episode_limits(cfg, max_turns=spec.get("max_turns"), max_context=spec.get("max_context"))
 
     async def one(i: int) -> list[Trajectory]:
-        env, task = make_task(cfg.env, spec["seed"], spec["difficulty"])
+        env, task = make_task(family, spec["seed"], spec["difficulty"])
         sampling = dataclasses.replace(base, seed=spec["seed"] * 101 + i)
         episode = await run_episode_for(run, task, env, sampling, perturbations=cfg.perturb if perturbed else None,
-                                        group_id=group_id)
+                                        group_id=group_id, family=family, limits=limits)
         if on_episode is not None:
             on_episode(spec)
         return episode
@@ -114,6 +120,8 @@ async def rollout_group(run: RunView, spec: dict[str, Any], *, perturbed: bool,
     for traj in trajectories:
         traj.difficulty, traj.rollout_step = spec["difficulty"], step
         traj.metadata.update(task_index=spec["k"])
+        if "stage" in spec:
+            traj.metadata.update(curriculum_stage=spec["stage"])
     return trajectories
 
 
@@ -147,6 +155,8 @@ class SchedulerSource:
         self._advance: Callable[[], None] | None = None  # the progress bar of the step being collected
 
     def check(self, config: TrainingConfig) -> None:
+        if getattr(config, "curriculum", None) is not None:
+            check_curriculum(config.curriculum)
         check_episode_features(config)
 
     async def start(self, run: RunView, *, resumed: bool) -> None:
@@ -195,6 +205,8 @@ class SchedulerSource:
             metrics.update(self.reward_transform.metrics([t for g in groups for t in g]))
         if self._config.mode != "sync":
             metrics.update(_scheduler_metrics(batch, self.scheduler))
+        if getattr(cfg, "curriculum", None) is not None:
+            metrics.update(domain_metrics(cfg.curriculum, self._run.step, [t for g in groups for t in g], batch.specs))
         return RolloutBatch(groups=groups, metrics=metrics, ack=batch.ack)
 
     def on_weights(self, version: int) -> None:

@@ -15,6 +15,7 @@ from forgerl.cores import CorePlan, CoresConfig  # pydantic only
 from forgerl.envs.appdev.verifier_config import AppDevVerifierConfig  # pydantic only
 from forgerl.errors import ConfigError
 from forgerl.perturb.spec import PerturbSpec  # pydantic only
+from forgerl.rollout.curriculum import CurriculumConfig  # pydantic and the family registry
 from forgerl.rollout.scheduler import RolloutConfig  # pydantic only
 from forgerl.train.loggers import backend_installed, missing_backend_error
 
@@ -354,7 +355,7 @@ class TrainConfig(_Config):
     chat_format: str = "minimax_m2"
     """Chat format the agent is rendered in (`forgerl.chat.list_formats()`)."""
     env: str = "tool-reasoning"
-    """Task family to train on."""
+    """Task family to train on (not used when `[[curriculum.stages]]` is given: the stages name the families)."""
     plugins: list[str] = Field(default_factory=list)
     """Your own modules to import before anything is resolved (module names or paths to .py files):
     they register task families and chat formats (`register_env`, `register_format`). Installed entry
@@ -432,6 +433,10 @@ class TrainConfig(_Config):
     "experts as reward models"); off by default. Held-out evaluation keeps the verifier's reward."""
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     """Metric sinks besides the store: TensorBoard, Weights & Biases, MLflow (`[logging] backends = [...]`)."""
+    curriculum: CurriculumConfig | None = None
+    """Mixed-domain stages (`[[curriculum.stages]]`, rollout/curriculum.py): each step samples all of
+    its stage's families by weight, at their own difficulties and context limits. When given it wins
+    over `env` and `difficulty` for training and held-out tasks; absent: one family, as `env` says."""
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     """Sharded training across processes and nodes (`[distributed] timeout_s`); see docs/scaling.md."""
     cores: CoresConfig = Field(default_factory=CoresConfig)
@@ -468,7 +473,29 @@ class TrainConfig(_Config):
         self._check_rollout()
         if not self.difficulty:
             raise ValueError("difficulty must list at least one level")
+        self._check_curriculum()
         return self
+
+    def _check_curriculum(self) -> None:
+        """Per-domain limits fit the run's (the engine is sized by max_context); stages a run of
+        `steps` never reaches are only logged (a short trial run of a long curriculum is fine).
+        Families and their levels are checked by rollout.curriculum.check_curriculum once plug-ins load."""
+        if self.curriculum is None:
+            return
+        for i, stage in enumerate(self.curriculum.stages):
+            for name, domain in stage.domains.items():
+                where = f"curriculum.stages[{i}].domains.{name}"
+                context = domain.max_context or self.max_context
+                if context > self.max_context:
+                    raise ValueError(f"{where}.max_context ({context}) exceeds the run's max_context "
+                                     f"({self.max_context}), which sizes the engine; lower it or raise max_context")
+                if (domain.max_tokens or self.max_tokens) >= context:
+                    raise ValueError(f"{where}: max_tokens ({domain.max_tokens or self.max_tokens}) must be smaller "
+                                     f"than its max_context ({context})")
+        unreached = self.curriculum.unreached(self.steps)
+        if unreached:
+            log.warning("curriculum: a run of %d steps never reaches stage(s) %s", self.steps,
+                        ", ".join(str(i + 1) for i in unreached))
 
 
     def core_plan(self) -> CorePlan:
@@ -763,5 +790,13 @@ def _toml_value(value: object) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, dict):  # an inline table (nested tables such as [perturb]'s dimensions)
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None) + "}"
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None) + "}"
     return repr(value)
+
+
+def _toml_key(key: str) -> str:
+    """A bare key where TOML allows one, else quoted (a family name with a dot or colon)."""
+    import json
+    import re
+
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)

@@ -28,7 +28,7 @@ from forgerl.train.config import TrainConfig
 from forgerl.train.follower import follow
 from forgerl.train.interrupt import StopControl, TrainingInterrupted, handle_stop_signals
 from forgerl.train.mtp_cotrain import SpecMeter
-from forgerl.train.rollouts import evaluate
+from forgerl.train.rollouts import evaluate_domains
 from forgerl.train.run import Run, close_run, finish_run, open_run, save_checkpoint, save_checkpoint_if_new
 from forgerl.train.sharded import is_follower_rank
 from forgerl.train.step import build_samples, optimize
@@ -87,8 +87,9 @@ async def _train_steps(run: Run, source: RolloutSource, result: TrainResult, on_
                        resumed: bool) -> None:
     cfg = run.config
     if run.step == 0:  # the starting point, logged as step 0
-        result.eval_rewards.append((0, await evaluate(run)))
-        run.log({"eval/reward": result.eval_rewards[0][1]})
+        reward, by_family = await evaluate_domains(run)
+        result.eval_rewards.append((0, reward))
+        run.log({"eval/reward": reward, **{f"eval/{f}": v for f, v in by_family.items()}})
     await source.start(run, resumed=resumed)
     spec = SpecMeter(run.engine)  # speculative decoding's acceptance per step (built-in engine with MTP heads)
     try:
@@ -112,7 +113,8 @@ async def _train_steps(run: Run, source: RolloutSource, result: TrainResult, on_
             metrics.update({"time/train_s": t1 - t0, "time/sync_s": time.perf_counter() - t1})
             new_best = False
             if run.step % cfg.eval.every == 0 or run.step == cfg.steps:
-                metrics["eval/reward"] = await evaluate(run)
+                metrics["eval/reward"], by_family = await evaluate_domains(run)
+                metrics.update({f"eval/{f}": v for f, v in by_family.items()})  # a curriculum's families
                 result.eval_rewards.append((run.step, metrics["eval/reward"]))
                 new_best = run.is_new_best(metrics["eval/reward"])
             run.log(metrics)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S
 from forgerl.engine.base import SamplingParams
-from forgerl.rollout.episode import run_episode_for
+from forgerl.rollout.curriculum import eval_specs
+from forgerl.rollout.episode import episode_limits, run_episode_for
 from forgerl.rollout.tasks import HELD_OUT_SEED_BASE, make_task, training_seed
 from forgerl.types import Trajectory, TrajectoryStatus
 
@@ -28,13 +29,19 @@ def tool_timeout_s(config: object) -> float | None:
 
 
 async def _episode(run: Run, seed: int, difficulty: int | None, sampling: SamplingParams, group_id: str | None,
-                   *, perturbed: bool) -> list[Trajectory]:
+                   *, perturbed: bool, domain: dict[str, Any] | None = None) -> list[Trajectory]:
     """One episode of task `seed` through the shared episode runner; `perturbed`: with the run's
-    `[perturb]` spec (training rollouts), else unperturbed (held-out evaluation)."""
+    `[perturb]` spec (training rollouts), else unperturbed (held-out evaluation). `domain`: a
+    curriculum's family and limits for this task (rollout/curriculum.py eval_specs)."""
     cfg = run.config
-    env, task = make_task(cfg.env, seed, difficulty)
+    domain = domain or {}
+    family = domain.get("family") or cfg.env
+    if domain.get("max_tokens"):
+        sampling = dataclasses.replace(sampling, max_tokens=domain["max_tokens"])
+    env, task = make_task(family, seed, difficulty)
+    limits = episode_limits(cfg, max_turns=domain.get("max_turns"), max_context=domain.get("max_context"))
     trajectories = await run_episode_for(run, task, env, sampling, perturbations=cfg.perturb if perturbed else None,
-                                         group_id=group_id)
+                                         group_id=group_id, family=family, limits=limits)
     for trajectory in trajectories:
         trajectory.rollout_step = run.step
         trajectory.difficulty = difficulty if difficulty is not None else getattr(task, "difficulty", None)
@@ -72,13 +79,33 @@ async def collect_groups(run: Run, *, skip: set[int] | None = None, on_episode: 
 
 async def evaluate(run: Run) -> float:
     """Mean reward over `eval.tasks` held-out tasks (one rollout each; infra failures excluded)."""
+    return (await evaluate_domains(run))[0]
+
+
+async def evaluate_domains(run: Run) -> tuple[float, dict[str, float]]:
+    """The mean held-out reward, and with a curriculum each family's (`eval.tasks` split over the
+    curriculum's families, each at its target levels: rollout/curriculum.py eval_specs); without
+    one the dict is empty."""
     cfg = run.config
     base = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.eval.temperature)
+    curriculum = getattr(cfg, "curriculum", None)
+    domains = eval_specs(curriculum, cfg.eval.tasks) if curriculum is not None else None
     # one sampling seed per task, the same at every evaluation: with eval.temperature > 0 the
     # evaluations of a run share their random numbers, so differences between them are less noisy
-    jobs = [_episode(run, HELD_OUT_SEED_BASE + i, cfg.difficulty[i % len(cfg.difficulty)],
-                     dataclasses.replace(base, seed=cfg.seed * 1_000_003 + i), None, perturbed=False)
+    jobs = [_episode(run, HELD_OUT_SEED_BASE + i,
+                     domains[i]["difficulty"] if domains else cfg.difficulty[i % len(cfg.difficulty)],
+                     dataclasses.replace(base, seed=cfg.seed * 1_000_003 + i), None, perturbed=False,
+                     domain=domains[i] if domains else None)
             for i in range(cfg.eval.tasks)]
     results = [episode[0] for episode in await asyncio.gather(*jobs)]  # the main agent's reward is the episode's
+    mean = _mean_reward(results)
+    if not domains:
+        return mean, {}
+    families = dict.fromkeys(d["family"] for d in domains)
+    return mean, {f: _mean_reward([t for t, d in zip(results, domains, strict=True) if d["family"] == f])
+                  for f in families}
+
+
+def _mean_reward(results: list[Trajectory]) -> float:
     scored = [t.reward for t in results if t.status != TrajectoryStatus.FAILED and t.reward is not None]
     return sum(scored) / len(scored) if scored else 0.0

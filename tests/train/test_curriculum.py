@@ -1,0 +1,245 @@
+"""Mixed-domain curriculum (issue 24, part 1): the `[[curriculum.stages]]` config and its errors,
+the groups each step gets (ratios, stage switching, resume), per-domain metrics and evaluation,
+and a config without a curriculum drawing exactly what it drew before."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from forgerl.errors import ConfigError
+from forgerl.rollout.curriculum import (
+    CurriculumConfig,
+    check_curriculum,
+    domain_metrics,
+    eval_specs,
+    stage_families,
+)
+from forgerl.rollout.source import group_specs
+from forgerl.rollout.tasks import training_seed
+from forgerl.train.config import dump_config, load_config
+from forgerl.types import Trajectory
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "configs" / "curriculum.toml"
+
+TWO_STAGES = {"stages": [
+    {"steps": 2, "domains": {"tool-reasoning": {"weight": 0.7, "difficulty": [1]},
+                             "arithmetic": {"weight": 0.3}}},
+    {"steps": 3, "name": "agentic", "domains": {"tool-reasoning": {"weight": 0.4, "difficulty": "2-3"},
+                                                "cowork": {"weight": 0.6, "difficulty": [1, 2], "max_context": 1024}}},
+]}
+
+
+def config(**overrides):
+    return load_config(None, **{"steps": 6, "groups_per_step": 5, "curriculum": TWO_STAGES, **overrides})
+
+
+def take(iterator, n):
+    return list(itertools.islice(iterator, n))
+
+
+# -- the config and its errors -----------------------------------------------------------------
+def test_a_curriculum_loads_with_ranges_expanded_and_survives_the_run_directorys_config_toml(tmp_path):
+    cfg = config()
+    assert cfg.curriculum.stages[1].domains["tool-reasoning"].difficulty == [2, 3]
+    assert cfg.curriculum.families() == ["tool-reasoning", "arithmetic", "cowork"]
+    (tmp_path / "config.toml").write_text(dump_config(cfg))
+    again = load_config(tmp_path / "config.toml")  # what `forgerl train --resume` reads
+    assert again.curriculum == cfg.curriculum
+    assert take(group_specs(again), 40) == take(group_specs(cfg), 40)
+
+
+@pytest.mark.parametrize(("domain", "message"), [
+    ({"weight": 0}, "greater than 0"),
+    ({"weight": -1.0}, "greater than 0"),
+    ({"weight": 1, "difficulty": "3-1"}, "empty"),
+    ({"weight": 1, "difficulty": "hard"}, "neither a list of levels nor a range"),
+    ({"weight": 1, "difficulty": []}, "at least 1"),
+    ({"weight": 1, "max_context": 4096}, "exceeds the run's max_context"),
+    ({"weight": 1, "max_context": 100}, "max_tokens (128) must be smaller than its max_context (100)"),
+    ({"weight": 1, "temperature": 0.5}, "curriculum.stages.0.domains.arithmetic.temperature"),
+])
+def test_bad_domains_are_refused_saying_where_and_what(domain, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, curriculum={"stages": [{"steps": 1, "domains": {"arithmetic": domain}}]})
+    assert message in str(err.value), str(err.value)
+
+
+def test_a_stage_without_domains_or_steps_is_refused():
+    with pytest.raises(ConfigError, match="domains"):
+        load_config(None, curriculum={"stages": [{"steps": 1, "domains": {}}]})
+    with pytest.raises(ConfigError, match="steps"):
+        load_config(None, curriculum={"stages": [{"domains": {"arithmetic": {"weight": 1}}}]})
+    with pytest.raises(ConfigError, match="stages"):
+        load_config(None, curriculum={"stages": []})
+
+
+def test_unknown_families_and_levels_are_refused_listing_what_exists():
+    unknown = CurriculumConfig.model_validate({"stages": [{"steps": 1, "domains": {"arithmetc": {"weight": 1}}}]})
+    with pytest.raises(ConfigError) as err:
+        check_curriculum(unknown)
+    assert "curriculum.stages[0].domains.arithmetc" in str(err.value)
+    assert "registered families:" in str(err.value) and "arithmetic" in str(err.value)
+    too_hard = CurriculumConfig.model_validate({"stages": [{"steps": 1, "domains": {"arithmetic": {"weight": 1,
+                                                                                                   "difficulty": [2]}}}]})
+    with pytest.raises(ConfigError, match=r"family 'arithmetic' has no difficulty 2; its difficulties are \[1\]"):
+        check_curriculum(too_hard)
+    check_curriculum(config().curriculum)  # the good one passes
+
+
+def test_the_gateway_source_refuses_a_curriculum():
+    from forgerl.gateway.train import GatewaySource
+
+    source = GatewaySource.__new__(GatewaySource)
+    with pytest.raises(ConfigError, match="curriculum"):
+        source.check(config())
+
+
+# -- which groups a step gets ----------------------------------------------------------------------
+@pytest.mark.parametrize("weights", [(0.7, 0.3), (1, 1, 1), (5, 2, 1), (0.45, 0.55)])
+def test_each_domains_share_is_exact_within_one_group_over_every_prefix(weights):
+    stage = CurriculumConfig.model_validate({"stages": [{"steps": 1, "domains": {
+        f"d{i}": {"weight": w} for i, w in enumerate(weights)}}]}).stages[0]
+    slots = stage_families(stage, 400)
+    total = sum(weights)
+    counts: collections.Counter[str] = collections.Counter()
+    for n, family in enumerate(slots, start=1):
+        counts[family] += 1
+        for i, w in enumerate(weights):
+            assert abs(counts[f"d{i}"] - n * w / total) < 1.0, (n, counts)
+
+
+def test_every_step_mixes_its_stages_domains_and_switches_stage_at_the_boundary():
+    cfg = config()  # stage 1: steps 0-1, stage 2: steps 2.. (the last runs to the end)
+    specs = take(group_specs(cfg), cfg.steps * cfg.groups_per_step)
+    by_step = collections.defaultdict(list)
+    for spec in specs:
+        by_step[spec["k"] // cfg.groups_per_step].append(spec)
+    for step, groups in by_step.items():
+        stage = 0 if step < 2 else 1
+        assert {g["stage"] for g in groups} == {stage}
+        families = collections.Counter(g["family"] for g in groups)
+        want = {"tool-reasoning", "arithmetic"} if stage == 0 else {"tool-reasoning", "cowork"}
+        assert set(families) == want, (step, families)  # every batch samples all domains of its stage
+    first = collections.Counter(s["family"] for s in specs if s["stage"] == 0)
+    assert first == {"tool-reasoning": 7, "arithmetic": 3}  # 10 slots at 0.7 / 0.3
+    second = collections.Counter(s["family"] for s in specs if s["stage"] == 1)
+    assert second == {"tool-reasoning": 8, "cowork": 12}  # 20 slots (steps 2-5: past its 3 steps) at 0.4 / 0.6
+    for spec in specs:  # seeds are the run's, levels the domain's, limits the domain's
+        step, group = divmod(spec["k"], cfg.groups_per_step)
+        assert spec["seed"] == training_seed(cfg.seed, step, group)
+        if spec["family"] == "cowork":
+            assert spec["difficulty"] in (1, 2) and spec["max_context"] == 1024
+        elif spec["stage"] == 1:
+            assert spec["difficulty"] in (2, 3) and spec["max_context"] is None
+        else:
+            assert spec["difficulty"] == 1
+
+
+def test_the_stream_is_reproducible_and_seed_dependent():
+    assert take(group_specs(config()), 50) == take(group_specs(config()), 50)
+    other = take(group_specs(config(seed=1)), 50)
+    assert [s["seed"] for s in other] != [s["seed"] for s in take(group_specs(config()), 50)]
+    assert [s["family"] for s in other] == [s["family"] for s in take(group_specs(config()), 50)]  # by weight
+
+
+def test_a_resume_in_the_middle_of_a_stage_continues_the_same_task_stream():
+    """The scheduler restored from its ledger skips the specs it had submitted and goes on from
+    there: with the curriculum's stream (a function of k) the resumed run gets exactly the tasks
+    the uninterrupted one gets — here from step 3, the middle of stage 2."""
+    from forgerl.rollout.ledger import LedgerState
+    from forgerl.rollout.scheduler import RolloutScheduler, SchedulerConfig
+
+    cfg = config()
+    g = cfg.groups_per_step
+
+    async def produce(spec):
+        return [Trajectory(family=spec["family"])]
+
+    async def collect(ledger, batches):
+        scheduler = RolloutScheduler(produce, group_specs(cfg), SchedulerConfig(mode="sync", batch_size=g),
+                                     current_version=lambda: 0, ledger=ledger)
+        return [[(s["k"], s["family"], s["seed"], s["difficulty"]) for s in b.specs]
+                async for b in scheduler.batches(max_batches=batches)]
+
+    whole = asyncio.run(collect(None, 6))
+    resumed_at = 3
+    ledger = SimpleNamespace(load=lambda: LedgerState(next_index=resumed_at * g), record_submitted=lambda *a: None,
+                             record_finished=lambda *a: None, record_consumed=lambda *a: None)
+    resumed = asyncio.run(collect(ledger, 6 - resumed_at))
+    assert resumed == whole[resumed_at:]
+    assert {k for batch in resumed for k, *_ in batch} == set(range(resumed_at * g, 6 * g))
+
+
+def test_without_a_curriculum_the_task_stream_is_what_it_always_was():
+    cfg = load_config(None, env="arithmetic", difficulty=[1], groups_per_step=3)
+    assert cfg.curriculum is None and "curriculum" not in dump_config(cfg)
+    specs = take(group_specs(cfg), 12)
+    assert specs == [{"k": k, "seed": training_seed(0, k // 3, k % 3), "difficulty": 1} for k in range(12)]
+
+
+# -- metrics and held-out evaluation --------------------------------------------------------------
+def test_domain_metrics_report_each_familys_groups_reward_and_pass_rate():
+    cfg = config()
+    trajs = [Trajectory(family="tool-reasoning", reward=1.0), Trajectory(family="tool-reasoning", reward=0.0),
+             Trajectory(family="arithmetic", reward=0.5)]
+    specs = [{"family": "tool-reasoning"}, {"family": "arithmetic"}]
+    out = domain_metrics(cfg.curriculum, 1, trajs, specs)
+    assert out["curriculum/stage"] == 1.0
+    assert out["domain/tool-reasoning/reward"] == 0.5 and out["domain/arithmetic/reward"] == 0.5
+    assert out["domain/tool-reasoning/groups"] == 1.0
+    assert out["domain/tool-reasoning/pass_rate"] == 0.5 and out["domain/arithmetic/pass_rate"] == 0.0
+    assert "domain/cowork/reward" not in out
+    assert domain_metrics(cfg.curriculum, 2, [], [])["curriculum/stage"] == 2.0
+
+
+def test_held_out_tasks_split_over_every_family_at_its_target_levels():
+    specs = eval_specs(config().curriculum, 9)
+    assert [s["family"] for s in specs] == ["tool-reasoning", "arithmetic", "cowork"] * 3
+    assert [s["difficulty"] for s in specs if s["family"] == "tool-reasoning"] == [2, 3, 2]  # its last stage's
+    assert {s["max_context"] for s in specs if s["family"] == "cowork"} == {1024}
+    assert [s["difficulty"] for s in specs if s["family"] == "arithmetic"] == [1, 1, 1]
+
+
+def test_the_example_config_loads_and_names_registered_families():
+    cfg = load_config(EXAMPLE)
+    assert cfg.curriculum is not None and len(cfg.curriculum.stages) == 2
+    check_curriculum(cfg.curriculum)
+    assert sum(s.steps for s in cfg.curriculum.stages) == cfg.steps
+
+
+# -- the report ------------------------------------------------------------------------------------
+def _report_of(tmp_path, rows):
+    from forgerl.store import TrajectoryStore
+    from forgerl.train.report import write_report
+
+    with TrajectoryStore(tmp_path) as store:
+        run_id = store.add_run({})
+        for step, values in rows.items():
+            store.log_metrics(run_id, step, values)
+    return write_report(tmp_path).read_text()
+
+
+def test_the_report_of_a_curriculum_run_has_per_domain_columns_and_stage_boundaries(tmp_path):
+    rows = {0: {"eval/reward": 0.2, "eval/arithmetic": 0.1, "eval/cowork": 0.3}}
+    for step in range(1, 5):
+        rows[step] = {"rollout/reward": 0.5, "curriculum/stage": 1.0 if step <= 2 else 2.0,
+                      "domain/arithmetic/reward": 0.25 * step, "domain/arithmetic/groups": 1.0}
+    report = _report_of(tmp_path, rows)
+    assert "## Per domain (curriculum)" in report
+    assert "stages: stage 1 from step 1, stage 2 from step 3" in report
+    assert "| step | stage | arithmetic reward | arithmetic groups | eval arithmetic | eval cowork |" in report
+    assert "| 3 | 2 | 0.75 | 1 |  |  |" in report
+    assert "| 0 |  |  |  | 0.1 | 0.3 |" in report
+
+
+def test_the_report_of_a_run_without_a_curriculum_is_unchanged(tmp_path):
+    report = _report_of(tmp_path, {0: {"eval/reward": 0.2}, 1: {"rollout/reward": 0.5, "eval/reward": 0.3}})
+    assert "Per domain" not in report and "domains.png" not in report
+    assert report.splitlines()[4:8] == ["| step | rollout/reward | eval/reward |", "|---|---|---|",
+                                        "| 0 |  | 0.2 |", "| 1 | 0.5 | 0.3 |"]
