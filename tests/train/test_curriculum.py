@@ -243,3 +243,68 @@ def test_the_report_of_a_run_without_a_curriculum_is_unchanged(tmp_path):
     assert "Per domain" not in report and "domains.png" not in report
     assert report.splitlines()[4:8] == ["| step | rollout/reward | eval/reward |", "|---|---|---|",
                                         "| 0 |  | 0.2 |", "| 1 | 0.5 | 0.3 |"]
+
+
+# -- the adaptive rule -----------------------------------------------------------------------------
+ADAPTIVE = {"stages": [{"steps": 10, "domains": {"tool-reasoning": {"weight": 1, "difficulty": [3, 1, 2]},
+                                                 "arithmetic": {"weight": 1}}}],
+            "adaptive": {"window": 2, "raise_above": 0.75, "lower_below": 0.25}}
+
+
+def test_adaptive_thresholds_must_be_ordered():
+    with pytest.raises(ConfigError, match=r"lower_below \(0.5\) must be smaller than raise_above \(0.5\)"):
+        load_config(None, curriculum={**ADAPTIVE, "adaptive": {"raise_above": 0.5, "lower_below": 0.5}})
+
+
+def test_a_domain_moves_up_after_window_steps_above_and_down_after_window_steps_below():
+    from forgerl.rollout.curriculum import AdaptiveLevels
+
+    levels = AdaptiveLevels(load_config(None, curriculum=ADAPTIVE).curriculum)
+    assert levels.level(0, "tool-reasoning") == 1  # the lowest listed level first
+    assert levels.observe(0, {"tool-reasoning": 0.9}) == {}  # one step is not a window
+    assert levels.observe(1, {"tool-reasoning": 0.8, "arithmetic": 1.0}) == {"tool-reasoning": 1}
+    assert levels.level(0, "tool-reasoning") == 2 and levels.level(0, "arithmetic") == 1  # arithmetic: one level
+    assert levels.observe(2, {"tool-reasoning": 0.9}) == {}  # the window restarts after a change
+    assert levels.observe(3, {"tool-reasoning": 0.5}) == {}  # not above in *each* step of the window
+    assert levels.observe(4, {"tool-reasoning": 0.9}) == {}
+    assert levels.observe(5, {"tool-reasoning": 1.0}) == {"tool-reasoning": 1}
+    assert levels.level(0, "tool-reasoning") == 3
+    levels.observe(6, {"tool-reasoning": 1.0})
+    assert levels.observe(7, {"tool-reasoning": 1.0}) == {}  # the top level stays
+    levels.observe(8, {"tool-reasoning": 0.0})
+    assert levels.observe(9, {"tool-reasoning": 0.1}) == {"tool-reasoning": -1}
+    assert levels.metrics(9, {"tool-reasoning": -1}) == {"curriculum/tool-reasoning/difficulty": 2.0,
+                                                          "curriculum/arithmetic/difficulty": 1.0,
+                                                          "curriculum/tool-reasoning/difficulty_change": -1.0}
+
+
+def test_specs_drawn_after_a_change_use_the_new_level_and_a_replay_rebuilds_the_state():
+    from forgerl.rollout.curriculum import AdaptiveLevels
+
+    cfg = load_config(None, groups_per_step=2, curriculum=ADAPTIVE)
+    levels = AdaptiveLevels(cfg.curriculum)
+    stream = group_specs(cfg, adaptive=levels)
+    before = take(stream, 4)
+    assert {s["difficulty"] for s in before if s["family"] == "tool-reasoning"} == {1}
+    history = {0: {"tool-reasoning": 1.0}, 1: {"tool-reasoning": 1.0, "arithmetic": 0.0}}
+    for step, rates in history.items():
+        levels.observe(step, rates)
+    after = take(stream, 4)
+    assert {s["difficulty"] for s in after if s["family"] == "tool-reasoning"} == {2}
+    rebuilt = AdaptiveLevels(cfg.curriculum)
+    rebuilt.replay(history)
+    assert (rebuilt.position, rebuilt.seen) == (levels.position, levels.seen)
+
+
+def test_a_resume_reads_the_rules_history_from_the_stores_metrics(tmp_path):
+    from forgerl.rollout.source import logged_pass_rates
+    from forgerl.store import TrajectoryStore
+
+    with TrajectoryStore(tmp_path) as store:
+        run_id = store.add_run({})
+        store.log_metrics(run_id, 0, {"eval/reward": 0.0})
+        for step, rate in ((1, 0.9), (2, 0.8), (3, 0.1)):
+            store.log_metrics(run_id, step, {"domain/tool-reasoning/pass_rate": rate, "domain/arithmetic/pass_rate": 0.5})
+        run = SimpleNamespace(store=store, run_id=run_id, step=2)  # resumed from the checkpoint of step 2
+        assert logged_pass_rates(run, ["tool-reasoning", "arithmetic", "cowork"]) == {
+            0: {"tool-reasoning": 0.9, "arithmetic": 0.5}, 1: {"tool-reasoning": 0.8, "arithmetic": 0.5}}

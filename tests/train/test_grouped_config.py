@@ -89,6 +89,8 @@ NEW_TABLES = {
     # unset: the MTP heads are co-trained when the policy has them; the main model's update is the
     # same with or without them (tests/train/test_mtp_cotrain.py)
     "mtp": lambda config: config.mtp.cotrain is None,
+    "curriculum": lambda config: config.curriculum is None,  # unset: one family, as `env` says
+    "verifier": lambda config: config.verifier.kind == "executor",  # read only by the appdev family
 }
 
 

@@ -32,7 +32,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from forgerl.envs.base import family_info
 from forgerl.envs.rewards import verifier_reward
@@ -88,12 +88,34 @@ class StageConfig(_Strict):
     """A label for the report (default: "stage N")."""
 
 
+class AdaptiveConfig(_Strict):
+    """`[curriculum.adaptive]`: move a domain's difficulty along its stage's levels by its own
+    rollout pass rate. Each domain starts a stage at its lowest listed level; after every step, a
+    domain whose verifier pass rate stayed above `raise_above` in each of its last `window` steps
+    (since its last change) goes one level up, below `lower_below` one level down."""
+
+    window: int = Field(3, ge=1)
+    """Consecutive steps (with groups of the domain) the pass rate must stay beyond a threshold."""
+    raise_above: float = Field(0.8, ge=0, le=1)
+    """Pass rate above which the domain moves to its next listed level."""
+    lower_below: float = Field(0.2, ge=0, le=1)
+    """Pass rate below which the domain moves to its previous listed level."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AdaptiveConfig:
+        if self.lower_below >= self.raise_above:
+            raise ValueError(f"lower_below ({self.lower_below}) must be smaller than raise_above ({self.raise_above})")
+        return self
+
+
 class CurriculumConfig(_Strict):
     """`[[curriculum.stages]]`: mixed-domain stages in order. When present, it decides every
     training and held-out task's family, difficulty and limits; `env` and `difficulty` are not used."""
 
     stages: list[StageConfig] = Field(min_length=1)
     """The stages, in order."""
+    adaptive: AdaptiveConfig | None = None
+    """Off by default (each group's level is drawn from its domain's levels by the task seed)."""
 
     def stage_index(self, step: int) -> int:
         """The stage of 0-based optimizer step `step` (the last stage has no end)."""
@@ -157,9 +179,63 @@ def stage_families(stage: StageConfig, slots: int) -> list[str]:
     return [names[next(picks)] for _ in range(slots)]
 
 
-def curriculum_specs(curriculum: CurriculumConfig, *, run_seed: int, groups_per_step: int) -> Iterator[dict[str, Any]]:
+class AdaptiveLevels:
+    """The adaptive rule's state: each (stage, domain)'s position in its sorted levels and the pass
+    rates seen since its last change. Its history is the store's `domain/<family>/pass_rate`
+    metrics, so a resume rebuilds it exactly by replaying them (`replay`)."""
+
+    def __init__(self, curriculum: CurriculumConfig) -> None:
+        assert curriculum.adaptive is not None
+        self.curriculum, self.rule = curriculum, curriculum.adaptive
+        self.position: dict[tuple[int, str], int] = {}
+        self.seen: dict[tuple[int, str], list[float]] = {}
+
+    def levels(self, stage: int, family: str) -> list[int]:
+        return sorted(self.curriculum.stages[stage].domains[family].difficulty or default_levels(family))
+
+    def level(self, stage: int, family: str) -> int:
+        return self.levels(stage, family)[self.position.get((stage, family), 0)]
+
+    def observe(self, step: int, pass_rates: dict[str, float]) -> dict[str, int]:
+        """Step `step` (0-based) was trained with these per-family pass rates: apply the rule; the
+        families whose level moved, with the move (+1 / -1)."""
+        stage, moves = self.curriculum.stage_index(step), {}
+        for family, rate in pass_rates.items():
+            if family not in self.curriculum.stages[stage].domains:
+                continue  # an asynchronous batch's group of the previous stage
+            key = (stage, family)
+            seen = self.seen.setdefault(key, [])
+            seen.append(rate)
+            recent = seen[-self.rule.window:]
+            if len(recent) < self.rule.window:
+                continue
+            move = 1 if min(recent) > self.rule.raise_above else -1 if max(recent) < self.rule.lower_below else 0
+            position = min(max(self.position.get(key, 0) + move, 0), len(self.levels(stage, family)) - 1)
+            if position != self.position.get(key, 0):
+                self.position[key], moves[family] = position, move
+                seen.clear()
+        return moves
+
+    def replay(self, pass_rates_by_step: dict[int, dict[str, float]]) -> None:
+        """Rebuild the state from the pass rates logged for steps 0, 1, ... (a resume)."""
+        for step in sorted(pass_rates_by_step):
+            self.observe(step, pass_rates_by_step[step])
+
+    def metrics(self, step: int, moves: dict[str, int]) -> dict[str, float]:
+        """`curriculum/<family>/difficulty`: the level the stage's domains are drawn at next;
+        `curriculum/<family>/difficulty_change`: the move, at the step it happened (the event)."""
+        stage = self.curriculum.stage_index(step + 1)
+        out = {f"curriculum/{f}/difficulty": float(self.level(stage, f)) for f in self.curriculum.stages[stage].domains}
+        out.update({f"curriculum/{f}/difficulty_change": float(m) for f, m in moves.items()})
+        return out
+
+
+def curriculum_specs(curriculum: CurriculumConfig, *, run_seed: int, groups_per_step: int,
+                     adaptive: AdaptiveLevels | None = None) -> Iterator[dict[str, Any]]:
     """Task k of the run (step k // G, group k % G) with its family, difficulty, stage and limits;
-    its seed is that of (run seed, step, group), as without a curriculum."""
+    its seed is that of (run seed, step, group), as without a curriculum. With `adaptive`, the
+    level is the rule's current one for the domain, read when the spec is drawn (in sync mode:
+    when its step is collected, after the previous step updated the rule)."""
     picks: Iterator[int] | None = None
     current = -1
     for k in itertools.count():
@@ -174,7 +250,8 @@ def curriculum_specs(curriculum: CurriculumConfig, *, run_seed: int, groups_per_
         domain = stage.domains[family]
         seed = training_seed(run_seed, step, group)
         levels = domain.difficulty or default_levels(family)
-        yield {"k": k, "seed": seed, "difficulty": levels[seed % len(levels)], "family": family, "stage": index,
+        level = adaptive.level(index, family) if adaptive is not None else levels[seed % len(levels)]
+        yield {"k": k, "seed": seed, "difficulty": level, "family": family, "stage": index,
                "max_context": domain.max_context, "max_turns": domain.max_turns, "max_tokens": domain.max_tokens}
 
 
@@ -213,5 +290,5 @@ def domain_metrics(curriculum: CurriculumConfig, step: int, trajectories: list[T
     return out
 
 
-__all__ = ["CurriculumConfig", "DomainConfig", "StageConfig", "check_curriculum", "curriculum_specs",
+__all__ = ["AdaptiveConfig", "AdaptiveLevels", "CurriculumConfig", "DomainConfig", "StageConfig", "check_curriculum", "curriculum_specs",
            "domain_metrics", "eval_specs", "round_robin", "stage_families"]

@@ -23,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from forgerl.engine.base import SamplingParams
-from forgerl.rollout.curriculum import check_curriculum, curriculum_specs, domain_metrics
+from forgerl.rollout.curriculum import AdaptiveLevels, check_curriculum, curriculum_specs, domain_metrics
 from forgerl.rollout.episode import check_episode_features, episode_limits, run_episode_for
 from forgerl.rollout.ledger import StoreLedger
 from forgerl.rollout.progress import step_progress
@@ -36,6 +37,8 @@ from forgerl.rollout.run_view import RunView, TrainingConfig
 from forgerl.rollout.scheduler import Batch, RolloutScheduler, SchedulerConfig
 from forgerl.rollout.tasks import make_task, training_seed
 from forgerl.types import Trajectory
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,11 +85,13 @@ class RewardTransform(Protocol):
 
 
 # -- the scheduler source -----------------------------------------------------------------------
-def group_specs(config: TrainingConfig) -> Iterator[dict[str, Any]]:
+def group_specs(config: TrainingConfig, *, adaptive: AdaptiveLevels | None = None) -> Iterator[dict[str, Any]]:
     """Task k of the run: the seed of (step k // G, group k % G), so every mode draws the same tasks;
-    with a curriculum also its family, stage and limits (rollout/curriculum.py)."""
+    with a curriculum also its family, stage and limits (rollout/curriculum.py; `adaptive`: the
+    adaptive rule's levels)."""
     if getattr(config, "curriculum", None) is not None:
-        yield from curriculum_specs(config.curriculum, run_seed=config.seed, groups_per_step=config.groups_per_step)
+        yield from curriculum_specs(config.curriculum, run_seed=config.seed, groups_per_step=config.groups_per_step,
+                                    adaptive=adaptive)
         return
     for k in itertools.count():
         seed = training_seed(config.seed, k // config.groups_per_step, k % config.groups_per_step)
@@ -153,6 +158,7 @@ class SchedulerSource:
         self._batches: AsyncIterator[Batch] | None = None
         self._run: RunView | None = None
         self._advance: Callable[[], None] | None = None  # the progress bar of the step being collected
+        self.levels: AdaptiveLevels | None = None  # a curriculum's adaptive difficulty rule
 
     def check(self, config: TrainingConfig) -> None:
         if getattr(config, "curriculum", None) is not None:
@@ -168,7 +174,12 @@ class SchedulerSource:
         self._run, self._config = run, sched
         self.reward_transform = self._make_transform(run) if self._make_transform is not None else None
         ledger = StoreLedger(run.store, run.run_id, run.run_dir, resumed_at=(run.step, run.version) if resumed else None)
-        self.scheduler = RolloutScheduler(self._produce, group_specs(cfg), sched, current_version=lambda: run.version,
+        curriculum = getattr(cfg, "curriculum", None)
+        if curriculum is not None and curriculum.adaptive is not None:
+            self.levels = AdaptiveLevels(curriculum)
+            if resumed:  # the rule's state is a function of the pass rates the run logged
+                self.levels.replay(logged_pass_rates(run, curriculum.families()))
+        self.scheduler = RolloutScheduler(self._produce, group_specs(cfg, adaptive=self.levels), sched, current_version=lambda: run.version,
                                           ledger=ledger)
         self._batches = self.scheduler.batches(max_batches=max(0, cfg.steps - run.step))
 
@@ -207,6 +218,12 @@ class SchedulerSource:
             metrics.update(_scheduler_metrics(batch, self.scheduler))
         if getattr(cfg, "curriculum", None) is not None:
             metrics.update(domain_metrics(cfg.curriculum, self._run.step, [t for g in groups for t in g], batch.specs))
+        if self.levels is not None:
+            rates = {k.split("/")[1]: v for k, v in metrics.items() if k.startswith("domain/") and k.endswith("/pass_rate")}
+            moves = self.levels.observe(self._run.step, rates)
+            for family, move in moves.items():
+                log.info("curriculum: %s difficulty %s after step %d", family, "up" if move > 0 else "down", self._run.step + 1)
+            metrics.update(self.levels.metrics(self._run.step, moves))
         return RolloutBatch(groups=groups, metrics=metrics, ack=batch.ack)
 
     def on_weights(self, version: int) -> None:
@@ -216,6 +233,17 @@ class SchedulerSource:
         if self._batches is not None:
             await self._batches.aclose()  # type: ignore[attr-defined]  # cancels in-flight rollouts
             self._batches = None
+
+
+def logged_pass_rates(run: RunView, families: list[str]) -> dict[int, dict[str, float]]:
+    """{0-based step: {family: verifier pass rate}} of the steps the run completed, from its store
+    (a step's metrics are logged at step + 1; values a resume superseded are left out)."""
+    out: dict[int, dict[str, float]] = {}
+    for family in families:
+        for step, _, value in run.store.metrics(run.run_id, f"domain/{family}/pass_rate"):
+            if 1 <= step <= run.step:
+                out.setdefault(step - 1, {})[family] = value
+    return out
 
 
 def _scheduler_metrics(batch: Batch, scheduler: RolloutScheduler) -> dict[str, float]:
