@@ -308,3 +308,85 @@ def test_a_resume_reads_the_rules_history_from_the_stores_metrics(tmp_path):
         run = SimpleNamespace(store=store, run_id=run_id, step=2)  # resumed from the checkpoint of step 2
         assert logged_pass_rates(run, ["tool-reasoning", "arithmetic", "cowork"]) == {
             0: {"tool-reasoning": 0.9, "arithmetic": 0.5}, 1: {"tool-reasoning": 0.8, "arithmetic": 0.5}}
+
+
+# -- end to end: a real (tiny) run interrupted in the middle of a stage ------------------------------
+# 6-20 s on 2 cores (3 + 3 + 1 steps of a tiny model): in the default suite, as the issue's "done when" asks for it
+def test_a_run_crashed_in_the_middle_of_a_stage_resumes_with_the_tasks_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    import forgerl.train.loop as loop
+    from forgerl.store import TrajectoryStore
+    from forgerl.training import run_training
+
+    stages = {"stages": [{"steps": 1, "domains": {"arithmetic": {"weight": 1}}},
+                         {"steps": 2, "domains": {"arithmetic": {"weight": 1}, "parallel-lookup": {"weight": 2}}}]}
+    settings = dict(model="tiny-random", groups_per_step=3, group_size=2, max_turns=2, max_tokens=12, max_context=1024,
+                    eval={"every": 10, "tasks": 2}, checkpoint_every=2, steps=3, curriculum=stages)
+
+    def tasks(run_dir):
+        with TrajectoryStore(run_dir) as store:
+            rows = store.query(run_id=store.runs()[-1].id, consumed=True)
+        return sorted((t.rollout_step, t.metadata["task_index"], t.family, t.difficulty, tuple(t.calls[0].prompt_ids))
+                      for t in rows)
+
+    run_training(load_config(None, **settings, run_dir=str(tmp_path / "whole")))
+    real, calls = loop.optimize, [0]
+
+    def crash_in_step_3(run, samples):
+        calls[0] += 1
+        if calls[0] == 3:  # stage 2's second step; the checkpoint is at step 2
+            raise RuntimeError("killed")
+        return real(run, samples)
+
+    monkeypatch.setattr(loop, "optimize", crash_in_step_3)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_training(load_config(None, **settings, run_dir=str(tmp_path / "crashed")))
+    monkeypatch.undo()
+    run_training(load_config(tmp_path / "crashed" / "config.toml"), resume=True)
+    whole = tasks(tmp_path / "whole")
+    assert {family for _, _, family, _, _ in whole} == {"arithmetic", "parallel-lookup"}
+    assert tasks(tmp_path / "crashed") == whole
+
+
+def test_a_group_runs_its_domains_family_and_limits(monkeypatch):
+    """rollout_group hands the episode runner the spec's family, its context and turn limits and
+    its token budget; a spec without a curriculum gets the run's."""
+    import forgerl.rollout.source as source
+
+    seen = []
+
+    async def fake_episode(run, task, env, sampling, *, perturbations, group_id, family, limits):
+        seen.append((family, task.family, limits.max_total_tokens, limits.max_turns, sampling.max_tokens))
+        return [Trajectory(family=family)]
+
+    monkeypatch.setattr(source, "run_episode_for", fake_episode)
+    cfg = config()
+    run = SimpleNamespace(config=cfg)
+    cowork = next(s for s in group_specs(cfg) if s["family"] == "cowork")
+    asyncio.run(source.rollout_group(run, {**cowork, "max_turns": 3, "max_tokens": 64}, perturbed=False))
+    plain = load_config(None, env="arithmetic", difficulty=[1])
+    asyncio.run(source.rollout_group(SimpleNamespace(config=plain), next(group_specs(plain)), perturbed=False))
+    group = cfg.group_size
+    assert seen == [("cowork", "cowork", 1024, 3, 64)] * group + [("arithmetic", "arithmetic", 2048, 8, 128)] * group
+
+
+def test_the_windowed_mode_trains_the_curriculums_tasks_and_logs_its_metrics(tmp_path):
+    """The curriculum sits behind the scheduler source, so the asynchronous modes get it too: each
+    trained rollout is the task (family, level) the stream gave its index; per-domain metrics logged."""
+    from forgerl.store import TrajectoryStore
+    from forgerl.training import run_training
+
+    stages = {"stages": [{"steps": 1, "domains": {"arithmetic": {"weight": 1}, "parallel-lookup": {"weight": 1}}}]}
+    cfg = load_config(None, model="tiny-random", groups_per_step=2, group_size=2, max_turns=2, max_tokens=12,
+                      max_context=1024, eval={"every": 10, "tasks": 2}, steps=2, curriculum=stages,
+                      rollout={"mode": "windowed"}, run_dir=str(tmp_path / "run"))
+    run_training(cfg)
+    stream = {s["k"]: s for s in take(group_specs(cfg), 40)}
+    with TrajectoryStore(tmp_path / "run") as store:
+        run_id = store.runs()[-1].id
+        rows = store.query(run_id=run_id, consumed=True)
+        names = {name for _, name, _ in store.metrics(run_id)}
+    assert len(rows) == 2 * 2 * 2
+    for t in rows:
+        spec = stream[t.metadata["task_index"]]
+        assert (t.family, t.difficulty) == (spec["family"], spec["difficulty"])
+    assert {"curriculum/stage", "domain/arithmetic/groups", "eval/arithmetic", "eval/parallel-lookup"} <= names

@@ -95,7 +95,7 @@ def _plot_domains(table: dict[int, dict[str, float]], families: list[str], path:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, family in enumerate(families):
-        for key, style in ((f"domain/{family}/reward", "-"), (f"eval/{family}", "o--")):
+        for key, style in ((f"domain/{family}/reward", ".-"), (f"eval/{family}", "o--")):
             points = [(s, row[key]) for s, row in table.items() if key in row]
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], style, color=f"C{i}",
