@@ -390,3 +390,66 @@ def test_the_windowed_mode_trains_the_curriculums_tasks_and_logs_its_metrics(tmp
         spec = stream[t.metadata["task_index"]]
         assert (t.family, t.difficulty) == (spec["family"], spec["difficulty"])
     assert {"curriculum/stage", "domain/arithmetic/groups", "eval/arithmetic", "eval/parallel-lookup"} <= names
+
+
+def _register_always_passing_family() -> str:
+    """Arithmetic tasks every episode passes (so the adaptive rule's thresholds are crossed by a
+    tiny random model), with three levels."""
+    from forgerl.envs.arithmetic import ArithmeticEnv, sample_task
+    from forgerl.envs.base import Family, register_family
+    from forgerl.envs.rewards import RewardResult
+
+    name = "test-always-pass"
+
+    class AlwaysEnv(ArithmeticEnv):
+        family = name
+
+        def reward(self, trajectory, *, excused_tool_errors=0):
+            return RewardResult(score=1.0)
+
+    def task(seed, difficulty=1):
+        return sample_task(seed).model_copy(update={"family": name})
+
+    register_family(Family(name=name, make_env=AlwaysEnv, sample_task=task, generate=task, difficulties=(1, 2, 3)))
+    return name
+
+
+def test_the_adaptive_rule_raises_a_passing_domain_step_by_step_and_a_resume_keeps_its_level(tmp_path, monkeypatch):
+    import forgerl.train.loop as loop
+    from forgerl.store import TrajectoryStore
+    from forgerl.training import run_training
+
+    name = _register_always_passing_family()
+    settings = dict(model="tiny-random", groups_per_step=1, group_size=2, max_turns=1, max_tokens=8, max_context=512,
+                    eval={"every": 10, "tasks": 1}, checkpoint_every=2, steps=4,
+                    curriculum={"stages": [{"steps": 4, "domains": {name: {"weight": 1, "difficulty": "1-3"}}}],
+                                "adaptive": {"window": 1, "raise_above": 0.5, "lower_below": 0.1}})
+
+    def levels(run_dir):
+        with TrajectoryStore(run_dir) as store:
+            run_id = store.runs()[-1].id
+            trained = sorted({(t.rollout_step, t.difficulty) for t in store.query(run_id=run_id, consumed=True)})
+            logged = [(s, v) for s, _, v in store.metrics(run_id, f"curriculum/{name}/difficulty")]
+            changes = [(s, v) for s, _, v in store.metrics(run_id, f"curriculum/{name}/difficulty_change")]
+        return trained, logged, changes
+
+    run_training(load_config(None, **settings, run_dir=str(tmp_path / "whole")))
+    whole = levels(tmp_path / "whole")
+    assert whole == ([(0, 1), (1, 2), (2, 3), (3, 3)], [(1, 2.0), (2, 3.0), (3, 3.0), (4, 3.0)], [(1, 1.0), (2, 1.0)])
+
+    real, calls = loop.optimize, [0]
+
+    def crash_in_step_3(run, samples):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("killed")
+        return real(run, samples)
+
+    monkeypatch.setattr(loop, "optimize", crash_in_step_3)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_training(load_config(None, **settings, run_dir=str(tmp_path / "crashed")))
+    monkeypatch.undo()
+    # resumed at the checkpoint of step 2: step 3's stored rollouts are offered again, step 4's task
+    # is drawn afresh at the level the rule rebuilt from the store (a fresh rule would say 2)
+    run_training(load_config(tmp_path / "crashed" / "config.toml"), resume=True)
+    assert levels(tmp_path / "crashed") == whole
