@@ -161,7 +161,7 @@ def test_train_help_shows_the_config_defaults(capsys):
 
 
 def test_there_is_an_example_config_per_builtin_family():
-    builtin = {"tool-reasoning", "arithmetic", "cowork", "swe-bugfix", "bfcl", "reasoning-gym", "parallel-lookup"}
+    builtin = {"tool-reasoning", "arithmetic", "cowork", "swe-bugfix", "appdev", "bfcl", "reasoning-gym", "parallel-lookup"}
     assert {load_config(path).env for path in EXAMPLES} == builtin
 
 
