@@ -53,8 +53,11 @@ async def test_fork_bomb_is_contained_and_reported(isolated_backend):
     limits = Limits(wall_s=2, max_procs=24, memory_mb=256)
     async with create_sandbox(limits=limits, backend=isolated_backend) as sb:
         res = await sb.run("bomb() { bomb | bomb & }; bomb; sleep 30")
-        assert res.timed_out and res.killed_reason is not None
-        assert "wall-clock timeout" in res.killed_reason
+        # Either the wall clock ends it, or the process cap is hit so fast that the shell cannot
+        # even start `sleep` and exits (seen under load): both are containment, and both say why.
+        assert res.killed_reason is not None
+        assert ("wall-clock timeout" in res.killed_reason and res.timed_out) or (
+            "too many processes" in res.killed_reason and not res.ok()), res
         after = await sb.run("echo still-alive")
         assert after.ok() and after.stdout.strip() == "still-alive"
     assert processes_with("bomb()") == []
