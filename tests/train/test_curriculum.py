@@ -453,3 +453,27 @@ def test_the_adaptive_rule_raises_a_passing_domain_step_by_step_and_a_resume_kee
     # is drawn afresh at the level the rule rebuilt from the store (a fresh rule would say 2)
     run_training(load_config(tmp_path / "crashed" / "config.toml"), resume=True)
     assert levels(tmp_path / "crashed") == whole
+
+
+def test_held_out_evaluation_reports_each_family_and_collect_groups_draws_the_curriculums_step(monkeypatch):
+    import forgerl.train.rollouts as rollouts
+
+    rewards = {"tool-reasoning": 1.0, "arithmetic": 0.5, "cowork": 0.0}
+    seen = []
+
+    async def fake_episode(run, task, env, sampling, *, perturbations, group_id, family, limits):
+        seen.append((family, limits.max_total_tokens))
+        return [Trajectory(family=family, reward=rewards[family])]
+
+    monkeypatch.setattr(rollouts, "run_episode_for", fake_episode)
+    cfg = config(eval={"tasks": 6})
+    mean, by_family = asyncio.run(rollouts.evaluate_domains(SimpleNamespace(config=cfg, step=0)))
+    assert by_family == rewards and mean == pytest.approx(0.5)
+    assert ("cowork", 1024) in seen and ("arithmetic", 2048) in seen
+    plain = load_config(None, env="arithmetic", difficulty=[1], eval={"tasks": 2})
+    assert asyncio.run(rollouts.evaluate_domains(SimpleNamespace(config=plain, step=0))) == (0.5, {})
+
+    seen.clear()
+    groups = asyncio.run(rollouts.collect_groups(SimpleNamespace(config=cfg, step=2)))
+    stream = take(group_specs(cfg), 3 * cfg.groups_per_step)[2 * cfg.groups_per_step:]
+    assert [g[0].family for g in groups] == [s["family"] for s in stream]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S
 from forgerl.engine.base import SamplingParams
-from forgerl.rollout.curriculum import eval_specs
+from forgerl.rollout.curriculum import curriculum_specs, eval_specs
 from forgerl.rollout.episode import episode_limits, run_episode_for
 from forgerl.rollout.tasks import HELD_OUT_SEED_BASE, make_task, training_seed
 from forgerl.types import Trajectory, TrajectoryStatus
@@ -66,13 +67,18 @@ async def collect_groups(run: Run, *, skip: set[int] | None = None, on_episode: 
             on_episode()
         return trajectories
 
+    curriculum = getattr(cfg, "curriculum", None)  # the step's groups as the trainer's source draws them
+    specs = (list(itertools.islice(curriculum_specs(curriculum, run_seed=cfg.seed, groups_per_step=cfg.groups_per_step),
+                                   run.step * cfg.groups_per_step, (run.step + 1) * cfg.groups_per_step))
+             if curriculum is not None else None)
     jobs = []
     for g in wanted:
         seed = training_seed(cfg.seed, run.step, g)
-        difficulty = cfg.difficulty[seed % len(cfg.difficulty)]
+        difficulty = specs[g]["difficulty"] if specs else cfg.difficulty[seed % len(cfg.difficulty)]
         for i in range(cfg.group_size):
             sampling = dataclasses.replace(base, seed=seed * 101 + i)
-            jobs.append(counted(_episode(run, seed, difficulty, sampling, group_id=f"step{run.step}-g{g}", perturbed=True)))
+            jobs.append(counted(_episode(run, seed, difficulty, sampling, group_id=f"step{run.step}-g{g}", perturbed=True,
+                                         domain=specs[g] if specs else None)))
     episodes = await asyncio.gather(*jobs)
     return [[t for e in episodes[k * cfg.group_size:(k + 1) * cfg.group_size] for t in e] for k in range(len(wanted))]
 
