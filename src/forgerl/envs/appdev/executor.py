@@ -28,6 +28,7 @@ __all__ = ["run_gate", "run_rubric", "verify_app"]
 
 _POLL_S = 0.1
 _DOM_CHARS = 2000
+_SETTLE_MS = 50
 
 
 async def verify_app(files: dict[str, str], rubric: Rubric, *, evidence_dir: Path | None = None,
@@ -137,6 +138,8 @@ async def _interaction(session: BrowserSession, rubric: Rubric, item: RubricItem
             else:
                 await _step(session, step, limits)
             _raise_page_errors(session)
+        await _settle(session)
+        _raise_page_errors(session)
     except ActionFailed as exc:
         failure = str(exc)
     console += session.console()
@@ -158,6 +161,15 @@ def describe(step: Step) -> str:
     elif step.value is not None:
         parts.append(repr(step.value))
     return " ".join(parts)
+
+
+async def _settle(session: BrowserSession) -> None:
+    """Let errors the last action caused arrive before the item is judged: a rejection raised in
+    a click handler reaches the driver as an event after the click returns, and a flow whose last
+    expectation held at once could otherwise pass under load (seen in CI). A short pause, then a
+    round trip to the page (events sent before its answer are delivered first)."""
+    await session.wait(_SETTLE_MS)
+    await session.dom("body", 1)
 
 
 def _raise_page_errors(session: BrowserSession) -> None:
