@@ -37,7 +37,7 @@ from forgerl.chat.base import ChatFormat
 from forgerl.engine.base import Engine, SamplingParams
 from forgerl.envs.appdev.executor import run_gate
 from forgerl.envs.appdev.model_verifier import AppVerifierEnv, ObservationLimits, not_checked, verifier_task
-from forgerl.envs.appdev.rubric import AppReport, Rubric, ServerSpec
+from forgerl.envs.appdev.rubric import AppReport, Rubric, ServerSpec, require_presence
 from forgerl.envs.appdev.session import BrowserSession
 from forgerl.envs.appdev.verifier_config import (
     AppDevVerifierConfig,
@@ -89,7 +89,7 @@ async def run_model_verifier(
                 items = await judge_visual_items(session, rubric.items, items, vision_judge, rubric.server.entry,
                                                  evidence_dir, transport=judge_transport)
             peak = getattr(getattr(session, "watch", None), "peak_mb", None)  # the real browser's memory watch
-    report = AppReport(gate=gate, items=items, verifier=f"model:{engine.model_name}",
+    report = AppReport(gate=gate, items=require_presence(rubric, items), verifier=f"model:{engine.model_name}",
                        seconds=round(time.perf_counter() - start, 3),
                        browser_peak_rss_mb=round(peak, 1) if isinstance(peak, float) else None)
     return report, trajectory

@@ -116,8 +116,9 @@ COMPUTE = ("compute_a", "compute_b")
 # (name, app dir, rubric, expected verdicts, default suite?)
 CASES = [
     ("tip: correct", "tip", TIP, tip(), True),
-    # "PASS" everywhere but no calculator: nothing to fill, nothing on screen
-    ("tip: says passed", "tip_pass_text", TIP, tip(fail=(*COMPUTE, "phone_on_screen")), False),
+    # "PASS" everywhere but no calculator: nothing to fill, nothing on screen, so the visual layer
+    # has no app to judge (rubric.require_presence): every item fails
+    ("tip: says passed", "tip_pass_text", TIP, tip(fail=TIP_IDS), True),
     # the request's one example hardcoded: the hidden values differ
     ("tip: hardcoded example", "tip_hardcoded", TIP, tip(fail=COMPUTE), False),
     # the real #tip is off-screen (left:-9999px), a fake shows 12.00: a user sees no #tip

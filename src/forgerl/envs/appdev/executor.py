@@ -21,7 +21,16 @@ import time
 from pathlib import Path
 
 from forgerl.envs.appdev.isolation import BrowserLimits
-from forgerl.envs.appdev.rubric import DESKTOP, GATE_ID, AppReport, ItemVerdict, Rubric, RubricItem, Step
+from forgerl.envs.appdev.rubric import (
+    DESKTOP,
+    GATE_ID,
+    AppReport,
+    ItemVerdict,
+    Rubric,
+    RubricItem,
+    Step,
+    require_presence,
+)
 from forgerl.envs.appdev.session import ActionFailed, BrowserSession
 
 __all__ = ["run_gate", "run_rubric", "verify_app"]
@@ -57,7 +66,7 @@ async def run_rubric(session: BrowserSession, rubric: Rubric, limits: BrowserLim
             continue
         runner = _interaction(session, rubric, item, limits) if item.layer == "interaction" else _visual(session, rubric, item)
         verdicts.append(await _bounded(runner, lambda why, item=item: _not_run(item, why), deadline))
-    return gate, verdicts
+    return gate, require_presence(rubric, verdicts)
 
 
 async def _bounded(coro, on_timeout, deadline: float) -> ItemVerdict:

@@ -20,7 +20,8 @@ Three layers, as in M2's AppDev verifier:
   not overlapping, text contrast at least WCAG AA, nothing rendered off-screen), optionally a
   model judge on screenshots when a vision-capable endpoint is configured.
 
-Outcome = the pass rate over the non-gate items, 0 when the gate fails (`outcome`).
+Outcome = the pass rate over the non-gate items, 0 when the gate fails (`outcome`); visual items
+count only when the request's named controls are on screen (`require_presence`).
 Hidden values (the numbers a flow types, the results it expects) are drawn from the task's seed
 and never appear in the request, so an app must compute them; text saying "passed" earns nothing.
 """
@@ -190,6 +191,21 @@ class AppReport(BaseModel):
     @property
     def outcome(self) -> float:
         return outcome(self.gate, self.items)
+
+
+def require_presence(rubric: Rubric, items: list[ItemVerdict]) -> list[ItemVerdict]:
+    """The visual layer judges the app the user asked for, so it counts only when that app is on
+    the page: when an `on_screen` item (the request's named controls) fails, every other visual
+    item fails too, its measurement kept as evidence. Without this a page saying "Hello" scored
+    3 of 7 (no horizontal scroll, contrast and no overlap hold trivially on an empty page). Both
+    verifiers apply it to their verdicts (executor.py, rollout/appdev_verifier.py)."""
+    presence = {i.id for i in rubric.items if i.layer == "visual" and i.check == "on_screen"}
+    missing = [v.id for v in items if v.id in presence and not v.passed]
+    if not missing:
+        return items
+    reason = f"not counted: the app's named controls are not on screen ({', '.join(missing)} failed), so there is no app to judge"
+    return [v.model_copy(update={"passed": False, "reason": f"{reason}; measured: {v.reason}"})
+            if v.layer == "visual" and v.id not in presence and v.passed else v for v in items]
 
 
 def outcome(gate: ItemVerdict, items: list[ItemVerdict]) -> float:
