@@ -4,7 +4,10 @@ Token-exact by construction (DESIGN.md contracts 1-2): the first prompt is the r
 messages; after that the next prompt is always the previous prompt + the completion ids exactly as
 sampled + the rendered tool results. Nothing sampled is ever decoded and re-encoded for the
 context; decoding is only for parsing. Only a context-manager rewrite renders history afresh, and
-that starts a new root (recorded in `trajectory.metadata["new_roots"]`).
+that starts a new root (recorded in `trajectory.metadata["new_roots"]`, and who rewrote what in
+`metadata["context_rewrites"]`, so agent/replay.py rebuilds every prompt); a manager that offers
+context actions (agent/context.py `ContextActions`) adds its tools, and the policy's calls to them
+are acknowledged by the harness and applied after the turn.
 
 A bad rollout is data (contract 4): parse errors, unknown tools, bad arguments and crashing tools
 become observations the model reads and entries in `trajectory.errors`; engine failures end the
@@ -22,14 +25,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from forgerl.agent.context import ContextManager
+from forgerl.agent.context import ContextActions, ContextManager, context_tools_of, rewrite_record
 from forgerl.agent.recording import llm_call, record_env_events, score_episode
-from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, INFRA_BOUNDARIES, ToolOutcome, run_tool_calls
+from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, INFRA_BOUNDARIES, ToolOutcome, argument_problems, run_tool_calls
 from forgerl.chat.base import ChatFormat, encode_segments
 from forgerl.engine.base import Engine, GenerationResult, SamplingParams, session_key
 from forgerl.envs.base import Environment, Task
 from forgerl.errors import ConfigError, ContextLengthError, EngineError, ForgerlError, ParseError
-from forgerl.types import Boundary, Failure, Message, ToolSpec, Trajectory, TrajectoryStatus
+from forgerl.types import Boundary, Failure, Message, ToolCall, ToolSpec, Trajectory, TrajectoryStatus
 
 Status = TrajectoryStatus
 
@@ -63,10 +66,11 @@ async def run_episode(
     traj = trajectory if trajectory is not None else Trajectory()
     traj.task_id, traj.chat_format = task.id, chat_format.name
     traj.family = task.family
-    traj.metadata.update(new_roots=[])
+    traj.metadata.update(new_roots=[], context_rewrites=[])
     try:
         traj.messages = env.reset(task)  # first: a task may restrict the tool set
-        tools = traj.tools = env.tools()
+        traj.metadata["opening_messages"] = len(traj.messages)
+        tools = traj.tools = _offered_tools(env, context_manager)
         ctx = _Context(_render_fresh(engine, chat_format, traj.messages, tools), list(traj.messages))
         for turn in range(max_turns):
             params = _params_for_call(sampling, turn, len(ctx.prompt_ids), min(max_total_tokens, engine.max_context))
@@ -77,7 +81,7 @@ async def run_episode(
             if problem is None and not reply.tool_calls:
                 traj.messages.append(reply)
                 return _finish(traj, env, Status.COMPLETED, "final answer")
-            outcomes = await _act(env, reply, problem, tools, turn, tool_timeout_s)
+            outcomes = await _act(env, reply, problem, tools, turn, tool_timeout_s, context_manager)
             observations = [o.message for o in outcomes]
             failures = [o.failure for o in outcomes if o.failure is not None]
             traj.errors.extend(f for f in failures if f.boundary not in INFRA_BOUNDARIES)
@@ -100,6 +104,15 @@ async def run_episode(
         record_env_events(traj, env)
         boundary = exc.boundary if isinstance(exc, ForgerlError) else Boundary.AGENT
         return _fail(traj, boundary, f"{type(exc).__name__}: {exc}")
+
+
+def _offered_tools(env: Environment, context_manager: ContextManager | None) -> list[ToolSpec]:
+    """The environment's tools, then the context manager's (the policy's context actions)."""
+    tools, extra = env.tools(), context_tools_of(context_manager)
+    clash = {t.name for t in tools} & {t.name for t in extra}
+    if clash:
+        raise ConfigError(f"the environment already has tool(s) {sorted(clash)}, which the context manager offers too")
+    return [*tools, *extra]
 
 
 def _render_fresh(
@@ -160,14 +173,32 @@ def _record_call(
 
 
 async def _act(
-    env: Environment, reply: Message, problem: str | None, tools: list[ToolSpec], turn: int, timeout_s: float | None
+    env: Environment, reply: Message, problem: str | None, tools: list[ToolSpec], turn: int, timeout_s: float | None,
+    context_manager: ContextManager | None = None,
 ) -> list[ToolOutcome]:
     """The observations for a reply: an error message when it could not be acted on, else the
-    results of its tool calls, run concurrently."""
+    results of its tool calls, run concurrently — context actions answered by the harness, the
+    rest by the environment — in call order."""
     if problem is not None:
         message = Message(role="tool", content=f"Error: {problem}")
         return [ToolOutcome(message, Failure(boundary=Boundary.PARSE, message=problem, turn=turn))]
-    return await run_tool_calls(env, reply.tool_calls, tools, turn, timeout_s)
+    actions = context_manager if isinstance(context_manager, ContextActions) else None
+    ours = {id(c) for c in reply.tool_calls if actions is not None and actions.owns(c)}
+    env_calls = [c for c in reply.tool_calls if id(c) not in ours]
+    done = iter(await run_tool_calls(env, env_calls, tools, turn, timeout_s) if env_calls else [])
+    return [_context_action(actions, c, tools, turn) if actions is not None and id(c) in ours else next(done)
+            for c in reply.tool_calls]
+
+
+def _context_action(actions: ContextActions, call: ToolCall, tools: list[ToolSpec], turn: int) -> ToolOutcome:
+    """A call to a context tool: checked against its schema like any call, then requested."""
+    spec = next(t for t in tools if t.name == call.name)
+    problems = argument_problems(spec, call.arguments)
+    if problems:
+        text = f"invalid arguments for {call.name}: {'; '.join(problems)}."
+        return ToolOutcome(Message(role="tool", content=f"Error: {text}", tool_call_id=call.id, name=call.name),
+                           Failure(boundary=Boundary.TOOL, message=f"{call.name}: {text}", turn=turn))
+    return ToolOutcome(Message(role="tool", content=actions.request(call), tool_call_id=call.id, name=call.name))
 
 
 def _next_context(
@@ -184,6 +215,8 @@ def _next_context(
     if rewritten is None:
         return _Context(prompt_ids, messages)
     traj.metadata["new_roots"].append(len(traj.calls))
+    traj.metadata["context_rewrites"].append(
+        rewrite_record(context_manager, call=len(traj.calls), message=len(traj.messages), rewritten=rewritten))
     return _Context(_render_fresh(engine, chat_format, rewritten, tools), list(rewritten))
 
 

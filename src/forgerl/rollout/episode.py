@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from forgerl.agent.context import ContextManager
 from forgerl.agent.loop import run_episode
 from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, close_env
 from forgerl.envs.base import Environment, EpisodeLimits, Task, family_info
@@ -28,9 +29,9 @@ if TYPE_CHECKING:
 
 
 def check_episode_features(config: Any) -> None:
-    """Refuse, before a run opens, what the family cannot do: `[perturb]` on a family that runs its
-    own episodes (a multi-agent family builds its agents' environments itself, so a perturbed
-    scaffold could not reach them)."""
+    """Refuse, before a run opens, what the family cannot do: `[perturb]` or `[context]` on a family
+    that runs its own episodes (a multi-agent family builds its agents' environments and loops
+    itself, so neither a perturbed scaffold nor a context manager could reach them)."""
     perturb = getattr(config, "perturb", None)
     curriculum = getattr(config, "curriculum", None)
     for name in curriculum.families() if curriculum is not None else [config.env]:
@@ -39,6 +40,10 @@ def check_episode_features(config: Any) -> None:
             raise ConfigError(f"[perturb] cannot be combined with env {family.name!r}: that family runs its own "
                               "(multi-agent) episodes, whose environments perturbations cannot wrap; remove [perturb] "
                               "or train another family")
+        context = getattr(config, "context", None)
+        if context is not None and context.manager != "none" and family.episode_runner is not None:
+            raise ConfigError(f"[context] manager = {context.manager!r} cannot be combined with env {family.name!r}: "
+                              "that family runs its own (multi-agent) episodes; set manager = \"none\" or train another family")
 
 
 def episode_limits(config: Any, *, max_turns: int | None = None, max_context: int | None = None) -> EpisodeLimits:
@@ -48,13 +53,23 @@ def episode_limits(config: Any, *, max_turns: int | None = None, max_context: in
                          tool_timeout_s=getattr(config, "tool_timeout_s", DEFAULT_TOOL_TIMEOUT_S))
 
 
+def context_manager_for(config: Any, *, evaluation: bool) -> ContextManager | None:
+    """A fresh context manager for one episode: the run's `[context]`, or for held-out evaluation
+    `[eval.context]` when it is set (a manager applied at inference only)."""
+    context = getattr(config, "context", None)
+    eval_context = getattr(getattr(config, "eval", None), "context", None)
+    chosen = eval_context if evaluation and eval_context is not None else context
+    return chosen.build() if chosen is not None else None
+
+
 async def run_episode_for(run: RunView, task: Task, env: Environment, sampling: SamplingParams, *,
                           perturbations: PerturbSpec | None, group_id: str | None = None, family: str | None = None,
-                          limits: EpisodeLimits | None = None) -> list[Trajectory]:
+                          limits: EpisodeLimits | None = None, evaluation: bool = False) -> list[Trajectory]:
     """One episode of `task` on the run's engine, as the task's family runs it, with
-    `perturbations` applied (None or an inactive spec: unperturbed). `env` is closed afterwards
-    (cleanup never raises: one failed cleanup must not lose a batch). `family` and `limits`
-    default to the run's `env` and limits (a curriculum passes its domain's)."""
+    `perturbations` applied (None or an inactive spec: unperturbed) and the run's context manager
+    (`evaluation`: the held-out one). `env` is closed afterwards (cleanup never raises: one failed
+    cleanup must not lose a batch). `family` and `limits` default to the run's `env` and limits (a
+    curriculum passes its domain's)."""
     limits = limits or episode_limits(run.config)
     family = family_info(family or run.config.env)
     if family.episode_runner is not None:
@@ -70,10 +85,11 @@ async def run_episode_for(run: RunView, task: Task, env: Environment, sampling: 
     try:
         trajectory = await runner(run.engine, run.fmt, env, task, sampling=sampling, max_turns=limits.max_turns,
                                   max_total_tokens=limits.max_total_tokens, tool_timeout_s=limits.tool_timeout_s,
+                                  context_manager=context_manager_for(run.config, evaluation=evaluation),
                                   trajectory=trajectory)
     finally:
         await close_env(env, trajectory)
     return [trajectory]
 
 
-__all__ = ["check_episode_features", "episode_limits", "run_episode_for"]
+__all__ = ["check_episode_features", "context_manager_for", "episode_limits", "run_episode_for"]

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from forgerl.agent.context_config import ContextConfig  # pydantic and the context functions
 from forgerl.cores import CorePlan, CoresConfig  # pydantic only
 from forgerl.envs.appdev.verifier_config import AppDevVerifierConfig  # pydantic only
 from forgerl.errors import ConfigError
@@ -113,6 +114,8 @@ class EvalConfig(_Config):
     """Held-out tasks per evaluation (seeds disjoint from training)."""
     temperature: float = Field(0.0, ge=0)
     """Sampling temperature for evaluation (0 = greedy: a less noisy estimate of the policy)."""
+    context: ContextConfig | None = None
+    """Context management of held-out episodes (`[eval.context]`); None: the same as training's `[context]`."""
 
 
 class BuiltinEngineConfig(_Config):
@@ -402,6 +405,9 @@ class TrainConfig(_Config):
     """Co-training the MTP heads (speculative decoding's drafts) against the policy: `[mtp] cotrain = false`."""
     moe_bias_step: float = Field(1e-3, ge=0)
     """Aux-loss-free load balancing: step of the sign rule on the router's selection bias (0 disables)."""
+    context: ContextConfig = Field(default_factory=ContextConfig)
+    """Context management of rollouts: `[context] manager = "actions"` lets the policy drop, trim or
+    summarise its own history as tool calls (agent/context.py); `"fixed"` has the harness do it."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     """Held-out evaluation during training: `[eval] every = 5`."""
     checkpoint_every: int = Field(10, ge=1)

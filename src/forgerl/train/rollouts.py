@@ -42,7 +42,7 @@ async def _episode(run: Run, seed: int, difficulty: int | None, sampling: Sampli
     env, task = make_task(family, seed, difficulty)
     limits = episode_limits(cfg, max_turns=domain.get("max_turns"), max_context=domain.get("max_context"))
     trajectories = await run_episode_for(run, task, env, sampling, perturbations=cfg.perturb if perturbed else None,
-                                         group_id=group_id, family=family, limits=limits)
+                                         group_id=group_id, family=family, limits=limits, evaluation=not perturbed)
     for trajectory in trajectories:
         trajectory.rollout_step = run.step
         trajectory.difficulty = difficulty if difficulty is not None else getattr(task, "difficulty", None)
