@@ -10,6 +10,7 @@ from typing import NoReturn
 import typer
 
 from forgerl.cli.bench import bench_app
+from forgerl.cli.doctor import doctor
 from forgerl.cli.engine import engine_app
 from forgerl.cli.envs import envs_app, rollout_command
 from forgerl.cli.errors import DEBUG_ENV, debug_requested, report, strip_debug
@@ -76,6 +77,7 @@ def _mount_commands(app: typer.Typer) -> None:
     app.add_typer(store_app, name="store")
     app.command("serve")(serve)
     app.command("train")(train)
+    app.command("doctor")(doctor)
     app.command("export")(export)
     app.command("sft")(sft)
     app.command("eval")(eval_command)

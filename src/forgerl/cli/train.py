@@ -76,6 +76,12 @@ def run_train(config_path: str | None = None, *, resume: bool = False, set_value
         header.add_column(label, justify="right")
     console.print(header)
     start = time.perf_counter()
+    from forgerl.doctor import (  # heavy: forgerl.doctor (the store), kept out of forgerl --help
+        DoctorLogTail,
+        format_finding,
+    )
+
+    doctor_log = DoctorLogTail(config.run_dir)  # the loop's run doctor writes new warnings there
 
     def show(step: int, metrics: dict[str, float]) -> None:
         row = Table(show_header=False, box=None)
@@ -84,6 +90,9 @@ def run_train(config_path: str | None = None, *, resume: bool = False, set_value
             row.add_column(justify="right")
         row.add_row(str(step), *(f"{metrics[k]:.3f}" if k in metrics else "" for k, _ in LIVE_COLUMNS))
         console.print(row)
+        for _, finding in doctor_log.new():  # each condition once, when it first shows (forgerl doctor RUN for all)
+            console.print(f"  doctor: {format_finding(finding, evidence=False)}", style="yellow", markup=False,
+                          highlight=False, soft_wrap=True)
 
     from forgerl.train.interrupt import (  # heavy: forgerl.train.interrupt, kept out of forgerl --help
         EXIT_INTERRUPTED,

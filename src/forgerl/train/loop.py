@@ -6,7 +6,8 @@
         samples from the exact recorded token ids -> one optimizer step (in a worker thread, so a
         source's rollouts keep running on the event loop) -> push the weights (version + 1)
         batch.ack(step)                           # durable: a restart never trains on it again
-        metrics -> store and sinks; evaluate / checkpoint (due, last, or a new best) when due
+        metrics -> store and sinks; the run doctor (new warnings -> doctor.jsonl, shown in the table)
+        evaluate / checkpoint (due, last, or a new best) when due
     a stop request finishes the step; a second abandons it (train/interrupt.py)
 
 The source (forgerl/rollout/source.py) decides how rollouts are collected: the scheduler in sync,
@@ -18,13 +19,15 @@ loop: train/ imports neither rollout sources nor the review package.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from forgerl.doctor.live import LiveDoctor
 from forgerl.envs.rewards import verifier_reward
-from forgerl.train.config import TrainConfig
+from forgerl.train.config import TrainConfig, public_config
 from forgerl.train.follower import follow
 from forgerl.train.interrupt import StopControl, TrainingInterrupted, handle_stop_signals
 from forgerl.train.mtp_cotrain import SpecMeter
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from forgerl.rollout.source import RolloutSource
 
 OnStep = Callable[[int, dict[str, float]], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,6 +96,7 @@ async def _train_steps(run: Run, source: RolloutSource, result: TrainResult, on_
         run.log({"eval/reward": reward, **{f"eval/{f}": v for f, v in by_family.items()}})
     await source.start(run, resumed=resumed)
     spec = SpecMeter(run.engine)  # speculative decoding's acceptance per step (built-in engine with MTP heads)
+    doctor = open_doctor(run)
     try:
         while run.step < cfg.steps and not run.control.stop_requested:
             batch = await source.next_batch()
@@ -118,12 +123,37 @@ async def _train_steps(run: Run, source: RolloutSource, result: TrainResult, on_
                 result.eval_rewards.append((run.step, metrics["eval/reward"]))
                 new_best = run.is_new_best(metrics["eval/reward"])
             run.log(metrics)
+            observe(doctor, run.step, metrics, batch.trajectories)  # new warnings -> doctor.jsonl (the table shows them)
             if on_step is not None:
                 on_step(run.step, metrics)
             if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps or new_best:
                 save_checkpoint(run)
     finally:
         await source.aclose()
+
+
+def open_doctor(run: Run) -> LiveDoctor | None:
+    """The run doctor watching this run (forgerl/doctor/live.py), with a resumed run's earlier
+    metrics; None (and a warning) if it cannot start: the doctor never stops training."""
+    try:
+        doctor = LiveDoctor(run.run_dir, public_config(run.config))
+        doctor.load_history(run.store.metrics(run.run_id))
+        return doctor
+    except Exception as exc:  # noqa: BLE001 — a diagnosis aid must not end a training run
+        log.warning("the run doctor could not start (%s: %s); training goes on without it", type(exc).__name__, exc)
+        return None
+
+
+def observe(doctor: LiveDoctor | None, step: int, metrics: dict[str, float], trajectories: list[Trajectory]) -> None:
+    """One step to the doctor; a doctor that fails is turned off with one warning."""
+    if doctor is None or doctor.failed:
+        return
+    try:
+        doctor.observe(step, metrics, trajectories)
+    except Exception as exc:  # noqa: BLE001 — as above
+        doctor.failed = True
+        log.warning("the run doctor failed at step %d (%s: %s); it is off for the rest of this run",
+                    step, type(exc).__name__, exc)
 
 
 def stop_interrupted(run: Run, *, abandoned: bool) -> TrainingInterrupted:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from forgerl.doctor.live import read_doctor_log
+from forgerl.doctor.text import format_finding
 from forgerl.store import TrajectoryStore
 
 COLUMNS = ("rollout/reward", "rollout/pass_rate", "rollout/verifier_reward", "rollout/rm_score", "eval/reward", "train/loss", "train/entropy",
@@ -37,9 +39,19 @@ def write_report(run_dir: str | Path) -> Path:
     lines += ["", f"![reward curve]({plot.name})" if plot else "(install matplotlib for the reward plot: pip install matplotlib)"]
     if any("curriculum/stage" in row for row in table.values()):
         lines += _domain_section(table, run_dir)
+    lines += _doctor_section(run_dir)
     out = run_dir / "report.md"
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def _doctor_section(run_dir: Path) -> list[str]:
+    """The warnings the run doctor raised while the run trained (doctor.jsonl), one line each."""
+    live = read_doctor_log(run_dir)
+    if not live:
+        return []
+    lines = ["", "## Run doctor", "", f"Warnings raised during training (`forgerl doctor {run_dir}` for the full diagnosis):", ""]
+    return lines + [f"- step {step}: {format_finding(finding, evidence=False)}" for step, finding in live]
 
 
 def domain_names(table: dict[int, dict[str, float]]) -> list[str]:
