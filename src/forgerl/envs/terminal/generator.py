@@ -59,7 +59,7 @@ def estimate_difficulty(features: dict[str, Any], hint: bool) -> dict[str, Any]:
             "formula": "0.5*steps + 0.25*min(distractors,4) + 0.15*log2(1+files) + 0.15*commands - 0.5*hint"}
 
 
-def test_fingerprint(verifier: dict[str, Any]) -> str:
+def hidden_test_sha256(verifier: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(verifier, sort_keys=True).encode()).hexdigest()
 
 
@@ -87,7 +87,7 @@ def generate_task(seed: int, difficulty: int = 1) -> Task:
         prompt=draft.request + (f"\n\n{draft.hint}" if hint else ""),
         files=draft.files,
         data={"template": template, "variant": VARIANTS[variant], "base_seed": base, "setup": draft.setup,
-              "test_sha256": test_fingerprint(verifier), "estimated_difficulty": estimate_difficulty(draft.features, hint)},
+              "test_sha256": hidden_test_sha256(verifier), "estimated_difficulty": estimate_difficulty(draft.features, hint)},
         verifier=verifier,
         difficulty=difficulty,
         gold=gold,
