@@ -48,6 +48,7 @@ BUILTIN_FAMILY_MODULES = (
     "forgerl.envs.arithmetic", "forgerl.envs.tool_reasoning", "forgerl.envs.long_context", "forgerl.envs.cowork", "forgerl.envs.swe",
     "forgerl.envs.reasoning_gym", "forgerl.envs.bfcl", "forgerl.rollout.multiagent", "forgerl.envs.appdev",
     "forgerl.envs.terminal",
+    "forgerl.envs.swe_go",
 )
 
 

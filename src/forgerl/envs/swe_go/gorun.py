@@ -1,0 +1,224 @@
+"""Building and running a Go package's tests, and its benchmark program, in fresh sandboxes, and
+reading the results so that code under test cannot forge them.
+
+The code under test runs inside the test binary, so it can print anything, exit early or swap
+os.Stdout. The verdict therefore trusts only what it cross-checks:
+  * a TestMain added at build time (a file the verifier writes, never the agent) prints one of two
+    random per-run tokens after `m.Run()`: PASS_TOKEN when the testing package itself says every
+    selected test passed, FAIL_TOKEN otherwise, then exits with m.Run's code;
+  * the host reads `-test.v` output and requires, per top-level test, exactly one `=== RUN` and
+    exactly one `--- PASS/FAIL` line; a duplicate, a result without its RUN, a token seen twice,
+    a token that disagrees with the per-test lines or with the process exit status, or exit status 0
+    without any token (an `os.Exit(0)` before the summary) is tampering, and tampering scores 0;
+  * a test binary that dies mid-test (a panic) fails the running test, and the remaining tests
+    are run again without it, so one panic does not hide the results of the others.
+Only the files the caller names are copied in, laid out as a GOPATH tree; the toolchain runs
+with GO111MODULE=off, no proxy, cgo off, so no go.mod, go.work, vendor or `replace` is consulted.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import forgerl
+from forgerl.envs.sandbox import BACKENDS, Limits, Sandbox, available_backend, create_sandbox
+from forgerl.envs.swe_go.packages import GOCODE, PACKAGES
+from forgerl.errors import SandboxError
+
+GOPATH_DIR = "gopath"
+BUILD_DIR = ".forgerl"
+GO_ENV = (
+    "export GO111MODULE=off GOPATH=\"{root}/{gopath}:/usr/share/gocode\" GOPROXY=off GOTOOLCHAIN=local GOFLAGS= "
+    "GONOSUMDB= GOWORK=off CGO_ENABLED=0 GOCACHE=\"{root}/.cache/go-build\" GOTELEMETRY=off GOENV=off; "
+)
+"""Offline GOPATH mode: no modules (so no go.mod, go.work, vendor or `replace`), no proxy, no cgo,
+the build cache inside the workspace (a sandbox's /tmp lives only as long as one command)."""
+MAIN_FILE = "zz_forgerl_main_test.go"
+MAIN_TEMPLATE = """package {name}
+
+import (
+\t"fmt"
+\t"os"
+\t"testing"
+)
+
+func TestMain(m *testing.M) {{
+\tcode := m.Run()
+\tif code == 0 {{
+\t\tfmt.Println("\\n{ok}")
+\t}} else {{
+\t\tfmt.Println("\\n{bad}")
+\t}}
+\tos.Exit(code)
+}}
+"""
+BUILD_MEMORY_MB = 4096
+"""The Go compiler and runtime reserve more address space than Python (RLIMIT_AS counts it)."""
+_RESULT = re.compile(r"^--- (PASS|FAIL|SKIP): (\S+) \(")
+_RUN = re.compile(r"^=== RUN   (\S+)$")
+
+
+def go_limits(wall_s: float) -> Limits:
+    return Limits(wall_s=wall_s, cpu_s=wall_s * 2, memory_mb=BUILD_MEMORY_MB, max_procs=128, max_output_bytes=4_000_000)
+
+
+@functools.cache
+def hidden_paths() -> tuple[str, ...]:
+    """What no swe-go sandbox may read: the pristine package sources (the answer key) and
+    forgerl's own package and task data."""
+    root = Path(forgerl.__file__).resolve()
+    data = root.parents[2] / "data" / "swe_go"
+    return tuple(str(p) for p in [*(GOCODE / p.import_path for p in PACKAGES), root.parent, data] if p.exists())
+
+
+def new_sandbox(files: dict[str, str], wall_s: float) -> Sandbox:
+    backend = available_backend()
+    if not BACKENDS[backend].can_hide:
+        raise SandboxError(
+            "swe-go needs a sandbox that can hide the installed package sources (bubblewrap or user "
+            f"namespaces), but only the unisolated {backend!r} backend works here; run scripts/install_system_deps.sh"
+        )
+    return create_sandbox(files, limits=go_limits(wall_s), backend=backend, hidden_paths=hidden_paths())
+
+
+def gopath_files(import_path: str, files: dict[str, str], gopath: str = GOPATH_DIR) -> dict[str, str]:
+    return {f"{gopath}/src/{import_path}/{name}": text for name, text in files.items()}
+
+
+@dataclass(frozen=True)
+class GoTestRun:
+    """Per-test pass/fail of one verification; `problem` says why there is none (build failure,
+    timeout); `tampering` lists the signs that code under test forged its report."""
+
+    passed: dict[str, bool]
+    problem: str | None = None
+    tampering: tuple[str, ...] = ()
+    build_output: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    messages: dict[str, str] = field(default_factory=dict)  # a failing test's output (for the issue)
+
+    def failing(self) -> list[str]:
+        return sorted(n for n, ok in self.passed.items() if not ok)
+
+    def all_passed(self, names: list[str]) -> bool:
+        return not self.tampering and all(self.passed.get(n, False) for n in names)
+
+
+@dataclass(frozen=True)
+class _Pass:
+    results: dict[str, bool]
+    running: str | None
+    last: str | None
+    token: str | None
+    tampering: tuple[str, ...]
+    messages: dict[str, str]
+
+
+def read_verbose(stdout: str, expected: set[str], ok: str, bad: str, exit_code: int) -> _Pass:
+    """One run's per-test results from `-test.v` output, with every inconsistency named."""
+    results: dict[str, bool] = {}
+    started: list[str] = []
+    tampering: list[str] = []
+    tokens = [line.strip() for line in stdout.splitlines() if line.strip() in (ok, bad)]
+    output: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        run = _RUN.match(line)
+        if started and started[-1] not in results and line.strip() not in (ok, bad):
+            output.setdefault(started[-1], []).append(line)
+        if run and "/" not in run.group(1):
+            if run.group(1) in started:
+                tampering.append(f"test {run.group(1)} started twice")
+            started.append(run.group(1))
+            continue
+        result = _RESULT.match(line)
+        if result is None or "/" in result.group(2):
+            continue
+        name = result.group(2)
+        if name in results:
+            tampering.append(f"test {name} reported twice")
+        elif name not in started:
+            tampering.append(f"a result for {name} before it started")
+        elif name not in expected:
+            tampering.append(f"a result for {name}, which was not selected")
+        results[name] = result.group(1) != "FAIL"  # a skip is not a failure
+    token = tokens[-1] if tokens else None
+    if len(tokens) > 1:
+        tampering.append("the test summary appeared more than once")
+    if token is None and exit_code == 0:
+        tampering.append("the test binary exited with status 0 before its summary (os.Exit in the code under test?)")
+    if token == ok and (exit_code != 0 or not all(results.values()) or set(results) != set(started)):
+        tampering.append("the summary says pass but the tests or the exit status do not")
+    if token == bad and exit_code != 0 and results and all(results.values()) and set(results) == set(started):
+        tampering.append("every test line says PASS but the testing package reported a failure")
+    running = next((n for n in reversed(started) if n not in results), None)
+    messages = {n: "\n".join(output.get(n, []))[-2000:] for n, p in results.items() if not p}
+    if running is not None:
+        messages[running] = "\n".join(output.get(running, []))[-2000:]
+    return _Pass(results, running, started[-1] if started else None, token, tuple(tampering), messages)
+
+
+async def build_test_binary(sandbox: Sandbox, import_path: str, name: str, wall_s: float) -> tuple[bool, str, str, str]:
+    """Compile the package's test binary with the verifier's TestMain; (ok, output, ok_token, bad_token)."""
+    ok, bad = f"FORGERL-OK-{secrets.token_hex(16)}", f"FORGERL-FAIL-{secrets.token_hex(16)}"
+    sandbox.write_file(f"{GOPATH_DIR}/src/{import_path}/{MAIN_FILE}", MAIN_TEMPLATE.format(name=name, ok=ok, bad=bad))
+    cmd = GO_ENV.format(root="$PWD", gopath=GOPATH_DIR) + f"mkdir -p {BUILD_DIR} && go test -c -vet=off -o {BUILD_DIR}/pkg.test {import_path}"
+    res = await sandbox.run(cmd, limits=go_limits(wall_s))
+    return res.exit_code == 0 and not res.timed_out, (res.stdout + res.stderr)[-3000:], ok, bad
+
+
+async def run_go_tests(
+    files: dict[str, str], import_path: str, name: str, tests: list[str], *, wall_s: float = 120.0,
+    test_timeout_s: float = 20.0,
+) -> GoTestRun:
+    """Build the package from `files` (name -> text, code and test files) in a fresh sandbox and run
+    the top-level `tests`; see the module docstring for what is trusted."""
+    sandbox = new_sandbox(gopath_files(import_path, files), wall_s)
+    try:
+        built, output, ok, bad = await build_test_binary(sandbox, import_path, name, wall_s)
+        if not built:
+            return GoTestRun({t: False for t in tests}, problem="the package or its tests do not build", build_output=output)
+        return await _run_binary(sandbox, set(tests), ok, bad, wall_s, test_timeout_s)
+    finally:
+        await sandbox.close()
+
+
+async def _run_binary(sandbox: Sandbox, tests: set[str], ok: str, bad: str, wall_s: float, test_timeout_s: float) -> GoTestRun:
+    passed: dict[str, bool] = {}
+    tampering: list[str] = []
+    notes: list[str] = []
+    messages: dict[str, str] = {}
+    deadline = time.monotonic() + wall_s
+    while len(passed) < len(tests):
+        todo = sorted(tests - set(passed))
+        pattern = "^(" + "|".join(re.escape(t) for t in todo) + ")$"
+        left = deadline - time.monotonic()
+        if left <= 1:
+            passed.update({t: False for t in todo})
+            return GoTestRun(passed, problem="the tests took longer than the time limit", tampering=tuple(tampering))
+        argv = [f"{BUILD_DIR}/pkg.test", "-test.v", "-test.count=1", f"-test.timeout={test_timeout_s:.0f}s",
+                "-test.run", pattern]  # fmt: skip
+        res = await sandbox.run(argv, limits=go_limits(min(left, test_timeout_s + 10)))
+        one = read_verbose(res.stdout, set(todo), ok, bad, res.exit_code)
+        tampering += one.tampering
+        messages.update(one.messages)
+        passed.update({n: p for n, p in one.results.items() if n in tests})
+        if one.token is not None or tampering:
+            break
+        crashed = one.running or one.last
+        if crashed is not None:  # the panic's message went to stderr
+            messages[crashed] = (messages.get(crashed, "") + "\n" + "\n".join(res.stderr.splitlines()[:12])).strip()  # the binary finished (or lied): what did not report, failed
+        if one.running is None and not one.results:
+            notes.append(f"the test binary died before any test (exit {res.exit_code}): {res.stderr[-300:]}")
+            break
+        if one.running is not None:
+            passed[one.running] = False
+            notes.append(f"{one.running} crashed the test binary (exit {res.exit_code}, timed out: {res.timed_out})")
+    for t in tests - set(passed):
+        passed[t] = False
+    return GoTestRun(dict(sorted(passed.items())), tampering=tuple(dict.fromkeys(tampering)), notes=tuple(notes),
+                   messages=messages)
