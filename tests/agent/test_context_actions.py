@@ -13,6 +13,7 @@ from forgerl.agent.context import (
     DropOldToolOutputs,
     FixedContext,
     context_function,
+    drop_old_rounds,
     drop_tool_outputs,
     keep_last_turns,
     summarize,
@@ -41,6 +42,13 @@ def test_drop_tool_outputs_skips_the_context_acknowledgements():
     rewritten = drop_tool_outputs(HISTORY, keep_last=1, placeholder="-")
     assert [m.content for m in rewritten] == ["s", "q", "", "-", "-", "", "out c", "ok"]
     assert drop_tool_outputs(rewritten, keep_last=1, placeholder="-") is None
+
+
+def test_drop_old_rounds_keeps_every_result_of_the_last_turns():
+    rewritten = drop_old_rounds(HISTORY, keep_rounds=1, placeholder="-")
+    assert [m.content for m in rewritten] == ["s", "q", "", "-", "-", "", "out c", "ok"]
+    assert drop_old_rounds(HISTORY, keep_rounds=2) is None
+    assert drop_old_rounds(rewritten, keep_rounds=1, placeholder="-") is None
 
 
 def test_keep_last_turns_keeps_whole_turns_and_the_opening():
@@ -190,13 +198,15 @@ def test_context_config_builds_a_fresh_manager_per_episode():
     from forgerl.train.config import TrainConfig
 
     assert ContextConfig().build() is None
-    fixed = ContextConfig(manager="fixed", trigger_tokens=100, arguments={"keep_last": 2}).build()
+    fixed = ContextConfig(manager="fixed", function="drop_tool_outputs", trigger_tokens=100, arguments={"keep_last": 2}).build()
     assert isinstance(fixed, FixedContext) and fixed.op.arguments == {"keep_last": 2}
     actions = ContextConfig(manager="actions", actions=["summarize"], fallback=True).build()
     assert isinstance(actions, ContextActions) and [t.name for t in actions.tools()] == ["context_summarize"]
     assert actions.fallback is not None
-    with pytest.raises(ValueError, match="unknown context function 'nope'; registered: drop_tool_outputs"):
+    with pytest.raises(ValueError, match="unknown context function 'nope'; registered: drop_old_rounds, drop_tool_outputs"):
         ContextConfig(manager="fixed", function="nope")  # a pydantic ValidationError; TrainConfig's loader words it
+    with pytest.raises(ValueError, match="do not fit drop_old_rounds"):
+        ContextConfig(manager="fixed", arguments={"keep_last": 2})
     # arm (b) of the context-rot experiment: trained without, evaluated with a fixed manager
     config = TrainConfig.model_validate({"context": {"manager": "none"}, "eval": {"context": {"manager": "fixed"}}})
     assert context_manager_for(config, evaluation=False) is None

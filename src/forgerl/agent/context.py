@@ -68,6 +68,24 @@ def drop_tool_outputs(messages: Sequence[Message], keep_last: int = 1, placehold
     return rewritten
 
 
+def drop_old_rounds(messages: Sequence[Message], keep_rounds: int = 1, placeholder: str = OLD_OUTPUT) -> list[Message] | None:
+    """Replace the text of the tool results of every turn but the last `keep_rounds`. Unlike
+    `drop_tool_outputs` it never hides a result of the turn just answered, however many parallel
+    calls that turn made: the harness applies it before the model has read them."""
+    starts = _turn_starts(messages, _opening_end(messages))
+    if len(starts) <= keep_rounds:
+        return None
+    cut = starts[len(starts) - keep_rounds] if keep_rounds > 0 else len(messages)
+    old = [i for i in range(cut) if messages[i].role == "tool" and not _is_context_output(messages[i])
+           and messages[i].content != placeholder]
+    if not old:
+        return None
+    rewritten = list(messages)
+    for i in old:
+        rewritten[i] = messages[i].model_copy(update={"content": placeholder})
+    return rewritten
+
+
 def _opening_end(messages: Sequence[Message]) -> int:
     """Index of the first assistant message: everything before it (system prompt, task) is kept."""
     return next((i for i, m in enumerate(messages) if m.role == "assistant"), len(messages))
@@ -140,9 +158,13 @@ def _int_param(description: str, minimum: int) -> dict[str, Any]:
 
 register_context_function("drop_tool_outputs", drop_tool_outputs, ToolSpec(
     name="context_drop_tool_outputs",
-    description="Free context: replace all earlier tool results except the last keep_last with a placeholder. "
-                "Your calls and thinking stay; note any value you still need before calling this.",
+    description="Free context: blank all tool results but the last keep_last (note values you need first).",
     parameters={"type": "object", "properties": {"keep_last": _int_param("tool results to keep", 0)},
+                "required": [], "additionalProperties": False}))
+register_context_function("drop_old_rounds", drop_old_rounds, ToolSpec(
+    name="context_drop_old_rounds",
+    description="Free context: blank the tool results of all but your last keep_rounds turns.",
+    parameters={"type": "object", "properties": {"keep_rounds": _int_param("turns whose results to keep", 0)},
                 "required": [], "additionalProperties": False}))
 register_context_function("keep_last_turns", keep_last_turns, ToolSpec(
     name="context_keep_last_turns",

@@ -444,9 +444,9 @@ class ToolReasoningEnv(NumericAnswerEnv):
         return [TOOL_SPECS[n] for n in names if n in TOOL_SPECS]
 
     def reset(self, task: Task) -> list[Message]:
-        if task.family != FAMILY or "db" not in task.data or "question" not in task.data:
-            raise ValueError(f"task {task.id!r} is not a {FAMILY} task (family {task.family!r}, data keys "
-                             f"{sorted(task.data)}); make it with generate_task or load a {FAMILY} task set")
+        if task.family != self.family or "db" not in task.data or "question" not in task.data:
+            raise ValueError(f"task {task.id!r} is not a {self.family} task (family {task.family!r}, data keys "
+                             f"{sorted(task.data)}); make it with generate_task or load a {self.family} task set")
         self._start(task)
         self._calls = {}
         return [Message(role="system", content=SYSTEM_PROMPT), Message(role="user", content=task.prompt)]

@@ -1,0 +1,70 @@
+"""tool-reasoning-long (issue 24 item 4): its results overflow the context unless it is managed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from forgerl.agent.context import ContextActions, FixedContext
+from forgerl.agent.loop import run_episode
+from forgerl.agent.replay import check_replay
+from forgerl.chat import get_format
+from forgerl.engine.base import SamplingParams
+from forgerl.engine.scripted import ScriptedEngine
+from forgerl.envs.base import family_info, make_env, play_rounds, run_gold
+from forgerl.envs.long_context import FAMILY, generate_task
+from forgerl.envs.tool_reasoning import generate_task as short_task
+from forgerl.types import Message, ToolCall, TrajectoryStatus
+
+CONTEXT = 2048  # the main job's max_context
+
+
+def test_same_task_as_tool_reasoning_with_long_results():
+    task, short = generate_task(4, 3), short_task(4, 3)
+    assert task.family == FAMILY and task.id == f"{FAMILY}-d3-4"
+    assert task.prompt == short.prompt and task.answer == short.answer
+    assert generate_task(4, 3) == task  # deterministic
+    env = make_env(FAMILY)
+    env.reset(task)
+    item = sorted(task.data["db"]["price"])[0]
+    out = env.run(ToolCall(name="lookup", arguments={"table": "price", "item": item}))
+    first, *trail = out.splitlines()
+    assert first.strip().lstrip("-").isdigit() and len(trail) == 1 + task.data["trail_lines"]
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3, 4, 5])
+def test_gold_scores_one_and_noop_zero(difficulty):
+    task = generate_task(difficulty, difficulty)
+    _, result = asyncio.run(run_gold(make_env(FAMILY), task))
+    assert result.score == 1.0
+    _, noop = asyncio.run(play_rounds(make_env(FAMILY), task, family_info(FAMILY).noop, refused_ok=True))
+    assert noop.score == 0.0
+
+
+def gold_replies(fmt, task, action: ToolCall | None = None) -> list[str]:
+    rounds = make_env(FAMILY).gold_solution(task)
+    return [fmt.render_assistant_body(Message(role="assistant", reasoning="Noting the values so far.",
+                                              tool_calls=[*r, action] if action is not None and 0 < i else list(r)))
+            for i, r in enumerate(rounds)]
+
+
+def play(task, replies, manager, fmt, tokenizer):
+    return asyncio.run(run_episode(ScriptedEngine(tokenizer, replies, max_context=CONTEXT), fmt, make_env(FAMILY), task,
+                                   sampling=SamplingParams(max_tokens=128), max_turns=8, max_total_tokens=CONTEXT,
+                                   context_manager=manager))
+
+
+@pytest.mark.parametrize(("seed", "difficulty"), [(0, 2), (0, 3), (2, 4), (1, 5)])
+def test_keeping_everything_truncates_and_managing_the_context_finishes(seed, difficulty, tokenizer):
+    fmt = get_format("minimax_m2")
+    task = generate_task(seed, difficulty)
+    kept = play(task, gold_replies(fmt, task), None, fmt, tokenizer)
+    assert kept.status == TrajectoryStatus.TRUNCATED and kept.reward == 0.0
+    fixed = play(task, gold_replies(fmt, task), FixedContext("drop_old_rounds", 1024), fmt, tokenizer)
+    assert fixed.status == TrajectoryStatus.COMPLETED and fixed.reward == 1.0
+    assert fixed.metadata["context_rewrites"] and check_replay(fixed, tokenizer, fmt) == []
+    action = ToolCall(name="context_drop_tool_outputs", arguments={"keep_last": 0})
+    acted = play(task, gold_replies(fmt, task, action), ContextActions(["drop_tool_outputs"]), fmt, tokenizer)
+    assert acted.reward == 1.0 and {r["by"] for r in acted.metadata["context_rewrites"]} == {"policy"}
+    assert check_replay(acted, tokenizer, fmt) == []
