@@ -15,6 +15,7 @@ from forgerl.cli.engine import engine_app
 from forgerl.cli.envs import envs_app, rollout_command
 from forgerl.cli.errors import DEBUG_ENV, debug_requested, report, strip_debug
 from forgerl.cli.eval import eval_command
+from forgerl.cli.evolve import evolve_app
 from forgerl.cli.gateway import gateway
 from forgerl.cli.mtp import mtp_app
 from forgerl.cli.perturb import perturb_app
@@ -87,6 +88,7 @@ def _mount_commands(app: typer.Typer) -> None:
     app.add_typer(perturb_app, name="perturb")
     app.add_typer(review_app, name="review")
     app.add_typer(rm_app, name="rm")
+    app.add_typer(evolve_app, name="evolve")
 
 
 _mount_commands(app)
