@@ -14,7 +14,9 @@ each strictly between 0 and 1. A family with a `validation_cost` (a browser per 
 validated only when named.
 
 The typer commands of `forgerl envs list/validate` and `forgerl rollout` live here too (with
-`--plugin`), so a user's family can be named on the command line (forgerl/plugins.py).
+`--plugin`), so a user's family can be named on the command line (forgerl/plugins.py), and so do
+`forgerl envs export` (a seeded family's tasks to a task file) and `forgerl envs calibrate` (pass
+rates of a model per task, written back as difficulty; the work is in cli/calibrate.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from forgerl.cli.calibrate import calibrate, open_engine, read_task_file
 from forgerl.envs.base import (
     Environment,
     Family,
@@ -41,7 +44,7 @@ from forgerl.envs.base import (
     run_gold,
     sample_task,
 )
-from forgerl.envs.tasks import generate_tasks
+from forgerl.envs.tasks import generate_tasks, save_tasks
 from forgerl.errors import ConfigError
 from forgerl.plugins import PLUGIN_OPTION_HELP, load_cli_plugins
 from forgerl.types import ToolCall, Trajectory, TrajectoryStatus
@@ -390,6 +393,71 @@ def envs_validate(
         raise typer.BadParameter(str(exc.args[0]), param_hint="NAME") from None
     if not print_validation(Console(), rows):
         raise typer.Exit(code=1)
+
+
+@envs_app.command("export")
+def envs_export(
+    name: str = typer.Argument(..., help="The seeded family to draw tasks from."),
+    n: int = typer.Option(..., "-n", help="How many tasks (difficulties cycle 1, 2, ..., max)."),
+    out: Path = typer.Option(..., "--out", help="The JSONL task file to write (overwritten)."),
+    seed: int = typer.Option(0, help="Seed of the task set (task i uses seed*1000003 + i)."),
+    difficulty: int | None = typer.Option(None, help="Only this difficulty (default: cycle through all)."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_OPTION_HELP),
+) -> None:
+    """Write `n` generated tasks of a seeded family to a task file (what `envs calibrate` and
+    `--tasks` read). terminal: 48 tasks from seed 0 cover every template, difficulty and hint variant."""
+    load_cli_plugins(plugin)
+    try:
+        count = save_tasks(out, generate_tasks(name, n, seed=seed, difficulty=difficulty))
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="NAME") from None
+    typer.echo(f"wrote {count} {name} tasks to {out}")
+
+
+@envs_app.command("calibrate")
+def envs_calibrate(
+    name: str = typer.Argument(..., help="The family of the tasks in --tasks."),
+    tasks: Path = typer.Option(..., "--tasks", help="JSONL task file to calibrate; rewritten in place (atomically)."),
+    model: str = typer.Option("default", help="`default`, a model directory or a run; with --url: the server "
+                              "model's tokenizer ('default' or a directory)."),
+    n: int = typer.Option(4, "-n", help="Episodes per task."),
+    url: str | None = typer.Option(None, "--url", help="A completions server (forgerl serve, vLLM's OpenAI-compatible "
+                                   "server) to sample from instead of loading the model here."),
+    api_key_env: str = typer.Option("FORGERL_API_KEY", help="With --url: environment variable holding the API key."),
+    chat_format: str = typer.Option("minimax_m2", "--format", help="Chat format the agent is rendered in."),
+    max_turns: int = typer.Option(12, help="Maximum LLM calls per episode."),
+    max_tokens: int = typer.Option(1024, help="Maximum new tokens per LLM call."),
+    max_context: int = typer.Option(16384, help="Context of the model (prompt + completion tokens)."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature (pass rates need > 0 to mean anything)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    concurrency: int = typer.Option(8, help="Episodes at once."),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_OPTION_HELP),
+) -> None:
+    """Run the model -n times on each task of --tasks, print pass rates (95% Wilson intervals) and
+    write data.calibration and a pass-rate difficulty back into the file (cli/calibrate.py)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    load_cli_plugins(plugin)
+    try:
+        family_info(name)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="NAME") from None
+    read_task_file(tasks, name)  # a bad file fails before a model loads
+    engine = open_engine(model, url=url, chat_format=chat_format, max_context=max_context, seed=seed,
+                         api_key_env=api_key_env)
+    stats = calibrate(name, tasks, engine, model=url or model, n=n, chat_format=chat_format, max_turns=max_turns,
+                      max_tokens=max_tokens, temperature=temperature, seed=seed, concurrency=concurrency)
+    table = Table(title=f"calibration of {tasks} ({n} episodes per task)")
+    for column in ("task", "passed", "pass rate", "95% CI", "difficulty", "infra failed"):
+        table.add_column(column)
+    for entry in stats.values():
+        record = entry.record(model, "")
+        low, high = record["ci95"]
+        rate = "-" if record["pass_rate"] is None else f"{record['pass_rate']:.2f}"
+        table.add_row(entry.task_id, f"{entry.passed}/{entry.n}", rate, f"[{low:.2f}, {high:.2f}]",
+                      str(record["band"] or "kept"), str(entry.failed_infra))
+    Console().print(table)
 
 
 def rollout_command(

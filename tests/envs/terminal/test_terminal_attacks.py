@@ -84,7 +84,7 @@ def test_a_background_process_that_writes_the_answer_after_submit_does_not_count
             env.reset(task)
             await env.execute(sneaky)
             await env.execute(ToolCall(name="submit", arguments={}))
-            await asyncio.sleep(2.5)
+            await asyncio.sleep(1.6)  # the writer would have fired after 1 s
             return "answer.txt present" if (env.sandbox.workspace / "answer.txt").exists() else "absent"
         finally:
             await env.close()
