@@ -48,7 +48,9 @@ BUILTIN_FAMILY_MODULES = (
     "forgerl.envs.arithmetic", "forgerl.envs.tool_reasoning", "forgerl.envs.long_context", "forgerl.envs.cowork", "forgerl.envs.swe",
     "forgerl.envs.reasoning_gym", "forgerl.envs.bfcl", "forgerl.rollout.multiagent", "forgerl.envs.appdev",
     "forgerl.envs.terminal",
+    "forgerl.envs.mle",
     "forgerl.envs.swe_go",
+    "forgerl.envs.swe_js",
 )
 
 
