@@ -4,9 +4,12 @@ the prompt and workspace, the difficulty estimate, and clear errors for bad inpu
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from forgerl.envs.base import Task
+from forgerl.envs.tasks import generate_tasks, load_tasks
 from forgerl.envs.terminal import DIFFICULTIES, TEMPLATE_NAMES, every_task, generate_task, seed_of
 from forgerl.envs.terminal.env import check_task
 from forgerl.envs.terminal.generator import estimate_difficulty, hidden_test_sha256
@@ -113,3 +116,16 @@ def test_bad_inputs_are_clear_errors() -> None:
     bad = generate_task(0, 1).model_copy(update={"verifier": {}})
     with pytest.raises(ConfigError, match="not a terminal task"):
         check_task(bad)
+
+
+def test_the_shipped_task_file_is_the_generators_output() -> None:
+    """data/terminal/tasks.jsonl = `forgerl envs export terminal -n 48 --out data/terminal/tasks.jsonl`,
+    up to what `envs calibrate` writes into it (difficulty, data.calibration)."""
+    shipped = load_tasks(Path(__file__).resolve().parents[3] / "data" / "terminal" / "tasks.jsonl")
+
+    def core(task: Task) -> dict:
+        dumped = task.model_dump(mode="json", exclude={"difficulty"})
+        dumped["data"].pop("calibration", None)
+        return dumped
+
+    assert [core(t) for t in shipped] == [core(t) for t in generate_tasks("terminal", 48)]
