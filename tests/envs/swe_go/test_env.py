@@ -150,3 +150,36 @@ def test_a_real_written_test_scores_one(comma_tasks: dict[str, Task]) -> None:
     mine = 'package humanize\n\nimport "testing"\n\nfunc TestIssue(t *testing.T) {\n\tif Comma(-1000) != "-1,000" {\n\t\tt.Fatal(Comma(-1000))\n\t}\n}\n'
     verdict, _ = play(comma_tasks["write_test"], [_plant("issue_test.go", mine), SUBMIT])
     assert verdict.outcome == 1.0, verdict.evidence
+
+
+def _perf_task() -> Task:
+    from forgerl.envs.swe_go import gosrc, perf
+    from forgerl.envs.swe_go.packages import package_by_path, package_sources, test_files
+    from forgerl.envs.swe_go.pipeline import make_task
+
+    path = "github.com/iancoleman/strcase"
+    source = package_sources(path)["snake.go"]
+    fn = next(f for f in gosrc.functions("snake.go", source) if f.name == "ToSnake")
+    edit = gosrc.slowdown(source, fn, "quadratic_scan")
+    bench = perf.bench_program(package_by_path(path), fn.name, list(fn.params), perf.BENCH_LENGTHS["quadratic_scan"])
+    tests = list(gosrc.test_calls(test_files(path)))
+    rule = {"min_speedup": 1.5, "repeats": 5, "generation_margin": 2.0}
+    return make_task("perf", package_by_path(path), [fn], [edit], [], tests, "ToSnake is slow", 0,
+                     {"bench": bench, "perf_rule": rule})  # fmt: skip
+
+
+@pytest.mark.slow
+def test_perf_gold_is_faster_and_a_fast_but_wrong_candidate_is_not_rewarded() -> None:
+    task = _perf_task()
+    gold, _ = play(task, SweGoEnv().gold_solution(task))
+    assert gold.outcome == 1.0 and gold.parts["speedup_ok"] == 1.0, gold.evidence
+    assert gold.evidence["perf"]["conservative_speedup"] >= 1.5 and "noise" in gold.evidence["perf"]
+    noop, _ = play(task, [SUBMIT])
+    assert noop.outcome == 0.0 and noop.parts["p2p_passed"] == 1.0 and noop.parts["speedup_ok"] == 0.0
+    # fast (the slowdown is gone) but wrong on long inputs only, which no hidden test uses
+    steps = SweGoEnv().gold_solution(task)[:-1]
+    wrong = [call("edit_file", path="snake.go", old_text="func ToSnake(s string) string {",
+                  new_text='func ToSnake(s string) string {\n\tif len(s) > 5000 {\n\t\treturn ""\n\t}')]  # fmt: skip
+    verdict, _ = play(task, [*steps, wrong, SUBMIT])
+    assert verdict.outcome == 0.0 and verdict.parts["p2p_passed"] == 1.0 and verdict.parts["speedup_ok"] == 0.0
+    assert "different output" in verdict.evidence["bench_problem"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=GenerationConfig.concurrency)
     parser.add_argument("--only", nargs="*", default=None, help="function names to restrict to (debugging)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
     config = GenerationConfig(seed=args.seed, concurrency=args.concurrency,

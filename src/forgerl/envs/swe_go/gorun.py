@@ -156,10 +156,24 @@ def read_verbose(stdout: str, expected: set[str], ok: str, bad: str, exit_code: 
     if token == bad and exit_code != 0 and results and all(results.values()) and set(results) == set(started):
         tampering.append("every test line says PASS but the testing package reported a failure")
     running = next((n for n in reversed(started) if n not in results), None)
-    messages = {n: "\n".join(output.get(n, []))[-2000:] for n, p in results.items() if not p}
+    messages = {n: _stable("\n".join(output.get(n, [])))[-2000:] for n, p in results.items() if not p}
     if running is not None:
-        messages[running] = "\n".join(output.get(running, []))[-2000:]
+        messages[running] = _stable("\n".join(output.get(running, [])))[-2000:]
     return _Pass(results, running, started[-1] if started else None, token, tuple(tampering), messages)
+
+
+_DURATION = re.compile(r" \(\d+\.\d+s\)")
+
+
+def _stable(text: str) -> str:
+    """Test output without the durations Go prints, so an issue written from it is reproducible."""
+    return _DURATION.sub("", text)
+
+
+def panic_summary(stderr: str) -> str:
+    """The `panic:` lines of a crash, without goroutine numbers and addresses (which vary run to run)."""
+    lines = [line.strip().removesuffix(" [recovered]") for line in stderr.splitlines() if line.strip().startswith("panic:")]
+    return "\n".join(dict.fromkeys(lines))
 
 
 async def build_test_binary(sandbox: Sandbox, import_path: str, name: str, wall_s: float) -> tuple[bool, str, str, str]:
@@ -211,7 +225,7 @@ async def _run_binary(sandbox: Sandbox, tests: set[str], ok: str, bad: str, wall
             break
         crashed = one.running or one.last
         if crashed is not None:  # the panic's message went to stderr
-            messages[crashed] = (messages.get(crashed, "") + "\n" + "\n".join(res.stderr.splitlines()[:12])).strip()  # the binary finished (or lied): what did not report, failed
+            messages[crashed] = (messages.get(crashed, "") + "\n" + panic_summary(res.stderr)).strip()  # the binary finished (or lied): what did not report, failed
         if one.running is None and not one.results:
             notes.append(f"the test binary died before any test (exit {res.exit_code}): {res.stderr[-300:]}")
             break

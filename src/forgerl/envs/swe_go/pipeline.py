@@ -18,6 +18,7 @@ bugs of different functions of one package, failing only their functions' tests 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,8 @@ from forgerl.envs.swe_go import gosrc, perf
 from forgerl.envs.swe_go.gorun import GoTestRun, run_go_tests
 from forgerl.envs.swe_go.packages import PACKAGES, GoPackage, code_files, package_sources, sha256, test_files
 from forgerl.errors import ConfigError
+
+log = logging.getLogger("forgerl.swe_go")
 
 FAMILY = "swe-go"
 ISSUE_TEST_FILE = "issue_test.go"
@@ -203,6 +206,7 @@ class _Generator:
         tasks += await self.feature(package, fn, own, all_tests)
         if gosrc.benchable(fn):
             tasks += await self.perf(package, fn, all_tests, rng)
+        log.info("%s %s: %d tasks", package.key, fn.name, len(tasks))
         return tasks, bugs
 
     async def feature(self, package: GoPackage, fn: gosrc.GoFunction, own: set[str], all_tests: list[str]) -> list[Task]:
