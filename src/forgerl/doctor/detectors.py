@@ -100,8 +100,12 @@ def mismatch_rising(s: RunSeries, th: Thresholds) -> list[Finding]:
     change: dict[str, object] = {"fp32_lm_head": True}
     if str(s.setting("dtype", "auto")) not in ("float32", "fp32"):
         change["dtype"] = "float32"
-    trend = _trend(s, "mismatch/mean_abs_logprob", th)
-    corr = s.values("mismatch/prob_corr")
+    # on stale rollouts the engine's log-probs are an older policy's: the difference is the policy
+    # lag (the IS ratio's business), not numerics, so only on-policy steps count here
+    stale = {st for st, v in (s.values("scheduler/staleness_max") or s.values("rollout/staleness_max")) if v > 0}
+    on_policy = RunSeries(config=s.config, table={st: row for st, row in s.table.items() if st not in stale})
+    trend = _trend(on_policy, "mismatch/mean_abs_logprob", th)
+    corr = on_policy.values("mismatch/prob_corr")
     low_corr = [(st, v) for st, v in corr if v < th.prob_corr_min]
     if trend is not None:
         points, early, late = trend
@@ -129,11 +133,18 @@ def mismatch_rising(s: RunSeries, th: Thresholds) -> list[Finding]:
 def stale_weights(s: RunSeries, th: Thresholds) -> list[Finding]:
     points = s.values(VERSION_LAG)
     bound = s.setting("rollout.max_staleness")
-    allowed = max(th.version_lag, int(bound) if bound is not None else 0)
+    mode = s.setting("rollout.mode", "sync")
+    allowed = int(bound) if bound is not None else th.version_lag
     late = [(st, v) for st, v in points if v > allowed]
-    if not late:
+    tail = windows(points, th.window_frac)[1] if len(points) >= th.min_steps else []
+    # a weight push that stopped working: the lag grows by one version every step
+    growing = len(tail) >= 3 and all(b[1] > a[1] for a, b in zip(tail, tail[1:]))
+    # an asynchronous run without a bound lags by design (staleness_near_bound covers how far)
+    if not late or (mode != "sync" and bound is None and not growing):
         return []
-    growing = len(points) >= 2 and points[-1][1] > points[0][1]
+    # sync mode has no staleness knob (max_staleness is for the asynchronous modes): the push is the fix
+    change: dict[str, object] = {} if mode == "sync" else {"rollout.max_staleness": max(1, th.version_lag),
+                                                            "rollout.on_stale": "requeue"}
     return [Finding(
         code="stale_weights", severity="critical" if growing else "warning",
         title=f"rollouts ran on weights {int(max(v for _, v in late))} versions behind the trainer "
@@ -141,9 +152,9 @@ def stale_weights(s: RunSeries, th: Thresholds) -> list[Finding]:
         evidence={VERSION_LAG: _series(points), "allowed": allowed}, steps=_steps(late),
         trajectory_ids=s.example_ids("stale", _steps(late)),
         suggestion="the engine is not serving the trainer's latest weights: check the weight push (engine logs, "
-                   "the transport) — every step trains on data from an old policy. Bound the lag so stale "
-                   "rollouts are regenerated.",
-        config_change={"rollout.max_staleness": max(1, th.version_lag), "rollout.on_stale": "requeue"})]
+                   "the transport) — every step trains on data from an old policy"
+                   + (". " if mode == "sync" else "; bound the lag so stale rollouts are generated again."),
+        config_change=change)]
 
 
 def staleness_near_bound(s: RunSeries, th: Thresholds) -> list[Finding]:

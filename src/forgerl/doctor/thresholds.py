@@ -58,8 +58,9 @@ class Thresholds:
 
     version_lag: int = 2
     """Stale weights: the freshest weights any rollout of a step used lag the trainer by more than
-    this many versions (sync training lags 0; windowed FIFO by up to max_staleness), and more
-    than the staleness bound allows."""
+    this many versions in sync mode (which lags 0; a reused batch after a stop lags 1), by more
+    than max_staleness when one is set, or (an asynchronous run without a bound) by a lag that grows
+    by a version every step of the late window: the engine is not getting the new weights."""
     staleness_near: float = 0.8
     """Staleness near its bound: the step's max staleness at >= 80% of rollout.max_staleness ..."""
     staleness_steps_frac: float = 0.5
