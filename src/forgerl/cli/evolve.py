@@ -26,7 +26,7 @@ def run_command(
     max_runs: int | None = typer.Option(None, help="Budget: experiments, the baseline included."),
     steps_per_run: int | None = typer.Option(None, help="Budget: training steps of a full-fidelity run."),
     wall_s: float | None = typer.Option(None, help="Budget: seconds; no run starts after this."),
-    proposer: str | None = typer.Option(None, help="halving (offline) or model ([model] in the settings)."),
+    proposer: str | None = typer.Option(None, help="halving (offline) or model (\\[model] in the settings)."),
     no_doctor: bool = typer.Option(False, "--no-doctor", help="Do not read trained runs with forgerl doctor."),
 ) -> None:
     """Search; print each decision; write OUT/decisions.jsonl and, after the search, the evaluation-split report."""

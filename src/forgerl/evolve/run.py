@@ -16,9 +16,9 @@ from forgerl.evolve.loop import Diagnose, EvolveResult, search
 from forgerl.evolve.model_proposer import ModelProposer, open_model_engine
 from forgerl.evolve.propose import Proposer
 from forgerl.evolve.report import evaluate_final
-from forgerl.evolve.runner import ForgerlRunner, Runner, train_config
+from forgerl.evolve.runner import ForgerlRunner, Runner
 from forgerl.evolve.settings import EvolveSettings, load_settings
-from forgerl.evolve.space import merged, nest
+from forgerl.evolve.space import nest
 from forgerl.evolve.splits import check_disjoint
 
 
@@ -31,7 +31,7 @@ def run_evolve(settings: EvolveSettings | str | Path | None = None, *, runner: R
 
     if not isinstance(settings, EvolveSettings):
         settings = load_settings(settings, **overrides)
-    base = train_config(merged(load_config(settings.base).model_dump(), nest(settings.base_set)))
+    base = load_config(settings.base, **nest(settings.base_set))  # tables merge key by key; defaults derive after
     load_run_plugins(base.plugins)
     out = Path(settings.out)
     check_disjoint(base.env, settings.objective.validation_tasks, settings.objective.evaluation_tasks,
