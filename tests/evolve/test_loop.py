@@ -60,7 +60,7 @@ def test_the_evaluation_split_never_reaches_a_decision(settings_for) -> None:
     assert [r["kind"] for r in lines][-2:] == ["stop", "evaluation"]
     assert result.evaluation["gain"]["success_rate"] < 0  # reported as measured, even when it is a loss
     with pytest.raises(GuardrailError, match="sealed"):
-        result.extra["log"].write("measure", index=99)
+        result.decisions.write("measure", index=99)
 
 
 def test_decide_refuses_evaluation_measurements() -> None:

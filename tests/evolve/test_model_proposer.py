@@ -82,3 +82,43 @@ def test_scripted_model_proposes_through_the_agent_loop(settings_for, tokenizer,
     assert [t.reward_breakdown.get("outcome") for t in trajectories] == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
     assert all(t.family == "evolve-proposer" and t.calls and t.calls[0].completion_ids for t in trajectories)
     assert "History:" in tokenizer.decode(engine.prompts[-1]) and "naming=camel" in tokenizer.decode(engine.prompts[-1])
+
+
+def test_the_model_proposer_over_http(settings_for, tmp_path) -> None:
+    """The same proposer against a completions server (forgerl's OpenAI-compatible app with a scripted
+    model behind it), opened from the settings as a real endpoint would be."""
+    import copy
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from forgerl.evolve.model_proposer import open_model_engine
+    from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer
+    from forgerl.server.app import create_app
+
+    fmt = get_format("minimax_m2")
+    served = ScriptedEngine(prepare_tokenizer(copy.deepcopy(load_default_tokenizer()), fmt),
+                            [reply(fmt, good(naming="camel", response_layout="json"))], cycle=True, model_name="default")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(served, fmt), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        model = ModelSettings(url=f"http://127.0.0.1:{sock.getsockname()[1]}", model="default", max_rejections=1)
+        proposer = ModelProposer(open_model_engine(model), model, store_dir=tmp_path / "proposer")
+        result = run_evolve(settings_for(proposer="model", space=SPACE.model_dump(), budget={"max_runs": 3}),
+                            runner=FakeRunner(naming_rate({"camel": 0.75})), proposer=proposer, use_doctor=False)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+    measured = [r for r in read_log(result.log_path)[1] if r["kind"] == "measure"]
+    assert measured[1]["source"] == "model" and measured[1]["candidate"]["scaffold"]["response_layout"] == "json"
+    assert measured[1]["decision"] == "kept" and served.prompts  # the server sampled it
+    assert proposer.trajectories[0].calls[0].completion_ids  # token ids as the server sampled them

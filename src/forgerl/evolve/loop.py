@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +41,10 @@ class EvolveResult:
     history: list[Outcome]
     stop_reason: str
     log_path: Path
+    decisions: DecisionLog
+    """The open log: the evaluation report is its last line."""
     evaluation: dict[str, Any] | None = None
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def search(settings: EvolveSettings, base: TrainConfig, runner: Runner, proposer: Proposer, *,
@@ -104,8 +105,8 @@ def search(settings: EvolveSettings, base: TrainConfig, runner: Runner, proposer
         stop = stop or clock.stop_reason()
     decisions.write("stop", reason=stop, runs=clock.runs, steps=clock.steps, seconds=round(clock.elapsed(), 1),
                     incumbent_index=state.incumbent.index)
-    return EvolveResult(baseline, state.incumbent, state.history, stop, decisions.path, seconds=clock.elapsed(),
-                        extra={"log": decisions})
+    return EvolveResult(baseline, state.incumbent, state.history, stop, decisions.path, decisions,
+                        seconds=clock.elapsed())
 
 
 def read_doctor(diagnose: Diagnose | None, run_dir: Path | None) -> tuple[list[Finding], str | None]:

@@ -83,5 +83,8 @@ def _check(incumbent: dict[str, Any], value: float, objective: Objective, by: di
 
 
 def _runner(header: dict[str, Any]) -> Runner:
+    from forgerl.plugins import load_run_plugins  # heavy: pydantic, only when replaying for real
 
-    return ForgerlRunner(train_config(header["base_config"]), concurrency=int(header.get("concurrency", 16)))
+    base = train_config(header["base_config"])
+    load_run_plugins(base.plugins)
+    return ForgerlRunner(base, concurrency=int(header.get("concurrency", 16)))

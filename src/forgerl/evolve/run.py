@@ -47,7 +47,7 @@ def run_evolve(settings: EvolveSettings | str | Path | None = None, *, runner: R
             result.evaluation = evaluate_final(runner, result.baseline, result.incumbent,
                                                steps=settings.budget.steps_per_run,
                                                tasks=settings.objective.evaluation_tasks, out=out / "evaluation",
-                                               decisions=result.extra["log"])
+                                               decisions=result.decisions)
     finally:
         if own_runner:
             runner.close()  # type: ignore[union-attr]
