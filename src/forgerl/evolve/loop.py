@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from forgerl.doctor.findings import Finding
 from forgerl.evolve.budget import BudgetClock
-from forgerl.evolve.decide import decide
+from forgerl.evolve.decide import Objective, decide
 from forgerl.evolve.log import DecisionLog
 from forgerl.evolve.propose import Outcome, Proposal, Proposer, SearchState
 from forgerl.evolve.runner import Runner
 from forgerl.evolve.settings import EvolveSettings
 from forgerl.evolve.space import Candidate, diff
-from forgerl.evolve.splits import VALIDATION, VALIDATION_SEED_BASE, for_decisions
+from forgerl.evolve.splits import VALIDATION, VALIDATION_SEED_BASE, Measurement, for_decisions
 
 if TYPE_CHECKING:
     from forgerl.train.config import TrainConfig
@@ -66,22 +66,10 @@ def search(settings: EvolveSettings, base: TrainConfig, runner: Runner, proposer
                             run_dir=out / "runs" / f"{index:03d}")
         for_decisions(result.measurement)  # a runner that measured anything else stops the search here
         findings, doctor_error = read_doctor(diagnose, result.run_dir)
-        if incumbent is None:
-            decision, why = "baseline", "the base config in the default scaffold: the first incumbent"
-        elif not state.full(proposal.steps, proposal.tasks):
-            decision, why = "screened", f"measured at lower fidelity ({proposal.steps} steps, {proposal.tasks} tasks)"
-        else:
-            verdict = decide(objective, result.measurement, incumbent.result.measurement)
-            decision, why = ("kept" if verdict.kept else "rejected"), verdict.why
+        full = proposal.steps == budget.steps_per_run and proposal.tasks == objective.validation_tasks
+        decision, why = judge(objective, full, result.measurement, incumbent)
         outcome = Outcome(proposal, result, findings, decision, why, index)
-        decisions.write("measure", index=index, source=proposal.source, reason=proposal.reason,
-                        candidate=proposal.candidate.model_dump(mode="json"), label=proposal.candidate.label(),
-                        diff=diff(base_data, proposal.candidate), steps=proposal.steps, tasks=proposal.tasks,
-                        run_dir=str(result.run_dir or out / "runs" / f"{index:03d}"), seconds=round(result.seconds, 2),
-                        evidence={"measurement": result.measurement.as_dict(), "metrics": result.metrics,
-                                  "findings": [f.model_dump(mode="json") for f in findings], "doctor_error": doctor_error},
-                        decision=decision, why=why, incumbent_index=None if incumbent is None else incumbent.index,
-                        tolerance=objective.tolerance)
+        record(decisions, outcome, base_data, objective, doctor_error, incumbent)
         if on_outcome is not None:
             on_outcome(outcome)
         return outcome
@@ -107,6 +95,29 @@ def search(settings: EvolveSettings, base: TrainConfig, runner: Runner, proposer
                     incumbent_index=state.incumbent.index)
     return EvolveResult(baseline, state.incumbent, state.history, stop, decisions.path, decisions,
                         seconds=clock.elapsed())
+
+
+def judge(objective: Objective, full: bool, measurement: Measurement, incumbent: Outcome | None) -> tuple[str, str]:
+    """(decision, why): the first measurement is the baseline; a lower-fidelity one only screens."""
+    if incumbent is None:
+        return "baseline", "the base config in the default scaffold: the first incumbent"
+    if not full:
+        return "screened", f"measured at lower fidelity ({measurement.n} tasks), not compared with the incumbent"
+    verdict = decide(objective, measurement, incumbent.result.measurement)
+    return ("kept" if verdict.kept else "rejected"), verdict.why
+
+
+def record(decisions: DecisionLog, o: Outcome, base_data: dict[str, Any], objective: Objective,
+           doctor_error: str | None, incumbent: Outcome | None) -> None:
+    """The outcome's log line: the proposal and its diff against the base, the evidence, the decision and why."""
+    p, r = o.proposal, o.result
+    decisions.write("measure", index=o.index, source=p.source, reason=p.reason, candidate=p.candidate.model_dump(mode="json"),
+                    label=p.candidate.label(), diff=diff(base_data, p.candidate), steps=p.steps, tasks=p.tasks,
+                    run_dir=None if r.run_dir is None else str(r.run_dir), seconds=round(r.seconds, 2),
+                    evidence={"measurement": r.measurement.as_dict(), "metrics": r.metrics,
+                              "findings": [f.model_dump(mode="json") for f in o.findings], "doctor_error": doctor_error},
+                    decision=o.decision, why=o.why, incumbent_index=None if incumbent is None else incumbent.index,
+                    tolerance=objective.tolerance)
 
 
 def read_doctor(diagnose: Diagnose | None, run_dir: Path | None) -> tuple[list[Finding], str | None]:

@@ -72,9 +72,6 @@ class SearchState:
     incumbent: Outcome
     history: list[Outcome] = field(default_factory=list)
 
-    def full(self, steps: int, tasks: int) -> bool:
-        return steps == self.budget.steps_per_run and tasks == self.objective.validation_tasks
-
     def seen(self) -> set[str]:
         return {o.proposal.candidate.key() for o in self.history} | {self.incumbent.proposal.candidate.key()}
 
