@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from forgerl.review.train_hook import apply_reward_model, reward_model_metrics
 from forgerl.store import TrajectoryStore
-from forgerl.train.config import dump_config, load_config, public_config
+from forgerl.train.config import RewardModelSpec, dump_config, load_config, public_config
 from forgerl.train.loop import rollout_metrics
 from forgerl.types import Boundary, Failure, LLMCall, Trajectory, TrajectoryStatus
 
@@ -36,6 +38,7 @@ class Episode:
     status: TrajectoryStatus = TrajectoryStatus.COMPLETED
     parse_error: bool = False
     policy_version: int | None = None  # None: the trainer's (on-policy)
+    rm_score: float | None = None  # the reward model's score, blended in as the loop's transform does
 
 
 EpisodeFn = Callable[[int, int, int], Episode]
@@ -81,9 +84,13 @@ def _trajectory(step: int, group: int, index: int, episode: Episode) -> Trajecto
     call = LLMCall(prompt_ids=[1, 2, 3], completion_ids=[4, 5], completion_logprobs=[-0.1, -0.2], loss_mask=[1, 1],
                    policy_version=version, finish_reason="length" if episode.status == TrajectoryStatus.TRUNCATED else "stop")
     errors = [Failure(boundary=Boundary.PARSE, message="could not parse the tool call", turn=1)] if episode.parse_error else []
-    return Trajectory(task_id=f"task-{step}-{group}", group_id=f"step{step}-g{group}", calls=[call],
-                      reward=1.0 if episode.passed else 0.0, status=episode.status, errors=errors,
-                      rollout_step=step - 1, family="tool-reasoning")
+    trajectory = Trajectory(task_id=f"task-{step}-{group}", group_id=f"step{step}-g{group}", calls=[call],
+                            reward=1.0 if episode.passed else 0.0, status=episode.status, errors=errors,
+                            rollout_step=step - 1, family="tool-reasoning")
+    if episode.rm_score is not None:
+        model = SimpleNamespace(score=lambda todo: [episode.rm_score] * len(todo))
+        apply_reward_model([[trajectory]], model, RewardModelSpec(weight=0.5))  # type: ignore[arg-type]
+    return trajectory
 
 
 def craft(tmp_path: Path, *, name: str = "run", steps: int = STEPS, episode: EpisodeFn = healthy_episode,
@@ -105,7 +112,7 @@ def craft(tmp_path: Path, *, name: str = "run", steps: int = STEPS, episode: Epi
             store.mark_consumed([t.id for t in batch], step)
             crafted.ids[step] = [t.id for t in batch]
             crafted.trajectories.update({t.id: t for t in batch})
-            values = {**healthy_metrics(step), **rollout_metrics(batch, version=step)}
+            values = {**healthy_metrics(step), **rollout_metrics(batch, version=step), **reward_model_metrics(batch)}
             if step % EVAL_EVERY == 0 or step == steps:
                 values["eval/reward"] = evals(step)
             if metrics is not None:

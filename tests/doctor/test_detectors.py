@@ -210,15 +210,18 @@ def test_a_held_out_wobble_within_the_noise_is_not_a_fall(crafted):
 
 
 def test_reward_hacking_learned_reward_up_verifier_down(crafted):
-    def hacked(step, m):
-        m["rollout/rm_score"] = 0.4 + 0.04 * step
-        m["rollout/verifier_reward"] = 0.6 - 0.04 * step
+    def hacked(step, group, index):
+        # the verifier passes fewer (3 of 4 -> 1 of 4) while the reward model scores higher (0.4 -> 0.84)
+        return Episode(passed=index < (3 if step <= 4 else 2 if step <= 8 else 1), rm_score=0.4 + 0.04 * (step - 1))
 
-    run = crafted(metrics=hacked)
+    run = crafted(episode=hacked)
     finding = only(diagnose(run.run_dir), "reward_hacking")
     assert finding.severity == "critical"
-    assert finding.evidence["rollout/rm_score"][12] == pytest.approx(0.88)
+    assert finding.evidence["rollout/rm_score"][12] == pytest.approx(0.84)
+    assert finding.evidence["rollout/verifier_reward"][12] == 0.25
     assert finding.config_change == {"reward_model.weight": 0.25}
+    assert_examples_are(run, finding, lambda t: t.metadata["reward_model"]["verifier_reward"] < 1.0
+                        and t.metadata["reward_model"]["score"] > 0.7)
     assert_applicable(run, finding)
 
 

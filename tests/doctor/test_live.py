@@ -167,8 +167,11 @@ def test_the_real_loop_records_and_shows_a_live_warning(tmp_path, monkeypatch, c
                       "--set", "max_tokens=12", "--set", "eval.every=1", "--set", "eval.tasks=1"])
     assert status == 0
     out = capsys.readouterr().out
-    assert out.count("doctor: [WARNING] throughput_sync") == 1
-    logged = read_doctor_log(run_dir)
-    assert [(s, f.code) for s, f in logged] == [(1, "throughput_sync")]
-    assert "throughput_sync" in (run_dir / "report.md").read_text()
+    logged = read_doctor_log(run_dir)  # a tiny random model trips other detectors at these thresholds too
+    assert (1, "throughput_sync") in [(s, f.code) for s, f in logged]
+    assert len({f.code for _, f in logged}) == len(logged)  # each condition once
+    report = (run_dir / "report.md").read_text()
+    for _, finding in logged:  # each shown once under the table, and listed in the report
+        assert out.count(f"doctor: [{finding.severity.upper()}] {finding.code}:") == 1
+        assert f"{finding.code}: {finding.title}" in report
     json.dumps([f.model_dump(mode="json") for _, f in logged])

@@ -320,7 +320,7 @@ def reward_hacking(s: RunSeries, th: Thresholds) -> list[Finding]:
         title=f"the learned reward rose ({rm_early:.3f} -> {rm_late:.3f}) while the verifier's fell "
               f"({v_early:.3f} -> {v_late:.3f})",
         evidence={"rollout/rm_score": _series(rm_points), "rollout/verifier_reward": _series(v_points)},
-        steps=steps, trajectory_ids=s.example_ids("no_signal", steps),
+        steps=steps, trajectory_ids=s.example_ids("rm_over_verifier", steps),
         suggestion="the policy is learning what the reward model likes rather than what the verifier checks: lower "
                    "the reward model's weight (or drop it), label some of these rollouts and retrain it.",
         config_change={"reward_model.weight": round(weight / 2, 4)})]

@@ -18,6 +18,8 @@ from typing import Any
 from forgerl.envs.rewards import verifier_reward
 from forgerl.types import Boundary, Trajectory, TrajectoryStatus
 
+REWARD_MODEL_KEY = "reward_model"
+"""Where the reward-model blend records a rollout's score (forgerl/review/train_hook.py META_KEY)."""
 EXAMPLES_PER_KIND = 3
 """Trajectory ids kept per (step, condition): enough to open a few in `forgerl store show`."""
 
@@ -99,7 +101,7 @@ def step_stats(trajectories: Iterable[Trajectory], trainer_version: int | None) 
             groups.setdefault(t.group_id, []).append(t)
     stats: dict[str, float] = {}
     examples: dict[str, list[str]] = {"no_signal": [], "all_pass": [], "all_fail": [], "format_error": [],
-                                      "truncated": [], "stale": []}
+                                      "truncated": [], "stale": [], "rm_over_verifier": []}
     counted = {g: m for g, m in groups.items() if len(m) > 1}
     if counted:
         flat = {g: m for g, m in counted.items() if max(t.reward for t in m) - min(t.reward for t in m) < 1e-9}  # type: ignore[operator]
@@ -115,6 +117,11 @@ def step_stats(trajectories: Iterable[Trajectory], trainer_version: int | None) 
         stats[FORMAT_ERRORS] = len(bad) / len(trajectories)
         examples["format_error"] = [t.id for t in bad]
         examples["truncated"] = [t.id for t in trajectories if t.status == TrajectoryStatus.TRUNCATED]
+        # what reward hacking looks like: the learned reward likes it, the verifier does not
+        liked = [(float(rm["score"]), t.id) for t in trajectories
+                 if isinstance(rm := t.metadata.get(REWARD_MODEL_KEY), dict) and "score" in rm
+                 and float(rm.get("verifier_reward", 1.0)) < 1.0]
+        examples["rm_over_verifier"] = [tid for _, tid in sorted(liked, reverse=True)]
         versions = [c.policy_version for t in trajectories for c in t.calls]
         if trainer_version is not None and versions:
             stats[VERSION_LAG] = float(trainer_version - max(versions))
