@@ -449,7 +449,8 @@ def envs_calibrate(
     stats = calibrate(name, tasks, engine, model=url or model, n=n, chat_format=chat_format, max_turns=max_turns,
                       max_tokens=max_tokens, temperature=temperature, seed=seed, concurrency=concurrency)
     table = Table(title=f"calibration of {tasks} ({n} episodes per task)")
-    for column in ("task", "passed", "pass rate", "95% CI", "difficulty", "infra failed"):
+    table.add_column("task", overflow="fold")
+    for column in ("passed", "pass rate", "95% CI", "difficulty", "infra failed"):
         table.add_column(column)
     for entry in stats.values():
         record = entry.record(model, "")

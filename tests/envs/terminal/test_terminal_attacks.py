@@ -189,3 +189,11 @@ def test_no_network_and_no_writes_outside_the_workspace(tmp_path: Path) -> None:
     assert "exit code: 0" not in outs[0] and "exit code: 0" not in outs[1]
     assert not outside.exists() and not Path("/etc/pwned").exists() and not Path("/usr/pwned").exists()
     assert not (tmp_path / "pwned.txt").exists()
+
+
+def test_symlinks_elsewhere_in_the_workspace_do_not_break_a_real_fix(play) -> None:
+    """The fresh check sandbox copies regular files only: a symlink the agent made is skipped, not
+    followed, and the rest of the workspace still builds."""
+    task = generate_task(seed_of("build", 0, False), 2)
+    gold = [c for round_ in task.gold[:-1] for c in round_]
+    assert play(task, *gold, shell("ln -s src/main.c alias.c && ln -s /etc/passwd pw")).score == 1.0

@@ -180,21 +180,26 @@ async def run_git(sandbox: Sandbox, args: list[str]) -> tuple[bool, str]:
 
 
 def workspace_copy(root: Path) -> dict[str, str]:
-    """The workspace's UTF-8 text files outside .git (capped), for a fresh check sandbox."""
-    listed = regular_files(root)
+    """The workspace's regular UTF-8 text files outside .git (capped; symlinks and special files
+    skipped, never followed), for a fresh check sandbox."""
     files: dict[str, str] = {}
     total = 0
-    for rel in listed if isinstance(listed, list) else []:
-        if rel.split("/")[0] in (".git", ".tmp") or len(files) >= MAX_COPY_FILES:
-            continue
-        data, _ = read_bytes(root, rel)
-        if data is None or total + len(data) > MAX_COPY_BYTES:
-            continue
-        try:
-            files[rel] = data.decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        total += len(data)
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == str(root):
+            dirnames[:] = [d for d in dirnames if d not in (".git", ".tmp")]
+        dirnames.sort()
+        for name in sorted(filenames):
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            if len(files) >= MAX_COPY_FILES or not stat.S_ISREG(os.lstat(os.path.join(dirpath, name)).st_mode):
+                continue
+            data, _ = read_bytes(root, rel)
+            if data is None or total + len(data) > MAX_COPY_BYTES:
+                continue
+            try:
+                files[rel] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            total += len(data)
     return files
 
 
