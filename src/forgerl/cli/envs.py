@@ -446,7 +446,8 @@ def envs_calibrate(
     read_task_file(tasks, name)  # a bad file fails before a model loads
     engine = open_engine(model, url=url, chat_format=chat_format, max_context=max_context, seed=seed,
                          api_key_env=api_key_env)
-    stats = calibrate(name, tasks, engine, model=url or model, n=n, chat_format=chat_format, max_turns=max_turns,
+    label = model if url is None else f"{model} via {url}"
+    stats = calibrate(name, tasks, engine, model=label, n=n, chat_format=chat_format, max_turns=max_turns,
                       max_tokens=max_tokens, temperature=temperature, seed=seed, concurrency=concurrency)
     table = Table(title=f"calibration of {tasks} ({n} episodes per task)")
     table.add_column("task", overflow="fold")
