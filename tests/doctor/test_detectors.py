@@ -64,8 +64,7 @@ def test_entropy_collapse_warning_then_critical(crafted):
     assert finding.severity == "critical"
     assert finding.steps == [9, 10, 11, 12]
     assert finding.evidence["late_mean"] < 0.005 < finding.evidence["early_mean"]
-    assert set(finding.config_change) == {"optim.lr", "temperature", "loss.eps_high"}
-    assert finding.config_change["optim.lr"] == pytest.approx(5e-5)
+    assert finding.config_change == {"optim.lr": pytest.approx(5e-5), "temperature": 1.2, "loss.eps_high": 0.42}
     assert_applicable(run, finding)
 
     def fall(step, m):
@@ -278,3 +277,21 @@ def test_a_bad_config_toml_is_named(crafted):
     (run.run_dir / "config.toml").write_text("steps = [")
     with pytest.raises(ConfigError, match="config.toml is not valid TOML"):
         diagnose(run.run_dir)
+
+
+def test_the_default_clip_bounds_the_doctor_knows_are_the_losses_own():
+    from forgerl.doctor.detectors import LOSS_EPS_HIGH
+    from forgerl.rl.cispo import CISPO_EPS_HIGH
+    from forgerl.rl.dapo import DAPO_EPS_HIGH
+    from forgerl.rl.gspo import GSPO_EPS_HIGH
+    from forgerl.rl.ppo import PPO_EPS
+
+    assert LOSS_EPS_HIGH == {"cispo": CISPO_EPS_HIGH, "dapo": DAPO_EPS_HIGH, "ppo": PPO_EPS, "gspo": GSPO_EPS_HIGH}
+
+
+def test_a_gspo_run_is_told_a_gspo_sized_clip(crafted):
+    def collapse(step, m):
+        m["train/entropy"] = 0.08 if step <= 3 else 0.005
+
+    run = crafted(metrics=collapse, config={"loss": {"name": "gspo"}})
+    assert only(diagnose(run.run_dir), "entropy_collapse").config_change["loss.eps_high"] == 6e-4

@@ -20,6 +20,10 @@ from forgerl.doctor.thresholds import Thresholds
 
 Detector = Callable[[RunSeries, Thresholds], list[Finding]]
 
+LOSS_EPS_HIGH: dict[str, float] = {"cispo": 0.28, "dapo": 0.28, "ppo": 0.2, "gspo": 4e-4}
+"""Each loss's default upper clip when the config leaves `loss.eps_high` unset (forgerl/rl/*.py;
+copied here so the doctor does not import torch; tests/doctor checks they agree)."""
+
 
 def _r(x: float) -> float:
     return round(x, 4)
@@ -52,6 +56,7 @@ def entropy_collapse(s: RunSeries, th: Thresholds) -> list[Finding]:
     severity = ("critical" if late < th.entropy_floor else "warning") if late < th.entropy_ratio * early else "info"
     temperature = float(s.setting("temperature", 1.0))
     lr = float(s.setting("optim.lr", 1e-4))
+    eps_high = s.setting("loss.eps_high") or LOSS_EPS_HIGH.get(str(s.setting("loss.name", "cispo")), 0.28)
     return [Finding(
         code="entropy_collapse", severity=severity,
         title=f"token entropy {'fell' if severity == 'info' else 'collapsed'} from {early:.3g} to {late:.3g} nats ({late / early:.0%} of its start)",
@@ -61,7 +66,7 @@ def entropy_collapse(s: RunSeries, th: Thresholds) -> list[Finding]:
                    "learning rate, sample hotter, and let rarely-sampled tokens keep their gradient (a higher "
                    "upper clip of the importance weight).",
         config_change={"optim.lr": lr / 2, "temperature": round(min(1.5, temperature * 1.2), 3),
-                       "loss.eps_high": 0.4})]
+                       "loss.eps_high": float(f"{float(eps_high) * 1.5:.3g}")})]
 
 
 def is_ratio_spikes(s: RunSeries, th: Thresholds) -> list[Finding]:
