@@ -56,7 +56,11 @@ def test_report_counts_add_up(generated):
     report = build_report(generated, CONFIG)
     totals = report["totals"]
     assert totals["kept"] + sum(totals["rejected"].values()) == totals["mutants_tried"] == len(generated.attempts)
-    assert totals["tasks"] == 2 * totals["kept"] == len(generated.tasks)
+    assert totals["bugfix_tasks"] + totals["write_test_tasks"] == 2 * totals["kept"]
+    assert totals["tasks"] == len(generated.tasks) == 2 * totals["kept"] + sum(
+        totals[f"{kind}_tasks"] for kind in CONFIG.extra_kinds)
+    assert report["kinds"]["feature"]["tasks"] == totals["feature_tasks"] > 0  # the new kinds report too
+    assert "# Kind: merged" in report_markdown(report)
     assert sum(sum(c.values()) for c in report["by_operator"].values()) == totals["mutants_tried"]
     md = report_markdown(report)
     assert "## By operator" in md and "inflection==0.5.1" in md

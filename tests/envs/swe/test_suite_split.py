@@ -32,15 +32,28 @@ def test_training_and_held_out_seeds_never_share_a_function():
 
 def test_every_task_is_reachable_and_the_sides_have_the_documented_sizes():
     suite = swe_suite()
-    assert (len(suite.split.train), len(suite.split.held_out)) == (480, 86)
-    assert {t.id for t in suite.split.train} == {sample_task(s).id for s in range(480)}
-    assert {t.id for t in suite.split.held_out} == {sample_task(HELD_OUT_SEED_BASE + s).id for s in range(86)}
+    assert (len(suite.split.train), len(suite.split.held_out)) == (554, 107)
+    assert {t.id for t in suite.split.train} == {sample_task(s).id for s in range(554)}
+    assert {t.id for t in suite.split.held_out} == {sample_task(HELD_OUT_SEED_BASE + s).id for s in range(107)}
 
 
 def test_a_bug_and_its_write_test_twin_share_a_side():
     held_out = {t.id for t in swe_suite().split.held_out}
     for task in load_swe_tasks("bugfix"):
         assert (task.id in held_out) == (f"{task.id}/write-test" in held_out), task.id
+
+
+def test_every_kind_is_on_both_sides_and_a_merged_task_pairs_functions_of_one_side():
+    suite = swe_suite()
+    held_out = {t.id for t in suite.split.held_out}
+    for kind in ("bugfix", "write_test", "feature", "perf", "merged"):
+        tasks = load_swe_tasks(kind)
+        assert any(t.id in held_out for t in tasks) and any(t.id not in held_out for t in tasks), kind
+    by_function = {split_key(t): t.id in held_out for t in load_swe_tasks("bugfix")}
+    for task in load_swe_tasks("merged"):
+        first, second = (f"{task.data['package']}:{task.data['module']}:{f}" for f in task.data["functions"])
+        assert by_function.get(first, task.id in held_out) == by_function.get(second, task.id in held_out) == (
+            task.id in held_out), task.id
 
 
 def test_family_declares_submit_as_its_noop():

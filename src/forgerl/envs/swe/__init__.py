@@ -5,11 +5,13 @@ when hidden fail-to-pass tests catch it and pass-to-pass tests still pass (pipel
 is written from the failing behaviour (issue.py). The shipped set lives in data/swe/ and is rebuilt
 with `python -m forgerl.envs.swe.build --out data/swe`.
 
-The shipped set is a fixed-size suite (`forgerl.envs.suites.FixedSuite`): 566 tasks (283 bug
-fixes and their 283 write-test inversions) over 121 functions, split once by a hash of
-package:module:function, so a bug, its test-inversion twin and every other mutant of the same
-function land on the same side. Training seeds draw from 480 tasks (101 functions), the trainer's
-held-out seeds (>= 10,000,000) from 86 (20 functions); every package appears on both sides.
+Every task kind of tasktypes.py is here (`data["kind"]`): bug fixes and their write-test
+inversions (pipeline.py), and feature, perf and merged tasks made from the same packages and
+suites (kinds.py; perf timing in perf.py). The shipped set is a fixed-size suite
+(`forgerl.envs.suites.FixedSuite`), split once by a hash of package:module:function, so a bug, its
+test-inversion twin and every other task on the same function land on the same side (a merged
+task's two functions are paired on one side, and it splits by the first). Counts per kind and
+split: data/swe/report.md.
 
 ```python
 from forgerl.envs.swe import SweEnv, load_swe_tasks
@@ -79,7 +81,7 @@ def swe_suite() -> FixedSuite[Task]:
 
 
 def load_swe_tasks(kind: str | None = None) -> list[Task]:
-    """The shipped tasks; `kind` = "bugfix" or "write_test" to keep one kind."""
+    """The shipped tasks; `kind` (one of tasktypes.TASK_KINDS) keeps one kind."""
     tasks = _load(str(tasks_path()))
     return [t for t in tasks if kind is None or t.data.get("kind") == kind]
 
@@ -95,7 +97,8 @@ register_family(
         make_env=SweEnv,
         sample_task=sample_task,
         noop=submit_nothing("submit"),
-        description="Fix (or write a test for) a bug injected into a real Python package; hidden tests verify.",
+        description="Fix a bug, implement a feature, speed up a slow function or write a test, in a real Python "
+                    "package; hidden tests (and a host-timed benchmark) verify.",
     )
 )
 

@@ -19,6 +19,7 @@ from forgerl.envs.swe.pipeline import GenerationConfig, build_report, generate, 
 TASKS_FILE = "tasks.jsonl"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+PERF_TIMINGS = "perf_timings.json"
 
 
 def write_outputs(out: Path, config: GenerationConfig) -> dict:
@@ -30,6 +31,9 @@ def write_outputs(out: Path, config: GenerationConfig) -> dict:
             f.write(json.dumps(task.model_dump(mode="json"), ensure_ascii=False, sort_keys=True) + "\n")
     (out / REPORT_JSON).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / REPORT_MD).write_text(report_markdown(report), encoding="utf-8")
+    if result.perf_timings:  # measured, so not byte-stable: kept out of the files above
+        (out / PERF_TIMINGS).write_text(json.dumps(result.perf_timings, indent=1, sort_keys=True) + "\n",
+                                        encoding="utf-8")
     return report
 
 
@@ -42,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=GenerationConfig.concurrency)
     parser.add_argument("--no-write-test", action="store_true", help="skip the test-inversion variants")
     parser.add_argument("--only", nargs="*", default=None, help="module paths to restrict to, e.g. toolz/itertoolz.py")
+    parser.add_argument("--kinds", nargs="*", default=list(GenerationConfig.extra_kinds),
+                        help="task kinds made after the bug fixes (feature perf merged; none: only bug fixes)")
     args = parser.parse_args(argv)
     targets = TARGETS if not args.only else tuple(t for t in TARGETS if t.module in set(args.only))
     if not targets:
@@ -55,12 +61,18 @@ def main(argv: list[str] | None = None) -> None:
         concurrency=args.concurrency,
         write_test_variants=not args.no_write_test,
         targets=targets,
+        extra_kinds=tuple(args.kinds),
     )
+    unknown = set(config.extra_kinds) - {"feature", "perf", "merged"}
+    if unknown:
+        parser.error(f"--kinds: unknown {sorted(unknown)}; choose from feature, perf, merged")
     start = time.monotonic()
     report = write_outputs(args.out, config)
     totals = report["totals"]
     print(
-        f"wrote {totals['tasks']} tasks ({totals['bugfix_tasks']} bug-fix) from {totals['kept']} kept of "
+        f"wrote {totals['tasks']} tasks ({totals['bugfix_tasks']} bug-fix"
+        + "".join(f", {totals[k + '_tasks']} {k}" for k in config.extra_kinds)
+        + f") from {totals['kept']} kept of "
         f"{totals['mutants_tried']} mutants to {args.out} in {time.monotonic() - start:.0f} s"
     )
 

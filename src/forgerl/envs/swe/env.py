@@ -1,9 +1,12 @@
 """The swe-bugfix environment: a sandboxed copy of a real package with an injected bug, file tools,
 a shell, and hidden tests as the verifier (M2_NOTES §5).
 
-Two kinds of task share the environment:
-  * `bugfix`: fix the bug the issue describes; outcome 1 when every hidden test (fail-to-pass and
-    pass-to-pass) passes on the agent's package source;
+Every task kind of tasktypes.py shares the environment, routed by `task.data["kind"]` at submit
+and scored through `kind_verdict` (the breakdown names the kind's checks):
+  * `bugfix`, `feature`, `merged`: the hidden fail-to-pass tests (the bug's; the removed feature's;
+    both bugs') and the pass-to-pass tests must all pass on the agent's package source;
+  * `perf`: every test passes, and the hidden benchmark, timed by the host against the slow version
+    (interleaved, `PerfRule`), gives the original's results with a stable speed-up (perf.py);
   * `write_test` (test inversion): write `tests/test_issue.py` reproducing the bug; outcome 1 when
     that file fails on the buggy package and passes on the fixed one.
 Scoring happens at `submit`, in fresh sandboxes holding only the files the verifier names, so
@@ -23,9 +26,18 @@ from forgerl.envs.base import Environment, Task, Verdict
 from forgerl.envs.swe._sandbox import UNHIDDEN_NOTE, make_limits, new_sandbox
 from forgerl.envs.swe.judge import judge_tests
 from forgerl.envs.swe.packages import package_by_dist, suite_text
+from forgerl.envs.swe.perf import Bench, benchmark_source, measure
 from forgerl.envs.swe.pipeline import FAMILY, ISSUE_TEST_FILE
+from forgerl.envs.swe.tasktypes import PerfRule, fraction_passed, kind_verdict
 from forgerl.envs.swe.verify import COLLECT, SuiteRun, run_tests, select_tests
-from forgerl.envs.swe.workspace import agent_workspace, buggy_files, check_task, mutation_of, original_files
+from forgerl.envs.swe.workspace import (
+    agent_workspace,
+    buggy_files,
+    check_task,
+    mutation_of,
+    mutations_of,
+    original_files,
+)
 from forgerl.errors import SandboxError, ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
@@ -195,6 +207,8 @@ class SweEnv(Environment):
                 [ToolCall(name="write_file", arguments={"path": ISSUE_TEST_FILE, "content": content})],
                 [ToolCall(name="submit", arguments={})],
             ]
+        if data["kind"] != "bugfix":
+            return [_revert_hunks(task), [ToolCall(name="submit", arguments={})]]
         mutation = mutation_of(task)
         buggy_source = buggy_files(task)[data["module"]]
         if buggy_source.count(mutation.buggy) == 1:
@@ -351,9 +365,12 @@ class SweEnv(Environment):
 
     async def _submit(self, args: dict[str, Any]) -> str:
         assert self.task is not None
-        if self.task.data["kind"] == "write_test":
+        kind = self.task.data["kind"]
+        if kind == "write_test":
             verdict = await self._verify_written_test()
-        else:
+        elif kind == "perf":
+            verdict = await self._verify_perf()
+        else:  # bugfix, feature, merged: hidden f2p + p2p tests
             verdict = await self._verify_fix()
         if not self._sandbox.isolated:  # only with the explicit opt-in (_sandbox.py)
             verdict = verdict.model_copy(update={"evidence": {**verdict.evidence, "unhidden": UNHIDDEN_NOTE}})
@@ -362,37 +379,56 @@ class SweEnv(Environment):
 
     # --- verification ----------------------------------------------------------------------
 
-    async def _verify_fix(self) -> Verdict:
-        task = self.task
-        assert task is not None
-        package = package_by_dist(task.data["package"])
+    def _package_files(self) -> dict[str, str]:
+        """The agent's copy of the package's files (only those: nothing else it wrote is scored)."""
+        assert self.task is not None
         files: dict[str, str] = {}
-        for rel in package.workspace_files():
+        for rel in package_by_dist(self.task.data["package"]).workspace_files():
             try:
                 files[rel] = self._sandbox.read_file(rel)
             except FileNotFoundError:
                 continue  # a deleted file simply fails the import
-        # the package is imported only by the sandboxed worker, which never sees test names or
-        # expected values; the outcomes are decided here (judge.py)
+        return files
+
+    async def _run_hidden_tests(self, files: dict[str, str]) -> tuple[SuiteRun, dict[str, Any]]:
+        """The hidden suite on `files`: the package is imported only by the sandboxed worker, which
+        never sees test names or expected values; the outcomes are decided here (judge.py)."""
+        task = self.task
+        assert task is not None
         run = await judge_tests(files, suite_text(task.data["suite"]), wall_s=VERIFY_WALL_S)
         f2p, p2p = task.data["f2p"], task.data["p2p"]
-        f2p_ok = [n for n in f2p if run.passed(n)]
-        p2p_ok = [n for n in p2p if run.passed(n)]
-        tampered = bool(run.tampering)
-        solved = len(f2p_ok) == len(f2p) and len(p2p_ok) == len(p2p) and not tampered
-        evidence: dict[str, Any] = {"failing": sorted(set(f2p + p2p) - set(f2p_ok) - set(p2p_ok)), "problem": run.problem}
-        if tampered:
-            evidence["tampering"] = list(run.tampering)
-        return Verdict(
-            outcome=1.0 if solved else 0.0,
-            parts={
-                "submitted": 1.0,
-                "f2p_passed": len(f2p_ok) / len(f2p),
-                "p2p_passed": len(p2p_ok) / len(p2p) if p2p else 1.0,
-                "tampered": float(tampered),
-            },
-            evidence=evidence,
-        )
+        failing = sorted(n for n in [*f2p, *p2p] if not run.passed(n))
+        return run, {"failing": failing, "problem": run.problem}
+
+    async def _verify_fix(self) -> Verdict:
+        task = self.task
+        assert task is not None
+        run, evidence = await self._run_hidden_tests(self._package_files())
+        checks = {"f2p_passed": fraction_passed(task.data["f2p"], _passed(run)),
+                  "p2p_passed": fraction_passed(task.data["p2p"], _passed(run))}  # fmt: skip
+        return kind_verdict(task.data["kind"], checks, tampering=run.tampering, evidence=evidence)
+
+    async def _verify_perf(self) -> Verdict:
+        """All tests first; only a candidate that keeps them is timed (the slow version runs beside
+        it, interleaved, by the host's clock: perf.py)."""
+        task = self.task
+        assert task is not None
+        files = self._package_files()
+        run, evidence = await self._run_hidden_tests(files)
+        p2p = fraction_passed(task.data["p2p"], _passed(run))
+        if p2p < 1.0 or run.tampering:
+            evidence["speedup"] = "not measured: the tests do not all pass"
+            return kind_verdict("perf", {"p2p_passed": p2p, "speedup_ok": 0.0}, tampering=run.tampering,
+                                evidence=evidence)
+        bench = task.data["benchmark"]
+        source = benchmark_source(Bench(bench["setup"], tuple(bench["calls"])), bench["digests"])
+        rule = PerfRule(**task.data.get("perf_rule", {}))
+        timed = await measure(buggy_files(task), files, source, list(bench["digests"]), rule)
+        speedup_ok = timed.correct and timed.measurement.passes(rule)
+        evidence.update(min_speedup=rule.min_speedup, results_match=timed.correct,
+                        benchmark_problems=list(timed.problems))
+        return kind_verdict("perf", {"p2p_passed": p2p, "speedup_ok": float(speedup_ok)}, tampering=run.tampering,
+                            perf=timed.measurement, evidence=evidence)
 
     async def _verify_written_test(self) -> Verdict:
         task = self.task
@@ -400,15 +436,16 @@ class SweEnv(Environment):
         try:
             test_source = self._sandbox.read_file(ISSUE_TEST_FILE)
         except FileNotFoundError:
-            return Verdict(outcome=0.0, parts={"submitted": 1.0}, evidence={"reason": f"no {ISSUE_TEST_FILE} was written"})
+            return kind_verdict("write_test", {"passes_on_fixed": 0.0, "fails_on_buggy": 0.0},
+                                evidence={"reason": f"no {ISSUE_TEST_FILE} was written"})
         test_file = {ISSUE_TEST_FILE: test_source}
         on_fixed = await run_tests({**original_files(task), **test_file}, [ISSUE_TEST_FILE], wall_s=VERIFY_WALL_S)
         on_buggy = await run_tests({**buggy_files(task), **test_file}, [ISSUE_TEST_FILE], wall_s=VERIFY_WALL_S)
         passes_fixed = _all_pass(on_fixed)
         fails_buggy = bool(on_buggy.failing()) or on_buggy.timed_out
-        return Verdict(
-            outcome=1.0 if passes_fixed and fails_buggy else 0.0,
-            parts={"submitted": 1.0, "passes_on_fixed": float(passes_fixed), "fails_on_buggy": float(fails_buggy)},
+        return kind_verdict(
+            "write_test",
+            {"passes_on_fixed": float(passes_fixed), "fails_on_buggy": float(fails_buggy)},
             evidence={
                 "tests": sorted(on_fixed.results),
                 "failing_on_fixed": on_fixed.failing(),
@@ -416,6 +453,27 @@ class SweEnv(Environment):
                 "problem": on_fixed.problem or on_buggy.problem,
             },
         )
+
+
+def _passed(run: SuiteRun) -> dict[str, bool]:
+    return {name: result.passed for name, result in run.results.items()}
+
+
+def _revert_hunks(task: Task) -> list[ToolCall]:
+    """The gold edits of a feature, perf or merged task: each hunk back to the original (the
+    function written back, the fast code restored, both bugs fixed), by exact text where it is
+    unique, else the whole original module."""
+    data = check_task(task)
+    current = buggy_files(task)[data["module"]]
+    calls: list[ToolCall] = []
+    for mutation in sorted(mutations_of(task), key=lambda m: m.line_start, reverse=True):
+        if current.count(mutation.buggy) != 1:
+            content = original_files(task)[data["module"]]
+            return [ToolCall(name="write_file", arguments={"path": data["module"], "content": content})]
+        current = current.replace(mutation.buggy, mutation.original)
+        calls.append(ToolCall(name="edit_file", arguments={"path": data["module"], "old_text": mutation.buggy,
+                                                           "new_text": mutation.original}))
+    return calls
 
 
 def _all_pass(run: SuiteRun) -> bool:

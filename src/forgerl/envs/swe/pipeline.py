@@ -23,9 +23,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from forgerl.envs.base import Task
+from forgerl.envs.suites import is_held_out
 from forgerl.envs.swe.issue import write_issue
+from forgerl.envs.swe.kinds import KindAttempt, feature_tasks, merged_tasks, perf_tasks
 from forgerl.envs.swe.mutate import Candidate, Source, candidates_for_function, to_mutation
 from forgerl.envs.swe.packages import TARGETS, TargetModule, installed_sources, sha256, suite_text
+from forgerl.envs.swe.tasktypes import PerfRule
 from forgerl.envs.swe.verify import COLLECT, SuiteRun, function_of_test, run_tests, suite_test_names
 from forgerl.errors import ConfigError
 
@@ -46,6 +49,12 @@ class GenerationConfig:
     wall_s: float = 60.0
     targets: tuple[TargetModule, ...] = TARGETS
     only_functions: frozenset[str] | None = None  # restrict to these function names (tests, debugging)
+    extra_kinds: tuple[str, ...] = ("feature", "perf", "merged")  # made after the bug fixes (kinds.py)
+    feature_per_module: int = 4
+    perf_per_function: int = 2
+    merged_per_module: int = 4
+    perf_rule: PerfRule = PerfRule()  # what verification asks (stored in each perf task)
+    perf_generation_repeats: int = 3  # interleaved pairs timed per kept slowdown at generation (each ~2 runs)
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,10 @@ class GenerationResult:
     tasks: list[Task] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     baseline_tests: dict[str, int] = field(default_factory=dict)
+    kind_attempts: list[KindAttempt] = field(default_factory=list)
+    perf_timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Perf tasks' measurements at generation (timings are not reproducible, so they live beside
+    the task file, not in it)."""
 
 
 def diversified_order(candidates: list[Candidate], rng: random.Random) -> list[Candidate]:
@@ -113,6 +126,30 @@ def bugfix_prompt(data: dict[str, Any]) -> str:
         f"`python -m pytest {TEST_DIR} -q`). Call `submit` when you are done; hidden tests decide the reward.\n\n"
         f"---\n\n{data['issue']}"
     )
+
+
+def feature_prompt(data: dict[str, Any]) -> str:
+    return (
+        f"The workspace holds the source of the Python package `{data['import_name']}` "
+        f"(version {data['version']}) and its tests under `{TEST_DIR}/`. A user asked for the feature below. "
+        "Implement it in the package source (not in the tests), keeping the other behaviour unchanged. You can "
+        f"read, search and edit files and run shell commands (for example `python -m pytest {TEST_DIR} -q`). "
+        f"Call `submit` when you are done; hidden tests decide the reward.\n\n---\n\n{data['issue']}"
+    )
+
+
+def perf_prompt(data: dict[str, Any]) -> str:
+    return (
+        f"The workspace holds the source of the Python package `{data['import_name']}` "
+        f"(version {data['version']}) and its tests under `{TEST_DIR}/`. A user reported the performance "
+        "problem below. Make the code fast again in the package source without changing any result; every "
+        f"test must keep passing. You can read, search and edit files and run shell commands. Call `submit` "
+        "when you are done: the tests and a hidden benchmark, timed against the current code, decide the "
+        f"reward.\n\n---\n\n{data['issue']}"
+    )
+
+
+PROMPTS = {"feature": feature_prompt, "perf": perf_prompt, "merged": bugfix_prompt}
 
 
 def write_test_prompt(data: dict[str, Any]) -> str:
@@ -252,7 +289,38 @@ async def generate(config: GenerationConfig = GenerationConfig()) -> GenerationR
     for tasks, attempts in outcomes:  # type: ignore[misc]
         result.tasks.extend(tasks)
         result.attempts.extend(attempts)
+    await _generate_kinds(config, result)
     return result
+
+
+async def _generate_kinds(config: GenerationConfig, result: GenerationResult) -> None:
+    """Feature, perf and merged tasks, one target at a time (perf measures time: nothing else
+    runs beside it). Kinds come out grouped, in target order."""
+    made: dict[str, list[Task]] = {kind: [] for kind in config.extra_kinds}
+    for target in config.targets:
+        files = installed_sources(target.package)
+        suite = suite_text(target.suite)
+        functions = [f for f in functions_of_suite(suite) if config.only_functions is None or f in config.only_functions]
+        if "feature" in made:
+            tasks, attempts = await feature_tasks(target, files, suite, functions, config.seed,
+                                                  config.feature_per_module, config.wall_s)
+            made["feature"] += tasks
+            result.kind_attempts += attempts
+        if "perf" in made:
+            tasks, attempts, timings = await perf_tasks(target, files, suite, config.seed, config.perf_per_function,
+                                                        config.perf_rule, config.perf_generation_repeats,
+                                                        config.wall_s)
+            made["perf"] += tasks
+            result.kind_attempts += attempts
+            result.perf_timings.update(timings)
+        if "merged" in made:
+            bugs = [t for t in result.tasks if t.data["kind"] == "bugfix" and t.data["module"] == target.module]
+            tasks, attempts = await merged_tasks(target, files, suite, bugs, config.seed, config.merged_per_module,
+                                                 config.wall_s)
+            made["merged"] += tasks
+            result.kind_attempts += attempts
+    for kind in config.extra_kinds:
+        result.tasks += [t.model_copy(update={"prompt": PROMPTS[kind](t.data)}) for t in made[kind]]
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -281,6 +349,7 @@ def build_report(result: GenerationResult, config: GenerationConfig) -> dict[str
             "tasks": len(result.tasks),
             "bugfix_tasks": sum(t.data["kind"] == "bugfix" for t in result.tasks),
             "write_test_tasks": sum(t.data["kind"] == "write_test" for t in result.tasks),
+            **{f"{kind}_tasks": sum(t.data["kind"] == kind for t in result.tasks) for kind in config.extra_kinds},
             "mutants_tried": len(attempts),
             "kept": sum(a.status == "kept" for a in attempts),
             "rejected": dict(sorted(Counter(a.reason for a in attempts if a.status != "kept").items())),
@@ -290,7 +359,32 @@ def build_report(result: GenerationResult, config: GenerationConfig) -> dict[str
         "by_operator": _counts(attempts, "operator"),
         "by_function": _function_counts(attempts),
         "attempts": [asdict(a) for a in attempts],
+        "kinds": _kind_report(result, config),
     }
+
+
+def _kind_report(result: GenerationResult, config: GenerationConfig) -> dict[str, Any]:
+    """Per new kind: tasks by package, tries kept or rejected by reason, and the acceptance rule."""
+    report: dict[str, Any] = {}
+    for kind in config.extra_kinds:
+        rows = [a for a in result.kind_attempts if a.kind == kind]
+        tasks = [t for t in result.tasks if t.data["kind"] == kind]
+        report[kind] = {
+            "tasks": len(tasks),
+            "held_out": sum(is_held_out(f"{t.data['package']}:{t.data['module']}:{t.data['function']}", salt=FAMILY)
+                            for t in tasks),
+            "by_package": dict(sorted(Counter(t.data["package"] for t in tasks).items())),
+            "tried": len(rows),
+            "rejected": dict(sorted(Counter(a.reason for a in rows if a.status != "kept").items())),
+            "by_operator": _counts(rows, "operator"),
+            "attempts": [asdict(a) for a in rows],
+        }
+    if "perf" in report:
+        rule = config.perf_rule
+        report["perf"]["rule"] = {"min_speedup": rule.min_speedup, "repeats": rule.repeats,
+                                  "generation_margin": rule.generation_margin,
+                                  "generation_repeats": config.perf_generation_repeats}
+    return report
 
 
 def _function_counts(attempts: list[Attempt]) -> dict[str, dict[str, int]]:
@@ -300,8 +394,8 @@ def _function_counts(attempts: list[Attempt]) -> dict[str, dict[str, int]]:
     return {k: dict(sorted(v.items())) for k, v in sorted(table.items())}
 
 
-def _md_table(title: str, table: dict[str, dict[str, int]]) -> str:
-    columns = ["kept", *REJECT_REASONS]
+def _md_table(title: str, table: dict[str, dict[str, int]], reasons: tuple[str, ...] = REJECT_REASONS) -> str:
+    columns = ["kept", *reasons]
     lines = [f"## {title}", "", "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, counts in table.items():
         lines.append(f"| {name} | " + " | ".join(str(counts.get(c, 0)) for c in columns) + " |")
@@ -333,5 +427,34 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         _md_table("By function", report["by_function"]),
         "",
+        *_kinds_markdown(report.get("kinds", {})),
     ]
     return "\n".join(parts)
+
+
+_KIND_NOTES = {
+    "feature": "A function's body replaced by `raise NotImplementedError`; kept when its own tests fail on the stub "
+               "and every other test passes (f2p = its failing tests).",
+    "perf": "A slowdown injected by an AST transform; kept when every test passes, the hidden benchmark's results "
+            "are unchanged, and the original's conservative speed-up over the slow version clears "
+            "min_speedup x generation_margin. Timings: perf_timings.json (not reproducible byte for byte).",
+    "merged": "Two kept bug-fix mutants of different functions of one module (same split side) applied together; "
+              "kept when the failing tests are exactly the union of both bugs' f2p.",
+}
+
+
+def _kinds_markdown(kinds: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for kind, info in kinds.items():
+        rejected = ", ".join(f"{k}: {v}" for k, v in info["rejected"].items()) or "none"
+        packages = ", ".join(f"{k} {v}" for k, v in info["by_package"].items()) or "none"
+        lines += [f"# Kind: {kind}", "", _KIND_NOTES.get(kind, ""), "",
+                  f"{info['tasks']} tasks ({packages}; {info['held_out']} held out) from {info['tried']} tried. "
+                  f"Rejected: {rejected}.", ""]
+        if "rule" in info:
+            rule = info["rule"]
+            lines += [f"Rule: min_speedup {rule['min_speedup']}, repeats {rule['repeats']} at verification; kept at "
+                      f"generation when the conservative speed-up over {rule['generation_repeats']} interleaved pairs "
+                      f">= min_speedup x {rule['generation_margin']}.", ""]
+        lines += [_md_table(f"{kind}: by operator", info["by_operator"], tuple(info["rejected"])), ""]
+    return lines

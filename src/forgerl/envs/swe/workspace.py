@@ -6,6 +6,7 @@ from __future__ import annotations
 from forgerl.envs.base import Task
 from forgerl.envs.swe.mutate import Mutation
 from forgerl.envs.swe.packages import installed_sources, package_by_dist, sha256, suite_text
+from forgerl.envs.swe.tasktypes import TASK_KINDS
 from forgerl.envs.swe.verify import select_tests
 from forgerl.errors import ConfigError
 
@@ -21,15 +22,30 @@ def check_task(task: Task) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in task.data]
     if missing:
         raise ConfigError(f"task {task.id!r} is not an swe-bugfix task: data lacks {missing}")
-    if task.data["kind"] not in ("bugfix", "write_test"):
-        raise ConfigError(f"task {task.id!r} has unknown kind {task.data['kind']!r}; expected bugfix or write_test")
-    if not task.data["f2p"]:
+    if task.data["kind"] not in TASK_KINDS:
+        raise ConfigError(f"task {task.id!r} has unknown kind {task.data['kind']!r}; expected one of {TASK_KINDS}")
+    if not task.data["f2p"] and task.data["kind"] != "perf":  # a perf task's tests all pass on the slow code
         raise ConfigError(f"task {task.id!r} has no fail-to-pass tests")
+    if task.data["kind"] == "perf" and not isinstance(task.data.get("benchmark"), dict):
+        raise ConfigError(f"perf task {task.id!r} has no benchmark in its data")
     return task.data
 
 
 def mutation_of(task: Task) -> Mutation:
     return Mutation(**check_task(task)["mutation"])
+
+
+def mutations_of(task: Task) -> list[Mutation]:
+    """Every hunk of the task's module: one, or two for a merged task (`more_mutations`)."""
+    data = check_task(task)
+    return [Mutation(**data["mutation"]), *(Mutation(**m) for m in data.get("more_mutations", []))]
+
+
+def apply_hunks(source: str, mutations: list[Mutation]) -> str:
+    """Hunks made against the same original, applied bottom-up so each one's line numbers hold."""
+    for m in sorted(mutations, key=lambda m: m.line_start, reverse=True):
+        source = m.apply(source)
+    return source
 
 
 def original_files(task: Task) -> dict[str, str]:
@@ -53,7 +69,7 @@ def original_files(task: Task) -> dict[str, str]:
 def buggy_files(task: Task) -> dict[str, str]:
     files = original_files(task)
     module = task.data["module"]
-    files[module] = mutation_of(task).apply(files[module])
+    files[module] = apply_hunks(files[module], mutations_of(task))
     return files
 
 
