@@ -56,6 +56,12 @@ def test_every_kind_is_on_both_sides_and_a_merged_task_pairs_functions_of_one_si
             task.id in held_out), task.id
 
 
+def test_consecutive_seeds_meet_every_kind():
+    kinds = {"bugfix", "write_test", "feature", "perf", "merged"}
+    assert {sample_task(seed).data["kind"] for seed in range(10)} == kinds  # what `envs validate -n 10` plays
+    assert {sample_task(HELD_OUT_SEED_BASE + s).data["kind"] for s in range(10)} == kinds
+
+
 def test_family_declares_submit_as_its_noop():
     family = family_info(FAMILY)
     assert family.noop is not None

@@ -31,6 +31,7 @@ from forgerl.envs.base import Family, Task, register_family, submit_nothing
 from forgerl.envs.suites import FixedSuite
 from forgerl.envs.swe.env import SweEnv
 from forgerl.envs.swe.pipeline import FAMILY
+from forgerl.envs.swe.tasktypes import TASK_KINDS
 from forgerl.envs.tasks import load_tasks
 from forgerl.errors import ConfigError
 
@@ -70,9 +71,19 @@ def split_key(task: Task) -> str:
     return f"{data.get('package')}:{data.get('module')}:{data.get('function')}"
 
 
+def interleave_kinds(tasks: tuple[Task, ...]) -> list[Task]:
+    """The tasks round-robin by kind (in TASK_KINDS order, each kind in file order): consecutive
+    seeds, and so `forgerl envs validate swe-bugfix -n N`'s sample, meet every kind instead of
+    hundreds of bug fixes first. A full cycle of seeds still draws each task once."""
+    by_kind = [[t for t in tasks if t.data.get("kind") == kind] for kind in TASK_KINDS]
+    rest = [t for t in tasks if t.data.get("kind") not in TASK_KINDS]
+    ordered = [group[i] for i in range(max(map(len, by_kind), default=0)) for group in by_kind if i < len(group)]
+    return ordered + rest
+
+
 @cache
 def _suite(path: str) -> FixedSuite[Task]:
-    return FixedSuite(_load(path), key=split_key, salt=FAMILY)
+    return FixedSuite(interleave_kinds(_load(path)), key=split_key, salt=FAMILY)
 
 
 def swe_suite() -> FixedSuite[Task]:
@@ -87,7 +98,8 @@ def load_swe_tasks(kind: str | None = None) -> list[Task]:
 
 
 def sample_task(seed: int) -> Task:
-    """Training seeds draw training tasks; held-out seeds (>= 10,000,000) draw held-out ones."""
+    """Training seeds draw training tasks; held-out seeds (>= 10,000,000) draw held-out ones;
+    consecutive seeds cycle through the kinds (`interleave_kinds`)."""
     return swe_suite().item(seed)
 
 
