@@ -37,6 +37,7 @@ def _task(kind: str = "classification") -> Task:
     ("id,prediction\n101,a\n101,a\n102,b\n103,c\n", "appears twice"),
     ("id,prediction\n101,a\n102,b\n", "have no prediction, e.g. 103"),
     ("id,prediction\n101,a\n102,b\n103,c\n999,a\n", "not an id of test.csv"),
+    ("id,prediction\n1.01e+02,a\n102,b\n103,c\n", "not an id of test.csv \\(write the ids exactly"),
     ("id,prediction\n101,a\n102,b\n103,d\n", "not one of the labels"),
     ("id,prediction\n101,a\n102,b\n103,\n", "not one of the labels"),
 ])
@@ -142,3 +143,24 @@ def test_an_oversized_file_is_refused_by_its_size(tmp_path):
         f.truncate(50_000_000)  # sparse: 50 MB of NUL bytes without writing them
     verdict = score_workspace(_task(), tmp_path)
     assert verdict.outcome == 0.0 and "over the" in verdict.evidence["reason"]
+
+
+def test_a_broken_task_spec_is_a_verifier_error_not_a_zero(tmp_path):
+    """Scoring that cannot run (here: a reference that does not beat the baseline) must mark the
+    episode failed (VerifierError), never hand the agent a silent 0."""
+    import asyncio
+
+    from forgerl.envs.mle import MleEnv
+    from forgerl.errors import VerifierError
+    from forgerl.types import ToolCall, Trajectory
+
+    task = _task()
+    task.verifier["reference"] = task.verifier["baseline"]
+    env = MleEnv()
+    env.task = task
+    env._sandbox = type("FakeSandbox", (), {"workspace": tmp_path, "isolated": True})()
+    _write(tmp_path, "id,prediction\n101,a\n102,b\n103,c\n")
+    asyncio.run(env.execute(ToolCall(name="submit", arguments={})))
+    assert env.done
+    with pytest.raises(VerifierError, match="does not beat the baseline"):
+        env.verify(Trajectory(task_id=task.id, messages=[]))

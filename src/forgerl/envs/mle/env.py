@@ -157,11 +157,13 @@ class MleEnv(Environment):
         self.limits = limits or DEFAULT_LIMITS
         self._sandbox: Sandbox | None = None
         self._verdict: Verdict | None = None
+        self._failure: str | None = None
+        """Why scoring itself broke at submit (a bad task spec): verify raises it, never a zero."""
         self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def done(self) -> bool:
-        return self._verdict is not None
+        return self._verdict is not None or self._failure is not None
 
     @property
     def workspace(self) -> Path:
@@ -175,7 +177,7 @@ class MleEnv(Environment):
     def reset(self, task: Task) -> list[Message]:
         check_task(task)
         self._discard()
-        self.task, self._verdict = task, None
+        self.task, self._verdict, self._failure = task, None, None
         self._sandbox = new_workspace(dict(task.files), self.limits)
         return [Message(role="system", content=SYSTEM_PROMPT), Message(role="user", content=task.prompt)]
 
@@ -198,6 +200,8 @@ class MleEnv(Environment):
     def verify(self, trajectory: Trajectory) -> Verdict:
         if self.task is None:
             raise VerifierError("verify() called before reset(): no task to verify against")
+        if self._failure is not None:
+            raise VerifierError(self._failure)
         if self._verdict is None:
             return Verdict(outcome=0.0, parts={"submitted": 0.0}, evidence={"reason": "the agent never called submit"})
         return self._verdict
@@ -305,7 +309,11 @@ class MleEnv(Environment):
 
     async def _submit(self, args: dict[str, Any]) -> str:
         assert self.task is not None
-        self._verdict = score_workspace(self.task, self.workspace)
+        try:
+            self._verdict = score_workspace(self.task, self.workspace)
+        except (ValueError, KeyError, TypeError, OSError) as exc:  # not the agent's file: the task or the host
+            self._failure = f"scoring task {self.task.id!r} failed: {type(exc).__name__}: {exc}"
+            return "Submitted. The episode is over."
         if self._sandbox is not None and not self._sandbox.isolated:
             note = "the sandbox could not hide the source datasets: labels could have been looked up"
             self._verdict.evidence["unhidden"] = note

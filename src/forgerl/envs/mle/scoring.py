@@ -63,7 +63,8 @@ def parse_predictions(data: bytes, ids: Sequence[str], *, labels: Sequence[str] 
             raise PredictionError(f"line {number} has {len(row)} fields, expected 2 (id,prediction)")
         key = row[0].strip()
         if key not in wanted:
-            raise PredictionError(f"line {number}: id {key[:40]!r} is not an id of test.csv")
+            hint = " (write the ids exactly as test.csv does, as integers)" if _float_of_an_id(key, wanted) else ""
+            raise PredictionError(f"line {number}: id {key[:40]!r} is not an id of test.csv{hint}")
         if key in found:
             raise PredictionError(f"line {number}: id {key!r} appears twice")
         found[key] = _label(row[1], labels, number) if labels is not None else _number(row[1], number)
@@ -71,6 +72,15 @@ def parse_predictions(data: bytes, ids: Sequence[str], *, labels: Sequence[str] 
     if missing:
         raise PredictionError(f"{len(missing)} test id(s) have no prediction, e.g. {', '.join(missing[:5])}")
     return [found[key] for key in ids]
+
+
+def _float_of_an_id(key: str, wanted: set[str]) -> bool:
+    """"123456.0" or "1.23456e+05" for the id "123456": numpy's default number format."""
+    try:
+        number = float(key)
+    except ValueError:
+        return False
+    return math.isfinite(number) and number.is_integer() and str(int(number)) in wanted
 
 
 def _label(cell: str, labels: Sequence[str], line: int) -> str:
