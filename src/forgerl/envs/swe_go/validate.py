@@ -68,8 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kind", default=None, help="only this kind")
     parser.add_argument("--perf-repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the summary (JSON) here")
+    parser.add_argument("--reverse", action="store_true", help="last task first (a second process can meet the first)")
     args = parser.parse_args(argv)
-    summary = asyncio.run(validate(load_go_tasks(args.kind), args.perf_repeats))
+    tasks = load_go_tasks(args.kind)
+    summary = asyncio.run(validate(tasks[::-1] if args.reverse else tasks, args.perf_repeats))
     if args.out:
         args.out.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}))
