@@ -4,7 +4,8 @@ reading the results so that code under test cannot forge them.
 The code under test runs inside the test binary, so it can print anything, exit early or swap
 os.Stdout. The verdict therefore trusts only what it cross-checks:
   * a TestMain added at build time (a file the verifier writes, never the agent) prints one of two
-    random per-run tokens after `m.Run()`: PASS_TOKEN when the testing package itself says every
+    random per-run tokens after `m.Run()` (code in the same process could in principle dig them out
+    of its binary; they carry no prefix to find, and a forged token must still agree with the lines): PASS_TOKEN when the testing package itself says every
     selected test passed, FAIL_TOKEN otherwise, then exits with m.Run's code;
   * the host reads `-test.v` output and requires, per top-level test, exactly one `=== RUN` and
     exactly one `--- PASS/FAIL` line; a duplicate, a result without its RUN, a token seen twice,
@@ -178,7 +179,9 @@ def panic_summary(stderr: str) -> str:
 
 async def build_test_binary(sandbox: Sandbox, import_path: str, name: str, wall_s: float) -> tuple[bool, str, str, str]:
     """Compile the package's test binary with the verifier's TestMain; (ok, output, ok_token, bad_token)."""
-    ok, bad = f"FORGERL-OK-{secrets.token_hex(16)}", f"FORGERL-FAIL-{secrets.token_hex(16)}"
+    # bare random hex, no telltale prefix: code scanning its own binary for the summary tokens finds
+    # two look-alike strings and cannot tell which one means "pass" (printing both is tampering)
+    ok, bad = secrets.token_hex(20), secrets.token_hex(20)
     sandbox.write_file(f"{GOPATH_DIR}/src/{import_path}/{MAIN_FILE}", MAIN_TEMPLATE.format(name=name, ok=ok, bad=bad))
     cmd = GO_ENV.format(root="$PWD", gopath=GOPATH_DIR) + f"mkdir -p {BUILD_DIR} && go test -c -vet=off -o {BUILD_DIR}/pkg.test {import_path}"
     res = await sandbox.run(cmd, limits=go_limits(wall_s))
