@@ -64,8 +64,9 @@ class SweJsEnv(SweEnv):
                     [ToolCall(name="submit", arguments={})]]
         files = changed_files(task)
         edits = []
-        # bottom-up within a file, so the line numbers of the hunks above stay valid
-        for item in sorted(injected_of(task), key=lambda i: (i.module, -i.mutation.line_start)):
+        # top-down within a file: a hunk's line numbers are the original file's, which hold for the
+        # lines below the hunks already reverted (a bug may change the number of lines)
+        for item in sorted(injected_of(task), key=lambda i: (i.module, i.mutation.line_start)):
             m = item.mutation
             if files[item.module].count(m.buggy) == 1:
                 edits.append({"path": item.module, "old_text": m.buggy, "new_text": m.original})
