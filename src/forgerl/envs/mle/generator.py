@@ -101,7 +101,7 @@ def _rows_kept(rng: random.Random, data: Dataset, difficulty: int) -> list[int]:
     kept = []
     for label, members in sorted(by_class.items()):
         if label in rare:
-            members = rng.sample(members, max(8, round(keep * len(members))))
+            members = rng.sample(members, min(len(members), max(8, round(keep * len(members)))))
         kept += members
     return sorted(kept)
 
