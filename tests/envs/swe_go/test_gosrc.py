@@ -114,3 +114,12 @@ def test_standalone_test_keeps_helpers_and_used_imports_only() -> None:
     assert '"testing"' in text and '"strings"' not in text and not gosrc.has_errors(text)
     with_helper = gosrc.standalone_test(TESTS, ["TestClamp"])
     assert "func check" in with_helper and '"strings"' in with_helper
+
+
+def test_standalone_test_keeps_a_helper_type_named_like_a_test() -> None:
+    sources = {"a_test.go": 'package demo\n\nimport "testing"\n\ntype TestStruct struct{ in, want string }\n\n'
+                            'func TestOther(t *testing.T) {}\n\nfunc TestShout(t *testing.T) {\n'
+                            '\tfor _, c := range []TestStruct{{"a", "A"}} {\n\t\tif Shout(c.in) != c.want {\n'
+                            '\t\t\tt.Fail()\n\t\t}\n\t}\n}\n'}  # fmt: skip
+    text = gosrc.standalone_test(sources, ["TestShout"])
+    assert "type TestStruct" in text and "TestOther" not in text

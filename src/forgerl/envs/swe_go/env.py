@@ -149,7 +149,9 @@ class SweGoEnv(SweEnv):
             return kind_verdict(kind, checks, tampering=run.tampering, evidence=evidence)
         rule = PerfRule(**data["perf_rule"])
         speedup_ok, measurement = 0.0, None
-        if checks["p2p_passed"] == 1.0 and not run.tampering:
+        if candidate == buggy_code(task):
+            evidence["bench_problem"] = "the slow code is unchanged"  # identical code cannot be faster: not timed
+        elif checks["p2p_passed"] == 1.0 and not run.tampering:
             bench = await measure(package, data["bench"], buggy_code(task), candidate, original_code(task), rule)
             measurement = bench.measurement
             speedup_ok = float(measurement is not None and bench.outputs_match and measurement.passes(rule))

@@ -319,6 +319,7 @@ def standalone_test(test_sources: dict[str, str], tests: list[str]) -> str:
     if not home:
         raise ConfigError(f"test {tests[0]} is not in the test files")
     same = {f for f in clause if clause[f] == clause[home]}
+    other_tests = set(test_calls(test_sources)) - set(tests)  # a helper type may be called TestStruct
     keep: dict[str, str] = {}
     todo = list(tests)
     while todo:
@@ -329,7 +330,7 @@ def standalone_test(test_sources: dict[str, str], tests: list[str]) -> str:
         if "." not in name:  # a type brings its methods
             todo += [m for m in decls if m.startswith(name + ".")]
         used = _called_names(parse("package x\n" + decls[name][1]).root_node)
-        todo += [u for u in used if u in decls and (not u.startswith("Test") or u in tests)]
+        todo += [u for u in used if u in decls and (u not in other_tests)]
     body = "\n\n".join(dict.fromkeys(keep.values()))
     used_names = _called_names(parse("package x\n" + body).root_node) | _selector_operands(body)
     specs = sorted({spec for f in same for bound, spec in imports.get(f, {}).items() if bound in used_names})

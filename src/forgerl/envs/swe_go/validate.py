@@ -68,9 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kind", default=None, help="only this kind")
     parser.add_argument("--perf-repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the summary (JSON) here")
+    parser.add_argument("--exclude-kind", default=None, help="leave this kind out")
     parser.add_argument("--reverse", action="store_true", help="last task first (a second process can meet the first)")
     args = parser.parse_args(argv)
-    tasks = load_go_tasks(args.kind)
+    tasks = [t for t in load_go_tasks(args.kind) if t.data["kind"] != args.exclude_kind]
     summary = asyncio.run(validate(tasks[::-1] if args.reverse else tasks, args.perf_repeats))
     if args.out:
         args.out.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
