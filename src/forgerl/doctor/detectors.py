@@ -33,13 +33,21 @@ def _steps(points: list[tuple[int, float]]) -> list[int]:
     return [s for s, _ in points]
 
 
+EVIDENCE_POINTS = 64
+"""A series in a finding's evidence keeps its first point and its latest ones, at most this many:
+a long run's findings (and doctor.jsonl lines) stay small."""
+
+
 def _series(points: list[tuple[int, float]]) -> dict[int, float]:
-    return {s: _r(v) for s, v in points}
+    kept = points if len(points) <= EVIDENCE_POINTS else [points[0], *points[-(EVIDENCE_POINTS - 1):]]
+    return {s: _r(v) for s, v in kept}
 
 
-def _trend(s: RunSeries, name: str, th: Thresholds) -> tuple[list[tuple[int, float]], float, float] | None:
-    """(points, early mean, late mean) of a metric with enough steps for a trend; else None."""
-    points = s.values(name)
+def _trend(s: RunSeries, name: str, th: Thresholds, skip: set[int] | None = None
+           ) -> tuple[list[tuple[int, float]], float, float] | None:
+    """(points, early mean, late mean) of a metric with enough steps for a trend (leaving out the
+    steps in `skip`); else None."""
+    points = [(st, v) for st, v in s.values(name) if not skip or st not in skip]
     if len(points) < th.min_steps:
         return None
     early, late = windows(points, th.window_frac)
@@ -108,9 +116,8 @@ def mismatch_rising(s: RunSeries, th: Thresholds) -> list[Finding]:
     # on stale rollouts the engine's log-probs are an older policy's: the difference is the policy
     # lag (the IS ratio's business), not numerics, so only on-policy steps count here
     stale = {st for st, v in (s.values("scheduler/staleness_max") or s.values("rollout/staleness_max")) if v > 0}
-    on_policy = RunSeries(config=s.config, table={st: row for st, row in s.table.items() if st not in stale})
-    trend = _trend(on_policy, "mismatch/mean_abs_logprob", th)
-    corr = on_policy.values("mismatch/prob_corr")
+    trend = _trend(s, "mismatch/mean_abs_logprob", th, skip=stale)
+    corr = [(st, v) for st, v in s.values("mismatch/prob_corr") if st not in stale]
     low_corr = [(st, v) for st, v in corr if v < th.prob_corr_min]
     if trend is not None:
         points, early, late = trend

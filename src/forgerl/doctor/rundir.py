@@ -57,7 +57,7 @@ def _read_store(opened: TrajectoryStore, series: RunSeries, store: Path) -> None
         raise ConfigError(f"{store} holds no run yet: the run failed before it started; nothing to diagnose")
     run_id = runs[-1].id
     for step, name, value in opened.metrics(run_id):
-        series.table.setdefault(step, {})[name] = value
+        series.add_step(step, {name: value})
     by_step: dict[int, list[Trajectory]] = {}
     filters: dict[str, Any] = {"run_id": run_id, "consumed": True, "order": "step"}
     # the consuming step is a store column, not part of the payload: rows and payloads in the same order

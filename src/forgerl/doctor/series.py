@@ -40,9 +40,22 @@ class RunSeries:
     config: dict[str, Any] = field(default_factory=dict)
     table: dict[int, dict[str, float]] = field(default_factory=dict)
     examples: dict[tuple[int, str], list[str]] = field(default_factory=dict)
+    _points: dict[str, list[tuple[int, float]]] = field(default_factory=dict, repr=False)
+    """metric -> its finite (step, value) points by step: what `values` returns, kept as steps are
+    added (the live doctor reads a dozen metrics every step; walking the table each time would
+    make a long run's steps slower and slower). Dropped and rebuilt if a step arrives out of order."""
 
     def add_step(self, step: int, metrics: Mapping[str, float]) -> None:
-        self.table.setdefault(step, {}).update({k: float(v) for k, v in metrics.items()})
+        row = {k: float(v) for k, v in metrics.items()}
+        self.table.setdefault(step, {}).update(row)
+        for name, value in row.items():
+            points = self._points.get(name)
+            if points is None:
+                continue  # built on first read
+            if points and points[-1][0] >= step:
+                del self._points[name]  # out of order or a value replaced: rebuild on the next read
+            elif math.isfinite(value):
+                points.append((step, value))
 
     def add_examples(self, step: int, examples: Mapping[str, list[str]]) -> None:
         for kind, ids in examples.items():
@@ -51,8 +64,11 @@ class RunSeries:
 
     def values(self, name: str) -> list[tuple[int, float]]:
         """(step, value) of one metric, finite values only, by step."""
-        return [(s, row[name]) for s, row in sorted(self.table.items())
-                if name in row and math.isfinite(row[name])]
+        points = self._points.get(name)
+        if points is None:
+            points = self._points[name] = [(s, row[name]) for s, row in sorted(self.table.items())
+                                           if name in row and math.isfinite(row[name])]
+        return list(points)
 
     def setting(self, dotted: str, default: Any = None) -> Any:
         """A config value by dotted key (`rollout.max_staleness`); `default` when absent."""
