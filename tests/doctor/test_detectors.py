@@ -195,12 +195,20 @@ def test_held_out_falls_while_the_training_reward_rises(crafted):
     run = crafted(evals=lambda step: evals.get(step, 0.0))
     finding = only(diagnose(run.run_dir), "heldout_falls")
     assert finding.severity == "warning"
-    assert finding.evidence["best_step"] == 8 and finding.evidence["drop"] == pytest.approx(0.28)
+    assert finding.evidence["best_step"] == finding.evidence["peak_step"] == 8
+    assert finding.evidence["drop"] == pytest.approx(0.28)
     assert finding.steps == [8, 12]
     assert "training reward rose" in finding.title
     assert finding.evidence["train_reward_after"] > finding.evidence["train_reward_before"]
     assert finding.config_change["steps"] == 8
     assert_applicable(run, finding)
+
+
+def test_a_tied_peak_falls_from_its_last_step_and_points_to_the_first_checkpoint(crafted):
+    evals = {0: 0.03, 4: 0.72, 8: 0.72, 12: 0.47}
+    finding = only(diagnose(crafted(evals=lambda s: evals.get(s, 0.0)).run_dir), "heldout_falls")
+    assert (finding.evidence["best_step"], finding.evidence["peak_step"]) == (4, 8)
+    assert "(step 8)" in finding.title and "RUN:best, step 4" in finding.suggestion and finding.steps == [8, 12]
 
 
 def test_a_held_out_wobble_within_the_noise_is_not_a_fall(crafted):

@@ -39,7 +39,7 @@ def test_the_main_jobs_held_out_dip_is_reported_and_nothing_else(tmp_path):
     assert evals[0] < 0.05 and 0.715 <= dip.evidence["best"] <= 0.815 and dip.evidence["best_step"] in (5, 10)
     assert 0.465 <= dip.evidence["last"] <= 0.665 and dip.steps[-1] == 15
     assert "while the training reward rose" in dip.title
-    assert dip.config_change["steps"] == dip.evidence["best_step"]
+    assert dip.config_change["steps"] == dip.evidence["peak_step"] == 10  # the README: the dip comes after step 10
 
 
 def test_live_the_dip_shows_once_at_the_last_evaluation(tmp_path):

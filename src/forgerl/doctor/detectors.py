@@ -288,32 +288,34 @@ def heldout_falls(s: RunSeries, th: Thresholds) -> list[Finding]:
     evals = s.values("eval/reward")
     if len(evals) < 3:
         return []
-    best_step, best = max(evals, key=lambda p: (p[1], -p[0]))
+    best = max(v for _, v in evals)
+    peaks = [st for st, v in evals if v == best]
+    best_step, peak_step = peaks[0], peaks[-1]  # RUN:best's step (ties: the earlier) / where the fall starts
     last_step, last = evals[-1]
     n = max(1, int(s.setting("eval.tasks", 32)))
     se = math.sqrt(max(best * (1 - best), 0.0) / n + max(last * (1 - last), 0.0) / n) if 0 <= last <= 1 and 0 <= best <= 1 else 0.0
     drop = best - last
-    if last_step <= best_step or drop < th.heldout_drop or drop < th.heldout_se * se:
+    if last_step <= peak_step or drop < th.heldout_drop or drop < th.heldout_se * se:
         return []
     train = s.values("rollout/reward")
-    before = [(st, v) for st, v in train if st <= best_step]
-    after = [(st, v) for st, v in train if st > best_step]
+    before = [(st, v) for st, v in train if st <= peak_step]
+    after = [(st, v) for st, v in train if st > peak_step]
     rising = bool(before and after) and mean(after) >= mean(before)
-    title = (f"held-out reward fell from {best:.3f} (step {best_step}) to {last:.3f} (step {last_step})"
+    title = (f"held-out reward fell from {best:.3f} (step {peak_step}) to {last:.3f} (step {last_step})"
              + (f" while the training reward rose ({mean(before):.3f} -> {mean(after):.3f} mean)" if rising else ""))
     return [Finding(
         code="heldout_falls", severity="warning", title=title,
-        evidence={"eval/reward": _series(evals), "best_step": best_step, "best": _r(best), "last": _r(last),
-                  "drop": _r(drop), "drop_in_se": _r(drop / se) if se > 0 else None, "eval_tasks": n,
+        evidence={"eval/reward": _series(evals), "best": _r(best), "best_step": best_step, "peak_step": peak_step,
+                  "last": _r(last), "drop": _r(drop), "drop_in_se": _r(drop / se) if se > 0 else None, "eval_tasks": n,
                   "rollout/reward": _series(train),
                   "train_reward_before": _r(mean(before)) if before else None,
                   "train_reward_after": _r(mean(after)) if after else None},
-        steps=[st for st, _ in evals if st >= best_step],
-        suggestion=f"the policy got worse on held-out tasks after step {best_step}"
+        steps=[st for st, _ in evals if st >= peak_step],
+        suggestion=f"the policy got worse on held-out tasks after step {peak_step}"
                    + (" while it kept improving on its training tasks: it is over-fitting them. " if rising else ". ")
                    + f"Use the best checkpoint (RUN:best, step {best_step}), train fewer steps or with a smaller "
                      "learning rate, and evaluate more often to catch the peak.",
-        config_change={"steps": best_step, "optim.lr": float(s.setting("optim.lr", 1e-4)) / 2,
+        config_change={"steps": peak_step, "optim.lr": float(s.setting("optim.lr", 1e-4)) / 2,
                        "eval.every": max(1, min(int(s.setting("eval.every", 5)), max(1, best_step // 2)))})]
 
 
