@@ -38,19 +38,20 @@ SPACE = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/scaffold-search")
-    parser.add_argument("--difficulty", type=int, default=2,
-                        help="tool-reasoning level (the main job trains at 3, where the default policy passes ~0 greedy: "
-                             "nothing for a scaffold to change)")
+    parser.add_argument("--difficulty", default="1,2",
+                        help="tool-reasoning levels, cycled over the tasks. The main job trains at 3, where the default "
+                             "policy passes ~0 greedy (0/16); it passes 1/16 at 2 and 12/16 at 1 (held-out, greedy): "
+                             "levels 1 and 2 in turn leave a scaffold room to move it either way")
     parser.add_argument("--candidates", type=int, default=4, help="first halving rung")
     parser.add_argument("--eta", type=int, default=2)
     parser.add_argument("--validation-tasks", type=int, default=8)
-    parser.add_argument("--evaluation-tasks", type=int, default=24)
+    parser.add_argument("--evaluation-tasks", type=int, default=16)
     parser.add_argument("--min-tasks", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="the halving sampler's seed")
-    parser.add_argument("--wall-s", type=float, default=1800)
+    parser.add_argument("--wall-s", type=float, default=1200)
     args = parser.parse_args()
 
-    settings = load_settings(None, out=args.out, base_set={"env": "tool-reasoning", "difficulty": [args.difficulty]},
+    settings = load_settings(None, out=args.out, base_set={"env": "tool-reasoning", "difficulty": [int(d) for d in args.difficulty.split(",")]},
                              budget={"max_runs": 50, "steps_per_run": 0, "wall_s": args.wall_s},
                              objective={"metric": "success_rate", "validation_tasks": args.validation_tasks,
                                         "evaluation_tasks": args.evaluation_tasks, "rule": "margin", "margin": 0.0},
