@@ -13,7 +13,7 @@ from forgerl.envs.base import Task, Verdict
 from forgerl.envs.swe_js import SweJsEnv, load_swe_js_tasks
 from forgerl.types import ToolCall
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(7200)]
 PERF_REPEATS = int(os.environ.get("FORGERL_SWE_JS_PERF_REPEATS", "3"))
 
 
