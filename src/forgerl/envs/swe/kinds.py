@@ -26,7 +26,7 @@ from forgerl.envs.base import Task
 from forgerl.envs.suites import is_held_out
 from forgerl.envs.swe.mutate import Candidate, Mutation, Source, TextEdit, find_function, to_mutation
 from forgerl.envs.swe.packages import TargetModule, sha256
-from forgerl.envs.swe.perf import BENCHMARKS, benchmark_source, measure, run_benchmark
+from forgerl.envs.swe.perf import BENCHMARKS, Timed, benchmark_source, measure, run_benchmark
 from forgerl.envs.swe.slowdown import slowdowns_for_function
 from forgerl.envs.swe.tasktypes import PerfRule
 from forgerl.envs.swe.verify import CaseResult, SuiteRun, run_tests, suite_header, suite_test_names
@@ -35,6 +35,7 @@ from forgerl.errors import VerifierError
 
 STUB = 'raise NotImplementedError("{name} is not implemented yet")'
 PERF_TRIES_PER_FUNCTION = 3  # each try is timed (about ten benchmark runs): bounds the generation time
+PERF_MEASUREMENTS = 3  # measurements of a slowdown before it is rejected as too small (see _measure_gold)
 
 
 @dataclass
@@ -199,6 +200,8 @@ async def perf_tasks(target: TargetModule, files: dict[str, str], suite: str, se
             raise RuntimeError(f"the benchmark of {module}:{function} fails on the original: {reference.problem}")
         digests = [str(v) for v in reference.values]
         source = benchmark_source(bench, digests)
+        again = await run_benchmark(files, source)  # the screen below compares with the faster of two runs
+        reference_s = min(reference.elapsed_s, again.elapsed_s)
         candidates = slowdowns_for_function(src, function)
         random.Random(f"{seed}:{module}:{function}:perf").shuffle(candidates)
         kept = 0
@@ -212,16 +215,10 @@ async def perf_tasks(target: TargetModule, files: dict[str, str], suite: str, se
             reason = await _perf_reason(slow, seen, target, files, suite, source, digests, wall_s)
             if reason is not None and reason.startswith("slow run "):  # a cheap screen before the measurement
                 slow_s = float(reason.split()[2])
-                reason = None if slow_s >= 2 * reference.elapsed_s else "speed-up too small"
+                reason = None if slow_s >= 2 * reference_s else "speed-up too small"
             timed = None
             if reason is None:
-                try:
-                    timed = await measure({**files, module: slow}, files, source, digests, screen)
-                except VerifierError:  # the slow version timed out or misbehaved in one of the runs
-                    reason = "timeout"
-                else:
-                    if not timed.correct or timed.measurement.conservative_speedup < rule.min_speedup * rule.generation_margin:
-                        reason = "speed-up too small"
+                timed, reason = await _measure_gold(files, module, slow, source, digests, screen)
             if reason is not None:
                 attempts.append(KindAttempt(**row, status="rejected", reason=reason))
                 continue
@@ -240,6 +237,24 @@ async def perf_tasks(target: TargetModule, files: dict[str, str], suite: str, se
             attempts.append(KindAttempt(**row, status="kept"))
             kept += 1
     return tasks, attempts, timings
+
+
+async def _measure_gold(files: dict[str, str], module: str, slow: str, source: str, digests: list[str],
+                        screen: PerfRule) -> tuple[Timed | None, str | None]:
+    """The original timed against the slow version, up to PERF_MEASUREMENTS times: kept at the
+    first measurement that clears the bar. A load spike on a shared machine can sink one
+    measurement of a real slowdown; it does not sink three, and no retry makes a slowdown that is
+    not there clear a bar of min_speedup x margin. So the kept set rebuilds the same."""
+    bar = screen.min_speedup * screen.generation_margin
+    timed = None
+    for _ in range(PERF_MEASUREMENTS):
+        try:
+            timed = await measure({**files, module: slow}, files, source, digests, screen)
+        except VerifierError:  # the slow version timed out or misbehaved in one of the runs
+            return None, "timeout"
+        if timed.correct and timed.measurement.conservative_speedup >= bar:
+            return timed, None
+    return timed, "speed-up too small"
 
 
 async def _perf_reason(slow: str, seen: set[str], target: TargetModule, files: dict[str, str], suite: str,
