@@ -15,6 +15,7 @@ from forgerl.evolve.runner import candidate_config, train_config
 from forgerl.evolve.settings import load_settings
 from forgerl.evolve.space import Candidate, Range, ScaffoldChoice, SearchSpace, diff
 from forgerl.evolve.splits import VALIDATION_SEED_BASE, check_disjoint, task_seeds
+from forgerl.store import TrajectoryStore
 from forgerl.types import Message
 
 
@@ -94,3 +95,7 @@ def test_measure_runs_the_split_under_the_scaffold(tokenizer, tmp_path) -> None:
     prompt = tokenizer.decode(engine.prompts[0])
     assert "LOOKUP" in prompt.upper() and any(w.isupper() and "_" in w for w in prompt.split())
     assert (tmp_path / "val" / "store.sqlite").exists()
+    with TrajectoryStore(tmp_path / "val") as store:
+        stored = list(store.iter_trajectories())
+    assert sorted(t.metadata["task_seed"] for t in stored) == task_seeds("validation", 3)
+    assert {t.difficulty for t in stored} == set(cfg.difficulty) and {t.metadata["split"] for t in stored} == {"validation"}

@@ -43,8 +43,8 @@ async def run_split(engine: Engine, cfg: TrainConfig, scaffold: ScaffoldChoice, 
             p = apply_perturbations(task, make_env(cfg.env, seed), spec, scaffold.variant)
             sampling = p.sampling(SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.eval.temperature,
                                                  seed=cfg.seed * 1_000_003 + i), engine.tokenizer)
-            trajectory = Trajectory(perturbations=p.record, metadata={"scaffold": scaffold.name(), "split": split,
-                                                                      "task_seed": seed})
+            trajectory = Trajectory(perturbations=p.record, difficulty=task.difficulty,
+                                    metadata={"scaffold": scaffold.name(), "split": split, "task_seed": seed})
             try:
                 return await run_episode(engine, p.format(base_format), p.env, p.task, sampling=sampling,
                                          max_turns=cfg.max_turns, max_total_tokens=min(cfg.max_context, engine.max_context),
