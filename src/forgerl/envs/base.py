@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from forgerl.envs.rewards import RewardResult, RewardWeights, Verdict, compose_reward, run_verifier
-from forgerl.errors import ConfigError, ForgerlError
+from forgerl.errors import ConfigError, ForgerlError, ToolError
 from forgerl.plugins import add_registrar, load_plugins, plugin_hint
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Environment", "EnvironmentWrapper", "Family", "NoopScript", "RewardResult", "RewardWeights", "Task", "Verdict",
-    "family_info", "list_families", "make_env", "play_rounds", "register_env", "register_family", "run_gold",
+    "checked_tool", "family_info", "list_families", "make_env", "play_rounds", "register_env", "register_family", "run_gold",
     "sample_task", "submit_nothing", "unregister_family",
 ]
 
@@ -214,6 +214,19 @@ NoopScript = Callable[[Task], list[list[ToolCall]]]
 
 VariantScripts = Callable[[Task], dict[str, list[list[ToolCall]]]]
 """Named scripts that do part of the work (a seeded broken solution), for `Family.variants`."""
+
+
+def checked_tool(call: ToolCall, tools: Sequence[ToolSpec]) -> ToolSpec:
+    """The spec of the tool `call` names. A ToolError (an observation the agent reads) for an unknown
+    tool, listing the available ones, or for arguments the tool's schema does not declare."""
+    spec = next((t for t in tools if t.name == call.name), None)
+    if spec is None:
+        raise ToolError(f"unknown tool {call.name!r}; available: {', '.join(t.name for t in tools)}")
+    known = set((spec.parameters or {}).get("properties", {}))
+    unexpected = sorted(set(call.arguments) - known)
+    if unexpected:
+        raise ToolError(f"{call.name} got unexpected arguments {unexpected}; it accepts: {', '.join(sorted(known)) or 'none'}")
+    return spec
 
 
 def submit_nothing(tool: str, **arguments: Any) -> NoopScript:

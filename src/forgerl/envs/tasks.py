@@ -73,6 +73,23 @@ def load_tasks(path: str | Path, *, max_file_bytes: int = MAX_TASK_FILE_BYTES,
     return tasks
 
 
+def load_family_task_set(path: str | Path, family: str, *, env_var: str, build: str) -> tuple[Task, ...]:
+    """A shipped task set of one family (swe-bugfix, swe-js, swe-go) through the hardened loader,
+    checked to hold only that family's tasks. A missing file names the command that builds it and
+    the environment variable that points elsewhere."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"no {family} task set at {file}; build it with `{build}` or point {env_var} at a tasks.jsonl")
+    tasks = load_tasks(file)
+    for task in tasks:
+        if task.family != family:
+            raise ConfigError(f"{file}: task {task.id!r} is a {task.family!r} task; a {family} task set holds only "
+                              f"{family!r} tasks (check {env_var})")
+    if not tasks:
+        raise ConfigError(f"{file} holds no tasks")
+    return tuple(tasks)
+
+
 def _bounded_lines(lines: BinaryIO, path: Path, max_line_bytes: int) -> Iterator[str]:
     """Each line decoded as UTF-8, never reading more than `max_line_bytes` + 1 bytes of one line."""
     number = 0

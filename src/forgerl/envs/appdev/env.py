@@ -36,7 +36,7 @@ from forgerl.envs.appdev.generator import FAMILY, gold_files, task_rubric
 from forgerl.envs.appdev.rubric import GATE_ID, AppReport, ItemVerdict, Rubric
 from forgerl.envs.appdev.verifier_config import AppVerifier, app_verifier_override
 from forgerl.envs.appdev.verifier_config import evidence_root as run_evidence_root
-from forgerl.envs.base import Environment, Task, Verdict
+from forgerl.envs.base import Environment, Task, Verdict, checked_tool
 from forgerl.envs.sandbox import BACKENDS, Limits, Sandbox, available_backend, create_sandbox, remove_tree
 from forgerl.errors import SandboxError, ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
@@ -180,16 +180,10 @@ class AppDevEnv(Environment):
             raise ToolError("the environment has no task: reset() it first")
         handlers = {"list_files": self._list_files, "read_file": self._read_file, "write_file": self._write_file,
                     "edit_file": self._edit_file, "run_shell": self._run_shell, "submit": self._submit}
-        handler = handlers.get(call.name)
-        if handler is None:
-            raise ToolError(f"unknown tool {call.name!r}; available: {', '.join(handlers)}")
+        checked_tool(call, TOOLS)
         if self.done:
             raise ToolError("the app was already submitted; the episode is over")
-        known = set(next(t for t in TOOLS if t.name == call.name).parameters["properties"])
-        unexpected = sorted(set(call.arguments) - known)
-        if unexpected:
-            raise ToolError(f"{call.name} got unexpected arguments {unexpected}; it accepts: {', '.join(sorted(known)) or 'none'}")
-        return await handler(call.arguments)
+        return await handlers[call.name](call.arguments)
 
     def verify(self, trajectory: Trajectory) -> Verdict:
         if self.task is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from forgerl.envs.base import Environment, Family, Task, register_family
+from forgerl.envs.base import Environment, Family, Task, checked_tool, register_family
 from forgerl.envs.cowork.generator import DIFFICULTIES, FAMILY, generate_task, sample_task
 from forgerl.envs.cowork.verifier import VerifierSpec
 from forgerl.envs.cowork.verifier import verify as verify_workplace
@@ -111,15 +111,9 @@ class CoworkEnv(Environment):
         workplace = self.workplace
         if self._submitted:
             raise ToolError("the work was already submitted; no further tool calls are accepted")
-        handler = getattr(self, f"_tool_{call.name}", None)
-        if handler is None:
-            raise ToolError(f"unknown tool {call.name!r}; available: {', '.join(t.name for t in TOOLS)}")
-        known = set(next(t for t in TOOLS if t.name == call.name).parameters["properties"])
-        unexpected = sorted(set(call.arguments) - known)
-        if unexpected:
-            raise ToolError(f"{call.name} got unexpected arguments {unexpected}; it accepts: {', '.join(sorted(known)) or 'none'}")
+        checked_tool(call, TOOLS)
         self._tool_calls += 1
-        return handler(workplace, call)
+        return getattr(self, f"_tool_{call.name}")(workplace, call)
 
     # --- tools ----------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import forgerl
-from forgerl.envs.base import Environment, Family, Task, Verdict, register_family
+from forgerl.envs.base import Environment, Family, Task, Verdict, checked_tool, register_family
 from forgerl.envs.mle.datasets import DATA_DIRS
 from forgerl.envs.mle.generator import DIFFICULTIES, FAMILY, generate_task, sample_task
 from forgerl.envs.mle.reference import SCRIPT_NAME, THREAD_ENV, script_text
@@ -186,16 +186,10 @@ class MleEnv(Environment):
             raise ToolError("the environment has no task: reset() it first")
         handlers = {"list_files": self._list_files, "read_file": self._read_file, "write_file": self._write_file,
                     "run_python": self._run_python, "run_shell": self._run_shell, "submit": self._submit}
-        handler = handlers.get(call.name)
-        if handler is None:
-            raise ToolError(f"unknown tool {call.name!r}; available: {', '.join(handlers)}")
+        checked_tool(call, TOOLS)
         if self.done:
             raise ToolError("the predictions were already submitted; the episode is over")
-        known = set(next(t for t in TOOLS if t.name == call.name).parameters["properties"])
-        unexpected = sorted(set(call.arguments) - known)
-        if unexpected:
-            raise ToolError(f"{call.name} got unexpected arguments {unexpected}; it accepts: {', '.join(sorted(known)) or 'none'}")
-        return await handler(call.arguments)
+        return await handlers[call.name](call.arguments)
 
     def verify(self, trajectory: Trajectory) -> Verdict:
         if self.task is None:

@@ -32,8 +32,7 @@ from forgerl.envs.suites import FixedSuite
 from forgerl.envs.swe.env import SweEnv
 from forgerl.envs.swe.pipeline import FAMILY
 from forgerl.envs.swe.tasktypes import TASK_KINDS
-from forgerl.envs.tasks import load_tasks
-from forgerl.errors import ConfigError
+from forgerl.envs.tasks import load_family_task_set
 
 TASKS_ENV_VAR = "FORGERL_SWE_TASKS"
 DEFAULT_TASKS = Path(__file__).resolve().parents[4] / "data" / "swe" / "tasks.jsonl"
@@ -45,22 +44,7 @@ def tasks_path() -> Path:
 
 @cache
 def _load(path: str) -> tuple[Task, ...]:
-    """The task file through the hardened loader (bounded reads, strict UTF-8, errors naming the
-    file and line), then checked to hold only swe-bugfix tasks."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(
-            f"no swe-bugfix task set at {file}; build it with `python -m forgerl.envs.swe.build --out data/swe` "
-            f"or point {TASKS_ENV_VAR} at a tasks.jsonl"
-        )
-    tasks = load_tasks(file)
-    for task in tasks:
-        if task.family != FAMILY:
-            raise ConfigError(f"{file}: task {task.id!r} is a {task.family!r} task; a swe-bugfix task set "
-                              f"holds only {FAMILY!r} tasks (check {TASKS_ENV_VAR})")
-    if not tasks:
-        raise ConfigError(f"{file} holds no tasks")
-    return tuple(tasks)
+    return load_family_task_set(path, FAMILY, env_var=TASKS_ENV_VAR, build="python -m forgerl.envs.swe.build --out data/swe")
 
 
 def split_key(task: Task) -> str:

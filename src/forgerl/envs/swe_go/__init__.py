@@ -27,8 +27,7 @@ from forgerl.envs.base import Family, Task, register_family, submit_nothing
 from forgerl.envs.suites import FixedSuite
 from forgerl.envs.swe_go.env import SweGoEnv
 from forgerl.envs.swe_go.pipeline import FAMILY
-from forgerl.envs.tasks import load_tasks
-from forgerl.errors import ConfigError
+from forgerl.envs.tasks import load_family_task_set
 
 TASKS_ENV_VAR = "FORGERL_SWE_GO_TASKS"
 DEFAULT_TASKS = Path(__file__).resolve().parents[4] / "data" / "swe_go" / "tasks.jsonl"
@@ -40,18 +39,7 @@ def tasks_path() -> Path:
 
 @cache
 def _load(path: str) -> tuple[Task, ...]:
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"no swe-go task set at {file}; build it with `python -m forgerl.envs.swe_go.build --out "
-                          f"data/swe_go` or point {TASKS_ENV_VAR} at a tasks.jsonl")  # fmt: skip
-    tasks = load_tasks(file)
-    for task in tasks:
-        if task.family != FAMILY:
-            raise ConfigError(f"{file}: task {task.id!r} is a {task.family!r} task; an swe-go task set holds only "
-                              f"{FAMILY!r} tasks (check {TASKS_ENV_VAR})")  # fmt: skip
-    if not tasks:
-        raise ConfigError(f"{file} holds no tasks")
-    return tuple(tasks)
+    return load_family_task_set(path, FAMILY, env_var=TASKS_ENV_VAR, build="python -m forgerl.envs.swe_go.build --out data/swe_go")
 
 
 def split_key(task: Task) -> str:

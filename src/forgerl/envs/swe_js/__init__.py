@@ -27,8 +27,7 @@ from forgerl.envs.suites import FixedSuite
 from forgerl.envs.swe_js.env import SweJsEnv
 from forgerl.envs.swe_js.packages import ROOT
 from forgerl.envs.swe_js.pipeline import FAMILY, HELD_OUT_FRACTION
-from forgerl.envs.tasks import load_tasks
-from forgerl.errors import ConfigError
+from forgerl.envs.tasks import load_family_task_set
 
 TASKS_ENV_VAR = "FORGERL_SWE_JS_TASKS"
 DEFAULT_TASKS = ROOT / "data" / "swe_js" / "tasks.jsonl"
@@ -40,18 +39,7 @@ def tasks_path() -> Path:
 
 @cache
 def _load(path: str) -> tuple[Task, ...]:
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"no swe-js task set at {file}; build it with `python -m forgerl.envs.swe_js.build --out "
-                          f"data/swe_js` or point {TASKS_ENV_VAR} at a tasks.jsonl")
-    tasks = load_tasks(file)
-    for task in tasks:
-        if task.family != FAMILY:
-            raise ConfigError(f"{file}: task {task.id!r} is a {task.family!r} task; a swe-js task set holds only "
-                              f"{FAMILY!r} tasks (check {TASKS_ENV_VAR})")
-    if not tasks:
-        raise ConfigError(f"{file} holds no tasks")
-    return tuple(tasks)
+    return load_family_task_set(path, FAMILY, env_var=TASKS_ENV_VAR, build="python -m forgerl.envs.swe_js.build --out data/swe_js")
 
 
 def split_key(task: Task) -> str:
