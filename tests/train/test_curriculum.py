@@ -461,7 +461,7 @@ def test_held_out_evaluation_reports_each_family_and_collect_groups_draws_the_cu
     rewards = {"tool-reasoning": 1.0, "arithmetic": 0.5, "cowork": 0.0}
     seen = []
 
-    async def fake_episode(run, task, env, sampling, *, perturbations, group_id, family, limits):
+    async def fake_episode(run, task, env, sampling, *, perturbations, group_id, family, limits, evaluation=False):
         seen.append((family, limits.max_total_tokens))
         return [Trajectory(family=family, reward=rewards[family])]
 

@@ -91,6 +91,8 @@ NEW_TABLES = {
     "mtp": lambda config: config.mtp.cotrain is None,
     "curriculum": lambda config: config.curriculum is None,  # unset: one family, as `env` says
     "verifier": lambda config: config.verifier.kind == "executor",  # read only by the appdev family
+    # unset: the history only grows, as before; [eval.context] unset follows it
+    "context": lambda config: config.context.manager == "none" and config.eval.context is None,
 }
 
 
