@@ -7,7 +7,7 @@ STAMP := $(VENV)/.forgerl-installed
 
 .PHONY: lint lock test-security test-browser setup setup-vllm train demo test test-vllm test-ray test-slow bench clean
 
-$(STAMP): pyproject.toml constraints.txt scripts/install_system_deps.sh
+$(STAMP): pyproject.toml constraints.txt scripts/install_system_deps.sh data/swe_js/npm/package-lock.json
 	bash scripts/install_system_deps.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
