@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import posixpath
 import secrets
 import tempfile
 from pathlib import Path
@@ -38,6 +37,7 @@ from forgerl.envs.appdev.verifier_config import AppVerifier, app_verifier_overri
 from forgerl.envs.appdev.verifier_config import evidence_root as run_evidence_root
 from forgerl.envs.base import Environment, Task, Verdict, checked_tool
 from forgerl.envs.sandbox import BACKENDS, Limits, Sandbox, available_backend, create_sandbox, remove_tree
+from forgerl.envs.sandbox.workspace import release_soon, workspace_path
 from forgerl.errors import SandboxError, ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
@@ -157,7 +157,6 @@ class AppDevEnv(Environment):
         self._rubric: Rubric | None = None
         self._verdict: Verdict | None = None
         self._temp_evidence: Path | None = None
-        self._closing: set[asyncio.Task[None]] = set()
 
     # --- protocol --------------------------------------------------------------------------
 
@@ -203,39 +202,18 @@ class AppDevEnv(Environment):
         await _release(sandbox, evidence)
 
     def _discard(self) -> None:
-        """reset() is synchronous: release a previous episode's sandbox and temporary evidence on
-        the running loop if there is one (kept referenced until done), else right here."""
+        """reset() is synchronous: a previous episode's sandbox and temporary evidence are released
+        soon (sandbox/workspace.py)."""
         sandbox, evidence = self._sandbox, self._temp_evidence
         self._sandbox = self._temp_evidence = None
-        if sandbox is None and evidence is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            asyncio.run(_release(sandbox, evidence))
-            return
-        closing = loop.create_task(_release(sandbox, evidence))
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
+        if sandbox is not None or evidence is not None:
+            release_soon(lambda: _release(sandbox, evidence))
 
     # --- paths -----------------------------------------------------------------------------
 
     def _rel(self, path: Any) -> str:
-        """A normalised workspace-relative path; refuses anything that leaves the workspace."""
         assert self._sandbox is not None
-        if not isinstance(path, str) or not path.strip():
-            raise ToolError(f"path must be a non-empty string relative to the workspace, got {path!r}")
-        if "\x00" in path:
-            raise ToolError("path contains a NUL byte")
-        if path.startswith(("/", "~")):
-            raise ToolError(f"path {path!r} is absolute; give a path relative to the workspace, e.g. index.html")
-        rel = posixpath.normpath(path)
-        if rel in (".", "..") or rel.startswith("../"):
-            raise ToolError(f"path {path!r} is outside the workspace; give a file path inside it")
-        root = self._sandbox.workspace.resolve()
-        if not (root / rel).resolve().is_relative_to(root):
-            raise ToolError(f"path {path!r} leads outside the workspace (through a symlink); refused")
-        return rel
+        return workspace_path(path, self._sandbox.workspace, example="index.html")
 
     def _read_text(self, rel: str) -> str:
         assert self._sandbox is not None

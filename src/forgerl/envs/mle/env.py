@@ -14,11 +14,9 @@ symlink, never a FIFO or device, never more than the size cap (scoring.py parses
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import glob
 import os
-import posixpath
 import site
 import stat
 from pathlib import Path
@@ -32,6 +30,7 @@ from forgerl.envs.mle.reference import SCRIPT_NAME, THREAD_ENV, script_text
 from forgerl.envs.mle.scoring import PredictionError, max_prediction_bytes, metric_value, normalized, parse_predictions
 from forgerl.envs.sandbox import BACKENDS, Limits, Sandbox, available_backend, create_sandbox
 from forgerl.envs.sandbox.base import python_roots
+from forgerl.envs.sandbox.workspace import release_soon, workspace_path
 from forgerl.errors import ConfigError, SandboxError, ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
@@ -159,7 +158,6 @@ class MleEnv(Environment):
         self._verdict: Verdict | None = None
         self._failure: str | None = None
         """Why scoring itself broke at submit (a bad task spec): verify raises it, never a zero."""
-        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def done(self) -> bool:
@@ -210,37 +208,15 @@ class MleEnv(Environment):
             await sandbox.close()
 
     def _discard(self) -> None:
-        """reset() is synchronous: close a previous episode's sandbox on the running loop if
-        there is one (kept referenced until done), else right here."""
+        """reset() is synchronous: a previous episode's sandbox is closed soon (sandbox/workspace.py)."""
         sandbox, self._sandbox = self._sandbox, None
-        if sandbox is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            asyncio.run(sandbox.close())
-            return
-        closing = loop.create_task(sandbox.close())
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
+        if sandbox is not None:
+            release_soon(sandbox.close)
 
     # --- tools -----------------------------------------------------------------------------
 
     def _rel(self, path: Any) -> str:
-        """A normalised workspace-relative path; refuses anything that leaves the workspace."""
-        if not isinstance(path, str) or not path.strip():
-            raise ToolError(f"path must be a non-empty string relative to the workspace, got {path!r}")
-        if "\x00" in path:
-            raise ToolError("path contains a NUL byte")
-        if path.startswith(("/", "~")):
-            raise ToolError(f"path {path!r} is absolute; give a path relative to the workspace, e.g. train.csv")
-        rel = posixpath.normpath(path)
-        if rel in (".", "..") or rel.startswith("../"):
-            raise ToolError(f"path {path!r} is outside the workspace; give a file path inside it")
-        root = self.workspace.resolve()
-        if not (root / rel).resolve().is_relative_to(root):
-            raise ToolError(f"path {path!r} leads outside the workspace (through a symlink); refused")
-        return rel
+        return workspace_path(path, self.workspace, example="train.csv")
 
     async def _list_files(self, args: dict[str, Any]) -> str:
         assert self._sandbox is not None

@@ -15,14 +15,13 @@ nothing else the agent left in its workspace (a conftest.py, edited tests) reach
 
 from __future__ import annotations
 
-import asyncio
 import json
-import posixpath
 import re
 import sys
 from typing import Any
 
 from forgerl.envs.base import Environment, Task, Verdict
+from forgerl.envs.sandbox.workspace import release_soon, workspace_path
 from forgerl.envs.swe._sandbox import UNHIDDEN_NOTE, make_limits, new_sandbox
 from forgerl.envs.swe.judge import judge_tests
 from forgerl.envs.swe.packages import package_by_dist, suite_text
@@ -159,7 +158,6 @@ class SweEnv(Environment):
         self.task: Task | None = None
         self._sandbox: Any = None
         self._verdict: Verdict | None = None
-        self._closing: set[asyncio.Task[None]] = set()
 
     # --- protocol --------------------------------------------------------------------------
 
@@ -224,37 +222,15 @@ class SweEnv(Environment):
             await sandbox.close()
 
     def _discard_sandbox(self) -> None:
-        """reset() is synchronous: close a previous episode's sandbox on the running loop if there
-        is one (kept referenced until done), else right here."""
-        if self._sandbox is None:
-            return
+        """reset() is synchronous: a previous episode's sandbox is closed soon (sandbox/workspace.py)."""
         sandbox, self._sandbox = self._sandbox, None
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            asyncio.run(sandbox.close())
-            return
-        closing = loop.create_task(sandbox.close())
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
+        if sandbox is not None:
+            release_soon(sandbox.close)
 
     # --- paths -----------------------------------------------------------------------------
 
     def _rel(self, path: Any) -> str:
-        """A normalised workspace-relative path; refuses anything that leaves the workspace."""
-        if not isinstance(path, str) or not path.strip():
-            raise ToolError(f"path must be a non-empty string relative to the repository root, got {path!r}")
-        if "\x00" in path:
-            raise ToolError("path contains a NUL byte")
-        if path.startswith(("/", "~")):
-            raise ToolError(f"path {path!r} is absolute; give a path relative to the repository root")
-        rel = posixpath.normpath(path)
-        if rel == ".." or rel.startswith("../"):
-            raise ToolError(f"path {path!r} is outside the repository; give a path inside it")
-        root = self._sandbox.workspace.resolve()
-        if not (root / rel).resolve().is_relative_to(root):
-            raise ToolError(f"path {path!r} leads outside the repository (through a symlink); refused")
-        return rel
+        return workspace_path(path, self._sandbox.workspace, place="repository root")
 
     def _read_text(self, rel: str) -> str:
         try:

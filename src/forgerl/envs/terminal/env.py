@@ -19,6 +19,7 @@ from typing import Any
 from forgerl.envs.base import Environment, Task, Verdict
 from forgerl.envs.sandbox import BACKENDS, Limits, Sandbox, available_backend, create_sandbox
 from forgerl.envs.sandbox.process import kill_uid
+from forgerl.envs.sandbox.workspace import release_soon
 from forgerl.envs.terminal.checks import capture_probes, run_check
 from forgerl.envs.terminal.generator import FAMILY
 from forgerl.errors import ConfigError, SandboxError, ToolError, VerifierError
@@ -208,9 +209,4 @@ class TerminalEnv(Environment):
 
 
 def _close_soon(sandbox: Sandbox) -> None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(sandbox.close())
-        return
-    loop.create_task(sandbox.close())  # noqa: RUF006 — fire and forget: a previous episode's sandbox
+    release_soon(sandbox.close)
