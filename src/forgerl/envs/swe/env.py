@@ -168,13 +168,23 @@ class SweEnv(Environment):
     def tools(self) -> list[ToolSpec]:
         return list(TOOLS)
 
+    system_prompt = SYSTEM_PROMPT
+
     def reset(self, task: Task) -> list[Message]:
-        check_task(task)
-        files = agent_workspace(task)  # raises ConfigError on a wrong package version
+        """The shared episode start of every coding family; a language's family overrides the
+        workspace (`_workspace_files`), its sandbox (`_new_sandbox`) and `system_prompt`."""
+        files = self._workspace_files(task)
         self._discard_sandbox()
         self.task, self._verdict = task, None
-        self._sandbox = new_sandbox(files, SHELL_WALL_S)
-        return [Message(role="system", content=SYSTEM_PROMPT), Message(role="user", content=task.prompt)]
+        self._sandbox = self._new_sandbox(files)
+        return [Message(role="system", content=self.system_prompt), Message(role="user", content=task.prompt)]
+
+    def _workspace_files(self, task: Task) -> dict[str, str]:
+        check_task(task)
+        return agent_workspace(task)  # raises ConfigError on a wrong package version
+
+    def _new_sandbox(self, files: dict[str, str]) -> Any:
+        return new_sandbox(files, SHELL_WALL_S)
 
     async def execute(self, call: ToolCall) -> str:
         if self.task is None or self._sandbox is None:

@@ -24,7 +24,7 @@ from forgerl.envs.swe_go.packages import code_files, package_by_path, sha256, te
 from forgerl.envs.swe_go.perf import measure
 from forgerl.envs.swe_go.pipeline import FAMILY, ISSUE_TEST_FILE, apply_edits
 from forgerl.errors import ConfigError, ToolError
-from forgerl.types import Message, ToolCall, ToolSpec
+from forgerl.types import ToolCall, ToolSpec
 
 SHELL_WALL_S = 90.0
 VERIFY_WALL_S = 180.0
@@ -82,12 +82,13 @@ class SweGoEnv(SweEnv):
     def tools(self) -> list[ToolSpec]:
         return [GO_RUN_SHELL if t.name == "run_shell" else t for t in TOOLS]
 
-    def reset(self, task: Task) -> list[Message]:
-        files = buggy_code(task)  # ConfigError when the sources are missing or differ
-        self._discard_sandbox()
-        self.task, self._verdict = task, None
-        self._sandbox = new_sandbox(files, SHELL_WALL_S)
-        return [Message(role="system", content=SYSTEM_PROMPT), Message(role="user", content=task.prompt)]
+    system_prompt = SYSTEM_PROMPT
+
+    def _workspace_files(self, task: Task) -> dict[str, str]:
+        return buggy_code(task)  # ConfigError when the sources are missing or differ
+
+    def _new_sandbox(self, files: dict[str, str]) -> Any:
+        return new_sandbox(files, SHELL_WALL_S)
 
     def gold_solution(self, task: Task) -> list[list[ToolCall]]:
         data = check_task(task)

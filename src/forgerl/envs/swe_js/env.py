@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from forgerl.envs.base import Task, Verdict
-from forgerl.envs.swe.env import EDIT_FILE, READ_FILE, SEARCH, SHELL_WALL_S, SUBMIT, SYSTEM_PROMPT, SweEnv, _schema
+from forgerl.envs.swe.env import EDIT_FILE, READ_FILE, SEARCH, SHELL_WALL_S, SUBMIT, SweEnv, _schema
 from forgerl.envs.swe.tasktypes import PerfMeasurement, PerfRule, fraction_passed, kind_verdict
 from forgerl.envs.swe_js._sandbox import UNHIDDEN_NOTE, new_sandbox
 from forgerl.envs.swe_js.issue import ISSUE_TEST_FILE, test_file
@@ -23,7 +23,7 @@ from forgerl.envs.swe_js.packages import installed_sources, load_suite
 from forgerl.envs.swe_js.pipeline import FAMILY
 from forgerl.envs.swe_js.workspace import agent_workspace, changed_files, check_task, injected_of, original_files
 from forgerl.errors import VerifierError
-from forgerl.types import Message, ToolCall, ToolSpec
+from forgerl.types import ToolCall, ToolSpec
 
 VERIFY_WALL_S = 120.0
 RUN_SHELL = ToolSpec(
@@ -47,13 +47,12 @@ class SweJsEnv(SweEnv):
     def tools(self) -> list[ToolSpec]:
         return list(TOOLS)
 
-    def reset(self, task: Task) -> list[Message]:
+    def _workspace_files(self, task: Task) -> dict[str, str]:
         check_task(task)
-        files = agent_workspace(task)  # ConfigError on a missing install or a wrong package version
-        self._discard_sandbox()
-        self.task, self._verdict = task, None
-        self._sandbox = new_sandbox(files, SHELL_WALL_S)
-        return [Message(role="system", content=SYSTEM_PROMPT), Message(role="user", content=task.prompt)]
+        return agent_workspace(task)  # ConfigError on a missing install or a wrong package version
+
+    def _new_sandbox(self, files: dict[str, str]) -> Any:
+        return new_sandbox(files, SHELL_WALL_S)
 
     def gold_solution(self, task: Task) -> list[list[ToolCall]]:
         data = check_task(task)
