@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from forgerl.envs.swe.tasktypes import (
     CHECKS,
+    GENERATION_MEASUREMENTS,
     TASK_KINDS,
     PerfMeasurement,
     PerfRule,
     check_kind,
     fraction_passed,
     kind_verdict,
+    measure_until_clear,
 )
 from forgerl.errors import ConfigError
 
@@ -78,3 +82,27 @@ def test_invalid_rule_and_measurement() -> None:
         PerfRule(min_speedup=1.0)
     with pytest.raises(ValueError):
         PerfMeasurement(baseline_s=(), candidate_s=(1.0,))
+
+
+def test_measure_until_clear_stops_at_the_first_measurement_that_clears() -> None:
+    readings = iter([1.2, 3.5, 9.0])
+    calls: list[float] = []
+
+    async def measure() -> float:
+        calls.append(next(readings))
+        return calls[-1]
+
+    value, cleared = asyncio.run(measure_until_clear(measure, lambda v: v >= 3.0))
+    assert (value, cleared, calls) == (3.5, True, [1.2, 3.5])
+
+
+def test_measure_until_clear_gives_up_after_the_tries_with_the_last_measurement() -> None:
+    readings = iter([1.0, 2.0, 2.5, 99.0])
+
+    async def measure() -> float:
+        return next(readings)
+
+    assert asyncio.run(measure_until_clear(measure, lambda v: v >= 3.0)) == (2.5, False)
+    assert GENERATION_MEASUREMENTS == 3
+    with pytest.raises(ValueError):
+        asyncio.run(measure_until_clear(measure, lambda v: True, tries=0))

@@ -28,14 +28,13 @@ from forgerl.envs.swe.mutate import Candidate, Mutation, Source, TextEdit, find_
 from forgerl.envs.swe.packages import TargetModule, sha256
 from forgerl.envs.swe.perf import BENCHMARKS, Timed, benchmark_source, measure, run_benchmark
 from forgerl.envs.swe.slowdown import slowdowns_for_function
-from forgerl.envs.swe.tasktypes import PerfRule
+from forgerl.envs.swe.tasktypes import PerfRule, measure_until_clear
 from forgerl.envs.swe.verify import CaseResult, SuiteRun, run_tests, suite_header, suite_test_names
 from forgerl.envs.swe.workspace import apply_hunks
 from forgerl.errors import VerifierError
 
 STUB = 'raise NotImplementedError("{name} is not implemented yet")'
 PERF_TRIES_PER_FUNCTION = 3  # each try is timed (about ten benchmark runs): bounds the generation time
-PERF_MEASUREMENTS = 3  # measurements of a slowdown before it is rejected as too small (see _measure_gold)
 
 
 @dataclass
@@ -241,20 +240,15 @@ async def perf_tasks(target: TargetModule, files: dict[str, str], suite: str, se
 
 async def _measure_gold(files: dict[str, str], module: str, slow: str, source: str, digests: list[str],
                         screen: PerfRule) -> tuple[Timed | None, str | None]:
-    """The original timed against the slow version, up to PERF_MEASUREMENTS times: kept at the
-    first measurement that clears the bar. A load spike on a shared machine can sink one
-    measurement of a real slowdown; it does not sink three, and no retry makes a slowdown that is
-    not there clear a bar of min_speedup x margin. So the kept set rebuilds the same."""
+    """The original timed against the slow version until it clears the bar (`measure_until_clear`)."""
     bar = screen.min_speedup * screen.generation_margin
-    timed = None
-    for _ in range(PERF_MEASUREMENTS):
-        try:
-            timed = await measure({**files, module: slow}, files, source, digests, screen)
-        except VerifierError:  # the slow version timed out or misbehaved in one of the runs
-            return None, "timeout"
-        if timed.correct and timed.measurement.conservative_speedup >= bar:
-            return timed, None
-    return timed, "speed-up too small"
+    try:
+        timed, cleared = await measure_until_clear(
+            lambda: measure({**files, module: slow}, files, source, digests, screen),
+            lambda t: t.correct and t.measurement.conservative_speedup >= bar)
+    except VerifierError:  # the slow version timed out or misbehaved in one of the runs
+        return None, "timeout"
+    return timed, None if cleared else "speed-up too small"
 
 
 async def _perf_reason(slow: str, seen: set[str], target: TargetModule, files: dict[str, str], suite: str,

@@ -10,7 +10,8 @@ order (swe.pipeline.diversified_order), a mutant is kept as a bug when
 — the Python pipeline's rules. A kept bug gives a `bugfix` task and its `write_test` twin; a
 function whose body, replaced by `panic("not implemented")`, fails only its own tests gives a
 `feature` task; a quadratic slowdown that keeps every test passing and that the bug-free code beats
-by `rule.min_speedup * rule.generation_margin` on the hidden benchmark gives a `perf` task; two kept
+by `rule.min_speedup * rule.generation_margin` on the hidden benchmark, in one of up to three
+measurements (`measure_until_clear`), gives a `perf` task; two kept
 bugs of different functions of one package, failing only their functions' tests together, give a
 `merged` task. Deterministic given the seed, except the perf timings, which go to their own file.
 """
@@ -22,11 +23,12 @@ import logging
 import random
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from forgerl.envs.base import Task
 from forgerl.envs.swe.pipeline import diversified_order
-from forgerl.envs.swe.tasktypes import PerfRule
+from forgerl.envs.swe.tasktypes import PerfRule, measure_until_clear
 from forgerl.envs.swe_go import gosrc, perf
 from forgerl.envs.swe_go.gorun import GoTestRun, run_go_tests
 from forgerl.envs.swe_go.packages import PACKAGES, GoPackage, code_files, package_sources, sha256, test_files
@@ -236,13 +238,16 @@ class _Generator:
             bench = perf.bench_program(package, fn.name, list(fn.params), perf.BENCH_LENGTHS[kind])
             measured = None
             if reason is None:
+                bar = self.config.rule.min_speedup * self.config.rule.generation_margin
                 async with self.limiter:
                     code = code_files(package.import_path)
                     slow_code = apply_edits(code, [edit])
-                    measured = await perf.measure(package, bench, slow_code, code, code, self.config.rule)
+                    measured, cleared = await measure_until_clear(
+                        partial(perf.measure, package, bench, slow_code, code, code, self.config.rule),
+                        partial(_stops_measuring, bar=bar))
                 if measured.measurement is None:
                     reason = "bench differs"
-                elif measured.measurement.conservative_speedup < self.config.rule.min_speedup * self.config.rule.generation_margin:
+                elif not cleared:
                     reason = "not faster"
             self.row(package, fn, "perf", edit, "kept" if reason is None else "rejected", reason or "")
             if reason is not None:
@@ -281,6 +286,11 @@ class _Generator:
             issue = f"Two problems were reported.\n\n## 1\n\n{a.issue}\n\n## 2\n\n{b.issue}"
             tasks.append(make_task("merged", package, [a.fn, b.fn], edits, run.failing(), list(calls), issue, 0))
         return tasks
+
+
+def _stops_measuring(measured: perf.BenchResult, bar: float) -> bool:
+    """A benchmark that differs is not measured again; a slowdown is, until it clears `bar`."""
+    return measured.measurement is None or measured.measurement.conservative_speedup >= bar
 
 
 async def generate(config: GenerationConfig = GenerationConfig()) -> GenerationResult:

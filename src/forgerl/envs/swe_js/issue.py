@@ -53,8 +53,9 @@ def feature_request(func: str, module: str, package: str, cases: list[Case], rng
             + _code("\n".join(lines)))
 
 
-def perf_report(func: str, module: str, package: str, example: Case, speedup: float) -> str:
-    return (f"# `{func}` became slow\n\n`{func}` in {package}'s `{module}` takes about {speedup:.0f}x longer than it "
+def perf_report(func: str, module: str, package: str, example: Case, at_least: float) -> str:
+    """`at_least`: the slowdown generation guaranteed (a rule, not a timing, so the text rebuilds the same)."""
+    return (f"# `{func}` became slow\n\n`{func}` in {package}'s `{module}` takes more than {at_least:g}x longer than it "
             f"used to, for the same results. A call like\n\n{_code(example.expr)}\n\nin a loop now dominates our "
             "runtime. Make it fast again without changing what it returns or throws.")
 
