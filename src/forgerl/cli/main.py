@@ -19,6 +19,7 @@ from forgerl.cli.evolve import evolve_app
 from forgerl.cli.gateway import gateway
 from forgerl.cli.mtp import mtp_app
 from forgerl.cli.perturb import perturb_app
+from forgerl.cli.probe import probe_command
 from forgerl.cli.review import review_app, rm_app
 from forgerl.cli.serve import serve
 from forgerl.cli.store import store_app
@@ -86,6 +87,7 @@ def _mount_commands(app: typer.Typer) -> None:
     app.add_typer(engine_app, name="engine")
     app.add_typer(mtp_app, name="mtp")
     app.add_typer(perturb_app, name="perturb")
+    app.command("probe")(probe_command)
     app.add_typer(review_app, name="review")
     app.add_typer(rm_app, name="rm")
     app.add_typer(evolve_app, name="evolve")

@@ -1,0 +1,77 @@
+"""One policy through the probes: resolve the model and its chat format, load it once behind the
+built-in engine, run the reading probes and (when asked) the naming table, close it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from forgerl.chat import get_format
+from forgerl.engine import load_engine
+from forgerl.errors import ConfigError
+from forgerl.model.loading import DEFAULT_POLICY_DIR, resolve_model_dir
+from forgerl.probes.naming import NAMING_SETTINGS, naming_table
+from forgerl.probes.reader import EngineReader
+from forgerl.probes.reading import READING_PROBES, run_reading_probes
+
+ALL_PROBES = (*READING_PROBES, "naming")
+DEFAULT_PROBES = READING_PROBES
+"""Naming is opt-in: 8 scaffolds of whole agent episodes take minutes per policy (2 min at 4 tasks
+each on 2 busy cores), and at a few tasks per style its intervals are too wide to read."""
+READING_CONTEXT = 1024
+"""The longest reading prompt (16 key/value pairs) is under 300 tokens; replies take --max-tokens."""
+
+
+def parse_probes(text: str) -> list[str]:
+    """`coined,digits` -> ['coined', 'digits']; `all` -> every probe; unknown names are an error."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if names == ["all"]:
+        return list(ALL_PROBES)
+    unknown = [p for p in names if p not in ALL_PROBES]
+    if unknown or not names:
+        raise ConfigError(f"unknown probe(s) {unknown or [text]}", hint=f"choose from {', '.join(ALL_PROBES)} or all")
+    return list(dict.fromkeys(names))
+
+
+def model_path(model: str) -> str:
+    """`smollm2` -> SmolLM2-135M-Instruct converted once into the forgerl cache (as `forgerl bench`
+    does); anything else as `--model` takes it everywhere."""
+    if model != "smollm2":
+        return model
+    from forgerl.engine.vllm.checkpoints import smollm2_checkpoint  # heavy: transformers' GGUF reader, only for smollm2
+
+    cache = Path(os.environ.get("FORGERL_CACHE", Path.home() / ".cache" / "forgerl"))
+    return str(smollm2_checkpoint(cache / "smollm2-135m-instruct"))
+
+
+def model_chat_format(model: str) -> str:
+    """The format a policy was trained in (its forgerl.json `chat_format`), else minimax_m2."""
+    directory = DEFAULT_POLICY_DIR if model == "default" else None if model == "tiny-random" else Path(resolve_model_dir(model))
+    record = directory / "forgerl.json" if directory is not None else None
+    if record is not None and record.is_file():
+        return str(json.loads(record.read_text()).get("chat_format", "minimax_m2"))
+    return "minimax_m2"
+
+
+def probe_model(model: str, *, n: int, probes: Sequence[str] = DEFAULT_PROBES, chat_format: str | None = None,
+                max_tokens: int = 96, naming_n: int = 32) -> dict[str, Any]:
+    """{model, chat_format, n, probes: {name: result}} for one policy."""
+    path = model_path(model)
+    fmt = chat_format or model_chat_format(path)
+    naming = "naming" in probes
+    context = NAMING_SETTINGS["max_context"] if naming else READING_CONTEXT
+    engine = load_engine(path, chat_format=fmt, max_context=context, speculative=0,
+                         num_slots=min(64, max(n, naming_n if naming else 1)))
+    try:
+        reading = [p for p in probes if p in READING_PROBES]
+        results = run_reading_probes(EngineReader(engine), get_format(fmt), n, reading, max_tokens)
+        if naming:
+            t0 = time.perf_counter()
+            results["naming"] = {"scaffolds": naming_table(engine, fmt, naming_n), "seconds": time.perf_counter() - t0}
+    finally:
+        engine.close()
+    return {"model": model, "chat_format": fmt, "n": n, "max_tokens": max_tokens, "probes": results}
