@@ -38,6 +38,10 @@ def eval_command(
     spec: str | None = typer.Option(None, help="With --scaffolds: TOML whose \\[perturb] table declares held-out settings."),
     plugin: list[str] = typer.Option([], "--plugin", help="Module registering your own family or chat format (a "
                                      "module name or a .py path; repeatable). See docs/environments.md."),
+    config: str | None = typer.Option(None, "--config", help="A training config (TOML): evaluate as that run's "
+                                      "held-out evaluation does — its env, model, limits, eval.tasks, "
+                                      "[eval.context]/[context] manager and [verifier]; options above override it. "
+                                      "A curriculum config needs --env."),
 ) -> None:
     """Evaluate a model on held-out tasks: pass rate with a 95% Wilson interval, per category or
     generator, trajectories written to a store. With --scaffolds: per perturbation scaffold."""
@@ -45,11 +49,17 @@ def eval_command(
     from forgerl.plugins import load_cli_plugins  # heavy: pydantic, kept out of this import (test_eval.py)
 
     load_cli_plugins(plugin)
+    train_config = None
+    if config is not None:
+        from forgerl.train.config import load_config  # heavy: pydantic, kept out of this import (test_eval.py)
+
+        train_config = load_config(config)
     if scaffolds is not None:
         # heavy: pydantic, kept out of this import (test_eval.py)
         from forgerl.cli.perturb import eval_command as scaffold_eval
 
-        used, _ = resolve_settings(env, model, n, difficulty, seed, chat_format, max_turns, max_tokens, temperature)
+        used, _ = resolve_settings(env, model, n, difficulty, seed, chat_format, max_turns, max_tokens, temperature,
+                                   config=train_config)
         scaffold_eval(model=used.model, env=used.env, scaffolds=scaffolds, n=used.n, difficulty=used.difficulty or 1,
                       spec=spec, chat_format=used.chat_format, max_turns=used.max_turns, max_tokens=used.max_tokens,
                       plugin=plugin)
@@ -59,7 +69,9 @@ def eval_command(
     from forgerl.cli.preflight import check_model  # heavy: pydantic, kept out of this import (test_eval.py)
     from forgerl.eval.run import run_eval  # the environment stack: loaded when the command runs, not at --help
 
-    used, _ = resolve_settings(env, model, n, difficulty, seed, chat_format, max_turns, max_tokens, temperature)
+    used, _ = resolve_settings(env, model, n, difficulty, seed, chat_format, max_turns, max_tokens, temperature,
+                               config=train_config)
     check_model(used.model)  # a missing directory or a bad run reference: one error, before anything loads
     run_eval(env, model, n, difficulty=difficulty, split=split, seed=seed, chat_format=chat_format,
-             max_turns=max_turns, max_tokens=max_tokens, temperature=temperature, group_by=group_by, out_dir=out)
+             max_turns=max_turns, max_tokens=max_tokens, temperature=temperature, group_by=group_by, out_dir=out,
+             config=train_config)

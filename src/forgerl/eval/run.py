@@ -18,25 +18,28 @@ by whoever runs the episode, and `summarize(trajectories, group_by="scaffold")` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forgerl.agent.loop import run_episode
-from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S, close_env
+from forgerl.agent.tools import DEFAULT_TOOL_TIMEOUT_S
 from forgerl.chat import get_format
 from forgerl.engine import load_engine
 from forgerl.engine.base import SamplingParams
-from forgerl.envs.base import Task, family_info, make_env, sample_task
+from forgerl.envs.appdev.verifier_config import set_app_verifier
+from forgerl.envs.base import EpisodeLimits, Task, family_info, make_env, sample_task
 from forgerl.envs.bfcl import data as bfcl_data
 from forgerl.envs.bfcl import make_tasks
 from forgerl.envs.reasoning_gym import parse_mix, register_mix
 from forgerl.envs.suites import HELD_OUT_SEED_BASE
 from forgerl.errors import ConfigError
 from forgerl.eval.settings import resolve_settings, settings_line
+from forgerl.rollout.appdev_verifier import open_app_verifier
+from forgerl.rollout.episode import run_episode_for
 from forgerl.stats import wilson_interval
 from forgerl.store import TrajectoryStore
 from forgerl.types import Trajectory, TrajectoryStatus
@@ -160,29 +163,28 @@ def _category(task: Task) -> str:
 async def run_tasks(
     engine: Engine, chat_format: ChatFormat, env: str, tasks: Sequence[Task], *, sampling: SamplingParams,
     max_turns: int, max_total_tokens: int, concurrency: int = 16, metadata: dict[str, Any] | None = None,
-    tool_timeout_s: float | None = None, on_done: Callable[[], None] | None = None,
+    tool_timeout_s: float | None = None, on_done: Callable[[], None] | None = None, config: Any = None,
 ) -> list[Trajectory]:
-    """One episode per task through the agent loop, `concurrency` at a time on the shared engine.
-    Each trajectory gets `category`, `difficulty`, `eval_index` and `metadata` in its metadata.
-    `tool_timeout_s` caps each tool call (None: agent/tools.py's DEFAULT_TOOL_TIMEOUT_S). Closing an
-    environment never raises here: a failed cleanup is noted on its trajectory, the others are kept.
-    `on_done()` is called after each episode (a progress bar)."""
+    """One episode per task, `concurrency` at a time on the shared engine, run the way training's
+    held-out evaluation runs it (rollout/episode.py `run_episode_for`: the family's own episode
+    runner for a multi-agent family — its first trajectory, the coordinator's, carries the outcome —
+    and `config`'s held-out context manager, `[eval.context]` or `[context]`, when a TrainConfig is
+    given). Each trajectory gets `category`, `difficulty`, `eval_index` and `metadata` in its
+    metadata. `tool_timeout_s` caps each tool call (None: agent/tools.py's DEFAULT_TOOL_TIMEOUT_S).
+    Closing an environment never raises here: a failed cleanup is noted on its trajectory, the
+    others are kept. `on_done()` is called after each episode (a progress bar)."""
     import dataclasses
 
     timeout = DEFAULT_TOOL_TIMEOUT_S if tool_timeout_s is None else tool_timeout_s
-
+    limits = EpisodeLimits(max_turns=max_turns, max_total_tokens=max_total_tokens, tool_timeout_s=timeout)
+    view = _EvalRun(config=config, engine=engine, fmt=chat_format)
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(index: int, task: Task) -> Trajectory:
         async with gate:
-            environment = make_env(env, index)
             params = sampling if sampling.seed is None else dataclasses.replace(sampling, seed=sampling.seed + 7919 * index)
-            traj = None
-            try:
-                traj = await run_episode(engine, chat_format, environment, task, sampling=params, max_turns=max_turns,
-                                         max_total_tokens=max_total_tokens, tool_timeout_s=timeout)
-            finally:
-                await close_env(environment, traj)
+            traj = (await run_episode_for(view, task, make_env(env, index), params, perturbations=None, family=env,
+                                          limits=limits, evaluation=True))[0]
         traj.metadata.update(metadata or {})
         traj.difficulty = task.difficulty
         traj.metadata.update(category=_category(task), eval_index=index)
@@ -193,21 +195,48 @@ async def run_tasks(
     return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks))))
 
 
+@dataclass
+class _EvalRun:
+    """What `run_episode_for` reads of a run (rollout/run_view.py), for an evaluation outside one.
+    `config`: a TrainConfig or None (no context manager)."""
+
+    config: Any
+    engine: Any
+    fmt: Any
+
+
+@contextlib.contextmanager
+def _app_verifier(config: Any) -> Iterator[None]:
+    """A config's `[verifier] kind = "model"` judges appdev episodes for the evaluation's duration,
+    as it does in the run (training.py `default_source`); the rubric executor otherwise."""
+    if config is None or config.verifier.kind != "model":
+        yield
+        return
+    set_app_verifier(open_app_verifier(config.verifier))
+    try:
+        yield
+    finally:
+        set_app_verifier(None)
+
+
 def run_eval(
     env: str | None = None, model: str | None = None, n: int | None = None, *, difficulty: int | str | None = None,
     split: str = "eval", seed: int | None = None, chat_format: str | None = None, max_turns: int | None = None,
     max_tokens: int | None = None, temperature: float | None = None,
     concurrency: int = 16, group_by: str = "category", out_dir: str | Path | None = None,
-    engine: Engine | None = None, console: Console | None = None,
+    engine: Engine | None = None, console: Console | None = None, config: Any = None,
 ) -> EvalReport:
     """Evaluate `model` on `n` held-out tasks of `env`; `engine` replaces the loaded one (tests).
-    Every setting left None is training's held-out evaluation's (`held_out_settings`)."""
+    Every setting left None is training's held-out evaluation's (`held_out_settings`) — of `config`
+    (a TrainConfig: `forgerl eval --config`) when given, whose `[eval.context]`/`[context]` manager
+    and `[verifier]` then apply as in the run's own held-out evaluation."""
     from rich.console import Console
 
     console = console or Console()
     if env is not None:
         env = resolve_env(env)
-    used, training = resolve_settings(env, model, n, difficulty, seed, chat_format, max_turns, max_tokens, temperature)
+    used, training = resolve_settings(env, model, n, difficulty, seed, chat_format, max_turns, max_tokens, temperature,
+                                      config=config)
     env, model, n, seed, chat_format = used.env, used.model, used.n, used.seed, used.chat_format
     max_turns, max_tokens, temperature, difficulty = used.max_turns, used.max_tokens, used.temperature, used.difficulty
     tasks = held_out_tasks(env, n, seed=seed, difficulty=difficulty, split=split)  # fails fast, before the model
@@ -217,18 +246,23 @@ def run_eval(
         with console.status(f"loading {model} ..."):
             engine = load_engine(model, chat_format=chat_format, seed=seed, max_context=used.max_context)
     sampling = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed * 1000)  # top_p 1, as training
-    config = {"kind": "eval", "env": env, "model": model, "n": len(tasks), "difficulty": difficulty, "split": split,
+    record = {"kind": "eval", "env": env, "model": model, "n": len(tasks), "difficulty": difficulty, "split": split,
               "seed": seed, "chat_format": chat_format, "max_turns": max_turns, "max_tokens": max_tokens,
               "temperature": temperature}
+    if config is not None:
+        context = config.eval.context or config.context
+        record["context_manager"] = context.manager
+        record["verifier"] = config.verifier.kind
 
     async def main() -> list:
         from forgerl.rollout.progress import step_progress  # heavy: rich progress, only when evaluating
 
         try:
-            with step_progress(f"eval {env}", len(tasks)) as advance:
+            with step_progress(f"eval {env}", len(tasks)) as advance, _app_verifier(config):
                 return await run_tasks(engine, fmt, env, tasks, sampling=sampling, max_turns=max_turns,
                                        max_total_tokens=min(used.max_context, engine.max_context),
-                                       concurrency=concurrency, metadata={"eval_model": model}, on_done=advance)
+                                       concurrency=concurrency, metadata={"eval_model": model}, on_done=advance,
+                                       config=config)
         finally:
             await engine.aclose()
 
@@ -239,7 +273,7 @@ def run_eval(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with TrajectoryStore(out) as store:
-            run_id = store.add_run(config)
+            run_id = store.add_run(record)
             store.add_trajectories(trajectories, run_id)
             store.set_run_status(run_id, "completed")
         report.store, report.run_id = str(out), run_id

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 ALL_DIFFICULTIES = "all"
 
@@ -32,15 +33,29 @@ class EvalSettings:
     max_context: int
 
 
-def held_out_settings(env: str | None = None) -> EvalSettings:
-    """Training's held-out evaluation for family `env` (default: training's family), read from
-    TrainConfig's defaults: the one place these numbers live (train/rollouts.py `evaluate`)."""
+def held_out_settings(env: str | None = None, config: Any = None) -> EvalSettings:
+    """Training's held-out evaluation for family `env` (default: training's family): of `config`
+    (a TrainConfig, e.g. a run's `--config`), or of TrainConfig's defaults — the one place these
+    numbers live (train/rollouts.py `evaluate`). A curriculum config evaluates one family at a time:
+    `env` names it, at the family's default levels."""
     from forgerl.train.config import TrainConfig  # cycle: package train imports eval
 
-    cfg = TrainConfig.model_validate({} if env is None else {"env": env})  # the family's training difficulty
-    return EvalSettings(env=cfg.env, model=cfg.model, n=cfg.eval.tasks, difficulty=_one_level(cfg.env, cfg.difficulty),
-                        seed=cfg.seed, chat_format=cfg.chat_format, max_turns=cfg.max_turns, max_tokens=cfg.max_tokens,
-                        temperature=cfg.eval.temperature, max_context=cfg.max_context)
+    if config is None:
+        config = TrainConfig.model_validate({} if env is None else {"env": env})  # the family's training difficulty
+    curriculum = getattr(config, "curriculum", None)
+    families = curriculum.families() if curriculum is not None else [config.env]
+    if env is None and curriculum is not None:
+        from forgerl.errors import ConfigError  # heavy: pydantic, kept out of this import (test_eval.py)
+
+        raise ConfigError(f"this config trains a curriculum over {', '.join(families)}: name the family to "
+                          "evaluate with --env")
+    env = env or config.env
+    levels = config.difficulty if env == config.env and curriculum is None else list(TrainConfig.model_validate(
+        {"env": env}).difficulty)
+    return EvalSettings(env=env, model=config.model, n=config.eval.tasks, difficulty=_one_level(env, levels),
+                        seed=config.seed, chat_format=config.chat_format, max_turns=config.max_turns,
+                        max_tokens=config.max_tokens, temperature=config.eval.temperature,
+                        max_context=config.max_context)
 
 
 def _one_level(env: str, levels: list[int]) -> int | None:
@@ -55,12 +70,12 @@ def _one_level(env: str, levels: list[int]) -> int | None:
 def resolve_settings(env: str | None = None, model: str | None = None, n: int | None = None,
                      difficulty: int | str | None = None, seed: int | None = None, chat_format: str | None = None,
                      max_turns: int | None = None, max_tokens: int | None = None, temperature: float | None = None,
-                     ) -> tuple[EvalSettings, EvalSettings]:
-    """(settings used, training's held-out settings for the same family): every None is training's
-    value; `difficulty` may be ALL_DIFFICULTIES."""
+                     config: Any = None) -> tuple[EvalSettings, EvalSettings]:
+    """(settings used, training's held-out settings for the same family — of `config` when given):
+    every None is training's value; `difficulty` may be ALL_DIFFICULTIES."""
     from forgerl.errors import ConfigError  # heavy: pydantic, kept out of this import (test_eval.py)
 
-    base = held_out_settings(env)
+    base = held_out_settings(env, config)
     if isinstance(difficulty, str):
         if difficulty.strip().lower() == ALL_DIFFICULTIES:
             level: int | None = None
