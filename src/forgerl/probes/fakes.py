@@ -12,8 +12,9 @@ from forgerl.types import Message
 
 
 def reply_ids(tokenizer: Any, fmt: ChatFormat, reply: str) -> list[int]:
-    """The ids a model samples to say `reply` in `fmt` (empty thinking where the format thinks)."""
-    body = fmt.render_assistant_body(Message(role="assistant", content=reply, reasoning=""))
+    """The ids a model samples to say `reply` in `fmt` with no reasoning (M2, whose prompt opened a
+    think block, still closes it first)."""
+    body = fmt.render_assistant_body(Message(role="assistant", content=reply, reasoning=None))
     return tokenizer.encode(body, add_special_tokens=False)
 
 

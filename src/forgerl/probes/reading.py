@@ -67,7 +67,7 @@ def teacher_forced(reader: Reader, fmt: ChatFormat, item: ProbeItem) -> list[boo
     """Per-digit flags of the correct reply under teacher forcing (score.py explains the alignment);
     None when the tokenizer's tokens do not decode one by one to the reply (not byte-level)."""
     prompt = prompt_ids(reader, fmt, item.prompt)
-    body = fmt.render_assistant_body(Message(role="assistant", content=item.answer, reasoning=""))
+    body = fmt.render_assistant_body(Message(role="assistant", content=item.answer, reasoning=None))
     body_ids = reader.tokenizer.encode(body, add_special_tokens=False)
     pieces = [decode(reader, [i]) for i in body_ids]
     if "".join(pieces) != body:

@@ -13,7 +13,8 @@ from typing import Any
 from forgerl.chat import get_format
 from forgerl.engine import load_engine
 from forgerl.errors import ConfigError
-from forgerl.model.loading import DEFAULT_POLICY_DIR, resolve_model_dir
+from forgerl.model.loading import BUILTIN_MODELS, DEFAULT_POLICY_DIR, resolve_model_dir
+from forgerl.perturb.spec import CHAT_FORMATS
 from forgerl.probes.naming import NAMING_SETTINGS, naming_table
 from forgerl.probes.reader import EngineReader
 from forgerl.probes.reading import READING_PROBES, run_reading_probes
@@ -49,12 +50,22 @@ def model_path(model: str) -> str:
 
 
 def model_chat_format(model: str) -> str:
-    """The format a policy was trained in (its forgerl.json `chat_format`), else minimax_m2."""
-    directory = DEFAULT_POLICY_DIR if model == "default" else None if model == "tiny-random" else Path(resolve_model_dir(model))
-    record = directory / "forgerl.json" if directory is not None else None
-    if record is not None and record.is_file():
+    """The format a policy speaks: the one it was trained in (its forgerl.json `chat_format`); for
+    another checkpoint, the first built-in format whose end-of-message marker its tokenizer already
+    has as a token (SmolLM2's `<|im_end|>`: hermes), since added markers start untrained; else minimax_m2."""
+    if model in BUILTIN_MODELS:
+        directory = DEFAULT_POLICY_DIR if model == "default" else None
+    else:
+        directory = Path(resolve_model_dir(model))
+    if directory is None:
+        return "minimax_m2"
+    record = directory / "forgerl.json"
+    if record.is_file():
         return str(json.loads(record.read_text()).get("chat_format", "minimax_m2"))
-    return "minimax_m2"
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(directory).get_vocab()
+    return next((name for name in CHAT_FORMATS if get_format(name).end_of_message in vocab), "minimax_m2")
 
 
 def probe_model(model: str, *, n: int, probes: Sequence[str] = DEFAULT_PROBES, chat_format: str | None = None,

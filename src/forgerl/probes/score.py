@@ -6,7 +6,8 @@ so "per-digit" must be defined on characters, not tokens:
 * free-running: the first run of digits in the reply is compared with the target position by
   position; a digit the reply lacks counts wrong, extra digits after the target's length are ignored
   (the reply's exact match is reported beside it);
-* teacher-forced: the correct reply is tokenized as the format renders it, the policy's argmax token
+* teacher-forced: the correct reply, without reasoning (M2's prompt opened `<think>`, so its reply
+  starts by closing it), is tokenized as the format renders it; the policy's argmax token
   at each position is read from one forward pass given the correct prefix, and a digit counts right
   when the predicted token, laid over the correct token's span, has that digit at that place. A
   predicted token shorter than the correct one leaves the digits it does not cover wrong (`4` for
