@@ -19,6 +19,7 @@ from forgerl.cli.evolve import evolve_app
 from forgerl.cli.gateway import gateway
 from forgerl.cli.mtp import mtp_app
 from forgerl.cli.perturb import perturb_app
+from forgerl.cli.pretrain import pretrain
 from forgerl.cli.probe import probe_command
 from forgerl.cli.review import review_app, rm_app
 from forgerl.cli.serve import serve
@@ -82,6 +83,7 @@ def _mount_commands(app: typer.Typer) -> None:
     app.command("doctor")(doctor)
     app.command("export")(export)
     app.command("sft")(sft)
+    app.command("pretrain")(pretrain)
     app.command("eval")(eval_command)
     app.command("gateway")(gateway)
     app.add_typer(engine_app, name="engine")

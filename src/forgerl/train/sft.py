@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +35,7 @@ from forgerl.model.mtp import MTPShape, attach_mtp, detached_mtp, get_mtp, mtp_c
 from forgerl.perturb.gold import perturbed_gold_conversation
 from forgerl.perturb.spec import PerturbSpec
 from forgerl.train.rollouts import make_task
+from forgerl.train.schedule import adamw_warmup_cosine
 from forgerl.train.sft_store import (
     SFTExample,
     StoreSelection,
@@ -318,9 +318,7 @@ def train_sft_encoded(model: torch.nn.Module, encoded: Sequence[tuple[list[int],
         raise ValueError(f"mtp_weight={mtp_weight} needs MTP heads on the model: attach them (--mtp-modules K) "
                          "or start from a policy that has them")
     rng = random.Random(seed)
-    optim = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
+    optim, sched = adamw_warmup_cosine(model.parameters(), lr=lr, warmup=warmup, total=steps)
     model.train()
     losses = []
     for step in range(steps):

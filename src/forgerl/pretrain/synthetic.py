@@ -1,0 +1,182 @@
+"""Synthetic reading tasks: text whose continuation can only be written by reading the context.
+
+Why: the tiny default policy, trained only on scripted-solver conversations, memorised tool names
+and prices instead of copying them (docs/experiments.md, issue 7; issue 20). Each task here puts a
+fact in the context (a random string, invented key/value pairs, a name defined earlier, a long
+number) and then asks for it back in one of several phrasings, so the only way to lower the loss
+on the answer is an in-context copy or lookup. The facts are random (invented words from
+perturb/naming.py's syllables, random digits), so nothing can be memorised across documents.
+
+Seeds: document `n` of a corpus with run seed `s` is generated from `s * SEED_STRIDE + n`, and every
+such seed stays below `SEED_LIMIT` (10**9), under the probes' PROBE_SEED_BASE (2 * 10**9,
+forgerl/probes), so a probe task is never a training document. Names never use the PascalCase style,
+which the perturbation experiment holds out.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from forgerl.errors import ConfigError
+from forgerl.perturb.naming import ONSETS, VOWELS, join
+
+SEED_STRIDE = 10_000_000
+"""Synthetic documents one run seed may draw (seed s uses [s * SEED_STRIDE, (s + 1) * SEED_STRIDE))."""
+SEED_LIMIT = 1_000_000_000
+"""Every synthetic seed is below this; the probes' seeds start at PROBE_SEED_BASE = 2 * 10**9."""
+NAME_STYLES = ("snake", "camel", "kebab", "upper")
+"""How invented multi-word names are joined (PascalCase is the perturbation experiment's held-out style)."""
+KINDS = ("copy", "lookup", "name", "digits")
+
+
+@dataclass(frozen=True)
+class ReadingTask:
+    """One task: `context` holds the fact, `cue` asks for it, `answer` is what follows the cue."""
+
+    kind: str
+    context: str
+    cue: str
+    answer: str
+    key: str = ""
+    """For lookups: the key asked about (it occurs exactly once in the context)."""
+
+    @property
+    def text(self) -> str:
+        return self.context + self.cue + self.answer
+
+
+def document_seed(run_seed: int, index: int) -> int:
+    """The seed of synthetic document `index` for `run_seed`; a ConfigError when it would leave the
+    training range (so it can never reach the probes' seeds)."""
+    if not 0 <= run_seed < SEED_LIMIT // SEED_STRIDE:
+        raise ConfigError(f"pre-training seed {run_seed} is out of range: synthetic documents need 0 <= seed < "
+                          f"{SEED_LIMIT // SEED_STRIDE} (their seeds must stay below {SEED_LIMIT:,}, under the probes')",
+                          hint="pass a --seed between 0 and 99")
+    if not 0 <= index < SEED_STRIDE:
+        raise ConfigError(f"synthetic document {index:,} is past the {SEED_STRIDE:,} one run seed may draw",
+                          hint="train on fewer tokens, or give the synthetic source a smaller weight")
+    return run_seed * SEED_STRIDE + index
+
+
+def word(rng: random.Random) -> str:
+    """An invented word of 2-3 syllables (perturb/naming.py's `coined` alphabet)."""
+    return "".join(rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(rng.randint(2, 3)))
+
+
+def name(rng: random.Random) -> str:
+    """An invented 1-3 word identifier in a non-held-out style."""
+    return join([word(rng) for _ in range(rng.randint(1, 3))], rng.choice(NAME_STYLES))
+
+
+def random_string(rng: random.Random) -> str:
+    """Something to copy verbatim: letters and digits, a hex id, a path, or invented words."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(rng.randint(4, 16)))
+    if kind == 1:
+        return f"{rng.choice(['call', 'id', 'tx', 'job'])}_{rng.randrange(16 ** 8):08x}"
+    if kind == 2:
+        return "/".join(word(rng) for _ in range(rng.randint(2, 4))) + rng.choice([".py", ".txt", ".json", ""])
+    return " ".join(word(rng) for _ in range(rng.randint(2, 5)))
+
+
+def number(rng: random.Random, lo: int = 1, hi: int = 6) -> str:
+    """A number with `lo`-`hi` digits before an optional decimal part."""
+    whole = str(rng.randint(1, 9)) + "".join(rng.choice(string.digits) for _ in range(rng.randint(lo, hi) - 1))
+    return whole + ("." + "".join(rng.choice(string.digits) for _ in range(rng.randint(1, 2))) if rng.random() < 0.3 else "")
+
+
+def copy_task(rng: random.Random) -> ReadingTask:
+    s = random_string(rng)
+    context, cue = rng.choice([
+        (f"Copy this exactly: {s}\n", "Copy: "),
+        (f"Repeat after me: {s}\n", "> "),
+        (f'string = "{s}"\n', 'print(string)  # prints '),
+        (f"The code word is {s}.\n", "The code word, once more: "),
+        (f"<text>{s}</text>\n", "Echo: "),
+    ])
+    return ReadingTask("copy", context, cue, s)
+
+
+def _render_pairs(rng: random.Random, pairs: list[tuple[str, str]]) -> str:
+    layout = rng.randrange(5)
+    if layout == 0:
+        return "".join(f"{k}: {v}\n" for k, v in pairs)
+    if layout == 1:
+        return "".join(f"{k} = {v}\n" for k, v in pairs)
+    if layout == 2:
+        return json.dumps(dict(pairs)) + "\n"
+    if layout == 3:
+        return "| key | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in pairs)
+    return "".join(f"{k} -> {v}\n" for k, v in pairs)
+
+
+def lookup_task(rng: random.Random) -> ReadingTask:
+    """Invented keys with numbers or words as values; the asked key's position sets the distance."""
+    keys: list[str] = []
+    while len(keys) < rng.randint(2, 24):
+        k = name(rng)
+        if not any(k in other or other in k for other in keys):  # no key inside another: one match only
+            keys.append(k)
+    values = [number(rng) if rng.random() < 0.6 else word(rng) for _ in keys]
+    key = rng.choice(keys)
+    answer = values[keys.index(key)]
+    cue = rng.choice([f"What is the value of {key}? Answer: ", f"{key} = ", f"lookup({key!r}) -> ",
+                      f"The value for {key} is ", f"Q: {key}?\nA: "])
+    return ReadingTask("lookup", _render_pairs(rng, list(zip(keys, values, strict=True))), cue, answer, key=key)
+
+
+def name_task(rng: random.Random) -> ReadingTask:
+    """A name defined once, some unrelated text, then the name written again."""
+    n, what = name(rng), rng.choice(["function", "tool", "variable", "field", "command"])
+    filler = " ".join(f"{word(rng)} {number(rng, 1, 3)}." for _ in range(rng.randint(0, 8)))
+    context = rng.choice([
+        f"The {what} is called {n}. {filler}\n",
+        f'{{"name": "{n}", "description": "a {what}"}}\n{filler}\n',
+        f"Define {what} {n}. {filler}\n",
+    ])
+    cue = rng.choice([f"Now use the {what}: ", f"To run it, call the {what} ", "Its name: "])
+    return ReadingTask("name", context, cue, n)
+
+
+def digits_task(rng: random.Random) -> ReadingTask:
+    """A long number copied digit for digit, plain or inside a sentence."""
+    d = number(rng, 4, 24)
+    context, cue = rng.choice([
+        (f"Number: {d}\n", "The same number: "),
+        (f"The total was {d} dollars.\n", "Total: "),
+        (f"result = {d}\n", "result == "),
+        (f"Write down {d}.\n", "Written: "),
+    ])
+    return ReadingTask("digits", context, cue, d)
+
+
+MAKERS: dict[str, Callable[[random.Random], ReadingTask]] = {
+    "copy": copy_task, "lookup": lookup_task, "name": name_task, "digits": digits_task}
+
+
+def document_tasks(seed: int) -> list[ReadingTask]:
+    """The 2-6 tasks of the synthetic document generated from `seed` (kinds drawn uniformly)."""
+    rng = random.Random(seed)
+    return [MAKERS[rng.choice(KINDS)](rng) for _ in range(rng.randint(2, 6))]
+
+
+def document_text(seed: int) -> str:
+    return "\n".join(task.text for task in document_tasks(seed))
+
+
+def problems(task: ReadingTask) -> list[str]:
+    """What makes `task` unanswerable from its context (empty when it is fine): the checker."""
+    found = []
+    if not task.answer or task.answer not in task.context:
+        found.append(f"answer {task.answer!r} is not in the context")
+    if task.kind == "lookup":
+        hits = len(re.findall(rf"(?<![\w-]){re.escape(task.key)}(?![\w-])", task.context))
+        if hits != 1:
+            found.append(f"key {task.key!r} occurs {hits} times in the context")
+    return found

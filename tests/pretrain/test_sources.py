@@ -1,0 +1,58 @@
+"""The corpus sources: deterministic documents, what the code source reads, the episodes' scaffolds."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from forgerl.errors import ConfigError
+from forgerl.model.tokenizer import load_default_tokenizer
+from forgerl.pretrain.sources import (
+    EPISODE_STRIDE,
+    CodeSource,
+    EpisodeSource,
+    SyntheticSource,
+    chunks,
+    stdlib_files,
+)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_default_tokenizer()
+
+
+def test_chunks_cut_at_blank_lines_and_lose_nothing() -> None:
+    text = "def a():\n    return 1\n\n\ndef b():\n    return 2\n\n" + "x = 1\n" * 30 + "y" * 250 + "\n"
+    pieces = chunks(text, limit=100)
+    assert "".join(pieces) == text
+    assert all(0 < len(p) <= 100 for p in pieces)
+    assert pieces[0] == "def a():\n    return 1\n\n\ndef b():\n    return 2\n\n"  # cut at the blank line
+
+
+def test_the_code_source_reads_the_stdlib_without_its_tests() -> None:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = {p.relative_to(root).as_posix() for p in stdlib_files()}
+    assert {"json/decoder.py", "collections/__init__.py", "textwrap.py"} <= files
+    assert not any(f.startswith(("test/", "idlelib/idle_test/")) or "/tests/" in f for f in files)
+    assert "pydoc_data/topics.py" not in files  # huge
+
+
+def test_sources_are_deterministic_for_a_seed(tok) -> None:
+    for make in (CodeSource, SyntheticSource, EpisodeSource):
+        a, b, other = make(tok, 0), make(tok, 0), make(tok, 1)
+        assert a.document(3) == b.document(3)
+        assert a.document(0) != a.document(1)
+        assert a.document(0) != other.document(0), make.__name__
+
+
+def test_episodes_vary_the_scaffold_but_never_draw_a_held_out_one(tok) -> None:
+    source = EpisodeSource(tok, 0)
+    texts = [tok.decode(source.document(i)) for i in range(16)]
+    assert any("<|im_start|>" in t for t in texts) and any("]~b]" in t for t in texts)  # hermes and minimax_m2
+    assert not any("<|system|>" in t for t in texts)  # json_tools is held out
+    assert any("get_basket" not in t and "submit_answer" not in t for t in texts)  # renamed tools
+    with pytest.raises(ConfigError, match="held-out evaluation tasks"):
+        source.task_seed(EPISODE_STRIDE)
