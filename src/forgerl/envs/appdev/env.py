@@ -38,6 +38,7 @@ from forgerl.envs.appdev.verifier_config import evidence_root as run_evidence_ro
 from forgerl.envs.base import Environment, Task, Verdict, checked_tool
 from forgerl.envs.sandbox import BACKENDS, Limits, Sandbox, available_backend, create_sandbox, remove_tree
 from forgerl.envs.sandbox.workspace import release_soon, workspace_path
+from forgerl.envs.tool_io import clip_observation, closed_object_schema, string_argument
 from forgerl.errors import SandboxError, ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
@@ -48,7 +49,6 @@ MAX_APP_FILES = 40
 MAX_FILE_BYTES = 200_000
 MAX_APP_BYTES = 1_000_000
 MAX_READ_LINES = 400
-MAX_OBSERVATION_CHARS = 12_000
 SHELL_WALL_S = 30.0
 
 SYSTEM_PROMPT = """You are a web developer. You build the app the user asks for in your workspace with the tools, then call submit once.
@@ -66,41 +66,24 @@ The page must load without errors, fit a phone screen (375 px wide) without hori
 Before submitting, check your files: `node --check file.js` for scripts, `python3 -m py_compile server.py` for a server."""
 
 
-def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
-
-
 _PATH = {"type": "string", "description": "file path relative to the workspace root, e.g. index.html"}
 TOOLS = [
     ToolSpec(name="list_files", description="List the files in the workspace with their sizes.",
-             parameters=_schema({}, [])),
+             parameters=closed_object_schema({}, [])),
     ToolSpec(name="read_file", description=f"Show a file with line numbers (at most {MAX_READ_LINES} lines per call).",
-             parameters=_schema({"path": _PATH, "start_line": {"type": "integer", "description": "first line, 1-based"}},
+             parameters=closed_object_schema({"path": _PATH, "start_line": {"type": "integer", "description": "first line, 1-based"}},
                                 ["path"])),
     ToolSpec(name="write_file", description=f"Create or overwrite a text file (at most {MAX_FILE_BYTES} bytes).",
-             parameters=_schema({"path": _PATH, "content": {"type": "string"}}, ["path", "content"])),
+             parameters=closed_object_schema({"path": _PATH, "content": {"type": "string"}}, ["path", "content"])),
     ToolSpec(name="edit_file", description="Replace old_text (which must occur exactly once) with new_text in a file.",
-             parameters=_schema({"path": _PATH, "old_text": {"type": "string"}, "new_text": {"type": "string"}},
+             parameters=closed_object_schema({"path": _PATH, "old_text": {"type": "string"}, "new_text": {"type": "string"}},
                                 ["path", "old_text", "new_text"])),
     ToolSpec(name="run_shell",
              description=f"Run a shell command in the workspace (no network, {SHELL_WALL_S:.0f} s limit), e.g. node --check app.js.",
-             parameters=_schema({"command": {"type": "string"}}, ["command"])),
+             parameters=closed_object_schema({"command": {"type": "string"}}, ["command"])),
     ToolSpec(name="submit", description="Finish: the app in the workspace is tested in a browser. Only the first submission counts.",
-             parameters=_schema({}, [])),
+             parameters=closed_object_schema({}, [])),
 ]
-
-
-def _clip(text: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    return text[: limit // 2] + f"\n[... {len(text) - limit} characters cut ...]\n" + text[-limit // 2 :]
-
-
-def _string(args: dict[str, Any], name: str) -> str:
-    value = args.get(name)
-    if not isinstance(value, str):
-        raise ToolError(f"{name} must be a string, got {type(value).__name__}")
-    return value
 
 
 def _hidden_paths() -> tuple[str, ...]:
@@ -258,13 +241,13 @@ class AppDevEnv(Environment):
             raise ToolError(f"cannot write {rel!r}: {exc}") from None
 
     async def _write_file(self, args: dict[str, Any]) -> str:
-        rel, content = self._rel(args.get("path")), _string(args, "content")
+        rel, content = self._rel(args.get("path")), string_argument(args, "content")
         self._store(rel, content)
         return f"wrote {rel} ({len(content.splitlines())} lines)"
 
     async def _edit_file(self, args: dict[str, Any]) -> str:
         rel = self._rel(args.get("path"))
-        old, new = _string(args, "old_text"), _string(args, "new_text")
+        old, new = string_argument(args, "old_text"), string_argument(args, "new_text")
         if not old:
             raise ToolError("old_text is empty; to create a file use write_file")
         text = self._read_text(rel)
@@ -277,11 +260,11 @@ class AppDevEnv(Environment):
 
     async def _run_shell(self, args: dict[str, Any]) -> str:
         assert self._sandbox is not None
-        command = _string(args, "command")
+        command = string_argument(args, "command")
         if not command.strip():
             raise ToolError("command is empty")
         result = await self._sandbox.run(command, limits=self._limits)
-        return _clip(result.observation())
+        return clip_observation(result.observation())
 
     async def _submit(self, args: dict[str, Any]) -> str:
         assert self.task is not None and self._rubric is not None

@@ -31,6 +31,7 @@ from forgerl.envs.mle.scoring import PredictionError, max_prediction_bytes, metr
 from forgerl.envs.sandbox import BACKENDS, Limits, Sandbox, available_backend, create_sandbox
 from forgerl.envs.sandbox.base import python_roots
 from forgerl.envs.sandbox.workspace import release_soon, workspace_path
+from forgerl.envs.tool_io import clip_observation, closed_object_schema, string_argument
 from forgerl.errors import ConfigError, SandboxError, ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
@@ -42,7 +43,6 @@ DEFAULT_LIMITS = Limits(wall_s=RUN_WALL_S, cpu_s=RUN_WALL_S, memory_mb=2048, max
 MAX_FILE_BYTES = 200_000
 MAX_READ_LINES = 200
 MAX_LINE_CHARS = 400
-MAX_OBSERVATION_CHARS = 12_000
 _ENV_PREFIX = ["/usr/bin/env", *(f"{k}={v}" for k, v in THREAD_ENV.items())]
 
 SYSTEM_PROMPT = (
@@ -53,26 +53,22 @@ SYSTEM_PROMPT = (
 )
 
 
-def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
-
-
 _PATH = {"type": "string", "description": "file path relative to the workspace, e.g. train.csv"}
 _LIMITS_TEXT = f"{RUN_WALL_S:.0f} s and {DEFAULT_LIMITS.memory_mb} MB per command, no network"
 TOOLS = [
     ToolSpec(name="list_files", description="List the files in the workspace with their sizes.",
-             parameters=_schema({}, [])),
+             parameters=closed_object_schema({}, [])),
     ToolSpec(name="read_file", description=f"Show a file with line numbers (at most {MAX_READ_LINES} lines per call).",
-             parameters=_schema({"path": _PATH, "start_line": {"type": "integer", "description": "first line, 1-based"}},
+             parameters=closed_object_schema({"path": _PATH, "start_line": {"type": "integer", "description": "first line, 1-based"}},
                                 ["path"])),
     ToolSpec(name="write_file", description=f"Create or overwrite a text file (at most {MAX_FILE_BYTES} bytes).",
-             parameters=_schema({"path": _PATH, "content": {"type": "string"}}, ["path", "content"])),
+             parameters=closed_object_schema({"path": _PATH, "content": {"type": "string"}}, ["path", "content"])),
     ToolSpec(name="run_python", description=f"Run Python code in the workspace ({_LIMITS_TEXT}); returns its output.",
-             parameters=_schema({"code": {"type": "string", "description": "a Python program"}}, ["code"])),
+             parameters=closed_object_schema({"code": {"type": "string", "description": "a Python program"}}, ["code"])),
     ToolSpec(name="run_shell", description=f"Run a shell command in the workspace ({_LIMITS_TEXT}), e.g. python3 train.py.",
-             parameters=_schema({"command": {"type": "string"}}, ["command"])),
+             parameters=closed_object_schema({"command": {"type": "string"}}, ["command"])),
     ToolSpec(name="submit", description=f"Finish: {PREDICTIONS} is scored on the hidden test labels. Only the first "
-             "submission counts.", parameters=_schema({}, [])),
+             "submission counts.", parameters=closed_object_schema({}, [])),
 ]
 
 
@@ -123,19 +119,6 @@ def read_predictions(workspace: Path, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise PredictionError(f"{PREDICTIONS} is over the {max_bytes} bytes allowed")
     return data
-
-
-def _clip(text: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    return text[: limit // 2] + f"\n[... {len(text) - limit} characters cut ...]\n" + text[-limit // 2 :]
-
-
-def _string(args: dict[str, Any], name: str) -> str:
-    value = args.get(name)
-    if not isinstance(value, str):
-        raise ToolError(f"{name} must be a string, got {type(value).__name__}")
-    return value
 
 
 def check_task(task: Task) -> dict[str, Any]:
@@ -239,13 +222,13 @@ class MleEnv(Environment):
         if lines and start > len(lines):
             raise ToolError(f"{rel} has {len(lines)} lines; start_line {start} is past the end")
         end = min(len(lines), start + MAX_READ_LINES - 1)
-        body = "\n".join(f"{n:>5}  {_clip(lines[n - 1], MAX_LINE_CHARS)}" for n in range(start, end + 1))
+        body = "\n".join(f"{n:>5}  {clip_observation(lines[n - 1], MAX_LINE_CHARS)}" for n in range(start, end + 1))
         more = f"\n[lines {end + 1}-{len(lines)} not shown; use start_line]" if end < len(lines) else ""
         return f"{rel} (lines {start}-{end} of {len(lines)}):\n{body}{more}"
 
     async def _write_file(self, args: dict[str, Any]) -> str:
         assert self._sandbox is not None
-        rel, content = self._rel(args.get("path")), _string(args, "content")
+        rel, content = self._rel(args.get("path")), string_argument(args, "content")
         size = len(content.encode("utf-8"))
         if size > MAX_FILE_BYTES:
             raise ToolError(f"{rel} would be {size} bytes; files are limited to {MAX_FILE_BYTES} bytes")
@@ -262,17 +245,17 @@ class MleEnv(Environment):
         if result.timed_out or result.killed_reason:
             reason = result.killed_reason or f"wall-clock timeout {self.limits.wall_s:g}s"
             raise ToolError(f"the command was stopped: {reason}. Make it cheaper (fewer rows or features while "
-                            f"exploring, a smaller model) and run it again.\n{_clip(result.observation(), 4000)}")
-        return _clip(result.observation())
+                            f"exploring, a smaller model) and run it again.\n{clip_observation(result.observation(), 4000)}")
+        return clip_observation(result.observation())
 
     async def _run_python(self, args: dict[str, Any]) -> str:
-        code = _string(args, "code")
+        code = string_argument(args, "code")
         if not code.strip():
             raise ToolError("code is empty")
         return await self._run(["python3", "-"], stdin=code)
 
     async def _run_shell(self, args: dict[str, Any]) -> str:
-        command = _string(args, "command")
+        command = string_argument(args, "command")
         if not command.strip():
             raise ToolError("command is empty")
         return await self._run(["/bin/sh", "-c", command])

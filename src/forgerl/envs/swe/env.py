@@ -37,12 +37,12 @@ from forgerl.envs.swe.workspace import (
     mutations_of,
     original_files,
 )
+from forgerl.envs.tool_io import clip_observation, object_schema, string_argument
 from forgerl.errors import SandboxError, ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
 MAX_READ_LINES = 400
 MAX_SEARCH_RESULTS = 60
-MAX_OBSERVATION_CHARS = 12_000
 SHELL_WALL_S = 60.0
 VERIFY_WALL_S = 120.0
 SEARCH_WALL_S = 5.0
@@ -71,15 +71,11 @@ SYSTEM_PROMPT = (
 )
 
 
-def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": required}
-
-
 _PATH = {"type": "string", "description": "file path relative to the repository root"}
 READ_FILE = ToolSpec(
     name="read_file",
     description=f"Show a file with line numbers (at most {MAX_READ_LINES} lines per call).",
-    parameters=_schema(
+    parameters=object_schema(
         {"path": _PATH, "start_line": {"type": "integer", "description": "first line, 1-based (default 1)"},
          "end_line": {"type": "integer", "description": "last line, inclusive"}},
         ["path"],
@@ -88,7 +84,7 @@ READ_FILE = ToolSpec(
 SEARCH = ToolSpec(
     name="search",
     description="Search files for a regular expression (Python syntax), like grep -rn.",
-    parameters=_schema(
+    parameters=object_schema(
         {"pattern": {"type": "string"}, "path": {"type": "string", "description": "file or directory (default: all)"}},
         ["pattern"],
     ),
@@ -99,7 +95,7 @@ EDIT_FILE = ToolSpec(
         "Edit a file. Either give old_text (must occur exactly once) and new_text to replace it, or "
         "give start_line and end_line (inclusive, 1-based) and new_text to replace those lines."
     ),
-    parameters=_schema(
+    parameters=object_schema(
         {"path": _PATH, "old_text": {"type": "string"}, "new_text": {"type": "string"},
          "start_line": {"type": "integer"}, "end_line": {"type": "integer"}},
         ["path", "new_text"],
@@ -108,7 +104,7 @@ EDIT_FILE = ToolSpec(
 WRITE_FILE = ToolSpec(
     name="write_file",
     description="Create a file, or overwrite it, with the given content.",
-    parameters=_schema({"path": _PATH, "content": {"type": "string"}}, ["path", "content"]),
+    parameters=object_schema({"path": _PATH, "content": {"type": "string"}}, ["path", "content"]),
 )
 RUN_SHELL = ToolSpec(
     name="run_shell",
@@ -116,20 +112,14 @@ RUN_SHELL = ToolSpec(
         f"Run a shell command in the repository root (time limit {SHELL_WALL_S:.0f} s), "
         "e.g. python -m pytest tests -q."
     ),
-    parameters=_schema({"command": {"type": "string"}}, ["command"]),
+    parameters=object_schema({"command": {"type": "string"}}, ["command"]),
 )
 SUBMIT = ToolSpec(
     name="submit",
     description="Finish the task: the hidden tests are run on the workspace. Only the first submission counts.",
-    parameters=_schema({}, []),
+    parameters=object_schema({}, []),
 )
 TOOLS = [READ_FILE, SEARCH, EDIT_FILE, WRITE_FILE, RUN_SHELL, SUBMIT]
-
-
-def _clip(text: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    return text[: limit // 2] + f"\n[... {len(text) - limit} characters cut ...]\n" + text[-limit // 2 :]
 
 
 def _int_arg(args: dict[str, Any], name: str) -> int | None:
@@ -138,15 +128,6 @@ def _int_arg(args: dict[str, Any], name: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ToolError(f"{name} must be an integer line number, got {value!r}")
-    return value
-
-
-def _str_arg(args: dict[str, Any], name: str, required: bool = True) -> str | None:
-    value = args.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str):
-        raise ToolError(f"{name} must be a string, got {value!r}")
     return value
 
 
@@ -270,7 +251,7 @@ class SweEnv(Environment):
         """grep -rn with Python regexes, run in the sandbox as its own process: a pattern that
         backtracks catastrophically is killed at SEARCH_WALL_S instead of holding the event loop
         (`re` keeps the GIL, so a thread would not help)."""
-        pattern = _str_arg(args, "pattern")
+        pattern = string_argument(args, "pattern")
         try:
             re.compile(pattern)
         except re.error as exc:
@@ -296,8 +277,8 @@ class SweEnv(Environment):
 
     async def _edit_file(self, args: dict[str, Any]) -> str:
         rel = self._rel(args.get("path"))
-        new_text = _str_arg(args, "new_text")
-        old_text = _str_arg(args, "old_text", required=False)
+        new_text = string_argument(args, "new_text")
+        old_text = string_argument(args, "old_text", required=False)
         start, end = _int_arg(args, "start_line"), _int_arg(args, "end_line")
         text = self._read_text(rel)
         if old_text is not None and (start is not None or end is not None):
@@ -335,7 +316,7 @@ class SweEnv(Environment):
 
     async def _write_file(self, args: dict[str, Any]) -> str:
         rel = self._rel(args.get("path"))
-        content = _str_arg(args, "content")
+        content = string_argument(args, "content")
         try:
             self._sandbox.write_file(rel, content)
         except SandboxError as exc:
@@ -343,11 +324,11 @@ class SweEnv(Environment):
         return f"wrote {rel} ({len(content.splitlines())} lines)"
 
     async def _run_shell(self, args: dict[str, Any]) -> str:
-        command = _str_arg(args, "command")
+        command = string_argument(args, "command")
         if not command.strip():
             raise ToolError("command is empty")
         result = await self._sandbox.run(command, limits=make_limits(SHELL_WALL_S))
-        return _clip(result.observation())
+        return clip_observation(result.observation())
 
     async def _submit(self, args: dict[str, Any]) -> str:
         assert self.task is not None

@@ -16,13 +16,14 @@ import shlex
 from typing import Any
 
 from forgerl.envs.base import Task, Verdict
-from forgerl.envs.swe.env import RUN_SHELL, TOOLS, SweEnv, _clip, _str_arg
+from forgerl.envs.swe.env import RUN_SHELL, TOOLS, SweEnv
 from forgerl.envs.swe.tasktypes import CHECKS, PerfRule, check_kind, fraction_passed, kind_verdict
 from forgerl.envs.swe_go import gosrc
 from forgerl.envs.swe_go.gorun import GO_ENV, go_limits, new_sandbox, run_go_tests
 from forgerl.envs.swe_go.packages import code_files, package_by_path, sha256, test_files
 from forgerl.envs.swe_go.perf import measure
 from forgerl.envs.swe_go.pipeline import FAMILY, ISSUE_TEST_FILE, apply_edits
+from forgerl.envs.tool_io import clip_observation, string_argument
 from forgerl.errors import ConfigError, ToolError
 from forgerl.types import ToolCall, ToolSpec
 
@@ -108,12 +109,12 @@ class SweGoEnv(SweEnv):
 
     async def _run_shell(self, args: dict[str, Any]) -> str:
         assert self.task is not None
-        command = _str_arg(args, "command")
+        command = string_argument(args, "command")
         if not command or not command.strip():
             raise ToolError("command is empty")
         full = shell_prefix(self.task.data["package"]) + command
         result = await self._sandbox.run(full, limits=go_limits(SHELL_WALL_S))
-        return _clip(result.observation())
+        return clip_observation(result.observation())
 
     async def _submit(self, args: dict[str, Any]) -> str:
         assert self.task is not None

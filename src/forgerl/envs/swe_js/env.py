@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from forgerl.envs.base import Task, Verdict
-from forgerl.envs.swe.env import EDIT_FILE, READ_FILE, SEARCH, SHELL_WALL_S, SUBMIT, SweEnv, _schema
+from forgerl.envs.swe.env import EDIT_FILE, READ_FILE, SEARCH, SHELL_WALL_S, SUBMIT, SweEnv
 from forgerl.envs.swe.tasktypes import PerfMeasurement, PerfRule, fraction_passed, kind_verdict
 from forgerl.envs.swe_js._sandbox import UNHIDDEN_NOTE, new_sandbox
 from forgerl.envs.swe_js.issue import ISSUE_TEST_FILE, test_file
@@ -22,6 +22,7 @@ from forgerl.envs.swe_js.judge import run_benchmarks, run_suite, run_written_tes
 from forgerl.envs.swe_js.packages import installed_sources, load_suite
 from forgerl.envs.swe_js.pipeline import FAMILY
 from forgerl.envs.swe_js.workspace import agent_workspace, changed_files, check_task, injected_of, original_files
+from forgerl.envs.tool_io import object_schema
 from forgerl.errors import VerifierError
 from forgerl.types import ToolCall, ToolSpec
 
@@ -30,12 +31,12 @@ RUN_SHELL = ToolSpec(
     name="run_shell",
     description=f"Run a shell command in the repository root (time limit {SHELL_WALL_S:.0f} s, no network), "
                 "e.g. node --test test/.",
-    parameters=_schema({"command": {"type": "string"}}, ["command"]),
+    parameters=object_schema({"command": {"type": "string"}}, ["command"]),
 )
 WRITE_FILE = ToolSpec(
     name="write_file",
     description="Create a file, or overwrite it, with the given content.",
-    parameters=_schema({"path": {"type": "string", "description": "file path relative to the repository root"},
+    parameters=object_schema({"path": {"type": "string", "description": "file path relative to the repository root"},
                         "content": {"type": "string"}}, ["path", "content"]),
 )
 TOOLS = [READ_FILE, SEARCH, EDIT_FILE, WRITE_FILE, RUN_SHELL, SUBMIT]

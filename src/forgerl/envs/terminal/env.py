@@ -22,11 +22,11 @@ from forgerl.envs.sandbox.process import kill_uid
 from forgerl.envs.sandbox.workspace import release_soon
 from forgerl.envs.terminal.checks import capture_probes, run_check
 from forgerl.envs.terminal.generator import FAMILY
+from forgerl.envs.tool_io import clip_observation
 from forgerl.errors import ConfigError, SandboxError, ToolError, VerifierError
 from forgerl.types import Message, ToolCall, ToolSpec, Trajectory
 
 SHELL_WALL_S = 60.0
-MAX_OBSERVATION_CHARS = 12_000
 MAX_READ_CHARS = 40_000
 ALLOW_UNISOLATED_ENV = "FORGERL_TERMINAL_ALLOW_UNISOLATED"
 SHELL_LIMITS = Limits(wall_s=SHELL_WALL_S, cpu_s=SHELL_WALL_S, memory_mb=1024, max_procs=64)
@@ -51,12 +51,6 @@ TOOLS = [
     _spec("write_file", "Create or overwrite a text file.", {"path": _PATH, "content": {"type": "string"}}, ["path", "content"]),
     _spec("submit", "Finish: the work is checked now. Only the first call counts.", {}, []),
 ]
-
-
-def _clip(text: str, limit: int = MAX_OBSERVATION_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    return text[: limit // 2] + f"\n[... {len(text) - limit} characters cut ...]\n" + text[-limit // 2:]
 
 
 def check_task(task: Task) -> None:
@@ -167,12 +161,12 @@ class TerminalEnv(Environment):
     async def _run_shell(self, args: dict[str, Any]) -> str:
         command = self._text(args, "command")
         result = await self.sandbox.run(["/bin/bash", "-c", command], limits=SHELL_LIMITS)
-        return _clip(result.observation())
+        return clip_observation(result.observation())
 
     async def _read_file(self, args: dict[str, Any]) -> str:
         path = self._text(args, "path")
         try:
-            return _clip(self.sandbox.read_file(path), MAX_READ_CHARS)
+            return clip_observation(self.sandbox.read_file(path), MAX_READ_CHARS)
         except FileNotFoundError:
             raise ToolError(f"no file {path!r}; use run_shell `ls` or `find` to look around") from None
         except (SandboxError, UnicodeDecodeError, IsADirectoryError) as exc:
