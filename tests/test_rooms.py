@@ -160,6 +160,6 @@ def typer_importers(package: str) -> list[str]:
     return sorted(set(found))
 
 
-@pytest.mark.parametrize("package", ["eval", "gateway", "review", "store", "perturb", "engine"])
+@pytest.mark.parametrize("package", ["eval", "gateway", "review", "store", "perturb", "engine", "pretrain"])
 def test_library_packages_do_not_import_typer(package: str) -> None:
     assert typer_importers(package) == [], f"forgerl.{package} imports typer: its command belongs in forgerl/cli"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from forgerl.cli.main import run_cli
 
 
+@pytest.mark.slow  # ~8 s on a quiet 2-core machine (the model loads); test_run.py covers the loop itself
 def test_a_short_run_writes_its_curve_and_model(tmp_path) -> None:
     out = tmp_path / "pt"
     code = run_cli(["pretrain", "--out", str(out), "--tokens", "100", "--seq-len", "64", "--batch-size", "1",

@@ -7,8 +7,9 @@ load-balancing loss as transformers' `minimax_m2` computes it (`aux_loss`, weigh
 `router_aux_loss_coef`); after each step the selection bias moves by the sign rule the RL trainer
 uses (model/moe.py). The optimiser is SFT's (train/schedule.py), with gradients clipped at 1.0.
 
-A run directory holds `pretrain.json` (the settings), `loss.jsonl` (per step: tokens, loss, loss per
-source, aux loss, lr, tokens/s) and `checkpoints/step_N/`, written by the RL trainer's atomic,
+A run directory holds `pretrain.json` (the settings), `corpus.json` (the Python and standard-library
+fingerprint the code documents came from), `loss.jsonl` (per step: tokens, loss, loss per source,
+aux loss, lr, tokens/s, seconds since this session started) and `checkpoints/step_N/`, written by the RL trainer's atomic,
 checksummed `write_checkpoint` (weights, optimizer, torch RNG, and in state.json the step and the
 corpus position). The newest checkpoint is a Hugging Face model directory, so `--model DIR` and
 `forgerl sft --init DIR` load it, and `--resume` continues the run exactly where it stopped.
@@ -25,7 +26,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -83,41 +84,45 @@ def run_pretrain(config: PretrainConfig, out: str | Path, *, resume: bool = Fals
     step with a checkpoint (the schedule stays the whole run's), so a long build can be done in
     parts: run again with `resume`."""
     run = _open(config, Path(out), resume)
-    curve = _curve(run.out / CURVE_FILE, run.step)
     run.model.train()
     t0, aux_coef = time.perf_counter(), float(getattr(run.model.config, "router_aux_loss_coef", 0.0))
     end = config.steps if stop_at is None else min(stop_at, config.steps)
-    for step in range(run.step, end):
-        t_step = time.perf_counter()
-        rows, names = run.corpus.batch(config.batch_size, config.seq_len)
-        ids = torch.tensor(rows)
-        out = run.model(input_ids=ids, output_router_logits=True)
-        losses = token_losses(out.logits, ids)
-        loss = losses.mean()
-        aux = out.aux_loss if isinstance(out.aux_loss, torch.Tensor) else torch.zeros(())
-        run.optim.zero_grad(set_to_none=True)
-        (loss + aux_coef * aux).backward()
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
-        run.optim.step()
-        run.sched.step()
-        if config.moe_bias_step > 0 and run.tracker.is_moe:
-            run.tracker.update_bias(config.moe_bias_step)
-        run.step = step + 1
-        seconds = time.perf_counter() - t_step
-        record = {"step": run.step, "tokens": run.step * config.tokens_per_step, "loss": float(loss.detach()),
-                  "per_source": per_source(losses, names), "aux": float(aux.detach()),
-                  "lr": run.sched.get_last_lr()[0], "tokens_per_s": config.tokens_per_step / seconds,
-                  "seconds": time.perf_counter() - t0}
-        curve.write(json.dumps(record) + "\n")
-        curve.flush()
-        if run.step % 10 == 0 or run.step in (1, config.steps):
-            sources = "  ".join(f"{k} {v:.3f}" for k, v in record["per_source"].items())
-            echo(f"step {run.step:5d}  loss {record['loss']:.4f}  ({sources})  {record['tokens_per_s']:.0f} tok/s")
-        if run.step % config.checkpoint_every == 0 or run.step == end:
-            _save(run)
-    curve.close()
+    with _curve(run.out / CURVE_FILE, run.step) as curve:
+        for _ in range(run.step, end):
+            t_step = time.perf_counter()
+            record = _train_step(run, aux_coef)
+            record.update(tokens_per_s=config.tokens_per_step / (time.perf_counter() - t_step),
+                          seconds=time.perf_counter() - t0)
+            curve.write(json.dumps(record) + "\n")
+            curve.flush()
+            if run.step % 10 == 0 or run.step in (1, config.steps):
+                sources = "  ".join(f"{k} {v:.3f}" for k, v in record["per_source"].items())
+                echo(f"step {run.step:5d}  loss {record['loss']:.4f}  ({sources})  {record['tokens_per_s']:.0f} tok/s")
+            if run.step % config.checkpoint_every == 0 or run.step == end:
+                _save(run)
     run.model.eval()
     return checkpoint_dir(run.out, run.step)
+
+
+def _train_step(run: Pretraining, aux_coef: float) -> dict[str, Any]:
+    """One optimizer step on the next batch: the mean next-token loss + aux_coef x the router's
+    load-balancing loss, clipped, AdamW, schedule, selection-bias update; the step's curve record."""
+    rows, names = run.corpus.batch(run.config.batch_size, run.config.seq_len)
+    ids = torch.tensor(rows)
+    out = run.model(input_ids=ids, output_router_logits=True)
+    losses = token_losses(out.logits, ids)  # [B, L-1]
+    loss = losses.mean()
+    aux = out.aux_loss if isinstance(out.aux_loss, torch.Tensor) else torch.zeros(())
+    run.optim.zero_grad(set_to_none=True)
+    (loss + aux_coef * aux).backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.optim.step()
+    run.sched.step()
+    if run.config.moe_bias_step > 0 and run.tracker.is_moe:
+        run.tracker.update_bias(run.config.moe_bias_step)
+    run.step += 1
+    return {"step": run.step, "tokens": run.step * run.config.tokens_per_step, "loss": float(loss.detach()),
+            "per_source": per_source(losses, names), "aux": float(aux.detach()), "lr": run.sched.get_last_lr()[0]}
 
 
 def _open(config: PretrainConfig, out: Path, resume: bool) -> Pretraining:
@@ -192,7 +197,7 @@ def _restore(run: Pretraining) -> None:
                       hint="start again without --resume in a new --out")
 
 
-def _curve(path: Path, start: int) -> Any:
+def _curve(path: Path, start: int) -> TextIO:
     """The loss curve opened for appending, without the records after `start` (a resumed run
     redoes the steps after its checkpoint)."""
     if path.exists():
