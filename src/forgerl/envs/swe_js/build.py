@@ -1,10 +1,10 @@
 """Regenerate the shipped swe-js task set: `python -m forgerl.envs.swe_js.build --out data/swe_js`.
 
 Writes `tasks.jsonl`, `report.json` and `report.md` (counts per kind, package, operator and target;
-no timings: two builds give them byte for byte), `perf_rounds.json` (each perf target's benchmark
-length, read back from `--rounds` so a rebuild times the same benchmark; a target missing there is
-calibrated) and `perf_timings.json` (the measured timings of every kept perf task, the one file that
-differs between builds). `--recalibrate` measures every target's rounds afresh. Needs the pinned npm
+no timings), `perf_pins.json` (each perf target's timing decisions — benchmark rounds, kept or not —
+read back from `--pins` so a rebuild decides the same; a target missing there is measured) and
+`perf_timings.json` (this build's timings of the kept perf tasks, the one file that differs between
+builds). `--recalibrate` ignores the pins and measures every target afresh. Needs the pinned npm
 packages (`make setup`) and Node.js.
 """
 
@@ -18,26 +18,28 @@ import time
 from pathlib import Path
 
 from forgerl.envs.swe_js.packages import PACKAGES, ROOT, require_node
-from forgerl.envs.swe_js.pipeline import GenerationConfig, build_report, generate, report_markdown
+from forgerl.envs.swe_js.pipeline import GenerationConfig, PerfPin, build_report, generate, report_markdown
 
 TASKS_FILE = "tasks.jsonl"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
-PERF_ROUNDS = "perf_rounds.json"
+PERF_PINS = "perf_pins.json"
 PERF_TIMINGS = "perf_timings.json"
-DEFAULT_ROUNDS = ROOT / "data" / "swe_js" / PERF_ROUNDS
+DEFAULT_PINS = ROOT / "data" / "swe_js" / PERF_PINS
 
 
-def read_rounds(path: Path) -> dict[str, int]:
-    """Pinned rounds per `package:target`; a clear error for a file that is not such a mapping."""
+def read_pins(path: Path) -> dict[str, PerfPin]:
+    """Pinned decisions per `package:target`; a clear error for a file that is not such a mapping."""
     try:
-        rounds = json.loads(path.read_text(encoding="utf-8"))
+        pins = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise SystemExit(f"cannot read the pinned perf rounds {path}: {exc}; fix it or pass --recalibrate") from exc
-    if not isinstance(rounds, dict) or not all(isinstance(k, str) and type(v) is int and v >= 1 for k, v in rounds.items()):
-        raise SystemExit(f"{path} must map 'package:target' to a positive integer number of rounds; fix it or pass "
-                         "--recalibrate")
-    return rounds
+        raise SystemExit(f"cannot read the perf pins {path}: {exc}; fix it or pass --recalibrate") from exc
+    if not isinstance(pins, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) and set(v) == {"rounds", "kept"} and type(v["rounds"]) is int
+            and v["rounds"] >= 1 and type(v["kept"]) is bool for k, v in pins.items()):
+        raise SystemExit(f'{path} must map "package:target" to {{"rounds": a positive integer, "kept": true or false}}; '
+                         "fix it or pass --recalibrate")
+    return {key: PerfPin(**value) for key, value in pins.items()}
 
 
 def write_outputs(out: Path, config: GenerationConfig) -> dict:
@@ -52,10 +54,14 @@ def write_outputs(out: Path, config: GenerationConfig) -> dict:
             f.write(json.dumps(task.model_dump(mode="json"), ensure_ascii=False, sort_keys=True) + "\n")
     (out / REPORT_JSON).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / REPORT_MD).write_text(report_markdown(report), encoding="utf-8")
-    for name, values in ((PERF_ROUNDS, result.rounds), (PERF_TIMINGS, result.timings)):
+    pins = {key: {"rounds": pin.rounds, "kept": pin.kept} for key, pin in result.pins.items()}
+    for name, values in ((PERF_PINS, pins), (PERF_TIMINGS, result.timings)):
         (out / name).write_text(json.dumps(values, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    if result.calibrated:
-        print(f"calibrated the perf rounds of {len(result.calibrated)} target(s): {', '.join(sorted(result.calibrated))}")
+    if result.measured:
+        print(f"measured and pinned {len(result.measured)} perf target(s) without a pin: {', '.join(sorted(result.measured))}")
+    if result.disagreements:
+        print(f"{len(result.disagreements)} perf target(s) pinned as kept missed the bar in this build's one timing "
+              f"(kept, as pinned; see perf_timings.json, or rebuild with --recalibrate): {', '.join(sorted(result.disagreements))}")
     return report
 
 
@@ -65,9 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=GenerationConfig.concurrency)
     parser.add_argument("--only", nargs="*", default=None, help="package names to restrict to, e.g. ms semver")
-    parser.add_argument("--rounds", type=Path, default=DEFAULT_ROUNDS,
-                        help=f"pinned perf rounds per target (default {DEFAULT_ROUNDS.relative_to(ROOT)}, when present)")
-    parser.add_argument("--recalibrate", action="store_true", help="ignore --rounds and measure every perf target")
+    parser.add_argument("--pins", type=Path, default=DEFAULT_PINS,
+                        help=f"pinned perf decisions per target (default {DEFAULT_PINS.relative_to(ROOT)}, when present)")
+    parser.add_argument("--recalibrate", action="store_true", help="ignore --pins and measure every perf target")
     args = parser.parse_args(argv)
     names = tuple(p.name for p in PACKAGES)
     packages = names if not args.only else tuple(n for n in names if n in set(args.only))
@@ -75,10 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--only matched no package; known: {', '.join(names)}")
     if args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
-    pinned: dict[str, int] = {}
-    if not args.recalibrate and (args.rounds != DEFAULT_ROUNDS or args.rounds.exists()):
-        pinned = read_rounds(args.rounds)
-    config = GenerationConfig(seed=args.seed, concurrency=args.concurrency, packages=packages, perf_rounds=pinned)
+    pinned: dict[str, PerfPin] = {}
+    if not args.recalibrate and (args.pins != DEFAULT_PINS or args.pins.exists()):
+        pinned = read_pins(args.pins)
+    config = GenerationConfig(seed=args.seed, concurrency=args.concurrency, packages=packages, perf_pins=pinned)
     start = time.monotonic()
     report = write_outputs(args.out, config)
     totals = report["totals"]
