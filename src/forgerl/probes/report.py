@@ -1,5 +1,6 @@
 """The probes side by side: one row per measure, one column per policy, the issue's target beside
-each measure that has one (issue 20: coined-name copy >= 0.9, free-running digit copy >= 0.99)."""
+each measure that has one (issue 20: coined-name copy >= 0.9, free-running digit copy >= 0.99 per
+digit, the held-out PascalCase naming style within 0.1 of the default scaffold)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,12 @@ def _get(result: dict[str, Any], probe: str, *keys: str) -> Any:
 
 def rows(results: Sequence[dict[str, Any]]) -> list[tuple[str, str, Cell]]:
     """(measure, target, cell of one policy's result) for every measure some policy has."""
-    out: list[tuple[str, str, Cell]] = []
     ran = {p for r in results for p in r["probes"]}
+    out: list[tuple[str, str, Cell]] = []
+    if ran - {"naming"}:
+        out.append(("items per reading probe", "", lambda r: str(r["n"]) if set(r["probes"]) - {"naming"} else "—"))
+    if "naming" in ran:
+        out.append(("tasks per naming style", "", lambda r: str(r.get("naming_n", "—"))))
     if "coined" in ran:
         out.append(("coined-name copy (exact)", ">= 0.9", lambda r: _rate(_get(r, "coined"))))
     if "digits" in ran:
@@ -48,7 +53,8 @@ def rows(results: Sequence[dict[str, Any]]) -> list[tuple[str, str, Cell]]:
                         lambda r, p=probe: "—" if _get(r, p) is None else f"{_get(r, p, 'unparsed')}/{_get(r, p, 'n')}"))
     if "naming" in ran:
         names = list(dict.fromkeys(s for r in results for s in (_get(r, "naming", "scaffolds") or {})))
-        out += [(f"naming: {name.removeprefix('naming=')}" + (" (held out)" if name == "naming=pascal" else ""), "",
+        out += [(f"naming: {name.removeprefix('naming=')}" + (" (held out)" if name == "naming=pascal" else ""),
+                 ">= default - 0.1" if name == "naming=pascal" else "",
                  lambda r, name=name: _rate(_get(r, "naming", "scaffolds", name))) for name in names]
     out.append(("seconds", "", lambda r: f"{sum(p['seconds'] for p in r['probes'].values()):.0f}"))
     return out
@@ -59,7 +65,7 @@ def probe_table(results: Sequence[dict[str, Any]]) -> Table:
     table.add_column("measure")
     table.add_column("target")
     for r in results:
-        table.add_column(f"{r['model']}\n({r['chat_format']}, n={r['n']})")
+        table.add_column(f"{r['model']}\n({r['chat_format']})")
     for name, target, cell in rows(results):
         table.add_row(name, target, *(cell(r) for r in results))
     return table

@@ -85,4 +85,5 @@ def probe_model(model: str, *, n: int, probes: Sequence[str] = DEFAULT_PROBES, c
             results["naming"] = {"scaffolds": naming_table(engine, fmt, naming_n), "seconds": time.perf_counter() - t0}
     finally:
         engine.close()
-    return {"model": model, "chat_format": fmt, "n": n, "max_tokens": max_tokens, "probes": results}
+    return {"model": model, "chat_format": fmt, "n": n, "naming_n": naming_n if naming else None,
+            "max_tokens": max_tokens, "probes": results}
