@@ -18,7 +18,8 @@ MIX = parse_mix("synthetic=0.5,code=0.25,episodes=0.25")
 
 
 def small(steps: int, **kw) -> PretrainConfig:
-    return PretrainConfig(steps=steps, seq_len=128, batch_size=2, warmup=2, checkpoint_every=2, mix=MIX, **kw)
+    return PretrainConfig(steps=steps, seq_len=128, batch_size=2, warmup=2, checkpoint_every=2, mix=MIX,
+                          reading_check=8, **kw)
 
 
 def curve(path) -> list[dict]:
@@ -46,6 +47,9 @@ def test_resume_continues_exactly_and_the_result_loads(tmp_path) -> None:
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-6)
     assert [r["per_source"] for r in a] == [r["per_source"] for r in b]
+    assert [r.get("reading") for r in a] == [r.get("reading") for r in b]
+    assert [r["step"] for r in a if "reading" in r] == [2, 4]  # scored at each checkpoint
+    assert set(a[-1]["reading"]) == {"copy", "lookup", "name", "digits"}
     assert len({name for r in a for name in r["per_source"]}) >= 2  # the resume point is past a source change
     assert all(r["aux"] > 0 for r in a) and a[-1]["tokens"] == 4 * 2 * 128
     assert a[-1]["loss"] < a[0]["loss"]

@@ -34,6 +34,8 @@ class PretrainConfig(BaseModel):
     """Write a resumable checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = Field(2, ge=1)
     """Checkpoints kept (the newest); older ones are deleted after each write."""
+    reading_check: int = Field(64, ge=0)
+    """Synthetic tasks no training document uses, scored at each checkpoint (pretrain/reading.py); 0 = off."""
     moe_bias_step: float = Field(1e-3, ge=0)
     """Step of the MoE selection-bias sign rule after each optimizer step (model/moe.py), as in RL."""
 

@@ -9,7 +9,8 @@ uses (model/moe.py). The optimiser is SFT's (train/schedule.py), with gradients 
 
 A run directory holds `pretrain.json` (the settings), `corpus.json` (the Python and standard-library
 fingerprint the code documents came from), `loss.jsonl` (per step: tokens, loss, loss per source,
-aux loss, lr, tokens/s, seconds since this session started) and `checkpoints/step_N/`, written by the RL trainer's atomic,
+aux loss, lr, tokens/s, seconds since this session started; at checkpoints also `reading`, the
+teacher-forced answer accuracy on synthetic tasks no document uses, reading.py) and `checkpoints/step_N/`, written by the RL trainer's atomic,
 checksummed `write_checkpoint` (weights, optimizer, torch RNG, and in state.json the step and the
 corpus position). The newest checkpoint is a Hugging Face model directory, so `--model DIR` and
 `forgerl sft --init DIR` load it, and `--resume` continues the run exactly where it stopped.
@@ -36,7 +37,9 @@ from forgerl.model.loading import load_policy
 from forgerl.model.moe import ExpertLoadTracker
 from forgerl.pretrain.config import PretrainConfig
 from forgerl.pretrain.corpus import Corpus, CorpusState
+from forgerl.pretrain.reading import answer_accuracy, check_tasks
 from forgerl.pretrain.sources import CodeSource, make_source
+from forgerl.pretrain.synthetic import ReadingTask
 from forgerl.train.checkpoint import load_checkpoint, write_checkpoint
 from forgerl.train.schedule import adamw_warmup_cosine
 
@@ -87,18 +90,25 @@ def run_pretrain(config: PretrainConfig, out: str | Path, *, resume: bool = Fals
     run.model.train()
     t0, aux_coef = time.perf_counter(), float(getattr(run.model.config, "router_aux_loss_coef", 0.0))
     end = config.steps if stop_at is None else min(stop_at, config.steps)
+    checks = check_tasks(config.reading_check)
     with _curve(run.out / CURVE_FILE, run.step) as curve:
         for _ in range(run.step, end):
             t_step = time.perf_counter()
             record = _train_step(run, aux_coef)
             record.update(tokens_per_s=config.tokens_per_step / (time.perf_counter() - t_step),
                           seconds=time.perf_counter() - t0)
+            checkpoint = run.step % config.checkpoint_every == 0 or run.step == end
+            if checkpoint and checks:
+                record["reading"] = _reading(run, checks)
             curve.write(json.dumps(record) + "\n")
             curve.flush()
             if run.step % 10 == 0 or run.step in (1, config.steps):
                 sources = "  ".join(f"{k} {v:.3f}" for k, v in record["per_source"].items())
                 echo(f"step {run.step:5d}  loss {record['loss']:.4f}  ({sources})  {record['tokens_per_s']:.0f} tok/s")
-            if run.step % config.checkpoint_every == 0 or run.step == end:
+            if "reading" in record:
+                echo("    reading (answer tokens right): " + "  ".join(
+                    f"{k} {v['tokens']:.3f}" for k, v in record["reading"].items()))
+            if checkpoint:
                 _save(run)
     run.model.eval()
     return checkpoint_dir(run.out, run.step)
@@ -123,6 +133,15 @@ def _train_step(run: Pretraining, aux_coef: float) -> dict[str, Any]:
     run.step += 1
     return {"step": run.step, "tokens": run.step * run.config.tokens_per_step, "loss": float(loss.detach()),
             "per_source": per_source(losses, names), "aux": float(aux.detach()), "lr": run.sched.get_last_lr()[0]}
+
+
+def _reading(run: Pretraining, tasks: list[ReadingTask]) -> dict[str, dict[str, float]]:
+    """The reading check (pretrain/reading.py) in eval mode: no gradient, no expert-load counting."""
+    run.model.eval()
+    try:
+        return answer_accuracy(run.model, run.tokenizer, tasks)
+    finally:
+        run.model.train()
 
 
 def _open(config: PretrainConfig, out: Path, resume: bool) -> Pretraining:
