@@ -19,7 +19,7 @@ def probe_command(
                                "minutes per policy), or all."),
     naming_n: int = typer.Option(32, "--naming-n", min=1, help="Held-out tasks per naming style (with naming)."),
     chat_format: str | None = typer.Option(None, "--format", help="Chat format the questions are rendered in "
-                                           "[default: the policy's own (forgerl.json), else minimax_m2]."),
+                                           "\\[default: the policy's own: its forgerl.json's, else the format whose end marker its tokenizer has]."),
     max_tokens: int = typer.Option(96, "--max-tokens", min=1, help="New tokens per reply (thinking included)."),
     json_out: str | None = typer.Option(None, "--json", help="Write every figure (and a few replies) to this file."),
     threads: int = typer.Option(0, min=0, help="torch threads (0: torch's default)."),
