@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import torch
 
 from forgerl.model.tokenizer import load_default_tokenizer
-from forgerl.pretrain.reading import CHECK_SEED_BASE, answer_accuracy, answer_span, check_tasks
+from forgerl.pretrain.reading import CHECK_SEED_BASE, answer_accuracy, answer_span, check_tasks, controls
 from forgerl.pretrain.synthetic import KINDS, SEED_LIMIT
 from forgerl.probes.items import PROBE_SEED_BASE
 
@@ -39,9 +39,10 @@ def test_an_oracle_scores_one_and_a_constant_model_zero() -> None:
         oracle.learn(tok.encode(task.text, add_special_tokens=False))
     scores = answer_accuracy(oracle, tok, tasks)
     assert set(scores) == set(KINDS)
-    assert all(s == {"tokens": 1.0, "answers": 1.0} for s in scores.values())
+    # it copies from the context it was given: after another task's context it has nothing to copy
+    assert all(s == {"tokens": 1.0, "answers": 1.0, "control": 0.0} for s in scores.values())
     blank = answer_accuracy(Oracle(len(tok), constant=0), tok, tasks)
-    assert all(s == {"tokens": 0.0, "answers": 0.0} for s in blank.values())
+    assert all(s == {"tokens": 0.0, "answers": 0.0, "control": 0.0} for s in blank.values())
 
 
 def test_the_answer_starts_after_the_cue_and_the_seeds_are_apart() -> None:
@@ -49,4 +50,6 @@ def test_the_answer_starts_after_the_cue_and_the_seeds_are_apart() -> None:
     for task in check_tasks(40):
         ids, start = answer_span(tok, task)
         assert tok.decode(ids[start:]).strip() == task.answer
+    for task, control in zip(check_tasks(40), controls(check_tasks(40)), strict=True):
+        assert control.kind == task.kind and control.answer == task.answer and task.answer not in control.context
     assert SEED_LIMIT <= CHECK_SEED_BASE and CHECK_SEED_BASE + 10**8 < PROBE_SEED_BASE

@@ -4,7 +4,9 @@ Why: the loss per source says how well the model predicts the corpus, most of wh
 reading (a random string in a context is unpredictable the first time it appears). The answers of
 the synthetic tasks are the opposite: fully determined by the context. So at every checkpoint the
 model is scored on a fixed set of tasks, per kind: the share of answer tokens its argmax gets
-right given everything before them, and the share of answers it gets entirely right. It is a
+right given everything before them, the share of answers it gets entirely right, and as a control
+the answer-token share when the answer follows another task's context (what it guesses without
+reading: invented words share syllables, so the prior alone gets some tokens right). It is a
 cheap curve of "has it learnt to copy yet" for choosing the mix and size; the full probes are
 `forgerl probe` (forgerl/probes).
 
@@ -15,6 +17,7 @@ and below the probes' PROBE_SEED_BASE, so they are neither training documents no
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -41,20 +44,38 @@ def answer_span(tokenizer: Any, task: ReadingTask) -> tuple[list[int], int] | No
     return ids, len(prefix)
 
 
+def controls(tasks: list[ReadingTask]) -> list[ReadingTask | None]:
+    """Each task's cue and answer after the context of the next task of the same kind, where the
+    answer is not: what the model gets right there it knows without reading (the answers' prior)."""
+    out: list[ReadingTask | None] = []
+    for i, task in enumerate(tasks):
+        others = [t for t in tasks[i + 1:] + tasks[:i] if t.kind == task.kind and task.answer not in t.context]
+        out.append(replace(task, context=others[0].context) if others else None)
+    return out
+
+
+def _hits(model: Any, tokenizer: Any, task: ReadingTask) -> list[bool] | None:
+    span = answer_span(tokenizer, task)
+    if span is None:
+        return None
+    ids, start = span
+    logits = model(input_ids=torch.tensor([ids])).logits[0]
+    return (logits[start - 1:-1].argmax(-1) == torch.tensor(ids[start:])).tolist()
+
+
 @torch.no_grad()
 def answer_accuracy(model: Any, tokenizer: Any, tasks: list[ReadingTask]) -> dict[str, dict[str, float]]:
-    """Per kind: `tokens`, the share of answer tokens predicted right (argmax, teacher-forced), and
-    `answers`, the share of tasks with every answer token right."""
-    right: dict[str, list[int]] = {}
-    whole: dict[str, list[int]] = {}
-    for task in tasks:
-        span = answer_span(tokenizer, task)
-        if span is None:
+    """Per kind: `tokens`, the share of answer tokens predicted right (argmax, teacher-forced);
+    `answers`, the share of tasks with every answer token right; `control`, `tokens` with each
+    answer after another task's context (`controls`). Reading is `tokens` well above `control`."""
+    scores: dict[str, dict[str, list[bool]]] = {}
+    for task, control in zip(tasks, controls(tasks), strict=True):
+        hits = _hits(model, tokenizer, task)
+        if hits is None:
             continue
-        ids, start = span
-        logits = model(input_ids=torch.tensor([ids])).logits[0]
-        hits = (logits[start - 1:-1].argmax(-1) == torch.tensor(ids[start:])).tolist()
-        right.setdefault(task.kind, []).extend(hits)
-        whole.setdefault(task.kind, []).append(all(hits))
-    return {kind: {"tokens": sum(right[kind]) / len(right[kind]), "answers": sum(whole[kind]) / len(whole[kind])}
-            for kind in KINDS if kind in right}
+        kind = scores.setdefault(task.kind, {"tokens": [], "answers": [], "control": []})
+        kind["tokens"] += hits
+        kind["answers"].append(all(hits))
+        kind["control"] += (_hits(model, tokenizer, control) or []) if control is not None else []
+    return {kind: {name: sum(v) / len(v) if v else 0.0 for name, v in scores[kind].items()}
+            for kind in KINDS if kind in scores}

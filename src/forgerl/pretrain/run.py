@@ -106,8 +106,8 @@ def run_pretrain(config: PretrainConfig, out: str | Path, *, resume: bool = Fals
                 sources = "  ".join(f"{k} {v:.3f}" for k, v in record["per_source"].items())
                 echo(f"step {run.step:5d}  loss {record['loss']:.4f}  ({sources})  {record['tokens_per_s']:.0f} tok/s")
             if "reading" in record:
-                echo("    reading (answer tokens right): " + "  ".join(
-                    f"{k} {v['tokens']:.3f}" for k, v in record["reading"].items()))
+                echo("    reading (answer tokens right / without the context): " + "  ".join(
+                    f"{k} {v['tokens']:.3f}/{v['control']:.3f}" for k, v in record["reading"].items()))
             if checkpoint:
                 _save(run)
     run.model.eval()
