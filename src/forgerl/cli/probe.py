@@ -46,7 +46,7 @@ def probe_command(
     for model in models:
         console.print(f"probing {model} ({', '.join(chosen)}) ...")
         results.append(probe_model(model, n=n, probes=chosen, chat_format=chat_format, max_tokens=max_tokens,
-                                   naming_n=naming_n))
+                                   naming_n=naming_n, log=console.print))
     console.print(probe_table(results))
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)

@@ -114,12 +114,14 @@ PROBES: dict[str, Callable[[Reader, ChatFormat, int, int], dict[str, Any]]] = {
 
 
 def run_reading_probes(reader: Reader, fmt: ChatFormat, n: int, probes: Sequence[str] = READING_PROBES,
-                       max_tokens: int = 96) -> dict[str, Any]:
+                       max_tokens: int = 96, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """{probe: its result, with `seconds`} for each of `probes` (a subset of READING_PROBES)."""
     out = {}
     for name in probes:
         t0 = time.perf_counter()
         out[name] = {**PROBES[name](reader, fmt, n, max_tokens), "seconds": time.perf_counter() - t0}
+        if log is not None:
+            log(f"  {name}: done in {out[name]['seconds']:.0f} s")
     return out
 
 

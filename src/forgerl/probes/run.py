@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ def model_chat_format(model: str) -> str:
 
 
 def probe_model(model: str, *, n: int, probes: Sequence[str] = DEFAULT_PROBES, chat_format: str | None = None,
-                max_tokens: int = 96, naming_n: int = 32) -> dict[str, Any]:
+                max_tokens: int = 96, naming_n: int = 32, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """{model, chat_format, n, probes: {name: result}} for one policy."""
     path = model_path(model)
     fmt = chat_format or model_chat_format(path)
@@ -79,10 +79,12 @@ def probe_model(model: str, *, n: int, probes: Sequence[str] = DEFAULT_PROBES, c
                          num_slots=min(64, max(n, naming_n if naming else 1)))
     try:
         reading = [p for p in probes if p in READING_PROBES]
-        results = run_reading_probes(EngineReader(engine), get_format(fmt), n, reading, max_tokens)
+        results = run_reading_probes(EngineReader(engine), get_format(fmt), n, reading, max_tokens, log)
         if naming:
             t0 = time.perf_counter()
             results["naming"] = {"scaffolds": naming_table(engine, fmt, naming_n), "seconds": time.perf_counter() - t0}
+            if log is not None:
+                log(f"  naming: done in {results['naming']['seconds']:.0f} s")
     finally:
         engine.close()
     return {"model": model, "chat_format": fmt, "n": n, "naming_n": naming_n if naming else None,
