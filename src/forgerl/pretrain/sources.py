@@ -73,21 +73,21 @@ def chunks(text: str, limit: int = CHUNK_CHARS) -> list[str]:
     at line ends, a longer line at `limit`); joined, the pieces give `text` back."""
     pieces: list[str] = []
     current = ""
-    for para in text.splitlines(keepends=True):
-        while len(para) > limit:
+    for line in text.splitlines(keepends=True):
+        while len(line) > limit:
             if current:
                 pieces.append(current)
                 current = ""
-            pieces.append(para[:limit])
-            para = para[limit:]
-        if len(current) + len(para) > limit:
+            pieces.append(line[:limit])
+            line = line[limit:]
+        if len(current) + len(line) > limit:
             cut = current.rfind("\n\n") + 2 if "\n\n" in current else len(current)
             pieces.append(current[:cut])
             current = current[cut:]
-            if len(current) + len(para) > limit:
+            if len(current) + len(line) > limit:
                 pieces.append(current)
                 current = ""
-        current += para
+        current += line
     if current:
         pieces.append(current)
     return [p for p in pieces if p]
