@@ -19,7 +19,7 @@ MIX = parse_mix("synthetic=0.5,code=0.25,episodes=0.25")
 
 def small(steps: int, **kw) -> PretrainConfig:
     return PretrainConfig(steps=steps, seq_len=128, batch_size=2, warmup=2, checkpoint_every=2, mix=MIX,
-                          reading_check=8, **kw)
+                          reading_check=4, **kw)
 
 
 def curve(path) -> list[dict]:
