@@ -389,7 +389,8 @@ def test_the_windowed_mode_trains_the_curriculums_tasks_and_logs_its_metrics(tmp
     for t in rows:
         spec = stream[t.metadata["task_index"]]
         assert (t.family, t.difficulty) == (spec["family"], spec["difficulty"])
-    assert {"curriculum/stage", "domain/arithmetic/groups", "eval/arithmetic", "eval/parallel-lookup"} <= names
+    assert {"curriculum/stage", "domain/arithmetic/groups", "eval/arithmetic", "eval/parallel-lookup",
+            "domain/arithmetic/eval_pass_rate", "domain/arithmetic/eval_scored"} <= names
 
 
 def _register_always_passing_family() -> str:
@@ -477,3 +478,33 @@ def test_held_out_evaluation_reports_each_family_and_collect_groups_draws_the_cu
     groups = asyncio.run(rollouts.collect_groups(SimpleNamespace(config=cfg, step=2)))
     stream = take(group_specs(cfg), 3 * cfg.groups_per_step)[2 * cfg.groups_per_step:]
     assert [g[0].family for g in groups] == [s["family"] for s in stream]
+
+
+def test_held_out_evaluation_logs_each_familys_pass_rate_and_scored_tasks(monkeypatch):
+    """eval/<family> is a mean reward (shaped: a correct but slow episode scores below 1); the pass
+    rate (the verifier's outcome, as `forgerl eval` counts it) and the number of scored tasks
+    behind it are logged too, so an interval can be computed. Infra failures are not scored."""
+    import forgerl.train.rollouts as rollouts
+    from forgerl.types import TrajectoryStatus
+
+    outcomes = {"tool-reasoning": [(0.9, 1.0), (0.0, 0.0)], "arithmetic": [(1.0, 1.0), "failed"],
+                "cowork": [(1.0, 0.0), (0.7, 1.0)]}  # (reward, outcome): a reward model may lift a failure
+    counters = collections.Counter()
+
+    async def fake_episode(run, task, env, sampling, *, perturbations, group_id, family, limits, evaluation=False):
+        outcome = outcomes[family][counters[family]]
+        counters[family] += 1
+        if outcome == "failed":
+            return [Trajectory(family=family, reward=None, status=TrajectoryStatus.FAILED)]
+        return [Trajectory(family=family, reward=outcome[0], reward_breakdown={"outcome": outcome[1]})]
+
+    monkeypatch.setattr(rollouts, "run_episode_for", fake_episode)
+    mean, metrics = asyncio.run(rollouts.evaluate_domain_metrics(SimpleNamespace(config=config(eval={"tasks": 6}), step=0)))
+    assert metrics["eval/tool-reasoning"] == pytest.approx(0.45)
+    assert metrics["domain/tool-reasoning/eval_pass_rate"] == 0.5  # 0.9: solved, slowly
+    assert (metrics["domain/arithmetic/eval_pass_rate"], metrics["domain/arithmetic/eval_scored"]) == (1.0, 1.0)
+    assert (metrics["domain/cowork/eval_pass_rate"], metrics["domain/cowork/eval_scored"]) == (0.5, 2.0)
+    assert mean == pytest.approx((0.9 + 0.0 + 1.0 + 1.0 + 0.7) / 5)
+    counters.clear()  # the same evaluation through the older interface: means only
+    assert asyncio.run(rollouts.evaluate_domains(SimpleNamespace(config=config(eval={"tasks": 6}), step=0)))[1] == {
+        "tool-reasoning": pytest.approx(0.45), "arithmetic": 1.0, "cowork": pytest.approx(0.85)}

@@ -31,7 +31,7 @@ from forgerl.train.config import TrainConfig, public_config
 from forgerl.train.follower import follow
 from forgerl.train.interrupt import StopControl, TrainingInterrupted, handle_stop_signals
 from forgerl.train.mtp_cotrain import SpecMeter
-from forgerl.train.rollouts import evaluate_domains
+from forgerl.train.rollouts import evaluate_domain_metrics
 from forgerl.train.run import Run, close_run, finish_run, open_run, save_checkpoint, save_checkpoint_if_new
 from forgerl.train.sharded import is_follower_rank
 from forgerl.train.step import build_samples, optimize
@@ -91,9 +91,9 @@ async def _train_steps(run: Run, source: RolloutSource, result: TrainResult, on_
                        resumed: bool) -> None:
     cfg = run.config
     if run.step == 0:  # the starting point, logged as step 0
-        reward, by_family = await evaluate_domains(run)
+        reward, by_family = await evaluate_domain_metrics(run)
         result.eval_rewards.append((0, reward))
-        run.log({"eval/reward": reward, **{f"eval/{f}": v for f, v in by_family.items()}})
+        run.log({"eval/reward": reward, **by_family})
     await source.start(run, resumed=resumed)
     spec = SpecMeter(run.engine)  # speculative decoding's acceptance per step (built-in engine with MTP heads)
     doctor = open_doctor(run)
@@ -118,8 +118,8 @@ async def _train_steps(run: Run, source: RolloutSource, result: TrainResult, on_
             metrics.update({"time/train_s": t1 - t0, "time/sync_s": time.perf_counter() - t1})
             new_best = False
             if run.step % cfg.eval.every == 0 or run.step == cfg.steps:
-                metrics["eval/reward"], by_family = await evaluate_domains(run)
-                metrics.update({f"eval/{f}": v for f, v in by_family.items()})  # a curriculum's families
+                metrics["eval/reward"], by_family = await evaluate_domain_metrics(run)
+                metrics.update(by_family)  # a curriculum's families: eval/<family>, domain/<family>/eval_pass_rate
                 result.eval_rewards.append((run.step, metrics["eval/reward"]))
                 new_best = run.is_new_best(metrics["eval/reward"])
             run.log(metrics)

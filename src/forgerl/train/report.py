@@ -82,6 +82,7 @@ def _domain_section(table: dict[int, dict[str, float]], run_dir: Path) -> list[s
     families = domain_names(table)
     columns = [(f"domain/{f}/{m}", f"{f} {m}") for f in families for m in ("reward", "pass_rate", "groups")]
     columns += [(f"eval/{f}", f"eval {f}") for f in families]
+    columns += [(f"domain/{f}/eval_pass_rate", f"eval {f} pass_rate") for f in families]
     columns = [(key, label) for key, label in columns if any(key in row for row in table.values())]
     lines = ["", "## Per domain (curriculum)", "",
              "stages: " + ", ".join(f"stage {stage} from step {step}" for stage, step in stage_starts(table)), "",

@@ -92,6 +92,16 @@ async def evaluate_domains(run: Run) -> tuple[float, dict[str, float]]:
     """The mean held-out reward, and with a curriculum each family's (`eval.tasks` split over the
     curriculum's families, each at its target levels: rollout/curriculum.py eval_specs); without
     one the dict is empty."""
+    mean, metrics = await evaluate_domain_metrics(run)
+    return mean, {key.removeprefix("eval/"): value for key, value in metrics.items() if key.startswith("eval/")}
+
+
+async def evaluate_domain_metrics(run: Run) -> tuple[float, dict[str, float]]:
+    """The mean held-out reward, and with a curriculum the per-family metrics the trainer logs:
+    `eval/<family>` (mean reward), `domain/<family>/eval_pass_rate` (share of tasks solved: the
+    verifier's outcome 1.0, as `forgerl eval` counts a pass, whatever speed or length shaping did
+    to the reward) and `domain/<family>/eval_scored` (tasks scored, infra failures excluded),
+    so a held-out pass rate's interval can be computed from the store. Without one the dict is empty."""
     cfg = run.config
     base = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.eval.temperature)
     curriculum = getattr(cfg, "curriculum", None)
@@ -107,11 +117,25 @@ async def evaluate_domains(run: Run) -> tuple[float, dict[str, float]]:
     mean = _mean_reward(results)
     if not domains:
         return mean, {}
-    families = dict.fromkeys(d["family"] for d in domains)
-    return mean, {f: _mean_reward([t for t, d in zip(results, domains, strict=True) if d["family"] == f])
-                  for f in families}
+    metrics: dict[str, float] = {}
+    for family in dict.fromkeys(d["family"] for d in domains):
+        mine = [t for t, d in zip(results, domains, strict=True) if d["family"] == family]
+        scored = _scored(mine)
+        metrics[f"eval/{family}"] = _mean_reward(mine)
+        metrics[f"domain/{family}/eval_scored"] = float(len(scored))
+        if scored:
+            metrics[f"domain/{family}/eval_pass_rate"] = sum(float(_passed(t)) for t in scored) / len(scored)
+    return mean, metrics
+
+
+def _scored(results: list[Trajectory]) -> list[Trajectory]:
+    return [t for t in results if t.status != TrajectoryStatus.FAILED and t.reward is not None]
+
+
+def _passed(trajectory: Trajectory) -> bool:
+    return trajectory.reward_breakdown.get("outcome") == 1.0  # eval/run.py passed(): the verdict, not the shaped reward
 
 
 def _mean_reward(results: list[Trajectory]) -> float:
-    scored = [t.reward for t in results if t.status != TrajectoryStatus.FAILED and t.reward is not None]
+    scored = [float(t.reward) for t in _scored(results) if t.reward is not None]
     return sum(scored) / len(scored) if scored else 0.0
