@@ -32,6 +32,7 @@ def test_an_oracle_scores_one_on_every_probe(fmt_name: str) -> None:
     out = run_reading_probes(AnswerKeyReader(tokenizer(fmt_name), fmt, answer_key()), fmt, N)
     assert set(out) == set(READING_PROBES)
     assert out["coined"]["accuracy"] == 1.0 and out["coined"]["unparsed"] == 0
+    assert out["coined"]["name_only"]["accuracy"] == 1.0
     assert out["digits"]["free_running_per_digit"] == 1.0
     assert out["digits"]["teacher_forced_per_digit"] == 1.0
     assert out["digits"]["exact_match"]["accuracy"] == 1.0
@@ -42,7 +43,7 @@ def test_an_oracle_scores_one_on_every_probe(fmt_name: str) -> None:
 def test_a_constant_answer_scores_about_zero() -> None:
     fmt = get_format("minimax_m2")
     out = run_reading_probes(ConstantReader(tokenizer("minimax_m2"), fmt, "0"), fmt, N)
-    assert out["coined"]["accuracy"] == 0.0
+    assert out["coined"]["accuracy"] == 0.0 and out["coined"]["name_only"]["accuracy"] == 0.0
     assert out["kv"]["accuracy"] == 0.0
     assert out["digits"]["exact_match"]["accuracy"] == 0.0
     assert out["digits"]["free_running_per_digit"] < 0.05  # a leading 0 now and then
@@ -60,6 +61,13 @@ def test_half_a_copy_scores_what_counting_gives() -> None:
     assert out["digits"]["exact_match"]["accuracy"] == 0.0
     assert out["digits"]["teacher_forced_per_digit"] == 1.0  # teacher forcing never reads the reply
     assert out["coined"]["accuracy"] == 0.0 and out["kv"]["accuracy"] == 0.0
+
+
+def test_a_sentence_that_copies_the_name_counts_but_is_not_name_only() -> None:
+    fmt = get_format("minimax_m2")
+    key = answer_key(lambda a: f"It is called {a}." if a.isalpha() else a)
+    out = run_reading_probes(AnswerKeyReader(tokenizer("minimax_m2"), fmt, key), fmt, N, ["coined"])
+    assert out["coined"]["accuracy"] == 1.0 and out["coined"]["name_only"]["accuracy"] == 0.0
 
 
 def test_teacher_forcing_covers_every_digit_with_merged_digit_tokens() -> None:

@@ -11,6 +11,7 @@ from forgerl.probes.score import (
     free_running_digits,
     normalize_reply,
     reply_of,
+    says_word,
     teacher_forced_digits,
     token_spans,
 )
@@ -30,6 +31,16 @@ def test_exact_match_is_case_sensitive_after_stripping_wrappers() -> None:
     assert not exact_match("zorvel", "Zorvel")
     assert not exact_match("The name is Zorvel.", "Zorvel")
     assert not exact_match("Zorvels", "Zorvel")
+
+
+def test_says_word_wants_the_exact_spelling_as_a_word() -> None:
+    assert says_word("The new river is called Zorvel.", "Zorvel")
+    assert says_word("Zorvel", "Zorvel")
+    assert says_word("**Zorvel**_2", "Zorvel")
+    assert not says_word("Zorvels", "Zorvel")
+    assert not says_word("AZorvel", "Zorvel")
+    assert not says_word("zorvel", "Zorvel")
+    assert not says_word("Zor vel", "Zorvel")
 
 
 def test_free_running_compares_the_first_digit_run_position_by_position() -> None:

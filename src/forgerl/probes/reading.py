@@ -20,6 +20,7 @@ from forgerl.probes.score import (
     first_digit_run,
     free_running_digits,
     reply_of,
+    says_word,
     teacher_forced_digits,
 )
 from forgerl.stats import wilson_interval
@@ -56,11 +57,15 @@ def _examples(items: Sequence[ProbeItem], got: Sequence[tuple[str, bool]]) -> li
 
 
 def coined_copy(reader: Reader, fmt: ChatFormat, n: int, max_tokens: int) -> dict[str, Any]:
-    """Probe 1: exact match of the repeated invented name."""
+    """Probe 1: the invented name, spelt exactly, in the reply ("The river is called Zorvel." copies
+    it as well as "Zorvel" does: the probe measures copying, not terseness); `name_only` is the strict
+    exact match of the whole reply."""
     items = coined_items(n)
     got = replies(reader, fmt, items, max_tokens)
-    hits = [exact_match(reply, item.answer) for item, (reply, _) in zip(items, got, strict=True)]
-    return {**rate(hits), "unparsed": sum(not ok for _, ok in got), "examples": _examples(items, got)}
+    pairs = list(zip(items, got, strict=True))
+    return {**rate([says_word(reply, item.answer) for item, (reply, _) in pairs]),
+            "name_only": rate([exact_match(reply, item.answer) for item, (reply, _) in pairs]),
+            "unparsed": sum(not ok for _, ok in got), "examples": _examples(items, got)}
 
 
 def teacher_forced(reader: Reader, fmt: ChatFormat, item: ProbeItem) -> list[bool] | None:

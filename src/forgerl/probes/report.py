@@ -38,7 +38,8 @@ def rows(results: Sequence[dict[str, Any]]) -> list[tuple[str, str, Cell]]:
     if "naming" in ran:
         out.append(("tasks per naming style", "", lambda r: str(r.get("naming_n", "—"))))
     if "coined" in ran:
-        out.append(("coined-name copy (exact)", ">= 0.9", lambda r: _rate(_get(r, "coined"))))
+        out += [("coined-name copy (exact spelling in the reply)", ">= 0.9", lambda r: _rate(_get(r, "coined"))),
+                ("  the reply is the name only", "", lambda r: _rate(_get(r, "coined", "name_only")))]
     if "digits" in ran:
         out += [("digit copy per digit, free-running", ">= 0.99", lambda r: _share(_get(r, "digits", "free_running_per_digit"))),
                 ("digit copy per digit, teacher-forced", "", lambda r: _share(_get(r, "digits", "teacher_forced_per_digit"))),

@@ -51,6 +51,12 @@ def exact_match(reply: str, answer: str) -> bool:
     return normalize_reply(reply) == answer
 
 
+def says_word(reply: str, word: str) -> bool:
+    """`word`, spelt exactly (case included), appears in `reply` with no letter glued to either side:
+    "The river is called Zorvel." says Zorvel; "Zorvels" and "zorvel" do not."""
+    return re.search(rf"(?<![^\W\d_]){re.escape(word)}(?![^\W\d_])", reply) is not None
+
+
 def first_digit_run(text: str) -> str:
     """The first maximal run of digits in `text` ('' when there is none)."""
     found = re.search(r"\d+", text)
