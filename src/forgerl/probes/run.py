@@ -21,10 +21,12 @@ from forgerl.probes.reading import READING_PROBES, run_reading_probes
 
 ALL_PROBES = (*READING_PROBES, "naming")
 DEFAULT_PROBES = READING_PROBES
-"""Naming is opt-in: 8 scaffolds of whole agent episodes take minutes per policy (2 min at 4 tasks
-each on 2 busy cores), and at a few tasks per style its intervals are too wide to read."""
-READING_CONTEXT = 1024
-"""The longest reading prompt (16 key/value pairs) is under 300 tokens; replies take --max-tokens."""
+"""Naming is opt-in: 8 scaffolds of whole agent episodes take minutes per policy (the default policy at
+32 tasks per style: 14 min on 2 busy cores, 5 min of CPU), and at the few tasks per style that would
+fit in a minute its Wilson intervals are too wide to read; the reading probes take seconds."""
+READING_PROMPT_TOKENS = 1024
+"""Room for the longest reading prompt (16 key/value pairs: under 300 tokens with the project's
+tokenizer); the engine's context is this plus --max-tokens."""
 
 
 def parse_probes(text: str) -> list[str]:
@@ -74,7 +76,7 @@ def probe_model(model: str, *, n: int, probes: Sequence[str] = DEFAULT_PROBES, c
     path = model_path(model)
     fmt = chat_format or model_chat_format(path)
     naming = "naming" in probes
-    context = NAMING_SETTINGS["max_context"] if naming else READING_CONTEXT
+    context = max(NAMING_SETTINGS["max_context"] if naming else 0, READING_PROMPT_TOKENS + max_tokens)
     engine = load_engine(path, chat_format=fmt, max_context=context, speculative=0,
                          num_slots=min(64, max(n, naming_n if naming else 1)))
     try:
