@@ -30,13 +30,8 @@ from forgerl.experiments.perturb import (
     starting_model,
     summarize,
 )
-from forgerl.perturb.spec import (
-    NAMING_STYLES,
-    HeldOutScaffolds,
-    PerturbSpec,
-    Scaffold,
-    ToolInfoSpec,
-)
+from forgerl.perturb.spec import NAMING_STYLES, PerturbSpec, ToolInfoSpec
+from forgerl.probes.naming import naming_scaffolds
 from forgerl.train.config import TrainConfig
 from forgerl.train.sft import run_sft
 
@@ -66,11 +61,7 @@ def main() -> None:
     run_sft(args.out, examples=args.examples, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=5,
             difficulty=[1, 2, 3, 4], init=init, varied=True, perturb=spec, max_length=2560)
     print(f"SFT done ({time.perf_counter() - t0:.0f} s)", flush=True)
-    none = HeldOutScaffolds(chat_formats=[], naming_styles=[], response_styles=[])
-    scaffolds = [Scaffold(name="default")] + [
-        Scaffold(name=f"naming={style}", held_out=style in spec.held_out.naming_styles,
-                 spec=PerturbSpec(tool_info=ToolInfoSpec(probability=1.0, strength=0.0, naming_styles=[style]), held_out=none))
-        for style in eval_styles]
+    scaffolds = naming_scaffolds(tuple(eval_styles))  # the same table `forgerl probe --probes naming` shows
     rows = []
     arms = [("naming-sft", args.out)] if args.no_start else [("start", init), ("naming-sft", args.out)]
     for arm, model in arms:
