@@ -1,7 +1,7 @@
 """Two task domains carved out of tool-reasoning for the negative-transfer experiment
 (docs/curriculum-experiment.md): the shipped default policy was bootstrapped on tool-reasoning only
-and solves none of the other families (arithmetic: 0/16 greedy), so the domains with a learnable
-signal on CPU are tool-reasoning's two task shapes, registered here as families of their own:
+(arithmetic, the other family measured: 0/16 greedy), so the domains used are tool-reasoning's two
+task shapes, registered here as families of their own:
 
 - `tr-items`: look up items (with counts and a unit conversion): tool-reasoning levels 1-2;
 - `tr-baskets`: fetch a person's basket, look up each item, total (or difference) in a converted
