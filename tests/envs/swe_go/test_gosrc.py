@@ -123,3 +123,14 @@ def test_standalone_test_keeps_a_helper_type_named_like_a_test() -> None:
                             '\t\t\tt.Fail()\n\t\t}\n\t}\n}\n'}  # fmt: skip
     text = gosrc.standalone_test(sources, ["TestShout"])
     assert "type TestStruct" in text and "TestOther" not in text
+
+
+def test_standalone_test_keeps_the_test_files_order() -> None:
+    """The gold test's declarations come in the source's order, not in the order a set of called
+    names happened to reach them (which changed with the interpreter's hash seed between builds)."""
+    source = ('package demo\n\nimport "testing"\n\nvar zeta = "z"\n\nfunc alpha() string { return zeta }\n\n'
+              'func mid() string { return alpha() + beta() }\n\nfunc beta() string { return "b" }\n\n'
+              'func TestShout(t *testing.T) {\n\tif Shout(mid()+alpha()+beta()+zeta) == "" {\n\t\tt.Fail()\n\t}\n}\n')  # fmt: skip
+    text = gosrc.standalone_test({"a_test.go": source}, ["TestShout"])
+    order = [text.index(decl) for decl in ("var zeta", "func alpha", "func mid", "func beta", "func TestShout")]
+    assert order == sorted(order), text

@@ -1,9 +1,11 @@
 """Regenerate the shipped swe-go task set: `python -m forgerl.envs.swe_go.build --out data/swe_go`.
 
 Writes `tasks.jsonl`, `report.json` and `report.md` (byte for byte the same on every run with the
-same seed and Debian package versions, as long as the perf tasks' speed-ups stay clear of the
-threshold) and `perf_timings.json` (the measured timings of each perf task's gold, with their noise:
-measurements, so they differ run to run).
+same seed, Debian package versions and pins), `perf_pins.json` (each perf decision — package,
+function, slowdown kind: kept or not — read back from `--pins` so a rebuild decides the same; a
+decision missing there is measured and pinned) and `perf_timings.json` (this build's timings of the
+kept perf tasks, the one file that differs between builds). `--recalibrate` ignores the pins and
+measures every slowdown afresh.
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ import logging
 import time
 from pathlib import Path
 
+from forgerl.envs.swe import pins
+from forgerl.envs.swe.pins import PerfPin
 from forgerl.envs.swe_go.pipeline import GenerationConfig, build_report, generate, report_markdown
+
+PERF_PINS = "perf_pins.json"
+DEFAULT_PINS = Path(__file__).resolve().parents[4] / "data" / "swe_go" / PERF_PINS
 
 
 def write_outputs(out: Path, config: GenerationConfig) -> dict:
@@ -28,7 +35,15 @@ def write_outputs(out: Path, config: GenerationConfig) -> dict:
             f.write(json.dumps(task.model_dump(mode="json"), ensure_ascii=False, sort_keys=True) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
+    (out / PERF_PINS).write_text(pins.pins_json(result.pins), encoding="utf-8")
     (out / "perf_timings.json").write_text(json.dumps(result.timings, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    if result.measured:
+        print(f"measured and pinned {len(result.measured)} perf decision(s) without a pin")
+    if result.disagreements:
+        print(f"{len(result.disagreements)} perf decision(s) pinned as kept missed the bar in this build's one timing "
+              f"(kept, as pinned; see perf_timings.json, or rebuild with --recalibrate): {', '.join(sorted(result.disagreements))}")
+    if result.retried:
+        print(f"{len(result.retried)} suite run(s) retried with longer limits after a timeout")
     return report
 
 
@@ -38,11 +53,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=GenerationConfig.concurrency)
     parser.add_argument("--only", nargs="*", default=None, help="function names to restrict to (debugging)")
+    parser.add_argument("--pins", type=Path, default=DEFAULT_PINS,
+                        help="pinned perf decisions (default data/swe_go/perf_pins.json, when present)")
+    parser.add_argument("--recalibrate", action="store_true", help="ignore --pins and measure every slowdown")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
-    config = GenerationConfig(seed=args.seed, concurrency=args.concurrency,
+    pinned: dict[str, PerfPin] = {}
+    if not args.recalibrate and (args.pins != DEFAULT_PINS or args.pins.exists()):
+        pinned = pins.read_pins(args.pins, with_rounds=False)
+    config = GenerationConfig(seed=args.seed, concurrency=args.concurrency, perf_pins=pinned,
                               only_functions=frozenset(args.only) if args.only else None)  # fmt: skip
     start = time.monotonic()
     report = write_outputs(args.out, config)

@@ -23,7 +23,7 @@ import functools
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import forgerl
@@ -60,6 +60,9 @@ func TestMain(m *testing.M) {{
 """
 BUILD_MEMORY_MB = 4096
 """The Go compiler and runtime reserve more address space than Python (RLIMIT_AS counts it)."""
+RUNAWAY_SIGNS = ("panic: test timed out after", "out of memory")
+"""What a test binary prints to stderr when a test hung (Go's -test.timeout) or exhausted memory: a
+runaway, whose outcome (which limit fires first, what it printed) depends on the machine's load."""
 _RESULT = re.compile(r"^--- (PASS|FAIL|SKIP): (\S+) \(")
 _RUN = re.compile(r"^=== RUN   (\S+)$")
 
@@ -102,9 +105,15 @@ class GoTestRun:
     build_output: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
     messages: dict[str, str] = field(default_factory=dict)  # a failing test's output (for the issue)
+    runaway: bool = False  # a test hit its timeout or ran out of memory: the run says nothing about results
+    unstable: tuple[str, ...] = ()  # tests whose outcome or failure output changed between `repeats` runs
 
     def failing(self) -> list[str]:
         return sorted(n for n, ok in self.passed.items() if not ok)
+
+    def stable_failing(self) -> list[str]:
+        """The failing tests that failed alike in every repeated run: the only ones a task is built on."""
+        return [n for n in self.failing() if n not in self.unstable]
 
     def all_passed(self, names: list[str]) -> bool:
         return not self.tampering and all(self.passed.get(n, False) for n in names)
@@ -190,18 +199,48 @@ async def build_test_binary(sandbox: Sandbox, import_path: str, name: str, wall_
 
 async def run_go_tests(
     files: dict[str, str], import_path: str, name: str, tests: list[str], *, wall_s: float = 120.0,
-    test_timeout_s: float = 20.0,
+    test_timeout_s: float = 20.0, repeats: int = 1,
 ) -> GoTestRun:
     """Build the package from `files` (name -> text, code and test files) in a fresh sandbox and run
-    the top-level `tests`; see the module docstring for what is trusted."""
+    the top-level `tests`; see the module docstring for what is trusted. With `repeats` > 1, a run
+    that finishes cleanly with failing tests is repeated (same binary) and merged by `merge_repeats`
+    — generation's guard against tests that draw random inputs or iterate maps."""
     sandbox = new_sandbox(gopath_files(import_path, files), wall_s)
     try:
         built, output, ok, bad = await build_test_binary(sandbox, import_path, name, wall_s)
         if not built:
             return GoTestRun({t: False for t in tests}, problem="the package or its tests do not build", build_output=output)
-        return await _run_binary(sandbox, set(tests), ok, bad, wall_s, test_timeout_s)
+        runs = [await _run_binary(sandbox, set(tests), ok, bad, wall_s, test_timeout_s)]
+        if _clean(runs[0]) and runs[0].failing():
+            for _ in range(repeats - 1):
+                runs.append(await _run_binary(sandbox, set(tests), ok, bad, wall_s, test_timeout_s))
+        return merge_repeats(runs)
     finally:
         await sandbox.close()
+
+
+def _clean(run: GoTestRun) -> bool:
+    return run.problem is None and not run.tampering and not run.runaway
+
+
+def merge_repeats(runs: list[GoTestRun]) -> GoTestRun:
+    """One result from repeated runs of the same binary: the first run whose result is not clean
+    (a problem, tampering, a runaway) if any; else a test fails when it failed in any run, and
+    `unstable` names the tests whose outcome or failure output changed between runs — tests that
+    draw random inputs (testing/quick seeds from the clock), iterate a Go map (random order) or
+    panic at a random index. Such a test's variation shows in nearly every sample of enough runs
+    (random strings never repeat; Go starts a small map's iteration at a random one of 8 slots, so
+    one order can come up 7 times in 8, and 30 runs still see the other with 98% odds), while
+    whether it happens to fail in all of them does not, so generation builds tasks (f2p, issue,
+    gold test) only on the stable failures."""
+    dirty = next((r for r in runs if not _clean(r)), None)
+    if dirty is not None:
+        return dirty
+    first = runs[0]
+    names = sorted({t for r in runs for t in r.passed})
+    seen = {t: {(r.passed.get(t), "" if r.passed.get(t) else r.messages.get(t, "")) for r in runs} for t in names}
+    passed = {t: all(r.passed.get(t, False) for r in runs) for t in names}
+    return replace(first, passed=passed, unstable=tuple(t for t in names if len(seen[t]) > 1))
 
 
 async def _run_binary(sandbox: Sandbox, tests: set[str], ok: str, bad: str, wall_s: float, test_timeout_s: float) -> GoTestRun:
@@ -209,6 +248,7 @@ async def _run_binary(sandbox: Sandbox, tests: set[str], ok: str, bad: str, wall
     tampering: list[str] = []
     notes: list[str] = []
     messages: dict[str, str] = {}
+    runaway = False
     deadline = time.monotonic() + wall_s
     while len(passed) < len(tests):
         todo = sorted(tests - set(passed))
@@ -216,7 +256,8 @@ async def _run_binary(sandbox: Sandbox, tests: set[str], ok: str, bad: str, wall
         left = deadline - time.monotonic()
         if left <= 1:
             passed.update({t: False for t in todo})
-            return GoTestRun(passed, problem="the tests took longer than the time limit", tampering=tuple(tampering))
+            return GoTestRun(passed, problem="the tests took longer than the time limit", tampering=tuple(tampering),
+                             runaway=True)  # fmt: skip
         argv = [f"{BUILD_DIR}/pkg.test", "-test.v", "-test.count=1", f"-test.timeout={test_timeout_s:.0f}s",
                 "-test.run", pattern]  # fmt: skip
         res = await sandbox.run(argv, limits=go_limits(min(left, test_timeout_s + 10)))
@@ -226,6 +267,7 @@ async def _run_binary(sandbox: Sandbox, tests: set[str], ok: str, bad: str, wall
         passed.update({n: p for n, p in one.results.items() if n in tests})
         if one.token is not None or tampering:
             break
+        runaway = runaway or res.timed_out or any(sign in res.stderr for sign in RUNAWAY_SIGNS)
         crashed = one.running or one.last
         if crashed is not None:  # the panic's message went to stderr
             messages[crashed] = (messages.get(crashed, "") + "\n" + panic_summary(res.stderr)).strip()  # the binary finished (or lied): what did not report, failed
@@ -238,4 +280,4 @@ async def _run_binary(sandbox: Sandbox, tests: set[str], ok: str, bad: str, wall
     for t in tests - set(passed):
         passed[t] = False
     return GoTestRun(dict(sorted(passed.items())), tampering=tuple(dict.fromkeys(tampering)), notes=tuple(notes),
-                   messages=messages)
+                     messages=messages, runaway=runaway)

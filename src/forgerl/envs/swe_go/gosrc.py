@@ -294,7 +294,7 @@ def _decl_names(node: Any) -> list[str]:
 def standalone_test(test_sources: dict[str, str], tests: list[str]) -> str:
     """One test file holding `tests` and every test-file declaration they need (helpers, tables,
     types and their methods), with only the imports that are used: the write-test gold."""
-    decls: dict[str, tuple[str, str]] = {}  # name -> (file, source)
+    decls: dict[str, tuple[str, str, int]] = {}  # name -> (file, source, start byte)
     clause: dict[str, str] = {}
     imports: dict[str, dict[str, str]] = {}  # file -> {bound name: import spec text}
     home = ""
@@ -313,25 +313,26 @@ def standalone_test(test_sources: dict[str, str], tests: list[str]) -> str:
             elif node.type in ("function_declaration", "method_declaration", "type_declaration", "var_declaration",
                                "const_declaration"):
                 for name in _decl_names(node):
-                    decls.setdefault(name, (file, _text(node)))
+                    decls.setdefault(name, (file, _text(node), node.start_byte))
                     if name == tests[0]:
                         home = file
     if not home:
         raise ConfigError(f"test {tests[0]} is not in the test files")
     same = {f for f in clause if clause[f] == clause[home]}
     other_tests = set(test_calls(test_sources)) - set(tests)  # a helper type may be called TestStruct
-    keep: dict[str, str] = {}
+    keep: dict[str, tuple[str, int, str]] = {}  # name -> (file, start byte, source)
     todo = list(tests)
     while todo:
         name = todo.pop()
         if name in keep or name not in decls or decls[name][0] not in same:
             continue
-        keep[name] = decls[name][1]
+        keep[name] = (decls[name][0], decls[name][2], decls[name][1])
         if "." not in name:  # a type brings its methods
             todo += [m for m in decls if m.startswith(name + ".")]
         used = _called_names(parse("package x\n" + decls[name][1]).root_node)
-        todo += [u for u in used if u in decls and (u not in other_tests)]
-    body = "\n\n".join(dict.fromkeys(keep.values()))
+        todo += sorted(u for u in used if u in decls and (u not in other_tests))
+    # in the test files' own order, not the (set-ordered, so hash-seeded) order they were reached in
+    body = "\n\n".join(dict.fromkeys(text for _file, _start, text in sorted(keep.values())))
     used_names = _called_names(parse("package x\n" + body).root_node) | _selector_operands(body)
     specs = sorted({spec for f in same for bound, spec in imports.get(f, {}).items() if bound in used_names})
     header = clause[home] + "\n\nimport (\n" + "".join(f"\t{s}\n" for s in specs) + ")\n\n"

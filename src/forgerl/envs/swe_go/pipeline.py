@@ -3,9 +3,10 @@
 For every function a package's own tests call (gosrc.test_calls), in a seeded, operator-diverse
 order (swe.pipeline.diversified_order), a mutant is kept as a bug when
   * it still parses and builds                          (else "syntax error" / "does not build"),
-  * the suite finishes within its time                  (else "timeout"),
+  * the suite finishes within its time, twice in a row  (else "timeout"),
   * at least one test fails                             (else "no test fails"),
   * every failing test is a test of the mutated function (else "breaks pass-to-pass"),
+  * some test fails alike in each of `output_runs` runs (else "flaky"),
   * the failures print something to write an issue from (else "no issue detail")
 — the Python pipeline's rules. A kept bug gives a `bugfix` task and its `write_test` twin; a
 function whose body, replaced by `panic("not implemented")`, fails only its own tests gives a
@@ -13,7 +14,21 @@ function whose body, replaced by `panic("not implemented")`, fails only its own 
 by `rule.min_speedup * rule.generation_margin` on the hidden benchmark, in one of up to three
 measurements (`measure_until_clear`), gives a `perf` task; two kept
 bugs of different functions of one package, failing only their functions' tests together, give a
-`merged` task. Deterministic given the seed, except the perf timings, which go to their own file.
+`merged` task.
+
+Reproducibility: tasks.jsonl and the reports are decided by seeds, counts and pinned inputs, so two
+builds give them byte for byte. Three things on a shared machine would otherwise change them:
+  * tests that draw random inputs (testing/quick seeds from the clock), iterate Go maps (random
+    order) or panic at a random index fail differently (or not at all) from run to run: a mutant's
+    failing suite is run `output_runs` times (same binary), and f2p, the issue and the write-test
+    gold are built only on the tests that failed alike every time (gorun.merge_repeats); a mutant
+    with none is "flaky";
+  * a load spike can make a test hit its timeout: a run with a runaway test (timeout, out of
+    memory) is retried once with `timeout_retry_factor` times the limits before the mutant is
+    rejected as "timeout" — a real hang times out again, a spike does not;
+  * a slowdown near the speed-up bar is kept by one measurement and rejected by the next: each
+    (package, function, slowdown kind)'s decision is pinned in perf_pins.json (swe.pins) and a
+    rebuild reads it; only the timings (perf_timings.json) differ between builds.
 """
 
 from __future__ import annotations
@@ -22,13 +37,15 @@ import asyncio
 import logging
 import random
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
 from forgerl.envs.base import Task
+from forgerl.envs.swe.pins import PerfPin
 from forgerl.envs.swe.pipeline import diversified_order
-from forgerl.envs.swe.tasktypes import PerfRule, measure_until_clear
+from forgerl.envs.swe.tasktypes import GENERATION_MEASUREMENTS, PerfRule, measure_until_clear
 from forgerl.envs.swe_go import gosrc, perf
 from forgerl.envs.swe_go.gorun import GoTestRun, run_go_tests
 from forgerl.envs.swe_go.packages import PACKAGES, GoPackage, code_files, package_sources, sha256, test_files
@@ -38,7 +55,7 @@ log = logging.getLogger("forgerl.swe_go")
 
 FAMILY = "swe-go"
 ISSUE_TEST_FILE = "issue_test.go"
-REJECT_REASONS = ("syntax error", "does not build", "timeout", "no test fails", "breaks pass-to-pass",
+REJECT_REASONS = ("syntax error", "does not build", "timeout", "no test fails", "breaks pass-to-pass", "flaky",
                   "no issue detail", "duplicate", "not faster", "bench differs")  # fmt: skip
 
 
@@ -49,6 +66,10 @@ class GenerationConfig:
     max_tries_per_function: int = 3
     concurrency: int = 2
     wall_s: float = 120.0
+    test_timeout_s: float = 20.0
+    timeout_retry_factor: float = 2.0  # a runaway run is retried once with its limits times this
+    output_runs: int = 30  # runs of a failing suite (same binary, ~30 ms each) that must agree on a test
+    perf_pins: Mapping[str, PerfPin] = field(default_factory=dict)  # "package:function:kind" (perf_pins.json)
     packages: tuple[GoPackage, ...] = PACKAGES
     rule: PerfRule = PerfRule()
     max_merged_per_package: int = 8
@@ -74,6 +95,10 @@ class GenerationResult:
     attempts: list[Attempt] = field(default_factory=list)
     baseline_tests: dict[str, int] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)
+    pins: dict[str, PerfPin] = field(default_factory=dict)  # every perf decision, pinned or measured now
+    measured: list[str] = field(default_factory=list)  # perf keys without a pin, decided in this build
+    disagreements: list[str] = field(default_factory=list)  # pinned as kept, but this build's timing missed the bar
+    retried: list[str] = field(default_factory=list)  # runs retried after a runaway (load-dependent: not reported)
 
 
 @dataclass(frozen=True)
@@ -95,19 +120,21 @@ def apply_edits(files: dict[str, str], edits: list[gosrc.Edit]) -> dict[str, str
 def classify(run: GoTestRun, allowed: set[str]) -> str | None:
     if run.problem and "build" in run.problem:
         return "does not build"
-    if run.problem or run.tampering:
+    if run.problem or run.tampering or run.runaway:
         return "timeout"
     failing = run.failing()
     if not failing:
         return "no test fails"
     if any(t not in allowed for t in failing):
         return "breaks pass-to-pass"
+    if not run.stable_failing():
+        return "flaky"
     return None
 
 
 def failure_issue(package: GoPackage, fn: gosrc.GoFunction, run: GoTestRun, rng: random.Random) -> str:
     """An issue from the failing tests' own output (a panic message or the got/want lines)."""
-    shown = [t for t in run.failing() if run.messages.get(t, "").strip()][:2]
+    shown = [t for t in run.stable_failing() if _detail(run.messages.get(t, ""))][:2]  # printed alike in every run
     if not shown:
         raise ValueError("no failure output")
     opening = rng.choice([
@@ -117,6 +144,11 @@ def failure_issue(package: GoPackage, fn: gosrc.GoFunction, run: GoTestRun, rng:
     ])  # fmt: skip
     blocks = "\n\n".join(f"```\n{run.messages[t].strip()[-1200:]}\n```" for t in shown)
     return f"{opening} Running its tests shows:\n\n{blocks}\n\nPlease fix it without changing other behaviour."
+
+
+def _detail(message: str) -> bool:
+    """Whether a failure message says more than that the test failed (its `--- FAIL` line)."""
+    return any(line.strip() and not line.startswith("--- FAIL") for line in message.splitlines())
 
 
 def prompt(kind: str, package: GoPackage, data: dict[str, Any]) -> str:
@@ -159,9 +191,18 @@ class _Generator:
         self.limiter = asyncio.Semaphore(config.concurrency)
         self.result = GenerationResult()
 
-    async def run(self, package: GoPackage, files: dict[str, str], tests: list[str]) -> GoTestRun:
-        async with self.limiter:
-            return await run_go_tests(files, package.import_path, package.name, tests, wall_s=self.config.wall_s)
+    async def run(self, package: GoPackage, files: dict[str, str], tests: list[str], repeats: int = 1) -> GoTestRun:
+        """The suite run, retried once with longer limits after a runaway (see the module docstring)."""
+        config = self.config
+        for factor in (1.0, config.timeout_retry_factor):
+            if factor != 1.0:
+                self.result.retried.append(package.key)
+            async with self.limiter:
+                run = await run_go_tests(files, package.import_path, package.name, tests, wall_s=config.wall_s * factor,
+                                         test_timeout_s=config.test_timeout_s * factor, repeats=repeats)  # fmt: skip
+            if not run.runaway:
+                break
+        return run
 
     def row(self, package: GoPackage, fn: gosrc.GoFunction, kind: str, edit: gosrc.Edit, status: str, reason: str = "",
             failing: tuple[str, ...] = ()) -> None:
@@ -187,7 +228,7 @@ class _Generator:
             if gosrc.has_errors(buggy):
                 self.row(package, fn, "bugfix", edit, "rejected", "syntax error")  # type: ignore[arg-type]
                 continue
-            run = await self.run(package, {**sources, fn.file: buggy}, all_tests)
+            run = await self.run(package, {**sources, fn.file: buggy}, all_tests, repeats=self.config.output_runs)
             reason = classify(run, own)
             issue = ""
             if reason is None:
@@ -198,7 +239,7 @@ class _Generator:
             self.row(package, fn, "bugfix", edit, "kept" if reason is None else "rejected", reason or "", tuple(run.failing()))  # type: ignore[arg-type]
             if reason is not None:
                 continue
-            bug = _Bug(fn, edit, tuple(run.failing()), issue)  # type: ignore[arg-type]
+            bug = _Bug(fn, edit, tuple(run.stable_failing()), issue)  # type: ignore[arg-type]
             bugs.append(bug)
             index = len(bugs) - 1
             tasks.append(make_task("bugfix", package, [fn], [bug.edit], list(bug.failing), all_tests, issue, index))
@@ -223,7 +264,7 @@ class _Generator:
         issue = (f"Feature request: `{fn.name}` in `{fn.file}` is declared but not implemented yet (its body just "
                  f"panics with \"not implemented\"). Please implement it:\n\n```go\n{signature}\n```\n\nIt should "
                  "behave as its name, its doc comment and the rest of the package suggest.")  # fmt: skip
-        return [make_task("feature", package, [fn], [edit], run.failing(), all_tests, issue, 0)]
+        return [make_task("feature", package, [fn], [edit], run.stable_failing(), all_tests, issue, 0)]
 
     async def perf(self, package: GoPackage, fn: gosrc.GoFunction, all_tests: list[str], rng: random.Random) -> list[Task]:
         sources = package_sources(package.import_path)
@@ -238,21 +279,11 @@ class _Generator:
             bench = perf.bench_program(package, fn.name, list(fn.params), perf.BENCH_LENGTHS[kind])
             measured = None
             if reason is None:
-                bar = self.config.rule.min_speedup * self.config.rule.generation_margin
-                async with self.limiter:
-                    code = code_files(package.import_path)
-                    slow_code = apply_edits(code, [edit])
-                    measured, cleared = await measure_until_clear(
-                        partial(perf.measure, package, bench, slow_code, code, code, self.config.rule),
-                        partial(_stops_measuring, bar=bar))
-                if measured.measurement is None:
-                    reason = "bench differs"
-                elif not cleared:
-                    reason = "not faster"
+                measured, reason = await self.timed(package, edit, bench, f"{package.key}:{fn.name}:{kind}")
             self.row(package, fn, "perf", edit, "kept" if reason is None else "rejected", reason or "")
             if reason is not None:
                 continue
-            assert measured is not None and measured.measurement is not None
+            assert measured is not None
             issue = (f"`{fn.name}` in `{package.import_path}` has become very slow on long inputs: a call with a "
                      f"string of {perf.BENCH_LENGTHS[kind]:,} characters takes a noticeable fraction of a second, and "
                      "the time grows with the square of the length. Please make it fast again; its results must not "
@@ -261,9 +292,39 @@ class _Generator:
             task = make_task("perf", package, [fn], [edit], [], all_tests, issue, 0, {
                 "bench": bench, "perf_rule": {"min_speedup": rule.min_speedup, "repeats": rule.repeats,
                                               "generation_margin": rule.generation_margin}})  # fmt: skip
-            self.result.timings[task.id] = measured.measurement.evidence()
+            timing = measured.measurement.evidence() if measured.measurement else {"problem": measured.problem}
+            self.result.timings[task.id] = {**timing, "clears_bar": _clears(measured, self.bar)}
             return [task]
         return []
+
+    @property
+    def bar(self) -> float:
+        return self.config.rule.min_speedup * self.config.rule.generation_margin
+
+    async def timed(self, package: GoPackage, edit: gosrc.Edit, bench: str, key: str) -> tuple[perf.BenchResult | None, str | None]:
+        """A slowdown's timing decision (the measurement and the reject reason or None), pinned: a pin
+        that says rejected is not timed again; one that says kept is timed once, for the timings
+        file, and a miss is recorded as a disagreement; a key without a pin is measured up to
+        GENERATION_MEASUREMENTS times and pinned. A benchmark whose output differs is no timing
+        decision and is never pinned."""
+        pin = self.config.perf_pins.get(key)
+        if pin is not None and not pin.kept:
+            self.result.pins[key] = pin
+            return None, "not faster"
+        async with self.limiter:
+            code = code_files(package.import_path)
+            measured, _ = await measure_until_clear(
+                partial(perf.measure, package, bench, apply_edits(code, [edit]), code, code, self.config.rule),
+                partial(_stops_measuring, bar=self.bar), tries=1 if pin is not None else GENERATION_MEASUREMENTS)
+        if measured.measurement is None and not _timed_out(measured):
+            return measured, "bench differs"
+        cleared = _clears(measured, self.bar)
+        if pin is None:
+            self.result.measured.append(key)
+        elif not cleared:
+            self.result.disagreements.append(key)
+        self.result.pins[key] = pin or PerfPin(rounds=None, kept=cleared)
+        return measured, None if self.result.pins[key].kept else "not faster"
 
     async def merged(self, package: GoPackage, bugs: list[_Bug], calls: dict[str, set[str]]) -> list[Task]:
         sources = package_sources(package.import_path)
@@ -275,7 +336,7 @@ class _Generator:
             if a.fn.name == b.fn.name:
                 continue
             edits = [a.edit, b.edit]
-            run = await self.run(package, apply_edits(sources, edits), list(calls))
+            run = await self.run(package, apply_edits(sources, edits), list(calls), repeats=self.config.output_runs)
             allowed = set(gosrc.tests_of(a.fn, calls)) | set(gosrc.tests_of(b.fn, calls))
             reason = classify(run, allowed)
             combined = gosrc.Edit(a.edit.file, 0, 0, "", "", "merged", f"{a.fn.name} + {b.fn.name}", a.edit.line)
@@ -284,13 +345,23 @@ class _Generator:
             if reason is not None:
                 continue
             issue = f"Two problems were reported.\n\n## 1\n\n{a.issue}\n\n## 2\n\n{b.issue}"
-            tasks.append(make_task("merged", package, [a.fn, b.fn], edits, run.failing(), list(calls), issue, 0))
+            tasks.append(make_task("merged", package, [a.fn, b.fn], edits, run.stable_failing(), list(calls), issue, 0))
         return tasks
 
 
+def _timed_out(measured: perf.BenchResult) -> bool:
+    """A benchmark run that hit its wall: a timing miss under load, not a differing output."""
+    return measured.measurement is None and "timed out" in (measured.problem or "")
+
+
+def _clears(measured: perf.BenchResult, bar: float) -> bool:
+    return measured.measurement is not None and measured.measurement.conservative_speedup >= bar
+
+
 def _stops_measuring(measured: perf.BenchResult, bar: float) -> bool:
-    """A benchmark that differs is not measured again; a slowdown is, until it clears `bar`."""
-    return measured.measurement is None or measured.measurement.conservative_speedup >= bar
+    """A benchmark whose output differs is not measured again; a slowdown is (a timed-out run
+    included), until it clears `bar`."""
+    return (measured.measurement is None and not _timed_out(measured)) or _clears(measured, bar)
 
 
 async def generate(config: GenerationConfig = GenerationConfig()) -> GenerationResult:
@@ -363,9 +434,11 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"Seed {report['seed']}; packages: " + ", ".join(f"{v['import_path']} ({v['deb']})" for v in report["packages"].values()) + ".",
         f"{totals['tasks']} tasks ({kinds}) from {totals['kept']} kept edits out of {totals['tried']} tried.", "",
         "Reasons: *no test fails* = equivalent mutant; *breaks pass-to-pass* = tests of other functions fail too; "
-        "*timeout* = the tests hung or crashed the binary; *does not build* = the Go compiler refuses the mutant; "
-        "*not faster* / *bench differs* = a slowdown the bug-free code does not clearly beat, or whose benchmark "
-        "output changed. Perf timings are in perf_timings.json (measured, so not byte-for-byte reproducible).", "",
+        "*timeout* = a test hung or ran out of memory, also on a retry with doubled limits; *flaky* = no failing test "
+        "failed alike (outcome and output) in each of the repeated runs; *does not build* = the Go compiler refuses the mutant; "
+        "*not faster* / *bench differs* = a slowdown the bug-free code does not clearly beat (as pinned in "
+        "perf_pins.json), or whose benchmark output changed. Perf timings are in perf_timings.json (measured, so not "
+        "byte-for-byte reproducible).", "",
         "## Tasks by package and kind", "", *rows, "",
         _md_table("By package", report["by_package"]), "",
         _md_table("By kind", report["by_kind"]), "",

@@ -17,8 +17,10 @@ import json
 import time
 from pathlib import Path
 
+from forgerl.envs.swe import pins
+from forgerl.envs.swe.pins import PerfPin
 from forgerl.envs.swe_js.packages import PACKAGES, ROOT, require_node
-from forgerl.envs.swe_js.pipeline import GenerationConfig, PerfPin, build_report, generate, report_markdown
+from forgerl.envs.swe_js.pipeline import GenerationConfig, build_report, generate, report_markdown
 
 TASKS_FILE = "tasks.jsonl"
 REPORT_JSON = "report.json"
@@ -29,17 +31,8 @@ DEFAULT_PINS = ROOT / "data" / "swe_js" / PERF_PINS
 
 
 def read_pins(path: Path) -> dict[str, PerfPin]:
-    """Pinned decisions per `package:target`; a clear error for a file that is not such a mapping."""
-    try:
-        pins = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SystemExit(f"cannot read the perf pins {path}: {exc}; fix it or pass --recalibrate") from exc
-    if not isinstance(pins, dict) or not all(
-            isinstance(k, str) and isinstance(v, dict) and set(v) == {"rounds", "kept"} and type(v["rounds"]) is int
-            and v["rounds"] >= 1 and type(v["kept"]) is bool for k, v in pins.items()):
-        raise SystemExit(f'{path} must map "package:target" to {{"rounds": a positive integer, "kept": true or false}}; '
-                         "fix it or pass --recalibrate")
-    return {key: PerfPin(**value) for key, value in pins.items()}
+    """Pinned decisions per `package:target` (rounds and kept); a clear error for a bad file."""
+    return pins.read_pins(path, with_rounds=True)
 
 
 def write_outputs(out: Path, config: GenerationConfig) -> dict:
@@ -54,9 +47,8 @@ def write_outputs(out: Path, config: GenerationConfig) -> dict:
             f.write(json.dumps(task.model_dump(mode="json"), ensure_ascii=False, sort_keys=True) + "\n")
     (out / REPORT_JSON).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / REPORT_MD).write_text(report_markdown(report), encoding="utf-8")
-    pins = {key: {"rounds": pin.rounds, "kept": pin.kept} for key, pin in result.pins.items()}
-    for name, values in ((PERF_PINS, pins), (PERF_TIMINGS, result.timings)):
-        (out / name).write_text(json.dumps(values, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    (out / PERF_PINS).write_text(pins.pins_json(result.pins), encoding="utf-8")
+    (out / PERF_TIMINGS).write_text(json.dumps(result.timings, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     if result.measured:
         print(f"measured and pinned {len(result.measured)} perf target(s) without a pin: {', '.join(sorted(result.measured))}")
     if result.disagreements:

@@ -35,6 +35,7 @@ from typing import Any
 
 from forgerl.envs.base import Task
 from forgerl.envs.suites import is_held_out
+from forgerl.envs.swe.pins import PerfPin
 from forgerl.envs.swe.pipeline import diversified_order
 from forgerl.envs.swe.tasktypes import GENERATION_MEASUREMENTS, PerfMeasurement, PerfRule, measure_until_clear
 from forgerl.envs.swe.verify import COLLECT, SuiteRun
@@ -88,14 +89,6 @@ class Attempt:
     status: str
     reason: str = ""
     failing_tests: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class PerfPin:
-    """A perf target's timing decisions, measured once: its benchmark rounds and whether it was kept."""
-
-    rounds: int
-    kept: bool
 
 
 @dataclass
@@ -277,14 +270,14 @@ async def _perf(ctx: _Context, target: Target) -> tuple[list[Task], list[Attempt
         ctx.result.pins[key] = pin
         return [], [Attempt(**row, status="rejected", reason="too little slowdown")]
     async with ctx.limiter:  # timing runs alone on the limiter's slots, not beside a suite run
-        rounds = pin.rounds if pin is not None else await calibrate_rounds(ctx, slow_files, cases)
+        rounds = pin.rounds if pin is not None and pin.rounds is not None else await calibrate_rounds(ctx, slow_files, cases)
         (_correct, measurement), cleared = await measure_until_clear(
             timed, lambda m: m[0] and m[1].conservative_speedup >= bar, tries=1 if pin is not None else GENERATION_MEASUREMENTS)
     if pin is None:
         ctx.result.measured.append(key)
     elif not cleared:
         ctx.result.disagreements.append(key)
-    ctx.result.pins[key] = pin or PerfPin(rounds, cleared)
+    ctx.result.pins[key] = pin or PerfPin(rounds=rounds, kept=cleared)
     if not ctx.result.pins[key].kept:
         return [], [Attempt(**row, status="rejected", reason="too little slowdown")]
     perf = {"rounds": rounds, "bench": [c.name for c in cases], "min_speedup": rule.min_speedup,
