@@ -161,3 +161,17 @@ def test_a_timed_out_benchmark_is_a_timing_miss_and_a_differing_output_is_not_pi
     gen = pipeline._Generator(pipeline.GenerationConfig())
     _m, reason = asyncio.run(gen.timed(package_by_path(HUMANIZE), edit, "bench", KEY))
     assert reason == "bench differs" and gen.result.pins == {} and answers == []
+
+
+@needs_go
+def test_xstrings_hidden_tests_report_the_same_failing_case_every_run() -> None:
+    """`runTestCases` over a Go map stops at the first failing case; the hidden tests iterate its
+    keys sorted (packages.TEST_PATCHES), so the case a failure quotes no longer depends on Go's
+    random map order — and a copy that does not match the pinned source is refused, not run."""
+    from forgerl.envs.swe_go.packages import _patched
+    from forgerl.errors import ConfigError
+
+    util = go_test_files("github.com/huandu/xstrings")["util_test.go"]
+    assert '"sort"' in util and "sort.Strings(keys)" in util and "for k, v := range cases" not in util
+    with pytest.raises(ConfigError, match="TEST_PATCHES"):
+        _patched("github.com/huandu/xstrings", "util_test.go", "package xstrings\n")

@@ -68,15 +68,42 @@ def check_toolchain() -> str:
     return go
 
 
+TEST_PATCHES: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
+    "github.com/huandu/xstrings": {"util_test.go": (
+        ('import (\n\t"strings"\n\t"testing"\n)', 'import (\n\t"sort"\n\t"strings"\n\t"testing"\n)'),
+        ("\tfor k, v := range cases {\n\t\ts := converter(k)\n",
+         "\tkeys := make([]string, 0, len(cases))\n\tfor k := range cases {\n\t\tkeys = append(keys, k)\n\t}\n"
+         "\tsort.Strings(keys) // forgerl: one order, so the case a failure reports is the same every run\n"
+         "\tfor _, k := range keys {\n\t\tv := cases[k]\n\t\ts := converter(k)\n"),
+    )},
+}
+"""Edits to hidden tests that make what a failing test prints the same on every run, without changing
+what it checks. xstrings' `runTestCases` stops at the first failing case of a Go map, whose order Go
+randomises per run: which case an issue quotes (and whether a mutant looked flaky) varied between
+builds. Iterating the keys sorted keeps the verdict — the test fails iff some case fails — and fixes
+the report."""
+
+
+def _patched(import_path: str, name: str, text: str) -> str:
+    for old, new in TEST_PATCHES.get(import_path, {}).get(name, ()):
+        if text.count(old) != 1:
+            raise ConfigError(f"{name} of {import_path} is not the version swe-go was built from (a hidden-test patch "
+                              "does not apply); reinstall the pinned Debian package or update TEST_PATCHES")
+        text = text.replace(old, new)
+    return text
+
+
 @cache
 def package_sources(import_path: str) -> dict[str, str]:
-    """{file name: text} of the package directory's .go files (tests included), top level only."""
+    """{file name: text} of the package directory's .go files (tests included, with TEST_PATCHES
+    applied), top level only."""
     package = package_by_path(import_path)
     check_toolchain()
     if not package.directory.is_dir():
         raise ConfigError(f"the Go sources of {import_path} are not installed at {package.directory}; "
                           + INSTALL_HINT.format(debs=package.deb))
-    files = {p.name: p.read_text(encoding="utf-8") for p in sorted(package.directory.glob("*.go"))}
+    files = {p.name: _patched(import_path, p.name, p.read_text(encoding="utf-8"))
+             for p in sorted(package.directory.glob("*.go"))}
     if not any(name.endswith("_test.go") for name in files):
         raise ConfigError(f"{package.directory} holds no _test.go files; reinstall {package.deb}")
     return files
