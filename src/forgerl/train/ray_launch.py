@@ -42,6 +42,7 @@ from forgerl.train.launch import failure_message
 # Driver environment variables the ranks need on any node (settings, not the driver host's paths).
 FORWARDED_PREFIXES = ("FORGERL_", "HF_", "OMP_", "MKL_", "TORCH_", "NCCL_", "GLOO_", "TOKENIZERS_", "TRANSFORMERS_")
 STOP_GRACE_S = 20.0  # after a failure: SIGTERM to the other ranks, SIGKILL this much later
+WAIT_POLL_S = 0.5  # the longest the driver blocks in ray.wait, so Ctrl-C reaches it at once
 
 
 @dataclass(frozen=True)
@@ -241,11 +242,14 @@ def wait_for_ranks(ray: Any, placed: Placed) -> tuple[dict[int, RankExit], list[
     pending = list(placed.refs)
     kill_at: float | None = None
     while pending:
-        timeout = None if kill_at is None else max(0.0, kill_at - time.monotonic())
+        # never block in Ray's C++ wait for long: Python runs a signal handler only between bytecodes,
+        # so a Ctrl-C that lands in a long wait would be held until a rank ends (or lost inside Ray)
+        timeout = WAIT_POLL_S if kill_at is None else min(WAIT_POLL_S, max(0.0, kill_at - time.monotonic()))
         done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
-        if not done:  # the grace period is over
-            signal_ranks(placed, signal.SIGKILL)
-            kill_at = float("inf")
+        if not done:
+            if kill_at is not None and time.monotonic() >= kill_at:  # the grace period is over
+                signal_ranks(placed, signal.SIGKILL)
+                kill_at = float("inf")
             continue
         rank = placed.refs[done[0]]
         try:
