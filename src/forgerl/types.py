@@ -178,6 +178,12 @@ class Trajectory(_Model):
     created_at: float = Field(default_factory=time.time)
     schema_version: int = SCHEMA_VERSION
 
+    @property
+    def passed(self) -> bool:
+        """The verifier's verdict: an episode that ran (not FAILED) whose outcome is 1.0. Pass rates
+        count this, not the shaped reward (which may add format or efficiency terms)."""
+        return self.status != TrajectoryStatus.FAILED and self.reward_breakdown.get("outcome") == 1.0
+
     @model_validator(mode="before")
     @classmethod
     def _promote_legacy_metadata(cls, data: Any) -> Any:

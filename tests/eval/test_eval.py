@@ -69,6 +69,14 @@ def test_summarize_groups_and_keeps_infra_failures_out_of_the_denominator():
     assert scaffolds == {"x": (2, 1), "y": (2, 1)}  # another dimension: just a metadata key
 
 
+def test_passed_is_the_verdict_not_the_shaped_reward():
+    # one definition (Trajectory.passed) behind eval pass rates, training's per-domain eval metric and calibration
+    assert Trajectory(reward=0.2, reward_breakdown={"outcome": 1.0}).passed
+    assert not Trajectory(reward=1.0, reward_breakdown={"outcome": 0.0, "format": 1.0}).passed
+    assert not Trajectory(reward=1.0, reward_breakdown={}).passed
+    assert not Trajectory(reward_breakdown={"outcome": 1.0}, status=TrajectoryStatus.FAILED).passed
+
+
 def test_held_out_tasks_cover_categories_and_avoid_training_seeds():
     pytest.importorskip("bfcl_eval")
     tasks = held_out_tasks("bfcl", 22)

@@ -13,6 +13,7 @@ from forgerl.pretrain.sources import (
     EPISODE_STRIDE,
     CodeSource,
     EpisodeSource,
+    RepeatSource,
     SyntheticSource,
     chunks,
     stdlib_files,
@@ -41,7 +42,7 @@ def test_the_code_source_reads_the_stdlib_without_its_tests() -> None:
 
 
 def test_sources_are_deterministic_for_a_seed(tok) -> None:
-    for make in (CodeSource, SyntheticSource, EpisodeSource):
+    for make in (CodeSource, SyntheticSource, EpisodeSource, RepeatSource):
         a, b, other = make(tok, 0), make(tok, 0), make(tok, 1)
         assert a.document(3) == b.document(3)
         assert a.document(0) != a.document(1)
@@ -56,3 +57,13 @@ def test_episodes_vary_the_scaffold_but_never_draw_a_held_out_one(tok) -> None:
     assert any("get_basket" not in t and "submit_answer" not in t for t in texts)  # renamed tools
     with pytest.raises(ConfigError, match="held-out evaluation tasks"):
         source.task_seed(EPISODE_STRIDE)
+
+
+def test_a_repeat_document_is_one_span_written_two_to_four_times(tok) -> None:
+    from forgerl.pretrain.synthetic import repeat_text
+    for index in range(50):
+        text = repeat_text(f"repeat:0:{index}")
+        found = [(span, sep, k) for k in (2, 3, 4) for sep in ("\n", "\n\n", " ", "\n---\n")
+                 for span in [text[: (len(text) - (k - 1) * len(sep)) // k]] if sep.join([span] * k) == text]
+        assert found, text
+        assert len(tok.decode(RepeatSource(tok, 0).document(index))) > 0

@@ -77,7 +77,6 @@ class TaskCalibration:
 
 def tally(trajectories: list[Trajectory], task_ids: list[str]) -> dict[str, TaskCalibration]:
     """Per task id: scored episodes, passes (outcome 1) and infrastructure failures."""
-    from forgerl.eval.run import passed  # heavy: the agent/engine stack, only when calibrating
 
     stats = {task_id: TaskCalibration(task_id) for task_id in task_ids}
     for traj in trajectories:
@@ -86,7 +85,7 @@ def tally(trajectories: list[Trajectory], task_ids: list[str]) -> dict[str, Task
             entry.failed_infra += 1
         else:
             entry.n += 1
-            entry.passed += passed(traj)
+            entry.passed += traj.passed
     return stats
 
 

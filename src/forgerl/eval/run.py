@@ -93,10 +93,6 @@ class EvalReport:
                 "groups": [g.as_dict() for g in self.groups], "store": self.store, "run_id": self.run_id}
 
 
-def passed(trajectory: Trajectory) -> bool:
-    return trajectory.status != TrajectoryStatus.FAILED and trajectory.reward_breakdown.get("outcome") == 1.0
-
-
 def summarize(trajectories: Sequence[Trajectory], group_by: str = "category", *, env: str = "", model: str = "") -> EvalReport:
     """Pass rates overall and per value of `group_by`: a typed field (family, difficulty...) or a
     metadata key (category); missing: "-"."""
@@ -109,7 +105,7 @@ def summarize(trajectories: Sequence[Trajectory], group_by: str = "category", *,
                 stats.failed_infra += 1
                 continue
             stats.episodes += 1
-            stats.passed += passed(traj)
+            stats.passed += traj.passed
             stats.reward_sum += traj.reward or 0.0
     return EvalReport(env=env, model=model, group_by=group_by, overall=overall,
                       groups=[groups[k] for k in sorted(groups)])

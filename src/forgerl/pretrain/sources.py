@@ -9,6 +9,9 @@ documents an uninterrupted one would have.
   `CHUNK_CHARS` characters (so one long module does not fill whole batches), and the chunks are read
   in an order shuffled by the run seed, reshuffled each epoch.
 * `synthetic`: reading tasks (synthetic.py).
+* `repeat`: a span of random words, names, ids and numbers written two or three times, so that every
+  token after its first writing is a copy (synthetic.repeat_text): what makes in-context copying
+  appear early (docs/reading.md).
 * `episodes`: the tool-reasoning family's scripted solver played under perturbed scaffolds
   (perturb/gold.py: renamed tools and parameters, rewritten prompts, response layouts, chat
   formats, injected failures it retries), with the solver's varied styles; the held-out scaffolds
@@ -33,7 +36,7 @@ from forgerl.envs.suites import HELD_OUT_SEED_BASE
 from forgerl.errors import ConfigError
 from forgerl.perturb.gold import perturbed_gold_conversation
 from forgerl.perturb.spec import PerturbSpec
-from forgerl.pretrain.synthetic import document_seed, document_text
+from forgerl.pretrain.synthetic import document_seed, document_text, repeat_text
 from forgerl.train.rollouts import make_task
 from forgerl.train.sft import Conversation, encode_conversation, gold_conversation
 
@@ -148,6 +151,16 @@ class SyntheticSource:
 
 
 @dataclass
+class RepeatSource:
+    tokenizer: Any
+    seed: int
+    name: str = "repeat"
+
+    def document(self, index: int) -> list[int]:
+        return self.tokenizer.encode(repeat_text(f"repeat:{self.seed}:{index}"), add_special_tokens=False)
+
+
+@dataclass
 class EpisodeSource:
     tokenizer: Any
     seed: int
@@ -177,7 +190,7 @@ class EpisodeSource:
         return ids
 
 
-SOURCES = ("code", "synthetic", "episodes")
+SOURCES = ("code", "synthetic", "episodes", "repeat")
 
 
 def make_source(name: str, tokenizer: Any, seed: int) -> Source:
@@ -187,4 +200,6 @@ def make_source(name: str, tokenizer: Any, seed: int) -> Source:
         return SyntheticSource(tokenizer, seed)
     if name == "episodes":
         return EpisodeSource(tokenizer, seed)
+    if name == "repeat":
+        return RepeatSource(tokenizer, seed)
     raise ConfigError(f"unknown corpus source {name!r}", hint=f"choose from {', '.join(SOURCES)}")

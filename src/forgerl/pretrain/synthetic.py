@@ -170,6 +170,25 @@ def document_text(seed: int) -> str:
     return "\n".join(task.text for task in document_tasks(seed))
 
 
+REPEAT_PIECES = (2, 8)
+"""Pieces (invented words and names, numbers, ids) in one repeated span."""
+
+
+def repeat_text(seed: str) -> str:
+    """A span of random pieces written 2-4 times: an induction warm-up.
+
+    Why: a tiny model learns in-context copying (an induction circuit) only after a plateau whose
+    length grows with how few of its targets need copying; in the reading tasks only the answers do,
+    and a 1.8M-token mixed run stayed on the plateau. Here every token after the span's first writing
+    is a copy target, drawn from the same pieces the reading tasks use, and the circuit appears after
+    ~0.5-1M tokens (docs/reading.md). `seed` is a string ("repeat:<run seed>:<index>"), a stream apart
+    from the integer seeds of the reading tasks and the probes."""
+    rng = random.Random(seed)
+    pieces = [rng.choice((word, name, random_string, number))(rng) for _ in range(rng.randint(*REPEAT_PIECES))]
+    span = rng.choice((" ", ", ", "\n")).join(pieces)
+    return rng.choice(("\n", "\n\n", " ", "\n---\n")).join([span] * rng.randint(2, 4))
+
+
 def problems(task: ReadingTask) -> list[str]:
     """What makes `task` unanswerable from its context (empty when it is fine): the checker."""
     found = []

@@ -124,16 +124,12 @@ async def evaluate_domain_metrics(run: Run) -> tuple[float, dict[str, float]]:
         metrics[f"eval/{family}"] = _mean_reward(mine)
         metrics[f"domain/{family}/eval_scored"] = float(len(scored))
         if scored:
-            metrics[f"domain/{family}/eval_pass_rate"] = sum(float(_passed(t)) for t in scored) / len(scored)
+            metrics[f"domain/{family}/eval_pass_rate"] = sum(float(t.passed) for t in scored) / len(scored)
     return mean, metrics
 
 
 def _scored(results: list[Trajectory]) -> list[Trajectory]:
     return [t for t in results if t.status != TrajectoryStatus.FAILED and t.reward is not None]
-
-
-def _passed(trajectory: Trajectory) -> bool:
-    return trajectory.reward_breakdown.get("outcome") == 1.0  # eval/run.py passed(): the verdict, not the shaped reward
 
 
 def _mean_reward(results: list[Trajectory]) -> float:
