@@ -3,7 +3,7 @@
 `EngineReader` is the real thing: greedy generation through the built-in engine (the path every
 rollout takes: continuous batching, exact greedy, stop on the format's end-of-message marker), and
 one plain forward pass of the same weights for the teacher-forced argmaxes. The fakes in
-probes/fakes.py implement the same two methods, so an oracle and a broken model are scored by
+tests/probes/fakes.py implement the same two methods, so an oracle and a broken model are scored by
 exactly the code that scores a real policy.
 """
 
