@@ -9,9 +9,9 @@ documents an uninterrupted one would have.
   `CHUNK_CHARS` characters (so one long module does not fill whole batches), and the chunks are read
   in an order shuffled by the run seed, reshuffled each epoch.
 * `synthetic`: reading tasks (synthetic.py).
-* `repeat`: a span of random words, names, ids and numbers written two or three times, so that every
-  token after its first writing is a copy (synthetic.repeat_text): what makes in-context copying
-  appear early (docs/reading.md).
+* `repeat`: a span of random words, names, ids and numbers written two to four times, so that every
+  token after its first writing is a copy (synthetic.repeat_text): what made in-context copying
+  appear (docs/reading.md).
 * `episodes`: the tool-reasoning family's scripted solver played under perturbed scaffolds
   (perturb/gold.py: renamed tools and parameters, rewritten prompts, response layouts, chat
   formats, injected failures it retries), with the solver's varied styles; the held-out scaffolds
