@@ -10,9 +10,9 @@ import pytest
 
 from forgerl.chat import get_format
 from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer
-from tests.probes.fakes import AnswerKeyReader, ConstantReader
 from forgerl.probes.items import coined_items, digit_items, kv_items
 from forgerl.probes.reading import READING_PROBES, run_reading_probes, teacher_forced
+from tests.probes.fakes import AnswerKeyReader, ConstantReader
 
 N = 12
 
