@@ -61,9 +61,16 @@ def test_episodes_vary_the_scaffold_but_never_draw_a_held_out_one(tok) -> None:
 
 def test_a_repeat_document_is_one_span_written_two_to_four_times(tok) -> None:
     from forgerl.pretrain.synthetic import repeat_text
-    for index in range(50):
-        text = repeat_text(f"repeat:0:{index}")
-        found = [(span, sep, k) for k in (2, 3, 4) for sep in ("\n", "\n\n", " ", "\n---\n")
-                 for span in [text[: (len(text) - (k - 1) * len(sep)) // k]] if sep.join([span] * k) == text]
-        assert found, text
-        assert len(tok.decode(RepeatSource(tok, 0).document(index))) > 0
+
+    def writings(text: str) -> int:
+        """How many times one span is written back to back in `text` (0: not a repeat)."""
+        for k in (2, 3, 4):
+            for sep in ("\n", "\n\n", " ", "\n---\n"):
+                span = text[: (len(text) - (k - 1) * len(sep)) // k]
+                if span and sep.join([span] * k) == text:
+                    return k
+        return 0
+
+    counts = {writings(repeat_text(f"repeat:0:{i}")) for i in range(50)}
+    assert counts == {2, 3, 4}
+    assert tok.decode(RepeatSource(tok, 0).document(7)) == repeat_text("repeat:0:7")
