@@ -15,9 +15,11 @@ from forgerl.engine.scripted import ScriptedEngine
 from forgerl.envs.base import family_info, make_env, play_rounds, run_gold
 from forgerl.envs.long_context import FAMILY, generate_task
 from forgerl.envs.tool_reasoning import generate_task as short_task
-from forgerl.types import Message, ToolCall, TrajectoryStatus
+from forgerl.train.sft_context import managed_replies
+from forgerl.types import ToolCall, TrajectoryStatus
 
 CONTEXT = 2048  # the main job's max_context
+TURN = 320  # new tokens per turn: the solver's longest turn (three lookups and a context call) fits
 
 
 def test_same_task_as_tool_reasoning_with_long_results():
@@ -42,29 +44,39 @@ def test_gold_scores_one_and_noop_zero(difficulty):
     assert noop.score == 0.0
 
 
-def gold_replies(fmt, task, action: ToolCall | None = None) -> list[str]:
-    rounds = make_env(FAMILY).gold_solution(task)
-    return [fmt.render_assistant_body(Message(role="assistant", reasoning="Noting the values so far.",
-                                              tool_calls=[*r, action] if action is not None and 0 < i else list(r)))
-            for i, r in enumerate(rounds)]
+def solver_replies(fmt, task) -> list[str]:
+    """The scripted solver's own turns (its thinking notes each value it read), as the policy writes them."""
+    return [fmt.render_assistant_body(m) for m in make_env(FAMILY).gold_messages(task) if m.role == "assistant"]
 
 
 def play(task, replies, manager, fmt, tokenizer):
     return asyncio.run(run_episode(ScriptedEngine(tokenizer, replies, max_context=CONTEXT), fmt, make_env(FAMILY), task,
-                                   sampling=SamplingParams(max_tokens=128), max_turns=8, max_total_tokens=CONTEXT,
+                                   sampling=SamplingParams(max_tokens=TURN), max_turns=8, max_total_tokens=CONTEXT,
                                    context_manager=manager))
 
 
-@pytest.mark.parametrize(("seed", "difficulty"), [(0, 2), (0, 3), (2, 4), (1, 5)])
+@pytest.mark.parametrize(("seed", "difficulty"), [(0, 2), (2, 2), (1, 3), (4, 3)])
 def test_keeping_everything_truncates_and_managing_the_context_finishes(seed, difficulty, tokenizer):
     fmt = get_format("minimax_m2")
     task = generate_task(seed, difficulty)
-    kept = play(task, gold_replies(fmt, task), None, fmt, tokenizer)
+    kept = play(task, solver_replies(fmt, task), None, fmt, tokenizer)
     assert kept.status == TrajectoryStatus.TRUNCATED and kept.reward == 0.0
-    fixed = play(task, gold_replies(fmt, task), FixedContext("drop_old_rounds", 1024), fmt, tokenizer)
+    fixed = play(task, solver_replies(fmt, task), FixedContext("keep_last_turns", 1024, turns=1), fmt, tokenizer)
     assert fixed.status == TrajectoryStatus.COMPLETED and fixed.reward == 1.0
     assert fixed.metadata["context_rewrites"] and check_replay(fixed, tokenizer, fmt) == []
-    action = ToolCall(name="context_drop_tool_outputs", arguments={"keep_last": 0})
-    acted = play(task, gold_replies(fmt, task, action), ContextActions(["drop_tool_outputs"]), fmt, tokenizer)
+    gold = make_env(FAMILY).gold_messages(task)
+    acted = play(task, managed_replies(fmt, gold, "keep_last_turns"), ContextActions(["keep_last_turns"]), fmt, tokenizer)
     assert acted.reward == 1.0 and {r["by"] for r in acted.metadata["context_rewrites"]} == {"policy"}
     assert check_replay(acted, tokenizer, fmt) == []
+
+
+def test_gold_messages_carry_the_trails_the_environment_writes():
+    task = generate_task(3, 2)
+    env = make_env(FAMILY)
+    env.reset(task)
+    results = []
+    for message in env.gold_messages(task):
+        if message.role == "assistant":
+            results += [env.run(call) for call in message.tool_calls]
+    gold_tools = [m.content for m in env.gold_messages(task) if m.role == "tool"]
+    assert gold_tools == results and all("audit trail" in r for r in results[:-1])
