@@ -387,6 +387,15 @@ def sft(
                                                rich_help_panel="Rejection sampling",
                                                help="Prompt distillation: drop each `## ` section of the system prompt "
                                                     "with this probability per example (recorded in sft_examples.jsonl)."),
+    family: str = typer.Option("tool-reasoning", "--family", help="Task family whose scripted solver makes the data."),
+    context_action: str | None = typer.Option(None, "--context-action", metavar="NAME", rich_help_panel="Context management",
+                                              help="The context tool (context_NAME: keep_last_turns, drop_old_rounds, "
+                                                   "drop_tool_outputs) the solver calls in --context-examples episodes."),
+    context_examples: int = typer.Option(0, "--context-examples", min=0, rich_help_panel="Context management",
+                                         help="More episodes, played through the agent loop, where the solver manages "
+                                              "its context (one example per prefix-tree root)."),
+    context_window: int = typer.Option(2048, "--context-window", min=64, rich_help_panel="Context management",
+                                       help="The context (tokens) those episodes are played in: the RL run's max_context."),
 ) -> None:
     """Build the default policy: SFT of `tiny-random` on verified scripted-solver trajectories with
     interleaved thinking (the reproducible bootstrap of the embedded default); with --from-store,
@@ -405,7 +414,8 @@ def sft(
         run_sft(out, examples=scripted, steps=steps, batch_size=batch_size, lr=lr, seed=seed, init=init,
                 difficulty=levels, varied=varied_styles, perturb=spec, max_length=max_length, mtp_weight=mtp_weight,
                 mtp_modules=mtp_modules, from_store=from_store, drop_prompt_sections=drop_prompt_sections,
-                store_selection=StoreSelection(min_reward, named, max_examples))
+                store_selection=StoreSelection(min_reward, named, max_examples), family=family,
+                context_action=context_action, context_examples=context_examples, context_window=context_window)
     except ConfigError as exc:  # a missing --init model and the like; cli/errors.py prints error + hint, exit 2
         raise add_hint(exc, "pass --init tiny-random or a model directory, and check the other options") from None
     except ValueError as exc:  # bad settings (e.g. every conversation over --max-length): a user's mistake, exit 2

@@ -36,6 +36,7 @@ from forgerl.perturb.gold import perturbed_gold_conversation
 from forgerl.perturb.spec import PerturbSpec
 from forgerl.train.rollouts import make_task
 from forgerl.train.schedule import adamw_warmup_cosine
+from forgerl.train.sft_context import managed_examples
 from forgerl.train.sft_store import (
     SFTExample,
     StoreSelection,
@@ -393,22 +394,29 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
             difficulty: list[int] | None = None, init: str = "tiny-random", varied: bool = False,
             perturb: PerturbSpec | None = None, max_length: int = 3072, mtp_weight: float | None = None,
             mtp_modules: int = 0, from_store: str | None = None, store_selection: StoreSelection | None = None,
-            drop_prompt_sections: float = 0.0) -> Path:
+            drop_prompt_sections: float = 0.0, context_action: str | None = None, context_examples: int = 0,
+            context_window: int = 2048) -> Path:
     """Build the default policy: verified scripted-solver conversations -> SFT of tiny-random.
     With an active `perturb` spec the conversations are played under perturbed scaffolds
     (perturb/gold.py); conversations over `max_length` tokens are left out. `mtp_modules` K > 0
     attaches K fresh MTP heads when the init has none; `mtp_weight` weighs their loss (default:
     0.3, M2's pre-training weight, when the model has heads, else off). `from_store` adds a run's
     passing trajectories (sft_store.py; `examples=0` trains on them alone); `drop_prompt_sections`
-    is prompt distillation's per-section drop probability. Every example trained on is listed in
+    is prompt distillation's per-section drop probability. `context_examples` more conversations
+    (seeds after the others) are played through the agent loop with the scripted solver managing
+    its context by the tool `context_<context_action>` in a `context_window`-token context
+    (sft_context.py; one example per prefix-tree root). Every example trained on is listed in
     EXAMPLES_FILE beside the policy."""
     from rich.console import Console
 
     console = Console()
     levels = difficulty or [1, 2, 3]
     t0 = time.perf_counter()
-    if examples <= 0 and from_store is None:
-        raise ValueError("nothing to train on: --examples 0 needs --from-store RUN_DIR (a run's passing trajectories)")
+    if examples <= 0 and from_store is None and context_examples <= 0:
+        raise ValueError("nothing to train on: --examples 0 needs --from-store RUN_DIR (a run's passing trajectories) "
+                         "or --context-examples N")
+    if context_examples > 0 and context_action is None:
+        raise ValueError("--context-examples needs --context-action NAME (the context tool the solver calls)")
     chosen, held = passing_trajectories(from_store, store_selection or StoreSelection(), seed) if from_store else ([], 0)
     model, tokenizer = load_policy(init, device="cpu", chat_format=chat_format, seed=seed)
     mtp_weight = _mtp_setup(model, mtp_weight, mtp_modules, seed)
@@ -421,6 +429,14 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
                                   seed=seed)
     if from_store is not None:
         data += store_examples(chosen, tokenizer, drop_p=drop_prompt_sections, seed=seed)
+    managed_rejected = 0
+    if context_examples > 0 and context_action is not None:
+        first = seed + max(examples, 0)
+        tasks = [(s, make_task(family, s, levels[s % len(levels)])[1]) for s in range(first, first + context_examples)]
+        managed, managed_rejected = asyncio.run(managed_examples(family, tasks, tokenizer, get_format(chat_format),
+                                                                 context_action, max_context=context_window, varied=varied))
+        data += managed
+        rejected += managed_rejected
     kept = within_length(data, max_length)
     console.print(_data_line(kept, len(data) - len(kept), rejected, family, max_length, perturb, from_store, held,
                              drop_prompt_sections, time.perf_counter() - t0), markup=False, highlight=False)
@@ -445,6 +461,8 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "chat_format": chat_format, "varied_styles": varied,
         "perturb": perturb.model_dump(mode="json") if perturb is not None and perturb.active else None,
         "max_length": max_length, "too_long": len(data) - len(kept),
+        "context_action": context_action, "context_examples": context_examples, "context_window": context_window,
+        "context_rejected": managed_rejected,
         "final_loss": losses[-1] if losses else None, "seconds": time.perf_counter() - t0,
         "mtp_weight": mtp_weight, "mtp_final_losses": mtp_final or None,
         "data": _data_record(kept, from_store, held, store_selection, drop_prompt_sections)})
@@ -463,6 +481,11 @@ def _data_line(kept: Sequence[SFTExample], too_long: int, rejected: int, family:
              "by the verifier)"] if scripted or rejected else []
     if from_store is not None:
         parts.append(f"{len(stored)} passing trajectories (of {held}) from the store in {from_store}")
+    managed = [e.source for e in kept if e.source["source"] == "scripted-context"]
+    if managed:
+        episodes = len({e["task"] for e in managed})
+        parts.append(f"{len(managed)} segments of {episodes} episodes where the solver manages its context "
+                     f"(context_{managed[0]['action']})")
     dropped = sum(bool(e.source["dropped"]) for e in kept)
     distilled = f"; {dropped} with expert-prompt sections dropped" if dropped else ""
     if drop_p > 0 and not any(e.source["sections"] for e in kept):
@@ -477,6 +500,7 @@ def _data_record(kept: Sequence[SFTExample], from_store: str | None, held: int, 
     selection = selection or StoreSelection()
     stored = [e.source for e in kept if e.source["source"] == "store"]
     return {"examples_file": EXAMPLES_FILE, "scripted": sum(e.source["source"] == "scripted" for e in kept),
+            "scripted_context_segments": sum(e.source["source"] == "scripted-context" for e in kept),
             "store": None if from_store is None else {
                 "run_dir": str(from_store), "min_reward": selection.min_reward,
                 "families": list(selection.families) if selection.families is not None else None,
