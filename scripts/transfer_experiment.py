@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from forgerl.stats import wilson_interval
+from forgerl.stats import newcombe_difference, wilson_interval
 from forgerl.store import TrajectoryStore
 
 ARMS = ("mixed", "sequential")
@@ -57,16 +56,6 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
             cell["n"] = n
             cell["passed"] = int(round(cell.get("eval_pass_rate", 0.0) * n))
     return {"evals": evals, "last_step": last, **{f"{k}_s": v for k, v in seconds.items()}}
-
-
-def newcombe(p1: tuple[int, int], p2: tuple[int, int]) -> tuple[float, float, float]:
-    """Difference of two proportions (passed, n) with Newcombe's hybrid score 95% interval."""
-    (x1, n1), (x2, n2) = p1, p2
-    a, b = x1 / n1, x2 / n2
-    l1, u1 = wilson_interval(x1, n1)
-    l2, u2 = wilson_interval(x2, n2)
-    d = a - b
-    return d, d - math.sqrt((a - l1) ** 2 + (u2 - b) ** 2), d + math.sqrt((u1 - a) ** 2 + (b - l2) ** 2)
 
 
 def tables(root: Path, seeds: list[int]) -> tuple[str, dict[str, Any]]:
@@ -110,7 +99,7 @@ def tables(root: Path, seeds: list[int]) -> tuple[str, dict[str, Any]]:
             if not (m and s):
                 out.append(f"| {family} | {m or 'not run'} | {s or 'not run'} | | |")
                 continue
-            d, low, high = newcombe(m, s)
+            d, low, high = newcombe_difference(*m, *s)
             out.append(f"| {family} | {m[0]}/{m[1]} | {s[0]}/{s[1]} | {d:+.3f} | [{low:+.3f}, {high:+.3f}] |")
     out += ["", "## Runs (seconds the training steps spent; held-out evaluations and start-up not included)", "",
             "| run | last step | rollouts (s) | optimizer (s) |", "|---|---|---|---|"]

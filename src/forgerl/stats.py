@@ -25,4 +25,15 @@ def wilson_interval(passed: int, n: int, z: float = Z_95) -> tuple[float, float]
     return low, high
 
 
-__all__ = ["Z_95", "wilson_interval"]
+def newcombe_difference(passed_a: int, n_a: int, passed_b: int, n_b: int) -> tuple[float, float, float]:
+    """(a's rate - b's rate, and its 95% interval) by Newcombe's hybrid score method (Newcombe 1998,
+    method 10), built from the two Wilson intervals; it treats the two samples as independent, which
+    is conservative when both ran the same tasks."""
+    a, b = passed_a / n_a, passed_b / n_b
+    low_a, high_a = wilson_interval(passed_a, n_a)
+    low_b, high_b = wilson_interval(passed_b, n_b)
+    d = a - b
+    return d, d - math.sqrt((a - low_a) ** 2 + (high_b - b) ** 2), d + math.sqrt((high_a - a) ** 2 + (b - low_b) ** 2)
+
+
+__all__ = ["Z_95", "newcombe_difference", "wilson_interval"]

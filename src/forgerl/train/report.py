@@ -9,7 +9,7 @@ from forgerl.doctor.live import read_doctor_log
 from forgerl.doctor.text import format_finding
 from forgerl.store import TrajectoryStore
 
-COLUMNS = ("rollout/reward", "rollout/pass_rate", "rollout/verifier_reward", "rollout/rm_score", "eval/reward", "train/loss", "train/entropy",
+COLUMNS = ("rollout/reward", "rollout/pass_rate", "rollout/verifier_reward", "rollout/rm_score", "eval/reward", "heldout/pass_rate", "heldout/truncated_rate", "train/loss", "train/entropy",
            "mismatch/mean_abs_logprob", "loss/clip_frac_high", "mtp/draft_kl", "mtp/accept_depth1", "mtp/tokens_per_forward",
            "time/rollout_s", "time/train_s")
 

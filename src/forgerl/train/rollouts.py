@@ -101,7 +101,8 @@ async def evaluate_domain_metrics(run: Run) -> tuple[float, dict[str, float]]:
     `eval/<family>` (mean reward), `domain/<family>/eval_pass_rate` (share of tasks solved: the
     verifier's outcome 1.0, as `forgerl eval` counts a pass, whatever speed or length shaping did
     to the reward) and `domain/<family>/eval_scored` (tasks scored, infra failures excluded),
-    so a held-out pass rate's interval can be computed from the store. Without one the dict is empty."""
+    so a held-out pass rate's interval can be computed from the store. Every run also gets the
+    pass rate, count and truncation rate over all held-out tasks (`heldout/...`, `_pass_metrics`)."""
     cfg = run.config
     base = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.eval.temperature)
     curriculum = getattr(cfg, "curriculum", None)
@@ -115,9 +116,9 @@ async def evaluate_domain_metrics(run: Run) -> tuple[float, dict[str, float]]:
             for i in range(cfg.eval.tasks)]
     results = [episode[0] for episode in await asyncio.gather(*jobs)]  # the main agent's reward is the episode's
     mean = _mean_reward(results)
+    metrics = _pass_metrics("heldout", results)
     if not domains:
-        return mean, {}
-    metrics: dict[str, float] = {}
+        return mean, metrics
     for family in dict.fromkeys(d["family"] for d in domains):
         mine = [t for t, d in zip(results, domains, strict=True) if d["family"] == family]
         scored = _scored(mine)
@@ -126,6 +127,22 @@ async def evaluate_domain_metrics(run: Run) -> tuple[float, dict[str, float]]:
         if scored:
             metrics[f"domain/{family}/eval_pass_rate"] = sum(float(t.passed) for t in scored) / len(scored)
     return mean, metrics
+
+
+def _pass_metrics(prefix: str, results: list[Trajectory]) -> dict[str, float]:
+    """`<prefix>/pass_rate` (share of scored tasks the verifier passed; `heldout/`, not `eval/`, whose
+    other keys name families), `<prefix>/scored` (tasks
+    scored: infra failures excluded), `<prefix>/truncated_rate` (share of scored tasks cut by
+    the context or turn budget) and `<prefix>/policy_rewrites` (context rewrites the policy asked
+    for, per episode) of the held-out episodes."""
+    scored = _scored(results)
+    if not scored:
+        return {f"{prefix}/scored": 0.0}
+    return {f"{prefix}/pass_rate": sum(float(t.passed) for t in scored) / len(scored),
+            f"{prefix}/scored": float(len(scored)),
+            f"{prefix}/truncated_rate": sum(t.status == TrajectoryStatus.TRUNCATED for t in scored) / len(scored),
+            f"{prefix}/policy_rewrites": sum(sum(r.get("by") == "policy" for r in t.metadata.get("context_rewrites", []))
+                                             for t in scored) / len(scored)}
 
 
 def _scored(results: list[Trajectory]) -> list[Trajectory]:
