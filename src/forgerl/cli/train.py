@@ -396,6 +396,9 @@ def sft(
                                               "its context (one example per prefix-tree root)."),
     context_window: int = typer.Option(2048, "--context-window", min=64, rich_help_panel="Context management",
                                        help="The context (tokens) those episodes are played in: the RL run's max_context."),
+    reading_examples: int = typer.Option(0, "--reading-examples", min=0,
+                                         help="Also train on this many plain chat turns that ask back a fact from the "
+                                              "turn itself (copy, look up, repeat a name, long numbers)."),
 ) -> None:
     """Build the default policy: SFT of `tiny-random` on verified scripted-solver trajectories with
     interleaved thinking (the reproducible bootstrap of the embedded default); with --from-store,
@@ -415,7 +418,8 @@ def sft(
                 difficulty=levels, varied=varied_styles, perturb=spec, max_length=max_length, mtp_weight=mtp_weight,
                 mtp_modules=mtp_modules, from_store=from_store, drop_prompt_sections=drop_prompt_sections,
                 store_selection=StoreSelection(min_reward, named, max_examples), family=family,
-                context_action=context_action, context_examples=context_examples, context_window=context_window)
+                context_action=context_action, context_examples=context_examples, context_window=context_window,
+                reading_examples=reading_examples)
     except ConfigError as exc:  # a missing --init model and the like; cli/errors.py prints error + hint, exit 2
         raise add_hint(exc, "pass --init tiny-random or a model directory, and check the other options") from None
     except ValueError as exc:  # bad settings (e.g. every conversation over --max-length): a user's mistake, exit 2
