@@ -18,13 +18,12 @@ listed as missing, not guessed.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from experiment_tables import last_run_metrics, table_cli
+
 from forgerl.stats import newcombe_difference, wilson_interval
-from forgerl.store import TrajectoryStore
 
 ARMS = {"none": "(a) no management", "inference-only": "(b) fixed, at inference only",
         "fixed": "(c) fixed, in training too", "actions": "(d) a trained action"}
@@ -34,13 +33,9 @@ HELD_OUT = ("pass_rate", "scored", "truncated_rate", "policy_rewrites")
 def read_run(run_dir: Path) -> dict[str, Any] | None:
     """{"evals": {step: {metric: value}}, "rollout_pass": {step: rate}, "train_s", "rollout_s"} of the
     last run recorded in `run_dir`, or None when there is none."""
-    if not (run_dir / "store.sqlite").exists():
+    rows = last_run_metrics(run_dir)
+    if rows is None:
         return None
-    with TrajectoryStore(run_dir) as store:
-        runs = store.runs()
-        if not runs:
-            return None
-        rows = store.metrics(runs[-1].id)
     evals: dict[int, dict[str, float]] = {}
     rollout_pass: dict[int, float] = {}
     seconds = {"rollout_s": 0.0, "train_s": 0.0}
@@ -107,15 +102,7 @@ def tables(root: Path, seeds: list[int]) -> tuple[str, dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default="runs", help="folder holding runs/context-rot-<arm>-s<seed>")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds")
-    parser.add_argument("--json", default=None, help="also write every figure read to this JSON file")
-    args = parser.parse_args()
-    text, data = tables(Path(args.runs), [int(s) for s in args.seeds.split(",")])
-    print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(data, indent=1, default=str))
+    table_cli(__doc__ or "", "folder holding runs/context-rot-<arm>-s<seed>", tables)
 
 
 if __name__ == "__main__":
