@@ -403,6 +403,7 @@ def sft(
     """Build the default policy: SFT of `tiny-random` on verified scripted-solver trajectories with
     interleaved thinking (the reproducible bootstrap of the embedded default); with --from-store,
     on a run's passing trajectories too (rejection sampling), optionally with prompt distillation."""
+    from forgerl.pretrain.chat_turns import reading_turns  # with the heavy imports below, kept out of forgerl --help
     from forgerl.train.sft import run_sft  # heavy: forgerl.train.sft (torch), kept out of forgerl --help
     from forgerl.train.sft_store import StoreSelection  # heavy: forgerl.train.sft_store (the store), kept out of --help
 
@@ -419,7 +420,7 @@ def sft(
                 mtp_modules=mtp_modules, from_store=from_store, drop_prompt_sections=drop_prompt_sections,
                 store_selection=StoreSelection(min_reward, named, max_examples), family=family,
                 context_action=context_action, context_examples=context_examples, context_window=context_window,
-                reading_examples=reading_examples)
+                reading=reading_turns(reading_examples, seed))
     except ConfigError as exc:  # a missing --init model and the like; cli/errors.py prints error + hint, exit 2
         raise add_hint(exc, "pass --init tiny-random or a model directory, and check the other options") from None
     except ValueError as exc:  # bad settings (e.g. every conversation over --max-length): a user's mistake, exit 2

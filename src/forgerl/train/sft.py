@@ -395,7 +395,7 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
             perturb: PerturbSpec | None = None, max_length: int = 3072, mtp_weight: float | None = None,
             mtp_modules: int = 0, from_store: str | None = None, store_selection: StoreSelection | None = None,
             drop_prompt_sections: float = 0.0, context_action: str | None = None, context_examples: int = 0,
-            context_window: int = 2048, reading_examples: int = 0) -> Path:
+            context_window: int = 2048, reading: Sequence[Sequence[Message]] = ()) -> Path:
     """Build the default policy: verified scripted-solver conversations -> SFT of tiny-random.
     With an active `perturb` spec the conversations are played under perturbed scaffolds
     (perturb/gold.py); conversations over `max_length` tokens are left out. `mtp_modules` K > 0
@@ -405,15 +405,16 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
     is prompt distillation's per-section drop probability. `context_examples` more conversations
     (seeds after the others) are played through the agent loop with the scripted solver managing
     its context by the tool `context_<context_action>` in a `context_window`-token context
-    (sft_context.py; one example per prefix-tree root). `reading_examples` plain chat turns that
-    ask back a fact from the turn itself are added (sft_reading.py). Every example trained on is
+    (sft_context.py; one example per prefix-tree root). `reading` conversations without tools are
+    added as they are (`forgerl sft --reading-examples N` makes N plain turns that ask back a fact
+    from the turn itself: forgerl.pretrain.chat_turns). Every example trained on is
     listed in EXAMPLES_FILE beside the policy."""
     from rich.console import Console
 
     console = Console()
     levels = difficulty or [1, 2, 3]
     t0 = time.perf_counter()
-    if examples <= 0 and from_store is None and context_examples <= 0 and reading_examples <= 0:
+    if examples <= 0 and from_store is None and context_examples <= 0 and not reading:
         raise ValueError("nothing to train on: --examples 0 needs --from-store RUN_DIR (a run's passing trajectories), "
                          "--context-examples N or --reading-examples N")
     if context_examples > 0 and context_action is None:
@@ -438,11 +439,9 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
                                                                  context_action, max_context=context_window, varied=varied))
         data += managed
         rejected += managed_rejected
-    if reading_examples > 0:
-        from forgerl.train.sft_reading import reading_conversations  # cycle: it builds this module's Conversation
-
-        turns = scripted_examples(tokenizer, get_format(chat_format), reading_conversations(reading_examples, seed),
-                                  family="reading")
+    if reading:
+        turns = scripted_examples(tokenizer, get_format(chat_format),
+                                  [Conversation(list(m), [], f"reading-{i}") for i, m in enumerate(reading)], family="reading")
         data += [SFTExample(e.ids, e.mask, {**e.source, "source": "reading"}) for e in turns]
     kept = within_length(data, max_length)
     console.print(_data_line(kept, len(data) - len(kept), rejected, family, max_length, perturb, from_store, held,
@@ -469,7 +468,7 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
         "perturb": perturb.model_dump(mode="json") if perturb is not None and perturb.active else None,
         "max_length": max_length, "too_long": len(data) - len(kept),
         "context_action": context_action, "context_examples": context_examples, "context_window": context_window,
-        "context_rejected": managed_rejected, "reading_examples": reading_examples,
+        "context_rejected": managed_rejected, "reading_examples": len(reading),
         "final_loss": losses[-1] if losses else None, "seconds": time.perf_counter() - t0,
         "mtp_weight": mtp_weight, "mtp_final_losses": mtp_final or None,
         "data": _data_record(kept, from_store, held, store_selection, drop_prompt_sections)})

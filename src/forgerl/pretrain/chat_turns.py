@@ -1,4 +1,4 @@
-"""Plain reading turns as SFT data: the pre-training corpus's reading tasks asked in chat (issue 20).
+"""Plain reading turns for SFT: the pre-training corpus's reading tasks asked in chat (issue 20).
 
 Why: a policy pre-trained to copy from its context (`forgerl pretrain`, the `repeat` and `synthetic`
 sources) and then fine-tuned only on tool episodes learns the episodes' tool syntax but not to
@@ -9,7 +9,9 @@ synthetic documents (pretrain/synthetic.py: copy a string, look a key up, repeat
 earlier, write a long number again): the user turn holds the fact and the question, the assistant
 turn a short thought and the answer. The tasks are drawn from string seeds `sft-reading:<seed>:<i>`,
 a stream apart from the pre-training documents' integer seeds and from the probes' (which start at
-PROBE_SEED_BASE), and the probes' own phrasings are never used here.
+PROBE_SEED_BASE), and the probes' own phrasings are never used here. `forgerl sft --reading-examples N`
+passes them to `run_sft(reading=...)` (this package sits above forgerl.train, so it hands over
+messages rather than being imported by it).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import random
 
 from forgerl.pretrain.synthetic import MAKERS, ReadingTask, problems
-from forgerl.train.sft import Conversation
 from forgerl.types import Message
 
 THOUGHTS = {
@@ -38,14 +39,12 @@ def reading_task(seed: int, index: int) -> ReadingTask:
             return task
 
 
-def reading_conversation(task: ReadingTask, task_id: str) -> Conversation:
+def reading_turn(task: ReadingTask) -> list[Message]:
     """The task as one user turn (the context, then the cue as the question) and the answer."""
     question = f"{task.context.rstrip()}\n{task.cue.strip()}"
-    return Conversation([Message(role="user", content=question),
-                         Message(role="assistant", reasoning=THOUGHTS[task.kind], content=task.answer)],
-                        [], task_id)
+    return [Message(role="user", content=question), Message(role="assistant", reasoning=THOUGHTS[task.kind], content=task.answer)]
 
 
-def reading_conversations(n: int, seed: int = 0) -> list[Conversation]:
+def reading_turns(n: int, seed: int = 0) -> list[list[Message]]:
     """`n` reading turns (the four kinds in equal shares)."""
-    return [reading_conversation(reading_task(seed, i), f"reading-{seed}-{i}") for i in range(n)]
+    return [reading_turn(reading_task(seed, i)) for i in range(n)]
