@@ -438,14 +438,13 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
         managed, managed_rejected = asyncio.run(managed_examples(family, tasks, tokenizer, get_format(chat_format),
                                                                  context_action, max_context=context_window, varied=varied))
         data += managed
-        rejected += managed_rejected
     if reading:
         turns = scripted_examples(tokenizer, get_format(chat_format),
                                   [Conversation(list(m), [], f"reading-{i}") for i, m in enumerate(reading)], family="reading")
         data += [SFTExample(e.ids, e.mask, {**e.source, "source": "reading"}) for e in turns]
     kept = within_length(data, max_length)
     console.print(_data_line(kept, len(data) - len(kept), rejected, family, max_length, perturb, from_store, held,
-                             drop_prompt_sections, time.perf_counter() - t0), markup=False, highlight=False)
+                             drop_prompt_sections, time.perf_counter() - t0, managed_rejected), markup=False, highlight=False)
 
     def log(step: int, loss: float) -> None:
         if step % 50 == 0 or step == steps - 1:
@@ -478,7 +477,8 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
 
 
 def _data_line(kept: Sequence[SFTExample], too_long: int, rejected: int, family: str, max_length: int,
-               perturb: PerturbSpec | None, from_store: str | None, held: int, drop_p: float, seconds: float) -> str:
+               perturb: PerturbSpec | None, from_store: str | None, held: int, drop_p: float, seconds: float,
+               managed_rejected: int = 0) -> str:
     """The console's one line on what the SFT trains on."""
     scripted = sum(e.source["source"] == "scripted" for e in kept)
     stored = {e.source["trajectory"] for e in kept if e.source["source"] == "store"}
@@ -494,7 +494,7 @@ def _data_line(kept: Sequence[SFTExample], too_long: int, rejected: int, family:
     if managed:
         episodes = len({e["task"] for e in managed})
         parts.append(f"{len(managed)} segments of {episodes} episodes where the solver manages its context "
-                     f"(context_{managed[0]['action']})")
+                     f"(context_{managed[0]['action']}; {managed_rejected} more did not finish or pass)")
     dropped = sum(bool(e.source["dropped"]) for e in kept)
     distilled = f"; {dropped} with expert-prompt sections dropped" if dropped else ""
     if drop_p > 0 and not any(e.source["sections"] for e in kept):
