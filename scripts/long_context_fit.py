@@ -25,16 +25,11 @@ from forgerl.engine.scripted import ScriptedEngine
 from forgerl.envs.base import make_env
 from forgerl.envs.long_context import FAMILY, TRAIL_LINES, generate_task
 from forgerl.model.loading import load_default_tokenizer
-from forgerl.train.sft_context import managed_replies
-from forgerl.types import Trajectory
+from forgerl.train.sft_context import managed_replies, played_cleanly
 
 
-def finished(traj: Trajectory) -> bool:
-    return traj.passed and all(c.finish_reason == "stop" and c.parse_error is None for c in traj.calls)
-
-
-def count(difficulty: int, lines: int, seeds: range, context: int, turn: int) -> dict[str, int]:
-    tokenizer, fmt = load_default_tokenizer(), get_format("minimax_m2")
+def count(difficulty: int, lines: int, seeds: range, context: int, turn: int, tokenizer: object) -> dict[str, int]:
+    fmt = get_format("minimax_m2")
     counts = {"kept": 0, "harness": 0, "policy": 0}
     for seed in seeds:
         task = generate_task(seed, difficulty)
@@ -47,7 +42,7 @@ def count(difficulty: int, lines: int, seeds: range, context: int, turn: int) ->
             traj = asyncio.run(run_episode(ScriptedEngine(tokenizer, replies, max_context=context), fmt, make_env(FAMILY),
                                            task, sampling=SamplingParams(max_tokens=turn), max_turns=len(replies),
                                            max_total_tokens=context, context_manager=manager))
-            counts[way] += finished(traj)
+            counts[way] += played_cleanly(traj)
     return counts
 
 
@@ -61,11 +56,12 @@ def main() -> None:
     args = parser.parse_args()
     first, last = (int(x) for x in args.seeds.split("-"))
     seeds = range(first, last + 1)
+    tokenizer = load_default_tokenizer()
     print(f"| difficulty | trail lines | finished of {len(seeds)}: everything kept | harness keep_last_turns | "
           "policy calls context_keep_last_turns |\n|---|---|---|---|---|")
     for difficulty in (int(d) for d in args.difficulty.split(",")):
         for lines in ([int(x) for x in args.lines.split(",")] if args.lines else [TRAIL_LINES[difficulty]]):
-            c = count(difficulty, lines, seeds, args.context, args.turn)
+            c = count(difficulty, lines, seeds, args.context, args.turn, tokenizer)
             print(f"| {difficulty} | {lines} | {c['kept']} | {c['harness']} | {c['policy']} |", flush=True)
 
 

@@ -18,6 +18,7 @@ from forgerl.envs.cowork import generate_task as short_task
 from forgerl.envs.cowork.generator import EVENT_TITLES, FIRST_NAMES, LAST_NAMES, VENDORS
 from forgerl.envs.cowork.workplace import Workplace, WorkplaceState
 from forgerl.envs.cowork_long import FAMILY, FILLER_MAILS, NOTICE, generate_task, gold_queries, large_mailbox
+from forgerl.train.sft_context import played_cleanly
 from forgerl.types import Message, ToolCall, TrajectoryStatus
 
 CONTEXT = 4096  # cowork's opening and sheet alone do not leave a managed gold path room in 2,048 (module docstring)
@@ -81,18 +82,13 @@ def play(task, manager, fmt, tokenizer):
                                    context_manager=manager))
 
 
-def finished(traj) -> bool:
-    """Scored 1 with every reply run: a reply cut at max_tokens is not run, though a script carries on."""
-    return traj.reward == 1.0 and all(c.finish_reason == "stop" and c.parse_error is None for c in traj.calls)
-
-
 @pytest.mark.parametrize(("seed", "difficulty"), [(0, 1), (0, 2), (2, 2), (1, 3)])
 def test_keeping_everything_truncates_and_managing_the_context_finishes(seed, difficulty, tokenizer):
     fmt = get_format("minimax_m2")
     task = generate_task(seed, difficulty)
     kept = play(task, None, fmt, tokenizer)
-    assert kept.status == TrajectoryStatus.TRUNCATED and kept.reward == 0.0 and not finished(kept)
+    assert kept.status == TrajectoryStatus.TRUNCATED and kept.reward == 0.0 and not played_cleanly(kept)
     for manager in (FixedContext("keep_last_turns", 1024, turns=1), FixedContext("drop_old_rounds", 1024, keep_rounds=1)):
         managed = play(task, manager, fmt, tokenizer)
-        assert managed.status == TrajectoryStatus.COMPLETED and finished(managed)
+        assert played_cleanly(managed) and managed.reward == 1.0
         assert managed.metadata["context_rewrites"] and check_replay(managed, tokenizer, fmt) == []

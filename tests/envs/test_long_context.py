@@ -15,7 +15,7 @@ from forgerl.engine.scripted import ScriptedEngine
 from forgerl.envs.base import family_info, make_env, play_rounds, run_gold
 from forgerl.envs.long_context import FAMILY, generate_task
 from forgerl.envs.tool_reasoning import generate_task as short_task
-from forgerl.train.sft_context import managed_replies
+from forgerl.train.sft_context import managed_replies, played_cleanly
 from forgerl.types import ToolCall, TrajectoryStatus
 
 CONTEXT = 2048  # the main job's max_context
@@ -62,11 +62,11 @@ def test_keeping_everything_truncates_and_managing_the_context_finishes(seed, di
     kept = play(task, solver_replies(fmt, task), None, fmt, tokenizer)
     assert kept.status == TrajectoryStatus.TRUNCATED and kept.reward == 0.0
     fixed = play(task, solver_replies(fmt, task), FixedContext("keep_last_turns", 1024, turns=1), fmt, tokenizer)
-    assert fixed.status == TrajectoryStatus.COMPLETED and fixed.reward == 1.0
+    assert played_cleanly(fixed) and fixed.reward == 1.0
     assert fixed.metadata["context_rewrites"] and check_replay(fixed, tokenizer, fmt) == []
     gold = make_env(FAMILY).gold_messages(task)
     acted = play(task, managed_replies(fmt, gold, "keep_last_turns"), ContextActions(["keep_last_turns"]), fmt, tokenizer)
-    assert acted.reward == 1.0 and {r["by"] for r in acted.metadata["context_rewrites"]} == {"policy"}
+    assert played_cleanly(acted) and acted.reward == 1.0 and {r["by"] for r in acted.metadata["context_rewrites"]} == {"policy"}
     assert check_replay(acted, tokenizer, fmt) == []
 
 

@@ -12,8 +12,8 @@ from forgerl.chat import get_format
 from forgerl.envs.long_context import FAMILY, generate_task
 from forgerl.errors import ConfigError
 from forgerl.train.sft import run_sft
-from forgerl.train.sft_context import managed_examples, managed_gold_trajectory, managed_replies
-from forgerl.types import TrajectoryStatus, chain_samples
+from forgerl.train.sft_context import managed_examples, managed_gold_trajectory, managed_replies, played_cleanly
+from forgerl.types import chain_samples
 
 FMT = get_format("minimax_m2")
 
@@ -35,7 +35,7 @@ def test_the_solver_calls_the_context_tool_between_its_first_and_last_turn(token
 def test_managed_trajectory_passes_replays_and_splits_into_one_example_per_root(action, tokenizer):
     task = generate_task(2, 3)
     traj = asyncio.run(managed_gold_trajectory(FAMILY, task, tokenizer, FMT, action, max_context=2048, seed=2))
-    assert traj.status == TrajectoryStatus.COMPLETED and traj.passed
+    assert played_cleanly(traj)
     rewrites = traj.metadata["context_rewrites"]
     assert rewrites and {r["by"] for r in rewrites} == {"policy"} and {r["function"] for r in rewrites} == {action}
     assert check_replay(traj, tokenizer, FMT) == []
@@ -64,5 +64,7 @@ def test_run_sft_mixes_whole_conversations_and_managed_segments(tmp_path):
     assert len({s["task"] for s in managed}) == 2 and len(managed) > 2  # two episodes, several roots each
     record = json.loads((out / "forgerl.json").read_text())
     assert record["context_action"] == "keep_last_turns" and record["data"]["scripted_context_segments"] == len(managed)
-    with pytest.raises(ValueError, match="needs --context-action"):
+    with pytest.raises(ValueError, match="go together"):
         run_sft(str(tmp_path / "q"), family=FAMILY, examples=1, steps=1, context_examples=1)
+    with pytest.raises(ValueError, match="go together"):  # an action with no episodes to play it in
+        run_sft(str(tmp_path / "q"), family=FAMILY, examples=1, steps=1, context_action="keep_last_turns")

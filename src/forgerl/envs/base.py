@@ -45,7 +45,8 @@ __all__ = [
 # Modules that register forgerl's own families when first needed. A user's family does not go
 # here: it is a plug-in (forgerl/plugins.py: --plugin, plugins = [...], entry points).
 BUILTIN_FAMILY_MODULES = (
-    "forgerl.envs.arithmetic", "forgerl.envs.tool_reasoning", "forgerl.envs.long_context", "forgerl.envs.cowork", "forgerl.envs.cowork_long", "forgerl.envs.swe",
+    "forgerl.envs.arithmetic", "forgerl.envs.tool_reasoning", "forgerl.envs.long_context", "forgerl.envs.cowork",
+    "forgerl.envs.cowork_long", "forgerl.envs.swe",
     "forgerl.envs.reasoning_gym", "forgerl.envs.bfcl", "forgerl.rollout.multiagent", "forgerl.envs.appdev",
     "forgerl.envs.terminal",
     "forgerl.envs.mle",

@@ -116,7 +116,7 @@ async def evaluate_domain_metrics(run: Run) -> tuple[float, dict[str, float]]:
             for i in range(cfg.eval.tasks)]
     results = [episode[0] for episode in await asyncio.gather(*jobs)]  # the main agent's reward is the episode's
     mean = _mean_reward(results)
-    metrics = _pass_metrics("heldout", results)
+    metrics = _pass_metrics(results)
     if not domains:
         return mean, metrics
     for family in dict.fromkeys(d["family"] for d in domains):
@@ -129,20 +129,19 @@ async def evaluate_domain_metrics(run: Run) -> tuple[float, dict[str, float]]:
     return mean, metrics
 
 
-def _pass_metrics(prefix: str, results: list[Trajectory]) -> dict[str, float]:
-    """`<prefix>/pass_rate` (share of scored tasks the verifier passed; `heldout/`, not `eval/`, whose
-    other keys name families), `<prefix>/scored` (tasks
-    scored: infra failures excluded), `<prefix>/truncated_rate` (share of scored tasks cut by
-    the context or turn budget) and `<prefix>/policy_rewrites` (context rewrites the policy asked
-    for, per episode) of the held-out episodes."""
+def _pass_metrics(results: list[Trajectory]) -> dict[str, float]:
+    """Over the scored held-out episodes (infra failures excluded): `heldout/pass_rate` (the verifier
+    passed them), `heldout/scored`, `heldout/truncated_rate` (cut by the context or turn budget) and
+    `heldout/policy_rewrites` (context rewrites the policy asked for, per episode). Not under
+    `eval/`, whose other keys name a curriculum's families."""
     scored = _scored(results)
     if not scored:
-        return {f"{prefix}/scored": 0.0}
-    return {f"{prefix}/pass_rate": sum(float(t.passed) for t in scored) / len(scored),
-            f"{prefix}/scored": float(len(scored)),
-            f"{prefix}/truncated_rate": sum(t.status == TrajectoryStatus.TRUNCATED for t in scored) / len(scored),
-            f"{prefix}/policy_rewrites": sum(sum(r.get("by") == "policy" for r in t.metadata.get("context_rewrites", []))
-                                             for t in scored) / len(scored)}
+        return {"heldout/scored": 0.0}
+    n = len(scored)
+    policy_rewrites = sum(r.get("by") == "policy" for t in scored for r in t.metadata.get("context_rewrites", []))
+    return {"heldout/pass_rate": sum(t.passed for t in scored) / n, "heldout/scored": float(n),
+            "heldout/truncated_rate": sum(t.status == TrajectoryStatus.TRUNCATED for t in scored) / n,
+            "heldout/policy_rewrites": policy_rewrites / n}
 
 
 def _scored(results: list[Trajectory]) -> list[Trajectory]:

@@ -417,8 +417,9 @@ def run_sft(out: str | None = None, *, family: str = "tool-reasoning", examples:
     if examples <= 0 and from_store is None and context_examples <= 0 and not reading:
         raise ValueError("nothing to train on: --examples 0 needs --from-store RUN_DIR (a run's passing trajectories), "
                          "--context-examples N or --reading-examples N")
-    if context_examples > 0 and context_action is None:
-        raise ValueError("--context-examples needs --context-action NAME (the context tool the solver calls)")
+    if (context_examples > 0) != (context_action is not None):
+        raise ValueError("--context-examples N and --context-action NAME go together: N episodes in which the solver "
+                         "calls the context tool context_NAME")
     chosen, held = passing_trajectories(from_store, store_selection or StoreSelection(), seed) if from_store else ([], 0)
     model, tokenizer = load_policy(init, device="cpu", chat_format=chat_format, seed=seed)
     mtp_weight = _mtp_setup(model, mtp_weight, mtp_modules, seed)

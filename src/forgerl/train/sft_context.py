@@ -28,8 +28,17 @@ from forgerl.errors import ConfigError
 from forgerl.train.sft_store import SFTExample
 from forgerl.types import Message, ToolCall, Trajectory, TrajectoryStatus, chain_samples
 
-ACTION_ARGUMENTS: dict[str, dict[str, Any]] = {"keep_last_turns": {"turns": 1}, "drop_old_rounds": {"keep_rounds": 1}, "drop_tool_outputs": {"keep_last": 0}}
+ACTION_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "keep_last_turns": {"turns": 1}, "drop_old_rounds": {"keep_rounds": 1}, "drop_tool_outputs": {"keep_last": 0}}
 """What the solver passes to each context tool it can call: forget every result it has already read."""
+
+
+def played_cleanly(traj: Trajectory) -> bool:
+    """Completed, passed by the verifier, and every reply ended and parsed. A scripted engine goes on
+    with its script after a reply cut by the token budget (the loop runs none of that reply's calls),
+    so a pass alone does not prove the script was played as written."""
+    return (traj.status == TrajectoryStatus.COMPLETED and traj.passed
+            and all(c.finish_reason == "stop" and c.parse_error is None for c in traj.calls))
 
 
 def managed_replies(fmt: ChatFormat, gold: list[Message], action: str) -> list[str]:
@@ -55,29 +64,28 @@ async def managed_gold_trajectory(family: str, task: Task, tokenizer: Any, fmt: 
         raise ConfigError(f"family {family!r} has no scripted conversation (gold_messages) to manage the context of")
     gold = list(scripted(task, seed=seed, varied=varied))
     replies = managed_replies(fmt, gold, action)
-    longest = max(len(tokenizer.encode(r, add_special_tokens=False)) for r in replies)
     engine = ScriptedEngine(tokenizer, replies, max_context=max_context, logprob=0.0)
-    return await run_episode(engine, fmt, env, task, sampling=SamplingParams(max_tokens=longest + 1),
+    # no budget per turn beyond the context itself (the loop clips max_tokens to the room left)
+    return await run_episode(engine, fmt, env, task, sampling=SamplingParams(max_tokens=max_context),
                              max_turns=len(replies), max_total_tokens=max_context,
                              context_manager=ContextActions([action]))
 
 
 async def managed_examples(family: str, tasks: Iterable[tuple[int, Task]], tokenizer: Any, fmt: ChatFormat,
                            action: str, *, max_context: int, varied: bool = False) -> tuple[list[SFTExample], int]:
-    """SFT examples (one per root) of the managed gold trajectories the verifier passes, and how
-    many trajectories were rejected (not completed, or not passed)."""
+    """SFT examples (one per root) of the managed gold trajectories played cleanly, and how many
+    trajectories were rejected (`played_cleanly` false: truncated, failed, or a reply cut short)."""
     examples: list[SFTExample] = []
     rejected = 0
     for seed, task in tasks:
         traj = await managed_gold_trajectory(family, task, tokenizer, fmt, action, max_context=max_context, seed=seed,
                                              varied=varied)
-        if traj.status != TrajectoryStatus.COMPLETED or not traj.passed:
+        if not played_cleanly(traj):
             rejected += 1
             continue
         rewrites = len(traj.metadata.get("context_rewrites", []))
         source = {"source": "scripted-context", "family": family, "task": task.id, "action": action,
-                  "rewrites": rewrites,
-                  "sections": [], "dropped": [], "distill": "off"}
+                  "rewrites": rewrites, "sections": [], "dropped": [], "distill": "off"}
         for root, sample in enumerate(chain_samples(traj, [0.0] * len(traj.calls))):
             examples.append(SFTExample(sample.input_ids, sample.loss_mask, {**source, "root": root}))
     return examples, rejected
