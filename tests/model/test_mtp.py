@@ -47,7 +47,7 @@ def test_outputs_depend_only_on_the_window(policy) -> None:
     """Depth 1 at position i reads h0 and tokens at i-W+1..i+1 only: changing anything earlier
     leaves it unchanged (within float noise, 1e-5)."""
     heads = get_mtp(policy)
-    ids = torch.randint(1, 4000, (1, 30), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(1, 2000, (1, 30), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         h0 = policy.model(input_ids=ids).last_hidden_state
         base = heads(h0, ids, policy.model.embed_tokens)[0]
@@ -61,7 +61,7 @@ def test_outputs_depend_only_on_the_window(policy) -> None:
 
 def test_cross_entropy_matches_direct_computation(policy) -> None:
     heads = get_mtp(policy)
-    ids = torch.randint(1, 4000, (2, 12), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(1, 2000, (2, 12), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     mask[0, 9:] = 0
     with torch.no_grad():
@@ -111,7 +111,7 @@ def test_dependency_reach_is_exact(policy) -> None:
     heads = get_mtp(policy)
     depths, reach = len(heads.depths), heads.reach
     assert reach == depths * heads.window + 1
-    ids = torch.randint(1, 4000, (1, 40), generator=torch.Generator().manual_seed(3))
+    ids = torch.randint(1, 2000, (1, 40), generator=torch.Generator().manual_seed(3))
     t = 39
     with torch.no_grad():
         h0 = policy.model(input_ids=ids).last_hidden_state

@@ -43,7 +43,7 @@ def test_round_trip_keeps_weights_and_outputs(saved) -> None:
     original, restored = model.state_dict(), loaded.state_dict()
     assert original.keys() == restored.keys()
     assert all(torch.equal(original[k], restored[k]) for k in original)
-    ids = torch.randint(1, 4000, (2, 20), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(1, 2000, (2, 20), generator=torch.Generator().manual_seed(0))
     for a, b in zip(_head_outputs(model, ids), _head_outputs(loaded, ids)):
         assert torch.equal(a, b)
 
@@ -105,7 +105,7 @@ def test_expand_then_save_and_load(tmp_path) -> None:
     save_policy(model, tokenizer, tmp_path, {})
     loaded, _ = load_policy(str(tmp_path))
     assert get_mtp(loaded).shape == MTPShape(3, 1, 8)
-    ids = torch.randint(1, 4000, (1, 16), generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(1, 2000, (1, 16), generator=torch.Generator().manual_seed(2))
     outputs = _head_outputs(loaded, ids)
     assert len(outputs) == 3
     for a, b in zip(_head_outputs(model, ids), outputs):

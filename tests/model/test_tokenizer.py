@@ -14,6 +14,7 @@ from forgerl.chat import get_format, list_formats
 from forgerl.chat.base import encode_segments, segments_text
 from forgerl.model.tokenizer import (
     ASSET_DIR,
+    DIGITS_ASSET_DIR,
     PAD_TOKEN,
     all_markers,
     load_default_tokenizer,
@@ -67,11 +68,12 @@ def _model_json(path) -> dict:
     return {"model": data["model"], "added": [(t["id"], t["content"], t["special"]) for t in data["added_tokens"]]}
 
 
-def test_training_reproduces_the_shipped_tokenizer(tmp_path) -> None:
-    train_default_tokenizer(tmp_path)
-    assert _model_json(tmp_path) == _model_json(ASSET_DIR)
+@pytest.mark.parametrize("digit_groups", [False, True])
+def test_training_reproduces_the_shipped_tokenizer(tmp_path, digit_groups) -> None:
+    train_default_tokenizer(tmp_path, digit_groups=digit_groups)
+    assert _model_json(tmp_path) == _model_json(DIGITS_ASSET_DIR if digit_groups else ASSET_DIR)
     retrained = PreTrainedTokenizerFast.from_pretrained(str(tmp_path))
-    assert retrained.get_vocab() == load_default_tokenizer().get_vocab()
+    assert retrained.get_vocab() == load_default_tokenizer(digit_groups).get_vocab()
 
 
 def _bare_tokenizer() -> PreTrainedTokenizerFast:
@@ -113,3 +115,35 @@ def test_prepare_default_tokenizer_adds_nothing(tokenizer) -> None:
     tok = copy.deepcopy(tokenizer)
     prepare_tokenizer(tok, list_formats())
     assert len(tok) == len(tokenizer)
+
+
+def test_the_digit_variant_splits_numbers_into_groups_of_at_most_three(tokenizer) -> None:
+    """A number is the same tokens wherever it stands, no token crosses a group of three digits (977 of
+    the 1,000 three-digit groups are one token; the rest, such as 093, are two), and few digit tokens
+    exist, so each one is common in any training text. The plain tokenizer has none of that."""
+    plain = [tokenizer.decode([i]) for i in tokenizer.encode("1234567890123456", add_special_tokens=False)]
+    assert plain != ["123", "456", "789", "012", "345", "6"]
+    tokenizer = load_default_tokenizer(digit_groups=True)
+    assert len(tokenizer) < len(load_default_tokenizer())
+    rng = random.Random(5)
+    for _ in range(200):
+        number = str(rng.randrange(10 ** rng.randint(1, 24)))
+        pieces = [tokenizer.decode([i]) for i in tokenizer.encode(number, add_special_tokens=False)]
+        assert "".join(pieces) == number
+        ends = {sum(len(p) for p in pieces[:k + 1]) for k in range(len(pieces))}
+        assert ends >= set(range(3, len(number), 3)) | {len(number)}
+        for before in (" ", ": ", "=", "$", "total was ", "\n", "x"):
+            ids = tokenizer.encode(before + number + ".", add_special_tokens=False)
+            assert [tokenizer.decode([i]) for i in ids][-len(pieces) - 1:-1] == pieces, before
+    digit_tokens = [t for t in tokenizer.get_vocab() if tokenizer.convert_tokens_to_string([t]).strip().isdigit()]
+    assert len(digit_tokens) <= 10 + 100 + 1000
+
+
+def test_tiny_random_digits_is_the_same_model_on_the_digit_tokenizer() -> None:
+    from forgerl.model.loading import load_policy
+
+    model, tok = load_policy("tiny-random-digits", device="cpu")
+    plain, _ = load_policy("tiny-random", device="cpu")
+    assert tok.get_vocab() == load_default_tokenizer(digit_groups=True).get_vocab()
+    assert model.config.vocab_size == len(tok) < plain.config.vocab_size
+    assert model.config.hidden_size == plain.config.hidden_size and model.config.num_hidden_layers == plain.config.num_hidden_layers

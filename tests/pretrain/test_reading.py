@@ -50,6 +50,7 @@ def test_the_answer_starts_after_the_cue_and_the_seeds_are_apart() -> None:
     for task in check_tasks(40):
         ids, start = answer_span(tok, task)
         assert tok.decode(ids[start:]).strip() == task.answer
+        assert tok.decode(ids[start:start + 1]).strip()  # a bare space before digits is not scored: it is guessable
     for task, control in zip(check_tasks(40), controls(check_tasks(40)), strict=True):
         assert control.kind == task.kind and control.answer == task.answer and task.answer not in control.context
     assert SEED_LIMIT <= CHECK_SEED_BASE and CHECK_SEED_BASE + 10**8 < PROBE_SEED_BASE

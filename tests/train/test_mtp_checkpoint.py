@@ -38,7 +38,7 @@ def one_step(model: torch.nn.Module) -> torch.optim.Optimizer:
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     lm = causal_lm(model)
-    ids = torch.randint(1, 4000, (1, 12), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(1, 2000, (1, 12), generator=torch.Generator().manual_seed(0))
     hidden = lm.model(input_ids=ids).last_hidden_state
     outputs = get_mtp(lm)(hidden, ids, lm.model.embed_tokens)
     (lm.lm_head(hidden).logsumexp(-1).mean() + sum(lm.lm_head(o).logsumexp(-1).mean() for o in outputs)).backward()

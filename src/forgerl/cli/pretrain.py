@@ -24,7 +24,8 @@ def pretrain(
     warmup: int = typer.Option(100, min=1, help="Warm-up steps."),
     seed: int = typer.Option(0, min=0, max=99, help="Seed of the initial weights and of the corpus."),
     init: str = typer.Option("tiny-random", help="Model to start from: `tiny-random` (the embedded architecture, "
-                             "random weights) or a model directory."),
+                             "random weights), `tiny-random-digits` (the same on the digit-group tokenizer, "
+                             "docs/reading.md) or a model directory."),
     mix: str = typer.Option("code=0.3,synthetic=0.4,episodes=0.3", help="Share of the tokens per source "
                             "(name=weight,...; sources: code, synthetic, episodes, repeat)."),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=1, help="Checkpoint every this many steps."),

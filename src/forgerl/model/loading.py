@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-BUILTIN_MODELS = ("default", "tiny-random")
+BUILTIN_MODELS = ("default", "tiny-random", "tiny-random-digits")
+"""`tiny-random-digits` is `tiny-random` on the digit-group tokenizer (model/tokenizer.py DIGIT_GROUP),
+where pre-training starts (docs/reading.md)."""
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "assets" / "policy"
 
 
@@ -118,7 +120,8 @@ def load_policy(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model and its tokenizer, with the chat format's markers as single tokens.
 
-    `tiny-random` is built from a config with a fixed seed (no download). A run directory or run
+    `tiny-random` (and `tiny-random-digits`, on the digit-group tokenizer) is built from a config
+    with a fixed seed (no download). A run directory or run
     reference (`RUN`, `RUN:best`, `RUN:step_N`) resolves to its checkpoint (resolve_model_dir). A directory is loaded with
     `AutoModelForCausalLM`; when the format's markers had to be added to its tokenizer, the
     embedding matrix is resized to match. MTP heads that config.json declares are attached and
@@ -139,10 +142,10 @@ def load_policy(
 
     if name_or_dir == "default":
         name_or_dir = str(default_policy_dir())
-    elif name_or_dir != "tiny-random":
+    elif name_or_dir not in ("tiny-random", "tiny-random-digits"):
         name_or_dir = str(resolve_model_dir(name_or_dir))
-    if name_or_dir == "tiny-random":
-        tokenizer = load_default_tokenizer()
+    if name_or_dir in ("tiny-random", "tiny-random-digits"):
+        tokenizer = load_default_tokenizer(digit_groups=name_or_dir == "tiny-random-digits")
         if fmt is not None:
             tokenizer = prepare_tokenizer(tokenizer, fmt)
         eos = tokenizer.convert_tokens_to_ids(fmt.end_of_message) if fmt is not None else tokenizer.eos_token_id

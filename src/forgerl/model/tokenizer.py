@@ -13,9 +13,10 @@ Two jobs:
   and `train_default_tokenizer` rebuilds it bit for bit:
 
       python -m forgerl.model.tokenizer --out src/forgerl/assets/tokenizer
+      python -m forgerl.model.tokenizer --digit-groups --out src/forgerl/assets/tokenizer-digits
 
-Because the corpus contains rendered episodes, changing a format's text changes the trained
-vocabulary: rerun the command above after such a change (a test compares the two).
+The second is the variant that pre-training starts from (DIGIT_GROUP says why). Because the corpus contains rendered episodes, changing a format's text changes the trained
+vocabulary: rerun the commands above after such a change (a test compares them).
 """
 
 from __future__ import annotations
@@ -39,7 +40,20 @@ PAD_TOKEN = "<|pad|>"
 DEFAULT_VOCAB_SIZE = 4096
 DEFAULT_SEED = 20251123
 DEFAULT_EOS = "[e~["  # the end-of-message marker of the default model's format (minimax_m2)
+DIGIT_GROUP = r"\d{1,3}"
+"""The digit-group variant cuts digits into groups of at most three, left to right, before BPE sees
+them (as Llama 3 does).
+
+Why: with byte-level BPE alone the corpus's many numbers turned 2,934 of the default's 4,096 tokens
+into digit strings (` 186636`, `564820`), most of them rare in any training text. A model only
+learns to write a token it has often been trained to predict, so copying a number failed exactly on
+its rare tokens (docs/reading.md, "The tokenizer held back digit copying"). Groups of at most three
+digits give at most 1,110 digit tokens, every one frequent, and a number splits the same way
+wherever it stands. The same corpus then fills 2,247 tokens, not 4,096. It is what pre-training
+for issue 20 starts from (`tiny-random-digits`); the shipped default policy and `tiny-random` keep
+the plain tokenizer until a new default is built on it."""
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tokenizer"
+DIGITS_ASSET_DIR = ASSET_DIR.with_name("tokenizer-digits")
 
 FormatLike = ChatFormat | str | type[ChatFormat]
 
@@ -268,14 +282,19 @@ def all_markers() -> list[str]:
 
 
 def train_default_tokenizer(
-    out_dir: str | Path | None = None, *, vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = DEFAULT_SEED
+    out_dir: str | Path | None = None, *, vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = DEFAULT_SEED,
+    digit_groups: bool = False,
 ) -> PreTrainedTokenizerBase:
-    """Train the default byte-level BPE; save it to `out_dir` (save_pretrained) when given."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Train the default byte-level BPE (with `digit_groups`, its DIGIT_GROUP variant); save it to
+    `out_dir` (save_pretrained) when given."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if digit_groups:
+        bpe.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(DIGIT_GROUP), behavior="isolated"), bpe.pre_tokenizer])
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -298,30 +317,36 @@ def train_default_tokenizer(
     return tok
 
 
-@functools.lru_cache(maxsize=1)
-def load_default_tokenizer() -> PreTrainedTokenizerBase:
-    """The shipped default tokenizer, loaded once per process; the same object every call.
+@functools.lru_cache(maxsize=2)
+def load_default_tokenizer(digit_groups: bool = False) -> PreTrainedTokenizerBase:
+    """The shipped default tokenizer (or its digit-group variant), loaded once per process; the same
+    object every call.
 
     Shared: do not mutate it (copy.deepcopy it first, e.g. before `prepare_tokenizer`).
     """
     from transformers import PreTrainedTokenizerFast
 
-    if not (ASSET_DIR / "tokenizer.json").exists():
+    where = DIGITS_ASSET_DIR if digit_groups else ASSET_DIR
+    if not (where / "tokenizer.json").exists():
+        flag = " --digit-groups" if digit_groups else ""
         raise ConfigError(
-            f"the default tokenizer is missing from {ASSET_DIR}; rebuild it with "
-            f"`python -m forgerl.model.tokenizer --out {ASSET_DIR}`"
+            f"the default tokenizer is missing from {where}; rebuild it with "
+            f"`python -m forgerl.model.tokenizer{flag} --out {where}`"
         )
-    return PreTrainedTokenizerFast.from_pretrained(str(ASSET_DIR))
+    return PreTrainedTokenizerFast.from_pretrained(str(where))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train forgerl's default tokenizer (deterministic).")
-    parser.add_argument("--out", default=str(ASSET_DIR), help="output directory (default: the shipped asset)")
+    parser.add_argument("--out", default=None, help="output directory (default: the shipped asset)")
+    parser.add_argument("--digit-groups", action="store_true",
+                        help="the variant that cuts digits into groups of at most three (assets/tokenizer-digits)")
     parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args(argv)
-    tok = train_default_tokenizer(args.out, vocab_size=args.vocab_size, seed=args.seed)
-    print(f"saved a {len(tok)}-token tokenizer to {args.out}")
+    out = args.out or str(DIGITS_ASSET_DIR if args.digit_groups else ASSET_DIR)
+    tok = train_default_tokenizer(out, vocab_size=args.vocab_size, seed=args.seed, digit_groups=args.digit_groups)
+    print(f"saved a {len(tok)}-token tokenizer to {out}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ class PretrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     """Seeds the initial weights (tiny-random), the code chunks' order and the synthetic and episode documents."""
     init: str = "tiny-random"
-    """Model to start from: `tiny-random` (the embedded architecture, random weights) or a model directory."""
+    """Model to start from: `tiny-random` (the embedded architecture, random weights), `tiny-random-digits`
+    (the same on the digit-group tokenizer) or a model directory."""
     chat_format: str = "minimax_m2"
     """The format whose markers the tokenizer must hold; episodes without a drawn format render in it."""
     mix: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_MIX))
