@@ -74,3 +74,16 @@ def test_a_repeat_document_is_one_span_written_two_to_four_times(tok) -> None:
     counts = {writings(repeat_text(f"repeat:0:{i}")) for i in range(50)}
     assert counts == {2, 3, 4}
     assert tok.decode(RepeatSource(tok, 0).document(7)) == repeat_text("repeat:0:7")
+
+
+def test_a_numbers_document_repeats_numbers_only_on_its_own_seeds(tok) -> None:
+    from forgerl.pretrain.sources import make_source
+    from forgerl.pretrain.synthetic import repeat_text
+
+    source = make_source("numbers", tok, 0)
+    for i in range(30):
+        text = tok.decode(source.document(i))
+        assert text == repeat_text(f"numbers:0:{i}", numbers_only=True) != repeat_text(f"repeat:0:{i}")
+        assert set(text) <= set("0123456789. ,\n-")
+        first = text.replace("\n---\n", "\n").replace(", ", " ").split()[0]
+        assert text.count(first) >= 2

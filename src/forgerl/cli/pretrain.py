@@ -27,7 +27,7 @@ def pretrain(
                              "random weights), `tiny-random-digits` (the same on the digit-group tokenizer, "
                              "docs/reading.md) or a model directory."),
     mix: str = typer.Option("code=0.3,synthetic=0.4,episodes=0.3", help="Share of the tokens per source "
-                            "(name=weight,...; sources: code, synthetic, episodes, repeat)."),
+                            "(name=weight,...; sources: code, synthetic, episodes, repeat, numbers)."),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=1, help="Checkpoint every this many steps."),
     keep_checkpoints: int = typer.Option(2, "--keep-checkpoints", min=1, help="How many of the newest checkpoints to keep."),
     stop_at: int | None = typer.Option(None, "--stop-at", min=1, help="End this session after this step (with a "

@@ -12,6 +12,7 @@ documents an uninterrupted one would have.
 * `repeat`: a span of random words, names, ids and numbers written two to four times, so that every
   token after its first writing is a copy (synthetic.repeat_text): what made in-context copying
   appear (docs/reading.md).
+* `numbers`: the same with numbers only, so that every digit token is often a copy target.
 * `episodes`: the tool-reasoning family's scripted solver played under perturbed scaffolds
   (perturb/gold.py: renamed tools and parameters, rewritten prompts, response layouts, chat
   formats, injected failures it retries), with the solver's varied styles; the held-out scaffolds
@@ -155,9 +156,11 @@ class RepeatSource:
     tokenizer: Any
     seed: int
     name: str = "repeat"
+    """`repeat` (mixed pieces) or `numbers` (numbers only; seeds "numbers:<run seed>:<index>")."""
 
     def document(self, index: int) -> list[int]:
-        return self.tokenizer.encode(repeat_text(f"repeat:{self.seed}:{index}"), add_special_tokens=False)
+        text = repeat_text(f"{self.name}:{self.seed}:{index}", numbers_only=self.name == "numbers")
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
 
 @dataclass
@@ -190,7 +193,7 @@ class EpisodeSource:
         return ids
 
 
-SOURCES = ("code", "synthetic", "episodes", "repeat")
+SOURCES = ("code", "synthetic", "episodes", "repeat", "numbers")
 
 
 def make_source(name: str, tokenizer: Any, seed: int) -> Source:
@@ -200,6 +203,6 @@ def make_source(name: str, tokenizer: Any, seed: int) -> Source:
         return SyntheticSource(tokenizer, seed)
     if name == "episodes":
         return EpisodeSource(tokenizer, seed)
-    if name == "repeat":
-        return RepeatSource(tokenizer, seed)
+    if name in ("repeat", "numbers"):
+        return RepeatSource(tokenizer, seed, name)
     raise ConfigError(f"unknown corpus source {name!r}", hint=f"choose from {', '.join(SOURCES)}")

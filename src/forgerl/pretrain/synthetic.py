@@ -174,17 +174,29 @@ REPEAT_PIECES = (2, 8)
 """Pieces (invented words and names, numbers, ids) in one repeated span."""
 
 
-def repeat_text(seed: str) -> str:
-    """A span of random pieces written 2-4 times: an induction warm-up.
+def long_number(rng: random.Random) -> str:
+    """A number of 1-24 digits (and maybe a decimal part): the `numbers` source's pieces."""
+    return number(rng, 1, 24)
+
+
+def repeat_text(seed: str, numbers_only: bool = False) -> str:
+    """A span of random pieces written 2-4 times: an induction warm-up. With `numbers_only` every
+    piece is a number (the `numbers` source).
 
     Why: a tiny model learns in-context copying (an induction circuit) only after a plateau whose
     length grows with how few of its targets need copying; in the reading tasks only the answers do,
     and a 1.8M-token mixed run stayed on the plateau. Here every token after the span's first writing
     is a copy target, drawn from the same pieces the reading tasks use; with 85% of the tokens from
     here and 4 x 128 tokens per step the circuit appeared after ~5M tokens (docs/reading.md). `seed` is a string ("repeat:<run seed>:<index>"), a stream apart
-    from the integer seeds of the reading tasks and the probes."""
+    from the integer seeds of the reading tasks and the probes.
+
+    Why `numbers_only`: a model copies a token only once it has often been trained to predict it, and
+    the digit tokenizer's 1,000 three-digit tokens are each a few hundred of 3.7M tokens in the mix
+    above; copied, they were right 1% of the time (docs/reading.md). Spans of numbers make every
+    digit token a frequent copy target."""
     rng = random.Random(seed)
-    pieces = [rng.choice((word, name, random_string, number))(rng) for _ in range(rng.randint(*REPEAT_PIECES))]
+    makers = (long_number,) if numbers_only else (word, name, random_string, number)
+    pieces = [rng.choice(makers)(rng) for _ in range(rng.randint(*REPEAT_PIECES))]
     span = rng.choice((" ", ", ", "\n")).join(pieces)
     return rng.choice(("\n", "\n\n", " ", "\n---\n")).join([span] * rng.randint(2, 4))
 
