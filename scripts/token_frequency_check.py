@@ -23,11 +23,12 @@ from forgerl.pretrain.synthetic import copy_task, digits_task, document_seed, do
 
 TASK_SEED_BASE = 1_700_000_000
 """Inside the reading check's range (pretrain/reading.py), past the tasks it scores: no training document."""
-BUCKETS = ((0, "0"), (10, "1-9"), (100, "10-99"), (1000, "100-999"), (float("inf"), "1000+"))
+BUCKETS = ((1, "0"), (10, "1-9"), (100, "10-99"), (1000, "100-999"), (float("inf"), "1000+"))
+"""(exclusive upper bound on the count, label)."""
 
 
 def bucket(count: int) -> str:
-    return next(label for limit, label in BUCKETS if count < limit or (limit == 0 and count == 0))
+    return next(label for limit, label in BUCKETS if count < limit)
 
 
 def main() -> None:

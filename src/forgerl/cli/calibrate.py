@@ -221,11 +221,12 @@ def open_engine(model: str, *, url: str | None, chat_format: str, max_context: i
         return load_engine(model, chat_format=chat_format, seed=seed, max_context=max_context)
     from forgerl.chat import get_format  # heavy: the chat formats, only when calibrating
     from forgerl.engine.remote import RemoteEngine  # heavy: httpx
+    from forgerl.model.loading import BUILTIN_MODELS, TINY_RANDOM  # heavy: transformers, beside the tokenizer
     from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer  # heavy: transformers
 
     fmt = get_format(chat_format)
-    if model in ("default", "tiny-random"):
-        tokenizer = prepare_tokenizer(load_default_tokenizer(), fmt)
+    if model in BUILTIN_MODELS:  # the shipped policy keeps the plain tokenizer
+        tokenizer = prepare_tokenizer(load_default_tokenizer(digit_groups=TINY_RANDOM.get(model, False)), fmt)
     else:
         path = Path(model)
         if not (path / "tokenizer_config.json").is_file() and not (path / "tokenizer.json").is_file():

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-BUILTIN_MODELS = ("default", "tiny-random", "tiny-random-digits")
-"""`tiny-random-digits` is `tiny-random` on the digit-group tokenizer (model/tokenizer.py DIGIT_GROUP),
-where pre-training starts (docs/reading.md)."""
+TINY_RANDOM = {"tiny-random": False, "tiny-random-digits": True}
+"""The random-weight built-ins -> whether they use the digit-group tokenizer (model/tokenizer.py
+DIGIT_GROUP): `tiny-random-digits` is where pre-training starts (docs/reading.md)."""
+BUILTIN_MODELS = ("default", *TINY_RANDOM)
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "assets" / "policy"
 
 
@@ -142,10 +143,10 @@ def load_policy(
 
     if name_or_dir == "default":
         name_or_dir = str(default_policy_dir())
-    elif name_or_dir not in ("tiny-random", "tiny-random-digits"):
+    elif name_or_dir not in TINY_RANDOM:
         name_or_dir = str(resolve_model_dir(name_or_dir))
-    if name_or_dir in ("tiny-random", "tiny-random-digits"):
-        tokenizer = load_default_tokenizer(digit_groups=name_or_dir == "tiny-random-digits")
+    if name_or_dir in TINY_RANDOM:
+        tokenizer = load_default_tokenizer(digit_groups=TINY_RANDOM[name_or_dir])
         if fmt is not None:
             tokenizer = prepare_tokenizer(tokenizer, fmt)
         eos = tokenizer.convert_tokens_to_ids(fmt.end_of_message) if fmt is not None else tokenizer.eos_token_id

@@ -15,8 +15,9 @@ Two jobs:
       python -m forgerl.model.tokenizer --out src/forgerl/assets/tokenizer
       python -m forgerl.model.tokenizer --digit-groups --out src/forgerl/assets/tokenizer-digits
 
-The second is the variant that pre-training starts from (DIGIT_GROUP says why). Because the corpus contains rendered episodes, changing a format's text changes the trained
-vocabulary: rerun the commands above after such a change (a test compares them).
+The second is the variant that pre-training starts from (DIGIT_GROUP says why). Because the corpus
+contains rendered episodes, changing a format's text changes the trained vocabulary: rerun the
+commands above after such a change (a test compares them).
 """
 
 from __future__ import annotations

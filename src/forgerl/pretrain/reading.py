@@ -36,7 +36,7 @@ def check_tasks(n: int) -> list[ReadingTask]:
 def answer_span(tokenizer: Any, task: ReadingTask) -> tuple[list[int], int] | None:
     """The task's token ids and where its answer starts. The cue's trailing space goes with the
     answer (BPE writes " ab" as one token), so the prefix is the text before that space; when the
-    space is a token of its own (the default tokenizer cuts digits off it, model/tokenizer.py
+    space is a token of its own (the digit-group tokenizer cuts digits off it, model/tokenizer.py
     DIGIT_GROUP), the answer starts after it: a bare space is predictable without reading. None
     when the answer's first token still merges with the prefix (then there is no clean boundary)."""
     prefix = tokenizer.encode((task.context + task.cue).rstrip(" "), add_special_tokens=False)

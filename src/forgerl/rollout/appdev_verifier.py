@@ -155,10 +155,11 @@ def open_verifier_engine(config: VerifierModelConfig) -> Engine:
 
 def _tokenizer(model: str, chat_format: str) -> Any:
     """The tokenizer of `model` prepared for `chat_format`, without loading the model's weights."""
+    from forgerl.model.loading import BUILTIN_MODELS, TINY_RANDOM  # heavy: transformers, beside the tokenizer
     from forgerl.model.tokenizer import load_default_tokenizer, prepare_tokenizer  # heavy: transformers
 
-    if model in ("default", "tiny-random"):
-        return prepare_tokenizer(load_default_tokenizer(), get_format(chat_format))
+    if model in BUILTIN_MODELS:  # the shipped policy keeps the plain tokenizer
+        return prepare_tokenizer(load_default_tokenizer(digit_groups=TINY_RANDOM.get(model, False)), get_format(chat_format))
     path = Path(model)
     if not (path / "tokenizer_config.json").is_file() and not (path / "tokenizer.json").is_file():
         raise ConfigError(f"verifier.model.model = {model!r}: a remote verifier needs the server model's tokenizer "
