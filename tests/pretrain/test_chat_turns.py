@@ -16,7 +16,7 @@ def test_each_turn_asks_back_a_fact_that_is_in_the_turn_and_trains_only_the_repl
     turns = reading_turns(40, seed=3)
     assert reading_turns(40, seed=3) == turns  # deterministic
     conversations = [Conversation(t, [], f"r{i}") for i, t in enumerate(turns)]
-    assert [reading_task(3, i).kind for i in range(4)] == ["copy", "digits", "lookup", "name"]
+    assert [reading_task(3, i).kind for i in range(5)] == ["copy", "digits", "lookup", "mention", "name"]
     for conv in conversations:
         user, reply = conv.messages
         assert user.role == "user" and reply.role == "assistant" and not conv.tools
@@ -31,7 +31,7 @@ def test_the_probes_questions_are_not_among_the_training_turns():
     prompts = {turn[0].content for turn in reading_turns(400, seed=0)}
     probes = [*coined_items(20), *digit_items(20), *kv_items(20)]
     assert not prompts & {p.prompt for p in probes}
-    assert not any("Reply with the" in p for p in prompts)  # the probes' phrasing is theirs alone
+    assert not any("Reply with the" in p or "called?" in p for p in prompts)  # the probes' phrasing is theirs alone
 
 
 def test_run_sft_adds_reading_turns(tmp_path):

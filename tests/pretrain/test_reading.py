@@ -33,12 +33,12 @@ class Oracle:
 
 def test_an_oracle_scores_one_and_a_constant_model_zero() -> None:
     tok = load_default_tokenizer()
-    tasks = check_tasks(12)
+    tasks = check_tasks(12) + check_tasks(6, ("mention",))
     oracle = Oracle(len(tok))
     for task in tasks:
         oracle.learn(tok.encode(task.text, add_special_tokens=False))
     scores = answer_accuracy(oracle, tok, tasks)
-    assert set(scores) == set(KINDS)
+    assert set(scores) == {*KINDS, "mention"}
     # it copies from the context it was given: after another task's context it has nothing to copy
     assert all(s == {"tokens": 1.0, "answers": 1.0, "control": 0.0} for s in scores.values())
     blank = answer_accuracy(Oracle(len(tok), constant=0), tok, tasks)
@@ -47,7 +47,8 @@ def test_an_oracle_scores_one_and_a_constant_model_zero() -> None:
 
 def test_the_answer_starts_after_the_cue_and_the_seeds_are_apart() -> None:
     tok = load_default_tokenizer()
-    for task in check_tasks(40):
+    assert [t.kind for t in check_tasks(8)] == [*KINDS, *KINDS]  # the default check is what it always was
+    for task in check_tasks(40) + check_tasks(20, ("mention",)):
         ids, start = answer_span(tok, task)
         assert tok.decode(ids[start:]).strip() == task.answer
         assert tok.decode(ids[start:start + 1]).strip()  # a bare space before digits is not scored: it is guessable

@@ -87,3 +87,11 @@ def test_a_numbers_document_repeats_numbers_only_on_its_own_seeds(tok) -> None:
         assert set(text) <= set("0123456789. ,\n-")
         first = text.replace("\n---\n", "\n").replace(", ", " ").split()[0]
         assert text.count(first) >= 2
+
+
+def test_a_mentions_document_is_its_seeds_mention_tasks(tok) -> None:
+    from forgerl.pretrain.sources import make_source
+    from forgerl.pretrain.synthetic import mentions_text
+
+    source = make_source("mentions", tok, 2)
+    assert [tok.decode(source.document(i)) for i in range(5)] == [mentions_text(f"mentions:2:{i}") for i in range(5)]

@@ -13,6 +13,8 @@ from forgerl.pretrain.synthetic import (
     document_seed,
     document_tasks,
     document_text,
+    mention_task,
+    mentions_text,
     problems,
 )
 from forgerl.probes.items import PROBE_SEED_BASE
@@ -49,3 +51,28 @@ def test_synthetic_seeds_never_reach_the_probe_seeds() -> None:
         document_seed(100, 0)
     with pytest.raises(ConfigError, match="past the"):
         document_seed(0, SEED_STRIDE)
+
+
+def test_a_mention_asks_one_named_entity_back_in_words_apart_from_the_probes() -> None:
+    import random
+    import re
+
+    rng = random.Random(11)
+    styles = set()
+    for _ in range(500):
+        task = mention_task(rng)
+        assert task.kind == "mention" and problems(task) == []
+        assert task.key in task.cue and task.text.endswith(task.cue + task.answer)
+        assert "called?" not in task.cue and "Reply with" not in task.cue  # the probes' wording stays theirs
+        assert not re.fullmatch(r"[A-Z][a-z]+[A-Z]\w*", task.answer)  # no multi-word PascalCase: held out
+        styles.add("cap" if task.answer[0].isupper() and task.answer[1:].islower() else
+                   "upper" if task.answer.isupper() else "lower" if task.answer.islower() and task.answer.isalpha()
+                   else "joined")
+    assert styles == {"cap", "upper", "lower", "joined"}
+    assert mentions_text("mentions:0:3") == mentions_text("mentions:0:3") != mentions_text("mentions:0:4")
+
+
+def test_synthetic_documents_never_draw_a_mention() -> None:
+    # documents of a seed stay what they were before `mention` existed (reading-base's build reads them)
+    assert all(task.kind in KINDS for seed in range(200) for task in document_tasks(seed))
+    assert "mention" not in KINDS

@@ -26,6 +26,7 @@ THOUGHTS = {
     "lookup": "I find the key in the list above and read its value.",
     "name": "The name was defined above; I write it exactly as it was spelt.",
     "digits": "I copy the number digit by digit.",
+    "mention": "The question asks for a name given above; I find it and write it exactly.",
 }
 
 

@@ -28,9 +28,10 @@ CHECK_SEED_BASE = 1_500_000_000
 """Between the training seeds (< SEED_LIMIT = 10**9) and the probes' (>= 2 * 10**9)."""
 
 
-def check_tasks(n: int) -> list[ReadingTask]:
-    """`n` tasks, the kinds in turn, task i from seed CHECK_SEED_BASE + i."""
-    return [MAKERS[KINDS[i % len(KINDS)]](random.Random(CHECK_SEED_BASE + i)) for i in range(n)]
+def check_tasks(n: int, kinds: tuple[str, ...] = KINDS) -> list[ReadingTask]:
+    """`n` tasks, `kinds` in turn, task i from seed CHECK_SEED_BASE + i (the default kinds give the
+    same tasks as before `mention` existed, so old and new figures compare)."""
+    return [MAKERS[kinds[i % len(kinds)]](random.Random(CHECK_SEED_BASE + i)) for i in range(n)]
 
 
 def answer_span(tokenizer: Any, task: ReadingTask) -> tuple[list[int], int] | None:
@@ -83,4 +84,4 @@ def answer_accuracy(model: Any, tokenizer: Any, tasks: list[ReadingTask]) -> dic
         kind["answers"].append(all(hits))
         kind["control"] += (_hits(model, tokenizer, control) or []) if control is not None else []
     return {kind: {name: sum(v) / len(v) if v else 0.0 for name, v in scores[kind].items()}
-            for kind in KINDS if kind in scores}
+            for kind in MAKERS if kind in scores}

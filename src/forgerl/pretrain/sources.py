@@ -13,6 +13,9 @@ documents an uninterrupted one would have.
   token after its first writing is a copy (synthetic.repeat_text): what made in-context copying
   appear (docs/reading.md).
 * `numbers`: the same with numbers only, so that every digit token is often a copy target.
+* `mentions`: invented names (a wider alphabet, capitalised as names are) introduced in varied
+  sentences and asked back in other words (synthetic.mention_task), so copying a name does not
+  hang on one template.
 * `episodes`: the tool-reasoning family's scripted solver played under perturbed scaffolds
   (perturb/gold.py: renamed tools and parameters, rewritten prompts, response layouts, chat
   formats, injected failures it retries), with the solver's varied styles; the held-out scaffolds
@@ -37,7 +40,7 @@ from forgerl.envs.suites import HELD_OUT_SEED_BASE
 from forgerl.errors import ConfigError
 from forgerl.perturb.gold import perturbed_gold_conversation
 from forgerl.perturb.spec import PerturbSpec
-from forgerl.pretrain.synthetic import document_seed, document_text, repeat_text
+from forgerl.pretrain.synthetic import document_seed, document_text, mentions_text, repeat_text
 from forgerl.train.rollouts import make_task
 from forgerl.train.sft import Conversation, encode_conversation, gold_conversation
 
@@ -193,7 +196,19 @@ class EpisodeSource:
         return ids
 
 
-SOURCES = ("code", "synthetic", "episodes", "repeat", "numbers")
+@dataclass
+class MentionSource:
+    """`mentions`: entities named in varied sentences, then asked back (synthetic.mention_task)."""
+
+    tokenizer: Any
+    seed: int
+    name: str = "mentions"
+
+    def document(self, index: int) -> list[int]:
+        return self.tokenizer.encode(mentions_text(f"mentions:{self.seed}:{index}"), add_special_tokens=False)
+
+
+SOURCES = ("code", "synthetic", "episodes", "repeat", "numbers", "mentions")
 
 
 def make_source(name: str, tokenizer: Any, seed: int) -> Source:
@@ -205,4 +220,6 @@ def make_source(name: str, tokenizer: Any, seed: int) -> Source:
         return EpisodeSource(tokenizer, seed)
     if name in ("repeat", "numbers"):
         return RepeatSource(tokenizer, seed, name)
+    if name == "mentions":
+        return MentionSource(tokenizer, seed)
     raise ConfigError(f"unknown corpus source {name!r}", hint=f"choose from {', '.join(SOURCES)}")

@@ -32,6 +32,7 @@ SEED_LIMIT = 1_000_000_000
 NAME_STYLES = ("snake", "camel", "kebab", "upper")
 """How invented multi-word names are joined (PascalCase is the perturbation experiment's held-out style)."""
 KINDS = ("copy", "lookup", "name", "digits")
+"""The kinds a `synthetic` document draws from (MAKERS below has one more: `mention`)."""
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,72 @@ def digits_task(rng: random.Random) -> ReadingTask:
     return ReadingTask("digits", context, cue, d)
 
 
+PROPER_ONSETS = ("b", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z",
+                 "br", "dr", "gl", "kr", "pl", "st", "tr", "sk", "ch", "sh", "fl", "gr", "th")
+PROPER_CODAS = ("", "", "", "n", "r", "l", "s", "k", "m", "x", "t")
+"""A wider syllable alphabet than `word`'s (clusters, closed syllables): names as users coin them."""
+THINGS = ("project", "tool", "city", "robot", "river", "team", "ship", "planet", "village", "server",
+          "company", "song", "book", "horse", "bridge", "lake", "street", "game", "bird", "engine",
+          "library", "island", "school", "market", "garden", "machine", "festival", "mountain")
+"""What a named entity is; one entity per thing in a task, so the question picks out one name."""
+INTRODUCTIONS = ("The {thing} is called {name}.", "{name} is the name of the {thing}.", "Meet {name}, the new {thing}.",
+                 "We named the {thing} {name}.", "{thing}: {name}", "Our {thing} goes by {name}.",
+                 '{{"{thing}": "{name}"}}', "The {thing} ({name}) is ready.", "There is a {thing} named {name}.")
+QUESTIONS = ("Q: What name does the {thing} have?\nA: ", "The name of the {thing} is ", "Which name was given to the {thing}? ",
+             "Tell me the {thing}'s name. Answer with just the name.\n", "{thing} = ", "Name of the {thing}: ",
+             "So the {thing} is ", "What do we call the {thing}? We call it ", "Who or what is the {thing}? ")
+"""Never the probes' own wording ("What is the {thing} called? Reply with the name only.")."""
+
+
+def proper_name(rng: random.Random) -> str:
+    """An invented name of 1-3 syllables from the wider alphabet, as a user might write it:
+    Capitalised, lower case, upper case, or two words joined snake/kebab/camel (never multi-word
+    PascalCase, which the perturbation experiment holds out)."""
+    def syllables() -> str:
+        return "".join(rng.choice(PROPER_ONSETS) + rng.choice(VOWELS) + rng.choice(PROPER_CODAS)
+                       for _ in range(rng.randint(1, 3)))
+    style = rng.random()
+    if style < 0.5:
+        return syllables().capitalize()
+    if style < 0.7:
+        return syllables()
+    if style < 0.8:
+        return syllables().upper()
+    return join([syllables(), syllables()], rng.choice(("snake", "kebab", "camel")))
+
+
+def mention_task(rng: random.Random) -> ReadingTask:
+    """1-4 entities named in varied sentences among filler, then a question about one of them.
+
+    Why: the probes showed copying bound to the corpus's own templates: a name after "Its name:" was
+    copied, the same name after "What is the city called? It is" was not, and names from a wider
+    alphabet (closed syllables, capitals) were copied worse than `word`'s (docs/reading.md). Here
+    the question's wording is drawn apart from the introduction's, so only reading the entity's name
+    from where the context said it answers."""
+    things = rng.sample(THINGS, rng.randint(1, 4))
+    names: list[str] = []
+    while len(names) < len(things):
+        n = proper_name(rng)
+        if not any(n.lower() in o.lower() or o.lower() in n.lower() for o in names):
+            names.append(n)
+    sentences = [rng.choice(INTRODUCTIONS).format(thing=t, name=n) for t, n in zip(things, names, strict=True)]
+    sentences += [f"{word(rng).capitalize()} {rng.choice(('is', 'was', 'has'))} {number(rng, 1, 3)}." for _ in range(rng.randint(0, 4))]
+    rng.shuffle(sentences)
+    asked = rng.randrange(len(things))
+    cue = rng.choice(QUESTIONS).format(thing=things[asked])
+    return ReadingTask("mention", " ".join(sentences) + "\n", cue, names[asked], key=things[asked])
+
+
 MAKERS: dict[str, Callable[[random.Random], ReadingTask]] = {
-    "copy": copy_task, "lookup": lookup_task, "name": name_task, "digits": digits_task}
+    "copy": copy_task, "lookup": lookup_task, "name": name_task, "digits": digits_task, "mention": mention_task}
+"""Every task maker. A synthetic document draws from KINDS only (so the documents of a seed never
+change when a kind is added); `mention` lives in its own source (`mentions`) and in SFT's turns."""
+
+
+def mentions_text(seed: str) -> str:
+    """A `mentions` corpus document: 2-6 mention tasks, each answered (seeds "mentions:<run seed>:<index>")."""
+    rng = random.Random(seed)
+    return "\n".join(mention_task(rng).text for _ in range(rng.randint(2, 6)))
 
 
 def document_tasks(seed: int) -> list[ReadingTask]:
