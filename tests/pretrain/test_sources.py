@@ -13,7 +13,7 @@ from forgerl.pretrain.sources import (
     EPISODE_STRIDE,
     CodeSource,
     EpisodeSource,
-    RepeatSource,
+    SeededTextSource,
     SyntheticSource,
     chunks,
     stdlib_files,
@@ -42,7 +42,7 @@ def test_the_code_source_reads_the_stdlib_without_its_tests() -> None:
 
 
 def test_sources_are_deterministic_for_a_seed(tok) -> None:
-    for make in (CodeSource, SyntheticSource, EpisodeSource, RepeatSource):
+    for make in (CodeSource, SyntheticSource, EpisodeSource, SeededTextSource):
         a, b, other = make(tok, 0), make(tok, 0), make(tok, 1)
         assert a.document(3) == b.document(3)
         assert a.document(0) != a.document(1)
@@ -73,7 +73,7 @@ def test_a_repeat_document_is_one_span_written_two_to_four_times(tok) -> None:
 
     counts = {writings(repeat_text(f"repeat:0:{i}")) for i in range(50)}
     assert counts == {2, 3, 4}
-    assert tok.decode(RepeatSource(tok, 0).document(7)) == repeat_text("repeat:0:7")
+    assert tok.decode(SeededTextSource(tok, 0).document(7)) == repeat_text("repeat:0:7")
 
 
 def test_a_numbers_document_repeats_numbers_only_on_its_own_seeds(tok) -> None:

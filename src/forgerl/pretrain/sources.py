@@ -30,6 +30,7 @@ import functools
 import hashlib
 import random
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -154,15 +155,22 @@ class SyntheticSource:
         return self.tokenizer.encode(document_text(document_seed(self.seed, index)), add_special_tokens=False)
 
 
+SEEDED_TEXTS: dict[str, Callable[[str], str]] = {
+    "repeat": repeat_text, "numbers": functools.partial(repeat_text, numbers_only=True), "mentions": mentions_text}
+"""The sources whose document `i` is text generated from the string seed "<name>:<run seed>:<i>"."""
+
+
 @dataclass
-class RepeatSource:
+class SeededTextSource:
+    """`repeat`, `numbers` or `mentions` (SEEDED_TEXTS): each its own stream of string seeds, apart
+    from the synthetic documents' integer seeds and the probes'."""
+
     tokenizer: Any
     seed: int
     name: str = "repeat"
-    """`repeat` (mixed pieces) or `numbers` (numbers only; seeds "numbers:<run seed>:<index>")."""
 
     def document(self, index: int) -> list[int]:
-        text = repeat_text(f"{self.name}:{self.seed}:{index}", numbers_only=self.name == "numbers")
+        text = SEEDED_TEXTS[self.name](f"{self.name}:{self.seed}:{index}")
         return self.tokenizer.encode(text, add_special_tokens=False)
 
 
@@ -196,18 +204,6 @@ class EpisodeSource:
         return ids
 
 
-@dataclass
-class MentionSource:
-    """`mentions`: entities named in varied sentences, then asked back (synthetic.mention_task)."""
-
-    tokenizer: Any
-    seed: int
-    name: str = "mentions"
-
-    def document(self, index: int) -> list[int]:
-        return self.tokenizer.encode(mentions_text(f"mentions:{self.seed}:{index}"), add_special_tokens=False)
-
-
 SOURCES = ("code", "synthetic", "episodes", "repeat", "numbers", "mentions")
 
 
@@ -218,8 +214,6 @@ def make_source(name: str, tokenizer: Any, seed: int) -> Source:
         return SyntheticSource(tokenizer, seed)
     if name == "episodes":
         return EpisodeSource(tokenizer, seed)
-    if name in ("repeat", "numbers"):
-        return RepeatSource(tokenizer, seed, name)
-    if name == "mentions":
-        return MentionSource(tokenizer, seed)
+    if name in SEEDED_TEXTS:
+        return SeededTextSource(tokenizer, seed, name)
     raise ConfigError(f"unknown corpus source {name!r}", hint=f"choose from {', '.join(SOURCES)}")
